@@ -1,0 +1,17 @@
+import { defineConfig } from 'vitest/config';
+
+// The project runs on the Node pinned in devDependencies (npm scripts put it first on PATH).
+// Refuse to run on anything older rather than fail later in confusing ways.
+const major = Number(process.versions.node.split('.')[0]);
+if (major < 22) {
+  throw new Error(`dicom-vault tests need Node >= 22 (got ${process.version}); run them with \`npm test\` after \`npm ci\``);
+}
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    pool: 'forks',
+  },
+});
