@@ -1,0 +1,501 @@
+// The local-disk block store: one file per block at `<path>/<shard>/<base32 CID>.data`.
+//
+// Written by hand rather than wrapping blockstore-fs because that package reports every read
+// failure as "not found" (`NotFoundError(String(err))`), drops `cause`, never fsyncs, and
+// copies block bytes through streams; this is the ingest hot path and the node's durability
+// promise, so each of those matters here.
+//
+// Durability: a put writes a unique temp file in the shard directory, fdatasyncs it, renames it
+// into place and fsyncs the directory (directory fsyncs are group-committed across concurrent
+// puts). Puts with `durable: false` skip both syncs and `flush()` performs them later.
+// Assumes one FsBlockStore per directory (one process); POSIX rename and directory fsync.
+import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { base32 } from 'multiformats/bases/base32';
+import { CID } from 'multiformats/cid';
+import { VaultError, abortError } from '../src/errors.ts';
+import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
+
+/** Characters of a block's name that pick its shard directory: 2 gives 32² = 1024 directories. */
+export const DEFAULT_SHARD_PREFIX_LENGTH = 2;
+export const MAX_SHARD_PREFIX_LENGTH = 4;
+/** How many files `flush()` fsyncs at once. */
+export const DEFAULT_FLUSH_CONCURRENCY = 32;
+
+const EXTENSION = '.data';
+const LAYOUT_FILE = 'SHARDING';
+const LAYOUT_PREFIX = 'dicom-vault/fs-block-store/v1/next-to-last/';
+
+export interface FsBlockStoreOptions {
+  /** Root directory of the store; created with its parents on open if missing. */
+  path: string;
+  /**
+   * How many base32 characters of a block's name, taken just before its last character, name
+   * its shard directory (go-ds-flatfs "next-to-last"). Integer 1-4. Default: the length the
+   * store was created with (recorded in `<path>/SHARDING`), or 2 for a new store. Opening a
+   * store with a different length than recorded throws CONFIG_INVALID, because every existing
+   * block would become invisible.
+   */
+  shardPrefixLength?: number;
+  /** How many files `flush()` fsyncs in parallel. Default: 32. */
+  flushConcurrency?: number;
+}
+
+export class FsBlockStore implements BlockStore {
+  /** Absolute root directory. */
+  readonly path: string;
+  readonly shardPrefixLength: number;
+  readonly #flushConcurrency: number;
+  readonly #dirSync = new DirSyncer();
+  /** Shard directories this store has created or found, keyed by path; settled = usable. */
+  readonly #shardDirs = new Map<string, Promise<void>>();
+  /** Block files and directories written by `durable: false` puts and not yet flushed. */
+  #dirtyFiles = new Set<string>();
+  #dirtyDirs = new Set<string>();
+  /** Flushes run one after another so a flush never resolves while an earlier one still syncs. */
+  #flushTail: Promise<void> = Promise.resolve();
+  /** Set once a flush's fsync failed: the kernel may have dropped those pages, so no later flush can promise them. */
+  #flushFailure: unknown = undefined;
+
+  private constructor(root: string, shardPrefixLength: number, flushConcurrency: number) {
+    this.path = root;
+    this.shardPrefixLength = shardPrefixLength;
+    this.#flushConcurrency = flushConcurrency;
+  }
+
+  /**
+   * Opens (creating if needed) the store at `options.path`. Throws CONFIG_INVALID for bad
+   * options, a layout mismatch, or a non-empty directory that is not a block store;
+   * STORE_UNAVAILABLE when the directory cannot be created or read.
+   */
+  static async open(options: FsBlockStoreOptions): Promise<FsBlockStore> {
+    if (typeof options.path !== 'string' || options.path === '') {
+      throw new VaultError('CONFIG_INVALID', 'FsBlockStore: path must be a non-empty string');
+    }
+    const requested = options.shardPrefixLength;
+    if (requested !== undefined && !isIntegerIn(requested, 1, MAX_SHARD_PREFIX_LENGTH)) {
+      throw new VaultError('CONFIG_INVALID', `FsBlockStore: shardPrefixLength must be an integer from 1 to ${MAX_SHARD_PREFIX_LENGTH}`);
+    }
+    const flushConcurrency = options.flushConcurrency ?? DEFAULT_FLUSH_CONCURRENCY;
+    if (!isIntegerIn(flushConcurrency, 1, 1024)) {
+      throw new VaultError('CONFIG_INVALID', 'FsBlockStore: flushConcurrency must be an integer from 1 to 1024');
+    }
+
+    const root = path.resolve(options.path);
+    let recorded: number | undefined;
+    try {
+      const created = await fs.mkdir(root, { recursive: true });
+      if (created !== undefined) await fsyncDir(path.dirname(created));
+      recorded = await readLayout(root);
+    } catch (err) {
+      if (err instanceof VaultError) throw err;
+      throw new VaultError('STORE_UNAVAILABLE', `cannot open block store at ${root}: ${errnoCode(err)}`, { cause: err });
+    }
+    const length = requested ?? recorded ?? DEFAULT_SHARD_PREFIX_LENGTH;
+    if (recorded !== undefined && recorded !== length) {
+      throw new VaultError('CONFIG_INVALID', `block store at ${root} uses shardPrefixLength ${recorded}, not ${length}`);
+    }
+    if (recorded === undefined) {
+      try {
+        await writeLayout(root, length);
+      } catch (err) {
+        if (err instanceof VaultError) throw err;
+        throw new VaultError('STORE_UNAVAILABLE', `cannot initialise block store at ${root}: ${errnoCode(err)}`, { cause: err });
+      }
+    }
+    return new FsBlockStore(root, length, flushConcurrency);
+  }
+
+  /**
+   * Does not hash `bytes` (ingest has just computed the CID from them); a mismatch is caught by
+   * verified reads. An existing file of the right size counts as the block; one of another size
+   * (a torn write from a crash before a flush) is replaced.
+   */
+  async put(cid: CID, bytes: Uint8Array, options: PutOptions = {}): Promise<void> {
+    const { signal } = options;
+    const durable = options.durable !== false;
+    throwIfAborted(signal);
+    const { dir, file } = this.#locate(cid);
+    try {
+      await this.#shardDir(dir);
+      throwIfAborted(signal);
+      if (await isStored(file, bytes.byteLength)) {
+        // Written earlier, perhaps by a non-durable put not yet flushed (or by a process that
+        // died before flushing): a durable put must not resolve before the block is on disk.
+        if (durable) {
+          await syncFile(file);
+          await this.#dirSync.sync(dir);
+        }
+        return;
+      }
+      const tmp = path.join(dir, `.${path.basename(file)}.${randomUUID()}.tmp`);
+      await this.#writeTemp(dir, tmp, bytes, durable, signal);
+      try {
+        throwIfAborted(signal);
+        // Atomic: readers see the old file or the whole new one. A concurrent put of the same
+        // CID may replace ours with identical bytes.
+        await fs.rename(tmp, file);
+      } catch (err) {
+        await removeQuietly(tmp);
+        throw err;
+      }
+      if (durable) {
+        await this.#dirSync.sync(dir);
+      } else {
+        this.#dirtyFiles.add(file);
+        this.#dirtyDirs.add(dir);
+      }
+    } catch (err) {
+      throw failure(err, 'put', cid, signal);
+    }
+  }
+
+  async get(cid: CID, options: AbortOptions = {}): Promise<Uint8Array> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    const { file } = this.#locate(cid);
+    try {
+      const data = await fs.readFile(file, signal === undefined ? {} : { signal });
+      return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    } catch (err) {
+      throw failure(err, 'get', cid, signal);
+    }
+  }
+
+  async has(cid: CID, options: AbortOptions = {}): Promise<boolean> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    try {
+      await fs.stat(this.#locate(cid).file);
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw failure(err, 'check', cid, signal);
+    }
+  }
+
+  /** Idempotent. Not fsynced: a crash may bring a deleted block back, which is harmless. */
+  async delete(cid: CID, options: AbortOptions = {}): Promise<void> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    const { file } = this.#locate(cid);
+    try {
+      await fs.unlink(file);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw failure(err, 'delete', cid, signal);
+    }
+    this.#dirtyFiles.delete(file);
+  }
+
+  /**
+   * Makes every block put with `durable: false` before this call durable. Once a flush has
+   * failed on an I/O error, every later flush rejects with STORE_UNAVAILABLE until the store is
+   * reopened: the failed pages may be gone and a retried fsync would wrongly report success.
+   * An aborted flush keeps its pending work for the next one.
+   */
+  flush(options: AbortOptions = {}): Promise<void> {
+    const run = this.#flushTail.then(() => this.#flushOnce(options.signal));
+    this.#flushTail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Every block whose file is where `get` looks for it; temp and foreign files are skipped. */
+  async *list(options: AbortOptions = {}): AsyncGenerator<CID> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    let shards;
+    try {
+      shards = await fs.readdir(this.path, { withFileTypes: true });
+    } catch (err) {
+      throw new VaultError('STORE_UNAVAILABLE', `cannot list block store: ${errnoCode(err)}`, { cause: err });
+    }
+    for (const shard of shards) {
+      if (!shard.isDirectory() || shard.name.length !== this.shardPrefixLength) continue;
+      throwIfAborted(signal);
+      let names: string[];
+      try {
+        names = await fs.readdir(path.join(this.path, shard.name));
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') continue;
+        throw new VaultError('STORE_UNAVAILABLE', `cannot list block store: ${errnoCode(err)}`, { cause: err });
+      }
+      for (const name of names) {
+        const cid = this.#parseName(shard.name, name);
+        if (cid !== undefined) yield cid;
+      }
+    }
+  }
+
+  /** Flushes pending non-durable puts. The store needs no other cleanup. */
+  async close(): Promise<void> {
+    await this.flush();
+  }
+
+  #locate(cid: CID): { dir: string; file: string } {
+    // Full CID, not just the multihash as blockstore-fs does, so list() returns each block's
+    // codec. Shard = the characters before the last one: in base32 the last character of a
+    // sha2-256 CIDv1 carries only 3 bits (blockstore-fs's choice gives 256 dirs, not 1024).
+    const name = base32.encode(cid.bytes);
+    const dir = path.join(this.path, name.slice(-1 - this.shardPrefixLength, -1));
+    return { dir, file: path.join(dir, name + EXTENSION) };
+  }
+
+  #parseName(shard: string, fileName: string): CID | undefined {
+    if (!fileName.endsWith(EXTENSION) || fileName.startsWith('.')) return undefined;
+    let cid: CID;
+    try {
+      cid = CID.decode(base32.decode(fileName.slice(0, -EXTENSION.length)));
+    } catch {
+      return undefined;
+    }
+    return path.basename(this.#locate(cid).dir) === shard ? cid : undefined;
+  }
+
+  /** Creates the shard directory once per store; later puts reuse the settled promise. */
+  #shardDir(dir: string): Promise<void> {
+    let ready = this.#shardDirs.get(dir);
+    if (ready === undefined) {
+      ready = this.#createShardDir(dir);
+      this.#shardDirs.set(dir, ready);
+      ready.catch(() => {
+        if (this.#shardDirs.get(dir) === ready) this.#shardDirs.delete(dir);
+      });
+    }
+    return ready;
+  }
+
+  async #createShardDir(dir: string): Promise<void> {
+    try {
+      await fs.mkdir(dir);
+    } catch (err) {
+      // Exists (or a file is in the way: the write then fails with ENOTDIR, reported as such).
+      if (errnoCode(err) === 'EEXIST') return;
+      throw err;
+    }
+    // The new directory's entry lives in the root: without this, a crash could lose the whole
+    // shard including blocks fsynced into it. Always done; it happens once per shard.
+    await this.#dirSync.sync(this.path);
+  }
+
+  async #writeTemp(dir: string, tmp: string, bytes: Uint8Array, durable: boolean, signal: AbortSignal | undefined): Promise<void> {
+    let handle: FileHandle;
+    try {
+      handle = await fs.open(tmp, 'wx');
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      // The shard directory was removed behind our back: create it again, once.
+      this.#shardDirs.delete(dir);
+      await this.#shardDir(dir);
+      handle = await fs.open(tmp, 'wx');
+    }
+    try {
+      throwIfAborted(signal);
+      // Written straight from the caller's array: no copy.
+      for (let offset = 0; offset < bytes.byteLength; ) {
+        const { bytesWritten } = await handle.write(bytes, offset, bytes.byteLength - offset);
+        offset += bytesWritten;
+        throwIfAborted(signal);
+      }
+      if (durable) await handle.datasync();
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await removeQuietly(tmp);
+      throw err;
+    }
+    try {
+      await handle.close();
+    } catch (err) {
+      await removeQuietly(tmp);
+      throw err;
+    }
+  }
+
+  async #flushOnce(signal: AbortSignal | undefined): Promise<void> {
+    if (this.#flushFailure !== undefined) {
+      throw new VaultError('STORE_UNAVAILABLE', 'an earlier flush failed; blocks put with durable: false may be lost', {
+        cause: this.#flushFailure,
+      });
+    }
+    throwIfAborted(signal);
+    const files = this.#dirtyFiles;
+    const dirs = this.#dirtyDirs;
+    if (files.size === 0 && dirs.size === 0) return;
+    this.#dirtyFiles = new Set();
+    this.#dirtyDirs = new Set();
+    // Files first: a directory entry must not become durable before the data it names.
+    let failed = await forEachLimit(files, this.#flushConcurrency, signal, (file) => syncFile(file, { missingOk: true }));
+    if (failed === undefined && signal?.aborted !== true) {
+      failed = await forEachLimit(dirs, this.#flushConcurrency, signal, (dir) => this.#dirSync.sync(dir));
+    }
+    if (failed !== undefined) {
+      this.#flushFailure = failed;
+      throw new VaultError('STORE_UNAVAILABLE', `flush failed: ${errnoCode(failed)}`, { cause: failed });
+    }
+    if (signal?.aborted === true) {
+      for (const file of files) this.#dirtyFiles.add(file);
+      for (const dir of dirs) this.#dirtyDirs.add(dir);
+      throw abortError(signal);
+    }
+  }
+}
+
+/**
+ * Group commit of directory fsyncs: callers arriving while a directory's fsync runs share the
+ * next one (which starts after theirs renamed), so N parallel puts into one shard need about
+ * two fsyncs of it, not N.
+ */
+class DirSyncer {
+  readonly #running = new Map<string, Promise<void>>();
+  readonly #queued = new Map<string, Promise<void>>();
+
+  sync(dir: string): Promise<void> {
+    const queued = this.#queued.get(dir);
+    if (queued !== undefined) return queued;
+    const running = this.#running.get(dir);
+    if (running === undefined) return this.#start(dir);
+    const next = running
+      .catch(() => undefined)
+      .then(() => {
+        this.#queued.delete(dir);
+        return this.#start(dir);
+      });
+    this.#queued.set(dir, next);
+    return next;
+  }
+
+  #start(dir: string): Promise<void> {
+    const done: Promise<void> = fsyncDir(dir).finally(() => {
+      if (this.#running.get(dir) === done) this.#running.delete(dir);
+    });
+    this.#running.set(dir, done);
+    return done;
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function syncFile(file: string, options: { missingOk?: boolean } = {}): Promise<void> {
+  let handle: FileHandle;
+  try {
+    handle = await fs.open(file, 'r');
+  } catch (err) {
+    // Deleted since it was put: nothing left to make durable.
+    if (options.missingOk === true && errnoCode(err) === 'ENOENT') return;
+    throw err;
+  }
+  try {
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function isStored(file: string, size: number): Promise<boolean> {
+  try {
+    const stats = await fs.stat(file);
+    return stats.isFile() && stats.size === size;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/**
+ * Runs `fn` over `items`, at most `limit` at once, stopping early on abort or on the first
+ * failure, which it returns (after every started call has settled) instead of throwing.
+ */
+async function forEachLimit<T>(
+  items: Iterable<T>,
+  limit: number,
+  signal: AbortSignal | undefined,
+  fn: (item: T) => Promise<void>,
+): Promise<unknown> {
+  const iterator = items[Symbol.iterator]();
+  let failure: { err: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    for (let next = iterator.next(); next.done !== true; next = iterator.next()) {
+      if (failure !== undefined || signal?.aborted === true) return;
+      try {
+        await fn(next.value);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: limit }, worker));
+  return failure?.err;
+}
+
+async function readLayout(root: string): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(root, LAYOUT_FILE), 'utf8');
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+    // A non-empty directory without the marker is something else (a mistyped path): refuse to
+    // scatter blocks into it.
+    // Ignored: a fresh filesystem's lost+found, and our own marker's temp file from a crash.
+    const entries = (await fs.readdir(root)).filter((name) => name !== 'lost+found' && !name.startsWith(`.${LAYOUT_FILE}.`));
+    if (entries.length > 0) {
+      throw new VaultError('CONFIG_INVALID', `${root} is not empty and not a block store (no ${LAYOUT_FILE} file)`);
+    }
+    return undefined;
+  }
+  const length = Number(text.trim().slice(LAYOUT_PREFIX.length));
+  if (!text.startsWith(LAYOUT_PREFIX) || !isIntegerIn(length, 1, MAX_SHARD_PREFIX_LENGTH)) {
+    throw new VaultError('CONFIG_INVALID', `${path.join(root, LAYOUT_FILE)} names an unknown layout: ${JSON.stringify(text.trim())}`);
+  }
+  return length;
+}
+
+async function writeLayout(root: string, shardPrefixLength: number): Promise<void> {
+  const tmp = path.join(root, `.${LAYOUT_FILE}.${randomUUID()}.tmp`);
+  const handle = await fs.open(tmp, 'wx');
+  try {
+    await handle.writeFile(`${LAYOUT_PREFIX}${shardPrefixLength}\n`);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  await fs.rename(tmp, path.join(root, LAYOUT_FILE));
+  await fsyncDir(root);
+}
+
+function failure(err: unknown, op: 'put' | 'get' | 'check' | 'delete', cid: CID, signal: AbortSignal | undefined): VaultError {
+  if (err instanceof VaultError) return err;
+  if (signal?.aborted === true) return abortError(signal);
+  const code = errnoCode(err);
+  const details = { cid: cid.toString() };
+  // Only a missing file means a missing block; ENOTDIR, EACCES, EIO... are the store's fault.
+  if (op === 'get' && code === 'ENOENT') {
+    return new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details });
+  }
+  return new VaultError('STORE_UNAVAILABLE', `cannot ${op} block ${cid}: ${code}`, { cause: err, details });
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw abortError(signal);
+}
+
+async function removeQuietly(file: string): Promise<void> {
+  // Best effort: the original error is the one to report, and a leftover temp file is
+  // invisible to get/has/list.
+  await fs.unlink(file).catch(() => undefined);
+}
+
+function errnoCode(err: unknown): string {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : 'unknown error';
+}
+
+function isIntegerIn(value: number, min: number, max: number): boolean {
+  return Number.isInteger(value) && value >= min && value <= max;
+}

@@ -1,0 +1,275 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CID } from 'multiformats/cid';
+import * as raw from 'multiformats/codecs/raw';
+import * as Digest from 'multiformats/hashes/digest';
+import { identity } from 'multiformats/hashes/identity';
+import { sha256, sha512 } from 'multiformats/hashes/sha2';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VaultError, isVaultError } from '../src/errors.ts';
+import { cidMatches, rawCid } from '../storage/cid.ts';
+import { FsBlockStore } from '../storage/fs.ts';
+import { getVerified } from '../storage/verified.ts';
+import { blockStoreConformance, expectCode, expectSameBytes } from './storage-conformance.ts';
+
+const MiB = 1024 * 1024;
+
+// The on-disk layout, spelled out independently of the implementation: operators and backup
+// tools rely on it. Shard = the 2 characters before the last one of the base32 CID.
+function shardOf(root: string, cid: CID, prefixLength = 2): string {
+  const name = cid.toString();
+  return path.join(root, name.slice(-1 - prefixLength, -1));
+}
+function blockPath(root: string, cid: CID, prefixLength = 2): string {
+  return path.join(shardOf(root, cid, prefixLength), `${cid.toString()}.data`);
+}
+
+function block(size: number): { cid: CID; bytes: Uint8Array } {
+  const bytes = randomBytes(size);
+  return { cid: rawCid(bytes), bytes };
+}
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(path.join(tmpdir(), 'dicom-vault-fs-'));
+}
+
+blockStoreConformance('FsBlockStore', async () => {
+  const root = await tempDir();
+  const store = await FsBlockStore.open({ path: root });
+  return {
+    store,
+    async cleanup() {
+      await store.close();
+      await rm(root, { recursive: true, force: true });
+    },
+    async corruptBlock(cid) {
+      const file = blockPath(root, cid);
+      const bytes = await readFile(file);
+      bytes[bytes.length >> 1]! ^= 0xff;
+      await writeFile(file, bytes);
+    },
+    async makeUnreadable(cid) {
+      // Tests run as root, where chmod 000 denies nothing: a file where the shard directory
+      // should be gives ENOTDIR instead.
+      const shard = shardOf(root, cid);
+      await rm(shard, { recursive: true });
+      await writeFile(shard, 'not a directory');
+    },
+  };
+});
+
+describe('FsBlockStore on disk', () => {
+  let root: string;
+  let store: FsBlockStore;
+
+  beforeEach(async () => {
+    root = await tempDir();
+    store = await FsBlockStore.open({ path: root });
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('stores each block as <root>/<shard>/<base32 CID>.data holding exactly its bytes', async () => {
+    const { cid, bytes } = block(MiB);
+    await store.put(cid, bytes);
+    expectSameBytes(await readFile(blockPath(root, cid)), bytes);
+    expect(await readFile(path.join(root, 'SHARDING'), 'utf8')).toBe('dicom-vault/fs-block-store/v1/next-to-last/2\n');
+  });
+
+  it('uses longer shard names when asked, and keeps that layout on reopen', async () => {
+    const dir = path.join(root, 'wide');
+    const wide = await FsBlockStore.open({ path: dir, shardPrefixLength: 3 });
+    const { cid, bytes } = block(1000);
+    await wide.put(cid, bytes);
+    expectSameBytes(await readFile(blockPath(dir, cid, 3)), bytes);
+
+    const reopened = await FsBlockStore.open({ path: dir });
+    expect(reopened.shardPrefixLength).toBe(3);
+    expectSameBytes(await reopened.get(cid), bytes);
+    await expectCode(FsBlockStore.open({ path: dir, shardPrefixLength: 2 }), 'CONFIG_INVALID');
+  });
+
+  it('sees blocks stored before it was reopened', async () => {
+    const blocks = [block(10), block(MiB), block(0)];
+    for (const { cid, bytes } of blocks) await store.put(cid, bytes);
+    await store.close();
+
+    const reopened = await FsBlockStore.open({ path: root });
+    const listed: string[] = [];
+    for await (const cid of reopened.list()) listed.push(cid.toString());
+    expect(listed.sort()).toEqual(blocks.map(({ cid }) => cid.toString()).sort());
+    for (const { cid, bytes } of blocks) expectSameBytes(await getVerified(reopened, cid), bytes);
+  });
+
+  it('ignores a temp file left by a crash between write and rename, and can still store the block', async () => {
+    const { cid, bytes } = block(1000);
+    const shard = shardOf(root, cid);
+    await mkdir(shard);
+    await writeFile(path.join(shard, `.${cid.toString()}.data.0b5e55ed.tmp`), bytes.subarray(0, 400));
+
+    expect(await store.has(cid)).toBe(false);
+    await expectCode(store.get(cid), 'BLOCK_NOT_FOUND');
+    expect(await all(store.list())).toEqual([]);
+
+    await store.put(cid, bytes);
+    expectSameBytes(await getVerified(store, cid), bytes);
+    expect(await all(store.list())).toEqual([cid.toString()]);
+  });
+
+  it('replaces a torn block file (crash before flush) when the block is put again', async () => {
+    const { cid, bytes } = block(MiB);
+    await mkdir(shardOf(root, cid));
+    await writeFile(blockPath(root, cid), bytes.subarray(0, 4096));
+
+    await store.put(cid, bytes);
+    expectSameBytes(await getVerified(store, cid), bytes);
+  });
+
+  it('lists only block files that get can read', async () => {
+    const { cid, bytes } = block(100);
+    await store.put(cid, bytes);
+    const stray = block(100).cid;
+    await writeFile(path.join(root, 'README'), 'operator notes');
+    await writeFile(path.join(shardOf(root, cid), 'not-a-cid.data'), 'x');
+    // A valid block name in the wrong shard directory: get would never look there.
+    const wrongShard = path.join(root, shardOf(root, stray).endsWith('aa') ? 'ab' : 'aa');
+    await mkdir(wrongShard, { recursive: true });
+    await writeFile(path.join(wrongShard, `${stray.toString()}.data`), 'x');
+
+    expect(await all(store.list())).toEqual([cid.toString()]);
+  });
+
+  it('reports a file where the shard directory should be as STORE_UNAVAILABLE on every call', async () => {
+    const { cid, bytes } = block(100);
+    await writeFile(shardOf(root, cid), 'in the way');
+
+    const calls = [() => store.get(cid), () => store.has(cid), () => store.put(cid, bytes), () => store.delete(cid)];
+    for (const call of calls) {
+      const err = await expectCode(call(), 'STORE_UNAVAILABLE');
+      expect(err.cause).toMatchObject({ code: 'ENOTDIR' });
+      expect(err.details).toMatchObject({ cid: cid.toString() });
+    }
+  });
+
+  it('leaves no temp file and no block behind whichever step of a put an abort interrupts', async () => {
+    // A signal that turns aborted after being read `reads` times, so the abort lands at each
+    // successive check inside put (before the write, after it, before the rename...).
+    const outcomes = new Set<string>();
+    for (let reads = 0; reads < 10; reads++) {
+      const { cid, bytes } = block(2 * MiB);
+      const reason = new VaultError('ABORTED', `aborted after ${reads} checks`);
+      let seen = 0;
+      const signal = {
+        get aborted() {
+          return seen++ >= reads;
+        },
+        reason,
+      } as unknown as AbortSignal;
+
+      const outcome = await store.put(cid, bytes, { signal }).then(
+        () => 'stored',
+        (err: unknown) => (isVaultError(err, 'ABORTED') ? 'aborted' : err),
+      );
+      outcomes.add(String(outcome));
+      const shard = shardOf(root, cid);
+      const leftovers = (await readdir(shard).catch(() => [])).filter((name) => name.endsWith('.tmp'));
+      expect(leftovers, `after ${reads} checks`).toEqual([]);
+      if (outcome === 'stored') expectSameBytes(await getVerified(store, cid), bytes);
+      else expect(await store.has(cid), `after ${reads} checks`).toBe(false);
+    }
+    expect([...outcomes].sort()).toEqual(['aborted', 'stored']);
+  });
+
+  it('makes non-durable puts readable at once and flushes them, even if one was deleted meanwhile', async () => {
+    const blocks = Array.from({ length: 8 }, () => block(500 * 1024));
+    await Promise.all(blocks.map(({ cid, bytes }) => store.put(cid, bytes, { durable: false })));
+    await store.delete(blocks[0]!.cid);
+    await store.flush();
+    for (const { cid, bytes } of blocks.slice(1)) expectSameBytes(await getVerified(store, cid), bytes);
+    await store.flush();
+  });
+
+  it('never lets a flush succeed after one failed, since the failed blocks may be lost', async () => {
+    const { cid, bytes } = block(1000);
+    await store.put(cid, bytes, { durable: false });
+    const shard = shardOf(root, cid);
+    await rm(shard, { recursive: true });
+    await writeFile(shard, 'in the way');
+
+    await expectCode(store.flush(), 'STORE_UNAVAILABLE');
+    await expectCode(store.flush(), 'STORE_UNAVAILABLE');
+    // Reopening is how an operator acknowledges the failure; the fresh store flushes again.
+    await rm(shard);
+    const reopened = await FsBlockStore.open({ path: root });
+    await reopened.flush();
+  });
+
+  it('creates the root directory, and refuses a non-empty directory that is not a block store', async () => {
+    const nested = path.join(root, 'a', 'b');
+    const created = await FsBlockStore.open({ path: nested });
+    const { cid, bytes } = block(10);
+    await created.put(cid, bytes);
+    expect(await created.has(cid)).toBe(true);
+
+    const other = path.join(root, 'home');
+    await mkdir(other);
+    await writeFile(path.join(other, 'notes.txt'), 'not blocks');
+    await expectCode(FsBlockStore.open({ path: other }), 'CONFIG_INVALID');
+  });
+
+  it('rejects invalid options with CONFIG_INVALID and an unusable path with STORE_UNAVAILABLE', async () => {
+    for (const shardPrefixLength of [0, 5, 1.5]) {
+      await expectCode(FsBlockStore.open({ path: path.join(root, 'x'), shardPrefixLength }), 'CONFIG_INVALID');
+    }
+    await expectCode(FsBlockStore.open({ path: '' }), 'CONFIG_INVALID');
+    const file = path.join(root, 'file');
+    await writeFile(file, 'x');
+    await expectCode(FsBlockStore.open({ path: file }), 'STORE_UNAVAILABLE');
+  });
+});
+
+describe('rawCid and cidMatches', () => {
+  it.each([0, 1, 1000, MiB + 3])('rawCid of %i bytes equals multiformats’ own CID', async (size) => {
+    const bytes = randomBytes(size);
+    const expected = CID.create(1, raw.code, await sha256.digest(bytes));
+    const actual = rawCid(bytes);
+    expect(actual.equals(expected)).toBe(true);
+    expect(actual.toString()).toBe(expected.toString());
+  });
+
+  it('checks sha2-256 regardless of codec, and sha2-512 and identity', async () => {
+    const bytes = randomBytes(4096);
+    const tampered = Uint8Array.from(bytes);
+    tampered[100]! ^= 1;
+    const cids = [
+      rawCid(bytes),
+      CID.createV1(0x71, rawCid(bytes).multihash),
+      CID.createV1(0x71, await sha512.digest(bytes)),
+      CID.createV1(raw.code, identity.digest(bytes)),
+    ];
+    for (const cid of cids) {
+      expect(cidMatches(cid, bytes), cid.toString()).toBe(true);
+      expect(cidMatches(cid, tampered), cid.toString()).toBe(false);
+    }
+  });
+
+  it('refuses to judge a block whose hash it cannot compute', () => {
+    const blake3 = CID.createV1(raw.code, Digest.create(0x1e, new Uint8Array(32)));
+    let err: unknown;
+    try {
+      cidMatches(blake3, new Uint8Array(10));
+    } catch (e) {
+      err = e;
+    }
+    expect(isVaultError(err, 'INTERNAL')).toBe(true);
+  });
+});
+
+async function all(cids: AsyncIterable<CID>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const cid of cids) out.push(cid.toString());
+  return out.sort();
+}
