@@ -14,6 +14,9 @@ export const ERRORS = {
   NOT_DICOM: { status: 400, title: 'Not a DICOM Part 10 stream' },
   STUDY_UID_MISMATCH: { status: 400, title: 'Instance belongs to another study than the URL names' },
   INVALID_FRAME_LIST: { status: 400, title: 'Invalid frame list' },
+  // 401 / 403: the access seam (src/access.ts)
+  UNAUTHORIZED: { status: 401, title: 'Caller not identified' },
+  FORBIDDEN: { status: 403, title: 'Access not granted' },
   // 404
   NOT_FOUND: { status: 404, title: 'Not found' },
   STUDY_NOT_FOUND: { status: 404, title: 'Unknown study' },
@@ -23,6 +26,7 @@ export const ERRORS = {
   BULKDATA_NOT_FOUND: { status: 404, title: 'Unknown bulk data' },
   // 406 / 413 / 415
   NOT_ACCEPTABLE: { status: 406, title: 'Cannot produce any accepted representation' },
+  CONFLICT: { status: 409, title: 'The study changed concurrently; retry' },
   TOO_LARGE: { status: 413, title: 'Request exceeds a configured size limit' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
   // 499: the client went away; nothing is sent
