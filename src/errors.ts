@@ -14,6 +14,7 @@ export const ERRORS = {
   NOT_DICOM: { status: 400, title: 'Not a DICOM Part 10 stream' },
   STUDY_UID_MISMATCH: { status: 400, title: 'Instance belongs to another study than the URL names' },
   INVALID_FRAME_LIST: { status: 400, title: 'Invalid frame list' },
+  RECEIPT_MALFORMED: { status: 400, title: 'Not a valid dicom-vault anchor receipt' },
   // 401 / 403: the access seam (src/access.ts)
   UNAUTHORIZED: { status: 401, title: 'Caller not identified' },
   FORBIDDEN: { status: 403, title: 'Access not granted' },
@@ -24,6 +25,8 @@ export const ERRORS = {
   INSTANCE_NOT_FOUND: { status: 404, title: 'Unknown instance' },
   FRAME_NOT_FOUND: { status: 404, title: 'Frame number out of range' },
   BULKDATA_NOT_FOUND: { status: 404, title: 'Unknown bulk data' },
+  RECEIPT_NOT_FOUND: { status: 404, title: 'No anchor receipt for this study version' },
+  ANCHOR_DISABLED: { status: 404, title: 'Anchoring is disabled on this node' },
   // 406 / 413 / 415
   NOT_ACCEPTABLE: { status: 406, title: 'Cannot produce any accepted representation' },
   CONFLICT: { status: 409, title: 'The study changed concurrently; retry' },
@@ -38,6 +41,8 @@ export const ERRORS = {
   KEY_NOT_FOUND: { status: 500, title: 'No data key for this study' },
   KEY_UNWRAP_FAILED: { status: 500, title: 'A data key could not be unwrapped with the master key' },
   STORE_UNAVAILABLE: { status: 503, title: 'The block store is unavailable' },
+  CHAIN_UNAVAILABLE: { status: 503, title: 'The anchoring chain is unreachable' },
+  CHAIN_ERROR: { status: 502, title: 'The anchoring chain refused or failed a request' },
   CONFIG_INVALID: { status: 500, title: 'Invalid configuration' },
   INTERNAL: { status: 500, title: 'Internal error' },
 } as const satisfies Record<string, { status: number; title: string }>;

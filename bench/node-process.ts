@@ -1,0 +1,54 @@
+// Runs `dicom-vault serve` as its own process, so that its memory and CPU are measured apart
+// from the client's (benchmarks) and so that it can be killed for real (crash tests).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const BIN = fileURLToPath(new URL('../bin/dicom-vault.js', import.meta.url));
+
+export interface ServedNode {
+  child: ChildProcess;
+  /** e.g. http://127.0.0.1:43121/dicom-web */
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Starts `dicom-vault serve` on a free port; resolves once it announces its URL. */
+export function serveNode(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServedNode> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...extraArgs], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`node did not start within 60 s: ${err}`)), 60_000);
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.length > 64_000) err = err.slice(-32_000);
+      const m = /serving (http:\/\/\S+)/.exec(err);
+      if (m && child.pid !== undefined) {
+        clearTimeout(timer);
+        resolve({ child, url: m[1]!, pid: child.pid, stop: () => stopProcess(child) });
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`node exited (${code ?? signal}) before serving: ${err}`));
+    });
+  });
+}
+
+export function exited(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+  });
+}
+
+export async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited(child);
+  clearTimeout(timer);
+}

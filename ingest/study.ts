@@ -1,0 +1,146 @@
+// Where ingested instances become a new version of their study: duplicates are dropped, the
+// rest are linked by a new StudyManifest (whose `prev` is the study's latest root), and the
+// catalog commits the version (and queues its root for anchoring) in one transaction. History is
+// append-only: nothing stored is ever overwritten.
+import { CID } from 'multiformats/cid';
+import { VaultError, isVaultError } from '../src/errors.ts';
+import type { Catalog, CatalogInstance, StudyVersion } from '../src/catalog.ts';
+import type { DataKey } from '../src/keys.ts';
+import type { BlockStore } from '../storage/block-store.ts';
+import { buildStudyManifest } from './dag.ts';
+import { discardBlocks, type IngestedInstance } from './instance.ts';
+
+/** How often a commit is retried when another writer (another process) moved the study on. */
+export const DEFAULT_COMMIT_ATTEMPTS = 5;
+
+export type InstanceOutcome =
+  | { status: 'stored'; instance: CatalogInstance }
+  | { status: 'duplicate'; instance: CatalogInstance }
+  | { status: 'conflict'; sopInstanceUID: string; sopClassUID: string; reason: string };
+
+export interface CommitResult {
+  studyInstanceUID: string;
+  /** The new version, or null when nothing new was stored (all duplicates). */
+  version: StudyVersion | null;
+  outcomes: InstanceOutcome[];
+}
+
+export interface StudyWriterDeps {
+  store: Pick<BlockStore, 'put' | 'delete'>;
+  catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion'>;
+  keys: { require(studyInstanceUID: string): DataKey };
+}
+
+/**
+ * Serialises commits per study inside this process (the catalog's compare-and-set on the
+ * latest root covers other processes, e.g. a CLI ingest next to the server).
+ */
+export class StudyWriter {
+  readonly #deps: StudyWriterDeps;
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(deps: StudyWriterDeps) {
+    this.#deps = deps;
+  }
+
+  async commit(studyInstanceUID: string, ingested: IngestedInstance[]): Promise<CommitResult> {
+    const previous = this.#locks.get(studyInstanceUID) ?? Promise.resolve();
+    const run = previous.then(() => this.#commitLocked(studyInstanceUID, ingested));
+    const settled = run.catch(() => undefined);
+    this.#locks.set(studyInstanceUID, settled);
+    try {
+      return await run;
+    } finally {
+      if (this.#locks.get(studyInstanceUID) === settled) this.#locks.delete(studyInstanceUID);
+    }
+  }
+
+  async #commitLocked(studyInstanceUID: string, ingested: IngestedInstance[]): Promise<CommitResult> {
+    const { catalog, store, keys } = this.#deps;
+    for (let attempt = 1; ; attempt++) {
+      const outcomes: InstanceOutcome[] = [];
+      const fresh: Array<{ ingested: IngestedInstance; record: CatalogInstance }> = [];
+      const discard: IngestedInstance[] = [];
+      const seen = new Map<string, string>(); // SOP UID -> sha256 within this commit
+      for (const item of ingested) {
+        const s = item.scanned;
+        const record = toCatalogInstance(item);
+        const existing = catalog.getInstance(s.sopInstanceUID);
+        if (existing && existing.studyInstanceUID !== studyInstanceUID) {
+          outcomes.push({
+            status: 'conflict',
+            sopInstanceUID: s.sopInstanceUID,
+            sopClassUID: s.sopClassUID,
+            reason: 'this SOP Instance UID is already stored in another study',
+          });
+          discard.push(item);
+        } else if ((existing && existing.sha256 === item.sha256) || seen.get(s.sopInstanceUID) === item.sha256) {
+          outcomes.push({ status: 'duplicate', instance: existing ?? record });
+          discard.push(item);
+        } else {
+          seen.set(s.sopInstanceUID, item.sha256);
+          outcomes.push({ status: 'stored', instance: record });
+          fresh.push({ ingested: item, record });
+        }
+      }
+      if (fresh.length === 0) {
+        await discardBlocks(store, discard.flatMap((d) => d.written));
+        return { studyInstanceUID, version: null, outcomes };
+      }
+
+      const latest = catalog.latestVersion(studyInstanceUID);
+      const dataKey = keys.require(studyInstanceUID);
+      const manifest = buildStudyManifest(
+        dataKey.key,
+        {
+          version: (latest?.version ?? 0) + 1,
+          prev: latest ? CID.parse(latest.root) : null,
+          keyId: dataKey.keyId,
+          added: fresh.map((f) => f.ingested.node.cid),
+        },
+        { studyInstanceUID, createdAt: new Date().toISOString() },
+      );
+      await store.put(manifest.cid, manifest.bytes);
+      try {
+        const version = catalog.commitStudyVersion({
+          studyInstanceUID,
+          version: (latest?.version ?? 0) + 1,
+          root: manifest.cid.toString(),
+          prev: latest?.root ?? null,
+          instances: fresh.map((f) => f.record),
+          createdAt: new Date().toISOString(),
+        });
+        await discardBlocks(store, discard.flatMap((d) => d.written));
+        return { studyInstanceUID, version, outcomes };
+      } catch (err) {
+        await store.delete(manifest.cid).catch(() => undefined);
+        if (isVaultError(err, 'CONFLICT') && attempt < DEFAULT_COMMIT_ATTEMPTS) continue;
+        throw err;
+      }
+    }
+  }
+}
+
+export function toCatalogInstance(item: IngestedInstance): CatalogInstance {
+  const s = item.scanned;
+  return {
+    studyInstanceUID: s.studyInstanceUID,
+    seriesInstanceUID: s.seriesInstanceUID,
+    sopInstanceUID: s.sopInstanceUID,
+    sopClassUID: s.sopClassUID,
+    transferSyntaxUID: s.transferSyntaxUID,
+    size: item.size,
+    sha256: item.sha256,
+    nodeCid: item.node.cid.toString(),
+    metadata: s.metadata,
+    layout: s.layout,
+  };
+}
+
+export function assertSameStudy(items: IngestedInstance[], studyInstanceUID: string): void {
+  for (const item of items) {
+    if (item.scanned.studyInstanceUID !== studyInstanceUID) {
+      throw new VaultError('INTERNAL', 'instances of several studies passed to one commit');
+    }
+  }
+}

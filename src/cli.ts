@@ -1,0 +1,158 @@
+// The `dicom-vault` command: serve, ingest, verify, export.
+import { mkdir, rename } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import { FLAGS, resolveNodeOptions, type FlagName } from './config.ts';
+import { isVaultError, VaultError } from './errors.ts';
+import { assertUid } from './dicom/uid.ts';
+import { openInstance } from './instance-reader.ts';
+import { startNode } from './server.ts';
+import { verifyStudy } from './verify.ts';
+import { createLogger, openVault } from './vault.ts';
+import { ingestFiles } from '../ingest/files.ts';
+
+const USAGE = `dicom-vault <command> [options]
+
+Commands:
+  serve                     serve DICOMweb (STOW-RS, QIDO-RS, WADO-RS) at http://HOST:PORT/dicom-web
+  ingest <file|dir>...      store DICOM files (folders are walked), showing progress
+  verify <study-uid>        check every block and instance of a study; names what is missing or corrupt
+  export <study-uid> <dir>  write the study's current instances as decrypted Part 10 files
+
+Options (environment variable in brackets):
+${Object.entries(FLAGS)
+  .map(([name, f]) => `  --${name.padEnd(12)} ${f.help} [${f.env}]`)
+  .join('\n')}
+  --json         (verify) print the report as JSON
+  -h, --help     this text
+`;
+
+const out = (s: string): void => void process.stdout.write(s + '\n');
+const err = (s: string): void => void process.stderr.write(s + '\n');
+
+function mb(bytes: number): string {
+  return (bytes / 1e6).toFixed(1);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }])),
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, ...args] = positionals;
+  if (values.help || !command || command === 'help') {
+    out(USAGE);
+    return command || values.help ? 0 : 1;
+  }
+  const flags: Partial<Record<FlagName, string>> = {};
+  for (const k of Object.keys(FLAGS) as FlagName[]) {
+    const v = (values as Record<string, unknown>)[k];
+    if (typeof v === 'string') flags[k] = v;
+  }
+  const options = resolveNodeOptions(flags);
+
+  switch (command) {
+    case 'serve': {
+      const node = await startNode(options);
+      err(`dicom-vault serving ${node.url} (data in ${options.dataDir})`);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          err('dicom-vault stopping');
+          void node.close().then(resolve);
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      return 0;
+    }
+    case 'ingest': {
+      if (args.length === 0) throw new VaultError('BAD_REQUEST', 'ingest needs files or folders');
+      const vault = await openVault(options, createLogger('warn'));
+      const started = performance.now();
+      let lastShown = 0;
+      try {
+        const result = await ingestFiles(args, vault, {
+          chunkSize: options.chunkSize,
+          onProgress: (p) => {
+            const now = performance.now();
+            if (now - lastShown < 500) return;
+            lastShown = now;
+            const s = (now - started) / 1000;
+            process.stderr.write(`\r${p.files} files, ${mb(p.bytes)} MB, ${(p.bytes / 1e6 / s).toFixed(1)} MB/s, ${p.failed} failed   `);
+          },
+        });
+        const s = (performance.now() - started) / 1000;
+        process.stderr.write('\n');
+        for (const f of result.failures) err(`refused ${f.path}: ${f.code}: ${f.message}`);
+        out(
+          `${result.files} files: ${result.stored} stored, ${result.duplicates} already stored, ${result.failed} refused; ` +
+            `${mb(result.bytes)} MB in ${s.toFixed(1)} s; studies: ${result.studies.join(', ') || 'none'}`,
+        );
+        return result.failed > 0 ? 2 : 0;
+      } finally {
+        await vault.close();
+      }
+    }
+    case 'verify': {
+      const study = assertUid(args[0] ?? '', 'study UID');
+      const vault = await openVault(options, createLogger('warn'));
+      try {
+        const report = await verifyStudy(vault, study, (p) => process.stderr.write(`\r${p.blocks} blocks, ${mb(p.bytes)} MB checked`));
+        process.stderr.write('\n');
+        if (values.json) out(JSON.stringify(report, null, 2));
+        else {
+          out(`study ${study} root ${report.root}: ${report.versions} versions, ${report.instances} instances, ${report.blocks} blocks, ${mb(report.bytes)} MB`);
+          for (const p of report.problems) out(`${p.kind.toUpperCase()} ${p.cid} (${p.where}): ${p.message}`);
+          out(report.ok ? 'OK: every block and instance verified' : `FAILED: ${report.problems.length} problem(s)`);
+        }
+        return report.ok ? 0 : 3;
+      } finally {
+        await vault.close();
+      }
+    }
+    case 'export': {
+      const study = assertUid(args[0] ?? '', 'study UID');
+      const dir = args[1];
+      if (!dir) throw new VaultError('BAD_REQUEST', 'export needs a target directory');
+      const vault = await openVault(options, createLogger('warn'));
+      try {
+        const instances = vault.catalog.listInstances({ study });
+        if (instances.length === 0) throw new VaultError('STUDY_NOT_FOUND', 'no such study');
+        let bytes = 0;
+        for (const inst of instances) {
+          const seriesDir = join(dir, inst.seriesInstanceUID);
+          await mkdir(seriesDir, { recursive: true });
+          const target = join(seriesDir, `${inst.sopInstanceUID}.dcm`);
+          const opened = await openInstance(vault, inst);
+          // Written beside the target and renamed, so a failed check leaves no file that looks whole.
+          await pipeline(opened.read(), createWriteStream(`${target}.partial`));
+          await rename(`${target}.partial`, target);
+          bytes += inst.size;
+        }
+        out(`exported ${instances.length} instances (${mb(bytes)} MB) to ${dir}`);
+        return 0;
+      } finally {
+        await vault.close();
+      }
+    }
+    default:
+      err(`unknown command "${command}"\n`);
+      err(USAGE);
+      return 1;
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (e) {
+  if (isVaultError(e)) err(`dicom-vault: ${e.code}: ${e.message}`);
+  else err(`dicom-vault: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,279 @@
+// WADO-RS (PS3.18 10.4): where a study leaves. Instances, frames and bulk data are streamed from
+// verified, decrypted chunks (src/instance-reader.ts); metadata comes from the catalog. Commits
+// late: the first block is read and verified before any header is sent, so a missing or corrupt
+// block at the start is an error status; later failures break the connection (app.ts).
+import { Readable } from 'node:stream';
+import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import type { AccessRouteConfig } from '../access.ts';
+import type { Catalog, CatalogInstance } from '../catalog.ts';
+import { VaultError } from '../errors.ts';
+import type { ByteRange, DicomJsonDataset, ScannedInstance } from '../dicom/model.ts';
+import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from '../dicom/transfer-syntax.ts';
+import { transcodeToExplicitLE } from '../dicom/transcode.ts';
+import { assertUid } from '../dicom/uid.ts';
+import { openInstance, type ReaderDeps } from '../instance-reader.ts';
+import { parseAccept, requestSignal, retrieveBase, type MediaRange } from './http.ts';
+import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
+
+export interface WadoDeps extends ReaderDeps {
+  catalog: Pick<Catalog, 'getInstance' | 'listInstances'>;
+}
+
+interface Params {
+  study: string;
+  series?: string;
+  instance?: string;
+  frames?: string;
+  '*'?: string;
+}
+
+/** What to send for each instance: as stored ('*'), or transcoded to Explicit VR LE. */
+type Representation = { transferSyntaxUID: string; transcode: boolean };
+
+export function wadoService(deps: WadoDeps): FastifyPluginAsync {
+  const instancesOf = (p: Params): CatalogInstance[] => {
+    const study = assertUid(p.study, 'Study Instance UID');
+    if (p.instance !== undefined) {
+      const series = assertUid(p.series!, 'Series Instance UID');
+      const one = deps.catalog.getInstance(assertUid(p.instance, 'SOP Instance UID'), { study, series });
+      if (!one) throw new VaultError('INSTANCE_NOT_FOUND', 'no such instance in this study and series');
+      return [one];
+    }
+    const series = p.series === undefined ? undefined : assertUid(p.series, 'Series Instance UID');
+    const list = deps.catalog.listInstances(series === undefined ? { study } : { study, series });
+    if (list.length === 0) throw new VaultError(series === undefined ? 'STUDY_NOT_FOUND' : 'SERIES_NOT_FOUND', series === undefined ? 'no such study' : 'no such series in this study');
+    return list;
+  };
+
+  return async (app) => {
+    const retrieve: AccessRouteConfig = { access: { action: 'retrieve', dataType: 'dicom' } };
+    const metadata: AccessRouteConfig = { access: { action: 'retrieve', dataType: 'metadata' } };
+    const frames: AccessRouteConfig = { access: { action: 'retrieve', dataType: 'frames' } };
+    const bulk: AccessRouteConfig = { access: { action: 'retrieve', dataType: 'bulkdata' } };
+
+    for (const url of ['/studies/:study', '/studies/:study/series/:series', '/studies/:study/series/:series/instances/:instance']) {
+      app.get<{ Params: Params }>(url, { config: retrieve }, async (request, reply) => {
+        const instances = instancesOf(request.params);
+        const reps = negotiateInstances(request.headers.accept, instances);
+        const signal = requestSignal(request, reply);
+        const parts = (async function* (): AsyncGenerator<OutgoingPart> {
+          for (const [i, inst] of instances.entries()) {
+            const rep = reps[i]!;
+            const opened = await openInstance(deps, inst, { signal });
+            const plain = opened.read(undefined, { signal });
+            yield {
+              contentType: `application/dicom; transfer-syntax=${rep.transferSyntaxUID}`,
+              body: rep.transcode ? transcodeToExplicitLE(plain, scannedOf(inst)) : plain,
+            };
+          }
+        })();
+        const boundary = newBoundary();
+        return sendCommittedLate(reply, multipartContentType(boundary, 'application/dicom'), multipartBody(boundary, parts));
+      });
+    }
+
+    for (const url of ['/studies/:study/metadata', '/studies/:study/series/:series/metadata', '/studies/:study/series/:series/instances/:instance/metadata']) {
+      app.get<{ Params: Params }>(url, { config: metadata }, async (request, reply) => {
+        const instances = instancesOf(request.params);
+        negotiateJson(request.headers.accept);
+        const base = retrieveBase(request);
+        // Stored BulkDataURIs are relative ('bulk/<path>'): made absolute here, by text, which is
+        // much cheaper than walking every data set (a 1,000-instance series is one response).
+        const body =
+          '[' +
+          instances
+            .map((inst) => {
+              const url = `${base}/studies/${inst.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}/`;
+              return JSON.stringify(withPixelDataUri(inst)).replaceAll('"BulkDataURI":"bulk/', `"BulkDataURI":"${url}bulk/`);
+            })
+            .join(',') +
+          ']';
+        return reply.type('application/dicom+json').send(body);
+      });
+    }
+
+    app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/frames/:frames', { config: frames }, async (request, reply) => {
+      const [inst] = instancesOf(request.params);
+      const numbers = parseFrameList(request.params.frames ?? '');
+      const layout = inst!.layout;
+      const ts = describeTransferSyntax(inst!.transferSyntaxUID);
+      if (ts.deflated || layout.frames.length === 0) {
+        throw new VaultError('NOT_ACCEPTABLE', 'frames of this instance cannot be served by offset (no pixel data, or a deflated transfer syntax): retrieve the instance instead');
+      }
+      for (const n of numbers) {
+        if (n > layout.frames.length) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${layout.frames.length}`);
+      }
+      const contentType = negotiateFrames(request.headers.accept, inst!.transferSyntaxUID, ts.encapsulated);
+      const swap = !ts.littleEndian && !ts.encapsulated && bitsAllocated(inst!.metadata) > 8 ? bitsAllocated(inst!.metadata) / 8 : 0;
+      const signal = requestSignal(request, reply);
+      const opened = await openInstance(deps, inst!, { signal });
+      const parts = (async function* (): AsyncGenerator<OutgoingPart> {
+        for (const n of numbers) {
+          yield { contentType, body: readRanges(opened.read.bind(opened), layout.frames[n - 1]!, signal, swap) };
+        }
+      })();
+      const boundary = newBoundary();
+      return sendCommittedLate(reply, multipartContentType(boundary, contentType.split(';')[0]!), multipartBody(boundary, parts));
+    });
+
+    app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/bulk/*', { config: bulk }, async (request, reply) => {
+      const [inst] = instancesOf(request.params);
+      const path = request.params['*'] ?? '';
+      const range = inst!.layout.bulk[path];
+      if (!range) throw new VaultError('BULKDATA_NOT_FOUND', `no bulk data at ${path}`);
+      const accept = parseAccept(request.headers.accept);
+      if (!accept.some((r) => ['*/*', 'multipart/related', 'multipart/*', 'application/octet-stream'].includes(r.type))) {
+        throw new VaultError('NOT_ACCEPTABLE', 'bulk data is sent as multipart/related; type="application/octet-stream"');
+      }
+      const signal = requestSignal(request, reply);
+      const opened = await openInstance(deps, inst!, { signal });
+      const boundary = newBoundary();
+      const parts = (async function* (): AsyncGenerator<OutgoingPart> {
+        yield { contentType: 'application/octet-stream', body: readRanges(opened.read.bind(opened), [range], signal, 0) };
+      })();
+      return sendCommittedLate(reply, multipartContentType(boundary, 'application/octet-stream'), multipartBody(boundary, parts));
+    });
+  };
+}
+
+/**
+ * Pulls the first bytes (which opens and verifies the first instance's first block) before any
+ * header goes out; then streams the rest with the socket's backpressure (Readable.from).
+ */
+async function sendCommittedLate(reply: FastifyReply, contentType: string, body: AsyncGenerator<Uint8Array>): Promise<FastifyReply> {
+  const first = await body.next();
+  const rest = (async function* () {
+    if (!first.done) yield first.value;
+    yield* body;
+  })();
+  // The multipart preamble is tiny; make sure the first *data* bytes are verified too.
+  const second = first.done ? { done: true as const, value: undefined } : await rest.next();
+  const stream = Readable.from(
+    (async function* () {
+      if (!second.done) yield second.value;
+      yield* rest;
+    })(),
+    { objectMode: false, highWaterMark: 1 },
+  );
+  return reply.type(contentType).send(stream);
+}
+
+async function* readRanges(
+  read: (range: ByteRange, options: { signal: AbortSignal }) => AsyncIterable<Buffer>,
+  ranges: ByteRange[],
+  signal: AbortSignal,
+  swapWidth: number,
+): AsyncGenerator<Uint8Array> {
+  for (const r of ranges) {
+    if (swapWidth === 0) {
+      yield* read(r, { signal });
+      continue;
+    }
+    // Big-endian native pixel data: frames are sent little endian (PS3.18 8.7.3.3.2). Gather
+    // the frame (frames are a few MiB at most in such legacy objects) and swap words.
+    const parts: Buffer[] = [];
+    for await (const p of read(r, { signal })) parts.push(p);
+    const buf = Buffer.concat(parts);
+    if (swapWidth === 2) buf.swap16();
+    else if (swapWidth === 4) buf.swap32();
+    else if (swapWidth === 8) buf.swap64();
+    yield buf;
+  }
+}
+
+function bitsAllocated(meta: DicomJsonDataset): number {
+  const v = meta['00280100']?.Value?.[0];
+  return typeof v === 'number' ? v : 16;
+}
+
+function scannedOf(inst: CatalogInstance): ScannedInstance {
+  return {
+    studyInstanceUID: inst.studyInstanceUID,
+    seriesInstanceUID: inst.seriesInstanceUID,
+    sopInstanceUID: inst.sopInstanceUID,
+    sopClassUID: inst.sopClassUID,
+    transferSyntaxUID: inst.transferSyntaxUID,
+    metadata: inst.metadata,
+    layout: inst.layout,
+    size: inst.size,
+  };
+}
+
+/** Metadata with Pixel Data present as a BulkDataURI when it can be fetched as bulk data. */
+function withPixelDataUri(inst: CatalogInstance): DicomJsonDataset {
+  const pd = inst.layout.pixelData;
+  if (!pd || !inst.layout.bulk['7FE00010']) return inst.metadata;
+  return { ...inst.metadata, '7FE00010': { vr: pd.vr, BulkDataURI: 'bulk/7FE00010' } };
+}
+
+/**
+ * Chooses, for every instance, what to send: the first acceptable media range (by q) that works
+ * for all of them wins. No Accept, or only wildcards: Explicit VR Little Endian (PS3.18 default).
+ */
+export function negotiateInstances(accept: string | undefined, instances: CatalogInstance[]): Representation[] {
+  const ranges = parseAccept(accept);
+  const reasons: string[] = [];
+  for (const range of ranges) {
+    const target = dicomTarget(range);
+    if (target === undefined) continue;
+    const reps: Representation[] = [];
+    for (const inst of instances) {
+      if (target === '*' || target === inst.transferSyntaxUID) reps.push({ transferSyntaxUID: inst.transferSyntaxUID, transcode: false });
+      else if (canTranscode(inst.transferSyntaxUID, target)) reps.push({ transferSyntaxUID: target, transcode: true });
+      else {
+        reasons.push(`instance ${inst.sopInstanceUID} is stored as ${inst.transferSyntaxUID} and cannot be converted to ${target}`);
+        break;
+      }
+    }
+    if (reps.length === instances.length) return reps;
+  }
+  throw new VaultError(
+    'NOT_ACCEPTABLE',
+    reasons[0] ?? 'instances are sent as multipart/related; type="application/dicom" (add transfer-syntax=* to get them as stored)',
+  );
+}
+
+/** The transfer syntax a media range asks for ('*' = as stored), or undefined if it is not DICOM. */
+function dicomTarget(range: MediaRange): string | undefined {
+  if (range.type === '*/*' || range.type === 'multipart/*') return EXPLICIT_VR_LE;
+  if (range.type !== 'multipart/related' && range.type !== 'application/dicom') return undefined;
+  if (range.type === 'multipart/related' && range.params.type !== undefined && range.params.type.toLowerCase() !== 'application/dicom') return undefined;
+  return range.params['transfer-syntax'] ?? EXPLICIT_VR_LE;
+}
+
+function negotiateJson(accept: string | undefined): void {
+  const ok = parseAccept(accept).some((r) => ['*/*', 'application/*', 'application/dicom+json', 'application/json'].includes(r.type));
+  if (!ok) throw new VaultError('NOT_ACCEPTABLE', 'metadata is sent as application/dicom+json');
+}
+
+/** Content type of each frame part. Uncompressed: application/octet-stream; encapsulated: as stored. */
+function negotiateFrames(accept: string | undefined, tsuid: string, encapsulated: boolean): string {
+  for (const r of parseAccept(accept)) {
+    const inner = r.type === 'multipart/related' ? (r.params.type ?? 'application/octet-stream').toLowerCase() : r.type;
+    const ts = r.params['transfer-syntax'];
+    if (inner === '*/*' || r.type === '*/*' || r.type === 'multipart/*') {
+      return encapsulated ? `application/octet-stream; transfer-syntax=${tsuid}` : 'application/octet-stream';
+    }
+    if (inner === 'application/octet-stream') {
+      if (!encapsulated && (ts === undefined || ts === '*' || ts === EXPLICIT_VR_LE || ts === tsuid)) return 'application/octet-stream';
+      if (encapsulated && (ts === '*' || ts === tsuid)) return `application/octet-stream; transfer-syntax=${tsuid}`;
+    }
+  }
+  throw new VaultError(
+    'NOT_ACCEPTABLE',
+    encapsulated
+      ? `frames are stored compressed (${tsuid}) and are not decompressed here: ask for multipart/related; type="application/octet-stream"; transfer-syntax=*`
+      : 'uncompressed frames are sent as multipart/related; type="application/octet-stream"',
+  );
+}
+
+export function parseFrameList(raw: string): number[] {
+  const parts = raw.split(',');
+  const out: number[] = [];
+  for (const p of parts) {
+    if (!/^\d{1,9}$/.test(p.trim()) || Number(p) < 1) throw new VaultError('INVALID_FRAME_LIST', `"${raw}" is not a list of frame numbers (1-based, comma-separated)`);
+    out.push(Number(p));
+  }
+  return out;
+}
+
