@@ -113,11 +113,11 @@ describe.skipIf(!havePydicom)('the dicom-vault command', () => {
 
     // A flipped byte in any block: verify fails and names the block.
     const blocksRoot = join(dataDir, 'blocks');
-    const shards = await readdir(blocksRoot);
+    const shards = await readdir(blocksRoot, { withFileTypes: true });
     let flipped = 0;
-    for (const shard of shards) {
-      for (const f of await readdir(join(blocksRoot, shard))) {
-        const p = join(blocksRoot, shard, f);
+    for (const shard of shards.filter((s) => s.isDirectory())) {
+      for (const f of await readdir(join(blocksRoot, shard.name))) {
+        const p = join(blocksRoot, shard.name, f);
         const b = await readFile(p);
         b[b.length >> 1]! ^= 0x80;
         await writeFile(p, b);

@@ -21,8 +21,9 @@ function small(seed: number, instances = 2): GeneratedStudy {
 async function allBlocks(dataDir: string): Promise<string[]> {
   const out: string[] = [];
   const root = join(dataDir, 'blocks');
-  for (const shard of await readdir(root)) {
-    for (const f of await readdir(join(root, shard))) out.push(join(root, shard, f));
+  for (const shard of await readdir(root, { withFileTypes: true })) {
+    if (!shard.isDirectory()) continue;
+    for (const f of await readdir(join(root, shard.name))) if (f.endsWith('.data')) out.push(join(root, shard.name, f));
   }
   return out.sort();
 }
