@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isVaultError } from '../src/errors.ts';
-import { discardBlocks, ingestInstance, type IngestDeps, type IngestedInstance } from './instance.ts';
+import { discardInstances, ingestInstance, WriteWindow, type IngestDeps, type IngestedInstance } from './instance.ts';
 import type { StudyWriter } from './study.ts';
 
 /** Instances per study committed together. Default 500. */
@@ -62,6 +62,7 @@ export async function ingestFiles(
     pending.delete(study);
     if (items.length === 0) return;
     try {
+      await Promise.all(items.map((i) => i.durable));
       const r = await deps.writer.commit(study, items);
       for (const o of r.outcomes) {
         if (o.status === 'stored') result.stored++;
@@ -72,10 +73,11 @@ export async function ingestFiles(
         }
       }
     } catch (err) {
-      await discardBlocks(deps.store, items.flatMap((i) => i.written));
+      await discardInstances(deps.store, items);
       throw err;
     }
   };
+  const window = new WriteWindow();
 
   try {
     for (const root of paths) {
@@ -84,6 +86,7 @@ export async function ingestFiles(
         try {
           const ingested = await ingestInstance(createReadStream(path, { highWaterMark: 1024 * 1024 }), deps, {
             chunkSize: options.chunkSize,
+            window,
             ...(options.signal ? { signal: options.signal } : {}),
           });
           result.bytes += ingested.size;
@@ -103,7 +106,7 @@ export async function ingestFiles(
     }
     for (const study of [...pending.keys()]) await commit(study);
   } catch (err) {
-    await discardBlocks(deps.store, [...pending.values()].flat().flatMap((i) => i.written));
+    await discardInstances(deps.store, [...pending.values()].flat());
     throw err;
   }
   result.studies = [...studies];

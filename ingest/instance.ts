@@ -22,8 +22,12 @@ export const DEFAULT_MAX_BLOCKS_IN_FLIGHT = 8;
 export interface IngestOptions {
   /** Plaintext bytes per chunk. Default DEFAULT_CHUNK_SIZE (1 MiB: IPFS-sized blocks). */
   chunkSize?: number;
-  /** Block writes outstanding at once. Default DEFAULT_MAX_BLOCKS_IN_FLIGHT (8). */
-  maxBlocksInFlight?: number;
+  /**
+   * Block writes outstanding at once, shared by every instance of a request so that writes of
+   * one instance overlap the parsing of the next. Default: a window of
+   * DEFAULT_MAX_BLOCKS_IN_FLIGHT (8) for this instance alone.
+   */
+  window?: WriteWindow;
   /** When set, an instance of another study is refused (STOW to /studies/{study}). */
   expectedStudyInstanceUID?: string;
   scanner?: DicomScannerOptions;
@@ -41,26 +45,72 @@ export interface IngestedInstance {
   sha256: string;
   size: number;
   keyId: string;
-  /** The stored instance node (its CID is what the study manifest links). */
+  /** The instance node (its CID is what the study manifest links). */
   node: EncodedNode;
-  /** Every block this ingest wrote, node included: deleted again if the instance is not kept. */
+  /** Every block this ingest writes, node included: deleted again if the instance is not kept. */
   written: CID[];
+  /** Settles when every block write has: resolves once all are durable, rejects if one failed. */
+  durable: Promise<void>;
 }
 
-/** Streams one Part 10 instance into the store. Nothing is left behind if it throws. */
+/**
+ * Bounds the encrypted blocks held in memory while their writes complete. A caller waits for a
+ * slot before starting a write (backpressure reaches the socket through the awaiting reader).
+ */
+export class WriteWindow {
+  readonly #max: number;
+  readonly #inFlight = new Set<Promise<unknown>>();
+
+  constructor(max = DEFAULT_MAX_BLOCKS_IN_FLIGHT) {
+    this.#max = Math.max(1, max);
+  }
+
+  /**
+   * Starts `write` once a slot is free. Resolves then (not when the write ends) with the write's
+   * promise in a box: a promise resolved with a promise would wait for it.
+   */
+  async start(write: () => Promise<void>): Promise<{ done: Promise<void> }> {
+    while (this.#inFlight.size >= this.#max) await Promise.race(this.#inFlight);
+    const done = write();
+    const settled: Promise<unknown> = done.then(
+      () => this.#inFlight.delete(settled),
+      () => this.#inFlight.delete(settled),
+    );
+    this.#inFlight.add(settled);
+    return { done };
+  }
+}
+
+/** Plaintext chunk buffers are reused across instances: 1 MiB allocations per instance cost GC time. */
+const bufferPool = new Map<number, Buffer[]>();
+const POOL_MAX = 16;
+function takeBuffer(size: number): Buffer {
+  return bufferPool.get(size)?.pop() ?? Buffer.allocUnsafe(size);
+}
+function returnBuffer(buf: Buffer): void {
+  const pool = bufferPool.get(buf.length) ?? [];
+  if (pool.length < POOL_MAX) pool.push(buf);
+  bufferPool.set(buf.length, pool);
+}
+
+/**
+ * Streams one Part 10 instance into the store. Returns when its bytes have been read and its
+ * writes started; `durable` says when they are done. If it throws, nothing is left behind.
+ */
 export async function ingestInstance(
   source: AsyncIterable<Uint8Array>,
   deps: IngestDeps,
   options: IngestOptions = {},
 ): Promise<IngestedInstance> {
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  const maxInFlight = options.maxBlocksInFlight ?? DEFAULT_MAX_BLOCKS_IN_FLIGHT;
+  const window = options.window ?? new WriteWindow();
   const signal = options.signal;
+  const putOptions = signal ? { signal } : {};
   const scanner = new DicomScanner(options.scanner);
   const hash = createHash('sha256');
   const written: CID[] = [];
   const chunkCids: CID[] = [];
-  const inFlight = new Set<Promise<void>>();
+  const writes: Array<Promise<void>> = [];
   let failure: unknown;
 
   // Until the header names the study, full chunks wait here in plaintext (bounded by the
@@ -70,38 +120,29 @@ export async function ingestInstance(
   let dataKey: DataKey | undefined;
   const salt = newSalt();
 
-  let current = Buffer.allocUnsafe(chunkSize);
+  let current = takeBuffer(chunkSize);
   let fill = 0;
   let size = 0;
 
-  const write = async (index: number, plaintext: Uint8Array): Promise<void> => {
-    const block = sealChunk(instanceKey!, index, plaintext);
-    const cid = rawCid(block);
-    chunkCids[index] = cid;
+  const put = async (cid: CID, block: Uint8Array): Promise<void> => {
     written.push(cid);
-    const p = deps.store.put(cid, block, signal ? { signal } : {}).then(
-      () => {
-        inFlight.delete(p);
-      },
-      (err: unknown) => {
-        inFlight.delete(p);
-        failure ??= err;
-      },
-    );
-    inFlight.add(p);
-    while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+    const { done: p } = await window.start(() => deps.store.put(cid, block, putOptions));
+    p.catch((err: unknown) => {
+      failure ??= err;
+    });
+    writes.push(p);
     if (failure !== undefined) throw failure;
   };
 
-  let nextIndex = 0;
-  const emit = async (plaintext: Buffer): Promise<void> => {
-    if (!instanceKey) {
-      waiting.push(plaintext);
-      return;
-    }
-    await write(nextIndex++, plaintext);
+  const write = async (index: number, plaintext: Uint8Array): Promise<void> => {
+    // Sealing copies: the plaintext buffer is free again as soon as this returns.
+    const block = sealChunk(instanceKey!, index, plaintext);
+    const cid = rawCid(block);
+    chunkCids[index] = cid;
+    await put(cid, block);
   };
 
+  let nextIndex = 0;
   const unlock = async (): Promise<void> => {
     const identity = scanner.identity();
     if (options.expectedStudyInstanceUID !== undefined && identity.studyInstanceUID !== options.expectedStudyInstanceUID) {
@@ -111,7 +152,10 @@ export async function ingestInstance(
     }
     dataKey = deps.keys.getOrCreate(identity.studyInstanceUID);
     instanceKey = deriveKey(dataKey.key, salt);
-    for (const plaintext of waiting.splice(0)) await write(nextIndex++, plaintext);
+    for (const plaintext of waiting.splice(0)) {
+      await write(nextIndex++, plaintext);
+      returnBuffer(plaintext);
+    }
   };
 
   try {
@@ -127,12 +171,12 @@ export async function ingestInstance(
         fill += n;
         offset += n;
         if (fill === chunkSize) {
-          // Sealing copies the plaintext, so the buffer can be reused once the key is known;
-          // while waiting for the header, the chunk itself is kept.
-          const full = current;
-          current = instanceKey ? current : Buffer.allocUnsafe(chunkSize);
           fill = 0;
-          await emit(full);
+          if (instanceKey) await write(nextIndex++, current);
+          else {
+            waiting.push(current);
+            current = takeBuffer(chunkSize);
+          }
         }
       }
       if (!instanceKey && scanner.identified) await unlock();
@@ -140,8 +184,7 @@ export async function ingestInstance(
     const scanned = scanner.end();
     if (!instanceKey) await unlock();
     if (fill > 0) await write(nextIndex++, current.subarray(0, fill));
-    await Promise.all(inFlight);
-    if (failure !== undefined) throw failure;
+    returnBuffer(current);
 
     const sha256 = hash.digest('hex');
     const node = buildInstanceNode(
@@ -157,21 +200,27 @@ export async function ingestInstance(
         sha256,
       },
     );
-    await deps.store.put(node.cid, node.bytes, signal ? { signal } : {});
-    written.push(node.cid);
-    return { scanned, sha256, size, keyId: dataKey!.keyId, node, written };
+    await put(node.cid, node.bytes);
+    const durable = Promise.all(writes).then(() => undefined);
+    durable.catch(() => undefined); // the caller awaits it; until then a failure must not be "unhandled"
+    return { scanned, sha256, size, keyId: dataKey!.keyId, node, written, durable };
   } catch (err) {
-    await Promise.allSettled(inFlight);
+    await Promise.allSettled(writes);
     await discardBlocks(deps.store, written);
     throw err;
   }
 }
 
 /**
- * Removes blocks an ingest wrote for an instance that is not kept (failed, duplicate, or its
- * request failed). They cannot be shared with anything else: every instance has its own salt,
- * hence its own key and ciphertexts.
+ * Removes the blocks of instances that are not kept (refused, duplicate, or their request
+ * failed), once their writes have settled. The blocks cannot be shared with anything else:
+ * every instance has its own salt, hence its own key and ciphertexts.
  */
+export async function discardInstances(store: Pick<BlockStore, 'delete'>, instances: readonly IngestedInstance[]): Promise<void> {
+  await Promise.allSettled(instances.map((i) => i.durable));
+  await discardBlocks(store, instances.flatMap((i) => i.written));
+}
+
 export async function discardBlocks(store: Pick<BlockStore, 'delete'>, cids: readonly CID[]): Promise<void> {
   await Promise.allSettled(cids.map((cid) => store.delete(cid)));
 }

@@ -3,12 +3,12 @@
 // catalog commits the version (and queues its root for anchoring) in one transaction. History is
 // append-only: nothing stored is ever overwritten.
 import { CID } from 'multiformats/cid';
-import { VaultError, isVaultError } from '../src/errors.ts';
+import { isVaultError } from '../src/errors.ts';
 import type { Catalog, CatalogInstance, StudyVersion } from '../src/catalog.ts';
 import type { DataKey } from '../src/keys.ts';
 import type { BlockStore } from '../storage/block-store.ts';
 import { buildStudyManifest } from './dag.ts';
-import { discardBlocks, type IngestedInstance } from './instance.ts';
+import { discardInstances, type IngestedInstance } from './instance.ts';
 
 /** How often a commit is retried when another writer (another process) moved the study on. */
 export const DEFAULT_COMMIT_ATTEMPTS = 5;
@@ -84,7 +84,7 @@ export class StudyWriter {
         }
       }
       if (fresh.length === 0) {
-        await discardBlocks(store, discard.flatMap((d) => d.written));
+        await discardInstances(store, discard);
         return { studyInstanceUID, version: null, outcomes };
       }
 
@@ -110,7 +110,7 @@ export class StudyWriter {
           instances: fresh.map((f) => f.record),
           createdAt: new Date().toISOString(),
         });
-        await discardBlocks(store, discard.flatMap((d) => d.written));
+        await discardInstances(store, discard);
         return { studyInstanceUID, version, outcomes };
       } catch (err) {
         await store.delete(manifest.cid).catch(() => undefined);
@@ -135,12 +135,4 @@ export function toCatalogInstance(item: IngestedInstance): CatalogInstance {
     metadata: s.metadata,
     layout: s.layout,
   };
-}
-
-export function assertSameStudy(items: IngestedInstance[], studyInstanceUID: string): void {
-  for (const item of items) {
-    if (item.scanned.studyInstanceUID !== studyInstanceUID) {
-      throw new VaultError('INTERNAL', 'instances of several studies passed to one commit');
-    }
-  }
 }

@@ -9,7 +9,7 @@ import { VaultError, isVaultError } from '../errors.ts';
 import type { AccessRouteConfig } from '../access.ts';
 import { assertUid } from '../dicom/uid.ts';
 import { parseContentType, parseMultipartRelated } from '../../ingest/multipart.ts';
-import { discardBlocks, ingestInstance, type IngestDeps, type IngestedInstance } from '../../ingest/instance.ts';
+import { discardInstances, ingestInstance, WriteWindow, type IngestDeps, type IngestedInstance } from '../../ingest/instance.ts';
 import type { StudyWriter } from '../../ingest/study.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { requestSignal, retrieveBase } from './http.ts';
@@ -72,6 +72,7 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
 
       const stored: IngestedInstance[] = [];
       const failures: Failure[] = [];
+      const window = new WriteWindow();
       let partCount = 0;
       try {
         for await (const part of parts) {
@@ -82,7 +83,7 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
             continue;
           }
           try {
-            const opts = { chunkSize: deps.chunkSize, signal, ...(study ? { expectedStudyInstanceUID: study } : {}) };
+            const opts = { chunkSize: deps.chunkSize, signal, window, ...(study ? { expectedStudyInstanceUID: study } : {}) };
             stored.push(await ingestInstance(part.body, deps, opts));
           } catch (err) {
             if (!isPartError(err)) throw err;
@@ -97,8 +98,10 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
             if (type === 'application/dicom') for await (const _ of body);
           }
         }
+        // A STOW answer means durable: every block is on disk before anything is committed.
+        await Promise.all(stored.map((s) => s.durable));
       } catch (err) {
-        await discardBlocks(deps.store, stored.flatMap((s) => s.written));
+        await discardInstances(deps.store, stored);
         throw err;
       }
       if (partCount === 0) throw new VaultError('BAD_REQUEST', 'the request holds no instance');
@@ -116,7 +119,7 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
         try {
           result = await deps.writer.commit(studyUID, items);
         } catch (err) {
-          await discardBlocks(deps.store, items.flatMap((s) => s.written));
+          await discardInstances(deps.store, items);
           throw err;
         }
         for (const o of result.outcomes) {
