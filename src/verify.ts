@@ -12,7 +12,8 @@ import { decodeInstanceNode, decodeStudyManifest, openInstanceEnvelope, openStud
 import { deriveKey, openChunk } from '../ingest/seal.ts';
 
 export interface VerifyProblem {
-  kind: 'missing' | 'corrupt' | 'mismatch';
+  /** missing: the store has no such block; unreadable: the store failed to answer; corrupt: bytes or tag wrong; mismatch: the DAG disagrees with itself or the catalog. */
+  kind: 'missing' | 'unreadable' | 'corrupt' | 'mismatch';
   cid: string;
   /** Where in the DAG: 'manifest v3', 'instance <sop> chunk 12', ... */
   where: string;
@@ -51,7 +52,13 @@ export async function verifyStudy(
   const dataKey = deps.keys.require(studyInstanceUID);
   const report: VerifyReport = { studyInstanceUID, root: latest.root, versions: 0, instances: 0, blocks: 0, bytes: 0, problems: [], ok: false };
   const problem = (err: unknown, cid: CID, where: string): void => {
-    const kind = isVaultError(err, 'BLOCK_NOT_FOUND') ? 'missing' : isVaultError(err) && err.code === 'INSTANCE_CORRUPT' ? 'mismatch' : 'corrupt';
+    const kind: VerifyProblem['kind'] = isVaultError(err, 'BLOCK_NOT_FOUND')
+      ? 'missing'
+      : isVaultError(err, 'INSTANCE_CORRUPT')
+        ? 'mismatch'
+        : isVaultError(err, 'BLOCK_CORRUPT')
+          ? 'corrupt'
+          : 'unreadable';
     report.problems.push({ kind, cid: cid.toString(), where, message: err instanceof Error ? err.message : String(err) });
   };
   const fetch = async (cid: CID, where: string): Promise<Uint8Array | undefined> => {

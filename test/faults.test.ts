@@ -230,6 +230,26 @@ describe('bad input and faults', () => {
     await stillIntact();
   });
 
+  it('answers an error status, before any data, when the first block of an instance is missing', async () => {
+    const s = planStudy({ kind: 'single', instances: 1, rows: 64, columns: 64, seed: 8 });
+    const bytes = await bytesOf(s.instances[0]!);
+    expect((await stow(node.url, [bytes])).status).toBe(200);
+    const inst = node.vault.catalog.getInstance(s.instances[0]!.sopInstanceUID)!;
+    const { CID } = await import('multiformats/cid');
+    const { decodeInstanceNode } = await import('../ingest/dag.ts');
+    const nodeCid = CID.parse(inst.nodeCid);
+    const first = decodeInstanceNode(await node.vault.store.get(nodeCid), nodeCid).chunks[0]!;
+    await node.vault.store.delete(first);
+    const r = await retrieve(`${node.url}/studies/${s.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}`);
+    expect(r.status).toBe(500);
+    const body = JSON.parse(r.raw.toString());
+    expect(body.code).toBe('BLOCK_NOT_FOUND');
+    expect(body.message).toContain(first.toString());
+    const report = await verifyStudy(node.vault, s.studyInstanceUID);
+    expect(report.problems).toContainEqual(expect.objectContaining({ kind: 'missing', cid: first.toString() }));
+    await stillIntact();
+  });
+
   it('stores everything when eight clients push different studies and two push to the same study at once', async () => {
     const studies = Array.from({ length: 8 }, (_, i) => small(100 + i, 3));
     const shared = planStudy({ kind: 'single', instances: 6, rows: 16, columns: 16, seed: 200 });

@@ -137,21 +137,21 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
 }
 
 /**
- * Pulls the first bytes (which opens and verifies the first instance's first block) before any
- * header goes out; then streams the rest with the socket's backpressure (Readable.from).
+ * Pulls the first data bytes (which opens and verifies the first instance's first block) before
+ * any header goes out; then streams the rest with the socket's backpressure (Readable.from).
  */
 async function sendCommittedLate(reply: FastifyReply, contentType: string, body: AsyncGenerator<Uint8Array>): Promise<FastifyReply> {
-  const first = await body.next();
-  const rest = (async function* () {
-    if (!first.done) yield first.value;
-    yield* body;
-  })();
-  // The multipart preamble is tiny; make sure the first *data* bytes are verified too.
-  const second = first.done ? { done: true as const, value: undefined } : await rest.next();
+  // The first piece is the multipart part header; the second is the first verified data.
+  const head: Uint8Array[] = [];
+  for (let i = 0; i < 2; i++) {
+    const next = await body.next();
+    if (next.done) break;
+    head.push(next.value);
+  }
   const stream = Readable.from(
     (async function* () {
-      if (!second.done) yield second.value;
-      yield* rest;
+      yield* head;
+      yield* body;
     })(),
     { objectMode: false, highWaterMark: 1 },
   );
