@@ -14,6 +14,7 @@ export const ERRORS = {
   NOT_DICOM: { status: 400, title: 'Not a DICOM Part 10 stream' },
   STUDY_UID_MISMATCH: { status: 400, title: 'Instance belongs to another study than the URL names' },
   INVALID_FRAME_LIST: { status: 400, title: 'Invalid frame list' },
+  CAR_INVALID: { status: 400, title: 'Not a valid CAR file of a study' },
   RECEIPT_MALFORMED: { status: 400, title: 'Not a valid dicom-vault anchor receipt' },
   // 401 / 403: the access seam (src/access.ts)
   UNAUTHORIZED: { status: 401, title: 'Caller not identified' },

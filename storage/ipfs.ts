@@ -1,0 +1,346 @@
+// Blocks in an IPFS node (helia), so that a study's DAG is an ordinary IPFS DAG: pinned, garbage-
+// collectable, exportable as a CAR file and, when networking is configured, fetchable by peers.
+//
+// Layout of the repo directory:
+//   <path>/blocks/     the blocks, in the fs backend's durable on-disk format (FsBlockStore)
+//   <path>/datastore/  helia's datastore (pins), datastore-fs
+//
+// Offline by default: the node is helia's "light" node, which has no libp2p, no bitswap and no
+// HTTP gateways, so it cannot open a socket. `network: true` builds the full helia node (libp2p,
+// bitswap, delegated routing) over the same blockstore and datastore.
+//
+// Choices and why:
+// - The blockstore handed to helia is an adapter over FsBlockStore rather than blockstore-fs,
+//   which turns every read error into NotFoundError(String(err)) and never fsyncs: a study
+//   acknowledged by STOW must survive a crash, and an unreadable disk must not read as absent.
+// - Pins: every study manifest put here is pinned, with a walker that pins the manifest, the
+//   instance nodes it adds and their chunks, but neither reads raw leaves (they have no links)
+//   nor descends into `prev` (the previous version is pinned itself). helia's default walker
+//   would read every chunk of the whole history on each new version: O(study size) per STOW.
+//   A study stays protected while all its version roots are pinned; history is append-only,
+//   so they are never unpinned except when a manifest is deleted (a failed commit).
+// - @helia/unixfs is not used: the DAG is dag-cbor nodes over encrypted raw leaves, not UnixFS
+//   (UnixFS would expose file names and sizes, and its `cat` of 1 GiB held ~1.4 GiB of memory
+//   here). Reads go block by block through the instance reader, bounded by its read-ahead.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as dagCbor from '@ipld/dag-cbor';
+import type { Helia } from '@helia/interface';
+import type { GraphNode, GraphWalker, GraphWalkerComponents } from '@helia/interface';
+import { FsDatastore } from 'datastore-fs';
+import type { Blockstore, InputPair, Pair } from 'interface-blockstore';
+import { CID } from 'multiformats/cid';
+import * as raw from 'multiformats/codecs/raw';
+import { VaultError, abortError, isVaultError } from '../src/errors.ts';
+import { STUDY_MANIFEST_TYPE, INSTANCE_NODE_TYPE } from '../ingest/dag.ts';
+import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
+import { FsBlockStore } from './fs.ts';
+
+export interface IpfsBlockStoreOptions {
+  /** Repo directory (blocks/ and datastore/ below it); created if missing. Required. */
+  path: string;
+  /**
+   * Join the libp2p network (bitswap, DHT, delegated routing): peers can fetch our blocks and
+   * missing blocks are looked for on the network. Default false: fully offline, no socket.
+   */
+  network?: boolean;
+}
+
+export class IpfsBlockStore implements BlockStore {
+  readonly helia: Helia;
+  readonly path: string;
+  readonly network: boolean;
+  readonly #blocks: FsBlockStore;
+  readonly #datastore: FsDatastore;
+
+  private constructor(helia: Helia, path: string, network: boolean, blocks: FsBlockStore, datastore: FsDatastore) {
+    this.helia = helia;
+    this.path = path;
+    this.network = network;
+    this.#blocks = blocks;
+    this.#datastore = datastore;
+  }
+
+  /** Opens (creating) the repo and starts helia. CONFIG_INVALID / STORE_UNAVAILABLE as FsBlockStore. */
+  static async open(options: IpfsBlockStoreOptions): Promise<IpfsBlockStore> {
+    if (typeof options.path !== 'string' || options.path === '') {
+      throw new VaultError('CONFIG_INVALID', 'IpfsBlockStore: path must be a non-empty string');
+    }
+    const network = options.network ?? false;
+    const blocks = await FsBlockStore.open({ path: join(options.path, 'blocks') });
+    const datastorePath = join(options.path, 'datastore');
+    const datastore = new FsDatastore(datastorePath);
+    try {
+      await mkdir(datastorePath, { recursive: true });
+      await datastore.open();
+    } catch (err) {
+      throw new VaultError('STORE_UNAVAILABLE', `cannot open the IPFS datastore at ${datastorePath}`, { cause: err });
+    }
+    const blockstore = new FsBlockstoreAdapter(blocks);
+    const init = { blockstore, datastore, codecs: [dagCbor] };
+    let helia: Helia;
+    if (network) {
+      // Only here is libp2p loaded and started: listening, dialling bootstrap peers.
+      const { createHelia } = await import('helia');
+      helia = await createHelia(init);
+    } else {
+      const { createHeliaLight } = await import('helia');
+      helia = createHeliaLight(init);
+    }
+    try {
+      await helia.start();
+    } catch (err) {
+      await datastore.close().catch(() => undefined);
+      throw new VaultError('STORE_UNAVAILABLE', `cannot start the IPFS node at ${options.path}`, { cause: err });
+    }
+    return new IpfsBlockStore(helia, options.path, network, blocks, datastore);
+  }
+
+  /** Stores the block; a study manifest is then pinned (see the module comment). */
+  async put(cid: CID, bytes: Uint8Array, options: PutOptions = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    await rethrow(() => this.helia.blockstore.put(cid, bytes, options), 'put', cid, options.signal);
+    if (isStudyManifest(cid, bytes)) await this.pin(cid, options);
+  }
+
+  async get(cid: CID, options: AbortOptions = {}): Promise<Uint8Array> {
+    throwIfAborted(options.signal);
+    return rethrow(
+      async () => {
+        const pieces: Uint8Array[] = [];
+        // offline: a missing block is reported at once instead of being looked for on the network.
+        for await (const piece of this.helia.blockstore.get(cid, { ...signalOf(options), offline: !this.network })) pieces.push(piece);
+        return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+      },
+      'get',
+      cid,
+      options.signal,
+    );
+  }
+
+  async has(cid: CID, options: AbortOptions = {}): Promise<boolean> {
+    throwIfAborted(options.signal);
+    return rethrow(() => this.helia.blockstore.has(cid, signalOf(options)), 'check', cid, options.signal);
+  }
+
+  /** Removes the block, unpinning it first if it is a pinned study root. */
+  async delete(cid: CID, options: AbortOptions = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    if (cid.code === dagCbor.code) await this.unpin(cid, options);
+    await rethrow(() => this.helia.blockstore.delete(cid, signalOf(options)), 'delete', cid, options.signal);
+  }
+
+  flush(options: AbortOptions = {}): Promise<void> {
+    return this.#blocks.flush(options);
+  }
+
+  list(options: AbortOptions = {}): AsyncIterable<CID> {
+    return this.#blocks.list(options);
+  }
+
+  /** Pins `root` (a study manifest): it, its added instance nodes and their chunks. Idempotent. */
+  async pin(root: CID, options: AbortOptions = {}): Promise<void> {
+    if (await this.isPinnedRoot(root, options)) return;
+    try {
+      for await (const _ of this.helia.pins.add(root, { ...signalOf(options), walker: studyWalker })) {
+        // drained: each yield is one block marked as pinned
+      }
+    } catch (err) {
+      if (errName(err) === 'AlreadyPinnedError') return; // a concurrent put of the same manifest
+      throw toVaultError(err, 'pin', root, options.signal);
+    }
+  }
+
+  /** Removes the pin of `root`, if any. Its blocks become collectable unless pinned otherwise. */
+  async unpin(root: CID, options: AbortOptions = {}): Promise<void> {
+    if (!(await this.isPinnedRoot(root, options))) return;
+    try {
+      for await (const _ of this.helia.pins.rm(root, { ...signalOf(options), walker: studyWalker })) {
+        // drained
+      }
+    } catch (err) {
+      if (errName(err) === 'NotFoundError') return;
+      throw toVaultError(err, 'unpin', root, options.signal);
+    }
+  }
+
+  async isPinnedRoot(root: CID, options: AbortOptions = {}): Promise<boolean> {
+    try {
+      await this.helia.pins.get(root, signalOf(options));
+      return true;
+    } catch (err) {
+      if (errName(err) === 'NotFoundError') return false;
+      throw toVaultError(err, 'check pin', root, options.signal);
+    }
+  }
+
+  /** Whether the block is covered by some pin. */
+  isPinned(cid: CID, options: AbortOptions = {}): Promise<boolean> {
+    return this.helia.pins.isPinned(cid, signalOf(options));
+  }
+
+  /** Every pinned root (one per stored study version). */
+  async *pinnedRoots(options: AbortOptions = {}): AsyncGenerator<CID> {
+    for await (const pin of this.helia.pins.ls(signalOf(options))) yield pin.cid;
+  }
+
+  /**
+   * Deletes every block no pin covers (helia's gc). Blocks of an ingest still in progress are
+   * not pinned until its study version commits: run this while no ingest runs.
+   */
+  async gc(options: AbortOptions = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    await this.helia.gc(signalOf(options));
+  }
+
+  async close(): Promise<void> {
+    await this.helia.stop();
+    await this.#datastore.close();
+    await this.#blocks.close();
+  }
+}
+
+/**
+ * interface-blockstore over FsBlockStore (see the module comment for why not blockstore-fs). Block
+ * bytes are single pieces: blocks are at most a chunk (1 MiB by default).
+ */
+export class FsBlockstoreAdapter implements Blockstore {
+  readonly #store: FsBlockStore;
+
+  constructor(store: FsBlockStore) {
+    this.#store = store;
+  }
+
+  has(cid: CID, options: AbortOptions = {}): Promise<boolean> {
+    return this.#store.has(cid, options);
+  }
+
+  async put(cid: CID, value: Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<CID> {
+    const bytes = value instanceof Uint8Array ? value : await collect(value);
+    await this.#store.put(cid, bytes, { ...signalOf(options), ...(options.durable === undefined ? {} : { durable: options.durable }) });
+    return cid;
+  }
+
+  async *putMany(source: Iterable<InputPair> | AsyncIterable<InputPair>, options: PutOptions = {}): AsyncGenerator<CID> {
+    for await (const { cid, bytes } of source) yield this.put(cid, bytes, options);
+  }
+
+  async *get(cid: CID, options: AbortOptions = {}): AsyncGenerator<Uint8Array> {
+    yield await this.#store.get(cid, options);
+  }
+
+  async *getMany(source: Iterable<CID> | AsyncIterable<CID>, options: AbortOptions = {}): AsyncGenerator<Pair> {
+    for await (const cid of source) yield { cid, bytes: this.get(cid, options) };
+  }
+
+  async *getAll(options: AbortOptions = {}): AsyncGenerator<Pair> {
+    // Bytes are read only if the consumer iterates them (gc does not).
+    for await (const cid of this.#store.list(options)) yield { cid, bytes: this.get(cid, options) };
+  }
+
+  delete(cid: CID, options: AbortOptions = {}): Promise<void> {
+    return this.#store.delete(cid, options);
+  }
+
+  async *deleteMany(source: Iterable<CID> | AsyncIterable<CID>, options: AbortOptions = {}): AsyncGenerator<CID> {
+    for await (const cid of source) {
+      await this.#store.delete(cid, options);
+      yield cid;
+    }
+  }
+}
+
+/**
+ * The pin walker for study manifests: the manifest, the instance nodes it adds and their chunks.
+ * Raw leaves are yielded without being read; `prev` is not followed (see the module comment).
+ * Nodes that are not dicom-vault nodes are walked by all their links.
+ */
+export function studyWalker(components: GraphWalkerComponents): GraphWalker {
+  return {
+    async *walk<T>(root: CID, options: AbortOptions = {}): AsyncGenerator<GraphNode<T>> {
+      const stack: Array<{ cid: CID; depth: number; path: CID[] }> = [{ cid: root, depth: 0, path: [root] }];
+      while (stack.length > 0) {
+        const { cid, depth, path } = stack.pop()!;
+        throwIfAborted(options.signal);
+        if (cid.code === raw.code) {
+          yield { block: { cid } as unknown as GraphNode<T>['block'], depth, path };
+          continue;
+        }
+        const pieces: Uint8Array[] = [];
+        for await (const piece of components.blockstore.get(cid, options)) pieces.push(piece);
+        const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+        const codec = await components.getCodec(cid.code);
+        const value = codec.decode(bytes) as Record<string, unknown>;
+        yield { block: { cid, bytes, value } as unknown as GraphNode<T>['block'], depth, path };
+        for (const child of childLinks(value).reverse()) stack.push({ cid: child, depth: depth + 1, path: [...path, child] });
+      }
+    },
+  };
+}
+
+function childLinks(value: Record<string, unknown>): CID[] {
+  if (value?.type === STUDY_MANIFEST_TYPE) return cids(value.added);
+  if (value?.type === INSTANCE_NODE_TYPE) return cids(value.chunks);
+  const links: CID[] = [];
+  const visit = (v: unknown): void => {
+    const cid = CID.asCID(v);
+    if (cid !== null) links.push(cid);
+    else if (Array.isArray(v)) v.forEach(visit);
+    else if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array)) Object.values(v).forEach(visit);
+  };
+  visit(value);
+  return links;
+}
+
+function cids(v: unknown): CID[] {
+  return Array.isArray(v) ? v.map((c) => CID.asCID(c)).filter((c): c is CID => c !== null) : [];
+}
+
+/** Whether a block is a dicom-vault study manifest; decoded only when it is dag-cbor. */
+function isStudyManifest(cid: CID, bytes: Uint8Array): boolean {
+  if (cid.code !== dagCbor.code) return false;
+  try {
+    const value = dagCbor.decode(bytes) as { type?: unknown };
+    return value?.type === STUDY_MANIFEST_TYPE;
+  } catch {
+    return false;
+  }
+}
+
+async function rethrow<T>(fn: () => T | Promise<T>, op: string, cid: CID, signal: AbortSignal | undefined): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toVaultError(err, op, cid, signal);
+  }
+}
+
+function toVaultError(err: unknown, op: string, cid: CID, signal: AbortSignal | undefined): VaultError {
+  if (isVaultError(err)) return err; // from FsBlockStore, already precise
+  if (signal?.aborted === true) return abortError(signal);
+  const details = { cid: cid.toString() };
+  const name = errName(err);
+  // helia's own "absent" answers; anything else it throws is the store's failure.
+  if (op === 'get' && (name === 'BlockNotFoundWhileOfflineError' || name === 'NotFoundError' || name === 'LoadBlockFailedError')) {
+    return new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details });
+  }
+  return new VaultError('STORE_UNAVAILABLE', `IPFS ${op} of block ${cid} failed: ${name}`, { cause: err, details });
+}
+
+function errName(err: unknown): string {
+  return err instanceof Error ? err.name : 'unknown error';
+}
+
+function signalOf(options: AbortOptions): AbortOptions {
+  return options.signal === undefined ? {} : { signal: options.signal };
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw abortError(signal);
+}
+
+async function collect(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const pieces: Uint8Array[] = [];
+  for await (const piece of source) pieces.push(piece);
+  return Buffer.concat(pieces);
+}
