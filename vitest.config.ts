@@ -13,5 +13,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // Spawned `dicom-vault serve` processes would each start the embedded chain on port 8545;
+    // the anchor suites run their own chain and turn anchoring on where they test it.
+    env: { DICOM_VAULT_CHAIN: 'none' },
   },
 });

@@ -9,16 +9,19 @@ import { VaultError, isVaultError } from './errors.ts';
 import { qidoService, type QidoDeps } from './dicomweb/qido.ts';
 import { stowService, type StowDeps } from './dicomweb/stow.ts';
 import { wadoService, type WadoDeps } from './dicomweb/wado.ts';
+import { receiptService, type ReceiptDeps } from './dicomweb/receipt.ts';
 
 export interface AppDeps extends QidoDeps {
   store: StowDeps['store'] & WadoDeps['store'];
   keys: StowDeps['keys'] & WadoDeps['keys'];
-  catalog: QidoDeps['catalog'] & WadoDeps['catalog'];
+  catalog: QidoDeps['catalog'] & WadoDeps['catalog'] & ReceiptDeps['catalog'];
   writer: StowDeps['writer'];
   chunkSize: number;
   logger: Logger;
   access: AccessPolicy;
   audit: AuditSink;
+  /** Anchor receipts (GET /studies/{study}/receipt); absent when the node does not anchor. */
+  receipts?: ReceiptDeps['receipts'];
 }
 
 declare module 'fastify' {
@@ -93,6 +96,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       await scope.register(stowService(deps));
       await scope.register(qidoService(deps));
       await scope.register(wadoService(deps));
+      await scope.register(receiptService({ catalog: deps.catalog, ...(deps.receipts ? { receipts: deps.receipts } : {}) }));
     },
     { prefix: DICOMWEB_PREFIX },
   );

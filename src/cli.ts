@@ -12,6 +12,8 @@ import { startNode } from './server.ts';
 import { verifyStudy } from './verify.ts';
 import { createLogger, openVault } from './vault.ts';
 import { ingestFiles } from '../ingest/files.ts';
+import { CAR_CLI_OPTIONS, CAR_USAGE, runCarCommand } from '../storage/car-cli.ts';
+import { ANCHOR_CLI_OPTIONS, ANCHOR_USAGE, checkAnchorOfStudy, printStudyAnchor, runAnchorCommand } from '../anchor/cli.ts';
 
 const USAGE = `dicom-vault <command> [options]
 
@@ -20,6 +22,8 @@ Commands:
   ingest <file|dir>...      store DICOM files (folders are walked), showing progress
   verify <study-uid>        check every block and instance of a study; names what is missing or corrupt
   export <study-uid> <dir>  write the study's current instances as decrypted Part 10 files
+${CAR_USAGE}
+${ANCHOR_USAGE}
 
 Options (environment variable in brackets):
 ${Object.entries(FLAGS)
@@ -43,6 +47,8 @@ async function main(argv: string[]): Promise<number> {
     options: {
       ...Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }])),
       json: { type: 'boolean' },
+      ...ANCHOR_CLI_OPTIONS,
+      ...CAR_CLI_OPTIONS,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -60,7 +66,7 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'serve': {
-      const node = await startNode(options);
+      const node = await startNode(options, undefined, { anchoring: true });
       err(`dicom-vault serving ${node.url} (data in ${options.dataDir})`);
       await new Promise<void>((resolve) => {
         const stop = (): void => {
@@ -106,18 +112,21 @@ async function main(argv: string[]): Promise<number> {
       try {
         const report = await verifyStudy(vault, study, (p) => process.stderr.write(`\r${p.blocks} blocks, ${mb(p.bytes)} MB checked`));
         process.stderr.write('\n');
-        if (values.json) out(JSON.stringify(report, null, 2));
+        const anchor = await checkAnchorOfStudy(vault, options, study);
+        if (values.json) out(JSON.stringify({ ...report, anchor }, null, 2));
         else {
           out(`study ${study} root ${report.root}: ${report.versions} versions, ${report.instances} instances, ${report.blocks} blocks, ${mb(report.bytes)} MB`);
           for (const p of report.problems) out(`${p.kind.toUpperCase()} ${p.cid} (${p.where}): ${p.message}`);
           out(report.ok ? 'OK: every block and instance verified' : `FAILED: ${report.problems.length} problem(s)`);
+          if (anchor) printStudyAnchor(anchor, { out, err });
         }
-        return report.ok ? 0 : 3;
+        return report.ok && (anchor?.ok ?? true) ? 0 : 3;
       } finally {
         await vault.close();
       }
     }
     case 'export': {
+      if (values.car) return runCarCommand('export', args, values, options, { out, err });
       const study = assertUid(args[0] ?? '', 'study UID');
       const dir = args[1];
       if (!dir) throw new VaultError('BAD_REQUEST', 'export needs a target directory');
@@ -142,6 +151,14 @@ async function main(argv: string[]): Promise<number> {
         await vault.close();
       }
     }
+    case 'import':
+    case 'public-key':
+      return runCarCommand(command, args, values, options, { out, err });
+    case 'receipt':
+    case 'anchor':
+    case 'verify-receipt':
+    case 'deploy-contract':
+      return runAnchorCommand(command, args, values, options, { out, err });
     default:
       err(`unknown command "${command}"\n`);
       err(USAGE);

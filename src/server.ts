@@ -5,17 +5,37 @@ import { logAuditSink, openPolicy } from './access.ts';
 import { buildApp } from './app.ts';
 import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
 import { createLogger, openVault, type Vault } from './vault.ts';
+import { startAnchoring, type Anchoring } from '../anchor/anchoring.ts';
+import type { AnchorServiceOptions } from '../anchor/service.ts';
 
 export interface RunningNode {
   vault: Vault;
   app: FastifyInstance;
   /** e.g. http://127.0.0.1:8080/dicom-web */
   url: string;
+  /** Study root anchoring, when the node runs it. */
+  anchoring?: Anchoring;
   close(): Promise<void>;
 }
 
-export async function startNode(options: NodeOptions, logger: Logger = createLogger(options.logLevel)): Promise<RunningNode> {
+export interface StartNodeExtras {
+  /** Anchor study roots as options.anchor says (`dicom-vault serve` does). Default false: tests and embedders opt in. */
+  anchoring?: boolean;
+  /** Anchor service tuning (tests). */
+  anchorService?: AnchorServiceOptions;
+}
+
+export async function startNode(options: NodeOptions, logger: Logger = createLogger(options.logLevel), extras: StartNodeExtras = {}): Promise<RunningNode> {
   const vault = await openVault(options, logger);
+  let anchoring: Anchoring | undefined;
+  if (extras.anchoring && options.anchor && options.anchor.mode !== 'none') {
+    try {
+      anchoring = await startAnchoring({ config: options.anchor, dataDir: options.dataDir, catalog: vault.catalog, logger, ...(extras.anchorService ? { service: extras.anchorService } : {}) });
+    } catch (err) {
+      await vault.close();
+      throw err;
+    }
+  }
   const app = buildApp({
     logger,
     store: vault.store,
@@ -25,10 +45,12 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     chunkSize: options.chunkSize,
     access: openPolicy,
     audit: logAuditSink(logger),
+    ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
   });
   try {
     await app.listen({ host: options.host, port: options.port });
   } catch (err) {
+    await anchoring?.close();
     await vault.close();
     throw err;
   }
@@ -39,8 +61,10 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     vault,
     app,
     url: `http://${host}:${port}${DICOMWEB_PREFIX}`,
+    ...(anchoring ? { anchoring } : {}),
     async close() {
       await app.close();
+      await anchoring?.close();
       await vault.close();
     },
   };

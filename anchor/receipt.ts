@@ -1,0 +1,154 @@
+// The anchor receipt of one study version: the proof that its root CID was in a Merkle batch
+// whose root a given chain recorded in a given block. Format "dicom-vault-receipt/1", described
+// in anchor/README.md; this module is its only reader and writer.
+//
+// The JSON is compact on purpose: at 10,000 studies per batch the inclusion path alone is 14
+// hashes (448 bytes), and the receipt must stay under 1 KiB. So every 32-byte hash is unpadded
+// base64url (as JOSE and COSE's JSON forms do), the path is its hashes concatenated, and the keys
+// are short. The contract stays a checksummed hex address, as every Ethereum tool shows it.
+import { CID } from 'multiformats/cid';
+import { getAddress, isAddress, type Address, type Hex } from 'viem';
+import { VaultError } from '../src/errors.ts';
+import { HASH_SIZE } from './merkle.ts';
+
+export const RECEIPT_TYPE = 'dicom-vault-receipt/1';
+
+/** The receipt as JSON: what `dicom-vault receipt` prints and the HTTP route returns. */
+export interface ReceiptJson {
+  /** Format and version. */
+  v: typeof RECEIPT_TYPE;
+  /** The study version's root CID (CIDv1 dag-cbor sha2-256), the Merkle leaf's data. */
+  cid: string;
+  /** Leaf index in the batch, from 0. */
+  index: number;
+  /** Leaves in the batch (RFC 9162 tree_size). */
+  size: number;
+  /** RFC 9162 inclusion path, leaf to root: 32-byte SHA-256 hashes concatenated, base64url. */
+  path: string;
+  /** The batch's tree head, SHA-256(0x02 || size as uint64 BE || Merkle root): the bytes32 on chain, base64url. */
+  root: string;
+  /** EIP-155 chain id. */
+  chainId: number;
+  /** Anchoring contract, EIP-55 checksummed hex. */
+  contract: Address;
+  /** Hash of the transaction that anchored the root, base64url. */
+  tx: string;
+  /** Number of the block holding that transaction. */
+  block: number;
+  /** Hash of that block, base64url. */
+  blockHash: string;
+  /** The block's timestamp, seconds since the epoch (the contract's anchoredAt(root)). */
+  time: number;
+}
+
+/** The receipt with its fields decoded, as the verifier works with them. */
+export interface Receipt {
+  cid: CID;
+  index: number;
+  size: number;
+  path: Uint8Array[];
+  root: Hex;
+  chainId: number;
+  contract: Address;
+  txHash: Hex;
+  blockNumber: number;
+  blockHash: Hex;
+  time: number;
+}
+
+const FIELDS = ['v', 'cid', 'index', 'size', 'path', 'root', 'chainId', 'contract', 'tx', 'block', 'blockHash', 'time'] as const;
+export type ReceiptField = (typeof FIELDS)[number];
+
+export function toBase64url(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
+}
+
+export function hexToBase64url(hex: Hex): string {
+  return Buffer.from(hex.slice(2), 'hex').toString('base64url');
+}
+
+/** Encodes a decoded receipt as its JSON form. */
+export function encodeReceipt(r: Receipt): ReceiptJson {
+  return {
+    v: RECEIPT_TYPE,
+    cid: r.cid.toString(),
+    index: r.index,
+    size: r.size,
+    path: toBase64url(Buffer.concat(r.path)),
+    root: hexToBase64url(r.root),
+    chainId: r.chainId,
+    contract: getAddress(r.contract),
+    tx: hexToBase64url(r.txHash),
+    block: r.blockNumber,
+    blockHash: hexToBase64url(r.blockHash),
+    time: r.time,
+  };
+}
+
+/** Bytes of the receipt as served and printed (compact JSON, UTF-8). */
+export function receiptBytes(r: ReceiptJson): number {
+  return Buffer.byteLength(JSON.stringify(r));
+}
+
+function malformed(field: ReceiptField | 'receipt', reason: string): VaultError {
+  return new VaultError('RECEIPT_MALFORMED', `receipt field "${field}": ${reason}`, { details: { field } });
+}
+
+/** Strict base64url: Buffer's decoder skips foreign characters, so a round trip must match. */
+function base64url(field: ReceiptField, value: unknown, bytes?: number): Buffer {
+  if (typeof value !== 'string' || !/^[A-Za-z0-9_-]*$/.test(value)) throw malformed(field, 'not base64url');
+  const decoded = Buffer.from(value, 'base64url');
+  if (decoded.toString('base64url') !== value) throw malformed(field, 'not canonical unpadded base64url');
+  if (bytes !== undefined && decoded.length !== bytes) throw malformed(field, `must encode ${bytes} bytes (got ${decoded.length})`);
+  return decoded;
+}
+
+function count(field: ReceiptField, value: unknown, min: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) throw malformed(field, `must be a whole number >= ${min}`);
+  return value;
+}
+
+/**
+ * Reads a receipt (parsed JSON or its text). Throws RECEIPT_MALFORMED naming the first field
+ * that is missing, unknown or of the wrong form; says nothing about whether the receipt holds.
+ */
+export function parseReceipt(input: unknown): Receipt {
+  let json = input;
+  if (typeof input === 'string') {
+    try {
+      json = JSON.parse(input);
+    } catch (cause) {
+      throw new VaultError('RECEIPT_MALFORMED', 'receipt is not JSON', { cause, details: { field: 'receipt' } });
+    }
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw malformed('receipt', 'must be a JSON object');
+  const o = json as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!(FIELDS as readonly string[]).includes(key)) throw new VaultError('RECEIPT_MALFORMED', `receipt has an unknown field "${key}"`, { details: { field: key } });
+  }
+  if (o.v !== RECEIPT_TYPE) throw malformed('v', `must be "${RECEIPT_TYPE}" (got ${JSON.stringify(o.v)})`);
+  let cid: CID;
+  try {
+    if (typeof o.cid !== 'string') throw new TypeError('not a string');
+    cid = CID.parse(o.cid);
+  } catch (cause) {
+    throw new VaultError('RECEIPT_MALFORMED', 'receipt field "cid": not a CID', { cause, details: { field: 'cid' } });
+  }
+  const index = count('index', o.index, 0);
+  const size = count('size', o.size, 1);
+  const pathBytes = base64url('path', o.path);
+  if (pathBytes.length % HASH_SIZE !== 0) throw malformed('path', `length ${pathBytes.length} is not a multiple of ${HASH_SIZE}`);
+  const path: Uint8Array[] = [];
+  for (let i = 0; i < pathBytes.length; i += HASH_SIZE) path.push(pathBytes.subarray(i, i + HASH_SIZE));
+  const root = `0x${base64url('root', o.root, HASH_SIZE).toString('hex')}` as Hex;
+  const chainId = count('chainId', o.chainId, 1);
+  if (typeof o.contract !== 'string' || !isAddress(o.contract, { strict: false })) throw malformed('contract', 'not an address');
+  // A mixed-case address must carry a valid EIP-55 checksum: an edited character is caught here.
+  if (o.contract !== o.contract.toLowerCase() && !isAddress(o.contract, { strict: true })) throw malformed('contract', 'EIP-55 checksum does not match');
+  const contract = getAddress(o.contract);
+  const txHash = `0x${base64url('tx', o.tx, HASH_SIZE).toString('hex')}` as Hex;
+  const blockNumber = count('block', o.block, 0);
+  const blockHash = `0x${base64url('blockHash', o.blockHash, HASH_SIZE).toString('hex')}` as Hex;
+  const time = count('time', o.time, 1);
+  return { cid, index, size, path, root, chainId, contract, txHash, blockNumber, blockHash, time };
+}
