@@ -8,17 +8,17 @@
 //          -> confirmed (enough confirmations; final)
 //   A submitted batch goes back to pending when its nonce was taken by another transaction, and
 //   loses its block when that block is reorganised away; either way it is anchored again.
-import { DatabaseSync } from 'node:sqlite';
-import type { SQLInputValue, StatementSync } from 'node:sqlite';
+import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { CID } from 'multiformats/cid';
 import { bytesToHex, type Address, type Hex } from 'viem';
 import { VaultError } from '../src/errors.ts';
+import { DEFAULT_BUSY_TIMEOUT_MS, openDatabase } from '../src/sqlite.ts';
 import { MerkleTree } from './merkle.ts';
 import { encodeReceipt, type ReceiptJson } from './receipt.ts';
 
 export const ANCHOR_DB_FILE = 'anchor.db';
 /** Default wait for another connection's write lock, in milliseconds. */
-export const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
+export { DEFAULT_BUSY_TIMEOUT_MS };
 
 export type BatchState = 'pending' | 'submitted' | 'confirmed';
 export type LeafState = BatchState;
@@ -244,35 +244,12 @@ export class AnchorState {
   }
 
   static open(options: AnchorStateOptions): AnchorState {
-    let db: DatabaseSync;
-    try {
-      db = new DatabaseSync(options.path, { enableForeignKeyConstraints: true });
-    } catch (err) {
-      throw new VaultError('CONFIG_INVALID', `cannot open the anchor database at ${options.path}`, { cause: err });
-    }
-    try {
-      db.exec('PRAGMA journal_mode = WAL');
-      db.exec('PRAGMA synchronous = FULL');
-      db.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS)}`);
-      const row = db.prepare('PRAGMA user_version').get() as { user_version: number };
-      if (row.user_version > MIGRATIONS.length) {
-        throw new VaultError('CONFIG_INVALID', `anchor database schema ${row.user_version} is newer than this node supports (${MIGRATIONS.length})`);
-      }
-      for (let v = row.user_version; v < MIGRATIONS.length; v++) {
-        db.exec('BEGIN IMMEDIATE');
-        try {
-          db.exec(MIGRATIONS[v]!);
-          db.exec(`PRAGMA user_version = ${v + 1}`);
-          db.exec('COMMIT');
-        } catch (err) {
-          db.exec('ROLLBACK');
-          throw new VaultError('INTERNAL', `anchor database migration to schema ${v + 1} failed`, { cause: err });
-        }
-      }
-    } catch (err) {
-      db.close();
-      throw err;
-    }
+    const db = openDatabase({
+      path: options.path,
+      what: 'anchor database',
+      migrations: MIGRATIONS,
+      ...(options.busyTimeoutMs !== undefined ? { busyTimeoutMs: options.busyTimeoutMs } : {}),
+    });
     return new AnchorState(db);
   }
 

@@ -6,9 +6,9 @@
 // Writes happen once per STOW request, in one transaction, with synchronous=FULL: once
 // commitStudyVersion returns, the new version survives a power cut.
 
-import { DatabaseSync } from 'node:sqlite';
-import type { SQLInputValue, StatementSync } from 'node:sqlite';
+import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { VaultError } from './errors.ts';
+import { DEFAULT_BUSY_TIMEOUT_MS, openDatabase } from './sqlite.ts';
 import type { DicomJsonDataset, DicomJsonElement, InstanceLayout, Tag } from './dicom/model.ts';
 import { TAGS, attributeByTag, attributesAt, isStudyLevel } from './dicom/attributes.ts';
 import type { AttributeLevel } from './dicom/attributes.ts';
@@ -59,7 +59,7 @@ export interface PendingAnchor {
 }
 
 /** Default wait for another connection's write lock, in milliseconds. */
-export const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
+export { DEFAULT_BUSY_TIMEOUT_MS };
 
 export interface CatalogOptions {
   /** SQLite file path; ':memory:' for tests. */
@@ -204,28 +204,6 @@ const MIGRATIONS: readonly string[] = [
 ];
 
 export const CATALOG_SCHEMA_VERSION = MIGRATIONS.length;
-
-function migrate(db: DatabaseSync): void {
-  const row = db.prepare('PRAGMA user_version').get() as { user_version: number } | undefined;
-  const current = row?.user_version ?? 0;
-  if (current > MIGRATIONS.length) {
-    throw new VaultError(
-      'CONFIG_INVALID',
-      `catalog schema version ${current} is newer than this node supports (${MIGRATIONS.length})`,
-    );
-  }
-  for (let v = current; v < MIGRATIONS.length; v++) {
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      db.exec(MIGRATIONS[v]!);
-      db.exec(`PRAGMA user_version = ${v + 1}`);
-      db.exec('COMMIT');
-    } catch (err) {
-      db.exec('ROLLBACK');
-      throw new VaultError('INTERNAL', `catalog migration to schema ${v + 1} failed`, { cause: err });
-    }
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // Derived attributes
@@ -622,22 +600,12 @@ export class Catalog {
   }
 
   static open(options: CatalogOptions): Catalog {
-    let db: DatabaseSync;
-    try {
-      db = new DatabaseSync(options.path, { enableForeignKeyConstraints: true });
-    } catch (err) {
-      throw new VaultError('CONFIG_INVALID', `cannot open the catalog database at ${options.path}`, { cause: err });
-    }
-    try {
-      db.exec('PRAGMA journal_mode = WAL');
-      db.exec('PRAGMA synchronous = FULL');
-      db.exec('PRAGMA foreign_keys = ON');
-      db.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS)}`);
-      migrate(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
+    const db = openDatabase({
+      path: options.path,
+      what: 'catalog',
+      migrations: MIGRATIONS,
+      ...(options.busyTimeoutMs !== undefined ? { busyTimeoutMs: options.busyTimeoutMs } : {}),
+    });
     const catalog = new Catalog(db);
     db.function('dv_match', { deterministic: true }, (spec, element) => catalog.#sqlMatch(spec, element));
     return catalog;

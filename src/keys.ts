@@ -4,7 +4,8 @@
 // (crypto-shredding) even though its blocks and on-chain hashes stay.
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, openSync, readFileSync, statSync, writeSync, closeSync, fsyncSync } from 'node:fs';
-import { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
+import { openDatabase } from './sqlite.ts';
 import { VaultError } from './errors.ts';
 import { KEY_BYTES } from '../ingest/seal.ts';
 
@@ -18,25 +19,31 @@ export interface DataKey {
   key: Buffer;
 }
 
-/** Reads the master key, creating it (mode 0600, fsynced) if the file does not exist. */
-export function loadOrCreateMasterKey(path: string): Buffer {
-  if (!existsSync(path)) {
-    const key = randomBytes(KEY_BYTES);
-    let fd: number;
-    try {
-      fd = openSync(path, 'wx', 0o600);
-    } catch (cause) {
-      if ((cause as NodeJS.ErrnoException).code !== 'EEXIST') throw cause;
-      return loadOrCreateMasterKey(path); // another process created it first
-    }
-    try {
-      writeSync(fd, key);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    return key;
+/**
+ * Creates a secret file (mode 0600, fsynced) unless it exists. When two processes race, one
+ * creates it and the other keeps what the first wrote.
+ */
+export function createSecretFileOnce(path: string, contents: Uint8Array | string): void {
+  if (existsSync(path)) return;
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx', 0o600);
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'EEXIST') return;
+    throw cause;
   }
+  try {
+    if (typeof contents === 'string') writeSync(fd, contents);
+    else writeSync(fd, contents);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads the master key, creating it (mode 0600, fsynced) on first start. */
+export function loadOrCreateMasterKey(path: string): Buffer {
+  createSecretFileOnce(path, randomBytes(KEY_BYTES));
   const mode = statSync(path).mode & 0o777;
   if ((mode & 0o077) !== 0) chmodSync(path, 0o600); // never leave it readable by others
   const key = readFileSync(path);
@@ -66,6 +73,15 @@ function unwrap(master: Buffer, keyId: string, wrapped: Uint8Array): Buffer {
   }
 }
 
+const KEY_STORE_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS study_keys (
+     study_uid  TEXT PRIMARY KEY,
+     key_id     TEXT NOT NULL UNIQUE,
+     wrapped    BLOB NOT NULL,
+     created_at TEXT NOT NULL
+   ) STRICT;`,
+];
+
 export interface KeyStoreOptions {
   /** Path of keys.db. */
   path: string;
@@ -84,19 +100,7 @@ export class KeyStore {
   }
 
   static open(options: KeyStoreOptions): KeyStore {
-    const db = new DatabaseSync(options.path);
-    db.exec(`
-      PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = FULL;
-      PRAGMA secure_delete = ON;
-      PRAGMA busy_timeout = 5000;
-      CREATE TABLE IF NOT EXISTS study_keys (
-        study_uid  TEXT PRIMARY KEY,
-        key_id     TEXT NOT NULL UNIQUE,
-        wrapped    BLOB NOT NULL,
-        created_at TEXT NOT NULL
-      ) STRICT;
-    `);
+    const db = openDatabase({ path: options.path, what: 'key store', migrations: KEY_STORE_MIGRATIONS, pragmas: ['secure_delete = ON'] });
     return new KeyStore(db, options.masterKey);
   }
 

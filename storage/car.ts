@@ -26,7 +26,7 @@ import {
   randomBytes,
   type KeyObject,
 } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, openSync, readFileSync, writeSync, closeSync, fsyncSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
@@ -35,7 +35,7 @@ import * as dagCbor from '@ipld/dag-cbor';
 import { CID } from 'multiformats/cid';
 import { VaultError, isVaultError } from '../src/errors.ts';
 import type { Catalog, CatalogInstance } from '../src/catalog.ts';
-import type { DataKey } from '../src/keys.ts';
+import { createSecretFileOnce, type DataKey } from '../src/keys.ts';
 import { scanInstance } from '../ingest/dicom-scanner.ts';
 import {
   decodeInstanceNode,
@@ -69,20 +69,7 @@ export interface TransportKey {
 export function loadOrCreateTransportKey(path: string): TransportKey {
   if (!existsSync(path)) {
     const { privateKey } = generateKeyPairSync('x25519');
-    const pem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
-    let fd: number;
-    try {
-      fd = openSync(path, 'wx', 0o600);
-    } catch (cause) {
-      if ((cause as NodeJS.ErrnoException).code !== 'EEXIST') throw cause;
-      return loadOrCreateTransportKey(path); // another process created it first
-    }
-    try {
-      writeSync(fd, pem);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    createSecretFileOnce(path, privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
   }
   const privateKey = createPrivateKey(readFileSync(path));
   if (privateKey.asymmetricKeyType !== 'x25519') throw new VaultError('CONFIG_INVALID', `${path} is not an X25519 private key`);
