@@ -39,7 +39,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // Large studies take long to stream; the socket's own timeout guards dead peers.
     requestTimeout: 0,
     return503OnClosing: true,
-    disableRequestLogging: false,
   });
 
   // STOW bodies are handed to the service as the raw request stream.
