@@ -1,23 +1,34 @@
 // Where one instance is cut, encrypted and stored. The Part 10 bytes stream through once:
-//   scanner (header up to Pixel Data, frame offsets)   ─┐
-//   SHA-256 of the plaintext                            ├─ per incoming piece
-//   cut into chunks of `chunkSize` plaintext bytes      ─┘
-//   → AES-256-GCM (study key → per-instance derived key) → CIDv1(raw, sha2-256) → block store
+//   scanner (header up to Pixel Data, frame offsets)   ─┐ per incoming piece (main thread)
+//   cut into chunks of `chunkSize` plaintext bytes      ─┘ (into reused slots, crypto-pool.ts)
+//   → SHA-256 of the plaintext (in order), AES-256-GCM (study key → per-instance derived key),
+//     CIDv1(raw, sha2-256) of the ciphertext                               (on a worker thread)
+//   → block store, written from the slot, which is then reused
 // Only the header is held until the study UID (and so the study's key) is known; after that at
-// most `maxBlocksInFlight` encrypted chunks are in memory while their writes complete.
-import { createHash } from 'node:crypto';
-import type { CID } from 'multiformats/cid';
+// most the window's chunks are being sealed or written while the next ones are read.
+import { CID } from 'multiformats/cid';
+import * as raw from 'multiformats/codecs/raw';
+import * as Digest from 'multiformats/hashes/digest';
 import { abortError, VaultError } from '../src/errors.ts';
 import type { ScannedInstance } from '../src/dicom/model.ts';
 import type { DataKey } from '../src/keys.ts';
 import type { BlockStore } from '../storage/block-store.ts';
-import { rawCid } from '../storage/cid.ts';
 import { DicomScanner, type DicomScannerOptions } from './dicom-scanner.ts';
 import { buildInstanceNode, type EncodedNode } from './dag.ts';
-import { deriveKey, newSalt, sealChunk } from './seal.ts';
+import { sharedCryptoPool, TAG_BYTES, type CryptoPool, type Slot } from './crypto-pool.ts';
+import { deriveKey, newSalt } from './seal.ts';
+
+const SHA2_256 = 0x12;
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 export const DEFAULT_MAX_BLOCKS_IN_FLIGHT = 8;
+/**
+ * Chunk blocks written between two background flushes, for a store that can batch its syncs
+ * (`durable: false` puts, then `flush()`). Measured against durable puts (an fdatasync and a
+ * directory fsync inside every put), medians of 5: 1 GiB STOW 215 -> 263 MB/s and 7.0 -> 5.2
+ * node CPU-s; 1000 small instances 183 -> 219 inst/s. 8 to 64 measured alike.
+ */
+export const DEFAULT_SYNC_EVERY = 16;
 
 export interface IngestOptions {
   /** Plaintext bytes per chunk. Default DEFAULT_CHUNK_SIZE (1 MiB: IPFS-sized blocks). */
@@ -30,13 +41,26 @@ export interface IngestOptions {
   window?: WriteWindow;
   /** When set, an instance of another study is refused (STOW to /studies/{study}). */
   expectedStudyInstanceUID?: string;
+  /**
+   * With a store that has `flush()`: blocks are put with `durable: false`, a flush starts after
+   * every `syncEvery` chunk blocks (one at a time: ingest waits for the previous one), and
+   * `durable` resolves after a last flush once every write is done. 0: every put is durable.
+   * Default DEFAULT_SYNC_EVERY.
+   */
+  syncEvery?: number;
   scanner?: DicomScannerOptions;
   signal?: AbortSignal;
 }
 
 export interface IngestDeps {
-  store: Pick<BlockStore, 'put' | 'delete'>;
+  /**
+   * Chunks are put from reused buffers: `put` must not keep a reference to `bytes` once its
+   * promise has settled (FsBlockStore writes them and lets go).
+   */
+  store: Pick<BlockStore, 'put' | 'delete'> & Partial<Pick<BlockStore, 'flush'>>;
   keys: { getOrCreate(studyInstanceUID: string): DataKey };
+  /** Where chunks are sealed. Default: the process's shared pool (sharedCryptoPool). */
+  crypto?: CryptoPool;
 }
 
 export interface IngestedInstance {
@@ -81,18 +105,6 @@ export class WriteWindow {
   }
 }
 
-/** Plaintext chunk buffers are reused across instances: 1 MiB allocations per instance cost GC time. */
-const bufferPool = new Map<number, Buffer[]>();
-const POOL_MAX = 16;
-function takeBuffer(size: number): Buffer {
-  return bufferPool.get(size)?.pop() ?? Buffer.allocUnsafe(size);
-}
-function returnBuffer(buf: Buffer): void {
-  const pool = bufferPool.get(buf.length) ?? [];
-  if (pool.length < POOL_MAX) pool.push(buf);
-  bufferPool.set(buf.length, pool);
-}
-
 /**
  * Streams one Part 10 instance into the store. Returns when its bytes have been read and its
  * writes started; `durable` says when they are done. If it throws, nothing is left behind.
@@ -104,43 +116,70 @@ export async function ingestInstance(
 ): Promise<IngestedInstance> {
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const window = options.window ?? new WriteWindow();
+  const pool = deps.crypto ?? sharedCryptoPool();
   const signal = options.signal;
-  const putOptions = signal ? { signal } : {};
+  const syncEvery = options.syncEvery ?? DEFAULT_SYNC_EVERY;
+  const store = deps.store;
+  const batched = syncEvery > 0 && typeof store.flush === 'function';
+  const flush = (): Promise<void> => store.flush!(signal ? { signal } : {});
+  const putOptions = { ...(signal ? { signal } : {}), durable: !batched };
   const scanner = new DicomScanner(options.scanner);
-  const hash = createHash('sha256');
+  const plaintextHash = pool.startHash();
   const written: CID[] = [];
   const chunkCids: CID[] = [];
+  const seals: Array<Promise<unknown>> = [];
   const writes: Array<Promise<void>> = [];
   let failure: unknown;
 
   // Until the header names the study, full chunks wait here in plaintext (bounded by the
   // scanner's header limit plus one chunk).
-  const waiting: Buffer[] = [];
+  const waiting: Slot[] = [];
   let instanceKey: Buffer | undefined;
   let dataKey: DataKey | undefined;
   const salt = newSalt();
 
-  let current = takeBuffer(chunkSize);
+  // The slot being filled; undefined once handed on (a started write owns its slot).
+  let current: Slot | undefined = pool.takeSlot(chunkSize);
   let fill = 0;
   let size = 0;
 
-  const put = async (cid: CID, block: Uint8Array): Promise<void> => {
-    written.push(cid);
-    const { done: p } = await window.start(() => deps.store.put(cid, block, putOptions));
+  // Seal on a worker, then write from the slot; the slot is free again once the write settled.
+  const sealAndPut = (index: number, slot: Slot, length: number): Promise<void> => {
+    const sealed = pool.seal(instanceKey!, index, slot, length, plaintextHash).then((digest) => {
+      const cid = CID.createV1(raw.code, Digest.create(SHA2_256, digest));
+      chunkCids[index] = cid;
+      return cid;
+    });
+    seals.push(sealed);
+    sealed.catch(() => undefined); // reported through the write below and awaited at the end
+    return sealed
+      .then((cid) => {
+        written.push(cid);
+        return deps.store.put(cid, slot.bytes.subarray(0, length + TAG_BYTES), putOptions);
+      })
+      .finally(() => pool.giveSlot(slot));
+  };
+
+  // Waits for room in the window; the chunk's seal and write then run while the next is read.
+  const dispatch = async (index: number, slot: Slot, length: number): Promise<void> => {
+    const { done: p } = await window.start(() => sealAndPut(index, slot, length));
     p.catch((err: unknown) => {
       failure ??= err;
     });
     writes.push(p);
+    if (batched && ++unsynced >= syncEvery) {
+      // At most one background flush at a time: it paces ingest to what the disk syncs (no
+      // unbounded backlog of unsynced data), and keeps the instance's final flush small.
+      await syncing;
+      unsynced = 0;
+      syncing = flush().catch((err: unknown) => {
+        failure ??= err;
+      });
+    }
     if (failure !== undefined) throw failure;
   };
-
-  const write = async (index: number, plaintext: Uint8Array): Promise<void> => {
-    // Sealing copies: the plaintext buffer is free again as soon as this returns.
-    const block = sealChunk(instanceKey!, index, plaintext);
-    const cid = rawCid(block);
-    chunkCids[index] = cid;
-    await put(cid, block);
-  };
+  let unsynced = 0;
+  let syncing: Promise<void> = Promise.resolve();
 
   let nextIndex = 0;
   const unlock = async (): Promise<void> => {
@@ -152,41 +191,41 @@ export async function ingestInstance(
     }
     dataKey = deps.keys.getOrCreate(identity.studyInstanceUID);
     instanceKey = deriveKey(dataKey.key, salt);
-    for (const plaintext of waiting.splice(0)) {
-      await write(nextIndex++, plaintext);
-      returnBuffer(plaintext);
-    }
+    while (waiting.length > 0) await dispatch(nextIndex++, waiting.shift()!, chunkSize);
   };
 
   try {
     for await (const piece of source) {
       if (signal?.aborted) throw abortError(signal);
       scanner.push(piece);
-      hash.update(piece);
       size += piece.length;
       let offset = 0;
       while (offset < piece.length) {
         const n = Math.min(chunkSize - fill, piece.length - offset);
-        current.set(piece.subarray(offset, offset + n), fill);
+        current!.bytes.set(piece.subarray(offset, offset + n), fill);
         fill += n;
         offset += n;
         if (fill === chunkSize) {
+          const full = current!;
+          current = pool.takeSlot(chunkSize);
           fill = 0;
-          if (instanceKey) await write(nextIndex++, current);
-          else {
-            waiting.push(current);
-            current = takeBuffer(chunkSize);
-          }
+          if (instanceKey) await dispatch(nextIndex++, full, chunkSize);
+          else waiting.push(full);
         }
       }
       if (!instanceKey && scanner.identified) await unlock();
     }
     const scanned = scanner.end();
     if (!instanceKey) await unlock();
-    if (fill > 0) await write(nextIndex++, current.subarray(0, fill));
-    returnBuffer(current);
+    const last = current!;
+    current = undefined;
+    if (fill > 0) await dispatch(nextIndex++, last, fill);
+    else pool.giveSlot(last);
+    // The node lists every chunk's CID, known once its seal is done (its write may still run).
+    await Promise.all(seals);
+    if (failure !== undefined) throw failure;
 
-    const sha256 = hash.digest('hex');
+    const sha256 = await pool.digest(plaintextHash);
     const node = buildInstanceNode(
       dataKey!.key,
       salt,
@@ -200,11 +239,21 @@ export async function ingestInstance(
         sha256,
       },
     );
-    await put(node.cid, node.bytes);
-    const durable = Promise.all(writes).then(() => undefined);
+    written.push(node.cid);
+    const { done: nodeWrite } = await window.start(() => deps.store.put(node.cid, node.bytes, putOptions));
+    writes.push(nodeWrite);
+    // Durable once every write has settled and, for batched syncs, a flush started after that.
+    const durable = Promise.all([...writes, syncing]).then(async () => {
+      if (failure !== undefined) throw failure;
+      if (batched) await flush();
+    });
     durable.catch(() => undefined); // the caller awaits it; until then a failure must not be "unhandled"
     return { scanned, sha256, size, keyId: dataKey!.keyId, node, written, durable };
   } catch (err) {
+    pool.dropHash(plaintextHash);
+    await syncing;
+    if (current !== undefined) pool.giveSlot(current);
+    for (const slot of waiting.splice(0)) pool.giveSlot(slot);
     await Promise.allSettled(writes);
     await discardBlocks(deps.store, written);
     throw err;

@@ -1,23 +1,41 @@
 // Where an instance leaves the store: its node and chunks are fetched, every block re-hashed
 // against its CID and its GCM tag checked before any byte of it is returned, and a whole-instance
 // read also checks the plaintext SHA-256 recorded at ingest. Ranges (frames, bulk data) read only
-// the chunks that hold them.
+// the chunks that hold them. Chunks are verified and decrypted on the crypto pool's workers
+// (ingest/crypto-pool.ts), several at once (read-ahead); the plaintext hash stays here, in order.
 import { createHash } from 'node:crypto';
 import { CID } from 'multiformats/cid';
-import { abortError, VaultError } from './errors.ts';
+import { abortError, isVaultError, VaultError } from './errors.ts';
 import type { ByteRange } from './dicom/model.ts';
 import type { DataKey } from './keys.ts';
-import type { BlockStore } from '../storage/block-store.ts';
+import type { AbortOptions, BlockStore } from '../storage/block-store.ts';
 import { getVerified } from '../storage/verified.ts';
 import { decodeInstanceNode, openInstanceEnvelope, type InstanceEnvelope, type InstanceNode } from '../ingest/dag.ts';
+import { sharedCryptoPool, type BlockHash, type CryptoPool } from '../ingest/crypto-pool.ts';
 import { deriveKey, openChunk } from '../ingest/seal.ts';
 
-/** Chunks fetched ahead of the one being sent. Default 4 (4 MiB with the default chunk size). */
+/**
+ * Chunks fetched, verified and decrypted ahead of the one being sent, in parallel on the crypto
+ * workers. Default 4 (4 MiB with the default chunk size); 1 GiB WADO measured 386 / 448 / 429
+ * MB/s with 2 / 4 / 8.
+ */
 export const DEFAULT_READ_AHEAD = 4;
 
+/** Multihash codes the workers check; any other (identity) is checked in-thread by getVerified. */
+const WORKER_HASHES: ReadonlyMap<number, BlockHash> = new Map([
+  [0x12, 'sha256'],
+  [0x13, 'sha512'],
+]);
+
 export interface ReaderDeps {
+  /**
+   * The reader takes ownership of the bytes `get` returns (they are moved to a worker thread):
+   * a store must return a buffer it does not use again, not one it caches.
+   */
   store: Pick<BlockStore, 'get'>;
   keys: { require(studyInstanceUID: string): DataKey };
+  /** Where chunks are verified and decrypted. Default: the process's shared pool (sharedCryptoPool). */
+  crypto?: CryptoPool;
 }
 
 export interface InstanceRef {
@@ -38,13 +56,15 @@ export class OpenedInstance {
   readonly #store: Pick<BlockStore, 'get'>;
   readonly #key: Buffer;
   readonly #cid: CID;
+  readonly #crypto: CryptoPool;
 
-  constructor(store: Pick<BlockStore, 'get'>, cid: CID, node: InstanceNode, envelope: InstanceEnvelope, key: Buffer) {
+  constructor(store: Pick<BlockStore, 'get'>, cid: CID, node: InstanceNode, envelope: InstanceEnvelope, key: Buffer, crypto: CryptoPool = sharedCryptoPool()) {
     this.#store = store;
     this.#cid = cid;
     this.node = node;
     this.envelope = envelope;
     this.#key = key;
+    this.#crypto = crypto;
   }
 
   get size(): number {
@@ -55,15 +75,32 @@ export class OpenedInstance {
   async chunk(index: number, options: ReadOptions = {}): Promise<Buffer> {
     const cid = this.node.chunks[index];
     if (!cid) throw new VaultError('INSTANCE_CORRUPT', `instance ${this.#cid} has no chunk ${index}`);
-    const block = await getVerified(this.#store, cid, options.signal ? { signal: options.signal } : {});
-    try {
-      return openChunk(this.#key, index, block);
-    } catch (cause) {
-      throw new VaultError('BLOCK_CORRUPT', `block ${cid} (chunk ${index} of instance ${this.#cid}) failed decryption`, {
-        cause,
-        details: { cid: cid.toString() },
-      });
+    const getOptions = options.signal ? { signal: options.signal } : {};
+    const hash = WORKER_HASHES.get(cid.multihash.code);
+    if (hash === undefined) {
+      const block = await getVerified(this.#store, cid, getOptions);
+      try {
+        return openChunk(this.#key, index, block);
+      } catch (cause) {
+        throw this.#undecryptable(cid, index, cause);
+      }
     }
+    const block = await getBlock(this.#store, cid, getOptions);
+    const size = block.byteLength; // the block is moved to the worker below
+    const result = await this.#crypto.open(this.#key, index, block, hash, cid.multihash.digest);
+    if ('plaintext' in result) return result.plaintext;
+    if (result.failure === 'hash') {
+      // As getVerified reports it.
+      throw new VaultError('BLOCK_CORRUPT', `block ${cid} failed verification`, { details: { cid: cid.toString(), size } });
+    }
+    throw this.#undecryptable(cid, index, undefined);
+  }
+
+  #undecryptable(cid: CID, index: number, cause: unknown): VaultError {
+    return new VaultError('BLOCK_CORRUPT', `block ${cid} (chunk ${index} of instance ${this.#cid}) failed decryption`, {
+      ...(cause === undefined ? {} : { cause }),
+      details: { cid: cid.toString() },
+    });
   }
 
   /**
@@ -130,5 +167,17 @@ export async function openInstance(deps: ReaderDeps, ref: InstanceRef, options: 
   if (envelope.sha256 !== ref.sha256 || node.size !== ref.size || envelope.studyInstanceUID !== ref.studyInstanceUID) {
     throw new VaultError('INSTANCE_CORRUPT', `instance node ${cid} does not match its catalog entry`, { details: { cid: ref.nodeCid } });
   }
-  return new OpenedInstance(deps.store, cid, node, envelope, deriveKey(dataKey.key, node.salt));
+  return new OpenedInstance(deps.store, cid, node, envelope, deriveKey(dataKey.key, node.salt), deps.crypto ?? sharedCryptoPool());
+}
+
+/** The block's bytes, not yet verified; a missing block named the way getVerified names it. */
+async function getBlock(store: Pick<BlockStore, 'get'>, cid: CID, options: AbortOptions): Promise<Uint8Array> {
+  try {
+    return await store.get(cid, options);
+  } catch (err) {
+    if (isVaultError(err, 'BLOCK_NOT_FOUND')) {
+      throw new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details: { cid: cid.toString() } });
+    }
+    throw err;
+  }
 }

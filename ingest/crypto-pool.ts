@@ -1,0 +1,300 @@
+// AES-256-GCM and SHA-256 on worker threads (ingest/crypto-worker.js). The main thread keeps HTTP,
+// multipart parsing and the DICOM scanner; sealing a chunk (the instance's running plaintext
+// SHA-256, GCM, and the SHA-256 of the ciphertext for its CID) and verifying + opening a block
+// read back run on workers, several chunks at once.
+//
+// Why workers, and why reused buffers: a 1 MiB chunk costs ~1 ms of crypto, which on the main
+// thread serialises with parsing. Worse, every fresh 1 MiB ArrayBuffer the main isolate keeps
+// counts as external memory, and V8 starts a full mark-compact of the (tens of MiB) main heap every
+// few tens of MiB of it: in-thread sealing allocated two per chunk, which cost more CPU than the
+// crypto. Chunks are therefore assembled in pooled slots, moved (transferred, not copied) to a
+// worker that seals them in place, moved back, written to the store from the slot and reused: no
+// main-thread allocation per chunk, and a moved-out-and-back buffer does not grow V8's external
+// memory count. Not a SharedArrayBuffer: V8 copies into shared memory with relaxed atomic moves,
+// several times slower than memmove (8 vs 44 GB/s here), and the main thread copies every byte
+// it receives into a slot. Reads move the block to a worker and get the plaintext moved back.
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { VaultError } from '../src/errors.ts';
+
+/** Worker threads. Default: one per core, at most 4 (each costs ~8 MiB of RSS). */
+export const DEFAULT_CRYPTO_WORKERS = Math.max(1, Math.min(4, availableParallelism()));
+/** Idle slots kept for reuse per slot size. Default 32 (32 MiB at the default chunk size). */
+export const DEFAULT_POOLED_SLOTS = 32;
+export const TAG_BYTES = 16;
+
+export interface CryptoPoolOptions {
+  /** Worker threads, started on first use. Default DEFAULT_CRYPTO_WORKERS. */
+  workers?: number;
+  /** Idle slots kept for reuse per size; more are allocated when needed and left to GC. Default DEFAULT_POOLED_SLOTS. */
+  pooledSlots?: number;
+}
+
+/** Hash functions a block's CID can use that the workers check; others are checked in-thread. */
+export type BlockHash = 'sha256' | 'sha512';
+
+export type OpenResult = { plaintext: Buffer } | { failure: 'hash' | 'short' | 'tag' };
+
+/**
+ * A SHA-256 over the plaintext of consecutive seals (one instance's chunks, in order). It lives
+ * on one worker, which hashes each chunk's plaintext just before sealing it in place: the main
+ * thread, which reads every byte off the socket, is the ingest's sequential bottleneck, and this
+ * hash was the largest part of its work. A worker handles its messages in order, so the chunks of
+ * one stream (and its digest) are hashed in the order they were sent.
+ */
+export interface PlaintextHash {
+  readonly id: number;
+}
+
+/**
+ * A chunk's buffer: `capacity` plaintext bytes plus room for the tag. Owned by one user from
+ * `takeSlot` until `giveSlot`; never given back while a seal or a block write still reads it.
+ * While a seal runs its memory is with the worker and `bytes` is empty; read `bytes` afresh
+ * after the seal (it is a new view of the same memory).
+ */
+export class Slot {
+  readonly capacity: number;
+  /** All of the slot (capacity + TAG_BYTES). */
+  bytes: Buffer;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.bytes = Buffer.from(new ArrayBuffer(capacity + TAG_BYTES));
+  }
+
+  /** False once its memory was lost with a failed seal. */
+  get usable(): boolean {
+    return this.bytes.byteLength === this.capacity + TAG_BYTES;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+type Reply = { id: number; digest?: Uint8Array; hex?: string; buffer?: ArrayBuffer; plain?: ArrayBuffer; failure?: 'hash' | 'short' | 'tag'; error?: string };
+
+interface Task {
+  resolve(reply: Reply): void;
+  reject(err: Error): void;
+}
+
+interface PoolWorker {
+  worker: Worker;
+  tasks: Map<number, Task>;
+  /** Plaintext hash streams that live on this worker. */
+  streams: number;
+}
+
+interface Stream extends PlaintextHash {
+  w: PoolWorker;
+  open: boolean;
+}
+
+export class CryptoPool {
+  readonly #size: number;
+  readonly #pooledSlots: number;
+  readonly #workers: PoolWorker[] = [];
+  readonly #slots = new Map<number, Slot[]>();
+  #nextId = 1;
+  #closed = false;
+
+  constructor(options: CryptoPoolOptions = {}) {
+    const size = options.workers ?? DEFAULT_CRYPTO_WORKERS;
+    const pooled = options.pooledSlots ?? DEFAULT_POOLED_SLOTS;
+    if (!Number.isInteger(size) || size < 1 || size > 64) throw new VaultError('CONFIG_INVALID', 'CryptoPool: workers must be an integer from 1 to 64');
+    if (!Number.isInteger(pooled) || pooled < 0) throw new VaultError('CONFIG_INVALID', 'CryptoPool: pooledSlots must be a non-negative integer');
+    this.#size = size;
+    this.#pooledSlots = pooled;
+  }
+
+  /** Workers running now (they start on demand). */
+  get workers(): number {
+    return this.#workers.length;
+  }
+
+  /**
+   * Starts every worker now rather than on first use. A worker takes ~50 ms to start here, which
+   * the first request after a start would otherwise wait for (a cold WADO's first byte: ~80 ms
+   * instead of ~15 ms). Idle workers do not keep the process alive.
+   */
+  warm(): void {
+    if (this.#closed) return;
+    while (this.#workers.length < this.#size) this.#spawn();
+  }
+
+  /** A slot for a chunk of up to `capacity` plaintext bytes: a pooled one, or a new one. Never waits. */
+  takeSlot(capacity: number): Slot {
+    return this.#slots.get(capacity)?.pop() ?? new Slot(capacity);
+  }
+
+  /** Returns a slot for reuse; the caller must no longer read or write it. */
+  giveSlot(slot: Slot): void {
+    if (!slot.usable) return;
+    let free = this.#slots.get(slot.capacity);
+    if (free === undefined) this.#slots.set(slot.capacity, (free = []));
+    if (free.length < this.#pooledSlots && !free.includes(slot)) free.push(slot);
+  }
+
+  /**
+   * Seals chunk `index` in place: the slot's first `length` bytes (plaintext) become
+   * ciphertext || tag (`length` + 16 bytes), as `sealChunk` (seal.ts) would return them. Resolves
+   * with the SHA-256 of those bytes (the block's multihash digest). If it rejects, the slot's
+   * memory may be lost (`usable` tells).
+   */
+  async seal(key: Uint8Array, index: number, slot: Slot, length: number, plaintextHash?: PlaintextHash): Promise<Uint8Array> {
+    if (length > slot.capacity || !slot.usable) throw new VaultError('INTERNAL', `seal of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
+    const stream = plaintextHash === undefined ? undefined : this.#stream(plaintextHash);
+    const buffer = slot.bytes.buffer as ArrayBuffer;
+    slot.bytes = EMPTY;
+    const message = { op: 'seal', key, index, buffer, length, ...(stream ? { hash: stream.id } : {}) };
+    const reply = await this.#run(message, [buffer], stream?.w, (r) => {
+      if (r.buffer !== undefined) slot.bytes = Buffer.from(r.buffer);
+    });
+    return reply.digest!;
+  }
+
+  /** Starts a plaintext hash; feed it through `seal`, end it with `digest` or `dropHash`. */
+  startHash(): PlaintextHash {
+    if (this.#closed) throw new VaultError('INTERNAL', 'the crypto pool is closed');
+    const w = this.#pick((x) => x.streams);
+    w.streams++;
+    const stream: Stream = { id: this.#nextId++, w, open: true };
+    return stream;
+  }
+
+  /** The SHA-256 (hex) of every plaintext sealed with `hash`, once those seals are done. Ends it. */
+  async digest(hash: PlaintextHash): Promise<string> {
+    const stream = this.#stream(hash);
+    this.#end(stream);
+    const reply = await this.#run({ op: 'digest', hash: stream.id }, [], stream.w);
+    return reply.hex!;
+  }
+
+  /** Ends a plaintext hash without its digest (an ingest that failed). */
+  dropHash(hash: PlaintextHash): void {
+    const stream = hash as Stream;
+    if (!stream.open) return;
+    this.#end(stream);
+    if (this.#workers.includes(stream.w)) stream.w.worker.postMessage({ op: 'drop', hash: stream.id });
+  }
+
+  #stream(hash: PlaintextHash): Stream {
+    const stream = hash as Stream;
+    if (!stream.open) throw new VaultError('INTERNAL', 'this plaintext hash has ended');
+    if (!this.#workers.includes(stream.w)) throw new VaultError('INTERNAL', 'the crypto worker holding this plaintext hash is gone');
+    return stream;
+  }
+
+  #end(stream: Stream): void {
+    stream.open = false;
+    stream.w.streams--;
+  }
+
+  /**
+   * Checks `block` against `digest` (the CID's multihash digest, by `hash`), then its GCM tag as
+   * chunk `index` under `key`, and decrypts it. Takes ownership of `block`: a block that is the
+   * whole of its (non-shared) ArrayBuffer is moved to the worker and unusable afterwards.
+   */
+  async open(key: Uint8Array, index: number, block: Uint8Array, hash: BlockHash, digest: Uint8Array): Promise<OpenResult> {
+    // A view into a larger buffer (Buffer's shared slab, a store's own cache) is copied: moving
+    // it would detach memory that is not ours.
+    const whole = block.buffer instanceof ArrayBuffer && block.byteOffset === 0 && block.byteLength === block.buffer.byteLength;
+    const buffer = whole ? (block.buffer as ArrayBuffer) : (block.buffer.slice(block.byteOffset, block.byteOffset + block.byteLength) as ArrayBuffer);
+    const reply = await this.#run({ op: 'open', key, index, block: buffer, algorithm: hash, digest }, [buffer], undefined);
+    if (reply.failure !== undefined) return { failure: reply.failure };
+    return { plaintext: Buffer.from(reply.plain!) };
+  }
+
+  /** Stops the workers; tasks still running reject. Later calls throw. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const workers = this.#workers.splice(0);
+    await Promise.all(
+      workers.map(async (w) => {
+        this.#fail(w, new VaultError('INTERNAL', 'the crypto pool was closed'));
+        await w.worker.terminate();
+      }),
+    );
+    this.#slots.clear();
+  }
+
+  /**
+   * Runs a task on `on` (a plaintext hash's worker) or the least busy one. `onReply` sees every
+   * reply, failed ones too (they may hand memory back).
+   */
+  async #run(message: Record<string, unknown>, transfer: ArrayBuffer[], on: PoolWorker | undefined, onReply?: (reply: Reply) => void): Promise<Reply> {
+    if (this.#closed) throw new VaultError('INTERNAL', 'the crypto pool is closed');
+    const w = on ?? this.#pick((x) => x.tasks.size);
+    const id = this.#nextId++;
+    const reply = await new Promise<Reply>((resolve, reject) => {
+      if (w.tasks.size === 0) w.worker.ref(); // pending work keeps the process alive; idle workers do not
+      w.tasks.set(id, { resolve, reject });
+      try {
+        w.worker.postMessage({ id, ...message }, transfer);
+      } catch (err) {
+        this.#settle(w, id);
+        reject(new VaultError('INTERNAL', 'cannot send a task to a crypto worker', { cause: err }));
+      }
+    });
+    onReply?.(reply);
+    if (reply.error !== undefined) throw new VaultError('INTERNAL', `crypto worker: ${reply.error}`);
+    return reply;
+  }
+
+  /** The least loaded worker; a new one while fewer than the maximum run and all are loaded. */
+  #pick(load: (w: PoolWorker) => number): PoolWorker {
+    let best: PoolWorker | undefined;
+    for (const w of this.#workers) if (best === undefined || load(w) < load(best)) best = w;
+    if (best !== undefined && (load(best) === 0 || this.#workers.length >= this.#size)) return best;
+    return this.#spawn();
+  }
+
+  #spawn(): PoolWorker {
+    const worker = new Worker(new URL('./crypto-worker.js', import.meta.url), {
+      // Not the process's flags: some make no sense in a worker (--input-type fails it).
+      execArgv: [],
+      // The worker holds a few MiB of JS objects at most; its 1 MiB buffers are external memory.
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+    });
+    const w: PoolWorker = { worker, tasks: new Map(), streams: 0 };
+    worker.on('message', (reply: Reply) => {
+      const task = this.#settle(w, reply.id);
+      task?.resolve(reply);
+    });
+    const gone = (err: Error): void => {
+      const i = this.#workers.indexOf(w);
+      if (i >= 0) this.#workers.splice(i, 1);
+      this.#fail(w, err);
+    };
+    worker.on('error', (err) => gone(new VaultError('INTERNAL', 'a crypto worker failed', { cause: err })));
+    worker.on('exit', (code) => gone(new VaultError('INTERNAL', `a crypto worker exited (code ${code})`)));
+    // After the listeners: adding a 'message' listener refs the worker again.
+    worker.unref();
+    this.#workers.push(w);
+    return w;
+  }
+
+  #settle(w: PoolWorker, id: number): Task | undefined {
+    const task = w.tasks.get(id);
+    w.tasks.delete(id);
+    if (task !== undefined && w.tasks.size === 0) w.worker.unref();
+    return task;
+  }
+
+  #fail(w: PoolWorker, err: Error): void {
+    const tasks = [...w.tasks.values()];
+    w.tasks.clear();
+    w.worker.unref();
+    for (const t of tasks) t.reject(err);
+  }
+}
+
+let shared: CryptoPool | undefined;
+
+/**
+ * The process's pool, created on first use, for callers that are not handed one. Its workers
+ * keep the process alive only while they have work, so nothing needs to close it.
+ */
+export function sharedCryptoPool(): CryptoPool {
+  shared ??= new CryptoPool();
+  return shared;
+}

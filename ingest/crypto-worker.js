@@ -1,0 +1,108 @@
+// The worker side of ingest/crypto-pool.ts: seals chunks in place (the instance's running
+// plaintext SHA-256, AES-256-GCM, then the SHA-256 of ciphertext || tag for the CID) and verifies
+// + opens blocks read back.
+//
+// Plain JavaScript on purpose: a worker that loads a .ts file starts Node's type stripper (a
+// WebAssembly module) in its own isolate, about 10 MiB of RSS per worker for a file this small.
+// The nonce layout duplicates ingest/seal.ts (nonce = purpose || counter); test/crypto-pool.test.ts
+// checks that both produce the same bytes.
+import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
+import { parentPort } from 'node:worker_threads';
+
+const TAG_BYTES = 16;
+const PURPOSE_CHUNK = 0;
+
+/** Plaintext SHA-256 streams (CryptoPool.startHash), by id. */
+const hashes = new Map();
+
+/**
+ * Gives a buffer's memory back to the allocator now (ES2024 ArrayBuffer.prototype.transfer
+ * detaches it) instead of at this isolate's next GC. A worker allocates little else, so its GCs
+ * are rare: without this, dead 1 MiB outputs pile up to V8's external-memory limit (~64 MiB per
+ * worker of RSS) and are then freed by a full GC; freed at once, the allocator reuses the same
+ * memory for the next chunk.
+ */
+function release(bytes) {
+  if (bytes.byteOffset !== 0 || bytes.byteLength !== bytes.buffer.byteLength) return; // part of a shared slab
+  try {
+    bytes.buffer.transfer(0);
+  } catch {
+    // not detachable: left to the GC
+  }
+}
+
+function chunkNonce(index) {
+  const n = Buffer.alloc(12);
+  n.writeUInt32BE(PURPOSE_CHUNK, 0);
+  n.writeBigUInt64BE(BigInt(index), 4);
+  return n;
+}
+
+/**
+ * Seals `length` plaintext bytes at the start of the slot's buffer in place: afterwards it holds
+ * ciphertext || tag (length + 16 bytes), and goes back to the main thread. Node's cipher has no
+ * output-buffer API, so the ciphertext is copied back; that allocation is this worker's, whose
+ * heap is tiny, instead of the main thread's, whose garbage collections are what cost.
+ */
+function seal(msg) {
+  const slot = Buffer.from(msg.buffer, 0, msg.length + TAG_BYTES);
+  if (msg.hash !== undefined) {
+    let hash = hashes.get(msg.hash);
+    if (hash === undefined) hashes.set(msg.hash, (hash = createHash('sha256')));
+    hash.update(slot.subarray(0, msg.length));
+  }
+  const cipher = createCipheriv('aes-256-gcm', msg.key, chunkNonce(msg.index));
+  const ct = cipher.update(slot.subarray(0, msg.length));
+  cipher.final(); // empty for GCM
+  ct.copy(slot, 0);
+  release(ct);
+  cipher.getAuthTag().copy(slot, msg.length);
+  // Copied into its own 32-byte buffer: a view into a larger one would be cloned whole.
+  const digest = new Uint8Array(createHash('sha256').update(slot).digest());
+  return { id: msg.id, digest, buffer: msg.buffer, transfer: [msg.buffer] };
+}
+
+/** Re-hashes the block against its CID's digest, then checks the tag and decrypts. */
+function open(msg) {
+  const block = Buffer.from(msg.block);
+  const actual = createHash(msg.algorithm).update(block).digest();
+  if (!actual.equals(msg.digest)) return { id: msg.id, failure: 'hash' };
+  if (block.length < TAG_BYTES) return { id: msg.id, failure: 'short' };
+  const decipher = createDecipheriv('aes-256-gcm', msg.key, chunkNonce(msg.index));
+  decipher.setAuthTag(block.subarray(block.length - TAG_BYTES));
+  let plain;
+  try {
+    plain = decipher.update(block.subarray(0, block.length - TAG_BYTES));
+    decipher.final();
+  } catch {
+    return { id: msg.id, failure: 'tag' };
+  }
+  release(block); // ours: moved or copied here by the pool
+  // Large outputs own their ArrayBuffer and are moved, not copied; small ones may sit in
+  // Buffer's shared 8 KiB slab and are copied out (moving the slab would detach its neighbours).
+  const own = plain.byteOffset === 0 && plain.byteLength === plain.buffer.byteLength ? plain.buffer : plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength);
+  return { id: msg.id, plain: own, transfer: [own] };
+}
+
+function digest(msg) {
+  const hash = hashes.get(msg.hash) ?? createHash('sha256');
+  hashes.delete(msg.hash);
+  return { id: msg.id, hex: hash.digest('hex') };
+}
+
+parentPort.on('message', (msg) => {
+  if (msg.op === 'drop') {
+    hashes.delete(msg.hash);
+    return;
+  }
+  let reply;
+  try {
+    reply = msg.op === 'seal' ? seal(msg) : msg.op === 'digest' ? digest(msg) : open(msg);
+  } catch (err) {
+    // A failed seal still hands its slot's memory back.
+    const back = msg.op === 'seal' && msg.buffer.byteLength > 0 ? { buffer: msg.buffer, transfer: [msg.buffer] } : {};
+    reply = { id: msg.id, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err), ...back };
+  }
+  const { transfer, ...rest } = reply;
+  parentPort.postMessage(rest, transfer ?? []);
+});
