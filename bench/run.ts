@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir, cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createAgent, qido, stow, wado, wadoFrames } from './client.ts';
 import { planStudy, type GeneratedStudy } from './generate.ts';
@@ -21,6 +21,7 @@ const HELP = `npm run bench -- [options]
   --concurrency N    STOW requests in flight (default 1)
   --out FILE         JSON results (default bench/out/results-<time>.json)
   --keep             keep the node's data directory
+  --cpu-prof DIR     write a V8 CPU profile of the node process into DIR (one .cpuprofile per run)
   -h, --help         this text
 `;
 
@@ -119,6 +120,7 @@ async function main(): Promise<void> {
       concurrency: { type: 'string', default: '1' },
       out: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      'cpu-prof': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -129,7 +131,12 @@ async function main(): Promise<void> {
   const scenarios = values.scenario === 'all' ? ['huge', 'small'] : [values.scenario!];
   const rows: Row[] = [];
   const dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-bench-'));
-  const node = await serveNode(dataDir);
+  // NODE_OPTIONS reaches the node process (bin/dicom-vault.js keeps the environment when it
+  // re-executes itself); the profile is written when it exits after SIGTERM.
+  const profDir = values['cpu-prof'];
+  if (profDir !== undefined) mkdirSync(profDir, { recursive: true });
+  const env = profDir === undefined ? {} : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${resolve(profDir)}`.trim() };
+  const node = await serveNode(dataDir, [], env);
   const started = new Date();
   try {
     const concurrency = Number(values.concurrency);
@@ -171,6 +178,7 @@ async function main(): Promise<void> {
   const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: round(totalmem() / 2 ** 30), node: process.version };
   writeFileSync(out, JSON.stringify({ started: started.toISOString(), machine, options: values, rows }, null, 2));
   console.log(`results written to ${out}`);
+  if (profDir !== undefined) console.log(`CPU profile of the node written to ${profDir}`);
   if (rows.some((r) => !r.ok)) process.exitCode = 1;
 }
 
