@@ -1,0 +1,207 @@
+// The command line of `npm run bench`: parsed and validated once, into plain typed options with
+// named defaults, before anything starts. Kept apart from run.ts so that it can be tested without
+// starting a node.
+import { tmpdir } from 'node:os';
+import { parseArgs } from 'node:util';
+// A type import only: backends.ts loads the S3 SDK, which parsing arguments does not need.
+import type { Backend } from './backends.ts';
+
+export type Scenario = 'huge' | 'small' | 'concurrent';
+export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent'];
+export type Peer = 'orthanc';
+/** The block stores (as bench/backends.ts BACKENDS), fs first. */
+export const STORES: readonly Backend[] = ['fs', 'ipfs', 's3'];
+
+/** Study sizes of the huge scenario, GiB (the issue's 1, 4 and 16). */
+export const DEFAULT_SIZES_GIB: readonly number[] = [1, 4, 16];
+/** Instance counts of the small scenario (the issue's range: 1,000 to 10,000). */
+export const DEFAULT_INSTANCES: readonly number[] = [1_000, 10_000];
+/** Instances per STOW request for small instances (what the Orthanc reference runs used). */
+export const DEFAULT_PER_REQUEST = 100;
+/** PACS clients pushing at once in the concurrent scenario. */
+export const DEFAULT_CONCURRENCY = 4;
+/**
+ * Largest instance of the huge scenario, GiB: a study is cut into at least 4 instances, and into
+ * more when they would be larger than this. 1 GiB is the largest instance Orthanc was seen to
+ * take (../shared/peers/orthanc/huge_instance_probe.sh, 3.1 GiB RSS).
+ */
+export const DEFAULT_MAX_INSTANCE_GIB = 1;
+/** Size factor of the machine-limit measurements (bench/limits.ts). */
+export const DEFAULT_LIMITS_GIB = 1;
+/** The largest instance count the generator packs into its pixel patterns. */
+const MAX_INSTANCES = 2 ** 24;
+
+export interface BenchOptions {
+  scenarios: Scenario[];
+  /** Huge scenario: one study per size, GiB. */
+  sizesGiB: number[];
+  /** Small scenario: one study per count. */
+  instances: number[];
+  /** Instances per STOW request, small instances (huge ones go one per request). */
+  perRequest: number;
+  /** Block store of the node in the scenarios. */
+  store: Backend;
+  /** The backends comparison (bench/backends.ts); null: not run. */
+  backends: Backend[] | null;
+  /** PACS clients pushing (and viewers fetching) at once in the concurrent scenario. */
+  concurrency: number;
+  maxInstanceGiB: number;
+  peer: Peer | null;
+  /** Measure the machine's limits first (bench/limits.ts). */
+  limits: boolean;
+  limitsGiB: number;
+  /** The anchoring benchmark (bench/anchor.ts). */
+  anchor: boolean;
+  /** JSON results; the chart, report and scale files are written next to it. undefined: bench/out/results-<time>.json */
+  out: string | undefined;
+  /** Where data directories and scratch files go (the filesystem under test). */
+  workDir: string;
+  keep: boolean;
+  /** Directory for V8 CPU profiles of the node processes. */
+  cpuProf: string | undefined;
+  help: boolean;
+}
+
+export const HELP = `npm run bench -- [options]
+
+Scenarios (each on a fresh node with an empty data directory, then on a fresh peer):
+  --scenario LIST        huge,small,concurrent | all | none (default all)
+                           huge:       a few multi-frame instances (Enhanced MR, 512x512x16 bit
+                                       frames; at least 4 per study, at most --max-instance-gib each),
+                                       one instance per STOW request; frame latency inside one
+                           small:      many single-frame MR instances (512x512x16 bit, ~525 KB),
+                                       --per-request per STOW request
+                           concurrent: --concurrency PACS clients at once, each pushing its own
+                                       study (one of the first --instances, and one of the first
+                                       --size), then as many viewers fetching them back at once
+  --size LIST            huge study sizes in GiB (default ${DEFAULT_SIZES_GIB.join(',')}; fractions work: 0.25)
+  --instances LIST       small study sizes in instances (default ${DEFAULT_INSTANCES.join(',')})
+  --per-request N        instances per STOW request for small instances (default ${DEFAULT_PER_REQUEST})
+  --concurrency N        PACS clients in the concurrent scenario (default ${DEFAULT_CONCURRENCY})
+  --max-instance-gib N   largest huge instance (default ${DEFAULT_MAX_INSTANCE_GIB})
+
+Systems:
+  --store fs|ipfs|s3     block store of the node (default fs; s3 starts the local Swift)
+  --peer orthanc         the same studies pushed to and fetched from Orthanc's DICOMweb, a fresh
+                         Orthanc per scenario (installed with apt-get when missing; needs root)
+  --backends [LIST]      also ingest and retrieve the first --size study on each block store
+                         (default fs,ipfs,s3)
+  --anchor               also the anchoring benchmark (gas per batch and per study, receipts)
+
+Limits and output:
+  --limits / --no-limits measure the machine's limits first (default on): crypto, disk, loopback
+  --limits-gib N         size factor of the limit measurements (default ${DEFAULT_LIMITS_GIB})
+  --out FILE             JSON results (default bench/out/results-<time>.json); the chart (.svg),
+                         report (.md) and scale projection (.scale.md) go next to it
+  --work-dir DIR         data directories and scratch files (default ${tmpdir()}): the disk under test
+  --keep                 keep the data directories
+  --cpu-prof DIR         a V8 CPU profile of each node process into DIR
+  -h, --help             this text
+
+A quick run: npm run bench -- --size 0.25 --instances 200 --concurrency 2 --limits-gib 0.25
+`;
+
+export class BenchUsageError extends Error {
+  override readonly name = 'BenchUsageError';
+}
+
+/** Parses `npm run bench -- ...` arguments; throws BenchUsageError with a reason. */
+export function parseBenchArgs(argv: readonly string[]): BenchOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: withBackendsDefault(argv),
+      allowNegative: true,
+      strict: true,
+      options: {
+        scenario: { type: 'string', default: 'all' },
+        size: { type: 'string', default: DEFAULT_SIZES_GIB.join(',') },
+        instances: { type: 'string', default: DEFAULT_INSTANCES.join(',') },
+        'per-request': { type: 'string', default: String(DEFAULT_PER_REQUEST) },
+        concurrency: { type: 'string', default: String(DEFAULT_CONCURRENCY) },
+        'max-instance-gib': { type: 'string', default: String(DEFAULT_MAX_INSTANCE_GIB) },
+        store: { type: 'string', default: 'fs' },
+        peer: { type: 'string' },
+        backends: { type: 'string' },
+        anchor: { type: 'boolean', default: false },
+        limits: { type: 'boolean', default: true },
+        'limits-gib': { type: 'string', default: String(DEFAULT_LIMITS_GIB) },
+        out: { type: 'string' },
+        'work-dir': { type: 'string', default: tmpdir() },
+        keep: { type: 'boolean', default: false },
+        'cpu-prof': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (err) {
+    throw new BenchUsageError((err as Error).message, { cause: err });
+  }
+  const peer = values.peer;
+  if (peer !== undefined && peer !== 'orthanc') throw new BenchUsageError(`--peer: only orthanc is supported, got "${peer}"`);
+  return {
+    scenarios: parseScenarios(values.scenario),
+    sizesGiB: list('--size', values.size, (v) => v > 0 && v <= 1024, 'a size in GiB above 0 (at most 1024)'),
+    instances: list('--instances', values.instances, (v) => Number.isSafeInteger(v) && v >= 1 && v <= MAX_INSTANCES, `a whole number from 1 to ${MAX_INSTANCES}`),
+    perRequest: one('--per-request', values['per-request'], (v) => Number.isSafeInteger(v) && v >= 1, 'a whole number >= 1'),
+    store: backend('--store', values.store),
+    backends: values.backends === undefined ? null : unique(values.backends.split(',').map((b) => backend('--backends', b.trim()))),
+    concurrency: one('--concurrency', values.concurrency, (v) => Number.isSafeInteger(v) && v >= 1 && v <= 64, 'a whole number from 1 to 64'),
+    // 4 GiB is where OW's 32-bit length ends.
+    maxInstanceGiB: one('--max-instance-gib', values['max-instance-gib'], (v) => v > 0 && v < 4, 'a size in GiB above 0 and below 4'),
+    peer: peer ?? null,
+    limits: values.limits,
+    limitsGiB: one('--limits-gib', values['limits-gib'], (v) => v > 0 && v <= 64, 'a size factor above 0 (at most 64)'),
+    anchor: values.anchor,
+    out: values.out,
+    workDir: values['work-dir'],
+    keep: values.keep,
+    cpuProf: values['cpu-prof'],
+    help: values.help,
+  };
+}
+
+/** `--backends` alone (last, or before another option) means all of them. */
+export function withBackendsDefault(argv: readonly string[]): string[] {
+  const out = [...argv];
+  for (let i = 0; i < out.length; i++) {
+    if (out[i] !== '--backends') continue;
+    const next = out[i + 1];
+    if (next === undefined || next.startsWith('-')) out.splice(i + 1, 0, STORES.join(','));
+  }
+  return out;
+}
+
+function parseScenarios(value: string): Scenario[] {
+  if (value === 'all') return [...SCENARIOS];
+  if (value === 'none') return [];
+  const names = unique(value.split(',').map((s) => s.trim()));
+  for (const n of names) {
+    if (!(SCENARIOS as readonly string[]).includes(n)) {
+      throw new BenchUsageError(`--scenario: unknown scenario "${n}" (${SCENARIOS.join(', ')}, all or none)`);
+    }
+  }
+  // In the order of SCENARIOS, whatever order they were given in.
+  return SCENARIOS.filter((s) => names.includes(s));
+}
+
+function backend(flag: string, value: string): Backend {
+  if (!(STORES as readonly string[]).includes(value)) throw new BenchUsageError(`${flag}: unknown block store "${value}" (${STORES.join(', ')})`);
+  return value as Backend;
+}
+
+function one(flag: string, value: string, ok: (v: number) => boolean, want: string): number {
+  const v = value.trim() === '' ? NaN : Number(value);
+  if (!Number.isFinite(v) || !ok(v)) throw new BenchUsageError(`${flag}: "${value}" is not ${want}`);
+  return v;
+}
+
+/** A comma-separated list, in the order given, without repeats. */
+function list(flag: string, value: string, ok: (v: number) => boolean, want: string): number[] {
+  const items = value.split(',');
+  if (items.length === 0) throw new BenchUsageError(`${flag}: empty list`);
+  return unique(items.map((item) => one(flag, item, ok, want)));
+}
+
+function unique<T>(xs: T[]): T[] {
+  return [...new Set(xs)];
+}
