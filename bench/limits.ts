@@ -56,7 +56,19 @@ export interface MachineLimits {
     diskReadCached: LimitFigure;
     loopbackHttp: LimitFigure;
   };
+  /** The floor of any request's latency: an empty request and answer over loopback keep-alive HTTP. */
+  roundTrip: RoundTripFigure;
 }
+
+export interface RoundTripFigure {
+  medianMs: number;
+  p99Ms: number;
+  n: number;
+  description: string;
+}
+
+/** Requests timed for the round-trip floor. */
+export const ROUND_TRIPS = 1000;
 
 export type LimitName = keyof MachineLimits['figures'];
 
@@ -183,8 +195,16 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
     const diskWrite1MiBFilesParallel = figure(parallel, smallMiB * MiB,
       `the same with ${STORE_WRITES_IN_FLIGHT} files in flight (ingest's write window), over ${SHARDS} directories`);
 
-    const http = await loopbackHttp(bigMiB, runs);
+    const { runs: http, roundTripsMs } = await loopbackHttp(bigMiB, runs);
     log(`loopback HTTP: ${fmt(http)}`);
+    const sortedTrips = [...roundTripsMs].sort((a, b) => a - b);
+    const roundTrip: RoundTripFigure = {
+      medianMs: round(median(sortedTrips), 3),
+      p99Ms: round(sortedTrips[Math.max(0, Math.ceil(0.99 * sortedTrips.length) - 1)] ?? NaN, 3),
+      n: sortedTrips.length,
+      description: `${sortedTrips.length} empty GET requests, one at a time, over one keep-alive connection to the same sink`,
+    };
+    log(`loopback round trip: median ${roundTrip.medianMs} ms, p99 ${roundTrip.p99Ms} ms`);
     const loopbackHttpFigure = figure(http, bigMiB * MiB,
       `${bigMiB} MiB POST over 127.0.0.1 from this process (one 1 MiB buffer, drain-driven) to a node:http sink in a child process`);
 
@@ -215,6 +235,7 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
         diskReadCached,
         loopbackHttp: loopbackHttpFigure,
       },
+      roundTrip,
     };
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -255,6 +276,9 @@ export function limitsTable(limits: MachineLimits): string {
     const f = limits.figures[name];
     lines.push(`| ${label} | ${Math.round(f.MBps)} | ${f.runs.map((r) => Math.round(r)).join(', ')} | ${f.description} |`);
   }
+  // Older results (before the round trip was measured) have none.
+  const t = limits.roundTrip as RoundTripFigure | undefined;
+  if (t) lines.push(`| loopback HTTP round trip, ms (median / p99) | ${t.medianMs} / ${t.p99Ms} | ${t.n} requests | ${t.description} |`);
   return lines.join('\n');
 }
 
@@ -403,7 +427,7 @@ server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port +
 process.on('SIGTERM', () => process.exit(0));
 `;
 
-async function loopbackHttp(mib: number, runs: number): Promise<number[]> {
+async function loopbackHttp(mib: number, runs: number): Promise<{ runs: number[]; roundTripsMs: number[] }> {
   const child = spawn(process.execPath, ['-e', SINK_SOURCE], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const port = await new Promise<number>((resolve, reject) => {
@@ -427,10 +451,16 @@ async function loopbackHttp(mib: number, runs: number): Promise<number[]> {
         if (got !== mib * MiB) throw new Error(`HTTP sink counted ${got} bytes, sent ${mib * MiB}`);
         out.push(mbps(got, ms));
       }
+      const trips: number[] = [];
+      for (let i = 0; i < ROUND_TRIPS; i++) {
+        const t0 = performance.now();
+        await emptyGet(port, agent);
+        trips.push(performance.now() - t0);
+      }
+      return { runs: out, roundTripsMs: trips };
     } finally {
       agent.destroy();
     }
-    return out;
   } finally {
     if (child.exitCode === null && child.signalCode === null) {
       const gone = new Promise((resolve) => child.once('exit', resolve));
@@ -471,6 +501,18 @@ function post(port: number, agent: http.Agent, buf: Buffer, mib: number): Promis
       req.end();
     };
     pump();
+  });
+}
+
+function emptyGet(port: number, agent: http.Agent): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'GET', path: '/', agent }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
   });
 }
 
