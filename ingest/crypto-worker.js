@@ -59,7 +59,9 @@ function seal(msg) {
   cipher.getAuthTag().copy(slot, msg.length);
   // Copied into its own 32-byte buffer: a view into a larger one would be cloned whole.
   const digest = new Uint8Array(createHash('sha256').update(slot).digest());
-  return { id: msg.id, digest, buffer: msg.buffer, transfer: [msg.buffer] };
+  // The stream's last seal ends its plaintext hash too (CryptoPool.seal with `last`).
+  const hex = msg.end === true ? digestOf(msg.hash) : undefined;
+  return { id: msg.id, digest, buffer: msg.buffer, transfer: [msg.buffer], ...(hex === undefined ? {} : { hex }) };
 }
 
 /** Re-hashes the block against its CID's digest, then checks the tag and decrypts. */
@@ -84,10 +86,14 @@ function open(msg) {
   return { id: msg.id, plain: own, transfer: [own] };
 }
 
+function digestOf(id) {
+  const hash = hashes.get(id) ?? createHash('sha256');
+  hashes.delete(id);
+  return hash.digest('hex');
+}
+
 function digest(msg) {
-  const hash = hashes.get(msg.hash) ?? createHash('sha256');
-  hashes.delete(msg.hash);
-  return { id: msg.id, hex: hash.digest('hex') };
+  return { id: msg.id, hex: digestOf(msg.hash) };
 }
 
 parentPort.on('message', (msg) => {

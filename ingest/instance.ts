@@ -114,6 +114,33 @@ export async function ingestInstance(
   deps: IngestDeps,
   options: IngestOptions = {},
 ): Promise<IngestedInstance> {
+  return (await readInstance(source, deps, options)).completed;
+}
+
+/** An instance whose bytes have all been read; its last seals and its node are still to come. */
+export interface ReadInstance {
+  scanned: ScannedInstance;
+  size: number;
+  /**
+   * Resolves once every chunk is sealed and the instance node's write has started (as
+   * ingestInstance does). If it rejects (a store or crypto failure), nothing is left behind.
+   */
+  completed: Promise<IngestedInstance>;
+}
+
+/**
+ * Reads one Part 10 instance from `source` to its end, sealing and writing its chunks as they
+ * fill. Resolves as soon as the source is consumed, so that a caller reading several instances
+ * from one stream (STOW) parses the next one while this one's last seal (a round trip to a
+ * crypto worker) and its node finish: with small instances, waiting for that tail before reading
+ * on left the main thread idle a quarter of the time. Throws (leaving nothing behind) on bad
+ * input, which is always detected while reading.
+ */
+export async function readInstance(
+  source: AsyncIterable<Uint8Array>,
+  deps: IngestDeps,
+  options: IngestOptions = {},
+): Promise<ReadInstance> {
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const window = options.window ?? new WriteWindow();
   const pool = deps.crypto ?? sharedCryptoPool();
@@ -144,8 +171,8 @@ export async function ingestInstance(
   let size = 0;
 
   // Seal on a worker, then write from the slot; the slot is free again once the write settled.
-  const sealAndPut = (index: number, slot: Slot, length: number): Promise<void> => {
-    const sealed = pool.seal(instanceKey!, index, slot, length, plaintextHash).then((digest) => {
+  const sealAndPut = (index: number, slot: Slot, length: number, last: boolean): Promise<void> => {
+    const sealed = pool.seal(instanceKey!, index, slot, length, plaintextHash, { last }).then((digest) => {
       const cid = CID.createV1(raw.code, Digest.create(SHA2_256, digest));
       chunkCids[index] = cid;
       return cid;
@@ -161,8 +188,8 @@ export async function ingestInstance(
   };
 
   // Waits for room in the window; the chunk's seal and write then run while the next is read.
-  const dispatch = async (index: number, slot: Slot, length: number): Promise<void> => {
-    const { done: p } = await window.start(() => sealAndPut(index, slot, length));
+  const dispatch = async (index: number, slot: Slot, length: number, last = false): Promise<void> => {
+    const { done: p } = await window.start(() => sealAndPut(index, slot, length, last));
     p.catch((err: unknown) => {
       failure ??= err;
     });
@@ -219,44 +246,58 @@ export async function ingestInstance(
     if (!instanceKey) await unlock();
     const last = current!;
     current = undefined;
-    if (fill > 0) await dispatch(nextIndex++, last, fill);
+    if (fill > 0) await dispatch(nextIndex++, last, fill, true);
     else pool.giveSlot(last);
-    // The node lists every chunk's CID, known once its seal is done (its write may still run).
-    await Promise.all(seals);
-    if (failure !== undefined) throw failure;
-
-    const sha256 = await pool.digest(plaintextHash);
-    const node = buildInstanceNode(
-      dataKey!.key,
-      salt,
-      { chunkSize, size, chunks: chunkCids },
-      {
-        studyInstanceUID: scanned.studyInstanceUID,
-        seriesInstanceUID: scanned.seriesInstanceUID,
-        sopInstanceUID: scanned.sopInstanceUID,
-        sopClassUID: scanned.sopClassUID,
-        transferSyntaxUID: scanned.transferSyntaxUID,
-        sha256,
-      },
-    );
-    written.push(node.cid);
-    const { done: nodeWrite } = await window.start(() => deps.store.put(node.cid, node.bytes, putOptions));
-    writes.push(nodeWrite);
-    // Durable once every write has settled and, for batched syncs, a flush started after that.
-    const durable = Promise.all([...writes, syncing]).then(async () => {
-      if (failure !== undefined) throw failure;
-      if (batched) await flush();
-    });
-    durable.catch(() => undefined); // the caller awaits it; until then a failure must not be "unhandled"
-    return { scanned, sha256, size, keyId: dataKey!.keyId, node, written, durable };
+    const completed = finish(scanned);
+    completed.catch(() => undefined); // the caller awaits it; until then a failure must not be "unhandled"
+    return { scanned, size, completed };
   } catch (err) {
+    await cleanUp();
+    throw err;
+  }
+
+  async function finish(scanned: ScannedInstance): Promise<IngestedInstance> {
+    try {
+      // The node lists every chunk's CID, known once its seal is done (its write may still run).
+      await Promise.all(seals);
+      if (failure !== undefined) throw failure;
+      const sha256 = await pool.digest(plaintextHash);
+      const node = buildInstanceNode(
+        dataKey!.key,
+        salt,
+        { chunkSize, size, chunks: chunkCids },
+        {
+          studyInstanceUID: scanned.studyInstanceUID,
+          seriesInstanceUID: scanned.seriesInstanceUID,
+          sopInstanceUID: scanned.sopInstanceUID,
+          sopClassUID: scanned.sopClassUID,
+          transferSyntaxUID: scanned.transferSyntaxUID,
+          sha256,
+        },
+      );
+      written.push(node.cid);
+      const { done: nodeWrite } = await window.start(() => deps.store.put(node.cid, node.bytes, putOptions));
+      writes.push(nodeWrite);
+      // Durable once every write has settled and, for batched syncs, a flush started after that.
+      const durable = Promise.all([...writes, syncing]).then(async () => {
+        if (failure !== undefined) throw failure;
+        if (batched) await flush();
+      });
+      durable.catch(() => undefined); // the caller awaits it; until then a failure must not be "unhandled"
+      return { scanned, sha256, size, keyId: dataKey!.keyId, node, written, durable };
+    } catch (err) {
+      await cleanUp();
+      throw err;
+    }
+  }
+
+  async function cleanUp(): Promise<void> {
     pool.dropHash(plaintextHash);
     await syncing;
     if (current !== undefined) pool.giveSlot(current);
     for (const slot of waiting.splice(0)) pool.giveSlot(slot);
     await Promise.allSettled(writes);
     await discardBlocks(deps.store, written);
-    throw err;
   }
 }
 

@@ -9,7 +9,7 @@ import { VaultError, isVaultError } from '../errors.ts';
 import type { AccessRouteConfig } from '../access.ts';
 import { assertUid } from '../dicom/uid.ts';
 import { parseContentType, parseMultipartRelated } from '../../ingest/multipart.ts';
-import { discardInstances, ingestInstance, WriteWindow, type IngestDeps, type IngestedInstance } from '../../ingest/instance.ts';
+import { discardInstances, readInstance, WriteWindow, type IngestDeps, type IngestedInstance } from '../../ingest/instance.ts';
 import type { StudyWriter } from '../../ingest/study.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { requestSignal, retrieveBase } from './http.ts';
@@ -70,7 +70,9 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
         throw new VaultError('UNSUPPORTED_MEDIA_TYPE', `STOW-RS takes multipart/related; type="application/dicom" or application/dicom, not ${type}`);
       }
 
-      const stored: IngestedInstance[] = [];
+      // Instances whose bytes are read; each completes (last seal, node) while the next is read.
+      const completing: Array<Promise<IngestedInstance>> = [];
+      let stored: IngestedInstance[] = [];
       const failures: Failure[] = [];
       const window = new WriteWindow();
       let partCount = 0;
@@ -84,7 +86,7 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
           }
           try {
             const opts = { chunkSize: deps.chunkSize, signal, window, ...(study ? { expectedStudyInstanceUID: study } : {}) };
-            stored.push(await ingestInstance(part.body, deps, opts));
+            completing.push((await readInstance(part.body, deps, opts)).completed);
           } catch (err) {
             if (!isPartError(err)) throw err;
             const d = err.details ?? {};
@@ -98,10 +100,13 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
             if (type === 'application/dicom') for await (const _ of body);
           }
         }
+        stored = await Promise.all(completing);
         // A STOW answer means durable: every block is on disk before anything is committed.
         await Promise.all(stored.map((s) => s.durable));
       } catch (err) {
-        await discardInstances(deps.store, stored);
+        // Those that completed are removed here; one that failed to complete removed its own.
+        const settled = await Promise.allSettled(completing);
+        await discardInstances(deps.store, settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])));
         throw err;
       }
       if (partCount === 0) throw new VaultError('BAD_REQUEST', 'the request holds no instance');
