@@ -29,6 +29,8 @@ export interface BackendBenchOptions {
   concurrency?: number;
   /** S3-compatible endpoint; default: the local Swift, started if it is not running. */
   s3Endpoint?: string;
+  /** Where the nodes' data directories go (the disk under test). Default the OS temp directory. */
+  workDir?: string;
   log?: (line: string) => void;
 }
 
@@ -61,7 +63,7 @@ export async function benchBackends(options: BackendBenchOptions = {}): Promise<
   const rows: BackendBenchRow[] = [];
   for (const backend of options.backends ?? BACKENDS) {
     const env = backend === 's3' ? await s3Environment(options.s3Endpoint, log) : {};
-    const dataDir = await mkdtemp(join(tmpdir(), `dicom-vault-bench-${backend}-`));
+    const dataDir = await mkdtemp(join(options.workDir ?? tmpdir(), `dicom-vault-bench-${backend}-`));
     const node = await serveNode(dataDir, ['--store', backend], env);
     const agent = createAgent();
     try {
@@ -111,8 +113,11 @@ export async function benchBackends(options: BackendBenchOptions = {}): Promise<
   return rows;
 }
 
-/** Starts the local Swift when it is the target, and makes a fresh bucket. */
-async function s3Environment(endpoint: string | undefined, log: (line: string) => void): Promise<Record<string, string>> {
+/**
+ * The environment of a node on the S3 store: starts the local Swift when it is the target, and
+ * makes a fresh bucket.
+ */
+export async function s3Environment(endpoint: string | undefined, log: (line: string) => void): Promise<Record<string, string>> {
   const target = endpoint ?? SWIFT_ENDPOINT;
   if (endpoint === undefined) {
     log('s3: starting the local Swift s3api server (first run installs its packages)');

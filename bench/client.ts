@@ -517,16 +517,26 @@ export interface QidoResult {
   body: unknown;
 }
 
-/** GET `${baseUrl}${query}`, e.g. query = '/studies?PatientID=BENCH-SINGLE-1'. */
+export interface QidoOptions {
+  signal?: AbortSignal;
+  agent?: http.Agent;
+  /** Largest response read, bytes. Default DEFAULT_MAX_RESPONSE_BYTES; the metadata of a big series is larger. */
+  maxResponseBytes?: number;
+}
+
+/**
+ * GET `${baseUrl}${query}`, e.g. query = '/studies?PatientID=BENCH-SINGLE-1', or any other DICOM
+ * JSON resource (`…/series/{series}/metadata`). `ms` is request to last byte, JSON parsing excluded.
+ */
 export async function qido(
   baseUrl: string,
   query: string,
-  opts: { signal?: AbortSignal; agent?: http.Agent } = {},
+  opts: QidoOptions = {},
 ): Promise<QidoResult> {
   const url = endpoint(baseUrl, query);
   const t0 = performance.now();
   const res = await get(url, { Accept: 'application/dicom+json' }, opts);
-  const raw = await readBody(res, DEFAULT_MAX_RESPONSE_BYTES);
+  const raw = await readBody(res, opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES);
   const ms = performance.now() - t0;
   if (res.statusCode === 204) return { status: 204, ms, results: 0, body: [] };
   let body: unknown;

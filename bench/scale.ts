@@ -4,7 +4,7 @@
 // two study sizes, ingest MB/s) and from the design (1 MiB chunks, flat lists of 41-byte links).
 // It says where the design must change: an InstanceNode of a huge instance outgrows one IPFS
 // block, a version adding a million instances makes a manifest of the same size, and so on.
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -471,6 +471,27 @@ export async function measureFootprint(dataDir: string): Promise<Footprint> {
   for (const f of ['catalog.db', 'catalog.db-wal', 'catalog.db-shm']) fp.catalogBytes += await sizeOf(join(dataDir, f));
   for (const f of ['keys.db', 'keys.db-wal', 'keys.db-shm']) fp.keysBytes += await sizeOf(join(dataDir, f));
   return fp;
+}
+
+/**
+ * Bytes a directory tree takes on disk (allocated blocks, as `du` counts them), every file and
+ * directory in it; 0 when it does not exist. What an administrator buys disks for.
+ */
+export async function diskUsage(dir: string): Promise<number> {
+  let total = 0;
+  const walk = async (path: string): Promise<void> => {
+    let st;
+    try {
+      st = await lstat(path);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ENOENT') return; // removed while walking, or never there
+      throw err;
+    }
+    total += st.blocks * 512; // st_blocks is in 512-byte units whatever the filesystem's block size
+    if (st.isDirectory()) for (const name of await readdir(path)) await walk(join(path, name));
+  };
+  await walk(dir);
+  return total;
 }
 
 /**
