@@ -1,185 +1,331 @@
-// `npm run bench`: streaming benchmarks over loopback against a real node process. Studies are
-// generated on the fly (bench/generate.ts): nothing large is written except the node's own store.
+// `npm run bench`: streaming benchmarks over loopback against real server processes, side by
+// side with Orthanc (--peer orthanc) and with this machine's limits measured in the same run.
+// Studies are generated on the fly (bench/generate.ts): nothing large is written except the
+// servers' own storage, which is removed after each scenario. `npm run bench -- --help` lists
+// the options (bench/options.ts).
+import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir, cpus, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import { createAgent, qido, stow, wado, wadoFrames } from './client.ts';
-import { planStudy, type GeneratedStudy } from './generate.ts';
-import { serveNode, type ServedNode } from './node-process.ts';
-import { startRssSampler, type RssReport } from './rss.ts';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { formatAnchorBench, runAnchorBench, type AnchorBenchResult } from './anchor.ts';
+import { benchBackends, s3Environment, type BackendBenchRow } from './backends.ts';
+import { renderChart } from './chart.ts';
+import {
+  chartLimits,
+  chartRows,
+  figureLimits,
+  measuredScale,
+  OURS,
+  ORTHANC,
+  scenarioFigures,
+  type Figure,
+  type HugeFootprint,
+  type ScenarioResult,
+  type SystemRun,
+} from './figures.ts';
+import { limitsTable, measureLimits, type MachineLimits } from './limits.ts';
+import { serveNode } from './node-process.ts';
+import { BenchUsageError, HELP, parseBenchArgs, type BenchOptions } from './options.ts';
+import { startOrthanc } from './orthanc.ts';
+import { reportMarkdown } from './publish.ts';
+import { formatNumber, ofLimit, ratioText } from './report.ts';
+import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMarkdown, type Footprint, type MeasuredScale } from './scale.ts';
+import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
 
-const HELP = `npm run bench -- [options]
-
-  --scenario NAME    huge | small | all (default all)
-                       huge:  a few multi-frame instances (Enhanced MR, 512x512x16 bit frames)
-                       small: many single-frame MR instances (512x512x16 bit, ~525 KB each)
-  --size GIB         study size in GiB for the huge scenario (default 1; 4 and 16 work: streamed)
-  --instances N      instances in the small scenario (default 1000)
-  --per-request N    instances per STOW request in the small scenario (default 100)
-  --concurrency N    STOW requests in flight (default 1)
-  --out FILE         JSON results (default bench/out/results-<time>.json)
-  --keep             keep the node's data directory
-  --cpu-prof DIR     write a V8 CPU profile of the node process into DIR (one .cpuprofile per run)
-  -h, --help         this text
-`;
-
-interface Row {
-  scenario: string;
-  operation: string;
-  bytes?: number;
-  seconds?: number;
-  MBps?: number;
-  instancesPerSecond?: number;
-  ttfbMs?: number;
-  latencyMs?: { median: number; p99: number; n: number };
-  nodePeakRssMiB?: number;
-  nodeCpuSeconds?: number | null;
-  ok: boolean;
-  note?: string;
-}
-
-function percentile(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-}
-
-const round = (n: number, d = 1): number => Math.round(n * 10 ** d) / 10 ** d;
-
-async function measure<T>(node: ServedNode, fn: () => Promise<T>): Promise<{ result: T; rss: RssReport }> {
-  const sampler = startRssSampler(node.pid);
-  const result = await fn();
-  return { result, rss: sampler.stop() };
-}
-
-async function latencies(n: number, fn: () => Promise<{ ms: number; ok: boolean }>): Promise<{ median: number; p99: number; n: number; ok: boolean }> {
-  const ms: number[] = [];
-  let ok = true;
-  for (let i = 0; i < n; i++) {
-    const r = await fn();
-    ms.push(r.ms);
-    ok &&= r.ok;
-  }
-  return { median: round(percentile(ms, 50), 2), p99: round(percentile(ms, 99), 2), n, ok };
-}
-
-async function ingestAndRetrieve(node: ServedNode, scenario: string, study: GeneratedStudy, perRequest: number, concurrency: number, rows: Row[]): Promise<void> {
-  const agent = createAgent();
-  const ing = await measure(node, () => stow({ baseUrl: node.url, study, perRequest, concurrency, agent }));
-  rows.push({
-    scenario,
-    operation: `STOW ${perRequest}/request x${concurrency}`,
-    bytes: ing.result.bytes,
-    seconds: round(ing.result.seconds, 2),
-    MBps: round(ing.result.bytes / 1e6 / ing.result.seconds),
-    instancesPerSecond: round(ing.result.instances / ing.result.seconds),
-    nodePeakRssMiB: round(ing.rss.peakRssMiB),
-    nodeCpuSeconds: ing.rss.cpuSeconds,
-    ok: ing.result.failures.length === 0 && ing.result.stored === study.instances.length,
-    ...(ing.result.failures.length ? { note: ing.result.failures.slice(0, 3).join('; ') } : {}),
-  });
-  // Hash checking on the client runs at ~1.7 GB/s on one core and would bottleneck the
-  // retrieval figure; correctness of WADO is the tests' job, so the timed run only counts.
-  const ret = await measure(node, () => wado({ baseUrl: node.url, studyInstanceUID: study.studyInstanceUID, expect: study, verify: false, agent }));
-  rows.push({
-    scenario,
-    operation: 'WADO study (transfer-syntax=*)',
-    bytes: ret.result.partBytes,
-    seconds: round(ret.result.seconds, 2),
-    MBps: round(ret.result.partBytes / 1e6 / ret.result.seconds),
-    instancesPerSecond: round(ret.result.parts / ret.result.seconds),
-    ttfbMs: round(ret.result.ttfbMs, 1),
-    nodePeakRssMiB: round(ret.rss.peakRssMiB),
-    nodeCpuSeconds: ret.rss.cpuSeconds,
-    ok: ret.result.status === 200 && ret.result.parts === study.instances.length,
-  });
-  const first = study.instances[0]!;
-  const seriesMeta = await latencies(20, async () => {
-    const t0 = performance.now();
-    const res = await fetch(`${node.url}/studies/${study.studyInstanceUID}/series/${first.seriesInstanceUID}/metadata`, { headers: { accept: 'application/dicom+json' } });
-    const body = (await res.json()) as unknown[];
-    return { ms: performance.now() - t0, ok: res.status === 200 && body.length === study.instances.length };
-  });
-  rows.push({ scenario, operation: `series metadata (${study.instances.length} instances)`, latencyMs: seriesMeta, ok: seriesMeta.ok });
-  const q = await latencies(50, async () => {
-    const r = await qido(node.url, `/studies?PatientID=${encodeURIComponent(study.patientId)}`, { agent });
-    return { ms: r.ms, ok: r.results === 1 };
-  });
-  rows.push({ scenario, operation: 'QIDO /studies?PatientID=', latencyMs: q, ok: q.ok });
-  agent.destroy();
-}
+const started = new Date();
+const t0 = performance.now();
+const log = (line: string): void => {
+  process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${line}\n`);
+};
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      scenario: { type: 'string', default: 'all' },
-      size: { type: 'string', default: '1' },
-      instances: { type: 'string', default: '1000' },
-      'per-request': { type: 'string', default: '100' },
-      concurrency: { type: 'string', default: '1' },
-      out: { type: 'string' },
-      keep: { type: 'boolean', default: false },
-      'cpu-prof': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
+  let o: BenchOptions;
+  try {
+    o = parseBenchArgs(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof BenchUsageError)) throw err;
+    process.stderr.write(`${err.message}\n\`npm run bench -- --help\` lists the options.\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (o.help) {
     process.stdout.write(HELP);
     return;
   }
-  const scenarios = values.scenario === 'all' ? ['huge', 'small'] : [values.scenario!];
-  const rows: Row[] = [];
-  const dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-bench-'));
-  // NODE_OPTIONS reaches the node process (bin/dicom-vault.js keeps the environment when it
-  // re-executes itself); the profile is written when it exits after SIGTERM.
-  const profDir = values['cpu-prof'];
-  if (profDir !== undefined) mkdirSync(profDir, { recursive: true });
-  const env = profDir === undefined ? {} : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${resolve(profDir)}`.trim() };
-  const node = await serveNode(dataDir, [], env);
-  const started = new Date();
-  try {
-    const concurrency = Number(values.concurrency);
-    if (scenarios.includes('huge')) {
-      const gib = Number(values.size);
-      const study = planStudy({ kind: 'multiframe', totalBytes: gib * 2 ** 30, seed: 1 });
-      const scenario = `huge ${gib} GiB (${study.instances.length} x ${study.instances[0]!.numberOfFrames} frames)`;
-      await ingestAndRetrieve(node, scenario, study, 1, concurrency, rows);
-      const inst = study.instances[0]!;
-      const frame = Math.min(500, inst.numberOfFrames);
-      const f = await latencies(20, async () => {
-        const r = await wadoFrames(node.url, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [frame], { expect: inst });
-        return { ms: r.ms, ok: r.ok };
-      });
-      rows.push({ scenario, operation: `frame ${frame} of a ${round(inst.size / 2 ** 20, 0)} MiB instance`, latencyMs: f, ok: f.ok });
-    }
-    if (scenarios.includes('small')) {
-      const study = planStudy({ kind: 'single', instances: Number(values.instances), seed: 2 });
-      await ingestAndRetrieve(node, `small ${study.instances.length} instances`, study, Number(values['per-request']), concurrency, rows);
-    }
-  } finally {
-    await node.stop();
-    if (!values.keep) await rm(dataDir, { recursive: true, force: true });
+  const workDir = resolve(o.workDir);
+  await mkdir(workDir, { recursive: true });
+  const loadBefore = loadavg();
+  const machine = await describeMachine(workDir);
+  log(`${machine}; load ${loadBefore.map((x) => x.toFixed(2)).join(' ')}`);
+
+  // Limits first, while nothing else of ours runs; the same filesystem as the data directories.
+  let limits: MachineLimits | null = null;
+  if (o.limits) {
+    log(`measuring the machine's limits (--limits-gib ${o.limitsGiB})`);
+    limits = await measureLimits({ workDir, gib: o.limitsGiB, log: (l) => log(`limits: ${l}`) });
   }
 
-  const table = rows.map((r) => ({
-    scenario: r.scenario,
-    operation: r.operation,
-    'MB/s': r.MBps ?? '',
-    'inst/s': r.instancesPerSecond ?? '',
-    'TTFB ms': r.ttfbMs ?? '',
-    'median/p99 ms': r.latencyMs ? `${r.latencyMs.median} / ${r.latencyMs.p99}` : '',
-    'node peak RSS MiB': r.nodePeakRssMiB ?? '',
-    ok: r.ok ? 'yes' : 'NO',
-  }));
-  console.table(table);
-  const out = values.out ?? join('bench', 'out', `results-${started.toISOString().replaceAll(':', '-')}.json`);
-  mkdirSync(join(out, '..'), { recursive: true });
-  const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: round(totalmem() / 2 ** 30), node: process.version };
-  writeFileSync(out, JSON.stringify({ started: started.toISOString(), machine, options: values, rows }, null, 2));
-  console.log(`results written to ${out}`);
-  if (profDir !== undefined) console.log(`CPU profile of the node written to ${profDir}`);
-  if (rows.some((r) => !r.ok)) process.exitCode = 1;
+  const plans = planScenarios(o);
+  const results: ScenarioResult[] = [];
+  const footprints = new Map<string, Footprint>();
+  let peerName: string | null = null;
+  for (const plan of plans) {
+    log(`scenario ${plan.label}: ${plan.studies.length} × ${plan.studies[0]!.instances.length} instances`);
+    const runs: SystemRun[] = [await runOurs(plan, o, workDir, footprints)];
+    if (o.peer === 'orthanc') {
+      const peer = await runOrthanc(plan, workDir, o.keep);
+      if (peer.detail !== '') peerName = peer.detail;
+      runs.push(peer);
+    }
+    results.push({ ...scenarioHeader(plan), runs });
+  }
+
+  let backends: BackendBenchRow[] | null = null;
+  if (o.backends) {
+    log(`block stores ${o.backends.join(', ')}: ${o.sizesGiB[0]} GiB each`);
+    try {
+      backends = await benchBackends({ gib: o.sizesGiB[0]!, backends: o.backends, workDir, log: (l) => log(`backends: ${l}`) });
+    } catch (err) {
+      log(`backends failed: ${describe(err)}`);
+      backends = [];
+      process.exitCode = 1;
+    }
+  }
+  let anchor: AnchorBenchResult | null = null;
+  if (o.anchor) {
+    log('anchoring on a local anvil');
+    try {
+      anchor = await runAnchorBench();
+    } catch (err) {
+      log(`anchoring failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+  }
+
+  // ---------- figures and files ----------
+  const fl = limits ? figureLimits(limits) : null;
+  const figures: Figure[] = results.flatMap((s) => scenarioFigures(s, fl));
+  const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
+  const loadAfter = loadavg();
+
+  const out = resolve(o.out ?? join('bench', 'out', `results-${started.toISOString().replaceAll(':', '-').replace(/\.\d+Z$/, 'Z')}.json`));
+  const stem = out.replace(/\.json$/, '');
+  const files = { json: out, chart: `${stem}.svg`, report: `${stem}.md`, scale: `${stem}.scale.md` };
+  mkdirSync(dirname(out), { recursive: true });
+
+  const oursDetail = `dicom-vault (${o.store} store)`;
+  const notes = runNotes(o, results, limits, loadBefore, loadAfter);
+  const wroteChart = results.length > 0;
+  if (wroteChart) {
+    writeFileSync(files.chart, renderChart({
+      title: o.peer ? 'dicom-vault and Orthanc, same run, same machine' : 'dicom-vault benchmark',
+      machine,
+      date: started.toISOString().slice(0, 10),
+      systems: o.peer ? [OURS, ORTHANC] : [OURS],
+      rows: chartRows(results),
+      ...(limits ? { limits: chartLimits(limits) } : {}),
+      notes: [`npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), ...notes.slice(0, 2)],
+    }));
+  }
+  const scaleMd = scale ? scaleMarkdown(projectScale(scale)) : null;
+  if (scaleMd) writeFileSync(files.scale, scaleMd);
+  const report = reportMarkdown({
+    started: started.toISOString(),
+    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+    machine,
+    load: { before: loadBefore.map((x) => round(x, 2)), after: loadAfter.map((x) => round(x, 2)) },
+    limits,
+    figures,
+    ours: oursDetail,
+    peer: peerName,
+    chart: wroteChart ? relative(dirname(files.report), files.chart) : null,
+    backends,
+    anchor,
+    scale: scaleMd,
+    notes,
+  });
+  writeFileSync(files.report, report);
+  writeFileSync(files.json, JSON.stringify({
+    started: started.toISOString(),
+    finished: new Date().toISOString(),
+    command: process.argv.slice(2),
+    options: o,
+    machine: { description: machine, cpus: cpus().length, cpuModel: cpus()[0]?.model.trim(), memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
+    load: { before: loadBefore, after: loadAfter },
+    limits,
+    scenarios: results,
+    figures,
+    backends,
+    anchor,
+    scale: scale ? { measured: scale } : null,
+    notes,
+    files: { ...files, chart: wroteChart ? files.chart : null, scale: scaleMd ? files.scale : null },
+  }, null, 2));
+
+  // ---------- console ----------
+  if (limits) process.stdout.write(`\nLimits of this machine\n${limitsTable(limits)}\n\n`);
+  if (figures.length > 0) console.table(figures.map(consoleRow(o.peer !== null)));
+  if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
+  if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
+  for (const n of notes) process.stdout.write(`note: ${n}\n`);
+  process.stdout.write(`\nresults: ${relative(process.cwd(), files.json)}\nreport:  ${relative(process.cwd(), files.report)}\n`);
+  if (wroteChart) process.stdout.write(`chart:   ${relative(process.cwd(), files.chart)}\n`);
+  if (scaleMd) process.stdout.write(`scale:   ${relative(process.cwd(), files.scale)}\n`);
+  if (o.cpuProf !== undefined) process.stdout.write(`CPU profiles of the node processes: ${o.cpuProf}\n`);
+
+  const oursFailed = results.some((s) => {
+    const r = s.runs[0]!;
+    return r.errors.length > 0 || !r.ingest?.ok || !r.retrieve?.ok || r.qido?.ok === false || r.seriesMetadata?.ok === false || r.frames?.ok === false;
+  });
+  if (oursFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
+}
+
+/** A fresh node on an empty data directory; the data directory measured after it stops. */
+async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, footprints: Map<string, Footprint>): Promise<SystemRun> {
+  const dataDir = await mkdtemp(join(workDir, `dicom-vault-bench-${plan.id}-`));
+  const env: NodeJS.ProcessEnv = {};
+  if (o.store === 's3') Object.assign(env, await s3Environment(undefined, (l) => log(`s3: ${l}`)));
+  // NODE_OPTIONS reaches the node process (bin/dicom-vault.js keeps the environment when it
+  // re-executes itself); the profile is written when it exits after SIGTERM.
+  if (o.cpuProf !== undefined) {
+    mkdirSync(o.cpuProf, { recursive: true });
+    env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${resolve(o.cpuProf)}`.trim();
+  }
+  const detail = `dicom-vault, ${o.store} store`;
+  let run: SystemRun;
+  try {
+    const node = await serveNode(dataDir, ['--store', o.store], env);
+    try {
+      run = await exercise({ system: OURS, detail, url: node.url, pid: node.pid }, plan, log);
+    } finally {
+      await node.stop();
+    }
+    try {
+      // S3 keeps the blocks elsewhere; the local directory would be only the catalog.
+      if (o.store !== 's3') run.storedBytes = await diskUsage(dataDir);
+      if (o.store === 'fs') footprints.set(plan.id, await measureFootprint(dataDir));
+    } catch (err) {
+      run.errors.push(`measuring the data directory: ${describe(err)}`);
+    }
+  } catch (err) {
+    log(`dicom-vault: ${describe(err)}`);
+    run ??= { system: OURS, detail, ingest: null, retrieve: null, qido: null, seriesMetadata: null, frames: null, storedBytes: null, errors: [] };
+    run.errors.push(describe(err));
+  } finally {
+    if (!o.keep) await rm(dataDir, { recursive: true, force: true });
+  }
+  return run;
+}
+
+/** A fresh Orthanc with empty storage for every scenario, as the reference runs did. */
+async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean): Promise<SystemRun> {
+  const dir = join(workDir, `orthanc-bench-${plan.id}`);
+  let run: SystemRun = { system: ORTHANC, detail: '', ingest: null, retrieve: null, qido: null, seriesMetadata: null, frames: null, storedBytes: null, errors: [] };
+  try {
+    const orthanc = await startOrthanc(dir, { log: (l) => log(`orthanc: ${l}`) });
+    const detail = `Orthanc ${orthanc.version} (DICOMweb plugin ${orthanc.dicomWebVersion})`;
+    try {
+      run = await exercise({ system: ORTHANC, detail, url: orthanc.url, pid: orthanc.pid }, plan, log);
+    } finally {
+      await orthanc.stop();
+    }
+    run.storedBytes = await diskUsage(orthanc.storageDir);
+  } catch (err) {
+    log(`Orthanc: ${describe(err)}`);
+    run.errors.push(describe(err));
+  } finally {
+    if (!keep) await rm(dir, { recursive: true, force: true });
+  }
+  return run;
+}
+
+/** The scale projection's inputs from the fs footprints of this run; null without a huge study. */
+function scaleFrom(results: ScenarioResult[], footprints: Map<string, Footprint>): MeasuredScale | null {
+  const huge: HugeFootprint[] = [];
+  for (const s of results) {
+    const fp = footprints.get(s.id);
+    const ing = s.runs[0]?.ingest;
+    if (s.kind !== 'huge' || !fp || !ing?.ok || !s.frameSource) continue;
+    huge.push({
+      bytes: s.bytes,
+      instances: s.instances,
+      frames: s.instances * s.frameSource.numberOfFrames,
+      peakRssMiB: ing.peakRssMiB,
+      ingestMBps: ing.bytes / 1e6 / ing.seconds,
+      footprint: fp,
+    });
+  }
+  const small = results
+    .filter((s) => s.kind === 'small' && footprints.has(s.id) && s.runs[0]?.ingest?.ok)
+    .sort((a, b) => b.instances - a.instances)[0];
+  if (huge.length === 0) return null;
+  log('measuring memory per chunk CID for the scale projection');
+  return measuredScale({
+    huge,
+    ...(small ? { small: { instances: small.instances, footprint: footprints.get(small.id)! } } : {}),
+    heldBytesPerChunk: measureHeldCidBytes(),
+  });
+}
+
+function runNotes(o: BenchOptions, results: ScenarioResult[], limits: MachineLimits | null, before: number[], after: number[]): string[] {
+  const notes: string[] = [];
+  const cores = cpus().length;
+  notes.push(
+    `Load average ${before[0]!.toFixed(2)} before and ${after[0]!.toFixed(2)} after, on ${cores} cores: ` +
+      `the client (generating and sending the studies) runs on the same cores as the server.`,
+  );
+  const clientCpu = results.reduce((a, s) => a + (s.runs[0]?.ingest?.clientCpuSeconds ?? 0), 0);
+  const serverCpu = results.reduce((a, s) => a + (s.runs[0]?.ingest?.cpuSeconds ?? 0), 0);
+  if (serverCpu > 0) notes.push(`During our ingests the client used ${clientCpu.toFixed(1)} CPU-s and the node ${serverCpu.toFixed(1)} CPU-s.`);
+  if (limits) {
+    notes.push(
+      'Crypto limits are one core; the node seals and opens chunks on a pool of worker threads, so on 2 cores it can pass ' +
+        'a one-core limit (the figure then reads above 100%).',
+    );
+  }
+  notes.push('Retrieval runs right after ingest: blocks are read from the page cache where RAM holds them.');
+  if (o.store !== 'fs') notes.push(`Store ${o.store}: bytes stored ${o.store === 's3' ? 'are not measured (the blocks are in the S3 server)' : 'are the IPFS repository on disk'}; no scale projection (it reads the fs store).`);
+  for (const s of results) {
+    for (const r of s.runs) {
+      const problems = [...r.errors, ...(r.ingest?.failures ?? []), ...(r.retrieve?.failures ?? [])];
+      for (const q of [r.qido, r.seriesMetadata, r.frames]) if (q?.note) problems.push(q.note);
+      if (problems.length > 0) notes.push(`${r.system}, ${s.label}: ${problems.slice(0, 3).join('; ')}`);
+    }
+  }
+  return notes;
+}
+
+function consoleRow(withPeer: boolean): (f: Figure) => Record<string, string> {
+  const show = (v: number | null | undefined, f: Figure): string =>
+    v === null || v === undefined ? 'n/a' : f.digits !== undefined ? v.toFixed(f.digits) : formatNumber(v);
+  return (f) => ({
+    scenario: f.scenario,
+    operation: f.operation,
+    unit: f.unit,
+    [OURS]: `${show(f.ours, f)}${f.ok === false ? ' FAILED' : ''}`,
+    ...(withPeer ? { [ORTHANC]: `${show(f.peer, f)}${f.peerOk === false ? ' FAILED' : ''}`, ratio: ratioText(f) } : {}),
+    'of limit': ofLimit(f),
+  });
+}
+
+/** CPUs, RAM, the filesystem under test and Node, in one line. */
+async function describeMachine(workDir: string): Promise<string> {
+  let fs = '';
+  try {
+    const { stdout } = await promisify(execFile)('findmnt', ['-n', '-o', 'FSTYPE,SOURCE', '--target', workDir]);
+    const [type, source] = stdout.trim().split(/\s+/);
+    if (type) fs = `, work dir on ${type} (${source ?? '?'})`;
+  } catch {
+    // findmnt missing: the filesystem is left out
+  }
+  const cpu = cpus();
+  return `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${round(totalmem() / 2 ** 30, 1)} GiB RAM${fs}, Node ${process.version}`;
+}
+
+function round(n: number, d: number): number {
+  return Math.round(n * 10 ** d) / 10 ** d;
 }
 
 await main();

@@ -1,0 +1,479 @@
+// What `npm run bench` measured, and the figures it reports from that: per scenario and system,
+// rates, latencies, memory, CPU per GiB and bytes stored per byte, each beside the peer's (ratio
+// ours/peer) and beside the machine limit it runs against. Pure functions over plain results, so
+// every figure and ratio can be tested without running a benchmark.
+import { ingestLimit, type MachineLimits } from './limits.ts';
+import type { ChartLimit, ChartRow } from './chart.ts';
+import { advantage, type ComparedFigure, type FigureLimit } from './report.ts';
+import { footprintFigures, type Footprint, type MeasuredScale } from './scale.ts';
+
+const GiB = 2 ** 30;
+
+export const OURS = 'dicom-vault';
+export const ORTHANC = 'Orthanc';
+
+// ---------- what was measured ----------
+
+/** Latency samples in milliseconds. */
+export interface Latency {
+  median: number;
+  p99: number;
+  n: number;
+}
+
+export interface LatencyResult extends Latency {
+  ok: boolean;
+  /** The first failure, when one failed. */
+  note?: string;
+}
+
+export interface IngestRun {
+  /** DICOM bytes sent (request bodies completed). */
+  bytes: number;
+  seconds: number;
+  instances: number;
+  requests: number;
+  /** Instances the server confirmed. */
+  stored: number;
+  /** Peak RSS of the server process during the ingest. */
+  peakRssMiB: number;
+  /** CPU seconds of the server process during the ingest (null: it had exited). */
+  cpuSeconds: number | null;
+  /** CPU seconds of the benchmark client (generating and sending the studies). */
+  clientCpuSeconds: number;
+  ok: boolean;
+  failures: string[];
+}
+
+export interface RetrieveRun {
+  /** Part (DICOM) bytes received. */
+  bytes: number;
+  seconds: number;
+  parts: number;
+  /** Request sent to first body byte (median over the clients). */
+  ttfbMs: number;
+  peakRssMiB: number;
+  cpuSeconds: number | null;
+  clientCpuSeconds: number;
+  ok: boolean;
+  failures: string[];
+}
+
+/** One system (ours or the peer) through one scenario. */
+export interface SystemRun {
+  system: string;
+  /** e.g. 'Orthanc 1.10.1, DICOMweb 1.7'; 'fs store' */
+  detail: string;
+  ingest: IngestRun | null;
+  retrieve: RetrieveRun | null;
+  qido: LatencyResult | null;
+  seriesMetadata: LatencyResult | null;
+  /** Huge instances only: one frame per request, frames spread over one instance. */
+  frames: LatencyResult | null;
+  /** Bytes allocated on disk by the data directory (ours) or storage directory (peer) after ingest. */
+  storedBytes: number | null;
+  /** What went wrong outside the timed operations (start-up, a thrown error). */
+  errors: string[];
+}
+
+export interface ScenarioResult {
+  /** e.g. 'huge-1', 'small-1000', 'concurrent-huge' */
+  id: string;
+  kind: 'huge' | 'small' | 'concurrent';
+  /** The instances' shape: few huge multi-frame ones or many small single-frame ones. */
+  shape: 'huge' | 'small';
+  /** e.g. 'huge 1 GiB (4 × 256 MiB)' */
+  label: string;
+  /** Clients pushing at once (one study each). */
+  clients: number;
+  /** DICOM bytes of all studies. */
+  bytes: number;
+  instances: number;
+  perRequest: number;
+  /** Huge shape: the instance the frames were read from. */
+  frameSource?: { instanceBytes: number; numberOfFrames: number };
+  /** Ours first, then the peer if it ran. */
+  runs: SystemRun[];
+}
+
+// ---------- shapes of the generated studies ----------
+
+/** 512 x 512 x 16 bit, as the generator's default frame. */
+export const FRAME_BYTES = 512 * 512 * 2;
+/** Instances of a huge study at least: "a few". */
+export const MIN_HUGE_INSTANCES = 4;
+
+/**
+ * Instances and frames per instance of a huge study of `gib`: at least MIN_HUGE_INSTANCES, more
+ * when an instance would be larger than `maxInstanceGiB`, all of one size.
+ */
+export function hugeStudyShape(gib: number, maxInstanceGiB: number): { instances: number; frames: number } {
+  if (!(gib > 0) || !(maxInstanceGiB > 0)) throw new RangeError('sizes must be above 0');
+  const total = gib * GiB;
+  const instances = Math.max(MIN_HUGE_INSTANCES, Math.ceil(total / (maxInstanceGiB * GiB) - 1e-9));
+  const frames = Math.max(1, Math.round(total / instances / FRAME_BYTES));
+  return { instances, frames };
+}
+
+/**
+ * `n` frame numbers in 1..frames spread over the whole instance (a golden-ratio sequence: no two
+ * close together, no pattern a read-ahead could follow), the same for every run and system.
+ */
+export function spreadFrames(frames: number, n: number): number[] {
+  if (!Number.isSafeInteger(frames) || frames < 1) throw new RangeError('frames must be >= 1');
+  const phi = (Math.sqrt(5) - 1) / 2;
+  return Array.from({ length: n }, (_, i) => 1 + Math.floor((((i + 1) * phi) % 1) * frames));
+}
+
+// ---------- sampling ----------
+
+/** Nearest-rank percentile (p in 0..100) of unsorted values; NaN for none. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+const round = (n: number, d = 1): number => Math.round(n * 10 ** d) / 10 ** d;
+
+export function summarize(ms: readonly number[]): Latency {
+  return { median: round(percentile(ms, 50), 2), p99: round(percentile(ms, 99), 2), n: ms.length };
+}
+
+export interface SampleOptions {
+  /** Samples wanted. */
+  n: number;
+  /** Samples taken even past the budget. Default 3. */
+  minN?: number;
+  /** Stop early (after minN) once this much time has gone: a slow peer must not take an hour. Default 60 s. */
+  budgetMs?: number;
+  /** Clock, ms. Default performance.now. */
+  now?: () => number;
+}
+
+export const DEFAULT_SAMPLE_BUDGET_MS = 60_000;
+
+/** Calls `fn` one at a time until `n` samples, or `minN` once the budget is spent. */
+export async function sampleLatencies(
+  fn: () => Promise<{ ms: number; ok: boolean; note?: string }>,
+  o: SampleOptions,
+): Promise<LatencyResult> {
+  const now = o.now ?? (() => performance.now());
+  const minN = Math.min(o.n, o.minN ?? 3);
+  const budget = o.budgetMs ?? DEFAULT_SAMPLE_BUDGET_MS;
+  const start = now();
+  const ms: number[] = [];
+  let note: string | undefined;
+  for (let i = 0; i < o.n; i++) {
+    if (i >= minN && now() - start >= budget) break;
+    const r = await fn();
+    ms.push(r.ms);
+    if (!r.ok && note === undefined) note = `sample ${i + 1}: ${r.note ?? 'failed'}`;
+  }
+  return { ...summarize(ms), ok: note === undefined, ...(note !== undefined ? { note } : {}) };
+}
+
+/** The exact kernel peak (VmHWM after a reset) when there is one, else the polled peak. */
+export function peakRss(r: { peakRssMiB: number; hwmMiB: number | null }): number {
+  return r.hwmMiB === null ? r.peakRssMiB : Math.max(r.hwmMiB, r.peakRssMiB);
+}
+
+/** Server CPU seconds per GiB moved; null without CPU figure or bytes. */
+export function cpuSecondsPerGiB(cpuSeconds: number | null, bytes: number): number | null {
+  if (cpuSeconds === null || !(bytes > 0)) return null;
+  return cpuSeconds / (bytes / GiB);
+}
+
+// ---------- limits each figure runs against ----------
+
+export interface FigureLimits {
+  /** Ingest's ceiling: the lower of one core's ingest crypto and the disk as the fs store writes. */
+  ingest: { name: string; MBps: number };
+  /** Retrieval's ceiling: the lower of loopback HTTP and one core of the same crypto (verify + decrypt). */
+  retrieve: { name: string; MBps: number };
+  /** One core's ingest crypto, MB/s: its inverse is the CPU floor per GiB. */
+  cryptoMBps: number;
+  /** Empty loopback request, ms: the floor of every latency. */
+  roundTripMs: number | null;
+  /** RAM of the machine, MiB. */
+  memoryMiB: number;
+}
+
+/**
+ * Short names of the limits figures run against, for table cells and chart labels; the limits
+ * table (limits.ts LIMIT_LABELS and descriptions) says how each was measured.
+ */
+export const SHORT_LIMIT_LABELS = {
+  ingestCrypto: 'ingest crypto, 1 core',
+  diskWrite1MiBFilesParallel: 'disk, 1 MiB files + fsync',
+  loopbackHttp: 'loopback HTTP',
+  // Retrieval verifies (SHA-256 of the block, GCM tag, SHA-256 of the instance) and decrypts:
+  // the same work per byte as ingest's crypto.
+  retrieveCrypto: 'verify + decrypt crypto, 1 core',
+  roundTrip: 'empty loopback request',
+  memory: 'RAM',
+} as const;
+
+export function figureLimits(l: MachineLimits): FigureLimits {
+  const ing = ingestLimit(l);
+  const f = l.figures;
+  const retrieve = f.loopbackHttp.MBps <= f.ingestCrypto.MBps
+    ? { name: SHORT_LIMIT_LABELS.loopbackHttp, MBps: f.loopbackHttp.MBps }
+    : { name: SHORT_LIMIT_LABELS.retrieveCrypto, MBps: f.ingestCrypto.MBps };
+  // Results written before the round trip was measured have none.
+  const trip = (l as Partial<MachineLimits>).roundTrip;
+  return {
+    ingest: { name: ing.name === 'ingestCrypto' ? SHORT_LIMIT_LABELS.ingestCrypto : SHORT_LIMIT_LABELS.diskWrite1MiBFilesParallel, MBps: ing.MBps },
+    retrieve,
+    cryptoMBps: f.ingestCrypto.MBps,
+    roundTripMs: trip ? trip.medianMs : null,
+    memoryMiB: l.machine.memoryGiB * 1024,
+  };
+}
+
+// ---------- figures ----------
+
+/** A figure with the ratio ours/peer (better-is-bigger, as report.advantage) kept for the JSON. */
+export interface Figure extends ComparedFigure {
+  id: string;
+  ratio: number | null;
+}
+
+interface Extract {
+  id: string;
+  operation: string;
+  unit: string;
+  lowerIsBetter?: boolean;
+  digits?: number;
+  value: (r: SystemRun, s: ScenarioResult) => number | null;
+  ok: (r: SystemRun) => boolean;
+  limit?: (s: ScenarioResult, l: FigureLimits) => FigureLimit | undefined;
+  /** Only for scenarios where it means something. */
+  when?: (s: ScenarioResult) => boolean;
+}
+
+const rate = (bytes: number, seconds: number): number | null => (seconds > 0 ? bytes / 1e6 / seconds : null);
+const meanInstanceBytes = (s: ScenarioResult): number => s.bytes / s.instances;
+const okIngest = (r: SystemRun): boolean => r.ingest?.ok ?? false;
+const okRetrieve = (r: SystemRun): boolean => r.retrieve?.ok ?? false;
+/** One core's crypto per GiB, in CPU seconds: what the node cannot spend less than. */
+const cpuFloor = (l: FigureLimits): FigureLimit => ({ name: SHORT_LIMIT_LABELS.ingestCrypto, value: GiB / (l.cryptoMBps * 1e6), kind: 'floor' });
+const ram = (l: FigureLimits): FigureLimit => ({ name: SHORT_LIMIT_LABELS.memory, value: l.memoryMiB });
+const trip = (l: FigureLimits): FigureLimit | undefined =>
+  l.roundTripMs === null ? undefined : { name: SHORT_LIMIT_LABELS.roundTrip, value: l.roundTripMs, kind: 'floor' };
+
+function latencyFigures(id: string, operation: string, pick: (r: SystemRun) => LatencyResult | null, when?: (s: ScenarioResult) => boolean): Extract[] {
+  return (['median', 'p99'] as const).map((q) => ({
+    id: `${id}-${q}`,
+    operation: `${operation}, ${q}`,
+    unit: 'ms',
+    lowerIsBetter: true,
+    value: (r) => pick(r)?.[q] ?? null,
+    ok: (r) => pick(r)?.ok ?? false,
+    limit: (_s, l) => trip(l),
+    ...(when ? { when } : {}),
+  }));
+}
+
+const EXTRACTS: Extract[] = [
+  {
+    id: 'ingest-MBps',
+    operation: 'ingest (STOW)',
+    unit: 'MB/s',
+    value: (r) => (r.ingest ? rate(r.ingest.bytes, r.ingest.seconds) : null),
+    ok: okIngest,
+    limit: (_s, l) => ({ name: l.ingest.name, value: l.ingest.MBps }),
+  },
+  {
+    id: 'ingest-instances',
+    operation: 'ingest (STOW)',
+    unit: 'inst/s',
+    value: (r) => (r.ingest && r.ingest.seconds > 0 ? r.ingest.instances / r.ingest.seconds : null),
+    ok: okIngest,
+    // The byte ceiling in instances of this study's mean size.
+    limit: (s, l) => ({ name: l.ingest.name, value: (l.ingest.MBps * 1e6) / meanInstanceBytes(s) }),
+  },
+  {
+    id: 'ingest-rss',
+    operation: 'ingest: server peak RSS',
+    unit: 'MiB',
+    lowerIsBetter: true,
+    value: (r) => r.ingest?.peakRssMiB ?? null,
+    ok: okIngest,
+    limit: (_s, l) => ram(l),
+  },
+  {
+    id: 'ingest-cpu',
+    operation: 'ingest: server CPU per GiB',
+    unit: 'CPU-s/GiB',
+    lowerIsBetter: true,
+    value: (r) => (r.ingest ? cpuSecondsPerGiB(r.ingest.cpuSeconds, r.ingest.bytes) : null),
+    ok: okIngest,
+    limit: (_s, l) => cpuFloor(l),
+  },
+  {
+    id: 'stored-per-byte',
+    operation: 'bytes stored per byte ingested',
+    unit: 'B/B',
+    lowerIsBetter: true,
+    digits: 4,
+    value: (r, s) => (r.storedBytes === null ? null : r.storedBytes / s.bytes),
+    ok: okIngest,
+  },
+  {
+    id: 'retrieve-MBps',
+    operation: 'retrieve (WADO study)',
+    unit: 'MB/s',
+    value: (r) => (r.retrieve ? rate(r.retrieve.bytes, r.retrieve.seconds) : null),
+    ok: okRetrieve,
+    limit: (_s, l) => ({ name: l.retrieve.name, value: l.retrieve.MBps }),
+  },
+  {
+    id: 'retrieve-instances',
+    operation: 'retrieve (WADO study)',
+    unit: 'inst/s',
+    value: (r) => (r.retrieve && r.retrieve.seconds > 0 ? r.retrieve.parts / r.retrieve.seconds : null),
+    ok: okRetrieve,
+    limit: (s, l) => ({ name: l.retrieve.name, value: (l.retrieve.MBps * 1e6) / meanInstanceBytes(s) }),
+  },
+  {
+    id: 'retrieve-ttfb',
+    operation: 'retrieve: first byte',
+    unit: 'ms',
+    lowerIsBetter: true,
+    value: (r) => r.retrieve?.ttfbMs ?? null,
+    ok: okRetrieve,
+    limit: (_s, l) => trip(l),
+  },
+  {
+    id: 'retrieve-rss',
+    operation: 'retrieve: server peak RSS',
+    unit: 'MiB',
+    lowerIsBetter: true,
+    value: (r) => r.retrieve?.peakRssMiB ?? null,
+    ok: okRetrieve,
+    limit: (_s, l) => ram(l),
+  },
+  {
+    id: 'retrieve-cpu',
+    operation: 'retrieve: server CPU per GiB',
+    unit: 'CPU-s/GiB',
+    lowerIsBetter: true,
+    value: (r) => (r.retrieve ? cpuSecondsPerGiB(r.retrieve.cpuSeconds, r.retrieve.bytes) : null),
+    ok: okRetrieve,
+    limit: (_s, l) => cpuFloor(l),
+  },
+  ...latencyFigures('qido', 'QIDO /studies?PatientID=', (r) => r.qido),
+  ...latencyFigures('series-metadata', 'series metadata', (r) => r.seriesMetadata),
+  ...latencyFigures('frame', 'one frame of a huge instance', (r) => r.frames, (s) => s.shape === 'huge' && s.kind !== 'concurrent'),
+];
+
+/**
+ * Every figure of one scenario: ours, the peer's (the second run, when there is one), the ratio
+ * and the limit. A figure nobody measured is left out; one that only the peer lacks stays.
+ */
+export function scenarioFigures(s: ScenarioResult, limits: FigureLimits | null): Figure[] {
+  const ours = s.runs[0];
+  const peer = s.runs[1];
+  if (!ours) return [];
+  const out: Figure[] = [];
+  for (const x of EXTRACTS) {
+    if (x.when && !x.when(s)) continue;
+    const a = x.value(ours, s);
+    const b = peer ? x.value(peer, s) : undefined;
+    if (a === null && (b === null || b === undefined)) continue;
+    const limit = limits && x.limit ? x.limit(s, limits) : undefined;
+    const f: Figure = {
+      id: x.id,
+      scenario: s.label,
+      operation: x.operation,
+      unit: x.unit,
+      ours: a,
+      ...(peer ? { peer: b ?? null, peerOk: x.ok(peer) } : {}),
+      ...(x.lowerIsBetter ? { lowerIsBetter: true } : {}),
+      ...(limit ? { limit } : {}),
+      ...(x.digits !== undefined ? { digits: x.digits } : {}),
+      ok: x.ok(ours),
+      ratio: null,
+    };
+    f.ratio = advantage(f);
+    out.push(f);
+  }
+  return out;
+}
+
+// ---------- chart ----------
+
+/** Bars for bench/chart.ts: ingest and retrieval of every scenario, per system. */
+export function chartRows(results: readonly ScenarioResult[]): ChartRow[] {
+  const rows: ChartRow[] = [];
+  for (const s of results) {
+    for (const [op, pick] of [['ingest', (r: SystemRun) => r.ingest], ['retrieve', (r: SystemRun) => r.retrieve]] as const) {
+      for (const r of s.runs) {
+        const m = pick(r);
+        if (!m) continue;
+        rows.push({
+          group: `${op}, ${s.label}`,
+          system: r.system,
+          MBps: rate(m.bytes, m.seconds),
+          // Instance counts matter for small instances only (chart.ts: one axis for all groups).
+          ...(s.shape === 'small' ? { instancesPerSecond: m.seconds > 0 ? ('instances' in m ? m.instances : m.parts) / m.seconds : null } : {}),
+          peakRssMiB: m.peakRssMiB,
+        });
+      }
+    }
+  }
+  return rows;
+}
+
+/** The reference lines of the chart's MB/s panel. */
+export function chartLimits(l: MachineLimits): ChartLimit[] {
+  const f = l.figures;
+  return [
+    { label: SHORT_LIMIT_LABELS.ingestCrypto, MBps: f.ingestCrypto.MBps },
+    { label: SHORT_LIMIT_LABELS.diskWrite1MiBFilesParallel, MBps: f.diskWrite1MiBFilesParallel.MBps },
+    { label: SHORT_LIMIT_LABELS.loopbackHttp, MBps: f.loopbackHttp.MBps },
+  ];
+}
+
+// ---------- scale on paper ----------
+
+export interface HugeFootprint {
+  /** DICOM bytes of the study. */
+  bytes: number;
+  instances: number;
+  /** Frames of all instances. */
+  frames: number;
+  /** Node peak RSS while ingesting it. */
+  peakRssMiB: number;
+  ingestMBps: number;
+  footprint: Footprint;
+}
+
+/**
+ * The per-unit figures bench/scale.ts projects from: node and manifest sizes and bytes per byte
+ * from the largest huge study, catalog bytes per instance from the largest small one (per frame
+ * from the huge one beyond that), peak RSS at every huge size. null without a huge study on fs.
+ */
+export function measuredScale(input: {
+  huge: readonly HugeFootprint[];
+  small?: { instances: number; footprint: Footprint };
+  heldBytesPerChunk?: number;
+}): MeasuredScale | null {
+  if (input.huge.length === 0) return null;
+  const largest = input.huge.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+  const perInstance = input.small ? input.small.footprint.catalogBytes / input.small.instances : undefined;
+  const figures = footprintFigures(largest.footprint, {
+    bytes: largest.bytes,
+    instances: largest.instances,
+    studies: 1,
+    frames: largest.frames,
+    ...(perInstance !== undefined ? { catalogBytesPerInstance: perInstance } : {}),
+  });
+  return {
+    ...figures,
+    peakRss: [...input.huge].sort((a, b) => a.bytes - b.bytes).map((h) => ({ studyBytes: h.bytes, MiB: h.peakRssMiB })),
+    ingestMBps: largest.ingestMBps,
+    ...(input.heldBytesPerChunk !== undefined ? { heldBytesPerChunk: input.heldBytesPerChunk } : {}),
+  };
+}
