@@ -75,6 +75,23 @@ describe('CryptoPool', () => {
     await expect(pool.seal(key, 1, pool.takeSlot(1), 1, dropped)).rejects.toMatchObject({ code: 'INTERNAL' });
   });
 
+  it('ends a plaintext hash with its last seal: digest needs no round trip, and the hash takes no more seals', async () => {
+    const parts = [randomBytes(5000), randomBytes(300)];
+    const h = pool.startHash();
+    const slots = parts.map((p) => {
+      const slot = pool.takeSlot(p.length);
+      p.copy(slot.bytes);
+      return slot;
+    });
+    const sealing = parts.map((p, i) => pool.seal(key, i, slots[i]!, p.length, h, { last: i === parts.length - 1 }));
+    // Ended at once, before the last seal is back: later seals are refused.
+    await expect(pool.seal(key, 9, pool.takeSlot(1), 1, h)).rejects.toMatchObject({ code: 'INTERNAL' });
+    await Promise.all(sealing);
+    parts.forEach((p, i) => expect(slots[i]!.bytes.subarray(0, p.length + TAG_BYTES).equals(sealChunk(key, i, p))).toBe(true));
+    expect(await pool.digest(h)).toBe(createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
+    await expect(pool.digest(h)).rejects.toMatchObject({ code: 'INTERNAL' }); // taken
+  });
+
   it('opens what openChunk opens, and moves a block that owns its buffer', async () => {
     const plaintext = randomBytes(300_000);
     const block = sealChunk(key, 5, plaintext);
