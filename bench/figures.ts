@@ -477,3 +477,80 @@ export function measuredScale(input: {
     ...(input.heldBytesPerChunk !== undefined ? { heldBytesPerChunk: input.heldBytesPerChunk } : {}),
   };
 }
+
+// ---------- the issue's targets ----------
+
+export interface TargetCheck {
+  /** e.g. 'ingest ≥ 2× Orthanc MB/s' */
+  target: string;
+  scenario: string;
+  /** What was measured, e.g. '2.4× (312 vs 130 MB/s)'. */
+  measured: string;
+  /** null: not measurable in this run (no peer, no limits, one size only). */
+  met: boolean | null;
+}
+
+/** The peak RSS of ingest counts as flat when the peaks differ by less than this (scale.ts rssModel's noise). */
+export const FLAT_RSS_TOLERANCE = { fraction: 0.1, minMiB: 32 };
+
+/**
+ * The targets of issue 5, checked against one run's figures (fs store, same-run ratios). They are
+ * figures to reach, reported MET or MISSED, never assertions that stop the run.
+ */
+export function checkTargets(results: readonly ScenarioResult[], limits: FigureLimits | null): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  const fmt = (v: number): string => (Math.abs(v) >= 100 ? String(Math.round(v)) : String(Math.round(v * 10) / 10));
+  const vs = (target: string, s: ScenarioResult, a: number | null, b: number | null, unit: string, min: number, lowerIsBetter = false): void => {
+    if (s.runs.length < 2) return; // no peer ran: nothing to compare with
+    const ratio = a === null || b === null || !(a > 0) || !(b > 0) ? null : lowerIsBetter ? b / a : a / b;
+    out.push({
+      target,
+      scenario: s.label,
+      measured: ratio === null ? (b === null ? 'no peer figure' : 'not measured') : `${ratio.toFixed(2)}× (${fmt(a!)} vs ${fmt(b!)} ${unit})`,
+      met: ratio === null ? null : ratio >= min,
+    });
+  };
+  const ingestMBps = (r: SystemRun | undefined): number | null => (r?.ingest?.ok && r.ingest.seconds > 0 ? r.ingest.bytes / 1e6 / r.ingest.seconds : null);
+  const retrieveMBps = (r: SystemRun | undefined): number | null => (r?.retrieve?.ok && r.retrieve.seconds > 0 ? r.retrieve.bytes / 1e6 / r.retrieve.seconds : null);
+  const ingestInstances = (r: SystemRun | undefined): number | null => (r?.ingest?.ok && r.ingest.seconds > 0 ? r.ingest.instances / r.ingest.seconds : null);
+
+  for (const s of results) {
+    if (s.kind === 'concurrent') continue;
+    const [ours, peer] = s.runs;
+    const peerName = peer?.system ?? 'the peer';
+    if (s.shape === 'huge') {
+      vs(`ingest ≥ 2× ${peerName} MB/s`, s, ingestMBps(ours), ingestMBps(peer), 'MB/s', 2);
+      vs(`ingest peak RSS ≥ 10× below ${peerName}`, s, ours?.ingest?.peakRssMiB ?? null, peer?.ingest?.peakRssMiB ?? null, 'MiB', 10, true);
+      vs(`retrieval ≥ 2× ${peerName} MB/s`, s, retrieveMBps(ours), retrieveMBps(peer), 'MB/s', 2);
+      const ttfb = ours?.retrieve?.ok ? ours.retrieve.ttfbMs : null;
+      out.push({ target: 'retrieval first byte < 100 ms', scenario: s.label, measured: ttfb === null ? 'not measured' : `${fmt(ttfb)} ms`, met: ttfb === null ? null : ttfb < 100 });
+    } else {
+      vs(`ingest ≥ 2× ${peerName} instances/s`, s, ingestInstances(ours), ingestInstances(peer), 'inst/s', 2);
+      vs(`retrieval ≥ 0.8× ${peerName} MB/s`, s, retrieveMBps(ours), retrieveMBps(peer), 'MB/s', 0.8);
+    }
+    const mbps = ingestMBps(ours);
+    out.push({
+      target: 'ingest ≥ 70% of the lower of the disk and crypto limits',
+      scenario: s.label,
+      measured: mbps === null || limits === null ? (limits === null ? 'limits not measured' : 'not measured') : `${Math.round((mbps / limits.ingest.MBps) * 100)}% (${fmt(mbps)} of ${fmt(limits.ingest.MBps)} MB/s, ${limits.ingest.name})`,
+      met: mbps === null || limits === null ? null : mbps >= 0.7 * limits.ingest.MBps,
+    });
+  }
+
+  const peaks = results
+    .filter((s) => s.kind === 'huge' && s.runs[0]?.ingest?.ok)
+    .map((s) => ({ gib: s.bytes / GiB, MiB: s.runs[0]!.ingest!.peakRssMiB }))
+    .sort((a, b) => a.gib - b.gib);
+  if (peaks.length > 0) {
+    const lo = Math.min(...peaks.map((p) => p.MiB));
+    const hi = Math.max(...peaks.map((p) => p.MiB));
+    const tolerance = Math.max(FLAT_RSS_TOLERANCE.fraction * lo, FLAT_RSS_TOLERANCE.minMiB);
+    out.push({
+      target: 'ingest peak RSS flat across study sizes',
+      scenario: peaks.map((p) => `${Number(p.gib.toFixed(3))} GiB`).join(', '),
+      measured: peaks.map((p) => `${Math.round(p.MiB)} MiB`).join(', '),
+      met: peaks.length < 2 ? null : hi - lo < tolerance,
+    });
+  }
+  return out;
+}

@@ -4,7 +4,7 @@
 // and the scale projection. Only what the run measured; a part that did not run is left out.
 import type { AnchorBenchResult } from './anchor.ts';
 import type { BackendBenchRow } from './backends.ts';
-import type { Figure } from './figures.ts';
+import type { Figure, TargetCheck } from './figures.ts';
 import { limitsTable, type MachineLimits } from './limits.ts';
 import { comparisonTable, formatNumber, markdownTable } from './report.ts';
 
@@ -19,6 +19,8 @@ export interface ReportInput {
   load: { before: number[]; after: number[] };
   limits: MachineLimits | null;
   figures: Figure[];
+  /** The issue's targets, MET / MISSED / not measurable. */
+  targets: TargetCheck[];
   ours: string;
   /** e.g. 'Orthanc 1.10.1 (DICOMweb 1.7)'; null: no peer ran. */
   peer: string | null;
@@ -55,6 +57,11 @@ export function reportMarkdown(r: ReportInput): string {
     );
   }
 
+  if (r.targets.length > 0) {
+    out.push('#### Targets', '');
+    out.push(targetsTable(r.targets), '');
+  }
+
   if (r.limits) {
     const m = r.limits.machine;
     out.push('#### Limits of this machine, measured in the same run', '');
@@ -88,7 +95,7 @@ export function reportMarkdown(r: ReportInput): string {
     out.push(
       markdownTable(
         ['roots per batch', 'transactions', 'gas per batch', 'gas per study', 'receipt bytes', 'proof hashes', `cost per study at ${a.gasPriceGwei} gwei`],
-        a.rows.map((x) => [x.batchSize.toLocaleString('en-US'), x.transactions, x.gasPerBatch.toLocaleString('en-US'), x.gasPerStudy, x.receiptBytes, x.proofHashes, `${x.costPerStudy} ETH`]),
+        a.rows.map((x) => [x.batchSize.toLocaleString('en-US'), x.transactions, x.gasPerBatch.toLocaleString('en-US'), x.gasPerStudy.toLocaleString('en-US'), x.receiptBytes, x.proofHashes, `${x.costPerStudy} ETH`]),
         ['right', 'right', 'right', 'right', 'right', 'right', 'right'],
       ),
       '',
@@ -101,4 +108,11 @@ export function reportMarkdown(r: ReportInput): string {
   if (r.scale) out.push('#### Scale on paper (projected from this run\'s per-GiB figures)', '', r.scale.trimEnd(), '');
   if (r.notes.length > 0) out.push('#### Notes', '', ...r.notes.map((n) => `- ${n}`), '');
   return out.join('\n');
+}
+
+export function targetsTable(targets: readonly TargetCheck[]): string {
+  return markdownTable(
+    ['target', 'scenario', 'measured', ''],
+    targets.map((t) => [t.target, t.scenario, t.measured, t.met === null ? 'not measurable here' : t.met ? 'MET' : 'MISSED']),
+  );
 }

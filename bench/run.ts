@@ -15,6 +15,7 @@ import { renderChart } from './chart.ts';
 import {
   chartLimits,
   chartRows,
+  checkTargets,
   figureLimits,
   measuredScale,
   OURS,
@@ -29,7 +30,7 @@ import { limitsTable, measureLimits, type MachineLimits } from './limits.ts';
 import { serveNode } from './node-process.ts';
 import { BenchUsageError, HELP, parseBenchArgs, type BenchOptions } from './options.ts';
 import { startOrthanc } from './orthanc.ts';
-import { reportMarkdown } from './publish.ts';
+import { reportMarkdown, targetsTable } from './publish.ts';
 import { formatNumber, ofLimit, ratioText } from './report.ts';
 import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMarkdown, type Footprint, type MeasuredScale } from './scale.ts';
 import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
@@ -107,6 +108,7 @@ async function main(): Promise<void> {
   // ---------- figures and files ----------
   const fl = limits ? figureLimits(limits) : null;
   const figures: Figure[] = results.flatMap((s) => scenarioFigures(s, fl));
+  const targets = checkTargets(results, fl);
   const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
   const loadAfter = loadavg();
 
@@ -138,6 +140,7 @@ async function main(): Promise<void> {
     load: { before: loadBefore.map((x) => round(x, 2)), after: loadAfter.map((x) => round(x, 2)) },
     limits,
     figures,
+    targets,
     ours: oursDetail,
     peer: peerName,
     chart: wroteChart ? relative(dirname(files.report), files.chart) : null,
@@ -157,6 +160,7 @@ async function main(): Promise<void> {
     limits,
     scenarios: results,
     figures,
+    targets,
     backends,
     anchor,
     scale: scale ? { measured: scale } : null,
@@ -167,6 +171,7 @@ async function main(): Promise<void> {
   // ---------- console ----------
   if (limits) process.stdout.write(`\nLimits of this machine\n${limitsTable(limits)}\n\n`);
   if (figures.length > 0) console.table(figures.map(consoleRow(o.peer !== null)));
+  if (targets.length > 0) process.stdout.write(`\nTargets (issue 5)\n${targetsTable(targets)}\n\n`);
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
@@ -285,8 +290,11 @@ function runNotes(o: BenchOptions, results: ScenarioResult[], limits: MachineLim
         'a one-core limit (the figure then reads above 100%).',
     );
   }
-  notes.push('Retrieval runs right after ingest: blocks are read from the page cache where RAM holds them.');
-  if (o.store !== 'fs') notes.push(`Store ${o.store}: bytes stored ${o.store === 's3' ? 'are not measured (the blocks are in the S3 server)' : 'are the IPFS repository on disk'}; no scale projection (it reads the fs store).`);
+  if (results.length > 0) {
+    notes.push('Retrieval runs right after ingest: blocks are read from the page cache where RAM holds them.');
+    if (o.store === 's3') notes.push('Store s3: bytes stored are not measured (the blocks are in the S3 server); no scale projection (it reads the fs store).');
+    if (o.store === 'ipfs') notes.push('Store ipfs: bytes stored are the whole data directory with its IPFS repository; no scale projection (it reads the fs store).');
+  }
   for (const s of results) {
     for (const r of s.runs) {
       const problems = [...r.errors, ...(r.ingest?.failures ?? []), ...(r.retrieve?.failures ?? [])];

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   chartRows,
+  checkTargets,
   cpuSecondsPerGiB,
   figureLimits,
   hugeStudyShape,
@@ -282,6 +283,7 @@ describe('report formatting', () => {
       load: { before: [1, 1, 1], after: [2, 2, 2] },
       limits: null,
       figures: scenarioFigures(HUGE, LIMITS),
+      targets: [],
       ours: 'dicom-vault (fs store)',
       peer: 'Orthanc 1.10.1 (DICOMweb plugin 1.7)',
       chart: 'results.svg',
@@ -297,7 +299,8 @@ describe('report formatting', () => {
     expect(md).toContain('#### huge 1 GiB (4 × 256 MiB)');
     expect(md).toContain('| ingest (STOW) | 268 MB/s | 107 MB/s | 2.5× | 89% of 300 (disk, 1 MiB files + fsync) |');
     expect(md).toContain('- a note');
-    for (const absent of ['#### Limits', '#### Block stores', '#### Anchoring', '#### Scale']) expect(md).not.toContain(absent);
+    for (const absent of ['#### Limits', '#### Block stores', '#### Anchoring', '#### Scale', '#### Targets']) expect(md).not.toContain(absent);
+    expect(reportMarkdown({ ...base, targets: checkTargets([HUGE], LIMITS) })).toContain('| retrieval first byte < 100 ms | huge 1 GiB (4 × 256 MiB) | 20 ms | MET |');
     const withBackends = reportMarkdown({
       ...base,
       backends: [{ backend: 'ipfs', operation: 'ingest (STOW)', bytes: 1, seconds: 1, MBps: 150, ratioToFs: 0.5, nodePeakRssMiB: 200, nodeCpuSeconds: 3, ok: true }],
@@ -349,5 +352,56 @@ describe('scale inputs', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the issue\'s targets', () => {
+  const targets = checkTargets([HUGE], LIMITS);
+  const find = (t: string) => {
+    const x = targets.find((y) => y.target === t);
+    if (!x) throw new Error(`no target ${t}`);
+    return x;
+  };
+
+  it('huge instances: ingest and retrieval ratios, memory, first byte, share of the limit', () => {
+    expect(find('ingest ≥ 2× Orthanc MB/s')).toMatchObject({ measured: '2.50× (268 vs 107 MB/s)', met: true });
+    expect(find('ingest peak RSS ≥ 10× below Orthanc')).toMatchObject({ measured: '8.00× (100 vs 800 MiB)', met: false });
+    // The peer's retrieval failed: no ratio is claimed.
+    expect(find('retrieval ≥ 2× Orthanc MB/s')).toMatchObject({ measured: 'no peer figure', met: null });
+    expect(find('retrieval first byte < 100 ms').met).toBe(true);
+    expect(find('ingest ≥ 70% of the lower of the disk and crypto limits')).toMatchObject({ met: true });
+    expect(find('ingest ≥ 70% of the lower of the disk and crypto limits').measured).toMatch(/^89% \(268 of 300 MB\/s, disk/);
+  });
+
+  it('small instances: instances/s against 2×, retrieval against 0.8×', () => {
+    const { frameSource: _none, ...rest } = HUGE;
+    const small: ScenarioResult = { ...rest, id: 'small-8', shape: 'small', kind: 'small', label: 'small 8' };
+    const t = checkTargets([small], null);
+    expect(t.map((x) => x.target)).toEqual(['ingest ≥ 2× Orthanc instances/s', 'retrieval ≥ 0.8× Orthanc MB/s', 'ingest ≥ 70% of the lower of the disk and crypto limits']);
+    expect(t[1]).toMatchObject({ measured: 'no peer figure', met: null });
+    expect(t[0]).toMatchObject({ measured: '2.50× (1 vs 0.4 inst/s)', met: true });
+    expect(t[2]).toMatchObject({ measured: 'limits not measured', met: null });
+  });
+
+  it('peak RSS flat across sizes within noise; one size cannot tell', () => {
+    const at = (gib: number, MiB: number): ScenarioResult => ({
+      ...HUGE,
+      id: `huge-${gib}`,
+      bytes: gib * GiB,
+      runs: [run('dicom-vault', { ingest: { ...HUGE.runs[0]!.ingest!, peakRssMiB: MiB } })],
+    });
+    const flat = (rs: ScenarioResult[]) => checkTargets(rs, null).find((x) => x.target === 'ingest peak RSS flat across study sizes')!;
+    expect(flat([at(1, 150)]).met).toBeNull();
+    expect(flat([at(16, 170), at(1, 150)])).toMatchObject({ scenario: '1 GiB, 16 GiB', measured: '150 MiB, 170 MiB', met: true });
+    expect(flat([at(1, 150), at(16, 400)]).met).toBe(false);
+  });
+
+  it('without a peer, only the targets against the machine', () => {
+    const alone = checkTargets([{ ...HUGE, runs: [HUGE.runs[0]!] }], LIMITS).map((t) => t.target);
+    expect(alone).toEqual(['retrieval first byte < 100 ms', 'ingest ≥ 70% of the lower of the disk and crypto limits', 'ingest peak RSS flat across study sizes']);
+  });
+
+  it('concurrent scenarios have no target of their own', () => {
+    expect(checkTargets([{ ...HUGE, kind: 'concurrent' }], LIMITS).filter((t) => t.scenario === HUGE.label)).toEqual([]);
   });
 });
