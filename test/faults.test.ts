@@ -6,7 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedInstance, type GeneratedStudy } from '../bench/generate.ts';
 import { verifyStudy } from '../src/verify.ts';
 import { startTestNode, type TestNode } from './support/node.ts';
-import { multipartBody, postRaw, retrieve, stow, uidsIn } from './support/dicomweb.ts';
+import { getRaw, multipartBody, postRaw, retrieve, stow, uidsIn } from './support/dicomweb.ts';
+import { captureLogs } from './support/logs.ts';
+import { CID } from 'multiformats/cid';
+import { decodeInstanceNode } from '../ingest/dag.ts';
 
 async function bytesOf(inst: GeneratedInstance): Promise<Buffer> {
   const parts: Uint8Array[] = [];
@@ -16,6 +19,14 @@ async function bytesOf(inst: GeneratedInstance): Promise<Buffer> {
 
 function small(seed: number, instances = 2): GeneratedStudy {
   return planStudy({ kind: 'single', instances, rows: 32, columns: 32, seed });
+}
+
+/** The fs store's file of a block (the store names files by the CID's base32 form). */
+async function blockFile(dataDir: string, cid: CID): Promise<string> {
+  const name = cid.toString().toUpperCase().slice(1);
+  const found = (await allBlocks(dataDir)).filter((f) => f.endsWith(`/${name}.data`) || f.endsWith(`/${cid.toString()}.data`));
+  expect(found, `block file of ${cid}`).toHaveLength(1);
+  return found[0]!;
 }
 
 async function allBlocks(dataDir: string): Promise<string[]> {
@@ -32,6 +43,7 @@ describe('bad input and faults', () => {
   let node: TestNode;
   let good: GeneratedStudy;
   let goodBytes: Buffer[];
+  const logs = captureLogs();
 
   const studyList = async (): Promise<string> => (await retrieve(`${node.url}/studies`, 'application/dicom+json')).raw.toString();
 
@@ -45,7 +57,7 @@ describe('bad input and faults', () => {
   };
 
   beforeAll(async () => {
-    node = await startTestNode({ chunkSize: 4096 });
+    node = await startTestNode({ chunkSize: 4096, logger: logs.logger });
     good = small(1);
     goodBytes = await Promise.all(good.instances.map(bytesOf));
     const r = await stow(node.url, goodBytes);
@@ -195,38 +207,67 @@ describe('bad input and faults', () => {
     expect(node.vault.catalog.pendingAnchors(1000).map((a) => a.root)).toEqual(expect.arrayContaining(node.vault.catalog.versions(s.studyInstanceUID).map((v) => v.root)));
   });
 
-  it('fails retrieval of an instance whose stored block was altered, and verify names that block', async () => {
-    const s = planStudy({ kind: 'single', instances: 1, rows: 64, columns: 64, seed: 7 });
+  /** Stores a 64x64 instance (3 chunks of 4096 bytes) and flips one byte in its chunk `index`. */
+  const storeAndCorrupt = async (seed: number, index: number) => {
+    const s = planStudy({ kind: 'single', instances: 1, rows: 64, columns: 64, seed });
     const bytes = await bytesOf(s.instances[0]!);
     expect((await stow(node.url, [bytes])).status).toBe(200);
     const inst = node.vault.catalog.getInstance(s.instances[0]!.sopInstanceUID)!;
-    // Find the instance's 2nd chunk on disk and flip one byte in it.
-    const { CID } = await import('multiformats/cid');
-    const { decodeInstanceNode } = await import('../ingest/dag.ts');
     const nodeCid = CID.parse(inst.nodeCid);
     const instanceNode = decodeInstanceNode(await node.vault.store.get(nodeCid), nodeCid);
-    const victim = instanceNode.chunks[1]!.toString();
-    const file = (await allBlocks(node.dataDir)).find((f) => f.includes(victim.toUpperCase().slice(1)) || f.includes(victim));
-    expect(file, 'block file of chunk 1').toBeDefined();
-    const raw = await readFile(file!);
+    expect(instanceNode.chunks.length).toBeGreaterThan(index + 1); // a later chunk follows the victim
+    const victim = instanceNode.chunks[index]!;
+    const file = await blockFile(node.dataDir, victim);
+    const raw = await readFile(file);
     raw[100]! ^= 0x01;
-    await writeFile(file!, raw);
+    await writeFile(file, raw);
+    return {
+      study: s,
+      bytes,
+      victim: victim.toString(),
+      /** Offset of the corrupt chunk's first byte in the instance. */
+      offset: index * instanceNode.chunkSize,
+      url: `${node.url}/studies/${s.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}`,
+    };
+  };
 
-    const url = `${node.url}/studies/${s.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}`;
-    let failed = false;
-    try {
-      const r = await retrieve(url);
-      failed = r.status >= 500 || Buffer.compare(r.parts[0]?.body ?? Buffer.alloc(0), bytes) !== 0;
-      // The altered chunk is never delivered as data: what came back (if anything) is not the instance.
-      expect(r.status === 200 ? r.parts.length : 0).toBe(0);
-    } catch {
-      failed = true; // connection broken off mid-response
-    }
-    expect(failed).toBe(true);
+  it('answers 500 BLOCK_CORRUPT naming the block, before any data, when the first block of an instance was altered', async () => {
+    const c = await storeAndCorrupt(7, 0);
+    const r = await getRaw(c.url);
+    expect(r.status).toBe(500);
+    expect(r.complete).toBe(true);
+    const body = JSON.parse(r.body.toString());
+    expect(body.code).toBe('BLOCK_CORRUPT');
+    expect(body.message).toContain(c.victim);
+    expect(body.details.cid).toBe(c.victim);
+    expect(logs.find(c.victim, 50), 'an error log line naming the block').not.toHaveLength(0);
 
-    const report = await verifyStudy(node.vault, s.studyInstanceUID);
+    const report = await verifyStudy(node.vault, c.study.studyInstanceUID);
     expect(report.ok).toBe(false);
-    expect(report.problems.map((p) => p.cid)).toContain(victim);
+    expect(report.problems.map((p) => p.cid)).toContain(c.victim);
+    await stillIntact();
+  });
+
+  it('breaks the connection before any byte of an altered later block, logs its CID, and verify names it', async () => {
+    const c = await storeAndCorrupt(9, 1);
+    const r = await getRaw(c.url);
+    // Headers went out with the first (good) block; the only honest signal left is a broken stream.
+    expect(r.status).toBe(200);
+    expect(r.complete).toBe(false);
+    const boundary = /boundary=([^;]+)/.exec(String(r.headers['content-type']))![1]!;
+    expect(r.body.includes(Buffer.from(`--${boundary}--`))).toBe(false);
+    // What arrived is the part header, then a strict prefix of the instance that stops before the corrupt chunk.
+    const headerEnd = r.body.indexOf('\r\n\r\n');
+    const received = headerEnd < 0 ? Buffer.alloc(0) : r.body.subarray(headerEnd + 4);
+    // No byte of the corrupt chunk [offset, offset + chunkSize) arrived.
+    expect(received.length).toBeLessThanOrEqual(c.offset);
+    expect(received.length).toBeLessThan(c.bytes.length);
+    expect(Buffer.compare(received, c.bytes.subarray(0, received.length))).toBe(0);
+    expect(logs.find(c.victim, 40), 'a log line naming the block').not.toHaveLength(0);
+
+    const report = await verifyStudy(node.vault, c.study.studyInstanceUID);
+    expect(report.ok).toBe(false);
+    expect(report.problems.map((p) => p.cid)).toContain(c.victim);
     await stillIntact();
   });
 
@@ -235,8 +276,6 @@ describe('bad input and faults', () => {
     const bytes = await bytesOf(s.instances[0]!);
     expect((await stow(node.url, [bytes])).status).toBe(200);
     const inst = node.vault.catalog.getInstance(s.instances[0]!.sopInstanceUID)!;
-    const { CID } = await import('multiformats/cid');
-    const { decodeInstanceNode } = await import('../ingest/dag.ts');
     const nodeCid = CID.parse(inst.nodeCid);
     const first = decodeInstanceNode(await node.vault.store.get(nodeCid), nodeCid).chunks[0]!;
     await node.vault.store.delete(first);

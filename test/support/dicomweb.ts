@@ -1,6 +1,7 @@
 // A small DICOMweb client for the tests: builds STOW bodies and splits multipart responses.
 // Deliberately independent of the node's own multipart code, so the two check each other.
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 
 export interface StowResult {
   status: number;
@@ -80,4 +81,26 @@ export async function retrieve(url: string, accept = 'multipart/related; type="a
 
 export function uidsIn(seq: { Value?: any[] } | undefined, tag = '00081155'): string[] {
   return (seq?.Value ?? []).map((item: any) => item[tag]?.Value?.[0]);
+}
+
+export interface RawResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  /** Every byte received, also when the connection broke off. */
+  body: Buffer;
+  /** False when the connection ended before the response did (a broken-off stream). */
+  complete: boolean;
+}
+
+/** A GET that keeps whatever arrived before a broken connection (fetch would throw it away). */
+export function getRaw(url: string, accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers: { accept }, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', () => undefined); // 'aborted' after a broken connection: seen as !complete
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete: res.complete }));
+    });
+    req.on('error', reject);
+  });
 }
