@@ -1,7 +1,7 @@
 // `dicom-vault serve`: opens the data directory and serves DICOMweb until told to stop.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { logAuditSink, openPolicy } from './access.ts';
+import { logAuditSink, openPolicy, type AccessPolicy, type AuditSink } from './access.ts';
 import { buildApp } from './app.ts';
 import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
 import { createLogger, openVault, type Vault } from './vault.ts';
@@ -23,6 +23,10 @@ export interface StartNodeExtras {
   anchoring?: boolean;
   /** Anchor service tuning (tests). */
   anchorService?: AnchorServiceOptions;
+  /** Who may do what (src/access.ts). Default openPolicy: the node listens on loopback. */
+  access?: AccessPolicy;
+  /** Where every access is recorded. Default: the node's log (logAuditSink). */
+  audit?: AuditSink;
 }
 
 export async function startNode(options: NodeOptions, logger: Logger = createLogger(options.logLevel), extras: StartNodeExtras = {}): Promise<RunningNode> {
@@ -43,8 +47,8 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     catalog: vault.catalog,
     writer: vault.writer,
     chunkSize: options.chunkSize,
-    access: openPolicy,
-    audit: logAuditSink(logger),
+    access: extras.access ?? openPolicy,
+    audit: extras.audit ?? logAuditSink(logger),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
   });
   try {

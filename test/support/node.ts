@@ -2,18 +2,33 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveNodeOptions } from '../../src/config.ts';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { AccessPolicy, AuditSink } from '../../src/access.ts';
+import { buildApp } from '../../src/app.ts';
+import { DICOMWEB_PREFIX, resolveNodeOptions } from '../../src/config.ts';
 import { startNode, type RunningNode } from '../../src/server.ts';
-import { createLogger } from '../../src/vault.ts';
+import { createLogger, openVault, type Vault } from '../../src/vault.ts';
+import { logAuditSink, openPolicy } from '../../src/access.ts';
+import type { BlockStore } from '../../storage/block-store.ts';
 
 export interface TestNode extends RunningNode {
   dataDir: string;
   stop(): Promise<void>;
 }
 
-export async function startTestNode(extra: { chunkSize?: number; dataDir?: string } = {}): Promise<TestNode> {
-  const dataDir = extra.dataDir ?? (await mkdtemp(join(tmpdir(), 'dicom-vault-test-')));
-  const options = resolveNodeOptions(
+export interface TestNodeOptions {
+  chunkSize?: number;
+  /** Kept after stop() when given (restart tests). Default: a fresh temp dir, removed on stop(). */
+  dataDir?: string;
+  /** Default: silent (or TEST_LOG_LEVEL). Pass captureLogs().logger to assert on what is logged. */
+  logger?: Logger;
+  access?: AccessPolicy;
+  audit?: AuditSink;
+}
+
+function testOptions(extra: TestNodeOptions, dataDir: string) {
+  return resolveNodeOptions(
     {
       port: '0',
       'data-dir': dataDir,
@@ -21,13 +36,64 @@ export async function startTestNode(extra: { chunkSize?: number; dataDir?: strin
     },
     {},
   );
-  const node = await startNode(options, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
+}
+
+export async function startTestNode(extra: TestNodeOptions = {}): Promise<TestNode> {
+  const dataDir = extra.dataDir ?? (await mkdtemp(join(tmpdir(), 'dicom-vault-test-')));
+  const options = testOptions(extra, dataDir);
+  const node = await startNode(options, extra.logger ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'), {
+    ...(extra.access ? { access: extra.access } : {}),
+    ...(extra.audit ? { audit: extra.audit } : {}),
+  });
   return {
     ...node,
     dataDir,
     async stop() {
       await node.close();
       if (!extra.dataDir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestApp {
+  url: string;
+  dataDir: string;
+  vault: Vault;
+  app: FastifyInstance;
+  stop(): Promise<void>;
+}
+
+/**
+ * The same app factory and vault as startTestNode, with the app's block store wrapped (to count
+ * or fail reads). startNode does not take a store: a running node always uses its vault's.
+ */
+export async function startTestApp(extra: Omit<TestNodeOptions, 'dataDir'> & { wrapStore: (store: BlockStore) => BlockStore }): Promise<TestApp> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-test-'));
+  const options = testOptions(extra, dataDir);
+  const logger = extra.logger ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  const vault = await openVault(options, logger);
+  const app = buildApp({
+    logger,
+    store: extra.wrapStore(vault.store),
+    keys: vault.keys,
+    catalog: vault.catalog,
+    writer: vault.writer,
+    chunkSize: options.chunkSize,
+    access: extra.access ?? openPolicy,
+    audit: extra.audit ?? logAuditSink(logger),
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}${DICOMWEB_PREFIX}`,
+    dataDir,
+    vault,
+    app,
+    async stop() {
+      await app.close();
+      await vault.close();
+      await rm(dataDir, { recursive: true, force: true });
     },
   };
 }
