@@ -13,8 +13,11 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // One anvil for the whole run, shared by the anchor suites (test/support/anvil.ts).
+    globalSetup: ['test/support/global-setup.ts'],
     // Spawned `dicom-vault serve` processes would each start the embedded chain on port 8545;
-    // the anchor suites run their own chain and turn anchoring on where they test it.
+    // the anchor suites use the run's shared chain (or a private one) and turn anchoring on where
+    // they test it.
     env: { DICOM_VAULT_CHAIN: 'none' },
   },
 });

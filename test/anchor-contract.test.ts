@@ -5,7 +5,7 @@ import { BaseError, ContractFunctionRevertedError, createWalletClient, http, par
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ARTIFACT_PATH, compileAnchorContract } from '../anchor/contract/compile.ts';
 import { anchorAbi, anchorArtifact } from '../anchor/contract/abi.ts';
-import { startTestChain, type TestChain } from './support/anvil.ts';
+import { useSharedChain, type TestChain } from './support/anvil.ts';
 
 describe('DicomVaultAnchor source and artifact', () => {
   it('the committed artifact is exactly what solc compiles from DicomVaultAnchor.sol', async () => {
@@ -30,7 +30,7 @@ describe('DicomVaultAnchor source and artifact', () => {
 describe('DicomVaultAnchor on a real chain', () => {
   let chain: TestChain;
   beforeAll(async () => {
-    chain = await startTestChain();
+    chain = await useSharedChain();
   });
   afterAll(async () => chain?.stop());
 

@@ -1,6 +1,7 @@
-// The anchor service against a real local chain (one anvil for the file): batching by count and
-// by time, receipts for every leaf, the queue across a restart, an outage, and what public
-// chains do to transactions: drop them, leave them stuck, replace them, reorganise them away.
+// The anchor service against a real local chain: batching by count and by time, receipts for
+// every leaf, the queue across a restart, an outage, and what public chains do to transactions: drop them,
+// leave them stuck, replace them, reorganise them away. Most tests run on the test run's shared
+// anvil (globalSetup); those that mine by hand, rewind or stop their chain have one of their own.
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -18,23 +19,24 @@ import { createChainClient, type ChainClient } from '../anchor/chain/client.ts';
 import { AnchorService, type AnchorEvents, type AnchorServiceOptions } from '../anchor/service.ts';
 import { AnchorState } from '../anchor/state.ts';
 import { verifyReceipt } from '../anchor/verify-receipt.ts';
-import { startTestChain, type TestChain } from './support/anvil.ts';
+import { startTestChain, useSharedChain, type PrivateTestChain, type TestChain } from './support/anvil.ts';
 
 const silent = pino({ level: 'silent' });
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 
-let chain: TestChain;
+let shared: TestChain;
 const dirs: string[] = [];
 beforeAll(async () => {
-  chain = await startTestChain();
+  shared = await useSharedChain();
 });
 afterAll(async () => {
-  await chain?.stop();
+  await shared?.stop();
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
-/** A node's two databases in a temp dir, a clock, and a service signing with dev account `account`. */
+/** A node's two databases in a temp dir, a clock, and a service signing with the suite's account `account`. */
 class Rig {
+  readonly on: TestChain;
   dir = '';
   catalog!: Catalog;
   state!: AnchorState;
@@ -42,19 +44,24 @@ class Rig {
   clock = T0;
   events: Array<{ name: keyof AnchorEvents; data: unknown }> = [];
 
-  static async create(account: number, options: AnchorServiceOptions = {}, client?: ChainClient, on: TestChain = chain): Promise<Rig> {
-    const rig = new Rig();
+  constructor(on: TestChain) {
+    this.on = on;
+  }
+
+  /** A rig on `on` (default: the shared chain). */
+  static async create(account: number, options: AnchorServiceOptions = {}, client?: ChainClient, on: TestChain = shared): Promise<Rig> {
+    const rig = new Rig(on);
     rig.dir = await mkdtemp(join(tmpdir(), 'dicom-vault-anchor-'));
     dirs.push(rig.dir);
-    rig.open(account, options, client, on);
+    rig.open(account, options, client);
     return rig;
   }
 
-  open(account: number, options: AnchorServiceOptions = {}, client: ChainClient = chain.client(account), on: TestChain = chain): void {
+  open(account: number, options: AnchorServiceOptions = {}, client: ChainClient = this.on.client(account)): void {
     this.catalog = Catalog.open({ path: join(this.dir, 'catalog.db') });
     this.state = AnchorState.open({ path: join(this.dir, 'anchor.db') });
     this.service = new AnchorService(
-      { state: this.state, catalog: this.catalog, client, chainId: on.chainId, contract: on.contract, logger: silent },
+      { state: this.state, catalog: this.catalog, client, chainId: this.on.chainId, contract: this.on.contract, logger: silent },
       { batchMaxLeaves: 1000, batchIntervalS: 60, confirmations: 1, now: () => this.clock, ...options },
     );
     for (const name of ['batch-closed', 'submitted', 'included', 'confirmed', 'reorged', 'chain-error'] as const) {
@@ -97,7 +104,7 @@ class Rig {
     for (const root of roots) {
       const receipt = this.state.receipt(root);
       expect(receipt, `receipt of ${root}`).toBeDefined();
-      const v = await verifyReceipt({ receipt, client: chain.client(0), expectedCid: root });
+      const v = await verifyReceipt({ receipt, client: this.on.client(0), expectedCid: root });
       expect(v.failed, JSON.stringify(v.checks)).toEqual([]);
     }
   }
@@ -105,7 +112,7 @@ class Rig {
 
 const study = (n: number): string => `1.2.826.0.1.3680043.8.498.${n}`;
 
-describe('anchor service on a real chain', () => {
+describe('anchor service on the shared chain', () => {
   it('closes a batch after N roots or T seconds, anchors each in one transaction, and issues a receipt for every leaf', async () => {
     const rig = await Rig.create(1, { batchMaxLeaves: 3, batchIntervalS: 60 });
     const roots = [rig.commit(study(1)), rig.commit(study(1)), rig.commit(study(2)), rig.commit(study(1)), rig.commit(study(3)), rig.commit(study(2)), rig.commit(study(1))];
@@ -129,7 +136,7 @@ describe('anchor service on a real chain', () => {
     // One transaction per batch, each anchoring exactly its root; three roots cost what one does.
     const gas: bigint[] = [];
     for (const b of batches) {
-      const tx = await chain.client(0).public.getTransactionReceipt({ hash: b.txHash! });
+      const tx = await shared.client(0).public.getTransactionReceipt({ hash: b.txHash! });
       const events = parseEventLogs({ abi: anchorAbi, logs: tx.logs, eventName: 'Anchored' });
       expect(events.map((e) => e.args.root)).toEqual([b.root]);
       gas.push(tx.gasUsed);
@@ -142,30 +149,9 @@ describe('anchor service on a real chain', () => {
     await rig.close();
   });
 
-  it('shows each study version as pending, then submitted, then confirmed', async () => {
-    const rig = await Rig.create(2, { batchIntervalS: 0 });
-    const root = rig.commit(study(10));
-    expect(rig.state.leaf(root)).toBeUndefined(); // still in the catalog's queue: pending
-    await chain.test.setAutomine(false);
-    try {
-      await rig.service.tick();
-      expect(rig.state.leaf(root)?.state).toBe('submitted');
-      expect(rig.state.receipt(root)).toBeUndefined();
-      await rig.service.tick();
-      expect(rig.state.leaf(root)?.state).toBe('submitted'); // in the pool, not mined
-      await chain.test.mine({ blocks: 1 });
-      await rig.service.tick();
-      expect(rig.state.leaf(root)?.state).toBe('confirmed');
-    } finally {
-      await chain.test.setAutomine(true);
-    }
-    expect(rig.state.studyLeaves(study(10)).map((l) => [l.version, l.state])).toEqual([[1, 'confirmed']]);
-    await rig.close();
-  });
-
   it('keeps its queue across a restart, anchoring what waited before and what came during', async () => {
     // First run: the chain cannot be reached, so the batch closes but is never sent.
-    const dead = createChainClient({ rpcUrl: 'http://127.0.0.1:9', account: chain.client(3).account!, timeoutMs: 2_000 });
+    const dead = createChainClient({ rpcUrl: 'http://127.0.0.1:9', account: shared.client(3).account!, timeoutMs: 2_000 });
     const rig = await Rig.create(3, { batchIntervalS: 0 }, dead);
     const before = [rig.commit(study(20)), rig.commit(study(21)), rig.commit(study(20))];
     const err = await rig.service.tick().catch((e: unknown) => e);
@@ -193,19 +179,65 @@ describe('anchor service on a real chain', () => {
     await rig.close();
   });
 
+  it('adopts the anchoring when someone else anchors the same root first', async () => {
+    const rig = await Rig.create(8, { batchIntervalS: 0 });
+    const root = rig.commit(study(80));
+    // The batch is made, but before the node sends it someone copies the root to the contract.
+    rig.state.enqueue(rig.catalog.pendingAnchors(10));
+    rig.catalog.markAnchored([root]);
+    const batch = rig.state.closeBatch(10, new Date(rig.clock).toISOString())!;
+    const other = shared.client(9);
+    const wallet = createWalletClient({ account: other.account!, transport: http(shared.rpcUrl) });
+    const foreignTx = await wallet.writeContract({ address: shared.contract, abi: anchorAbi, functionName: 'anchor', args: [batch.root as Hex], chain: null });
+    await rig.tickUntil(() => rig.state.leaf(root)?.state === 'confirmed');
+    expect(rig.submitted()).toEqual([]); // never paid for it
+    expect(rig.state.batches()[0]!.txHash).toBe(foreignTx);
+    await rig.expectReceiptsHold([root]);
+    await rig.close();
+  });
+});
+
+describe('what public chains do to transactions (a private chain, mined by hand)', () => {
+  let own: PrivateTestChain;
+  beforeAll(async () => {
+    own = await startTestChain();
+  });
+  afterAll(async () => own?.stop());
+
+  it('shows each study version as pending, then submitted, then confirmed', async () => {
+    const rig = await Rig.create(2, { batchIntervalS: 0 }, undefined, own);
+    const root = rig.commit(study(10));
+    expect(rig.state.leaf(root)).toBeUndefined(); // still in the catalog's queue: pending
+    await own.test.setAutomine(false);
+    try {
+      await rig.service.tick();
+      expect(rig.state.leaf(root)?.state).toBe('submitted');
+      expect(rig.state.receipt(root)).toBeUndefined();
+      await rig.service.tick();
+      expect(rig.state.leaf(root)?.state).toBe('submitted'); // in the pool, not mined
+      await own.test.mine({ blocks: 1 });
+      await rig.service.tick();
+      expect(rig.state.leaf(root)?.state).toBe('confirmed');
+    } finally {
+      await own.test.setAutomine(true);
+    }
+    expect(rig.state.studyLeaves(study(10)).map((l) => [l.version, l.state])).toEqual([[1, 'confirmed']]);
+    await rig.close();
+  });
+
   it('while the chain is down, keeps queueing and backs off; when it is back, anchors', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'dicom-vault-outage-'));
     dirs.push(dir);
-    const own = await startTestChain({ statePath: join(dir, 'anvil.json') });
-    const port = own.anvil.port;
-    const client = createChainClient({ rpcUrl: own.rpcUrl, account: own.client(1).account!, timeoutMs: 2_000 });
-    const rig = await Rig.create(1, { batchIntervalS: 0, pollIntervalMs: 10, retryMinMs: 20, retryMaxMs: 160 }, client, own);
+    const down = await startTestChain({ statePath: join(dir, 'anvil.json') });
+    const port = down.anvil.port;
+    const client = createChainClient({ rpcUrl: down.rpcUrl, account: down.client(1).account!, timeoutMs: 2_000 });
+    const rig = await Rig.create(1, { batchIntervalS: 0, pollIntervalMs: 10, retryMinMs: 20, retryMaxMs: 160 }, client, down);
     const errors: number[] = [];
     rig.service.on('chain-error', (e) => {
       if (isVaultError(e.error, 'CHAIN_UNAVAILABLE')) errors.push(e.retryInMs);
     });
 
-    await own.anvil.stop(); // chain down (its state is written to the file)
+    await down.anvil.stop(); // chain down (its state is written to the file)
     const roots = [rig.commit(study(30)), rig.commit(study(31))];
     rig.service.start();
     while (errors.length < 5) await once(rig.service, 'chain-error');
@@ -227,36 +259,37 @@ describe('anchor service on a real chain', () => {
     } finally {
       await rig.close();
       await back.stop();
+      await down.stop(); // its anvil is long gone: this removes its key files
     }
   });
 
   it('sends a dropped transaction again with the same nonce', async () => {
-    const rig = await Rig.create(4, { batchIntervalS: 0 });
+    const rig = await Rig.create(4, { batchIntervalS: 0 }, undefined, own);
     const root = rig.commit(study(40));
-    await chain.test.setAutomine(false);
+    await own.test.setAutomine(false);
     try {
       await rig.service.tick();
       const [first] = rig.submitted();
       expect(first?.reason).toBe('new');
-      await chain.test.dropTransaction({ hash: first!.txHash });
+      await own.test.dropTransaction({ hash: first!.txHash });
       await rig.service.tick();
       const second = rig.submitted()[1]!;
       expect(second).toMatchObject({ reason: 'dropped', nonce: first!.nonce });
       expect(second.txHash).not.toBe(first!.txHash);
-      await chain.test.mine({ blocks: 1 });
+      await own.test.mine({ blocks: 1 });
       await rig.tickUntil(() => rig.state.leaf(root)?.state === 'confirmed');
       expect(rig.state.batches()[0]!.txHash).toBe(second.txHash);
     } finally {
-      await chain.test.setAutomine(true);
+      await own.test.setAutomine(true);
     }
     await rig.expectReceiptsHold([root]);
     await rig.close();
   });
 
   it('replaces a transaction stuck in the pool with higher fees', async () => {
-    const rig = await Rig.create(5, { batchIntervalS: 0, resendAfterS: 120 });
+    const rig = await Rig.create(5, { batchIntervalS: 0, resendAfterS: 120 }, undefined, own);
     const root = rig.commit(study(50));
-    await chain.test.setAutomine(false);
+    await own.test.setAutomine(false);
     try {
       await rig.service.tick();
       const feeBefore = rig.state.batches()[0]!.maxFeePerGas!;
@@ -267,28 +300,28 @@ describe('anchor service on a real chain', () => {
       const [first, second] = rig.submitted();
       expect(second).toMatchObject({ reason: 'stuck', nonce: first!.nonce });
       expect(rig.state.batches()[0]!.maxFeePerGas! > feeBefore).toBe(true);
-      await chain.test.mine({ blocks: 1 });
+      await own.test.mine({ blocks: 1 });
       await rig.tickUntil(() => rig.state.leaf(root)?.state === 'confirmed');
       expect(rig.state.batches()[0]!.txHash).toBe(second!.txHash);
     } finally {
-      await chain.test.setAutomine(true);
+      await own.test.setAutomine(true);
     }
     await rig.expectReceiptsHold([root]);
     await rig.close();
   });
 
   it('sends the root afresh when another transaction takes its nonce', async () => {
-    const rig = await Rig.create(6, { batchIntervalS: 0 });
+    const rig = await Rig.create(6, { batchIntervalS: 0 }, undefined, own);
     const root = rig.commit(study(60));
-    const account = chain.client(6).account!;
-    await chain.test.setAutomine(false);
+    const account = own.client(6).account!;
+    await own.test.setAutomine(false);
     try {
       await rig.service.tick();
       const [first] = rig.submitted();
       // The operator (or a wallet) replaces it: same nonce, higher fees, something else.
       const raw = await account.signTransaction!({
         type: 'eip1559',
-        chainId: chain.chainId,
+        chainId: own.chainId,
         nonce: first!.nonce,
         to: account.address,
         value: 0n,
@@ -296,60 +329,43 @@ describe('anchor service on a real chain', () => {
         maxFeePerGas: 100_000_000_000n,
         maxPriorityFeePerGas: 50_000_000_000n,
       });
-      await chain.client(0).public.request({ method: 'eth_sendRawTransaction', params: [raw] });
-      await chain.test.mine({ blocks: 1 });
+      await own.client(0).public.request({ method: 'eth_sendRawTransaction', params: [raw] });
+      await own.test.mine({ blocks: 1 });
       await rig.service.tick();
       const second = rig.submitted()[1]!;
       expect(second.reason).toBe('replaced');
       expect(second.nonce).toBe(first!.nonce + 1);
-      await chain.test.mine({ blocks: 1 });
+      await own.test.mine({ blocks: 1 });
       await rig.tickUntil(() => rig.state.leaf(root)?.state === 'confirmed');
     } finally {
-      await chain.test.setAutomine(true);
+      await own.test.setAutomine(true);
     }
     await rig.expectReceiptsHold([root]);
     await rig.close();
   });
 
   it('anchors a batch again when its block is reorganised away before its confirmations', async () => {
-    const rig = await Rig.create(7, { batchIntervalS: 0, confirmations: 3 });
+    const rig = await Rig.create(7, { batchIntervalS: 0, confirmations: 3 }, undefined, own);
     const root = rig.commit(study(70));
-    const snapshot = await chain.test.snapshot();
+    const snapshot = await own.test.snapshot();
     await rig.tickUntil(() => rig.state.batches()[0]?.blockNumber != null);
     const mined = rig.state.batches()[0]!;
     expect(mined.state).toBe('submitted');
     expect(mined.confirmations).toBe(1);
     // The block goes: the chain returns to before it and grows another way.
-    await chain.test.revert({ id: snapshot });
-    await chain.test.mine({ blocks: 2 });
-    expect((await chain.client(0).public.getBlock({ blockNumber: BigInt(mined.blockNumber!) })).hash).not.toBe(mined.blockHash);
+    await own.test.revert({ id: snapshot });
+    await own.test.mine({ blocks: 2 });
+    expect((await own.client(0).public.getBlock({ blockNumber: BigInt(mined.blockNumber!) })).hash).not.toBe(mined.blockHash);
     await rig.service.tick();
     expect(rig.events.some((e) => e.name === 'reorged')).toBe(true);
     expect(rig.submitted().at(-1)?.reason).toBe('reorged');
     await rig.service.tick();
     expect(rig.state.leaf(root)?.state).toBe('submitted'); // 1 of 3 confirmations
-    await chain.test.mine({ blocks: 2 });
+    await own.test.mine({ blocks: 2 });
     await rig.tickUntil(() => rig.state.leaf(root)?.state === 'confirmed');
     const final = rig.state.batches()[0]!;
     expect(final.blockHash).not.toBe(mined.blockHash);
     expect(final.confirmations).toBeGreaterThanOrEqual(3);
-    await rig.expectReceiptsHold([root]);
-    await rig.close();
-  });
-
-  it('adopts the anchoring when someone else anchors the same root first', async () => {
-    const rig = await Rig.create(8, { batchIntervalS: 0 });
-    const root = rig.commit(study(80));
-    // The batch is made, but before the node sends it someone copies the root to the contract.
-    rig.state.enqueue(rig.catalog.pendingAnchors(10));
-    rig.catalog.markAnchored([root]);
-    const batch = rig.state.closeBatch(10, new Date(rig.clock).toISOString())!;
-    const other = chain.client(9);
-    const wallet = createWalletClient({ account: other.account!, transport: http(chain.rpcUrl) });
-    const foreignTx = await wallet.writeContract({ address: chain.contract, abi: anchorAbi, functionName: 'anchor', args: [batch.root as Hex], chain: null });
-    await rig.tickUntil(() => rig.state.leaf(root)?.state === 'confirmed');
-    expect(rig.submitted()).toEqual([]); // never paid for it
-    expect(rig.state.batches()[0]!.txHash).toBe(foreignTx);
     await rig.expectReceiptsHold([root]);
     await rig.close();
   });

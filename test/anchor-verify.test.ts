@@ -24,7 +24,7 @@ import type { ReceiptJson } from '../anchor/receipt.ts';
 import { verifyReceipt, type ReceiptCheckName } from '../anchor/verify-receipt.ts';
 import { stow } from './support/dicomweb.ts';
 import { run as runCli } from './support/process.ts';
-import { startTestChain, type TestChain } from './support/anvil.ts';
+import { useSharedChain, type TestChain } from './support/anvil.ts';
 
 const dirs: string[] = [];
 async function tempDir(): Promise<string> {
@@ -62,7 +62,7 @@ const studies: Array<{ studyUID: string; root: string; receipt: ReceiptJson }> =
 const nodeFlags = (): Record<string, string> => ({ 'chain-rpc': chain.rpcUrl, 'chain-id': String(chain.chainId) });
 
 beforeAll(async () => {
-  chain = await startTestChain();
+  chain = await useSharedChain();
   dataDir = await tempDir();
   const options = resolveNodeOptions(
     {

@@ -1,61 +1,96 @@
-// A real local EVM node for an anchor suite: one anvil process per test file (port chosen by
-// anvil), the anchoring contract deployed from the committed artifact, and anvil's test RPC
-// (mine, automine, snapshot/revert, drop) to stage what public chains do: reorgs, dropped and
-// replaced transactions, outages.
+// Real local EVM nodes for the anchor suites.
+//
+// - useSharedChain(): the one anvil of the test run, started by vitest's globalSetup
+//   (global-setup.ts) and handed over by `inject('anvil')`. Suites run in parallel on it, so each
+//   deploys its own DicomVaultAnchor and signs with accounts of its own (fresh keys funded with
+//   anvil_setBalance): no two suites ever share a nonce or a contract. Nothing on it may be
+//   stopped, rewound, or mined by hand: the type offers no test client.
+// - startTestChain(): a private anvil for a suite that stages what public chains do with
+//   anvil's test RPC (mine, automine off, snapshot/revert, drop) or stops the chain.
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createTestClient, http, toHex, type Address, type Hex } from 'viem';
-import { mnemonicToAccount, type HDAccount } from 'viem/accounts';
+import { createTestClient, http, parseEther, type Address, type Hex } from 'viem';
+import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
+import { inject } from 'vitest';
 import { startAnvil, type AnvilOptions, type AnvilProcess } from '../../anchor/anvil.ts';
 import { createChainClient, type ChainClient } from '../../anchor/chain/client.ts';
 import { deployAnchorContract } from '../../anchor/chain/deploy-contract.ts';
 
-/** anvil's public dev mnemonic: ten funded accounts, a different one per test so nonces never clash. */
-const DEV_MNEMONIC = 'test test test test test test test test test test test junk';
-
-export function devAccount(index: number): HDAccount {
-  return mnemonicToAccount(DEV_MNEMONIC, { addressIndex: index });
-}
-
-export function devKey(index: number): Hex {
-  return toHex(devAccount(index).getHdKey().privateKey!);
-}
+/** Signing accounts per suite; tests pick them by index so that concurrent signers never share a nonce. */
+export const TEST_ACCOUNTS = 10;
+const FUNDS = parseEther('1000');
 
 export interface TestChain {
-  anvil: AnvilProcess;
   rpcUrl: string;
   chainId: number;
-  /** DicomVaultAnchor deployed by account 0. */
+  /** DicomVaultAnchor, deployed by this suite's account 0. */
   contract: Address;
-  /** A client signing with dev account `index`. */
+  /** A client signing with this suite's account `index` (0 to TEST_ACCOUNTS - 1). */
   client(index: number): ChainClient;
-  test: ReturnType<typeof createTestClient<'anvil', ReturnType<typeof http>>>;
-  /** A 0600 key file holding dev account `index`'s key. */
+  /** A 0600 key file holding account `index`'s key. */
   keyFile(index: number): Promise<string>;
+  /** Releases what the suite holds (a private chain: stops it). */
   stop(): Promise<void>;
 }
 
-export async function startTestChain(options: Pick<AnvilOptions, 'chainId' | 'statePath'> & { port?: number } = {}): Promise<TestChain> {
+/** A chain of the suite's own, with anvil's test RPC to stage reorgs, drops and outages. */
+export interface PrivateTestChain extends TestChain {
+  anvil: AnvilProcess;
+  test: ReturnType<typeof createTestClient<'anvil', ReturnType<typeof http>>>;
+}
+
+/** The run's shared anvil (see the module comment). */
+export async function useSharedChain(): Promise<TestChain> {
+  const shared = inject('anvil');
+  if (shared === null) throw new Error('no anvil binary for this platform: the anchor suites need one (npm ci installs @foundry-rs/anvil-*)');
+  const { test: _test, ...chain } = await prepare(shared.rpcUrl, async () => undefined);
+  return chain;
+}
+
+export async function startTestChain(options: Pick<AnvilOptions, 'chainId' | 'statePath'> & { port?: number } = {}): Promise<PrivateTestChain> {
   const anvil = await startAnvil({ port: options.port ?? 0, ...options });
-  const dir = await mkdtemp(join(tmpdir(), 'dicom-vault-chain-'));
-  const client = (index: number): ChainClient => createChainClient({ rpcUrl: anvil.rpcUrl, account: devAccount(index) });
+  try {
+    return { anvil, ...(await prepare(anvil.rpcUrl, () => anvil.stop())) };
+  } catch (err) {
+    await anvil.stop();
+    throw err;
+  }
+}
+
+async function prepare(rpcUrl: string, release: () => Promise<void>): Promise<Omit<PrivateTestChain, 'anvil'>> {
+  const test = createTestClient({ mode: 'anvil', transport: http(rpcUrl) });
+  const accounts: PrivateKeyAccount[] = [];
+  const keys: Hex[] = [];
+  for (let i = 0; i < TEST_ACCOUNTS; i++) {
+    const key = generatePrivateKey();
+    keys.push(key);
+    accounts.push(privateKeyToAccount(key));
+  }
+  await Promise.all(accounts.map((a) => test.setBalance({ address: a.address, value: FUNDS })));
+  const client = (index: number): ChainClient => {
+    const account = accounts[index];
+    if (account === undefined) throw new Error(`test account ${index} out of range (0-${TEST_ACCOUNTS - 1})`);
+    return createChainClient({ rpcUrl, account });
+  };
   const deployed = await deployAnchorContract({ client: client(0) });
+  const dir = await mkdtemp(join(tmpdir(), 'dicom-vault-chain-'));
   return {
-    anvil,
-    rpcUrl: anvil.rpcUrl,
+    rpcUrl,
     chainId: deployed.chainId,
     contract: deployed.address,
     client,
-    test: createTestClient({ mode: 'anvil', transport: http(anvil.rpcUrl) }),
+    test,
     async keyFile(index) {
+      const key = keys[index];
+      if (key === undefined) throw new Error(`test account ${index} out of range (0-${TEST_ACCOUNTS - 1})`);
       const path = join(dir, `key-${index}`);
-      await writeFile(path, devKey(index) + '\n', { mode: 0o600 });
+      await writeFile(path, key + '\n', { mode: 0o600 });
       await chmod(path, 0o600);
       return path;
     },
     async stop() {
-      await anvil.stop();
+      await release();
       await rm(dir, { recursive: true, force: true });
     },
   };
