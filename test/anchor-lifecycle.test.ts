@@ -1,10 +1,11 @@
-// The anchor service against a real local chain: batching by count and by time, receipts for
-// every leaf, the queue across a restart, an outage, and what public chains do to transactions: drop them,
+// The anchor service against a real local chain: batching by count and by time, batches of
+// every small size with each receipt checked by the standalone `verify-receipt` command, the
+// queue across a restart, an outage, and what public chains do to transactions: drop them,
 // leave them stuck, replace them, reorganise them away. Most tests run on the test run's shared
 // anvil (globalSetup); those that mine by hand, rewind or stop their chain have one of their own.
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -18,8 +19,9 @@ import { startAnvil } from '../anchor/anvil.ts';
 import { createChainClient, type ChainClient } from '../anchor/chain/client.ts';
 import { AnchorService, type AnchorEvents, type AnchorServiceOptions } from '../anchor/service.ts';
 import { AnchorState } from '../anchor/state.ts';
-import { verifyReceipt } from '../anchor/verify-receipt.ts';
+import { verifyReceipt, type VerifyReceiptReturnType } from '../anchor/verify-receipt.ts';
 import { startTestChain, useSharedChain, type PrivateTestChain, type TestChain } from './support/anvil.ts';
+import { run } from './support/process.ts';
 
 const silent = pino({ level: 'silent' });
 const T0 = Date.parse('2026-01-01T00:00:00Z');
@@ -112,6 +114,17 @@ class Rig {
 
 const study = (n: number): string => `1.2.826.0.1.3680043.8.498.${n}`;
 
+/** `fn` over `items`, at most `limit` at a time (each spawns a process; the machine is shared). */
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < items.length; i = next++) results[i] = await fn(items[i]!, i);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 describe('anchor service on the shared chain', () => {
   it('closes a batch after N roots or T seconds, anchors each in one transaction, and issues a receipt for every leaf', async () => {
     const rig = await Rig.create(1, { batchMaxLeaves: 3, batchIntervalS: 60 });
@@ -193,6 +206,45 @@ describe('anchor service on the shared chain', () => {
     expect(rig.submitted()).toEqual([]); // never paid for it
     expect(rig.state.batches()[0]!.txHash).toBe(foreignTx);
     await rig.expectReceiptsHold([root]);
+    await rig.close();
+  });
+
+  // RFC 9162 inclusion path lengths per leaf: odd sizes leave a short path for the last leaves.
+  const pathLengths: Record<number, number[]> = { 2: [1, 1], 5: [3, 3, 3, 3, 1], 7: [3, 3, 3, 3, 3, 3, 2] };
+
+  it.each([
+    [2, 2],
+    [5, 4],
+    [7, 5],
+  ])('anchors a batch of %i roots in one transaction; `verify-receipt` holds for every receipt (account %i)', async (n, account) => {
+    const rig = await Rig.create(account, { batchMaxLeaves: n, batchIntervalS: 3600 });
+    const roots = Array.from({ length: n }, (_, i) => rig.commit(study(100 * n + i)));
+    await rig.tickUntil(() => rig.state.stats().leaves.confirmed === n);
+    const [batch, ...more] = rig.state.batches();
+    expect(more).toEqual([]);
+    expect(batch).toMatchObject({ size: n, state: 'confirmed' });
+    const tx = await shared.client(0).public.getTransactionReceipt({ hash: batch!.txHash! });
+    expect(parseEventLogs({ abi: anchorAbi, logs: tx.logs, eventName: 'Anchored' }).map((e) => e.args.root)).toEqual([batch!.root]);
+
+    const receipts = roots.map((root) => rig.state.receipt(root)!);
+    expect(receipts.map((r) => [r.index, r.size, Buffer.from(r.path, 'base64url').length / 32])).toEqual(pathLengths[n]!.map((len, i) => [i, n, len]));
+    expect(new Set(receipts.map((r) => r.tx)).size).toBe(1);
+    // Each receipt checked by the command a radiologist runs: a file, the RPC, nothing else.
+    const verdicts = await mapLimit(roots, 2, async (root, i) => {
+      const file = join(rig.dir, `receipt-${i}.json`);
+      await writeFile(file, JSON.stringify(receipts[i]));
+      return run(['verify-receipt', file, '--rpc', shared.rpcUrl, '--cid', root, '--json'], { DICOM_VAULT_CHAIN: '' });
+    });
+    for (const [i, v] of verdicts.entries()) {
+      expect(v.code, v.stdout + v.stderr).toBe(0);
+      const result = JSON.parse(v.stdout) as VerifyReceiptReturnType;
+      expect(result.checks.filter((c) => !c.ok)).toEqual([]);
+      expect(result.checks.map((c) => c.check).sort()).toEqual(['blockHash', 'block', 'chainId', 'cid', 'contract', 'format', 'inclusion', 'root', 'time', 'tx'].sort());
+      expect(result.anchor).toMatchObject({ cid: roots[i], txHash: batch!.txHash, blockNumber: batch!.blockNumber });
+    }
+    // A receipt does not vouch for its neighbour's root.
+    const swapped = await verifyReceipt({ receipt: receipts[0], client: shared.client(0), expectedCid: roots[n - 1]! });
+    expect(swapped.failed).toEqual(['cid']);
     await rig.close();
   });
 });
