@@ -13,6 +13,7 @@ import { getVerified } from '../storage/verified.ts';
 import { decodeInstanceNode, openInstanceEnvelope, type InstanceEnvelope, type InstanceNode } from '../ingest/dag.ts';
 import { sharedCryptoPool, type BlockHash, type CryptoPool } from '../ingest/crypto-pool.ts';
 import { deriveKey, openChunk } from '../ingest/seal.ts';
+import { DEFAULT_CHUNK_SIZE } from '../ingest/instance.ts';
 
 /**
  * Chunks fetched, verified and decrypted ahead of the one being sent, in parallel on the crypto
@@ -67,6 +68,11 @@ export class OpenedInstance {
     this.#crypto = crypto;
   }
 
+  /** The instance node's CID. */
+  get cid(): CID {
+    return this.#cid;
+  }
+
   get size(): number {
     return this.node.size;
   }
@@ -108,52 +114,146 @@ export class OpenedInstance {
    * instance the SHA-256 is checked at the end; a mismatch throws after the last piece, so a
    * response already under way is broken off rather than completed.
    */
-  async *read(range?: ByteRange, options: ReadOptions = {}): AsyncGenerator<Buffer> {
-    const whole = range === undefined;
+  read(range?: ByteRange, options: ReadOptions = {}): AsyncGenerator<Buffer> {
+    return this.prefetch(range, options).pieces();
+  }
+
+  /**
+   * Starts reading `range` now: its first `readAhead` chunks are fetched and opened at once,
+   * before anyone iterates (read() is this, iterated). Lets a caller sending several instances
+   * one after the other overlap the next one's first blocks with the current one's last.
+   * A prefetch that is never iterated must be `cancel`led, so that its reads settle quietly.
+   */
+  prefetch(range?: ByteRange, options: ReadOptions = {}): ChunkStream {
     const start = range?.offset ?? 0;
     const end = range ? range.offset + range.length : this.node.size;
     if (start < 0 || end > this.node.size || start > end) {
       throw new VaultError('INSTANCE_CORRUPT', `range ${start}-${end} lies outside instance ${this.#cid} (${this.node.size} bytes)`);
     }
-    if (start === end) return;
-    const cs = this.node.chunkSize;
-    const first = Math.floor(start / cs);
-    const last = Math.floor((end - 1) / cs);
-    const ahead = Math.max(1, options.readAhead ?? DEFAULT_READ_AHEAD);
-    const hash = whole ? createHash('sha256') : undefined;
-    const pending: Array<Promise<Buffer>> = [];
-    let next = first;
-    const fill = (): void => {
-      while (pending.length < ahead && next <= last) {
-        const p = this.chunk(next++, options);
-        p.catch(() => undefined); // awaited in order below; avoid an unhandled rejection meanwhile
-        pending.push(p);
-      }
-    };
+    return new ChunkStream(this, start, end, range === undefined, options);
+  }
+}
+
+/** The chunks of one range of an opened instance, read ahead in order (OpenedInstance.prefetch). */
+export class ChunkStream {
+  readonly #instance: OpenedInstance;
+  readonly #start: number;
+  readonly #end: number;
+  readonly #whole: boolean;
+  readonly #options: ReadOptions;
+  readonly #ahead: number;
+  readonly #last: number;
+  readonly #pending: Array<Promise<Buffer>> = [];
+  #next: number;
+
+  constructor(instance: OpenedInstance, start: number, end: number, whole: boolean, options: ReadOptions) {
+    this.#instance = instance;
+    this.#start = start;
+    this.#end = end;
+    this.#whole = whole;
+    this.#options = options;
+    this.#ahead = Math.max(1, options.readAhead ?? DEFAULT_READ_AHEAD);
+    const cs = instance.node.chunkSize;
+    this.#next = Math.floor(start / cs);
+    this.#last = start === end ? this.#next - 1 : Math.floor((end - 1) / cs);
+    this.#fill();
+  }
+
+  #fill(): void {
+    while (this.#pending.length < this.#ahead && this.#next <= this.#last) {
+      const p = this.#instance.chunk(this.#next++, this.#options);
+      p.catch(() => undefined); // awaited in order by pieces(); avoid an unhandled rejection meanwhile
+      this.#pending.push(p);
+    }
+  }
+
+  /** Lets the reads already started settle, unread. */
+  async cancel(): Promise<void> {
+    this.#next = this.#last + 1;
+    await Promise.allSettled(this.#pending.splice(0));
+  }
+
+  async *pieces(): AsyncGenerator<Buffer> {
+    const { node, envelope } = this.#instance;
+    const cs = node.chunkSize;
+    const first = Math.floor(this.#start / cs);
+    const last = this.#last;
+    const hash = this.#whole ? createHash('sha256') : undefined;
+    const signal = this.#options.signal;
     try {
       for (let i = first; i <= last; i++) {
-        if (options.signal?.aborted) throw abortError(options.signal);
-        fill();
-        const plain = await pending.shift()!;
-        const expected = i === Math.floor((this.node.size - 1) / cs) ? this.node.size - i * cs : cs;
+        if (signal?.aborted) throw abortError(signal);
+        this.#fill();
+        const plain = await this.#pending.shift()!;
+        const expected = i === Math.floor((node.size - 1) / cs) ? node.size - i * cs : cs;
         if (plain.length !== expected) {
-          throw new VaultError('INSTANCE_CORRUPT', `chunk ${i} of instance ${this.#cid} has ${plain.length} bytes, expected ${expected}`);
+          throw new VaultError('INSTANCE_CORRUPT', `chunk ${i} of instance ${this.#instance.cid} has ${plain.length} bytes, expected ${expected}`);
         }
-        const from = i === first ? start - i * cs : 0;
-        const to = i === last ? end - i * cs : plain.length;
+        const from = i === first ? this.#start - i * cs : 0;
+        const to = i === last ? this.#end - i * cs : plain.length;
         const piece = from === 0 && to === plain.length ? plain : plain.subarray(from, to);
         hash?.update(piece);
         yield piece;
       }
     } finally {
       // Stop early (client gone, error): let outstanding reads settle quietly.
-      await Promise.allSettled(pending);
+      await this.cancel();
     }
-    if (hash && hash.digest('hex') !== this.envelope.sha256) {
-      throw new VaultError('INSTANCE_CORRUPT', `instance ${this.#cid} does not match the SHA-256 recorded at ingest`, {
-        details: { cid: this.#cid.toString() },
+    if (hash && hash.digest('hex') !== envelope.sha256) {
+      throw new VaultError('INSTANCE_CORRUPT', `instance ${this.#instance.cid} does not match the SHA-256 recorded at ingest`, {
+        details: { cid: this.#instance.cid.toString() },
       });
     }
+  }
+}
+
+/** Chunks read ahead across instances by readInstances. Default 8 (8 MiB at the default chunk size). */
+export const DEFAULT_INSTANCES_READ_AHEAD = 8;
+
+/**
+ * Whole instances one after the other (a WADO study or series), each verified as read() does,
+ * with the next instances opened and their first chunks fetched while the current one is sent:
+ * small instances (one chunk each) otherwise cost a store round trip and a crypto round trip
+ * apiece with nothing else in flight. At most `readAhead` chunks (default
+ * DEFAULT_INSTANCES_READ_AHEAD) are in flight across the instances prepared ahead, besides the
+ * current instance's own read-ahead. Errors surface in order, when their instance's turn comes.
+ */
+export async function* readInstances<R extends InstanceRef>(
+  deps: ReaderDeps,
+  refs: readonly R[],
+  options: ReadOptions = {},
+): AsyncGenerator<{ ref: R; opened: OpenedInstance; pieces: AsyncIterable<Buffer> }> {
+  const budget = Math.max(1, options.readAhead ?? DEFAULT_INSTANCES_READ_AHEAD);
+  const perInstance = Math.min(budget, DEFAULT_READ_AHEAD);
+  type Prepared = Promise<{ opened: OpenedInstance; stream: ChunkStream }>;
+  const ahead: Array<{ chunks: number; prepared: Prepared }> = [];
+  let next = 0;
+  let inFlight = 0;
+  const prepare = (): void => {
+    while (next < refs.length && (ahead.length === 0 || inFlight < budget)) {
+      const ref = refs[next++]!;
+      // Its chunk size is known once its node is read; the default is a fair guess for the budget.
+      const chunks = Math.min(perInstance, Math.max(1, Math.ceil(ref.size / DEFAULT_CHUNK_SIZE)));
+      inFlight += chunks;
+      const prepared: Prepared = openInstance(deps, ref, options).then((opened) => ({
+        opened,
+        stream: opened.prefetch(undefined, { ...options, readAhead: perInstance }),
+      }));
+      prepared.catch(() => undefined); // reported when its turn comes
+      ahead.push({ chunks, prepared });
+    }
+  };
+  try {
+    for (const ref of refs) {
+      prepare();
+      const item = ahead.shift()!;
+      inFlight -= item.chunks;
+      const { opened, stream } = await item.prepared;
+      prepare();
+      yield { ref, opened, pieces: stream.pieces() };
+    }
+  } finally {
+    await Promise.allSettled(ahead.splice(0).map(async (a) => (await a.prepared).stream.cancel()));
   }
 }
 

@@ -11,7 +11,7 @@ import type { ByteRange, DicomJsonDataset, ScannedInstance } from '../dicom/mode
 import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from '../dicom/transfer-syntax.ts';
 import { transcodeToExplicitLE } from '../dicom/transcode.ts';
 import { assertUid } from '../dicom/uid.ts';
-import { openInstance, type ReaderDeps } from '../instance-reader.ts';
+import { openInstance, readInstances, type ReaderDeps } from '../instance-reader.ts';
 import { parseAccept, requestSignal, retrieveBase, type MediaRange } from './http.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
 
@@ -57,13 +57,12 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
         const reps = negotiateInstances(request.headers.accept, instances);
         const signal = requestSignal(request, reply);
         const parts = (async function* (): AsyncGenerator<OutgoingPart> {
-          for (const [i, inst] of instances.entries()) {
-            const rep = reps[i]!;
-            const opened = await openInstance(deps, inst, { signal });
-            const plain = opened.read(undefined, { signal });
+          let i = 0;
+          for await (const { ref, pieces } of readInstances(deps, instances, { signal })) {
+            const rep = reps[i++]!;
             yield {
               contentType: `application/dicom; transfer-syntax=${rep.transferSyntaxUID}`,
-              body: rep.transcode ? transcodeToExplicitLE(plain, scannedOf(inst)) : plain,
+              body: rep.transcode ? transcodeToExplicitLE(pieces, scannedOf(ref)) : pieces,
             };
           }
         })();
