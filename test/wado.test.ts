@@ -21,10 +21,11 @@ const OCTETS_AS_STORED = 'multipart/related; type="application/octet-stream"; tr
 /** Transfer syntaxes whose values are stored big endian. */
 const BIG_ENDIAN = new Set(['1.2.840.10008.1.2.2']);
 
-async function metadata(url: string): Promise<{ status: number; type: string; body: Dataset[] }> {
+async function metadata(url: string): Promise<{ status: number; type: string; body: Dataset[]; error?: { code: string } }> {
   const res = await fetch(url, { headers: { accept: JSON_TYPE } });
   const text = await res.text();
-  return { status: res.status, type: res.headers.get('content-type') ?? '', body: res.status === 200 ? JSON.parse(text) : JSON.parse(text || 'null') };
+  const type = res.headers.get('content-type') ?? '';
+  return res.status === 200 ? { status: res.status, type, body: JSON.parse(text) } : { status: res.status, type, body: [], error: JSON.parse(text) };
 }
 
 /** Every BulkDataURI in a data set, with the tag path it stands for. */
@@ -88,7 +89,7 @@ describe('WADO-RS over HTTP', () => {
 
     const unknown = await metadata(`${node.url}/studies/${studyUID}/series/1.2.3.4.5/metadata`);
     expect(unknown.status).toBe(404);
-    expect(unknown.body.code).toBe('SERIES_NOT_FOUND');
+    expect(unknown.error?.code).toBe('SERIES_NOT_FOUND');
     const notJson = await fetch(`${node.url}/studies/${studyUID}/metadata`, { headers: { accept: 'application/dicom' } });
     expect(notJson.status).toBe(406);
   });

@@ -1,7 +1,7 @@
 // dicom-parser (a named dependency, not used by the node itself) as an independent reader of the
 // test files: the node's scanner is hand-written, so what it finds is checked against a parser
 // written by others.
-import dicomParser, { type DataSet } from 'dicom-parser';
+import dicomParser, { type DataSet, type ParseDicomOptions } from 'dicom-parser';
 import { inflateRawSync } from 'node:zlib';
 
 const IMPLICIT_VR_LE = '1.2.840.10008.1.2';
@@ -20,7 +20,10 @@ export interface ParseOptions {
   untilTag?: string;
 }
 
-/** Deflated data sets (1.2.840.10008.1.2.1.99): dicom-parser asks for an inflater. */
+/**
+ * Deflated data sets (1.2.840.10008.1.2.1.99): dicom-parser asks for an inflater, and uses the
+ * array it returns (its .d.ts says void).
+ */
 function inflater(arr: Uint8Array, position: number): Uint8Array {
   const inflated = inflateRawSync(arr.subarray(position));
   const out = new Uint8Array(position + inflated.length);
@@ -38,10 +41,9 @@ export function parseFile(bytes: Uint8Array, options: ParseOptions = {}): DataSe
     arr.fill(0, ts.dataOffset, ts.dataOffset + ts.length);
     arr.set(Buffer.from(IMPLICIT_VR_LE, 'latin1'), ts.dataOffset);
   }
-  return dicomParser.parseDicom(arr, {
-    inflater: inflater as NonNullable<Parameters<typeof dicomParser.parseDicom>[1]>['inflater'],
-    ...(options.untilTag ? { untilTag: options.untilTag } : {}),
-  });
+  const parseOptions: ParseDicomOptions = { inflater };
+  if (options.untilTag) parseOptions.untilTag = options.untilTag;
+  return dicomParser.parseDicom(arr, parseOptions);
 }
 
 /** The bytes of the element at a tag path ('54000100.0.54001010', item indexes 0-based), as dicom-parser finds them. */
