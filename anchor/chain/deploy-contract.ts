@@ -1,5 +1,5 @@
 // Deploys the anchoring contract from the committed artifact and waits for it to be mined.
-import { getContractAddress, type Address, type Hex } from 'viem';
+import { getAddress, getContractAddress, type Address, type Hex } from 'viem';
 import { sendRawTransaction } from 'viem/actions';
 import { VaultError } from '../../src/errors.ts';
 import { anchorArtifact } from '../contract/abi.ts';
@@ -44,7 +44,8 @@ export async function deployAnchorContract({ client, timeoutMs = DEFAULT_DEPLOY_
     const receipt = await client.public.waitForTransactionReceipt({ hash: txHash, timeout: timeoutMs });
     if (receipt.status !== 'success') throw new VaultError('CHAIN_ERROR', `contract deployment ${txHash} reverted`);
     return {
-      address: receipt.contractAddress ?? getContractAddress({ from: account.address, nonce: BigInt(nonce) }),
+      // EIP-55 checksummed, as receipts and --contract carry it (RPC receipts give lower case).
+      address: getAddress(receipt.contractAddress ?? getContractAddress({ from: account.address, nonce: BigInt(nonce) })),
       chainId,
       txHash,
       blockNumber: Number(receipt.blockNumber),
