@@ -4,7 +4,7 @@
 // (crypto-shredding) even though its blocks and on-chain hashes stay.
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, openSync, readFileSync, statSync, writeSync, closeSync, fsyncSync } from 'node:fs';
-import type { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { openDatabase } from './sqlite.ts';
 import { VaultError } from './errors.ts';
 import { KEY_BYTES } from '../ingest/seal.ts';
@@ -91,12 +91,18 @@ export interface KeyStoreOptions {
 export class KeyStore {
   readonly #db: DatabaseSync;
   readonly #master: Buffer;
-  /** Unwrapped keys by study: unwrapping is cheap, but ingest asks once per instance. */
+  /**
+   * Unwrapped keys by study (ingest and retrieval ask once per instance). Only the unwrapping is
+   * cached: the row is read on every call, so a key destroyed by another connection (an
+   * operator's tool, crypto-shredding) stops reads at once rather than at the next restart.
+   */
   readonly #cache = new Map<string, DataKey>();
+  readonly #selectRow: StatementSync;
 
   private constructor(db: DatabaseSync, master: Buffer) {
     this.#db = db;
     this.#master = master;
+    this.#selectRow = db.prepare('SELECT key_id, wrapped FROM study_keys WHERE study_uid = ?');
   }
 
   static open(options: KeyStoreOptions): KeyStore {
@@ -121,12 +127,13 @@ export class KeyStore {
   }
 
   get(studyInstanceUID: string): DataKey | undefined {
+    const row = this.#selectRow.get(studyInstanceUID) as { key_id: string; wrapped: Uint8Array } | undefined;
+    if (!row) {
+      this.#cache.delete(studyInstanceUID);
+      return undefined;
+    }
     const cached = this.#cache.get(studyInstanceUID);
-    if (cached) return cached;
-    const row = this.#db.prepare('SELECT key_id, wrapped FROM study_keys WHERE study_uid = ?').get(studyInstanceUID) as
-      | { key_id: string; wrapped: Uint8Array }
-      | undefined;
-    if (!row) return undefined;
+    if (cached?.keyId === row.key_id) return cached;
     const dk = { keyId: row.key_id, key: unwrap(this.#master, row.key_id, row.wrapped) };
     this.#cache.set(studyInstanceUID, dk);
     return dk;
