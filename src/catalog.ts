@@ -300,7 +300,8 @@ function wildcardRegex(pattern: string, caseInsensitive: boolean): RegExp {
   for (const ch of pattern) {
     if (ch === '*') src += '.*';
     else if (ch === '?') src += '.';
-    else src += ch.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+    // Syntax characters only: under the 'u' flag an escaped '-' is a SyntaxError (PatientID=AB-* gave 500).
+    else src += ch.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
   }
   return new RegExp(`^${src}$`, caseInsensitive ? 'isu' : 'su');
 }
