@@ -10,6 +10,8 @@ export const DEFAULT_PORT = 8080;
 /** Relative to the working directory. */
 export const DEFAULT_DATA_DIR = './data';
 export const DEFAULT_LOG_LEVEL = 'info';
+/** pino's levels; anything else would make pino throw at start-up with no hint of the option. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 /** Path prefix of the DICOMweb services. */
 export const DICOMWEB_PREFIX = '/dicom-web';
 
@@ -54,12 +56,21 @@ function int(name: string, raw: string, min: number, max: number): number {
   return n;
 }
 
-/** Builds NodeOptions from parsed flags and the environment; throws CONFIG_INVALID with a reason. */
+/**
+ * Builds NodeOptions from parsed flags and the environment; throws CONFIG_INVALID with a reason.
+ * An empty value counts as unset (as in anchor/config.ts): `DICOM_VAULT_HOST=` must not turn
+ * into host '' (every interface) nor `DICOM_VAULT_DATA_DIR=` into the working directory.
+ */
 export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env: NodeJS.ProcessEnv = process.env): NodeOptions {
-  const get = (name: FlagName): string | undefined => flags[name] ?? env[FLAGS[name].env];
+  const set = (v: string | undefined): string | undefined => (v === '' ? undefined : v);
+  const get = (name: FlagName): string | undefined => set(flags[name]) ?? set(env[FLAGS[name].env]);
   const store = get('store') ?? 'fs';
   if (!isStoreKind(store)) throw new VaultError('CONFIG_INVALID', `--store must be fs, ipfs or s3 (got "${store}")`);
   const chunkRaw = get('chunk-size');
+  const logLevel = get('log-level') ?? DEFAULT_LOG_LEVEL;
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new VaultError('CONFIG_INVALID', `--log-level must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`);
+  }
   return {
     host: get('host') ?? DEFAULT_HOST,
     port: get('port') === undefined ? DEFAULT_PORT : int('port', get('port')!, 0, 65535),
@@ -67,7 +78,7 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
     store,
     blockStore: resolveBlockStoreConfig(store, resolve(get('data-dir') ?? DEFAULT_DATA_DIR), env),
     chunkSize: chunkRaw === undefined ? DEFAULT_CHUNK_SIZE : int('chunk-size', chunkRaw, 4096, 64 * 1024 * 1024),
-    logLevel: get('log-level') ?? DEFAULT_LOG_LEVEL,
+    logLevel,
     anchor: resolveAnchorConfig(get),
   };
 }
