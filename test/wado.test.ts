@@ -11,7 +11,7 @@ import { bytesOf } from './support/generated.ts';
 import { retrieve, splitMultipart, stow, uidsIn } from './support/dicomweb.ts';
 import { startTestApp, startTestNode, type TestApp, type TestNode } from './support/node.ts';
 import { havePydicom, NOT_PART10, pydicomFiles, read } from './support/pydicom.ts';
-import { elementBytes, parseFile } from './support/dicom-parser.ts';
+import { declaredTransferSyntax, elementBytes, parseFile } from './support/dicom-parser.ts';
 
 type Dataset = Record<string, { vr: string; Value?: any[]; BulkDataURI?: string }>;
 
@@ -144,7 +144,7 @@ describe('WADO-RS over HTTP', () => {
         if (NOT_PART10[name]) continue;
         const { bytes, url } = await store(name);
         const [ds] = (await metadata(`${url}/metadata`)).body;
-        const tsuid = parseFile(bytes, { name, untilTag: 'x00080000' }).string('x00020010')!;
+        const tsuid = declaredTransferSyntax(bytes);
         for (const { path: tagPath, uri } of bulkUris(ds!)) {
           expect(uri, name).toBe(`${url}/bulk/${tagPath}`);
           const got = await fetchBulk(uri);
@@ -153,7 +153,7 @@ describe('WADO-RS over HTTP', () => {
           const expected = elementBytes(bytes, tagPath, { name });
           // Big-endian values: only the length is compared (which byte order bulk data of a
           // big-endian instance should be sent in is an open question, see the report).
-          if (BIG_ENDIAN.has(tsuid)) expect(got.parts[0]!.length, `${name} ${tagPath}`).toBe(expected.length);
+          if (tsuid !== undefined && BIG_ENDIAN.has(tsuid)) expect(got.parts[0]!.length, `${name} ${tagPath}`).toBe(expected.length);
           else expect(Buffer.compare(got.parts[0]!, expected), `${name} ${tagPath}`).toBe(0);
           checked++;
         }

@@ -59,3 +59,8 @@ export function elementBytes(file: Buffer, path: string, options: ParseOptions =
   if (!el) throw new Error(`dicom-parser finds no element at ${path}`);
   return file.subarray(el.dataOffset, el.dataOffset + el.length);
 }
+
+/** The Transfer Syntax UID the File Meta declares (as written, whatever the data set is). */
+export function declaredTransferSyntax(bytes: Uint8Array): string | undefined {
+  return dicomParser.readPart10Header(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)).string('x00020010');
+}
