@@ -20,6 +20,9 @@ const OCTETS = 'multipart/related; type="application/octet-stream"';
 const OCTETS_AS_STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
 /** Transfer syntaxes whose values are stored big endian. */
 const BIG_ENDIAN = new Set(['1.2.840.10008.1.2.2']);
+/** Native (not encapsulated) transfer syntaxes: implicit, explicit LE/BE, deflated. */
+const NATIVE = new Set(['1.2.840.10008.1.2', '1.2.840.10008.1.2.1', '1.2.840.10008.1.2.2', '1.2.840.10008.1.2.1.99']);
+const isEncapsulated = (tsuid: string | undefined): boolean => tsuid !== undefined && !NATIVE.has(tsuid);
 
 async function metadata(url: string): Promise<{ status: number; type: string; body: Dataset[]; error?: { code: string } }> {
   const res = await fetch(url, { headers: { accept: JSON_TYPE } });
@@ -147,6 +150,8 @@ describe('WADO-RS over HTTP', () => {
         const tsuid = declaredTransferSyntax(bytes);
         for (const { path: tagPath, uri } of bulkUris(ds!)) {
           expect(uri, name).toBe(`${url}/bulk/${tagPath}`);
+          // Encapsulated Pixel Data comes back as its frames (the next test).
+          if (tagPath === '7FE00010' && isEncapsulated(tsuid)) continue;
           const got = await fetchBulk(uri);
           expect(got.status, `${name} ${tagPath}`).toBe(200);
           expect(got.parts, `${name} ${tagPath}`).toHaveLength(1);
@@ -179,6 +184,12 @@ describe('WADO-RS over HTTP', () => {
         });
         // Compressed frames are not decompressed: asking for them uncompressed is refused.
         expect((await retrieve(`${url}/frames/1`, OCTETS)).status, name).toBe(406);
+        // The metadata's Pixel Data BulkDataURI brings every frame, one part each, as stored.
+        const [meta] = (await metadata(`${url}/metadata`)).body;
+        expect(meta!['7FE00010'], name).toEqual({ vr: 'OB', BulkDataURI: `${url}/bulk/7FE00010` });
+        const all = await retrieve(meta!['7FE00010'].BulkDataURI, OCTETS_AS_STORED);
+        expect(all.status, name).toBe(200);
+        expect(all.parts.map((p) => p.body), name).toEqual(fragments.map((f) => bytes.subarray(f.position, f.position + f.length)));
       }
     });
 

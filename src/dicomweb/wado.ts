@@ -3,7 +3,7 @@
 // late: the first block is read and verified before any header is sent, so a missing or corrupt
 // block at the start is an error status; later failures break the connection (app.ts).
 import { Readable } from 'node:stream';
-import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRouteConfig } from '../access.ts';
 import type { Catalog, CatalogInstance } from '../catalog.ts';
 import { VaultError } from '../errors.ts';
@@ -91,21 +91,21 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       });
     }
 
-    app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/frames/:frames', { config: frames }, async (request, reply) => {
-      const [inst] = instancesOf(request.params);
-      const numbers = parseFrameList(request.params.frames ?? '');
-      const layout = inst!.layout;
-      const ts = describeTransferSyntax(inst!.transferSyntaxUID);
+    // Frames are read by offset from the chunks that hold them. Encapsulated frames are sent as
+    // stored (their transfer syntax in each part's type); native ones as little-endian bytes.
+    const sendFrames = async (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply, inst: CatalogInstance, numbers: number[]): Promise<FastifyReply> => {
+      const layout = inst.layout;
+      const ts = describeTransferSyntax(inst.transferSyntaxUID);
       if (ts.deflated || layout.frames.length === 0) {
         throw new VaultError('NOT_ACCEPTABLE', 'frames of this instance cannot be served by offset (no pixel data, or a deflated transfer syntax): retrieve the instance instead');
       }
       for (const n of numbers) {
         if (n > layout.frames.length) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${layout.frames.length}`);
       }
-      const contentType = negotiateFrames(request.headers.accept, inst!.transferSyntaxUID, ts.encapsulated);
-      const swap = !ts.littleEndian && !ts.encapsulated && bitsAllocated(inst!.metadata) > 8 ? bitsAllocated(inst!.metadata) / 8 : 0;
+      const contentType = negotiateFrames(request.headers.accept, inst.transferSyntaxUID, ts.encapsulated);
+      const swap = !ts.littleEndian && !ts.encapsulated && bitsAllocated(inst.metadata) > 8 ? bitsAllocated(inst.metadata) / 8 : 0;
       const signal = requestSignal(request, reply);
-      const opened = await openInstance(deps, inst!, { signal });
+      const opened = await openInstance(deps, inst, { signal });
       const parts = (async function* (): AsyncGenerator<OutgoingPart> {
         for (const n of numbers) {
           yield { contentType, body: readRanges(opened.read.bind(opened), layout.frames[n - 1]!, signal, swap) };
@@ -113,12 +113,22 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       })();
       const boundary = newBoundary();
       return sendCommittedLate(reply, multipartContentType(boundary, contentType.split(';')[0]!), multipartBody(boundary, parts));
+    };
+
+    app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/frames/:frames', { config: frames }, async (request, reply) => {
+      const [inst] = instancesOf(request.params);
+      return sendFrames(request, reply, inst!, parseFrameList(request.params.frames ?? ''));
     });
 
     app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/bulk/*', { config: bulk }, async (request, reply) => {
       const [inst] = instancesOf(request.params);
       const path = request.params['*'] ?? '';
       const range = inst!.layout.bulk[path];
+      if (!range && path === PIXEL_DATA && inst!.layout.pixelData?.encapsulated === true) {
+        // Encapsulated Pixel Data as bulk data: one part per frame, compressed as stored
+        // (PS3.18 8.7.3.3.2), which is what its BulkDataURI in the metadata promises.
+        return sendFrames(request, reply, inst!, inst!.layout.frames.map((_, i) => i + 1));
+      }
       if (!range) throw new VaultError('BULKDATA_NOT_FOUND', `no bulk data at ${path}`);
       const accept = parseAccept(request.headers.accept);
       if (!accept.some((r) => ['*/*', 'multipart/related', 'multipart/*', 'application/octet-stream'].includes(r.type))) {
@@ -199,10 +209,14 @@ function scannedOf(inst: CatalogInstance): ScannedInstance {
 }
 
 /** Metadata with Pixel Data present as a BulkDataURI when it can be fetched as bulk data. */
+const PIXEL_DATA = '7FE00010';
+
+/** Pixel Data in metadata: a BulkDataURI, native (its bytes) or encapsulated (its frames). */
 function withPixelDataUri(inst: CatalogInstance): DicomJsonDataset {
   const pd = inst.layout.pixelData;
-  if (!pd || !inst.layout.bulk['7FE00010']) return inst.metadata;
-  return { ...inst.metadata, '7FE00010': { vr: pd.vr, BulkDataURI: 'bulk/7FE00010' } };
+  const served = inst.layout.bulk[PIXEL_DATA] !== undefined || (pd?.encapsulated === true && inst.layout.frames.length > 0);
+  if (!pd || !served) return inst.metadata;
+  return { ...inst.metadata, [PIXEL_DATA]: { vr: pd.encapsulated ? 'OB' : pd.vr, BulkDataURI: `bulk/${PIXEL_DATA}` } };
 }
 
 /**
