@@ -560,8 +560,55 @@ function toVersion(r: VersionRow): StudyVersion {
   };
 }
 
+/** The columns of one instance, less its (large) metadata and layout, and its row id. */
+const INSTANCE_KEY_COLUMNS =
+  'i.id, i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.size, i.sha256, i.node_cid';
+
+/**
+ * Parsed layouts (frame and bulk offsets) of recently read instances, by instance node CID (a
+ * layout never changes for a node). A viewer fetches a huge multi-frame instance one frame at a
+ * time: its layout (hundreds of KB of JSON for thousands of frames) is then read and parsed once.
+ * Bounded by the layouts' JSON size. Default 8 MiB.
+ */
+export const DEFAULT_LAYOUT_CACHE_BYTES = 8 * 1024 * 1024;
+
+class LayoutCache {
+  readonly #max: number;
+  readonly #entries = new Map<string, { layout: InstanceLayout; bytes: number }>();
+  #bytes = 0;
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  get(nodeCid: string, load: () => string): InstanceLayout {
+    const hit = this.#entries.get(nodeCid);
+    if (hit !== undefined) {
+      this.#entries.delete(nodeCid); // most recently used last
+      this.#entries.set(nodeCid, hit);
+      return hit.layout;
+    }
+    const text = load();
+    const layout = JSON.parse(text) as InstanceLayout;
+    if (text.length <= this.#max) {
+      this.#entries.set(nodeCid, { layout, bytes: text.length });
+      this.#bytes += text.length;
+      for (const [key, e] of this.#entries) {
+        if (this.#bytes <= this.#max) break;
+        this.#entries.delete(key);
+        this.#bytes -= e.bytes;
+      }
+    }
+    return layout;
+  }
+}
+
 /** metadata and layout are parsed on first access: listings often need neither. */
 function toInstance(r: InstanceRow): CatalogInstance {
+  return lazyInstance(r, () => r.metadata, () => JSON.parse(r.layout) as InstanceLayout);
+}
+
+function lazyInstance(r: Omit<InstanceRow, 'metadata' | 'layout'>, loadMetadata: () => string, loadLayout: () => InstanceLayout): CatalogInstance {
   let metadata: DicomJsonDataset | undefined;
   let layout: InstanceLayout | undefined;
   return {
@@ -574,13 +621,13 @@ function toInstance(r: InstanceRow): CatalogInstance {
     sha256: r.sha256,
     nodeCid: r.node_cid,
     get metadata(): DicomJsonDataset {
-      return (metadata ??= JSON.parse(r.metadata) as DicomJsonDataset);
+      return (metadata ??= JSON.parse(loadMetadata()) as DicomJsonDataset);
     },
     set metadata(v: DicomJsonDataset) {
       metadata = v;
     },
     get layout(): InstanceLayout {
-      return (layout ??= JSON.parse(r.layout) as InstanceLayout);
+      return (layout ??= loadLayout());
     },
     set layout(v: InstanceLayout) {
       layout = v;
@@ -595,6 +642,7 @@ export class Catalog {
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, StatementSync>();
   readonly #matchers = new Map<string, Matcher>();
+  readonly #layouts = new LayoutCache(DEFAULT_LAYOUT_CACHE_BYTES);
 
   private constructor(db: DatabaseSync) {
     this.#db = db;
@@ -645,7 +693,9 @@ export class Catalog {
 
   getInstance(sopInstanceUID: string, scope: { study?: string; series?: string } = {}): CatalogInstance | undefined {
     const params: SQLInputValue[] = [sopInstanceUID];
-    let sql = `SELECT ${INSTANCE_COLUMNS} FROM instances i WHERE i.sop_uid = ? AND i.current = 1`;
+    // Metadata and layout are read only when used (a frame request needs the layout alone, and
+    // that from the cache after the first frame).
+    let sql = `SELECT ${INSTANCE_KEY_COLUMNS} FROM instances i WHERE i.sop_uid = ? AND i.current = 1`;
     if (scope.study !== undefined) {
       sql += ' AND i.study_uid = ?';
       params.push(scope.study);
@@ -654,8 +704,14 @@ export class Catalog {
       sql += ' AND i.series_uid = ?';
       params.push(scope.series);
     }
-    const row = this.#stmt(`${sql} ORDER BY i.id DESC LIMIT 1`).get(...params) as InstanceRow | undefined;
-    return row === undefined ? undefined : toInstance(row);
+    const row = this.#stmt(`${sql} ORDER BY i.id DESC LIMIT 1`).get(...params) as (Omit<InstanceRow, 'metadata' | 'layout'> & { id: number }) | undefined;
+    if (row === undefined) return undefined;
+    const column = (name: 'metadata' | 'layout'): string => {
+      const r = this.#stmt(`SELECT ${name} AS v FROM instances WHERE id = ?`).get(row.id) as { v: string } | undefined;
+      if (r === undefined) throw new VaultError('INTERNAL', `catalog row of instance ${row.sop_uid} disappeared`);
+      return r.v;
+    };
+    return lazyInstance(row, () => column('metadata'), () => this.#layouts.get(row.node_cid, () => column('layout')));
   }
 
   /** Every stored revision of an instance, oldest first. */

@@ -180,6 +180,24 @@ describe('Catalog: versions', () => {
     catalog.close();
   });
 
+  it('reads an instance\'s layout once per instance node, and follows a replacement to the new node\'s layout', () => {
+    const catalog = Catalog.open({ path: ':memory:' });
+    const sop = `${SERIES_A}.1`;
+    const first = inst(STUDY, SERIES_A, sop, { bytes: 'first', cid: 'cid-first' });
+    first.layout = { ...first.layout, frames: [[{ offset: 100, length: 10 }]] };
+    commit(catalog, STUDY, [first]);
+    const a = catalog.getInstance(sop)!;
+    const b = catalog.getInstance(sop)!;
+    expect(a.layout).toEqual(first.layout);
+    expect(b.layout).toBe(a.layout); // parsed once, shared (layouts are never mutated)
+    const second = inst(STUDY, SERIES_A, sop, { bytes: 'second', cid: 'cid-second' });
+    second.layout = { ...second.layout, frames: [[{ offset: 200, length: 20 }]] };
+    commit(catalog, STUDY, [second]);
+    expect(catalog.getInstance(sop)!.layout).toEqual(second.layout);
+    expect(catalog.getInstance(sop)!.metadata).toEqual(second.metadata);
+    catalog.close();
+  });
+
   it('reopens a file database with everything committed', () => {
     const path = join(tempDir(), 'catalog.db');
     const catalog = Catalog.open({ path });
