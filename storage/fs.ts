@@ -10,7 +10,7 @@
 // puts). Puts with `durable: false` skip both syncs and `flush()` performs them later.
 // Assumes one FsBlockStore per directory (one process); POSIX rename and directory fsync.
 import { randomUUID } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { base32 } from 'multiformats/bases/base32';
@@ -23,6 +23,8 @@ export const DEFAULT_SHARD_PREFIX_LENGTH = 2;
 export const MAX_SHARD_PREFIX_LENGTH = 4;
 /** How many files `flush()` fsyncs at once. */
 export const DEFAULT_FLUSH_CONCURRENCY = 32;
+/** Files written by non-durable puts whose handles stay open until their flush, at most. */
+export const DEFAULT_MAX_OPEN_DIRTY = 256;
 
 const EXTENSION = '.data';
 const LAYOUT_FILE = 'SHARDING';
@@ -51,9 +53,15 @@ export class FsBlockStore implements BlockStore {
   readonly #dirSync = new DirSyncer();
   /** Shard directories this store has created or found, keyed by path; settled = usable. */
   readonly #shardDirs = new Map<string, Promise<void>>();
-  /** Block files and directories written by `durable: false` puts and not yet flushed. */
-  #dirtyFiles = new Set<string>();
+  /**
+   * Block files and directories written by `durable: false` puts and not yet flushed. A file's
+   * handle stays open until its flush (null once more than DEFAULT_MAX_OPEN_DIRTY are open: the
+   * flush then opens it again), which saves an open and a close per block.
+   */
+  #dirtyFiles = new Map<string, FileHandle | null>();
   #dirtyDirs = new Set<string>();
+  /** Handles held open in #dirtyFiles. */
+  #openDirty = 0;
   /** Flushes run one after another so a flush never resolves while an earlier one still syncs. */
   #flushTail: Promise<void> = Promise.resolve();
   /** The flush that has not started yet, which new callers join. */
@@ -133,20 +141,26 @@ export class FsBlockStore implements BlockStore {
         return;
       }
       const tmp = path.join(dir, `.${path.basename(file)}.${randomUUID()}.tmp`);
-      await this.#writeTemp(dir, tmp, bytes, durable, signal);
+      // Kept open when the flush will need it.
+      const keep = !durable && this.#openDirty < DEFAULT_MAX_OPEN_DIRTY;
+      const handle = await this.#writeTemp(dir, tmp, bytes, durable, keep, signal);
       try {
         throwIfAborted(signal);
         // Atomic: readers see the old file or the whole new one. A concurrent put of the same
         // CID may replace ours with identical bytes.
         await fs.rename(tmp, file);
       } catch (err) {
+        await handle?.close().catch(() => undefined);
         await removeQuietly(tmp);
         throw err;
       }
       if (durable) {
         await this.#dirSync.sync(dir);
       } else {
-        this.#dirtyFiles.add(file);
+        const earlier = this.#dirtyFiles.get(file);
+        if (earlier) await this.#closeDirty(earlier);
+        if (handle) this.#openDirty++;
+        this.#dirtyFiles.set(file, handle ?? null);
         this.#dirtyDirs.add(dir);
       }
     } catch (err) {
@@ -188,7 +202,14 @@ export class FsBlockStore implements BlockStore {
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw failure(err, 'delete', cid, signal);
     }
+    const handle = this.#dirtyFiles.get(file);
     this.#dirtyFiles.delete(file);
+    if (handle) await this.#closeDirty(handle);
+  }
+
+  async #closeDirty(handle: FileHandle): Promise<void> {
+    this.#openDirty--;
+    await handle.close().catch(() => undefined);
   }
 
   /**
@@ -294,7 +315,8 @@ export class FsBlockStore implements BlockStore {
     await this.#dirSync.sync(this.path);
   }
 
-  async #writeTemp(dir: string, tmp: string, bytes: Uint8Array, durable: boolean, signal: AbortSignal | undefined): Promise<void> {
+  /** Writes `bytes` to a new temp file; returns its handle, still open, when `keep`. */
+  async #writeTemp(dir: string, tmp: string, bytes: Uint8Array, durable: boolean, keep: boolean, signal: AbortSignal | undefined): Promise<FileHandle | undefined> {
     let handle: FileHandle;
     try {
       handle = await fs.open(tmp, 'wx');
@@ -319,12 +341,14 @@ export class FsBlockStore implements BlockStore {
       await removeQuietly(tmp);
       throw err;
     }
+    if (keep) return handle;
     try {
       await handle.close();
     } catch (err) {
       await removeQuietly(tmp);
       throw err;
     }
+    return undefined;
   }
 
   async #flushOnce(): Promise<void> {
@@ -336,10 +360,17 @@ export class FsBlockStore implements BlockStore {
     const files = this.#dirtyFiles;
     const dirs = this.#dirtyDirs;
     if (files.size === 0 && dirs.size === 0) return;
-    this.#dirtyFiles = new Set();
+    this.#dirtyFiles = new Map();
     this.#dirtyDirs = new Set();
     // Files first: a directory entry must not become durable before the data it names.
-    let failed = await forEachLimit(files, this.#flushConcurrency, (file) => syncFile(file, { missingOk: true }));
+    let failed = await forEachLimit(files, this.#flushConcurrency, async ([file, handle]) => {
+      if (handle === null) return syncFile(file, { missingOk: true });
+      try {
+        await handle.datasync();
+      } finally {
+        await this.#closeDirty(handle);
+      }
+    });
     if (failed === undefined) failed = await forEachLimit(dirs, this.#flushConcurrency, (dir) => this.#dirSync.sync(dir));
     if (failed !== undefined) {
       this.#flushFailure = failed;
@@ -382,7 +413,9 @@ class DirSyncer {
 }
 
 async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
+  // O_DIRECTORY: a file put where a shard directory was fails here (ENOTDIR) rather than being
+  // fsynced in its place, which would report blocks durable whose directory entries are gone.
+  const handle = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
     await handle.sync();
   } finally {
