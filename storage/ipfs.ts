@@ -19,16 +19,23 @@
 //   would read every chunk of the whole history on each new version: O(study size) per STOW.
 //   A study stays protected while all its version roots are pinned; history is append-only,
 //   so they are never unpinned except when a manifest is deleted (a failed commit).
+// - Garbage collection (`gc`) is helia's rule (delete what no pin covers) made safe to run beside
+//   ingest in another process: an ingest's blocks are unpinned until its version commits, so gc
+//   only collects unpinned blocks older than a grace period, by file time. A put of a block
+//   that is already stored freshens that time (as git does for its loose objects), so blocks
+//   left by an earlier failed ingest or import and written again count as new. Study roots the
+//   catalog knows are pinned again before the sweep, should a pin have been lost.
 // - @helia/unixfs is not used: the DAG is dag-cbor nodes over encrypted raw leaves, not UnixFS
 //   (UnixFS would expose file names and sizes, and its `cat` of 1 GiB held ~1.4 GiB of memory
 //   here). Reads go block by block through the instance reader, bounded by its read-ahead.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as dagCbor from '@ipld/dag-cbor';
 import type { Helia } from '@helia/interface';
 import type { GraphNode, GraphWalker, GraphWalkerComponents } from '@helia/interface';
 import { FsDatastore } from 'datastore-fs';
 import type { Blockstore, InputPair, Pair } from 'interface-blockstore';
+import { base32 } from 'multiformats/bases/base32';
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import { VaultError, abortError, isVaultError } from '../src/errors.ts';
@@ -44,6 +51,43 @@ export interface IpfsBlockStoreOptions {
    * missing blocks are looked for on the network. Default false: fully offline, no socket.
    */
   network?: boolean;
+}
+
+/**
+ * How old an unpinned block must be before gc deletes it, in seconds (24 hours). An ingest's
+ * blocks stay unpinned until its study version commits (one STOW request, one file of a CLI
+ * ingest, one CAR import), so this must exceed the longest of those: a 1 TB STOW at 100 MB/s
+ * takes about 3 hours.
+ */
+export const DEFAULT_GC_GRACE_S = 24 * 3600;
+
+export interface GcOptions extends AbortOptions {
+  /** Unpinned blocks written (or written again) less than this many seconds ago are kept. Default DEFAULT_GC_GRACE_S. */
+  graceS?: number;
+  /**
+   * Study roots that must survive (the catalog's study versions). Each is pinned before the
+   * sweep if it is not; one that cannot be pinned (a block of it is missing) stops gc before it
+   * deletes anything. Default: none (the pins alone decide).
+   */
+  keep?: Iterable<CID> | AsyncIterable<CID>;
+  /** The current time, ms since the epoch. Default Date.now(). */
+  now?: number;
+}
+
+export interface GcReport {
+  /** Blocks looked at. */
+  blocks: number;
+  /** Kept because a pin covers them. */
+  pinned: number;
+  /** Kept although unpinned: younger than the grace period (an ingest may still be writing its study). */
+  young: number;
+  /** Deleted, and their bytes. */
+  deleted: number;
+  deletedBytes: number;
+  /** Roots of `keep` that were not pinned and were pinned again. */
+  repinned: string[];
+  /** Pinned roots that are not in `keep` (kept: e.g. imported without their key, or committing right now). */
+  otherPins: number;
 }
 
 export class IpfsBlockStore implements BlockStore {
@@ -96,9 +140,14 @@ export class IpfsBlockStore implements BlockStore {
     return new IpfsBlockStore(helia, options.path, network, blocks, datastore);
   }
 
-  /** Stores the block; a study manifest is then pinned (see the module comment). */
+  /**
+   * Stores the block; a study manifest is then pinned (see the module comment). A block already
+   * stored has its file time freshened first, so gc treats it as just written (helia's put
+   * skips existing blocks without touching them).
+   */
   async put(cid: CID, bytes: Uint8Array, options: PutOptions = {}): Promise<void> {
     throwIfAborted(options.signal);
+    await rethrow(() => freshen(this.#blockFile(cid)), 'put', cid, options.signal);
     await rethrow(() => this.helia.blockstore.put(cid, bytes, options), 'put', cid, options.signal);
     if (isStudyManifest(cid, bytes)) await this.pin(cid, options);
   }
@@ -185,12 +234,69 @@ export class IpfsBlockStore implements BlockStore {
   }
 
   /**
-   * Deletes every block no pin covers (helia's gc). Blocks of an ingest still in progress are
-   * not pinned until its study version commits: run this while no ingest runs.
+   * Deletes every block that no pin covers and that was last written more than `graceS` ago.
+   * Safe beside ingest in this or another process as long as every ingest commits within the
+   * grace period (see DEFAULT_GC_GRACE_S). Not helia's gc, which deletes every unpinned block,
+   * an in-flight ingest's too, and holds helia's write lock (stalling every put) for the whole
+   * sweep. Residual race, as in git: a block older than the grace period written again in the
+   * instant between gc's check of it and its deletion is lost to that writer.
+   * CONFIG_INVALID for a bad grace; BLOCK_NOT_FOUND / STORE_UNAVAILABLE (nothing deleted yet)
+   * when a root of `keep` cannot be pinned; STORE_UNAVAILABLE from the disk.
    */
-  async gc(options: AbortOptions = {}): Promise<void> {
-    throwIfAborted(options.signal);
-    await this.helia.gc(signalOf(options));
+  async gc(options: GcOptions = {}): Promise<GcReport> {
+    const { signal } = options;
+    const graceS = options.graceS ?? DEFAULT_GC_GRACE_S;
+    if (!Number.isFinite(graceS) || graceS < 0) throw new VaultError('CONFIG_INVALID', `gc grace must be a non-negative number of seconds (got ${graceS})`);
+    const cutoffMs = (options.now ?? Date.now()) - graceS * 1000;
+    const report: GcReport = { blocks: 0, pinned: 0, young: 0, deleted: 0, deletedBytes: 0, repinned: [], otherPins: 0 };
+
+    const kept = new Set<string>();
+    for await (const root of options.keep ?? []) {
+      throwIfAborted(signal);
+      kept.add(root.toString());
+      if (await this.isPinnedRoot(root, signalOf(options))) continue;
+      try {
+        await this.pin(root, signalOf(options));
+      } catch (err) {
+        const code = isVaultError(err, 'BLOCK_NOT_FOUND') ? 'BLOCK_NOT_FOUND' : 'STORE_UNAVAILABLE';
+        throw new VaultError(code, `gc stopped before deleting anything: study root ${root} is not pinned and cannot be pinned (run verify on its study)`, {
+          cause: err,
+          details: { cid: root.toString() },
+        });
+      }
+      report.repinned.push(root.toString());
+    }
+    for await (const root of this.pinnedRoots(signalOf(options))) if (!kept.has(root.toString())) report.otherPins++;
+
+    for await (const cid of this.#blocks.list(signalOf(options))) {
+      throwIfAborted(signal);
+      report.blocks++;
+      if (await this.isPinned(cid, signalOf(options))) {
+        report.pinned++;
+        continue;
+      }
+      const file = this.#blockFile(cid);
+      const stats = await rethrow(() => stat(file).catch(ifMissing(undefined)), 'check', cid, signal);
+      if (stats === undefined) {
+        // Gone since it was listed (a failed ingest cleaning up), or not where it should be.
+        if (await this.#blocks.has(cid, signalOf(options))) throw new VaultError('INTERNAL', `gc: block ${cid} is not at ${file}`);
+        continue;
+      }
+      if (stats.mtimeMs >= cutoffMs) {
+        report.young++;
+        continue;
+      }
+      await this.#blocks.delete(cid, signalOf(options));
+      report.deleted++;
+      report.deletedBytes += stats.size;
+    }
+    return report;
+  }
+
+  /** The file of a block in the blocks/ FsBlockStore: its layout (shard = the characters before the last; test/ipfs-store.test.ts relies on it too). */
+  #blockFile(cid: CID): string {
+    const name = base32.encode(cid.bytes);
+    return join(this.#blocks.path, name.slice(-1 - this.#blocks.shardPrefixLength, -1), `${name}.data`);
   }
 
   async close(): Promise<void> {
@@ -325,6 +431,19 @@ function toVaultError(err: unknown, op: string, cid: CID, signal: AbortSignal | 
     return new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details });
   }
   return new VaultError('STORE_UNAVAILABLE', `IPFS ${op} of block ${cid} failed: ${name}`, { cause: err, details });
+}
+
+/** Sets a stored block's file time to now; a block not stored yet is left to the put. */
+async function freshen(file: string): Promise<void> {
+  const now = new Date();
+  await utimes(file, now, now).catch(ifMissing(undefined));
+}
+
+function ifMissing<T>(value: T): (err: unknown) => T {
+  return (err) => {
+    if (typeof err === 'object' && err !== null && 'code' in err && err.code === 'ENOENT') return value;
+    throw err;
+  };
 }
 
 function errName(err: unknown): string {
