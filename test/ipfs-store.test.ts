@@ -1,5 +1,6 @@
 // The IPFS backend: helia offline over an on-disk blockstore in a temp dir. The shared conformance
-// suite, then what IPFS adds: study roots pinned, unpinned blocks collected, and no network.
+// suite, then what IPFS adds: study roots pinned, unpinned blocks collected, and no network; and
+// a study with a block missing from the repo is refused, naming the block.
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readlinkSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -55,11 +56,14 @@ describe('a node on --store ipfs', () => {
   let dataDir: string;
   let node: RunningNode;
   let store: IpfsBlockStore;
+  /** The node's log lines (warn and above), parsed. */
+  let logs: Array<Record<string, unknown>>;
 
   beforeEach(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-node-'));
     const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': '4096', store: 'ipfs' }, {});
-    node = await startNode(options, createLogger('silent'));
+    logs = [];
+    node = await startNode(options, createLogger('warn', { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }));
     store = node.vault.store as IpfsBlockStore;
   });
   afterEach(async () => {
@@ -143,6 +147,40 @@ describe('a node on --store ipfs', () => {
     expect(err.details).toMatchObject({ cid: chunk.toString() });
     const report = await verifyStudy(node.vault, study.studyInstanceUID);
     expect(report.problems).toEqual([expect.objectContaining({ kind: 'missing', cid: chunk.toString() })]);
+  });
+
+  it('refuses WADO of a study whose block is missing, naming the block: in the error before headers, in the log after', async () => {
+    // 128 x 128 x 16 bits: 32 KiB of pixels, about nine 4 KiB chunks.
+    const study = planStudy({ kind: 'single', instances: 1, rows: 128, columns: 128, seed: 25 });
+    expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
+    const inst = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
+    const nodeCid = CID.parse(inst.nodeCid);
+    const chunks = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks;
+    expect(chunks.length).toBeGreaterThan(4);
+    const url = `${node.url}/studies/${study.studyInstanceUID}`;
+
+    // A later chunk gone: headers are out when it is reached, so the response breaks off (never
+    // a short body that looks whole) and the log names the block.
+    const late = chunks.at(-2)!;
+    const lateFile = blockPath(path.join(dataDir, 'ipfs'), late);
+    const lateBytes = await readFile(lateFile);
+    await rm(lateFile);
+    const res = await fetch(url, { headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
+    expect(res.status).toBe(200);
+    await expect(res.arrayBuffer()).rejects.toThrow();
+    const named = logs.filter((l) => (l.err as { details?: { cid?: string } } | undefined)?.details?.cid === late.toString());
+    expect(named.map((l) => [(l.level as number) >= 40, (l.err as { code?: string }).code])).toEqual([[true, 'BLOCK_NOT_FOUND']]);
+    await writeFile(lateFile, lateBytes);
+
+    // The first chunk gone: checked before headers, so the answer is an error naming it.
+    const first = chunks[0]!;
+    await rm(blockPath(path.join(dataDir, 'ipfs'), first));
+    const refused = await retrieve(url);
+    expect(refused.status).toBe(500);
+    const body = JSON.parse(refused.raw.toString()) as { code: string; message: string; details?: { cid?: string } };
+    expect(body.code).toBe('BLOCK_NOT_FOUND');
+    expect(body.message).toContain(first.toString());
+    expect(body.details?.cid).toBe(first.toString());
   });
 });
 
