@@ -1,16 +1,18 @@
-// The `dicom-vault` command: serve, ingest, verify, export.
+// The `dicom-vault` command: serve, ingest, verify, export, gc.
 import { mkdir, rename } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
+import { CID } from 'multiformats/cid';
+import type { Catalog } from './catalog.ts';
 import { FLAGS, resolveNodeOptions, type FlagName } from './config.ts';
 import { isVaultError, VaultError } from './errors.ts';
 import { assertUid } from './dicom/uid.ts';
 import { openInstance } from './instance-reader.ts';
 import { startNode } from './server.ts';
 import { verifyStudy } from './verify.ts';
-import { createLogger, openVault } from './vault.ts';
+import { CATALOG_FILE, createLogger, openVault } from './vault.ts';
 import { ingestFiles } from '../ingest/files.ts';
 import { CAR_CLI_OPTIONS, CAR_USAGE, runCarCommand } from '../storage/car-cli.ts';
 import { ANCHOR_CLI_OPTIONS, ANCHOR_USAGE, checkAnchorOfStudy, printStudyAnchor, runAnchorCommand } from '../anchor/cli.ts';
@@ -22,6 +24,8 @@ Commands:
   ingest <file|dir>...      store DICOM files (folders are walked), showing progress
   verify <study-uid>        check every block and instance of a study; names what is missing or corrupt
   export <study-uid> <dir>  write the study's current instances as decrypted Part 10 files
+  gc [--grace SECONDS]      (--store ipfs) delete the blocks no study version pins, once older than the
+                            grace period (default 86400: an ingest's blocks are unpinned until it commits)
 ${CAR_USAGE}
 ${ANCHOR_USAGE}
 
@@ -29,7 +33,7 @@ Options (environment variable in brackets):
 ${Object.entries(FLAGS)
   .map(([name, f]) => `  --${name.padEnd(12)} ${f.help} [${f.env}]`)
   .join('\n')}
-  --json         (verify) print the report as JSON
+  --json         (verify, gc) print the report as JSON
   -h, --help     this text
 `;
 
@@ -47,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       ...Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }])),
       json: { type: 'boolean' },
+      grace: { type: 'string' },
       ...ANCHOR_CLI_OPTIONS,
       ...CAR_CLI_OPTIONS,
       help: { type: 'boolean', short: 'h' },
@@ -151,6 +156,35 @@ async function main(argv: string[]): Promise<number> {
         await vault.close();
       }
     }
+    case 'gc': {
+      // fs and s3 have no pins, and their put of a block already stored leaves its time as it
+      // was: an ingest's block written again would look as old as garbage. Refused until they can tell.
+      if (options.store !== 'ipfs') {
+        throw new VaultError('CONFIG_INVALID', `gc collects blocks of --store ipfs only (got ${options.store}): the fs and s3 stores cannot yet tell an in-flight ingest's blocks from garbage`);
+      }
+      if (values.grace !== undefined && !/^\d+$/.test(values.grace)) throw new VaultError('CONFIG_INVALID', `--grace must be a whole number of seconds (got "${values.grace}")`);
+      // Never create a data directory by collecting it.
+      if (!existsSync(join(options.dataDir, CATALOG_FILE))) throw new VaultError('CONFIG_INVALID', `no dicom-vault data in ${options.dataDir} (pass --data-dir)`);
+      const { DEFAULT_GC_GRACE_S, IpfsBlockStore } = await import('../storage/ipfs.ts');
+      const graceS = values.grace === undefined ? DEFAULT_GC_GRACE_S : Number(values.grace);
+      const vault = await openVault(options, createLogger('warn'));
+      try {
+        if (!(vault.store instanceof IpfsBlockStore)) throw new VaultError('INTERNAL', 'the ipfs store did not open as IpfsBlockStore');
+        const report = await vault.store.gc({ graceS, keep: catalogRoots(vault.catalog) });
+        if (values.json) out(JSON.stringify({ graceS, ...report }, null, 2));
+        else {
+          for (const root of report.repinned) out(`pinned again: ${root} (a study version in the catalog that no pin covered)`);
+          out(
+            `${report.blocks} blocks: ${report.pinned} pinned, ${report.young} unpinned but younger than ${graceS} s (kept), ` +
+              `${report.deleted} deleted (${mb(report.deletedBytes)} MB)` +
+              (report.otherPins > 0 ? `; ${report.otherPins} pinned roots not in the catalog kept` : ''),
+          );
+        }
+        return 0;
+      } finally {
+        await vault.close();
+      }
+    }
     case 'import':
     case 'public-key':
       return runCarCommand(command, args, values, options, { out, err });
@@ -163,6 +197,19 @@ async function main(argv: string[]): Promise<number> {
       err(`unknown command "${command}"\n`);
       err(USAGE);
       return 1;
+  }
+}
+
+/**
+ * Every study version root in the catalog, a page of studies at a time. A study added meanwhile
+ * repeats one at a page boundary rather than skipping one; its roots are pinned anyway.
+ */
+function* catalogRoots(catalog: Catalog): Generator<CID> {
+  const page = 1000;
+  for (let offset = 0; ; offset += page) {
+    const studies = catalog.queryStudies({ filters: [], limit: page, offset });
+    for (const s of studies) for (const v of catalog.versions(s.studyInstanceUID)) yield CID.parse(v.root);
+    if (studies.length < page) return;
   }
 }
 

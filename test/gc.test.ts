@@ -1,0 +1,196 @@
+// `dicom-vault gc` on --store ipfs, run as its own process beside a serving node: it deletes what
+// a crashed ingest left once older than the grace period, never a block of a stored study, never
+// a block of a STOW still in flight, and a block written again counts as new. Other stores are
+// refused with the reason.
+import { randomBytes } from 'node:crypto';
+import { request } from 'node:http';
+import { mkdtemp, rm, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CID } from 'multiformats/cid';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { planStudy, type GeneratedInstance } from '../bench/generate.ts';
+import { resolveNodeOptions } from '../src/config.ts';
+import { startNode, type RunningNode } from '../src/server.ts';
+import { createLogger } from '../src/vault.ts';
+import { verifyStudy } from '../src/verify.ts';
+import { rawCid } from '../storage/cid.ts';
+import { DEFAULT_GC_GRACE_S, IpfsBlockStore, type GcReport } from '../storage/ipfs.ts';
+import { retrieve, stow } from './support/dicomweb.ts';
+import { run } from './support/process.ts';
+
+const CHUNK = 4096;
+const DAY_S = 24 * 3600;
+
+let dataDir: string;
+let node: RunningNode;
+let store: IpfsBlockStore;
+
+beforeEach(async () => {
+  dataDir = await mkdtemp(path.join(tmpdir(), 'dicom-vault-gc-'));
+  node = await startNode(resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': String(CHUNK), store: 'ipfs' }, {}), createLogger('silent'));
+  store = node.vault.store as IpfsBlockStore;
+});
+afterEach(async () => {
+  await node.close();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+/** `dicom-vault gc` on this node's data directory, as a separate process. */
+function gc(...args: string[]): ReturnType<typeof run> {
+  return run(['gc', '--data-dir', dataDir, '--store', 'ipfs', ...args]);
+}
+
+function reportOf(r: { code: number; stdout: string; stderr: string }): GcReport & { graceS: number } {
+  expect(r.code, r.stdout + r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as GcReport & { graceS: number };
+}
+
+/** Unpinned blocks as a node killed mid-ingest leaves them, written `ageS` seconds ago. */
+async function leftovers(count: number, ageS: number): Promise<CID[]> {
+  const cids: CID[] = [];
+  for (let i = 0; i < count; i++) {
+    const bytes = randomBytes(CHUNK);
+    const cid = rawCid(bytes);
+    await store.put(cid, bytes);
+    await age(cid, ageS);
+    cids.push(cid);
+  }
+  return cids;
+}
+
+/** Sets a block's file time `ageS` seconds into the past. */
+async function age(cid: CID, ageS: number): Promise<void> {
+  const name = cid.toString();
+  const when = new Date(Date.now() - ageS * 1000);
+  await utimes(path.join(dataDir, 'ipfs', 'blocks', name.slice(-3, -1), `${name}.data`), when, when);
+}
+
+async function blockCount(): Promise<number> {
+  let n = 0;
+  for await (const _ of store.list()) n++;
+  return n;
+}
+
+async function bytesOf(inst: GeneratedInstance): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const p of inst.open()) parts.push(p);
+  return Buffer.concat(parts);
+}
+
+async function expectStudyWhole(studyUID: string, parts: Buffer[]): Promise<void> {
+  const back = await retrieve(`${node.url}/studies/${studyUID}`);
+  expect(back.status).toBe(200);
+  expect(back.parts.map((p) => p.body.toString('base64')).sort()).toEqual(parts.map((b) => b.toString('base64')).sort());
+  expect((await verifyStudy(node.vault, studyUID)).problems).toEqual([]);
+}
+
+describe('dicom-vault gc (--store ipfs)', () => {
+  it('deletes the unpinned blocks older than the grace period, beside a serving node, and keeps every study', async () => {
+    const study = planStudy({ kind: 'single', instances: 3, rows: 64, columns: 64, seed: 51 });
+    const parts = await Promise.all(study.instances.map(bytesOf));
+    expect((await stow(node.url, parts.slice(0, 2))).status).toBe(200);
+    expect((await stow(node.url, parts.slice(2))).status).toBe(200);
+    const studyBlocks = await blockCount();
+    const old = await leftovers(3, 2 * DAY_S);
+    const recent = await leftovers(2, 60);
+
+    const first = await gc();
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    expect(first.stdout).toContain(`${studyBlocks + 5} blocks: ${studyBlocks} pinned, 2 unpinned but younger than ${DEFAULT_GC_GRACE_S} s (kept), 3 deleted (0.0 MB)`);
+    for (const cid of old) expect(await store.has(cid), cid.toString()).toBe(false);
+    for (const cid of recent) expect(await store.has(cid), cid.toString()).toBe(true);
+    await expectStudyWhole(study.studyInstanceUID, parts);
+
+    // A shorter grace takes the recent ones too; JSON for scripts.
+    const second = reportOf(await gc('--grace', '30', '--json'));
+    expect(second).toEqual({ graceS: 30, blocks: studyBlocks + 2, pinned: studyBlocks, young: 0, deleted: 2, deletedBytes: 2 * CHUNK, repinned: [], otherPins: 0 });
+    expect(await blockCount()).toBe(studyBlocks);
+    await expectStudyWhole(study.studyInstanceUID, parts);
+  });
+
+  it('never takes the blocks of a STOW still in flight, which then commits whole', async () => {
+    const study = planStudy({ kind: 'single', instances: 2, rows: 64, columns: 64, seed: 52 });
+    const parts = await Promise.all(study.instances.map(bytesOf));
+    const garbage = await leftovers(2, 2 * DAY_S);
+    const before = await blockCount();
+
+    // The first instance and the delimiter of the next: the node stores the first instance's
+    // chunks and node, then waits for the rest of the request, with nothing committed.
+    const boundary = `gc-${randomBytes(6).toString('hex')}`;
+    const head = (p: Buffer): Buffer => Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), p, Buffer.from('\r\n')]);
+    const stowUrl = new URL(`${node.url}/studies`);
+    const req = request(stowUrl, { method: 'POST', headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`, accept: 'application/dicom+json' } });
+    const answered = new Promise<number>((resolve, reject) => {
+      req.once('response', (res) => {
+        res.resume();
+        res.once('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.once('error', reject);
+    });
+    req.write(head(parts[0]!));
+    req.write(`--${boundary}\r\n`);
+    const inFlight = Math.ceil(parts[0]!.length / CHUNK) + 1; // its chunks and its instance node
+    for (let i = 0; i < 200 && (await blockCount()) < before + inFlight; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await blockCount()).toBe(before + inFlight);
+    expect(node.vault.catalog.latestVersion(study.studyInstanceUID)).toBeUndefined();
+
+    // gc in another process while the request is open: the unpinned in-flight blocks are young.
+    const report = reportOf(await gc('--json'));
+    expect(report).toMatchObject({ young: inFlight, deleted: garbage.length });
+
+    req.end(Buffer.concat([Buffer.from(`Content-Type: application/dicom\r\n\r\n`), parts[1]!, Buffer.from(`\r\n--${boundary}--\r\n`)]));
+    expect(await answered).toBe(200);
+    await expectStudyWhole(study.studyInstanceUID, parts);
+    // Committed now: the same blocks are pinned, so even a grace of 0 keeps them.
+    expect(reportOf(await gc('--grace', '0', '--json'))).toMatchObject({ young: 0, deleted: 0 });
+    await expectStudyWhole(study.studyInstanceUID, parts);
+  });
+
+  it('counts a block written again (a retried ingest or import) from its latest write', async () => {
+    const [cid] = await leftovers(1, 2 * DAY_S);
+    // The retry stores the same bytes; the store already has them and only freshens their time.
+    const bytes = await store.get(cid!);
+    await store.put(cid!, bytes);
+    expect(reportOf(await gc('--json'))).toMatchObject({ young: 1, deleted: 0 });
+    expect(await store.has(cid!)).toBe(true);
+  });
+
+  it('pins a catalog study root found unpinned before it sweeps, and keeps pins the catalog does not know', async () => {
+    const study = planStudy({ kind: 'single', instances: 1, rows: 64, columns: 64, seed: 53 });
+    const parts = [await bytesOf(study.instances[0]!)];
+    expect((await stow(node.url, parts)).status).toBe(200);
+    const root = node.vault.catalog.latestVersion(study.studyInstanceUID)!.root;
+    await store.unpin(CID.parse(root)); // a lost pin: the study's blocks now look like garbage
+    const foreign = randomBytes(100);
+    await store.put(rawCid(foreign), foreign);
+    await store.pin(rawCid(foreign)); // e.g. a study imported without its key: pinned, not in the catalog
+
+    const r = await gc('--grace', '0');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain(`pinned again: ${root} (a study version in the catalog that no pin covered)`);
+    expect(r.stdout).toMatch(/ 0 deleted \(0\.0 MB\); 1 pinned roots not in the catalog kept$/m);
+    expect(await store.isPinnedRoot(CID.parse(root))).toBe(true);
+    expect(await store.has(rawCid(foreign))).toBe(true);
+    await expectStudyWhole(study.studyInstanceUID, parts);
+  });
+});
+
+describe('dicom-vault gc refuses', () => {
+  it('other stores, a bad grace, and a directory without data, saying why', async () => {
+    const fsStore = await run(['gc', '--data-dir', dataDir, '--store', 'fs']);
+    expect(fsStore.code).toBe(1);
+    expect(fsStore.stderr).toMatch(/CONFIG_INVALID: gc collects blocks of --store ipfs only \(got fs\): the fs and s3 stores cannot yet tell an in-flight ingest's blocks from garbage/);
+    const grace = await gc('--grace', 'a day');
+    expect(grace.code).toBe(1);
+    expect(grace.stderr).toMatch(/CONFIG_INVALID: --grace must be a whole number of seconds/);
+    const empty = await mkdtemp(path.join(tmpdir(), 'dicom-vault-gc-empty-'));
+    try {
+      const none = await run(['gc', '--data-dir', path.join(empty, 'nothing'), '--store', 'ipfs']);
+      expect(none.code).toBe(1);
+      expect(none.stderr).toMatch(/CONFIG_INVALID: no dicom-vault data in /);
+    } finally {
+      await rm(empty, { recursive: true, force: true });
+    }
+  });
+});
