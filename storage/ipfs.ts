@@ -191,7 +191,10 @@ export class IpfsBlockStore implements BlockStore {
   async pin(root: CID, options: AbortOptions = {}): Promise<void> {
     if (await this.isPinnedRoot(root, options)) return;
     try {
-      for await (const _ of this.helia.pins.add(root, { ...signalOf(options), walker: studyWalker })) {
+      // helia hands these options on to the walker's blockstore.get, where `offline` (as in get()
+      // above) reports a missing block instead of failing for want of block brokers.
+      const walk = { ...signalOf(options), walker: studyWalker, offline: !this.network };
+      for await (const _ of this.helia.pins.add(root, walk)) {
         // drained: each yield is one block marked as pinned
       }
     } catch (err) {
@@ -204,7 +207,8 @@ export class IpfsBlockStore implements BlockStore {
   async unpin(root: CID, options: AbortOptions = {}): Promise<void> {
     if (!(await this.isPinnedRoot(root, options))) return;
     try {
-      for await (const _ of this.helia.pins.rm(root, { ...signalOf(options), walker: studyWalker })) {
+      const walk = { ...signalOf(options), walker: studyWalker, offline: !this.network }; // as in pin()
+      for await (const _ of this.helia.pins.rm(root, walk)) {
         // drained
       }
     } catch (err) {
@@ -373,7 +377,12 @@ export function studyWalker(components: GraphWalkerComponents): GraphWalker {
           continue;
         }
         const pieces: Uint8Array[] = [];
-        for await (const piece of components.blockstore.get(cid, options)) pieces.push(piece);
+        try {
+          for await (const piece of components.blockstore.get(cid, options)) pieces.push(piece);
+        } catch (err) {
+          // Named here, where the child is known: pin() would otherwise blame the root.
+          throw toVaultError(err, 'get', cid, options.signal);
+        }
         const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
         const codec = await components.getCodec(cid.code);
         const value = codec.decode(bytes) as Record<string, unknown>;
