@@ -78,6 +78,38 @@ async function bytesOf(inst: GeneratedInstance): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/**
+ * Opens a STOW and sends its first instance and the delimiter of the next: the node stores that
+ * instance's chunks and node, then waits for the rest of the request with nothing committed.
+ * Resolves once those blocks are in the store.
+ */
+async function stowFirstInstance(first: Buffer): Promise<{ inFlight: number; finish(second: Buffer): Promise<number> }> {
+  const before = await blockCount();
+  const boundary = `gc-${randomBytes(6).toString('hex')}`;
+  const req = request(new URL(`${node.url}/studies`), {
+    method: 'POST',
+    headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`, accept: 'application/dicom+json' },
+  });
+  const answered = new Promise<number>((resolve, reject) => {
+    req.once('response', (res) => {
+      res.resume();
+      res.once('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('error', reject);
+  });
+  req.write(Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), first, Buffer.from(`\r\n--${boundary}\r\n`)]));
+  const inFlight = Math.ceil(first.length / CHUNK) + 1; // its chunks and its instance node
+  for (let i = 0; i < 200 && (await blockCount()) < before + inFlight; i++) await new Promise((r) => setTimeout(r, 25));
+  expect(await blockCount()).toBe(before + inFlight);
+  return {
+    inFlight,
+    finish(second) {
+      req.end(Buffer.concat([Buffer.from('Content-Type: application/dicom\r\n\r\n'), second, Buffer.from(`\r\n--${boundary}--\r\n`)]));
+      return answered;
+    },
+  };
+}
+
 async function expectStudyWhole(studyUID: string, parts: Buffer[]): Promise<void> {
   const back = await retrieve(`${node.url}/studies/${studyUID}`);
   expect(back.status).toBe(200);
@@ -113,37 +145,30 @@ describe('dicom-vault gc (--store ipfs)', () => {
     const study = planStudy({ kind: 'single', instances: 2, rows: 64, columns: 64, seed: 52 });
     const parts = await Promise.all(study.instances.map(bytesOf));
     const garbage = await leftovers(2, 2 * DAY_S);
-    const before = await blockCount();
-
-    // The first instance and the delimiter of the next: the node stores the first instance's
-    // chunks and node, then waits for the rest of the request, with nothing committed.
-    const boundary = `gc-${randomBytes(6).toString('hex')}`;
-    const head = (p: Buffer): Buffer => Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), p, Buffer.from('\r\n')]);
-    const stowUrl = new URL(`${node.url}/studies`);
-    const req = request(stowUrl, { method: 'POST', headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`, accept: 'application/dicom+json' } });
-    const answered = new Promise<number>((resolve, reject) => {
-      req.once('response', (res) => {
-        res.resume();
-        res.once('end', () => resolve(res.statusCode ?? 0));
-      });
-      req.once('error', reject);
-    });
-    req.write(head(parts[0]!));
-    req.write(`--${boundary}\r\n`);
-    const inFlight = Math.ceil(parts[0]!.length / CHUNK) + 1; // its chunks and its instance node
-    for (let i = 0; i < 200 && (await blockCount()) < before + inFlight; i++) await new Promise((r) => setTimeout(r, 25));
-    expect(await blockCount()).toBe(before + inFlight);
+    const stow = await stowFirstInstance(parts[0]!);
     expect(node.vault.catalog.latestVersion(study.studyInstanceUID)).toBeUndefined();
 
     // gc in another process while the request is open: the unpinned in-flight blocks are young.
     const report = reportOf(await gc('--json'));
-    expect(report).toMatchObject({ young: inFlight, deleted: garbage.length });
+    expect(report).toMatchObject({ young: stow.inFlight, deleted: garbage.length });
 
-    req.end(Buffer.concat([Buffer.from(`Content-Type: application/dicom\r\n\r\n`), parts[1]!, Buffer.from(`\r\n--${boundary}--\r\n`)]));
-    expect(await answered).toBe(200);
+    expect(await stow.finish(parts[1]!)).toBe(200);
     await expectStudyWhole(study.studyInstanceUID, parts);
     // Committed now: the same blocks are pinned, so even a grace of 0 keeps them.
     expect(reportOf(await gc('--grace', '0', '--json'))).toMatchObject({ young: 0, deleted: 0 });
+    await expectStudyWhole(study.studyInstanceUID, parts);
+  });
+
+  it('with --grace 0 (no protection) takes an in-flight STOW\'s blocks: that STOW fails whole, and is accepted when sent again', async () => {
+    const study = planStudy({ kind: 'single', instances: 2, rows: 64, columns: 64, seed: 54 });
+    const parts = await Promise.all(study.instances.map(bytesOf));
+    const stow1 = await stowFirstInstance(parts[0]!);
+    expect(reportOf(await gc('--grace', '0', '--json'))).toMatchObject({ young: 0, deleted: stow1.inFlight });
+    expect(await stow1.finish(parts[1]!)).toBe(500);
+    // Nothing half-stored is visible.
+    expect(node.vault.catalog.latestVersion(study.studyInstanceUID)).toBeUndefined();
+    expect((await retrieve(`${node.url}/studies/${study.studyInstanceUID}`)).status).toBe(404);
+    expect((await stow(node.url, parts)).status).toBe(200);
     await expectStudyWhole(study.studyInstanceUID, parts);
   });
 
