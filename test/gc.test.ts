@@ -83,17 +83,19 @@ async function bytesOf(inst: GeneratedInstance): Promise<Buffer> {
  * instance's chunks and node, then waits for the rest of the request with nothing committed.
  * Resolves once those blocks are in the store.
  */
-async function stowFirstInstance(first: Buffer): Promise<{ inFlight: number; finish(second: Buffer): Promise<number> }> {
+async function stowFirstInstance(first: Buffer): Promise<{ inFlight: number; finish(second: Buffer): Promise<{ status: number; body: string }> }> {
   const before = await blockCount();
   const boundary = `gc-${randomBytes(6).toString('hex')}`;
   const req = request(new URL(`${node.url}/studies`), {
     method: 'POST',
     headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`, accept: 'application/dicom+json' },
   });
-  const answered = new Promise<number>((resolve, reject) => {
+  const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
     req.once('response', (res) => {
-      res.resume();
-      res.once('end', () => resolve(res.statusCode ?? 0));
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.once('error', reject);
   });
@@ -152,7 +154,7 @@ describe('dicom-vault gc (--store ipfs)', () => {
     const report = reportOf(await gc('--json'));
     expect(report).toMatchObject({ young: stow.inFlight, deleted: garbage.length });
 
-    expect(await stow.finish(parts[1]!)).toBe(200);
+    expect((await stow.finish(parts[1]!)).status).toBe(200);
     await expectStudyWhole(study.studyInstanceUID, parts);
     // Committed now: the same blocks are pinned, so even a grace of 0 keeps them.
     expect(reportOf(await gc('--grace', '0', '--json'))).toMatchObject({ young: 0, deleted: 0 });
@@ -164,7 +166,9 @@ describe('dicom-vault gc (--store ipfs)', () => {
     const parts = await Promise.all(study.instances.map(bytesOf));
     const stow1 = await stowFirstInstance(parts[0]!);
     expect(reportOf(await gc('--grace', '0', '--json'))).toMatchObject({ young: 0, deleted: stow1.inFlight });
-    expect(await stow1.finish(parts[1]!)).toBe(500);
+    const failed = await stow1.finish(parts[1]!);
+    expect(failed.status).toBe(500);
+    expect(JSON.parse(failed.body)).toMatchObject({ code: 'BLOCK_NOT_FOUND', details: { cid: expect.stringMatching(/^baf/) } });
     // Nothing half-stored is visible.
     expect(node.vault.catalog.latestVersion(study.studyInstanceUID)).toBeUndefined();
     expect((await retrieve(`${node.url}/studies/${study.studyInstanceUID}`)).status).toBe(404);
