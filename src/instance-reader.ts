@@ -286,7 +286,8 @@ async function getBlock(store: Pick<BlockStore, 'get'>, cid: CID, options: Abort
   try {
     return await store.get(cid, options);
   } catch (err) {
-    if (isVaultError(err, 'BLOCK_NOT_FOUND')) {
+    // Stores name the block already; a store that does not is given the CID here.
+    if (isVaultError(err, 'BLOCK_NOT_FOUND') && err.details?.cid !== cid.toString()) {
       throw new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details: { cid: cid.toString() } });
     }
     throw err;
