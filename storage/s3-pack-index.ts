@@ -1,0 +1,183 @@
+// The local index of the S3 store's packs: which pack holds a block, and where in it. SQLite
+// (src/sqlite.ts: WAL, synchronous=FULL), so a second process (a `verify` or `export` CLI next to
+// the server) reads what the server committed, and every answer is on disk before a flush resolves.
+//
+// Rows are added only once a pack's upload has succeeded, one transaction per pack: a crash
+// between the upload and the commit leaves an orphan pack object (garbage, never a dangling row).
+// A pack's row counts its live blocks; when the last one is deleted the row stays with live = 0
+// until its object is deleted (`deadPacks`, `dropPack`), so a failed DeleteObject is retried later.
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { CID } from 'multiformats/cid';
+import { VaultError } from '../src/errors.ts';
+import { openDatabase } from '../src/sqlite.ts';
+
+const MIGRATIONS = [
+  `CREATE TABLE packs (
+     id TEXT PRIMARY KEY,
+     bytes INTEGER NOT NULL,    -- object size
+     blocks INTEGER NOT NULL,   -- blocks indexed when it landed
+     live INTEGER NOT NULL,     -- of those, not deleted since; 0: the object is to be deleted
+     created INTEGER NOT NULL   -- ms since the epoch
+   ) STRICT;
+   CREATE TABLE blocks (
+     cid BLOB PRIMARY KEY,
+     pack TEXT NOT NULL REFERENCES packs (id),
+     start INTEGER NOT NULL,    -- byte offset in the pack object (not in its data section)
+     size INTEGER NOT NULL
+   ) STRICT, WITHOUT ROWID;
+   CREATE INDEX blocks_by_pack ON blocks (pack, start);
+   CREATE INDEX dead_packs ON packs (live) WHERE live = 0;`,
+];
+
+/** Where a block is: bytes [start, start + size) of pack `pack`. */
+export interface PackedBlock {
+  cid: Uint8Array;
+  pack: string;
+  start: number;
+  size: number;
+}
+
+export interface LandedBlock {
+  cid: CID;
+  /** Byte offset in the pack object. */
+  start: number;
+  size: number;
+}
+
+export class PackIndex {
+  readonly path: string;
+  readonly #db: DatabaseSync;
+  readonly #lookup: StatementSync;
+  readonly #following: StatementSync;
+  readonly #insertPack: StatementSync;
+  readonly #insertBlock: StatementSync;
+  readonly #setLive: StatementSync;
+  readonly #deleteBlock: StatementSync;
+  readonly #decrement: StatementSync;
+  readonly #dead: StatementSync;
+  readonly #dropPack: StatementSync;
+  readonly #page: StatementSync;
+
+  private constructor(path: string, db: DatabaseSync) {
+    this.path = path;
+    this.#db = db;
+    this.#lookup = db.prepare('SELECT cid, pack, start, size FROM blocks WHERE cid = ?');
+    this.#following = db.prepare('SELECT cid, pack, start, size FROM blocks WHERE pack = ? AND start >= ? ORDER BY start LIMIT ?');
+    this.#insertPack = db.prepare('INSERT INTO packs (id, bytes, blocks, live, created) VALUES (?, ?, 0, 0, ?)');
+    this.#insertBlock = db.prepare('INSERT OR IGNORE INTO blocks (cid, pack, start, size) VALUES (?, ?, ?, ?)');
+    this.#setLive = db.prepare('UPDATE packs SET blocks = ?, live = ? WHERE id = ?');
+    this.#deleteBlock = db.prepare('DELETE FROM blocks WHERE cid = ? RETURNING pack');
+    this.#decrement = db.prepare('UPDATE packs SET live = live - 1 WHERE id = ? RETURNING live');
+    this.#dead = db.prepare('SELECT id FROM packs WHERE live = 0');
+    this.#dropPack = db.prepare('DELETE FROM packs WHERE id = ? AND live = 0');
+    this.#page = db.prepare('SELECT cid FROM blocks WHERE cid > ? ORDER BY cid LIMIT ?');
+  }
+
+  /** Opens (creating if needed) the index at `path`. CONFIG_INVALID if it cannot. */
+  static open(path: string): PackIndex {
+    return new PackIndex(path, openDatabase({ path, what: 'S3 pack index', migrations: MIGRATIONS }));
+  }
+
+  lookup(cid: CID): PackedBlock | undefined {
+    return this.#read(() => this.#lookup.get(cid.bytes) as PackedBlock | undefined);
+  }
+
+  /** Up to `limit` blocks of `pack` starting at or after byte `start`, in order. */
+  following(pack: string, start: number, limit: number): PackedBlock[] {
+    return this.#read(() => this.#following.all(pack, start, limit) as unknown as PackedBlock[]);
+  }
+
+  /**
+   * Records a pack that has been uploaded, in one transaction. Blocks already indexed (in another
+   * pack, put by another process meanwhile) keep their place. Returns how many blocks now point
+   * into this pack; at 0 no row is kept and the caller should delete the object.
+   */
+  land(id: string, bytes: number, blocks: readonly LandedBlock[]): number {
+    return this.#write(() => {
+      this.#insertPack.run(id, bytes, Date.now());
+      let live = 0;
+      for (const b of blocks) live += Number(this.#insertBlock.run(b.cid.bytes, id, b.start, b.size).changes);
+      if (live === 0) this.#dropPack.run(id);
+      else this.#setLive.run(live, live, id);
+      return live;
+    });
+  }
+
+  /**
+   * Removes a block. Returns its pack and how many live blocks that pack has left (0: delete the
+   * object, then `dropPack`), or undefined when the block was not indexed.
+   */
+  remove(cid: CID): { pack: string; live: number } | undefined {
+    return this.#write(() => {
+      const row = this.#deleteBlock.get(cid.bytes) as { pack: string } | undefined;
+      if (row === undefined) return undefined;
+      const left = this.#decrement.get(row.pack) as { live: number } | undefined;
+      return { pack: row.pack, live: left?.live ?? 0 };
+    });
+  }
+
+  /** Packs whose every block was deleted, their objects not yet (known to be) deleted. */
+  deadPacks(): string[] {
+    return this.#read(() => (this.#dead.all() as Array<{ id: string }>).map((r) => r.id));
+  }
+
+  /** Forgets a dead pack once its object is deleted. A pack with live blocks is kept. */
+  dropPack(id: string): void {
+    this.#write(() => {
+      this.#dropPack.run(id);
+    });
+  }
+
+  /**
+   * Every indexed CID, read a page at a time (no statement stays open while the caller awaits,
+   * so writes go on meanwhile; a block added during the walk may or may not be listed).
+   */
+  *cids(pageSize = 1000): Generator<CID> {
+    let after: Uint8Array = new Uint8Array(0);
+    for (;;) {
+      const rows = this.#read(() => this.#page.all(after, pageSize) as Array<{ cid: Uint8Array }>);
+      for (const row of rows) yield CID.decode(row.cid);
+      if (rows.length < pageSize) return;
+      after = rows[rows.length - 1]!.cid;
+    }
+  }
+
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+
+  #read<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw this.#failure(err, 'read');
+    }
+  }
+
+  /** BEGIN IMMEDIATE: takes the write lock first, so two processes never deadlock on upgrade. */
+  #write<T>(fn: () => T): T {
+    try {
+      this.#db.exec('BEGIN IMMEDIATE');
+    } catch (err) {
+      throw this.#failure(err, 'lock');
+    }
+    try {
+      const result = fn();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      try {
+        this.#db.exec('ROLLBACK');
+      } catch {
+        // The transaction is already gone (COMMIT failed and SQLite rolled back).
+      }
+      throw this.#failure(err, 'write');
+    }
+  }
+
+  #failure(err: unknown, what: string): VaultError {
+    if (err instanceof VaultError) return err;
+    const reason = err instanceof Error ? err.message : 'unknown error';
+    return new VaultError('STORE_UNAVAILABLE', `S3 pack index at ${this.path}: cannot ${what}: ${reason}`, { cause: err, details: { index: this.path } });
+  }
+}
