@@ -16,6 +16,8 @@ export type StoreKind = (typeof STORE_KINDS)[number];
 /** Below the data directory: where the fs backend keeps blocks and the IPFS backend its repo. */
 export const FS_BLOCKS_DIR = 'blocks';
 export const IPFS_REPO_DIR = 'ipfs';
+/** In the data directory: the S3 backend's index of which pack object holds each block. */
+export const S3_INDEX_FILE = 's3-index.db';
 
 export type BlockStoreConfig =
   | { kind: 'fs'; fs: FsBlockStoreOptions }
@@ -38,6 +40,7 @@ export const STORE_ENV = {
     DICOM_VAULT_S3_MAX_ATTEMPTS: 'attempts per request, with backoff (default 4)',
     DICOM_VAULT_S3_REQUEST_TIMEOUT_MS: 'milliseconds per attempt (default 30000)',
     DICOM_VAULT_S3_OPERATION_TIMEOUT_MS: 'milliseconds per block operation, retries included (default 120000)',
+    DICOM_VAULT_S3_PACK_BYTES: 'bytes of blocks packed into one object, indexed in <data-dir>/s3-index.db (default 8388608 = 8 MiB; 0: one object per block)',
   },
   ipfs: {
     DICOM_VAULT_IPFS_NETWORK: 'true|false: join the public libp2p network (default false: offline)',
@@ -60,19 +63,24 @@ export function resolveBlockStoreConfig(kind: string, dataDir: string, env: Node
     case 'ipfs':
       return { kind, ipfs: { path: join(dataDir, IPFS_REPO_DIR), network: bool(env, 'DICOM_VAULT_IPFS_NETWORK') ?? false } };
     case 's3':
-      return { kind, s3: resolveS3(env) };
+      return { kind, s3: resolveS3(env, dataDir) };
     default:
       throw new VaultError('CONFIG_INVALID', `--store must be one of ${STORE_KINDS.join(', ')} (got "${kind}")`);
   }
 }
 
-function resolveS3(env: NodeJS.ProcessEnv): S3BlockStoreOptions {
+function resolveS3(env: NodeJS.ProcessEnv, dataDir: string): S3BlockStoreOptions {
   const bucket = env.DICOM_VAULT_S3_BUCKET;
   if (bucket === undefined || bucket === '') {
     throw new VaultError('CONFIG_INVALID', '--store s3 needs DICOM_VAULT_S3_BUCKET (the bucket must exist)');
   }
   const endpoint = nonEmpty(env.DICOM_VAULT_S3_ENDPOINT);
-  const options: S3BlockStoreOptions = { bucket, forcePathStyle: bool(env, 'DICOM_VAULT_S3_FORCE_PATH_STYLE') ?? endpoint !== undefined };
+  const options: S3BlockStoreOptions = {
+    bucket,
+    forcePathStyle: bool(env, 'DICOM_VAULT_S3_FORCE_PATH_STYLE') ?? endpoint !== undefined,
+    // Always, even with packing off: packs written earlier stay readable.
+    indexPath: join(dataDir, S3_INDEX_FILE),
+  };
   if (endpoint !== undefined) options.endpoint = endpoint;
   const prefix = env.DICOM_VAULT_S3_PREFIX;
   if (prefix !== undefined) options.prefix = prefix;
@@ -91,6 +99,8 @@ function resolveS3(env: NodeJS.ProcessEnv): S3BlockStoreOptions {
   if (requestTimeoutMs !== undefined) options.requestTimeoutMs = requestTimeoutMs;
   const operationTimeoutMs = int(env, 'DICOM_VAULT_S3_OPERATION_TIMEOUT_MS');
   if (operationTimeoutMs !== undefined) options.operationTimeoutMs = operationTimeoutMs;
+  const packBytes = int(env, 'DICOM_VAULT_S3_PACK_BYTES');
+  if (packBytes !== undefined) options.packBytes = packBytes;
   // Taken from the environment given (not only process.env) so a test or an embedding program
   // can configure a store without touching the process's environment. Without them the SDK's
   // default chain (profiles, SSO, web identity, instance role) applies.

@@ -1,21 +1,26 @@
-// Blocks in any S3-compatible object store (AWS S3, Ceph RGW, Swift s3api, MinIO, R2): one object
-// per block at `<prefix><CID base32>`. Content addressing makes every write idempotent (a
-// re-put writes identical bytes) and S3's PUT is atomic, so there are no temp objects, no
-// renames and no locks: a reader sees the whole block or a 404.
+// Blocks in any S3-compatible object store (AWS S3, Ceph RGW, Swift s3api, MinIO, R2), packed:
+// blocks are gathered into pack objects of about 8 MiB (`<prefix>packs/<id>`, format in
+// pack-format.ts) and found through a local SQLite index (s3-pack-index.ts), because a store that
+// pays per request (Swift's Python proxy, S3's request pricing, signing, TLS) moves far more
+// bytes per second in a few large objects than in many 1 MiB ones. Writes are batched in the
+// background (s3-pack-writer.ts); reads fetch the following blocks of a pack in the same ranged
+// GET (s3-span-reader.ts). With `packBytes: 0` each block is its own object `<prefix><CID>`, as
+// before packing; that layout is also where a block not in the index is looked for, so stores
+// written either way stay readable.
 //
-// Throughput comes from concurrency, not from this module: ingest keeps several block puts in
-// flight per instance and the reader reads ahead, and this store gives them a keep-alive socket
-// pool wide enough to run them in parallel. Blocks larger than `multipartThreshold` (a chunk size
-// configured far above the default 1 MiB) go up as a multipart upload with parallel parts and
-// come back with parallel ranged GETs.
+// Every S3 write is atomic (a reader sees a whole object or a 404) and every object is written
+// once: content addressing makes single-block objects idempotent, and a pack has a fresh id. The
+// index gets a pack's rows only after its upload succeeded, so a crash leaves at worst an orphan
+// pack (garbage), never an index row pointing nowhere.
 //
-// Errors: only a 404 NoSuchKey is "absent". A 403, a missing bucket, a 5xx after the retries, a
-// timeout or a refused connection is STORE_UNAVAILABLE with the SDK's error as `cause`. Retries
-// (with exponential backoff and jitter, longer for throttling) are the SDK's standard strategy;
-// every call also has an overall deadline so that a slow server fails a request within a bound.
+// Errors: only a 404 NoSuchKey is "absent" (for a packed block: its pack is missing). A 403, a
+// missing bucket, a 5xx after the retries, a timeout or a refused connection is
+// STORE_UNAVAILABLE with the SDK's error as `cause`. Retries (with exponential backoff and
+// jitter, longer for throttling) are the SDK's standard strategy; every call also has an overall
+// deadline so that a slow server fails a request within a bound.
 import http from 'node:http';
 import https from 'node:https';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -35,6 +40,11 @@ import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smit
 import { CID } from 'multiformats/cid';
 import { VaultError, abortError } from '../src/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
+import { PackIndex } from './s3-pack-index.ts';
+import { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, PackWriter } from './s3-pack-writer.ts';
+import { DEFAULT_READ_CACHE_BYTES, DEFAULT_READ_SPAN, SpanReader, type SpanTarget } from './s3-span-reader.ts';
+
+export { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, DEFAULT_READ_CACHE_BYTES, DEFAULT_READ_SPAN };
 
 export const DEFAULT_S3_PREFIX = 'blocks/';
 export const DEFAULT_S3_REGION = 'us-east-1';
@@ -55,6 +65,8 @@ export const DEFAULT_S3_PART_SIZE = 8 * 1024 * 1024;
 /** Parts of one block uploaded or read at once. */
 export const DEFAULT_S3_PART_CONCURRENCY = 4;
 const MIN_PART_SIZE = 5 * 1024 * 1024;
+/** Pack objects live under `<prefix>packs/`; block objects are `<prefix><CID>`, with no '/'. */
+const PACKS_DIR = 'packs/';
 
 /**
  * When the SDK adds checksums. 'when_supported' (the SDK's default) adds CRC32 checksums to every
@@ -105,9 +117,50 @@ export interface S3BlockStoreOptions {
    * start-up rather than at the first STOW. Default true.
    */
   probeWrite?: boolean;
+  /**
+   * The local pack index (SQLite file, created if missing), e.g. `<data-dir>/s3-index.db`.
+   * Required unless `packBytes` is 0. Without it only single-block objects are read. It belongs
+   * with this bucket and prefix: the blocks in packs can only be found through it.
+   */
+  indexPath?: string;
+  /**
+   * Bytes of blocks gathered into one pack object before it is uploaded. Default
+   * DEFAULT_PACK_BYTES (8 MiB). 0: one object per block (packs already indexed stay readable).
+   * Blocks of at least `multipartThreshold` are always objects of their own.
+   */
+  packBytes?: number;
+  /** Pack uploads in flight at once; more puts wait. Default DEFAULT_PACK_UPLOADS (4). */
+  packUploads?: number;
+  /** Bytes one ranged GET of a pack covers (the block asked for and the ones after it). Default DEFAULT_READ_SPAN (4 MiB); 0: one block per GET. */
+  readSpan?: number;
+  /** Bytes of blocks read ahead that are kept until asked for. Default DEFAULT_READ_CACHE_BYTES (32 MiB). */
+  readCacheBytes?: number;
+}
+
+/** Where a block is: a pack and a byte range in it, or its own object. */
+export interface S3BlockLocation {
+  key: string;
+  range?: { start: number; size: number };
 }
 
 type Operation = 'put' | 'get' | 'check' | 'delete' | 'list';
+
+/** What a call was about, for its error message and details. */
+interface Subject {
+  cid?: CID;
+  pack?: string;
+}
+
+/** A ranged read of a pack failed; `timedOut` when the operation deadline cut it off. */
+class RangeReadFailure extends Error {
+  readonly timedOut: boolean;
+  constructor(cause: unknown, timedOut: boolean) {
+    super('ranged read of a pack failed', { cause });
+    this.timedOut = timedOut;
+  }
+}
+
+type Validated = ReturnType<typeof validate>;
 
 export class S3BlockStore implements BlockStore {
   readonly bucket: string;
@@ -118,25 +171,59 @@ export class S3BlockStore implements BlockStore {
   readonly #multipartThreshold: number;
   readonly #partSize: number;
   readonly #partConcurrency: number;
+  /** Present when an index path was given: packed blocks are read (and, with a writer, written). */
+  readonly #index: PackIndex | undefined;
+  readonly #spans: SpanReader | undefined;
+  /** Present when packing is on (packBytes > 0). */
+  readonly #writer: PackWriter | undefined;
+  /** Background deletions of pack objects nothing refers to; close stops them. */
+  readonly #cleanups = new Set<Promise<void>>();
+  readonly #closing = new AbortController();
+  #closed = false;
 
-  private constructor(client: S3Client, agent: http.Agent, bucket: string, prefix: string, o: Required<Pick<S3BlockStoreOptions, 'operationTimeoutMs' | 'multipartThreshold' | 'partSize' | 'partConcurrency'>>) {
+  private constructor(client: S3Client, agent: http.Agent, index: PackIndex | undefined, o: Validated) {
     this.client = client;
     this.#agent = agent;
-    this.bucket = bucket;
-    this.prefix = prefix;
+    this.bucket = o.bucket;
+    this.prefix = o.prefix;
     this.#operationTimeoutMs = o.operationTimeoutMs;
     this.#multipartThreshold = o.multipartThreshold;
     this.#partSize = o.partSize;
     this.#partConcurrency = o.partConcurrency;
+    this.#index = index;
+    if (index !== undefined) {
+      this.#spans = new SpanReader(
+        { readSpan: o.readSpan, cacheBytes: o.readCacheBytes },
+        {
+          following: (pack, start, limit) => index.following(pack, start, limit),
+          read: (pack, start, end, targets, signal) => this.#readPackRange(pack, start, end, targets, signal),
+        },
+      );
+    }
+    if (index !== undefined && o.packBytes > 0) {
+      this.#writer = new PackWriter(
+        { packBytes: o.packBytes, packUploads: o.packUploads },
+        {
+          newId: newPackId,
+          upload: (id, body, signal) => this.#uploadPack(id, body, signal),
+          land: (id, bytes, blocks) => index.land(id, bytes, blocks),
+          discard: (id) => this.#background(this.#deleteObject(this.packKey(id), this.#closing.signal)),
+          indexed: (cid) => index.lookup(cid) !== undefined,
+          describe: (err, cid, pack) => blockNotStored(err, cid, pack),
+        },
+      );
+    }
   }
 
   /**
    * Connects and checks the bucket before any block is stored. Throws CONFIG_INVALID for bad
-   * options, missing credentials, a missing bucket or refused access (wrong key or secret, no
-   * permission), and STORE_UNAVAILABLE when the endpoint cannot be reached or keeps failing.
+   * options, missing credentials, a missing bucket, refused access (wrong key or secret, no
+   * permission) or an index that cannot be opened, and STORE_UNAVAILABLE when the endpoint
+   * cannot be reached or keeps failing.
    */
   static async open(options: S3BlockStoreOptions): Promise<S3BlockStore> {
     const o = validate(options);
+    const index = o.indexPath === undefined ? undefined : PackIndex.open(o.indexPath);
     const agentOptions = { keepAlive: true, maxSockets: o.maxSockets };
     const agent = o.endpoint?.startsWith('http://') === true ? new http.Agent(agentOptions) : new https.Agent(agentOptions);
     const config: S3ClientConfig = {
@@ -157,21 +244,34 @@ export class S3BlockStore implements BlockStore {
     if (o.region !== undefined) config.region = o.region;
     if (o.credentials !== undefined) config.credentials = o.credentials;
     const client = new S3Client(config);
-    const store = new S3BlockStore(client, agent, o.bucket, o.prefix, o);
+    const store = new S3BlockStore(client, agent, index, o);
     try {
       await store.#checkBucket(o.endpoint ?? `AWS S3 (${o.region ?? 'default region'})`);
       if (o.probeWrite) await store.#probeWrite();
     } catch (err) {
-      await store.close();
+      await store.close().catch(() => undefined);
       throw err;
     }
+    // Packs whose blocks were all deleted but whose object a failed DeleteObject left behind.
+    if (index !== undefined) store.#background(store.#sweepDeadPacks());
     return store;
   }
 
-  /** Does not hash `bytes` (ingest has just computed the CID from them); reads are verified. */
+  /**
+   * Packed (the default): copies the block into the pending pack; resolves once it is readable,
+   * or with `durable` (the default) once its pack is uploaded and indexed. The caller may reuse
+   * `bytes` once this settles. Unpacked, or a block of at least `multipartThreshold`: uploads it
+   * as its own object. Does not hash `bytes` (ingest has just computed the CID from them); reads
+   * are verified.
+   */
   async put(cid: CID, bytes: Uint8Array, options: PutOptions = {}): Promise<void> {
+    if (this.#writer !== undefined && bytes.byteLength < this.#multipartThreshold) {
+      if (this.#closed) throw closedError();
+      await this.#writer.put(cid, bytes, options);
+      return;
+    }
     const key = this.key(cid);
-    await this.#run('put', cid, options.signal, async (abortSignal) => {
+    await this.#run('put', { cid }, options.signal, async (abortSignal) => {
       if (bytes.byteLength >= this.#multipartThreshold) {
         await this.#putMultipart(key, bytes, abortSignal);
         return;
@@ -183,9 +283,26 @@ export class S3BlockStore implements BlockStore {
     });
   }
 
+  /**
+   * The block from the read-ahead cache, the pending packs, its pack (a ranged GET that also
+   * reads the blocks after it), or its own object, in that order. The caller owns the buffer.
+   */
   async get(cid: CID, options: AbortOptions = {}): Promise<Uint8Array> {
+    const { signal } = options;
+    if (signal?.aborted === true) throw abortError(signal);
+    const cached = this.#spans?.take(cid.bytes) ?? this.#writer?.read(cid);
+    if (cached !== undefined) return cached;
+    const packed = this.#index?.lookup(cid);
+    if (packed !== undefined) {
+      try {
+        return await this.#spans!.get(packed, signal);
+      } catch (err) {
+        const timedOut = err instanceof RangeReadFailure && err.timedOut;
+        throw this.#failure(err instanceof RangeReadFailure ? err.cause : err, 'get', { cid, pack: packed.pack }, signal, timedOut);
+      }
+    }
     const key = this.key(cid);
-    return this.#run('get', cid, options.signal, async (abortSignal) => {
+    return this.#run('get', { cid }, signal, async (abortSignal) => {
       const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
       const length = res.ContentLength;
       if (length === undefined) throw new Error('GetObject response has no Content-Length');
@@ -200,9 +317,17 @@ export class S3BlockStore implements BlockStore {
     });
   }
 
+  /**
+   * Pending blocks are present; an indexed block is present if its pack object is (a HEAD, so a
+   * deleted or forbidden pack is reported as such); any other block if its own object is.
+   */
   async has(cid: CID, options: AbortOptions = {}): Promise<boolean> {
-    const key = this.key(cid);
-    return this.#run('check', cid, options.signal, async (abortSignal) => {
+    const { signal } = options;
+    if (signal?.aborted === true) throw abortError(signal);
+    if (this.#writer?.has(cid) === true) return true;
+    const packed = this.#index?.lookup(cid);
+    const key = packed === undefined ? this.key(cid) : this.packKey(packed.pack);
+    return this.#run('check', packed === undefined ? { cid } : { cid, pack: packed.pack }, signal, async (abortSignal) => {
       try {
         await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
         return true;
@@ -214,65 +339,154 @@ export class S3BlockStore implements BlockStore {
     });
   }
 
-  /** Idempotent: S3 answers 204 whether or not the object existed. */
+  /**
+   * Removes the block wherever it is: pending (it is left out of its pack), in flight (not
+   * indexed when its pack lands), indexed (the pack's object is deleted with its last live
+   * block; packs are not compacted), and its own object, if any. Idempotent.
+   */
   async delete(cid: CID, options: AbortOptions = {}): Promise<void> {
+    const { signal } = options;
+    if (signal?.aborted === true) throw abortError(signal);
+    this.#spans?.forget(cid.bytes);
+    this.#writer?.delete(cid);
+    const removed = this.#index?.remove(cid);
+    if (removed !== undefined && removed.live === 0) await this.#deleteDeadPack(removed.pack);
+    // An object of its own may exist too (written unpacked, or by a store without packing).
     const key = this.key(cid);
-    await this.#run('delete', cid, options.signal, async (abortSignal) => {
+    await this.#run('delete', { cid }, signal, async (abortSignal) => {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
     });
   }
 
-  /** Every block under the prefix; foreign keys (not a CID) are skipped. */
+  /**
+   * Seals the pending pack and resolves once every block put before is uploaded and indexed.
+   * Rejects with STORE_UNAVAILABLE (cause: the upload's error) while a block put before this
+   * flush is tracked as not stored, i.e. until it is deleted or put again. Unpacked, every put
+   * is durable already.
+   */
+  async flush(options: AbortOptions = {}): Promise<void> {
+    if (options.signal?.aborted === true) throw abortError(options.signal);
+    await this.#writer?.flush(options);
+  }
+
+  /**
+   * Every block: pending, indexed, then objects of their own (foreign keys, not a CID, and
+   * packs are skipped), each CID once.
+   */
   async *list(options: AbortOptions = {}): AsyncGenerator<CID> {
+    const { signal } = options;
+    if (signal?.aborted === true) throw abortError(signal);
+    const seen = new Set<string>();
+    const fresh = (cid: CID): boolean => {
+      const key = cid.toString();
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    };
+    for (const cid of this.#writer?.cids() ?? []) if (fresh(cid)) yield cid;
+    let n = 0;
+    for (const cid of this.#index?.cids() ?? []) {
+      if (++n % 1000 === 0) throwIfAborted(signal);
+      if (fresh(cid)) yield cid;
+    }
     let token: string | undefined;
     do {
-      const page = await this.#run('list', undefined, options.signal, (abortSignal) =>
+      const page = await this.#run('list', {}, signal, (abortSignal) =>
         this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, ...(token === undefined ? {} : { ContinuationToken: token }) }),
+          // The delimiter keeps the packs (one level down) out of the listing.
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, Delimiter: '/', ...(token === undefined ? {} : { ContinuationToken: token }) }),
           { abortSignal },
         ),
       );
       for (const object of page.Contents ?? []) {
         const cid = parseKey(object.Key, this.prefix);
-        if (cid !== undefined) yield cid;
+        if (cid !== undefined && fresh(cid)) yield cid;
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
     } while (token !== undefined);
   }
 
-  /** Closes the idle sockets. Calls still running fail. */
+  /**
+   * Uploads what is pending (a clean shutdown loses no block put with `durable: false`), then
+   * closes the index and the sockets. Rejects, after closing, if that last flush failed. Calls
+   * still running fail.
+   */
   async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    let failure: unknown;
+    try {
+      await this.#writer?.flush();
+    } catch (err) {
+      failure = err;
+    }
+    // Best-effort deletions of garbage must not hold a shutdown up: what they leave is an orphan
+    // pack (or a dead one, swept at the next open).
+    this.#closing.abort();
+    await Promise.allSettled([...this.#cleanups]);
     this.client.destroy();
     this.#agent.destroy();
+    this.#index?.close();
+    if (failure !== undefined) throw failure;
   }
 
-  /** The object key of a block. */
+  /** The object key of a block stored as its own object. */
   key(cid: CID): string {
     return `${this.prefix}${cid.toString()}`;
+  }
+
+  /** The object key of a pack. */
+  packKey(id: string): string {
+    return `${this.prefix}${PACKS_DIR}${id}`;
+  }
+
+  /**
+   * Where the index says a block is: its pack's key and byte range, else the key of the
+   * block's own object (which may or may not exist). Pending blocks are not located. For tests
+   * and tools.
+   */
+  locate(cid: CID): S3BlockLocation {
+    const packed = this.#index?.lookup(cid);
+    if (packed === undefined) return { key: this.key(cid) };
+    return { key: this.packKey(packed.pack), range: { start: packed.start, size: packed.size } };
+  }
+
+  /** Counters for tests and metrics: ranged pack reads issued, and the writer's queues. */
+  get stats(): { packReads: number; cachedBytes: number; pending: number; uploading: number; failed: number } {
+    const w = this.#writer?.stats;
+    return {
+      packReads: this.#spans?.reads ?? 0,
+      cachedBytes: this.#spans?.cachedBytes ?? 0,
+      pending: w?.pending ?? 0,
+      uploading: (w?.uploading ?? 0) + (w?.queued ?? 0),
+      failed: w?.failed ?? 0,
+    };
   }
 
   /**
    * Runs one store call with the caller's signal and the overall deadline, and turns whatever
    * it throws into the catalogue's errors.
    */
-  async #run<T>(op: Operation, cid: CID | undefined, signal: AbortSignal | undefined, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+  async #run<T>(op: Operation, subject: Subject, signal: AbortSignal | undefined, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
     if (signal?.aborted === true) throw abortError(signal);
     const deadline = AbortSignal.timeout(this.#operationTimeoutMs);
     const abortSignal = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
     try {
       return await fn(abortSignal);
     } catch (err) {
-      throw this.#failure(err, op, cid, signal, deadline);
+      throw this.#failure(err, op, subject, signal, deadline.aborted);
     }
   }
 
-  #failure(err: unknown, op: Operation, cid: CID | undefined, signal: AbortSignal | undefined, deadline: AbortSignal): VaultError {
+  #failure(err: unknown, op: Operation, subject: Subject, signal: AbortSignal | undefined, timedOut: boolean): VaultError {
     if (err instanceof VaultError) return err;
     if (signal?.aborted === true) return abortError(signal);
-    const what = cid === undefined ? `${op} in s3://${this.bucket}/${this.prefix}` : `${op} block ${cid}`;
+    const { cid, pack } = subject;
+    const what = cid !== undefined ? `${op} block ${cid}` : pack !== undefined ? `${op} pack ${this.packKey(pack)}` : `${op} in s3://${this.bucket}/${this.prefix}`;
     const details: Record<string, unknown> = { bucket: this.bucket };
     if (cid !== undefined) details.cid = cid.toString();
-    if (deadline.aborted) {
+    if (pack !== undefined) details.pack = pack;
+    if (timedOut) {
       return new VaultError('STORE_UNAVAILABLE', `S3 ${what}: no answer within ${this.#operationTimeoutMs} ms`, { cause: err, details });
     }
     const status = httpStatus(err);
@@ -280,12 +494,81 @@ export class S3BlockStore implements BlockStore {
     if (status !== undefined) details.status = status;
     if (code !== undefined) details.s3Code = code;
     // Only the server saying this key does not exist means a missing block; a 404 for the
-    // bucket (NoSuchBucket) or any other status is the store's failure.
-    if (op === 'get' && status === 404 && code === 'NoSuchKey') {
-      return new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details });
+    // bucket (NoSuchBucket) or any other status is the store's failure. (A zero-length packed
+    // block is checked with a HEAD, whose 404 has no code.)
+    if (op === 'get' && status === 404 && (code === 'NoSuchKey' || (pack !== undefined && code === 'NotFound'))) {
+      const where = pack === undefined ? '' : ` (its pack ${this.packKey(pack)} is missing)`;
+      return new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found${where}`, { cause: err, details });
     }
     const reason = [status, code ?? errorName(err)].filter((v) => v !== undefined).join(' ');
     return new VaultError('STORE_UNAVAILABLE', `S3 ${what} failed: ${reason}`, { cause: err, details });
+  }
+
+  async #uploadPack(id: string, body: Uint8Array, signal: AbortSignal): Promise<void> {
+    const key = this.packKey(id);
+    await this.#run('put', { pack: id }, signal, async (abortSignal) => {
+      if (body.byteLength >= this.#multipartThreshold) {
+        await this.#putMultipart(key, body, abortSignal);
+        return;
+      }
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentType: 'application/octet-stream' }),
+        { abortSignal },
+      );
+    });
+  }
+
+  /** Bytes [start, end) of a pack, streamed into the targets' buffers. */
+  async #readPackRange(pack: string, start: number, end: number, targets: readonly SpanTarget[], signal: AbortSignal): Promise<void> {
+    const deadline = AbortSignal.timeout(this.#operationTimeoutMs);
+    const abortSignal = AbortSignal.any([signal, deadline]);
+    const Key = this.packKey(pack);
+    try {
+      if (end === start) {
+        // Only empty blocks: nothing to read, but the pack must still be there.
+        await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }), { abortSignal });
+        return;
+      }
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key, Range: `bytes=${start}-${end - 1}` }), { abortSignal });
+      if (res.ContentLength !== end - start) {
+        destroyBody(res.Body);
+        throw new Error(`ranged GET of bytes ${start}-${end - 1} of ${Key} returned ${res.ContentLength} bytes`);
+      }
+      await readBodyIntoTargets(res.Body, start, end, targets, abortSignal);
+    } catch (err) {
+      throw new RangeReadFailure(err, deadline.aborted);
+    }
+  }
+
+  async #deleteObject(key: string, signal?: AbortSignal): Promise<void> {
+    await this.#run('delete', {}, signal, async (abortSignal) => {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
+    });
+  }
+
+  /**
+   * Deletes the object of a pack with no live block, then its row. If the delete fails the row
+   * stays (live = 0) and the next open tries again: the block itself is gone either way.
+   */
+  async #deleteDeadPack(pack: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.#deleteObject(this.packKey(pack), signal);
+      this.#index!.dropPack(pack);
+    } catch {
+      // Retried by #sweepDeadPacks on the next open.
+    }
+  }
+
+  async #sweepDeadPacks(): Promise<void> {
+    for (const pack of this.#index!.deadPacks()) {
+      if (this.#closing.signal.aborted) return;
+      await this.#deleteDeadPack(pack, this.#closing.signal);
+    }
+  }
+
+  #background(work: Promise<void>): void {
+    const tracked = work.catch(() => undefined).finally(() => this.#cleanups.delete(tracked));
+    this.#cleanups.add(tracked);
   }
 
   async #checkBucket(where: string): Promise<void> {
@@ -318,7 +601,7 @@ export class S3BlockStore implements BlockStore {
 
   async #probeWrite(): Promise<void> {
     const key = `${this.prefix}.write-probe-${randomUUID()}`;
-    await this.#run('put', undefined, undefined, async (abortSignal) => {
+    await this.#run('put', {}, undefined, async (abortSignal) => {
       await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: new Uint8Array(0), ContentLength: 0 }), { abortSignal });
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
     }).catch((err: unknown) => {
@@ -382,7 +665,7 @@ export class S3BlockStore implements BlockStore {
   }
 }
 
-function validate(options: S3BlockStoreOptions): S3BlockStoreOptions & Required<Pick<S3BlockStoreOptions, 'prefix' | 'maxAttempts' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'operationTimeoutMs' | 'maxSockets' | 'multipartThreshold' | 'partSize' | 'partConcurrency' | 'probeWrite' | 'forcePathStyle' | 'checksums'>> {
+function validate(options: S3BlockStoreOptions) {
   const invalid = (reason: string): VaultError => new VaultError('CONFIG_INVALID', `S3 store: ${reason}`);
   if (typeof options.bucket !== 'string' || !/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(options.bucket)) {
     throw invalid(`bucket must be a bucket name (got ${JSON.stringify(options.bucket)})`);
@@ -406,6 +689,12 @@ function validate(options: S3BlockStoreOptions): S3BlockStoreOptions & Required<
     return v;
   };
   const partSize = int('partSize', options.partSize, DEFAULT_S3_PART_SIZE, MIN_PART_SIZE, 5 * 1024 ** 3);
+  const packBytes = int('packBytes', options.packBytes, DEFAULT_PACK_BYTES, 0, 1024 ** 3);
+  const indexPath = options.indexPath;
+  if (indexPath !== undefined && (typeof indexPath !== 'string' || indexPath === '')) throw invalid('indexPath must be a file path');
+  if (packBytes > 0 && indexPath === undefined) {
+    throw invalid('packing blocks (packBytes > 0, the default) needs indexPath, the local index of the packs; set packBytes to 0 for one object per block');
+  }
   return {
     ...options,
     prefix,
@@ -420,7 +709,74 @@ function validate(options: S3BlockStoreOptions): S3BlockStoreOptions & Required<
     multipartThreshold: int('multipartThreshold', options.multipartThreshold, DEFAULT_S3_MULTIPART_THRESHOLD, partSize, 5 * 1024 ** 3),
     partSize,
     partConcurrency: int('partConcurrency', options.partConcurrency, DEFAULT_S3_PART_CONCURRENCY, 1, 64),
+    indexPath,
+    packBytes,
+    packUploads: int('packUploads', options.packUploads, DEFAULT_PACK_UPLOADS, 1, 64),
+    readSpan: int('readSpan', options.readSpan, DEFAULT_READ_SPAN, 0, 1024 ** 3),
+    readCacheBytes: int('readCacheBytes', options.readCacheBytes, DEFAULT_READ_CACHE_BYTES, 0, 16 * 1024 ** 3),
   };
+}
+
+/** `p-<ms, base36, fixed width>-<64 random bits>`: listed in time order, unique without coordination. */
+function newPackId(): string {
+  return `p-${Date.now().toString(36).padStart(9, '0')}-${randomBytes(8).toString('hex')}`;
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw abortError(signal);
+}
+
+function closedError(): VaultError {
+  return new VaultError('STORE_UNAVAILABLE', 'the S3 block store is closed');
+}
+
+/** What a put or flush reports for one block of a pack whose upload (or indexing) failed. */
+function blockNotStored(err: unknown, cid: CID, pack: string): VaultError {
+  const inner = err instanceof VaultError ? err : undefined;
+  const reason = inner?.message ?? errorMessage(err);
+  return new VaultError(inner?.code === 'ABORTED' ? 'ABORTED' : 'STORE_UNAVAILABLE', `block ${cid} was not stored: ${reason}`, {
+    cause: err,
+    details: { ...inner?.details, cid: cid.toString(), pack },
+  });
+}
+
+/**
+ * Streams a ranged response body covering [start, end) of an object into the targets' own
+ * buffers (bytes between targets are skipped). A body that ends early or runs long is an error.
+ */
+async function readBodyIntoTargets(body: unknown, start: number, end: number, targets: readonly SpanTarget[], signal: AbortSignal): Promise<void> {
+  if (body === undefined || body === null) throw new Error('response has no body');
+  let at = start;
+  let t = 0;
+  try {
+    for await (const piece of body as AsyncIterable<Uint8Array>) {
+      if (at + piece.byteLength > end) throw new Error('response body is longer than its Content-Length');
+      let p = 0;
+      while (p < piece.byteLength) {
+        while (t < targets.length && targets[t]!.start + targets[t]!.size <= at) t++;
+        const target = targets[t];
+        if (target === undefined) {
+          at += piece.byteLength - p;
+          break;
+        }
+        if (at < target.start) {
+          const skip = Math.min(target.start - at, piece.byteLength - p);
+          p += skip;
+          at += skip;
+          continue;
+        }
+        const n = Math.min(target.start + target.size - at, piece.byteLength - p);
+        target.out.set(piece.subarray(p, p + n), at - target.start);
+        p += n;
+        at += n;
+      }
+    }
+  } catch (err) {
+    destroyBody(body);
+    if (signal.aborted) throw signal.reason;
+    throw err;
+  }
+  if (at !== end) throw new Error(`response body ended after ${at - start} of ${end - start} bytes`);
 }
 
 /**

@@ -1,9 +1,11 @@
 // The S3 backend against a real S3-compatible server (Swift's s3api on loopback, started here):
-// the shared conformance suite, start-up checks, retries and deadlines through a fault-injecting
-// proxy, large blocks, and a node serving studies from a bucket, including the server being
-// stopped in the middle of an ingest. Tests in this file run one after another: one of them
-// stops the server.
+// the shared conformance suite (packed, the default, and one object per block), start-up checks,
+// retries and deadlines through a fault-injecting proxy, packing (packs, their index, failed
+// uploads, deletes, coalesced reads), large blocks, and a node serving studies from a bucket,
+// including the server being stopped in the middle of an ingest. Tests in this file run one
+// after another: one of them stops the server.
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { Writable } from 'node:stream';
@@ -19,6 +21,7 @@ import { verifyStudy } from '../src/verify.ts';
 import { decodeInstanceNode } from '../ingest/dag.ts';
 import { rawCid } from '../storage/cid.ts';
 import { openBlockStore, resolveBlockStoreConfig } from '../storage/open.ts';
+import { decodePack } from '../storage/pack-format.ts';
 import { S3BlockStore, type S3BlockStoreOptions } from '../storage/s3.ts';
 import { getVerified } from '../storage/verified.ts';
 import { retrieve, stow } from './support/dicomweb.ts';
@@ -44,8 +47,13 @@ let bucket: string;
 let proxy: FaultProxy;
 let prefixes = 0;
 const nextPrefix = (label: string): string => `${label}-${++prefixes}/`;
+/** Index files of the stores opened here (one per store unless a test shares one). */
+let indexDir: string;
+let indexes = 0;
+const nextIndex = (): string => join(indexDir, `index-${++indexes}.db`);
 
 beforeAll(async () => {
+  indexDir = await mkdtemp(join(tmpdir(), 'dicom-vault-s3-index-'));
   await startSwift();
   admin = adminClient();
   bucket = uniqueBucket('test');
@@ -57,6 +65,7 @@ afterAll(async () => {
   await proxy?.close();
   if (admin && bucket) await removeBucket(admin, bucket);
   admin?.destroy();
+  if (indexDir) await rm(indexDir, { recursive: true, force: true });
 });
 
 function block(size: number): { cid: CID; bytes: Uint8Array } {
@@ -64,39 +73,55 @@ function block(size: number): { cid: CID; bytes: Uint8Array } {
   return { cid: rawCid(bytes), bytes };
 }
 
-/** A store reached through the fault proxy (its rule is reset after each test). */
+/**
+ * A store reached through the fault proxy (its rule is reset after each test), packing blocks
+ * (the default) with an index of its own unless `extra` says otherwise.
+ */
 function viaProxy(extra: Partial<S3BlockStoreOptions> = {}): Promise<S3BlockStore> {
-  return S3BlockStore.open(s3StoreOptions(bucket, { endpoint: proxy.url, prefix: nextPrefix('p'), ...extra }));
+  return S3BlockStore.open(s3StoreOptions(bucket, { endpoint: proxy.url, prefix: nextPrefix('p'), indexPath: nextIndex(), ...extra }));
 }
 
-blockStoreConformance('S3BlockStore (Swift s3api)', async () => {
-  const store = await viaProxy();
-  const forbidden = new Set<string>();
-  proxy.rule = (req) => (forbidden.has(req.url.split('?')[0]!) ? { status: 403, code: 'AccessDenied' } : undefined);
-  return {
-    store,
-    async cleanup() {
-      proxy.rule = () => undefined;
-      await store.close();
-    },
-    async corruptBlock(cid) {
-      const key = store.key(cid);
-      const res = await admin.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-      const bytes = await res.Body!.transformToByteArray();
-      bytes[bytes.length >> 1]! ^= 0xff;
-      await admin.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
-    },
-    async makeUnreadable(cid) {
-      // A 403 for this object, as a bucket policy or an expired grant gives: an error, never "absent".
-      forbidden.add(`/${bucket}/${store.key(cid)}`);
-    },
-  };
-});
+async function getObject(key: string): Promise<Uint8Array> {
+  const res = await admin.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  return res.Body!.transformToByteArray();
+}
+
+const variants: Array<[string, () => Promise<S3BlockStore>]> = [
+  ['packed', () => viaProxy()],
+  // As before packing: no index at all.
+  ['one object per block', () => S3BlockStore.open(s3StoreOptions(bucket, { endpoint: proxy.url, prefix: nextPrefix('p'), packBytes: 0 }))],
+];
+for (const [label, open] of variants) {
+  blockStoreConformance(`S3BlockStore (Swift s3api, ${label})`, async () => {
+    const store = await open();
+    const forbidden = new Set<string>();
+    proxy.rule = (req) => (forbidden.has(req.url.split('?')[0]!) ? { status: 403, code: 'AccessDenied' } : undefined);
+    return {
+      store,
+      async cleanup() {
+        proxy.rule = () => undefined;
+        await store.close();
+      },
+      async corruptBlock(cid) {
+        // The block's own object, or its bytes inside its pack.
+        const { key, range } = store.locate(cid);
+        const bytes = await getObject(key);
+        const at = range === undefined ? bytes.length >> 1 : range.start + (range.size >> 1);
+        bytes[at]! ^= 0xff;
+        await admin.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
+      },
+      async makeUnreadable(cid) {
+        // A 403 for its object (or pack), as a bucket policy or an expired grant gives: an error, never "absent".
+        forbidden.add(`/${bucket}/${store.locate(cid).key}`);
+      },
+    };
+  });
+}
 
 describe('S3BlockStore start-up checks', () => {
   it('refuses wrong credentials when opening, naming the credentials, before any upload', async () => {
     const err = await expectCode(
-      S3BlockStore.open(s3StoreOptions(bucket, { credentials: { accessKeyId: 'test:tester', secretAccessKey: 'not-the-secret' } })),
+      S3BlockStore.open(s3StoreOptions(bucket, { indexPath: nextIndex(), credentials: { accessKeyId: 'test:tester', secretAccessKey: 'not-the-secret' } })),
       'CONFIG_INVALID',
     );
     expect(err.message).toMatch(/refused access.*credentials/);
@@ -105,13 +130,13 @@ describe('S3BlockStore start-up checks', () => {
 
   it('refuses a bucket that does not exist when opening', async () => {
     const missing = uniqueBucket('missing');
-    const err = await expectCode(S3BlockStore.open(s3StoreOptions(missing)), 'CONFIG_INVALID');
+    const err = await expectCode(S3BlockStore.open(s3StoreOptions(missing, { indexPath: nextIndex() })), 'CONFIG_INVALID');
     expect(err.message).toContain(`"${missing}" does not exist`);
   });
 
   it('reports an endpoint where nothing listens as STORE_UNAVAILABLE', async () => {
     const err = await expectCode(
-      S3BlockStore.open(s3StoreOptions(bucket, { endpoint: 'http://127.0.0.1:9', maxAttempts: 2 })),
+      S3BlockStore.open(s3StoreOptions(bucket, { endpoint: 'http://127.0.0.1:9', maxAttempts: 2, indexPath: nextIndex() })),
       'STORE_UNAVAILABLE',
     );
     expect(err.message).toContain('cannot reach S3 bucket');
@@ -128,6 +153,14 @@ describe('S3BlockStore start-up checks', () => {
     }
   });
 
+  it('refuses packing without an index path, and reads the pack size from the environment', async () => {
+    const err = await expectCode(S3BlockStore.open(s3StoreOptions(bucket, { packBytes: 1024 })), 'CONFIG_INVALID');
+    expect(err.message).toContain('indexPath');
+    const config = resolveBlockStoreConfig('s3', '/srv/dv', { DICOM_VAULT_S3_BUCKET: 'b', DICOM_VAULT_S3_PACK_BYTES: '0' });
+    expect(config).toMatchObject({ kind: 's3', s3: { packBytes: 0, indexPath: join('/srv/dv', 's3-index.db') } });
+    expect(() => resolveBlockStoreConfig('s3', '/tmp/x', { DICOM_VAULT_S3_BUCKET: 'b', DICOM_VAULT_S3_PACK_BYTES: '8M' })).toThrowError(/DICOM_VAULT_S3_PACK_BYTES/);
+  });
+
   it('rejects an s3 configuration without a bucket, and an unknown backend', () => {
     expect(() => resolveBlockStoreConfig('s3', '/tmp/x', {})).toThrowError(/DICOM_VAULT_S3_BUCKET/);
     expect(() => resolveBlockStoreConfig('tape', '/tmp/x', {})).toThrowError(/fs, ipfs, s3/);
@@ -136,16 +169,21 @@ describe('S3BlockStore start-up checks', () => {
     );
   });
 
-  it('opens from the environment alone (DICOM_VAULT_S3_*, AWS_*)', async () => {
-    const store = await openBlockStore(resolveBlockStoreConfig('s3', '/unused', s3Env(bucket, { DICOM_VAULT_S3_PREFIX: nextPrefix('env') })));
+  it('opens from the environment alone (DICOM_VAULT_S3_*, AWS_*), its index in the data directory', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-s3-env-'));
+    const store = await openBlockStore(resolveBlockStoreConfig('s3', dataDir, s3Env(bucket, { DICOM_VAULT_S3_PREFIX: nextPrefix('env') })));
     try {
       const { cid, bytes } = block(1000);
       await store.put(cid, bytes);
       expectSameBytes(await getVerified(store, cid), bytes);
       expect(store).toBeInstanceOf(S3BlockStore);
-      expect(await listKeys(admin, bucket, (store as S3BlockStore).prefix)).toEqual([(store as S3BlockStore).key(cid)]);
+      const s3 = store as S3BlockStore;
+      expect(s3.locate(cid).key).toMatch(/\/packs\/p-[0-9a-z]{9}-[0-9a-f]{16}$/);
+      expect(await listKeys(admin, bucket, s3.prefix)).toEqual([s3.locate(cid).key]);
+      expect(existsSync(join(dataDir, 's3-index.db'))).toBe(true);
     } finally {
       await store.close?.();
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });
@@ -197,9 +235,10 @@ describe('S3BlockStore under server faults (fault-injecting proxy in front of Sw
     try {
       const { cid, bytes } = block(64 * 1024);
       await store.put(cid, bytes);
-      // The first GET of this block hangs far past the per-attempt timeout; the retry is answered.
+      // The first GET of this block('s pack) hangs far past the per-attempt timeout; the retry is answered.
       let stalled = 0;
-      proxy.rule = (req) => (req.method === 'GET' && req.url.includes(cid.toString()) && stalled++ === 0 ? { delayMs: 30_000 } : undefined);
+      const key = store.locate(cid).key;
+      proxy.rule = (req) => (req.method === 'GET' && req.url.includes(key) && stalled++ === 0 ? { delayMs: 30_000 } : undefined);
       expectSameBytes(await getVerified(store, cid), bytes);
       expect(stalled).toBeGreaterThanOrEqual(2);
     } finally {
@@ -231,6 +270,181 @@ describe('S3BlockStore under server faults (fault-injecting proxy in front of Sw
       await expectCode(pending, 'ABORTED');
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('S3BlockStore packing', () => {
+  afterEach(() => {
+    proxy.rule = () => undefined;
+  });
+
+  /** Reads blocks in order with 4 gets in flight, as the instance reader does. */
+  async function readInOrder(store: S3BlockStore, cids: readonly CID[]): Promise<Uint8Array[]> {
+    const out: Uint8Array[] = [];
+    const ahead: Array<Promise<Uint8Array>> = [];
+    let next = 0;
+    while (out.length < cids.length) {
+      while (ahead.length < 4 && next < cids.length) ahead.push(getVerified(store, cids[next++]!));
+      out.push(await ahead.shift()!);
+    }
+    return out;
+  }
+
+  const packGets = (from: number, prefix: string): number =>
+    proxy.log.slice(from).filter((r) => r.method === 'GET' && r.url.includes(`/${prefix}packs/`)).length;
+
+  it('spreads blocks over several packs, and a second store on the same index reads them all', async () => {
+    const indexPath = nextIndex();
+    const prefix = nextPrefix('spread');
+    const a = await viaProxy({ prefix, indexPath, packBytes: 64 * 1024 });
+    const b = await viaProxy({ prefix, indexPath, packBytes: 64 * 1024 });
+    try {
+      const blocks = Array.from({ length: 20 }, () => block(20 * 1024));
+      for (const { cid, bytes } of blocks) await a.put(cid, bytes, { durable: false });
+      await a.flush();
+      const packs = await listKeys(admin, bucket, `${prefix}packs/`);
+      expect(packs).toHaveLength(5); // 4 blocks of 20 KiB reach 64 KiB
+      expect(new Set(blocks.map(({ cid }) => a.locate(cid).key))).toEqual(new Set(packs));
+      // The second store (as a CLI next to the server would) sees what the first committed.
+      for (const { cid, bytes } of blocks) expectSameBytes(await getVerified(b, cid), bytes);
+      const listed: string[] = [];
+      for await (const cid of b.list()) listed.push(cid.toString());
+      expect(listed.sort()).toEqual(blocks.map(({ cid }) => cid.toString()).sort());
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('coalesces reads: 32 sequential blocks of 256 KiB cost 8 ranged GETs with a 1 MiB span', async () => {
+    const indexPath = nextIndex();
+    const prefix = nextPrefix('span');
+    const writer = await viaProxy({ prefix, indexPath });
+    const blocks = Array.from({ length: 32 }, () => block(256 * 1024));
+    try {
+      for (const { cid, bytes } of blocks) await writer.put(cid, bytes, { durable: false });
+      await writer.flush();
+      expect(await listKeys(admin, bucket, `${prefix}packs/`)).toHaveLength(1);
+    } finally {
+      await writer.close();
+    }
+    for (const [readSpan, gets] of [
+      [1024 * 1024, 8],
+      [0, 32],
+    ] as const) {
+      const reader = await viaProxy({ prefix, indexPath, readSpan });
+      try {
+        const before = proxy.log.length;
+        const read = await readInOrder(reader, blocks.map((b) => b.cid));
+        read.forEach((bytes, i) => expectSameBytes(bytes, blocks[i]!.bytes));
+        expect(packGets(before, prefix)).toBe(gets);
+        expect(reader.stats.packReads).toBe(gets);
+        const ranges = proxy.log.slice(before).filter((r) => r.method === 'GET').map((r) => r.headers.range);
+        expect(ranges.every((r) => r !== undefined && /^bytes=\d+-\d+$/.test(r))).toBe(true);
+      } finally {
+        await reader.close();
+      }
+    }
+  });
+
+  it('fails the flush when a pack upload fails beyond the retries; the blocks put again after recovery store fine without reopening', async () => {
+    const store = await viaProxy({ maxAttempts: 2 });
+    try {
+      const blocks = Array.from({ length: 3 }, () => block(10_000));
+      proxy.rule = (req) => (req.method === 'PUT' && req.url.includes('/packs/') ? { status: 503, code: 'ServiceUnavailable' } : undefined);
+      for (const { cid, bytes } of blocks) await store.put(cid, bytes, { durable: false });
+      const err = await expectCode(store.flush(), 'STORE_UNAVAILABLE');
+      expect(err.details).toMatchObject({ status: 503 });
+      expect(blocks.map(({ cid }) => cid.toString())).toContain(err.details?.cid);
+      expect(err.message).toContain('503');
+      // Not stored, so not there: never a false success.
+      await expectCode(store.get(blocks[0]!.cid), 'BLOCK_NOT_FOUND');
+      expect(await store.has(blocks[0]!.cid)).toBe(false);
+      proxy.rule = () => undefined;
+      await expectCode(store.flush(), 'STORE_UNAVAILABLE'); // still owed
+      for (const { cid, bytes } of blocks) await store.put(cid, bytes, { durable: false });
+      await store.flush();
+      for (const { cid, bytes } of blocks) expectSameBytes(await getVerified(store, cid), bytes);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('deletes a pending, an in-flight and an indexed block, and the pack object with its last live block', async () => {
+    const prefix = nextPrefix('del');
+    const store = await viaProxy({ prefix });
+    try {
+      // Pending: left out of its pack.
+      const [a, b, c] = [block(1000), block(1000), block(1000)];
+      for (const x of [a, b, c]) await store.put(x.cid, x.bytes, { durable: false });
+      await store.delete(a.cid);
+      await store.flush();
+      const packKey = store.locate(b.cid).key;
+      expect(decodePack(await getObject(packKey)).map((x) => x.cid.toString())).toEqual([b.cid, c.cid].map(String));
+      expect(await store.has(a.cid)).toBe(false);
+
+      // In flight: its pack lands without it.
+      const [d, e] = [block(1000), block(1000)];
+      proxy.rule = (req) => (req.method === 'PUT' && req.url.includes('/packs/') ? { delayMs: 500 } : undefined);
+      for (const x of [d, e]) await store.put(x.cid, x.bytes, { durable: false });
+      const flushing = store.flush();
+      await until(() => proxy.log.some((r) => r.method === 'PUT' && r.fault !== undefined));
+      await store.delete(d.cid);
+      await flushing;
+      expect(store.locate(d.cid).range).toBeUndefined();
+      await expectCode(store.get(d.cid), 'BLOCK_NOT_FOUND');
+      expectSameBytes(await getVerified(store, e.cid), e.bytes);
+      proxy.rule = () => undefined;
+
+      // Indexed: the pack stays while one of its blocks lives, and goes with the last.
+      await store.delete(b.cid);
+      expect(await listKeys(admin, bucket, `${prefix}packs/`)).toContain(packKey);
+      expectSameBytes(await getVerified(store, c.cid), c.bytes);
+      await store.delete(c.cid);
+      expect(await listKeys(admin, bucket, `${prefix}packs/`)).not.toContain(packKey);
+      await expectCode(store.get(c.cid), 'BLOCK_NOT_FOUND');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('reports a block whose pack object is gone as BLOCK_NOT_FOUND naming the CID, and has() as false', async () => {
+    const store = await viaProxy();
+    try {
+      const { cid, bytes } = block(1000);
+      await store.put(cid, bytes);
+      const { key } = store.locate(cid);
+      await admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+      const err = await expectCode(getVerified(store, cid), 'BLOCK_NOT_FOUND');
+      expect(err.details).toMatchObject({ cid: cid.toString() });
+      const raw = await expectCode(store.get(cid), 'BLOCK_NOT_FOUND');
+      expect(raw.message).toContain(key);
+      expect(await store.has(cid)).toBe(false);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('uploads pending blocks on close, and still reads packs with packing turned off, writing new blocks as objects', async () => {
+    const indexPath = nextIndex();
+    const prefix = nextPrefix('switch');
+    const first = await viaProxy({ prefix, indexPath });
+    const x = block(5000);
+    await first.put(x.cid, x.bytes, { durable: false });
+    await first.close();
+    const second = await viaProxy({ prefix, indexPath, packBytes: 0 });
+    try {
+      expectSameBytes(await getVerified(second, x.cid), x.bytes);
+      const y = block(5000);
+      await second.put(y.cid, y.bytes);
+      expect(second.locate(y.cid)).toEqual({ key: second.key(y.cid) });
+      expect(await listKeys(admin, bucket, second.key(y.cid))).toEqual([second.key(y.cid)]);
+      const listed: string[] = [];
+      for await (const cid of second.list()) listed.push(cid.toString());
+      expect(listed.sort()).toEqual([x.cid.toString(), y.cid.toString()].sort());
+    } finally {
+      await second.close();
     }
   });
 });
@@ -281,7 +495,7 @@ describe('a node on --store s3', () => {
     for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   });
 
-  it('stores a study as objects in the bucket and serves it back byte for byte', async () => {
+  it('stores a study in pack objects in the bucket and serves it back byte for byte', async () => {
     const prefix = nextPrefix('node');
     const node = await startS3Node(s3Env(bucket, { DICOM_VAULT_S3_PREFIX: prefix }));
     const study = small(11, 3);
@@ -289,22 +503,36 @@ describe('a node on --store s3', () => {
     expect((await stow(node.url, parts)).status).toBe(200);
     await expectStudy(node, study, parts);
     const keys = await listKeys(admin, bucket, prefix);
-    // 3 instances of about 3 KiB in 4 KiB chunks: chunks + 3 instance nodes + 1 manifest.
-    expect(keys.length).toBeGreaterThanOrEqual(7);
+    expect(keys.every((k) => k.startsWith(`${prefix}packs/`))).toBe(true);
+    // 3 instances of about 3 KiB in 4 KiB chunks: chunks + 3 instance nodes + 1 manifest, in fewer objects.
+    const blocks = [];
+    for await (const cid of node.vault.store.list!()) blocks.push(cid);
+    expect(blocks.length).toBeGreaterThanOrEqual(7);
+    expect(keys.length).toBeLessThan(blocks.length);
     const report = await verifyStudy(node.vault, study.studyInstanceUID);
     expect(report.problems).toEqual([]);
   });
 
-  it('names a block missing from the bucket, in retrieval and in verify', async () => {
+  // With one block per pack (DICOM_VAULT_S3_PACK_BYTES=1) deleting a pack removes exactly the
+  // chunk; with the default packing its neighbours go too, and each is named as missing.
+  it.each([
+    ['one block per pack', '1'],
+    ['default packing', undefined],
+  ])('names a block missing from the bucket (its pack deleted), in retrieval and in verify: %s', async (_label, packBytes) => {
     const prefix = nextPrefix('missing');
-    const node = await startS3Node(s3Env(bucket, { DICOM_VAULT_S3_PREFIX: prefix }));
+    const node = await startS3Node(s3Env(bucket, { DICOM_VAULT_S3_PREFIX: prefix, ...(packBytes === undefined ? {} : { DICOM_VAULT_S3_PACK_BYTES: packBytes }) }));
     const study = small(12, 2);
     const parts = await Promise.all(study.instances.map(bytesOf));
     expect((await stow(node.url, parts)).status).toBe(200);
     const victim = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
     const nodeCid = CID.parse(victim.nodeCid);
     const chunk = decodeInstanceNode(await getVerified(node.vault.store, nodeCid), nodeCid).chunks[0]!;
-    await admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}${chunk}` }));
+    const store = node.vault.store as S3BlockStore;
+    const packKey = store.locate(chunk).key;
+    expect(packKey).toContain('/packs/');
+    const inPack = decodePack(await getObject(packKey)).map((b) => b.cid.toString());
+    if (packBytes === '1') expect(inPack).toEqual([chunk.toString()]);
+    await admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: packKey }));
 
     const res = await fetch(`${node.url}/studies/${study.studyInstanceUID}/series/${victim.seriesInstanceUID}/instances/${victim.sopInstanceUID}`, {
       headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
@@ -313,15 +541,25 @@ describe('a node on --store s3', () => {
       // Headers went out before the block was read: the body must break off, never complete,
       // and the node's log must name the block.
       await expect(res.arrayBuffer()).rejects.toThrow();
-      await until(() => logged.some((line) => line.includes(`block ${chunk} not found`)));
+      await until(() => logged.some((line) => inPack.some((cid) => line.includes(`block ${cid} not found`))));
     } else {
       expect(res.status).toBe(500);
-      expect(await res.json()).toMatchObject({ code: 'BLOCK_NOT_FOUND', details: { cid: chunk.toString() } });
+      const body = (await res.json()) as { code: string; details: { cid: string } };
+      expect(body.code).toBe('BLOCK_NOT_FOUND');
+      expect(inPack).toContain(body.details.cid);
     }
 
     const report = await verifyStudy(node.vault, study.studyInstanceUID);
     expect(report.ok).toBe(false);
-    expect(report.problems).toEqual([expect.objectContaining({ kind: 'missing', cid: chunk.toString() })]);
+    if (packBytes === '1') {
+      expect(report.problems).toEqual([expect.objectContaining({ kind: 'missing', cid: chunk.toString() })]);
+    } else {
+      expect(report.problems.length).toBeGreaterThan(0);
+      for (const problem of report.problems) {
+        expect(problem).toMatchObject({ kind: 'missing' });
+        expect(inPack).toContain((problem as { cid: string }).cid);
+      }
+    }
   });
 
   it('fails an ingest cleanly when the S3 server stops in the middle, and takes the study again once it is back', async () => {
@@ -331,11 +569,14 @@ describe('a node on --store s3', () => {
     const study = planStudy({ kind: 'single', instances: 40, rows: 64, columns: 64, seed: 13 });
     const parts = await Promise.all(study.instances.map(bytesOf));
 
+    // Packed, the 40 small instances make only a few uploads (their flushes are group-committed),
+    // so the server is stopped at the second pack upload, which is held back (as is every request
+    // after it) until the server is surely down: it then meets a dead server, as do the retries.
     let puts = 0;
     let stopping: Promise<void> | undefined;
     proxy.rule = (req) => {
-      if (req.method === 'PUT' && req.url.includes(prefix) && ++puts === 60) stopping = stopSwift();
-      return undefined;
+      if (stopping === undefined && req.method === 'PUT' && req.url.includes(`${prefix}packs/`) && ++puts === 2) stopping = stopSwift();
+      return stopping === undefined ? undefined : { delayMs: 3_000 };
     };
     let status: number | string;
     try {
