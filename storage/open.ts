@@ -41,6 +41,7 @@ export const STORE_ENV = {
     DICOM_VAULT_S3_REQUEST_TIMEOUT_MS: 'milliseconds per attempt (default 30000)',
     DICOM_VAULT_S3_OPERATION_TIMEOUT_MS: 'milliseconds per block operation, retries included (default 120000)',
     DICOM_VAULT_S3_PACK_BYTES: 'bytes of blocks packed into one object, indexed in <data-dir>/s3-index.db (default 8388608 = 8 MiB; 0: one object per block)',
+    DICOM_VAULT_S3_READ_SPAN: 'bytes one ranged GET of a pack covers: the block asked for and those after it (default 4194304 = 4 MiB; 0: one block per GET)',
   },
   ipfs: {
     DICOM_VAULT_IPFS_NETWORK: 'true|false: join the public libp2p network (default false: offline)',
@@ -101,6 +102,8 @@ function resolveS3(env: NodeJS.ProcessEnv, dataDir: string): S3BlockStoreOptions
   if (operationTimeoutMs !== undefined) options.operationTimeoutMs = operationTimeoutMs;
   const packBytes = int(env, 'DICOM_VAULT_S3_PACK_BYTES');
   if (packBytes !== undefined) options.packBytes = packBytes;
+  const readSpan = int(env, 'DICOM_VAULT_S3_READ_SPAN');
+  if (readSpan !== undefined) options.readSpan = readSpan;
   // Taken from the environment given (not only process.env) so a test or an embedding program
   // can configure a store without touching the process's environment. Without them the SDK's
   // default chain (profiles, SSO, web identity, instance role) applies.

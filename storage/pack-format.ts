@@ -120,11 +120,24 @@ export class PackBuilder {
   readonly #dataStart: number;
   #used = 0;
 
-  /** `capacity`: the data bytes this pack can take; no block is ever added beyond it. */
-  constructor(capacity: number, headerReserve = DEFAULT_HEADER_RESERVE) {
-    this.#dataStart = headerReserve;
-    // Not zeroed: only bytes written by add() and seal() are ever part of the pack.
-    this.#buffer = new Uint8Array(Buffer.allocUnsafeSlow(headerReserve + capacity).buffer, 0, headerReserve + capacity);
+  /**
+   * `capacity`: the data bytes this pack can take; no block is ever added beyond it. `buffer`:
+   * one to reuse (of a pack that is done with), at least headerReserve + capacity bytes.
+   */
+  constructor(capacity: number, options: { headerReserve?: number; buffer?: Uint8Array } = {}) {
+    const reserve = options.headerReserve ?? DEFAULT_HEADER_RESERVE;
+    this.#dataStart = reserve;
+    if (options.buffer !== undefined && options.buffer.byteLength >= reserve + capacity) {
+      this.#buffer = options.buffer.subarray(0, reserve + capacity);
+    } else {
+      // Not zeroed: only bytes written by add() and seal() are ever part of the pack.
+      this.#buffer = new Uint8Array(Buffer.allocUnsafeSlow(reserve + capacity).buffer, 0, reserve + capacity);
+    }
+  }
+
+  /** The whole buffer, for reuse by a later pack once this one is done with. */
+  get buffer(): Uint8Array {
+    return this.#buffer;
   }
 
   /** Data bytes added so far. */

@@ -57,6 +57,8 @@ export class PackIndex {
   readonly #dead: StatementSync;
   readonly #dropPack: StatementSync;
   readonly #page: StatementSync;
+  readonly #nextPack: StatementSync;
+  readonly #previousPack: StatementSync;
 
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
@@ -71,6 +73,8 @@ export class PackIndex {
     this.#dead = db.prepare('SELECT id FROM packs WHERE live = 0');
     this.#dropPack = db.prepare('DELETE FROM packs WHERE id = ? AND live = 0');
     this.#page = db.prepare('SELECT cid FROM blocks WHERE cid > ? ORDER BY cid LIMIT ?');
+    this.#nextPack = db.prepare('SELECT id FROM packs WHERE id > ? AND live > 0 ORDER BY id LIMIT 1');
+    this.#previousPack = db.prepare('SELECT id FROM packs WHERE id < ? AND live > 0 ORDER BY id DESC LIMIT 1');
   }
 
   /** Opens (creating if needed) the index at `path`. CONFIG_INVALID if it cannot. */
@@ -85,6 +89,12 @@ export class PackIndex {
   /** Up to `limit` blocks of `pack` starting at or after byte `start`, in order. */
   following(pack: string, start: number, limit: number): PackedBlock[] {
     return this.#read(() => this.#following.all(pack, start, limit) as unknown as PackedBlock[]);
+  }
+
+  /** The pack with live blocks whose id comes just after (1) or before (-1) `pack`'s: ids sort by creation time. */
+  adjacentPack(pack: string, direction: 1 | -1): string | undefined {
+    const statement = direction === 1 ? this.#nextPack : this.#previousPack;
+    return this.#read(() => (statement.get(pack) as { id: string } | undefined)?.id);
   }
 
   /**

@@ -14,7 +14,7 @@
 import type { CID } from 'multiformats/cid';
 import { VaultError, abortError } from '../src/errors.ts';
 import type { AbortOptions, PutOptions } from './block-store.ts';
-import { PackBuilder, type PackEntry } from './pack-format.ts';
+import { DEFAULT_HEADER_RESERVE, PackBuilder, type PackEntry } from './pack-format.ts';
 import type { LandedBlock } from './s3-pack-index.ts';
 
 /** Target size of a pack's data, 8 MiB: Swift served 8 MiB objects at 1.5-2.5x the MB/s of 1 MiB ones. */
@@ -81,9 +81,9 @@ class Pack {
   readonly done: Promise<void>;
   readonly finish: () => void;
 
-  constructor(id: string, capacity: number) {
+  constructor(id: string, builder: PackBuilder) {
     this.id = id;
-    this.builder = new PackBuilder(capacity);
+    this.builder = builder;
     const { promise, resolve } = Promise.withResolvers<void>();
     this.done = promise;
     this.finish = () => {
@@ -110,6 +110,11 @@ export class PackWriter {
   readonly #uploading = new Set<Pack>();
   readonly #failed = new Map<string, Failure>();
   readonly #roomWaiters = new Set<() => void>();
+  /**
+   * Buffers of packs that landed, reused by the next packs: allocating ~9 MiB per pack cost
+   * more CPU in garbage collection than the uploads themselves.
+   */
+  readonly #spare: Uint8Array[] = [];
   #open: Pack | undefined;
   #seq = 0;
   #flushTail: Promise<void> = Promise.resolve();
@@ -204,13 +209,25 @@ export class PackWriter {
   #add(cid: CID, key: string, bytes: Uint8Array): Entry {
     this.#failed.delete(key); // put again: it gets a new chance (and a new sequence number)
     if (this.#open?.builder?.fits(bytes.byteLength) === false) this.#seal(this.#open);
-    const pack = (this.#open ??= new Pack(this.#deps.newId(), Math.max(this.#o.packBytes + PACK_SLACK, bytes.byteLength)));
+    const pack = (this.#open ??= this.#newPack(bytes.byteLength));
     const { offset, length } = pack.builder!.add(bytes);
     const entry: Entry = { cid, key, pack, offset, length, seq: ++this.#seq, claims: 0 };
     pack.entries.set(key, entry);
     this.#byCid.set(key, entry);
     if (pack.builder!.dataBytes >= this.#o.packBytes) this.#seal(pack);
     return entry;
+  }
+
+  #newPack(firstBlock: number): Pack {
+    const capacity = Math.max(this.#o.packBytes + PACK_SLACK, firstBlock);
+    const spare = capacity === this.#o.packBytes + PACK_SLACK ? this.#spare.pop() : undefined;
+    return new Pack(this.#deps.newId(), new PackBuilder(capacity, spare === undefined ? {} : { buffer: spare }));
+  }
+
+  /** Keeps a landed pack's buffer for a later pack (bounded: the packs that can be in memory at once). */
+  #recycle(builder: PackBuilder | undefined): void {
+    if (builder === undefined || builder.buffer.byteLength !== DEFAULT_HEADER_RESERVE + this.#o.packBytes + PACK_SLACK) return;
+    if (this.#spare.length < this.#o.packUploads + 2) this.#spare.push(builder.buffer);
   }
 
   /** A durable put: waits for the block's own pack (sealed at the end of this tick). */
@@ -273,6 +290,7 @@ export class PackWriter {
     const builder = pack.builder!;
     if (pack.entries.size === 0) {
       pack.finish();
+      this.#recycle(builder);
       return;
     }
     const entries: PackEntry[] = [...pack.entries.values()].map((e) => ({ cid: e.cid, offset: e.offset, length: e.length }));
@@ -283,7 +301,11 @@ export class PackWriter {
     this.#deps
       .upload(pack.id, body, pack.controller.signal)
       .then(
-        () => this.#landed(pack, dataStart, body.byteLength),
+        () => {
+          this.#landed(pack, dataStart, body.byteLength);
+          // Only after a success: after a failure the SDK may, for all we know, still be sending.
+          this.#recycle(builder);
+        },
         (err: unknown) => this.#uploadFailed(pack, err),
       )
       .finally(() => {

@@ -6,6 +6,14 @@
 // returns, e.g. moves it to a worker thread, so a cached buffer is handed out once and dropped).
 // A `get` for a block whose span is already being read waits for that read.
 //
+// Sequential reads are also read ahead by one span: the first time a second block of a span is
+// asked for (the reader is going through the pack in order), the next span is fetched too, so
+// that one GET is always under way while the blocks of another are consumed. The next span is
+// the rest of the same pack or, once the reader has been seen to go on from the end of one pack
+// to the start of the pack written next (ingest writes an instance's chunks into consecutive
+// packs), the start of the following pack. A lone read (a frame) costs one span and no more, and
+// readers of packs written in another order (interleaved ingests) get no cross-pack read-ahead.
+//
 // Independent of S3: the index query and the ranged read are passed in.
 import type { PackedBlock } from './s3-pack-index.ts';
 import { abortError } from '../src/errors.ts';
@@ -28,6 +36,8 @@ export interface SpanTarget {
 export interface SpanSource {
   /** Up to `limit` indexed blocks of `pack` from byte `start` on, in order. */
   following(pack: string, start: number, limit: number): PackedBlock[];
+  /** The pack written just after (`direction` 1) or before (-1) `pack` that still has blocks. */
+  adjacentPack(pack: string, direction: 1 | -1): string | undefined;
   /**
    * Reads bytes [start, end) of `pack` into `targets` (in order, inside the range, adjacent).
    * Rejects if the read fails, is short or `signal` aborts.
@@ -48,7 +58,21 @@ interface Slot {
   handedOut: boolean;
 }
 
+/** What read-ahead needs of a span; kept apart so cached blocks do not hold the span's buffers. */
+interface SpanPlace {
+  pack: string;
+  /** Byte offset in the pack just after the span. */
+  end: number;
+  nextStarted: boolean;
+  /** The reader came here from the end of the previous pack: read ahead into the next pack too. */
+  chained: boolean;
+}
+
+/** Packs whose last span a reader asked for, most recent last; bounded. */
+const ENDED_PACKS = 64;
+
 interface Span {
+  place: SpanPlace;
   slots: Map<string, Slot>;
   waiters: number;
   controller: AbortController;
@@ -60,10 +84,11 @@ interface Span {
 export class SpanReader {
   readonly #o: SpanReaderOptions;
   readonly #source: SpanSource;
-  readonly #cache = new Map<string, Uint8Array>();
+  readonly #cache = new Map<string, { bytes: Uint8Array; place: SpanPlace }>();
   #cachedBytes = 0;
   /** Spans being read, by the key of each block they cover. */
   readonly #reading = new Map<string, Span>();
+  readonly #ended = new Set<string>();
   /** Ranged reads issued, for tests and metrics. */
   reads = 0;
 
@@ -75,17 +100,20 @@ export class SpanReader {
   /** A block read ahead earlier, handed over (and forgotten), or undefined. */
   take(cid: Uint8Array): Uint8Array | undefined {
     const key = keyOf(cid);
-    const bytes = this.#cache.get(key);
-    if (bytes === undefined) return undefined;
+    const cached = this.#cache.get(key);
+    if (cached === undefined) return undefined;
     this.#cache.delete(key);
-    this.#cachedBytes -= bytes.byteLength;
-    return bytes;
+    this.#cachedBytes -= cached.bytes.byteLength;
+    this.#readAheadAfter(cached.place);
+    return cached.bytes;
   }
 
   /** The bytes of `block`, read with the blocks after it unless a read covering it runs already. */
   async get(block: PackedBlock, signal?: AbortSignal): Promise<Uint8Array> {
     const key = keyOf(block.cid);
-    const span = this.#reading.get(key) ?? this.#start(key, block);
+    let span = this.#reading.get(key);
+    if (span === undefined) span = this.#start(key, block, this.#continuesPack(block));
+    else this.#readAheadAfter(span.place);
     const slot = span.slots.get(key)!;
     slot.waiters++;
     span.waiters++;
@@ -107,14 +135,27 @@ export class SpanReader {
 
   /** Drops a block from the cache (it was deleted). */
   forget(cid: Uint8Array): void {
-    this.take(cid);
+    const key = keyOf(cid);
+    const cached = this.#cache.get(key);
+    if (cached === undefined) return;
+    this.#cache.delete(key);
+    this.#cachedBytes -= cached.bytes.byteLength;
   }
 
   get cachedBytes(): number {
     return this.#cachedBytes;
   }
 
-  #start(key: string, block: PackedBlock): Span {
+  /** Whether a read of `block` is the start of a pack whose predecessor a reader just finished. */
+  #continuesPack(block: PackedBlock): boolean {
+    if (this.#ended.size === 0) return false;
+    const first = this.#source.following(block.pack, 0, 1)[0];
+    if (first === undefined || first.start !== block.start) return false;
+    const previous = this.#source.adjacentPack(block.pack, -1);
+    return previous !== undefined && this.#ended.has(previous);
+  }
+
+  #start(key: string, block: PackedBlock, chained: boolean): Span {
     const slots = new Map<string, Slot>([[key, { target: { start: block.start, size: block.size, out: allocate(block.size) }, waiters: 0, handedOut: false }]]);
     let end = block.start + block.size;
     if (this.#o.readSpan > 0 && end - block.start < this.#o.readSpan) {
@@ -130,12 +171,12 @@ export class SpanReader {
     const controller = new AbortController();
     const targets = [...slots.values()].map((s) => s.target);
     this.reads++;
-    const span: Span = { slots, waiters: 0, controller, settled: false, done: undefined as unknown as Promise<void> };
+    const span: Span = { place: { pack: block.pack, end, nextStarted: false, chained }, slots, waiters: 0, controller, settled: false, done: undefined as unknown as Promise<void> };
     span.done = this.#source.read(block.pack, block.start, end, targets, controller.signal).then(
       () => {
         this.#settle(span);
         // Blocks nobody asked for yet wait in the cache for their get.
-        for (const [k, slot] of slots) if (slot.waiters === 0) this.#remember(k, slot.target.out);
+        for (const [k, slot] of slots) if (slot.waiters === 0) this.#remember(k, slot.target.out, span.place);
       },
       (err: unknown) => {
         this.#settle(span);
@@ -158,14 +199,38 @@ export class SpanReader {
     span.controller.abort();
   }
 
-  #remember(key: string, bytes: Uint8Array): void {
+  /**
+   * Starts reading the span after `place` (in its pack, else at the start of the next pack when
+   * the reading is chained), once per span, unless it is read or cached already.
+   */
+  #readAheadAfter(place: SpanPlace): void {
+    if (place.nextStarted || this.#o.cacheBytes === 0) return;
+    place.nextStarted = true;
+    let next = this.#source.following(place.pack, place.end, 1)[0];
+    if (next !== undefined && next.start !== place.end) return; // a gap (a deleted block): stop
+    if (next === undefined) {
+      // The reader goes through this pack to its end.
+      this.#ended.delete(place.pack);
+      this.#ended.add(place.pack);
+      if (this.#ended.size > ENDED_PACKS) this.#ended.delete(this.#ended.values().next().value!);
+      if (!place.chained) return;
+      const pack = this.#source.adjacentPack(place.pack, 1);
+      next = pack === undefined ? undefined : this.#source.following(pack, 0, 1)[0];
+      if (next === undefined) return;
+    }
+    const key = keyOf(next.cid);
+    if (this.#cache.has(key) || this.#reading.has(key)) return;
+    this.#start(key, next, place.chained).done.catch(() => undefined); // nobody waits: a failure shows at the block's own get
+  }
+
+  #remember(key: string, bytes: Uint8Array, place: SpanPlace): void {
     if (bytes.byteLength > this.#o.cacheBytes || this.#cache.has(key)) return;
-    this.#cache.set(key, bytes);
+    this.#cache.set(key, { bytes, place });
     this.#cachedBytes += bytes.byteLength;
-    for (const [k, b] of this.#cache) {
+    for (const [k, c] of this.#cache) {
       if (this.#cachedBytes <= this.#o.cacheBytes) break;
       this.#cache.delete(k);
-      this.#cachedBytes -= b.byteLength;
+      this.#cachedBytes -= c.bytes.byteLength;
     }
   }
 }

@@ -196,6 +196,7 @@ export class S3BlockStore implements BlockStore {
         { readSpan: o.readSpan, cacheBytes: o.readCacheBytes },
         {
           following: (pack, start, limit) => index.following(pack, start, limit),
+          adjacentPack: (pack, direction) => index.adjacentPack(pack, direction),
           read: (pack, start, end, targets, signal) => this.#readPackRange(pack, start, end, targets, signal),
         },
       );

@@ -72,7 +72,7 @@ describe('pack format', () => {
 
   it('still writes a header larger than the reserved room (many tiny blocks)', () => {
     const blocks = Array.from({ length: 3000 }, (_, i) => block(i % 3));
-    const builder = new PackBuilder(3000, 1024);
+    const builder = new PackBuilder(3000, { headerReserve: 1024 });
     const entries = blocks.map((b) => ({ cid: b.cid, ...builder.add(b.bytes) }));
     const pack = builder.seal(entries);
     const back = decodePack(pack);

@@ -9,36 +9,51 @@ import type { PackedBlock } from '../storage/s3-pack-index.ts';
 import { SpanReader, type SpanTarget } from '../storage/s3-span-reader.ts';
 import { expectCode, expectSameBytes } from './storage-conformance.ts';
 
-/** One pack of `count` blocks of `size` bytes, its index rows, and a reader over it. */
-function harness(count: number, size: number, options: { readSpan?: number; cacheBytes?: number } = {}) {
-  const object = randomBytes(100 + count * size);
+/**
+ * `count` blocks of `size` bytes in packs of `perPack` (default: one pack), their index rows, and
+ * a reader over them. Packs are named p1, p2... in the order written.
+ */
+function harness(count: number, size: number, options: { readSpan?: number; cacheBytes?: number; perPack?: number } = {}) {
+  const perPack = options.perPack ?? count;
+  const object = randomBytes(100 + count * size); // one buffer; each pack is a window of it
+  const packOf = (i: number): string => `p${Math.floor(i / perPack) + 1}`;
+  const base = (pack: string): number => (Number(pack.slice(1)) - 1) * perPack * size;
   const rows: PackedBlock[] = Array.from({ length: count }, (_, i) => {
-    const start = 100 + i * size;
-    return { cid: rawCid(object.subarray(start, start + size)).bytes, pack: 'p1', start, size };
+    const start = 100 + (i % perPack) * size;
+    const at = base(packOf(i)) + start;
+    return { cid: rawCid(object.subarray(at, at + size)).bytes, pack: packOf(i), start, size };
   });
+  const packs = [...new Set(rows.map((r) => r.pack))];
   const reads: Array<{ start: number; end: number }> = [];
+  const readPacks: string[] = [];
   let gate: Promise<void> | undefined;
   let fail: unknown;
   const reader = new SpanReader(
     { readSpan: options.readSpan ?? 4 * size, cacheBytes: options.cacheBytes ?? 32 * size },
     {
       following: (pack, start, limit) => rows.filter((r) => r.pack === pack && r.start >= start).slice(0, limit),
-      async read(_pack, start, end, targets: readonly SpanTarget[], signal) {
+      adjacentPack: (pack, direction) => packs[packs.indexOf(pack) + direction],
+      async read(pack, start, end, targets: readonly SpanTarget[], signal) {
         reads.push({ start, end });
+        readPacks.push(pack);
         if (gate) await gate;
         if (signal.aborted) throw new VaultError('ABORTED', 'stopped');
         if (fail !== undefined) throw fail;
-        for (const t of targets) t.out.set(object.subarray(t.start, t.start + t.size));
+        for (const t of targets) t.out.set(object.subarray(base(pack) + t.start, base(pack) + t.start + t.size));
       },
     },
   );
-  const bytes = (i: number): Uint8Array => object.subarray(rows[i]!.start, rows[i]!.start + size);
+  const bytes = (i: number): Uint8Array => {
+    const at = base(rows[i]!.pack) + rows[i]!.start;
+    return object.subarray(at, at + size);
+  };
   /** What the store does: cache first, then a read. */
   const get = async (i: number, signal?: AbortSignal): Promise<Uint8Array> => reader.take(rows[i]!.cid) ?? reader.get(rows[i]!, signal);
   return {
     reader,
     rows,
     reads,
+    readPacks,
     bytes,
     get,
     hold(): () => void {
@@ -69,14 +84,49 @@ describe('SpanReader', () => {
     expect(h.reads).toEqual([{ start: 100, end: 3100 }]);
   });
 
-  it('with a read-ahead (4 gets in flight) shares each read among the gets it covers', async () => {
+  it('with a read-ahead (4 gets in flight) shares each read among the gets it covers, and reads the next span ahead', async () => {
     const h = harness(16, 1000, { readSpan: 4000 });
     const release = h.hold();
     const gets = [0, 1, 2, 3].map((i) => h.get(i));
     await new Promise((r) => setImmediate(r));
-    expect(h.reads).toHaveLength(1);
+    // One read for the four, and (a second block of it being asked for) the next span ahead.
+    expect(h.reads).toEqual([
+      { start: 100, end: 4100 },
+      { start: 4100, end: 8100 },
+    ]);
     release();
     (await Promise.all(gets)).forEach((b, i) => expectSameBytes(b, h.bytes(i)));
+    for (let i = 4; i < 16; i++) expectSameBytes(await h.get(i), h.bytes(i));
+    expect(h.reads).toHaveLength(4);
+  });
+
+  it('reads the next pack ahead once the reader went on from one pack to the one written after it', async () => {
+    const h = harness(32, 1000, { perPack: 8, readSpan: 8000 });
+    for (let i = 0; i < 8; i++) expectSameBytes(await h.get(i), h.bytes(i));
+    expect(h.readPacks).toEqual(['p1']); // the end of p1, but no evidence yet of reading on
+    expectSameBytes(await h.get(8), h.bytes(8));
+    expectSameBytes(await h.get(9), h.bytes(9));
+    expect(h.readPacks).toEqual(['p1', 'p2', 'p3']); // p1 -> p2 seen: p3 is read ahead
+    for (let i = 10; i < 17; i++) expectSameBytes(await h.get(i), h.bytes(i));
+    expect(h.readPacks).toEqual(['p1', 'p2', 'p3', 'p4']);
+    for (let i = 17; i < 32; i++) expectSameBytes(await h.get(i), h.bytes(i));
+    expect(h.readPacks).toEqual(['p1', 'p2', 'p3', 'p4']);
+  });
+
+  it('reads no pack ahead for a reader going through packs in another order (interleaved ingests)', async () => {
+    const h = harness(32, 1000, { perPack: 8, readSpan: 8000 });
+    for (const i of [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]) expectSameBytes(await h.get(i), h.bytes(i));
+    expect(h.readPacks).toEqual(['p1', 'p3']);
+  });
+
+  it('reads no span ahead for a lone read (a frame)', async () => {
+    const h = harness(16, 1000, { readSpan: 4000 });
+    await h.get(5);
+    await h.get(12);
+    expect(h.reads).toEqual([
+      { start: 5100, end: 9100 },
+      { start: 12100, end: 16100 },
+    ]);
   });
 
   it('hands each caller a buffer of its own, also for two gets of one block', async () => {
@@ -130,15 +180,17 @@ describe('SpanReader', () => {
     release();
     expectSameBytes(await second, h.bytes(1));
 
-    const release2 = h.hold();
+    const g = harness(8, 1000);
+    const release2 = g.hold();
     const c = new AbortController();
-    const third = h.get(4, c.signal);
+    const third = g.get(4, c.signal);
     c.abort();
     await expectCode(third, 'ABORTED');
     // A new get does not join the abandoned read.
-    const fourth = h.get(4);
+    const fourth = g.get(4);
     release2();
-    expectSameBytes(await fourth, h.bytes(4));
+    expectSameBytes(await fourth, g.bytes(4));
+    expect(g.reads).toHaveLength(2);
   });
 
   it('forgets a deleted block', async () => {
