@@ -33,7 +33,7 @@ export interface CryptoPoolOptions {
 /** Hash functions a block's CID can use that the workers check; others are checked in-thread. */
 export type BlockHash = 'sha256' | 'sha512';
 
-export type OpenResult = { plaintext: Buffer } | { failure: 'hash' | 'short' | 'tag' };
+export type OpenResult = { plaintext: Buffer; sha256?: string } | { failure: 'hash' | 'short' | 'tag' };
 
 /**
  * A SHA-256 over the plaintext of consecutive seals (one instance's chunks, in order). It lives
@@ -207,17 +207,18 @@ export class CryptoPool {
 
   /**
    * Checks `block` against `digest` (the CID's multihash digest, by `hash`), then its GCM tag as
-   * chunk `index` under `key`, and decrypts it. Takes ownership of `block`: a block that is the
+   * chunk `index` under `key`, and decrypts it; with `plaintextSha256`, also hashes the plaintext
+   * there (an instance of one chunk: its whole SHA-256, off the main thread). Takes ownership of `block`: a block that is the
    * whole of its (non-shared) ArrayBuffer is moved to the worker and unusable afterwards.
    */
-  async open(key: Uint8Array, index: number, block: Uint8Array, hash: BlockHash, digest: Uint8Array): Promise<OpenResult> {
+  async open(key: Uint8Array, index: number, block: Uint8Array, hash: BlockHash, digest: Uint8Array, options: { plaintextSha256?: boolean } = {}): Promise<OpenResult> {
     // A view into a larger buffer (Buffer's shared slab, a store's own cache) is copied: moving
     // it would detach memory that is not ours.
     const whole = block.buffer instanceof ArrayBuffer && block.byteOffset === 0 && block.byteLength === block.buffer.byteLength;
     const buffer = whole ? (block.buffer as ArrayBuffer) : (block.buffer.slice(block.byteOffset, block.byteOffset + block.byteLength) as ArrayBuffer);
-    const reply = await this.#run({ op: 'open', key, index, block: buffer, algorithm: hash, digest }, [buffer], undefined);
+    const reply = await this.#run({ op: 'open', key, index, block: buffer, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) }, [buffer], undefined);
     if (reply.failure !== undefined) return { failure: reply.failure };
-    return { plaintext: Buffer.from(reply.plain!) };
+    return { plaintext: Buffer.from(reply.plain!), ...(reply.hex === undefined ? {} : { sha256: reply.hex }) };
   }
 
   /** Stops the workers; tasks still running reject. Later calls throw. */

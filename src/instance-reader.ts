@@ -10,7 +10,7 @@ import type { ByteRange } from './dicom/model.ts';
 import type { DataKey } from './keys.ts';
 import type { AbortOptions, BlockStore } from '../storage/block-store.ts';
 import { getVerified } from '../storage/verified.ts';
-import { decodeInstanceNode, openInstanceEnvelope, type InstanceEnvelope, type InstanceNode } from '../ingest/dag.ts';
+import { decodeInstanceNode, openInstanceEnvelopeWithKey, type InstanceEnvelope, type InstanceNode } from '../ingest/dag.ts';
 import { sharedCryptoPool, type BlockHash, type CryptoPool } from '../ingest/crypto-pool.ts';
 import { deriveKey, openChunk } from '../ingest/seal.ts';
 import { DEFAULT_CHUNK_SIZE } from '../ingest/instance.ts';
@@ -79,6 +79,14 @@ export class OpenedInstance {
 
   /** Chunk `index`, verified (CID and GCM tag) and decrypted. */
   async chunk(index: number, options: ReadOptions = {}): Promise<Buffer> {
+    return (await this.openChunk(index, options, false)).plaintext;
+  }
+
+  /**
+   * Chunk `index` as chunk() reads it; with `sha256`, the SHA-256 of its plaintext too, computed
+   * by the worker that opened it (for an instance of one chunk, its whole hash).
+   */
+  async openChunk(index: number, options: ReadOptions, sha256: boolean): Promise<{ plaintext: Buffer; sha256?: string }> {
     const cid = this.node.chunks[index];
     if (!cid) throw new VaultError('INSTANCE_CORRUPT', `instance ${this.#cid} has no chunk ${index}`);
     const getOptions = options.signal ? { signal: options.signal } : {};
@@ -86,15 +94,15 @@ export class OpenedInstance {
     if (hash === undefined) {
       const block = await getVerified(this.#store, cid, getOptions);
       try {
-        return openChunk(this.#key, index, block);
+        return { plaintext: openChunk(this.#key, index, block) };
       } catch (cause) {
         throw this.#undecryptable(cid, index, cause);
       }
     }
     const block = await getBlock(this.#store, cid, getOptions);
     const size = block.byteLength; // the block is moved to the worker below
-    const result = await this.#crypto.open(this.#key, index, block, hash, cid.multihash.digest);
-    if ('plaintext' in result) return result.plaintext;
+    const result = await this.#crypto.open(this.#key, index, block, hash, cid.multihash.digest, { plaintextSha256: sha256 });
+    if ('plaintext' in result) return result;
     if (result.failure === 'hash') {
       // As getVerified reports it.
       throw new VaultError('BLOCK_CORRUPT', `block ${cid} failed verification`, { details: { cid: cid.toString(), size } });
@@ -143,7 +151,9 @@ export class ChunkStream {
   readonly #options: ReadOptions;
   readonly #ahead: number;
   readonly #last: number;
-  readonly #pending: Array<Promise<Buffer>> = [];
+  readonly #pending: Array<Promise<{ plaintext: Buffer; sha256?: string }>> = [];
+  /** A whole instance of one chunk: its worker hashes it, not the main thread. */
+  readonly #hashOnWorker: boolean;
   #next: number;
 
   constructor(instance: OpenedInstance, start: number, end: number, whole: boolean, options: ReadOptions) {
@@ -156,12 +166,13 @@ export class ChunkStream {
     const cs = instance.node.chunkSize;
     this.#next = Math.floor(start / cs);
     this.#last = start === end ? this.#next - 1 : Math.floor((end - 1) / cs);
+    this.#hashOnWorker = whole && this.#next === this.#last;
     this.#fill();
   }
 
   #fill(): void {
     while (this.#pending.length < this.#ahead && this.#next <= this.#last) {
-      const p = this.#instance.chunk(this.#next++, this.#options);
+      const p = this.#instance.openChunk(this.#next++, this.#options, this.#hashOnWorker);
       p.catch(() => undefined); // awaited in order by pieces(); avoid an unhandled rejection meanwhile
       this.#pending.push(p);
     }
@@ -178,13 +189,17 @@ export class ChunkStream {
     const cs = node.chunkSize;
     const first = Math.floor(this.#start / cs);
     const last = this.#last;
-    const hash = this.#whole ? createHash('sha256') : undefined;
+    const hash = this.#whole && !this.#hashOnWorker ? createHash('sha256') : undefined;
+    let digest: string | undefined;
     const signal = this.#options.signal;
     try {
       for (let i = first; i <= last; i++) {
         if (signal?.aborted) throw abortError(signal);
         this.#fill();
-        const plain = await this.#pending.shift()!;
+        const opened = await this.#pending.shift()!;
+        const plain = opened.plaintext;
+        // (A block whose hash the workers do not check was opened here, unhashed: hash it here.)
+        if (this.#hashOnWorker) digest = opened.sha256 ?? createHash('sha256').update(plain).digest('hex');
         const expected = i === Math.floor((node.size - 1) / cs) ? node.size - i * cs : cs;
         if (plain.length !== expected) {
           throw new VaultError('INSTANCE_CORRUPT', `chunk ${i} of instance ${this.#instance.cid} has ${plain.length} bytes, expected ${expected}`);
@@ -199,7 +214,7 @@ export class ChunkStream {
       // Stop early (client gone, error): let outstanding reads settle quietly.
       await this.cancel();
     }
-    if (hash && hash.digest('hex') !== envelope.sha256) {
+    if (this.#whole && (hash === undefined ? digest : hash.digest('hex')) !== envelope.sha256) {
       throw new VaultError('INSTANCE_CORRUPT', `instance ${this.#instance.cid} does not match the SHA-256 recorded at ingest`, {
         details: { cid: this.#instance.cid.toString() },
       });
@@ -274,11 +289,12 @@ export async function openInstance(deps: ReaderDeps, ref: InstanceRef, options: 
   const bytes = await getVerified(deps.store, cid, options.signal ? { signal: options.signal } : {});
   const node = decodeInstanceNode(bytes, cid);
   const dataKey = deps.keys.require(ref.studyInstanceUID);
-  const envelope = openInstanceEnvelope(dataKey.key, node);
+  const key = deriveKey(dataKey.key, node.salt);
+  const envelope = openInstanceEnvelopeWithKey(key, node);
   if (envelope.sha256 !== ref.sha256 || node.size !== ref.size || envelope.studyInstanceUID !== ref.studyInstanceUID) {
     throw new VaultError('INSTANCE_CORRUPT', `instance node ${cid} does not match its catalog entry`, { details: { cid: ref.nodeCid } });
   }
-  return new OpenedInstance(deps.store, cid, node, envelope, deriveKey(dataKey.key, node.salt), deps.crypto ?? sharedCryptoPool());
+  return new OpenedInstance(deps.store, cid, node, envelope, key, deps.crypto ?? sharedCryptoPool());
 }
 
 /** The block's bytes, not yet verified; a missing block named the way getVerified names it. */

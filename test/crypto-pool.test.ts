@@ -101,6 +101,15 @@ describe('CryptoPool', () => {
     expect(own.byteLength).toBe(0); // moved (detached), not copied
   });
 
+  it('hashes the plaintext it opened when asked (a one-chunk instance\'s whole SHA-256), and only then', async () => {
+    const plaintext = randomBytes(70_000);
+    const block = sealChunk(key, 0, plaintext);
+    const asked = await pool.open(key, 0, new Uint8Array(block), 'sha256', rawCid(block).multihash.digest, { plaintextSha256: true });
+    expect(asked).toMatchObject({ sha256: createHash('sha256').update(plaintext).digest('hex') });
+    const plain = await pool.open(key, 0, new Uint8Array(block), 'sha256', rawCid(block).multihash.digest);
+    expect('sha256' in plain).toBe(false);
+  });
+
   it('copies a block that is a view into a larger buffer, leaving that buffer intact', async () => {
     const plaintext = randomBytes(100);
     const block = sealChunk(key, 1, plaintext);
