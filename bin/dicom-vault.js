@@ -31,17 +31,17 @@ if (major < MIN_MAJOR) {
 //   another (the main thread's GC); with glibc's per-thread arenas the freed memory sat in
 //   several arenas at once. One arena: ~15 MiB lower peak RSS, no measurable CPU cost (the
 //   allocations are few and large).
-// --heap-growing-percent=50: the old generation may grow to 1.5x what survived the last full
-//   collection before the next one (V8 otherwise allows up to 4x when collections are fast).
-//   Ingest promotes small objects (CIDs, promises) that die soon after; with the default the
-//   main heap only grew, ~5 MiB per GiB ingested, and a 16 GiB study peaked at 224 MiB RSS
-//   ingesting and 303 MiB retrieving. With 1.5x: 158 and 225 MiB, flat from 1 to 16 GiB, for a
-//   few more full collections of a ~40 MiB heap (~5 ms each).
-// All must be set before the process starts, so it re-executes itself with them: execve keeps
+// Not set: --heap-growing-percent=50 (the old generation grows to 1.5x what survived the last
+//   full collection, V8 allows up to 4x). It keeps peak RSS flat with study size (16 GiB study:
+//   158 MiB ingesting, 225 MiB retrieving, against 185 and 263 MiB without it), but the extra
+//   full collections cost retrieval of huge instances ~30% (340 -> 250 MB/s, 1.7 s more node
+//   CPU per GiB). A deployment that prefers flat memory can start the node with it:
+//   `node --heap-growing-percent=50 bin/dicom-vault.js serve` (V8 refuses it in NODE_OPTIONS).
+// Both must be set before the process starts, so it re-executes itself with them: execve keeps
 // the PID (service managers, tests and benchmarks that watch or signal it are unaffected). A
 // flag given on the command line or in NODE_OPTIONS, or a MALLOC_ARENA_MAX in the environment,
 // is respected as is.
-const V8_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=50'];
+const V8_FLAGS = ['--max-semi-space-size=1'];
 const ENV = { MALLOC_ARENA_MAX: '1' };
 const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
 const flags = V8_FLAGS.filter((flag) => !given.some((a) => a.startsWith(flag.split('=')[0])));
