@@ -277,11 +277,29 @@ export class S3BlockStore implements BlockStore {
         await this.#putMultipart(key, bytes, abortSignal);
         return;
       }
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentLength: bytes.byteLength, ContentType: 'application/octet-stream' }),
-        { abortSignal },
-      );
+      await this.#putObject(key, bytes, abortSignal);
     });
+  }
+
+  /**
+   * One PutObject whose SigV4 payload hash (x-amz-content-sha256, which the server checks
+   * against the body) is computed on libuv's thread pool by WebCrypto, not by the SDK: the SDK
+   * hashes the body on the main thread, 1.6 of the node's 8.4 CPU-s per GiB ingested (profiled,
+   * 1 GiB study, packed). Given the header, the signer uses it as is (@smithy/signature-v4
+   * getPayloadHash). WebCrypto copies the bytes first, so a pack buffer reused later is safe.
+   */
+  async #putObject(key: string, body: Uint8Array, abortSignal: AbortSignal): Promise<void> {
+    const payloadHash = Buffer.from(await crypto.subtle.digest('SHA-256', body)).toString('hex');
+    const command = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentType: 'application/octet-stream' });
+    command.middlewareStack.add(
+      (next) => async (args) => {
+        const { request } = args as { request?: { headers?: Record<string, string> } };
+        if (request?.headers !== undefined) request.headers['x-amz-content-sha256'] = payloadHash;
+        return next(args);
+      },
+      { step: 'build', name: 'dicomVaultPayloadHash' },
+    );
+    await this.client.send(command, { abortSignal });
   }
 
   /**
@@ -512,10 +530,7 @@ export class S3BlockStore implements BlockStore {
         await this.#putMultipart(key, body, abortSignal);
         return;
       }
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentType: 'application/octet-stream' }),
-        { abortSignal },
-      );
+      await this.#putObject(key, body, abortSignal);
     });
   }
 

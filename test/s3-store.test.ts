@@ -230,6 +230,28 @@ describe('S3BlockStore under server faults (fault-injecting proxy in front of Sw
     }
   });
 
+  it('signs each upload with the SHA-256 of its body, so a body damaged in transit is refused, never stored', async () => {
+    for (const packBytes of [undefined, 0]) {
+      const store = await viaProxy({ maxAttempts: 1, ...(packBytes === undefined ? {} : { packBytes }) });
+      try {
+        const { cid, bytes } = block(300_000);
+        proxy.rule = (req) => (req.method === 'PUT' ? { corruptBody: true } : undefined);
+        const before = proxy.log.length;
+        const err = await expectCode(store.put(cid, bytes), 'STORE_UNAVAILABLE');
+        const put = proxy.log.slice(before).find((r) => r.method === 'PUT')!;
+        // The payload hash the signature covers is the body's, not UNSIGNED-PAYLOAD.
+        expect(put.headers['x-amz-content-sha256']).toMatch(/^[0-9a-f]{64}$/);
+        expect(err.details).toMatchObject({ status: 400 });
+        proxy.rule = () => undefined;
+        expect(await store.has(cid)).toBe(false);
+        await store.put(cid, bytes);
+        expectSameBytes(await getVerified(store, cid), bytes);
+      } finally {
+        await store.close();
+      }
+    }
+  });
+
   it('retries a request that got no answer within requestTimeoutMs, and then succeeds', async () => {
     const store = await viaProxy({ requestTimeoutMs: 500, maxAttempts: 3 });
     try {

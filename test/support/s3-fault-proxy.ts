@@ -17,6 +17,7 @@ export interface ProxiedRequest {
 export type Fault =
   | { status: number; code: string } // answered by the proxy with an S3 XML error
   | { delayMs: number } // forwarded after a delay
+  | { corruptBody: true } // forwarded with one byte of its body flipped (damage in transit)
   | undefined; // forwarded at once
 
 export interface FaultProxy {
@@ -69,6 +70,16 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       res.once('close', () => {
         if (!res.writableFinished) out.destroy();
       });
+      if (fault !== undefined && 'corruptBody' in fault) {
+        const parts: Buffer[] = [];
+        req.on('data', (d: Buffer) => parts.push(d));
+        req.once('end', () => {
+          const body = Buffer.concat(parts);
+          if (body.length > 0) body[body.length >> 1]! ^= 0xff;
+          out.end(body);
+        });
+        return;
+      }
       req.pipe(out);
     };
     if (fault !== undefined && 'delayMs' in fault) {
