@@ -208,8 +208,9 @@ export class CryptoPool {
   /**
    * Checks `block` against `digest` (the CID's multihash digest, by `hash`), then its GCM tag as
    * chunk `index` under `key`, and decrypts it; with `plaintextSha256`, also hashes the plaintext
-   * there (an instance of one chunk: its whole SHA-256, off the main thread). Takes ownership of `block`: a block that is the
-   * whole of its (non-shared) ArrayBuffer is moved to the worker and unusable afterwards.
+   * there (an instance of one chunk: its whole SHA-256, off the main thread). Takes ownership of
+   * `block`: a block that is the whole of its (non-shared) ArrayBuffer is moved to the worker and
+   * unusable afterwards.
    */
   async open(key: Uint8Array, index: number, block: Uint8Array, hash: BlockHash, digest: Uint8Array, options: { plaintextSha256?: boolean } = {}): Promise<OpenResult> {
     // A view into a larger buffer (Buffer's shared slab, a store's own cache) is copied: moving

@@ -168,7 +168,7 @@ export function decodeStudyManifest(bytes: Uint8Array, cid: CID): StudyManifest 
 }
 
 export function openInstanceEnvelope(dataKey: Uint8Array, node: InstanceNode): InstanceEnvelope {
-  return openJson<InstanceEnvelope>(dataKey, node.salt, node.envelope);
+  return openInstanceEnvelopeWithKey(deriveKey(dataKey, node.salt), node);
 }
 
 /**

@@ -19,9 +19,10 @@ import { VaultError, abortError } from '../src/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 
 /**
- * The calls on the put, flush and get paths, through Node's callback API: fs.promises wraps
- * every descriptor in a FileHandle object with its own close bookkeeping, which cost more main
- * thread time than the calls themselves on small blocks.
+ * The calls on the put and flush paths, through Node's callback API: fs.promises wraps every
+ * descriptor in a FileHandle object with its own close bookkeeping, which cost more main thread
+ * time than the calls themselves on small blocks. (get() reads through fs.promises.readFile:
+ * see there why.)
  */
 const io = {
   open: promisify(fsCallbacks.open) as (path: string, flags: string | number) => Promise<number>,
