@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Hash } from 'node:crypto';
-import type { GeneratedInstance, GeneratedStudy } from './generate.ts';
+import { BlockPool, type GeneratedInstance, type GeneratedStudy } from './generate.ts';
 
 /** Largest STOW/QIDO response body read, in bytes; beyond it the response counts as failed. */
 export const DEFAULT_MAX_RESPONSE_BYTES = 16 << 20;
@@ -82,6 +82,8 @@ export async function stow(opts: StowOptions): Promise<StowResult> {
     failures: [],
     requestMs: new Array<number>(batches.length).fill(0),
   };
+  // Pixel blocks are generated into buffers used again once the socket has sent them.
+  const pool = new BlockPool();
   const started = performance.now();
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -90,8 +92,8 @@ export async function stow(opts: StowOptions): Promise<StowResult> {
       const index = next++;
       const batch = batches[index]!;
       const t0 = performance.now();
-      let outcome = await stowBatch(url, batch, agent, signal, opts.partContentLength ?? true);
-      if (outcome.staleSocket) outcome = await stowBatch(url, batch, agent, signal, opts.partContentLength ?? true);
+      let outcome = await stowBatch(url, batch, agent, signal, opts.partContentLength ?? true, pool);
+      if (outcome.staleSocket) outcome = await stowBatch(url, batch, agent, signal, opts.partContentLength ?? true, pool);
       result.requestMs[index] = performance.now() - t0;
       const key = outcome.status === undefined ? 'error' : String(outcome.status);
       result.statusCounts[key] = (result.statusCounts[key] ?? 0) + 1;
@@ -126,6 +128,7 @@ async function stowBatch(
   agent: http.Agent,
   signal: AbortSignal | undefined,
   partContentLength: boolean,
+  pool: BlockPool,
 ): Promise<BatchOutcome> {
   const boundary = 'dvbench-' + randomBytes(12).toString('hex');
   const heads = batch.map((inst) =>
@@ -165,7 +168,7 @@ async function stowBatch(
     const early = (): boolean => res !== undefined;
     for (let i = 0; i < batch.length; i++) {
       await write(req, heads[i]!, early);
-      for await (const c of batch[i]!.open()) await write(req, c, early);
+      for await (const c of batch[i]!.open(0, undefined, pool)) await write(req, c, early, pool);
       await write(req, CRLF, early);
     }
     req.end(tail);
@@ -250,11 +253,14 @@ function sequenceUids(dataset: unknown, tag: string): Set<string> {
   return out;
 }
 
-/** Backpressure: wait for 'drain' when the socket buffer is full; stop when the server has answered. */
-async function write(req: http.ClientRequest, chunk: Uint8Array, early: () => boolean): Promise<void> {
+/**
+ * Backpressure: wait for 'drain' when the socket buffer is full; stop when the server has answered.
+ * With `pool`, the chunk goes back to it once the socket has taken its bytes.
+ */
+async function write(req: http.ClientRequest, chunk: Uint8Array, early: () => boolean, pool?: BlockPool): Promise<void> {
   if (early()) throw new EarlyResponse('server answered before the request body was complete');
   if (req.destroyed) throw new Error('request destroyed while writing');
-  if (req.write(chunk)) return;
+  if (pool === undefined ? req.write(chunk) : req.write(chunk, () => pool.give(chunk))) return;
   await new Promise<void>((resolve, reject) => {
     const done = (err?: Error): void => {
       req.off('drain', onDrain);

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CHUNK_BYTES, ENHANCED_MR_IMAGE_STORAGE, MR_IMAGE_STORAGE, isValidUid, planStudy } from '../bench/generate.ts';
+import { BlockPool, CHUNK_BYTES, ENHANCED_MR_IMAGE_STORAGE, MR_IMAGE_STORAGE, isValidUid, planStudy } from '../bench/generate.ts';
 import type { GeneratedInstance, GeneratedStudy } from '../bench/generate.ts';
 import { MultipartScanner, createAgent, multipartBoundary, qido, stow, wado, wadoFrames } from '../bench/client.ts';
 import { startRssSampler } from '../bench/rss.ts';
@@ -169,6 +169,27 @@ describe('planStudy: streaming contract', () => {
     expect(inst.size).toBe(inst.pixelDataOffset + 9 * 512 * 256 * 2);
     expect(h.digest('hex')).toBe(sha(await bytesOf(inst)));
     expect(await inst.sha256()).toBe(sha(await bytesOf(inst)));
+  });
+
+  it('open() with a BlockPool yields the same bytes, in buffers used again once given back', async () => {
+    const study = planStudy(spec);
+    const pool = new BlockPool();
+    const buffers = new Set<ArrayBufferLike>();
+    for (const inst of study.instances) {
+      const h = createHash('sha256');
+      for await (const c of inst.open(0, undefined, pool)) {
+        h.update(c);
+        buffers.add(c.buffer);
+        pool.give(c);
+        pool.give(c); // a second give of the same chunk must not hand its buffer out twice
+      }
+      expect(h.digest('hex')).toBe(sha(await bytesOf(inst)));
+    }
+    // Header chunks have their own buffers; every pixel block of both instances reused one.
+    expect(buffers.size).toBeLessThanOrEqual(1 + study.instances.length);
+    const a = pool.take();
+    const b = pool.take();
+    expect(a.buffer).not.toBe(b.buffer);
   });
 
   it('open(start, end) streams exactly that slice of the bytes', async () => {
