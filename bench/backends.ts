@@ -86,7 +86,7 @@ export async function benchBackends(options: BackendBenchOptions = {}): Promise<
       log(`${backend}: WADO the study back`);
       sampler = startRssSampler(node.pid);
       // Not hashed by the client (it would be the bottleneck); correctness is the tests' job.
-      const ret = await wado({ baseUrl: node.url, studyInstanceUID: study.studyInstanceUID, expect: study, verify: false, agent });
+      const ret = await wado({ baseUrl: node.url, studyInstanceUID: study.studyInstanceUID, expect: study, verify: false });
       rss = sampler.stop();
       rows.push({
         backend,

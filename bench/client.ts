@@ -1,8 +1,8 @@
 // DICOMweb benchmark client: STOW-RS uploads streamed from the generator, WADO-RS retrievals
-// checked byte for byte against it, frame and QIDO latencies. node:http with a keep-alive
-// agent, no dependencies (undici's fetch would buffer nothing either, but a Web stream body
-// makes the exact-Content-Length, drain-driven upload and early-response handling harder to
-// control and to measure).
+// checked byte for byte against it, frame and QIDO latencies. Uploads and QIDO: node:http with a
+// keep-alive agent, no dependencies (undici's fetch would buffer nothing either, but a Web stream
+// body makes the exact-Content-Length, drain-driven upload and early-response handling harder
+// to control and to measure). WADO bodies: lean-get.ts, which reads into one reused buffer.
 //
 // `baseUrl` is the DICOMweb root: `${baseUrl}/studies` is the STOW/QIDO endpoint.
 
@@ -11,6 +11,7 @@ import type { IncomingMessage } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import { BlockPool, type GeneratedInstance, type GeneratedStudy } from './generate.ts';
+import { leanGet } from './lean-get.ts';
 
 /** Largest STOW/QIDO response body read, in bytes; beyond it the response counts as failed. */
 export const DEFAULT_MAX_RESPONSE_BYTES = 16 << 20;
@@ -309,7 +310,6 @@ export interface WadoOptions {
    */
   verify?: boolean;
   signal?: AbortSignal;
-  agent?: http.Agent;
 }
 
 export interface WadoResult {
@@ -390,7 +390,6 @@ export interface FramesOptions {
   /** Default DEFAULT_FRAMES_ACCEPT. */
   accept?: string;
   signal?: AbortSignal;
-  agent?: http.Agent;
 }
 
 export interface FramesResult {
@@ -469,34 +468,41 @@ interface TimedGet {
   errors: string[];
 }
 
-/** GET a multipart response and feed it to a scanner, timing headers, first byte and end. */
+/**
+ * GET a multipart response and feed it to a scanner, timing headers, first byte and end. Read
+ * through leanGet (one connection per request, one reused read buffer): these bodies are the
+ * gigabytes of the retrieval benchmark, and node:http's per-read allocations made the client
+ * take CPU the server under test needed.
+ */
 async function timedGet(
   url: URL,
   accept: string,
-  opts: { signal?: AbortSignal; agent?: http.Agent },
+  opts: { signal?: AbortSignal },
   scanner: (boundary: string) => MultipartScanner,
 ): Promise<TimedGet> {
   const out: TimedGet = { status: undefined, bytes: 0, seconds: 0, headersMs: NaN, ttfbMs: NaN, errors: [] };
   const t0 = performance.now();
+  let s: MultipartScanner | undefined;
+  let type = '';
+  const refused: Buffer[] = []; // the start of a refusal's body, for the error message
   try {
-    const res = await get(url, { Accept: accept }, opts);
-    out.headersMs = performance.now() - t0;
-    out.status = res.statusCode;
-    const type = res.headers['content-type'] ?? '';
-    const boundary = multipartBoundary(type);
-    if (res.statusCode !== 200 || boundary === undefined) {
-      const body = await readBody(res, DEFAULT_MAX_RESPONSE_BYTES).catch(() => Buffer.alloc(0));
-      out.bytes = body.length;
-      out.errors.push(`HTTP ${res.statusCode} ${type}: ${body.toString('utf8', 0, 200)}`);
-      return out;
-    }
-    const s = scanner(boundary);
-    for await (const c of res as AsyncIterable<Buffer>) {
-      if (out.bytes === 0) out.ttfbMs = performance.now() - t0;
-      out.bytes += c.length;
-      s.push(c);
-    }
-    s.end();
+    await leanGet(url, { Accept: accept }, {
+      onHead(res) {
+        out.headersMs = performance.now() - t0;
+        out.status = res.status;
+        type = res.headers['content-type'] ?? '';
+        const boundary = multipartBoundary(type);
+        if (res.status === 200 && boundary !== undefined) s = scanner(boundary);
+      },
+      onBody(chunk) {
+        if (out.bytes === 0) out.ttfbMs = performance.now() - t0;
+        if (s !== undefined) s.push(chunk);
+        else if (out.bytes < 200) refused.push(Buffer.from(chunk.subarray(0, 200 - out.bytes)));
+        out.bytes += chunk.length;
+      },
+    }, opts.signal ? { signal: opts.signal } : {});
+    if (s !== undefined) s.end();
+    else out.errors.push(`HTTP ${out.status} ${type}: ${Buffer.concat(refused).toString('utf8')}`);
   } catch (err) {
     if (opts.signal?.aborted) throw opts.signal.reason;
     out.errors.push(describe(err));

@@ -454,7 +454,7 @@ describe('client against a stand-in DICOMweb server', () => {
 
   it('wado matches every part to a generated instance, in any order and any chunking', async () => {
     handler = serveStudy([...study.instances].reverse(), { writeSize: 997 });
-    const r = await wado({ baseUrl, studyInstanceUID: study.studyInstanceUID, expect: study, agent });
+    const r = await wado({ baseUrl, studyInstanceUID: study.studyInstanceUID, expect: study });
     expect(r.mismatches).toEqual([]);
     expect(r.ok).toBe(true);
     expect(r.parts).toBe(5);
@@ -464,17 +464,17 @@ describe('client against a stand-in DICOMweb server', () => {
 
   it('wado flags a flipped byte, a missing instance and a truncated response', async () => {
     handler = serveStudy(study.instances, { writeSize: 4096, corrupt: true });
-    const corrupt = await wado({ baseUrl, studyInstanceUID: study.studyInstanceUID, expect: study, agent });
+    const corrupt = await wado({ baseUrl, studyInstanceUID: study.studyInstanceUID, expect: study });
     expect(corrupt.ok).toBe(false);
     expect(corrupt.mismatches.join('\n')).toMatch(/matches no generated instance/);
 
     handler = serveStudy(study.instances.slice(1), { writeSize: 4096 });
-    const missing = await wado({ baseUrl, studyInstanceUID: study.studyInstanceUID, expect: study, agent });
+    const missing = await wado({ baseUrl, studyInstanceUID: study.studyInstanceUID, expect: study });
     expect(missing.ok).toBe(false);
     expect(missing.mismatches.join('\n')).toMatch(/4 parts, expected 5/);
 
     handler = serveStudy(study.instances, { writeSize: 4096, truncate: true });
-    const truncated = await wado({ baseUrl, studyInstanceUID: study.studyInstanceUID, expect: study, agent });
+    const truncated = await wado({ baseUrl, studyInstanceUID: study.studyInstanceUID, expect: study });
     expect(truncated.ok).toBe(false);
     expect(truncated.mismatches.join('\n')).toMatch(/closing boundary/);
   });
@@ -494,12 +494,12 @@ describe('client against a stand-in DICOMweb server', () => {
       })();
     };
     served = [3, 1];
-    const good = await wadoFrames(baseUrl, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [3, 1], { expect: inst, agent });
+    const good = await wadoFrames(baseUrl, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [3, 1], { expect: inst });
     expect(good.mismatches).toEqual([]);
     expect(good.ok).toBe(true);
     expect(good.bytes).toBeGreaterThan(2 * inst.frameBytes);
     served = [1, 3];
-    const swapped = await wadoFrames(baseUrl, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [3, 1], { expect: inst, agent });
+    const swapped = await wadoFrames(baseUrl, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [3, 1], { expect: inst });
     expect(swapped.ok).toBe(false);
     expect(swapped.mismatches).toHaveLength(2);
   });
