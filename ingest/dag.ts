@@ -86,8 +86,12 @@ function openJson<T>(dataKey: Uint8Array, salt: Uint8Array, sealed: Uint8Array):
   return dagCbor.decode(openEnvelope(deriveKey(dataKey, salt), sealed)) as T;
 }
 
+/**
+ * `instanceKey` is deriveKey(dataKey, salt), the key the chunks were sealed with: the envelope is
+ * sealed under it too (its own nonce purpose), and ingest has derived it already.
+ */
 export function buildInstanceNode(
-  dataKey: Uint8Array,
+  instanceKey: Uint8Array,
   salt: Uint8Array,
   fields: { chunkSize: number; size: number; chunks: CID[] },
   envelope: InstanceEnvelope,
@@ -98,7 +102,7 @@ export function buildInstanceNode(
     size: fields.size,
     salt,
     chunks: fields.chunks,
-    envelope: sealJson(dataKey, salt, envelope),
+    envelope: sealEnvelope(instanceKey, dagCbor.encode(envelope)),
   };
   return encodeNode(node);
 }

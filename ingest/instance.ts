@@ -263,7 +263,7 @@ export async function readInstance(
       if (failure !== undefined) throw failure;
       const sha256 = await pool.digest(plaintextHash);
       const node = buildInstanceNode(
-        dataKey!.key,
+        instanceKey!,
         salt,
         { chunkSize, size, chunks: chunkCids },
         {
