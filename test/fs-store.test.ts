@@ -79,6 +79,24 @@ describe('FsBlockStore on disk', () => {
     expect(await readFile(path.join(root, 'SHARDING'), 'utf8')).toBe('dicom-vault/fs-block-store/v1/next-to-last/2\n');
   });
 
+  it('makes all 1,024 shard directories of a new store up front, and none beyond 1,024', async () => {
+    const shards = (await readdir(root)).filter((n) => /^[a-z2-7]{2}$/.test(n));
+    expect(shards).toHaveLength(1024);
+    const { cid } = block(10);
+    expect(shards).toContain(path.basename(shardOf(root, cid)));
+    const wide = path.join(root, 'wide');
+    await FsBlockStore.open({ path: wide, shardPrefixLength: 3 });
+    expect(await readdir(wide)).toEqual(['SHARDING']);
+  });
+
+  it('opens a store whose shard directories were cut short by a crash, and makes the missing one on put', async () => {
+    const { cid, bytes } = block(1000);
+    await rm(shardOf(root, cid), { recursive: true });
+    const reopened = await FsBlockStore.open({ path: root });
+    await reopened.put(cid, bytes);
+    expectSameBytes(await getVerified(reopened, cid), bytes);
+  });
+
   it('uses longer shard names when asked, and keeps that layout on reopen', async () => {
     const dir = path.join(root, 'wide');
     const wide = await FsBlockStore.open({ path: dir, shardPrefixLength: 3 });
@@ -107,7 +125,7 @@ describe('FsBlockStore on disk', () => {
   it('ignores a temp file left by a crash between write and rename, and can still store the block', async () => {
     const { cid, bytes } = block(1000);
     const shard = shardOf(root, cid);
-    await mkdir(shard);
+    await mkdir(shard, { recursive: true });
     await writeFile(path.join(shard, `.${cid.toString()}.data.0b5e55ed.tmp`), bytes.subarray(0, 400));
 
     expect(await store.has(cid)).toBe(false);
@@ -121,7 +139,7 @@ describe('FsBlockStore on disk', () => {
 
   it('replaces a torn block file (crash before flush) when the block is put again', async () => {
     const { cid, bytes } = block(MiB);
-    await mkdir(shardOf(root, cid));
+    await mkdir(shardOf(root, cid), { recursive: true });
     await writeFile(blockPath(root, cid), bytes.subarray(0, 4096));
 
     await store.put(cid, bytes);
@@ -144,6 +162,7 @@ describe('FsBlockStore on disk', () => {
 
   it('reports a file where the shard directory should be as STORE_UNAVAILABLE on every call', async () => {
     const { cid, bytes } = block(100);
+    await rm(shardOf(root, cid), { recursive: true });
     await writeFile(shardOf(root, cid), 'in the way');
 
     const calls = [() => store.get(cid), () => store.has(cid), () => store.put(cid, bytes), () => store.delete(cid)];
