@@ -138,14 +138,9 @@ export class ResponseParser {
           this.#startBody(this.#acc.toString('latin1', 0, this.#acc.length - HEAD_END.length));
           break;
         }
-        case 'length': {
-          const n = Math.min(this.#remaining, data.length - o);
-          this.#body(data.subarray(o, o + n));
-          o += n;
-          this.#remaining -= n;
-          if (this.#remaining === 0) this.#state = 'done';
+        case 'length':
+          o = this.#counted(data, o, 'done');
           break;
-        }
         case 'close':
           this.#body(data.subarray(o));
           o = data.length;
@@ -162,14 +157,9 @@ export class ResponseParser {
           this.#state = this.#remaining === 0 ? 'trailers' : 'chunkData';
           break;
         }
-        case 'chunkData': {
-          const n = Math.min(this.#remaining, data.length - o);
-          this.#body(data.subarray(o, o + n));
-          o += n;
-          this.#remaining -= n;
-          if (this.#remaining === 0) this.#state = 'chunkDataEnd';
+        case 'chunkData':
+          o = this.#counted(data, o, 'chunkDataEnd');
           break;
-        }
         case 'chunkDataEnd': {
           // The CRLF after a chunk's data, byte by byte.
           if (data[o] !== (this.#crlfSeen === 0 ? 0x0d : 0x0a)) throw new LeanHttpError('chunk data not followed by CRLF');
@@ -197,6 +187,15 @@ export class ResponseParser {
   end(): void {
     if (this.#state === 'close') this.#state = 'done';
     if (this.#state !== 'done') throw new LeanHttpError(`response truncated (${this.#state === 'head' ? 'in its head' : `${this.bodyBytes} body bytes received`})`);
+  }
+
+  /** Passes on up to #remaining body bytes from data[o..]; moves to `then` once none remain. Returns the new offset. */
+  #counted(data: Buffer, o: number, then: 'done' | 'chunkDataEnd'): number {
+    const n = Math.min(this.#remaining, data.length - o);
+    this.#body(data.subarray(o, o + n));
+    this.#remaining -= n;
+    if (this.#remaining === 0) this.#state = then;
+    return o + n;
   }
 
   #body(chunk: Buffer): void {
