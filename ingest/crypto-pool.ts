@@ -10,7 +10,7 @@
 // crypto. Chunks are therefore assembled in pooled slots, moved (transferred, not copied) to a
 // worker that seals them in place, moved back, written to the store from the slot and reused: no
 // main-thread allocation per chunk, and a moved-out-and-back buffer does not grow V8's external
-// memory count. Not a SharedArrayBuffer: V8 copies into shared memory with relaxed atomic moves,
+// memory count. Reads do the same with the blocks of a WADO response (openInSlot). Not a SharedArrayBuffer: V8 copies into shared memory with relaxed atomic moves,
 // several times slower than memmove (8 vs 44 GB/s here), and the main thread copies every byte
 // it receives into a slot. Reads move the block to a worker and get the plaintext moved back.
 import { availableParallelism } from 'node:os';
@@ -220,6 +220,24 @@ export class CryptoPool {
     const reply = await this.#run({ op: 'open', key, index, block: buffer, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) }, [buffer], undefined);
     if (reply.failure !== undefined) return { failure: reply.failure };
     return { plaintext: Buffer.from(reply.plain!), ...(reply.hex === undefined ? {} : { sha256: reply.hex }) };
+  }
+
+  /**
+   * As `open`, for a block read into a slot (its first `length` bytes): the slot moves to a
+   * worker and back with the plaintext at its start (`length` - 16 bytes), so that reading a
+   * block allocates nothing on this thread. The slot comes back on failure too; if the call
+   * rejects, its memory may be lost (`usable` tells).
+   */
+  async openInSlot(key: Uint8Array, index: number, slot: Slot, length: number, hash: BlockHash, digest: Uint8Array, options: { plaintextSha256?: boolean } = {}): Promise<{ plaintextLength: number; sha256?: string } | { failure: 'hash' | 'short' | 'tag' }> {
+    if (length > slot.bytes.byteLength || !slot.usable) throw new VaultError('INTERNAL', `open of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
+    const buffer = slot.bytes.buffer as ArrayBuffer;
+    slot.bytes = EMPTY;
+    const message = { op: 'openInPlace', key, index, buffer, length, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) };
+    const reply = await this.#run(message, [buffer], undefined, (r) => {
+      if (r.buffer !== undefined) slot.bytes = Buffer.from(r.buffer);
+    });
+    if (reply.failure !== undefined) return { failure: reply.failure };
+    return { plaintextLength: length - TAG_BYTES, ...(reply.hex === undefined ? {} : { sha256: reply.hex }) };
   }
 
   /** Stops the workers; tasks still running reject. Later calls throw. */

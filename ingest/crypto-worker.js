@@ -64,27 +64,55 @@ function seal(msg) {
   return { id: msg.id, digest, buffer: msg.buffer, transfer: [msg.buffer], ...(hex === undefined ? {} : { hex }) };
 }
 
-/** Re-hashes the block against its CID's digest, then checks the tag and decrypts. */
-function open(msg) {
-  const block = Buffer.from(msg.block);
+/**
+ * Re-hashes `block` against its CID's digest, then checks the tag and decrypts: the plaintext in
+ * a new buffer of this worker's, or why not.
+ */
+function verifyAndDecrypt(msg, block) {
   const actual = createHash(msg.algorithm).update(block).digest();
-  if (!actual.equals(msg.digest)) return { id: msg.id, failure: 'hash' };
-  if (block.length < TAG_BYTES) return { id: msg.id, failure: 'short' };
+  if (!actual.equals(msg.digest)) return { failure: 'hash' };
+  if (block.length < TAG_BYTES) return { failure: 'short' };
   const decipher = createDecipheriv('aes-256-gcm', msg.key, chunkNonce(msg.index));
   decipher.setAuthTag(block.subarray(block.length - TAG_BYTES));
-  let plain;
   try {
-    plain = decipher.update(block.subarray(0, block.length - TAG_BYTES));
+    const plain = decipher.update(block.subarray(0, block.length - TAG_BYTES));
     decipher.final();
+    return { plain };
   } catch {
-    return { id: msg.id, failure: 'tag' };
+    return { failure: 'tag' };
   }
-  const hex = msg.plainDigest === true ? createHash('sha256').update(plain).digest('hex') : undefined;
+}
+
+const plainDigest = (msg, plain) => (msg.plainDigest === true ? { hex: createHash('sha256').update(plain).digest('hex') } : {});
+
+/** Verifies and opens a block moved (or copied) here; the plaintext goes back in its own buffer. */
+function open(msg) {
+  const block = Buffer.from(msg.block);
+  const { plain, failure } = verifyAndDecrypt(msg, block);
+  if (failure !== undefined) return { id: msg.id, failure };
+  const hex = plainDigest(msg, plain);
   release(block); // ours: moved or copied here by the pool
   // Large outputs own their ArrayBuffer and are moved, not copied; small ones may sit in
   // Buffer's shared 8 KiB slab and are copied out (moving the slab would detach its neighbours).
   const own = plain.byteOffset === 0 && plain.byteLength === plain.buffer.byteLength ? plain.buffer : plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength);
-  return { id: msg.id, plain: own, transfer: [own], ...(hex === undefined ? {} : { hex }) };
+  return { id: msg.id, plain: own, transfer: [own], ...hex };
+}
+
+/**
+ * As `open`, for a block in the first `length` bytes of a slot's buffer: on success the slot
+ * starts with the plaintext (length - 16 bytes). The buffer goes back whatever happens. Node's
+ * decipher has no output-buffer API, so the plaintext is copied over the ciphertext and its own
+ * buffer given back to the allocator at once (as in seal).
+ */
+function openInPlace(msg) {
+  const back = { buffer: msg.buffer, transfer: [msg.buffer] };
+  const block = Buffer.from(msg.buffer, 0, msg.length);
+  const { plain, failure } = verifyAndDecrypt(msg, block);
+  if (failure !== undefined) return { id: msg.id, failure, ...back };
+  plain.copy(block, 0);
+  const hex = plainDigest(msg, plain);
+  release(plain);
+  return { id: msg.id, ...back, ...hex };
 }
 
 function digestOf(id) {
@@ -104,10 +132,11 @@ parentPort.on('message', (msg) => {
   }
   let reply;
   try {
-    reply = msg.op === 'seal' ? seal(msg) : msg.op === 'digest' ? digest(msg) : open(msg);
+    reply = msg.op === 'seal' ? seal(msg) : msg.op === 'digest' ? digest(msg) : msg.op === 'openInPlace' ? openInPlace(msg) : open(msg);
   } catch (err) {
-    // A failed seal still hands its slot's memory back.
-    const back = msg.op === 'seal' && msg.buffer.byteLength > 0 ? { buffer: msg.buffer, transfer: [msg.buffer] } : {};
+    // A failed seal or in-place open still hands its slot's memory back.
+    const slotted = msg.op === 'seal' || msg.op === 'openInPlace';
+    const back = slotted && msg.buffer.byteLength > 0 ? { buffer: msg.buffer, transfer: [msg.buffer] } : {};
     reply = { id: msg.id, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err), ...back };
   }
   const { transfer, ...rest } = reply;

@@ -24,6 +24,13 @@ export interface BlockStore {
    * VaultError('BLOCK_NOT_FOUND') when absent and other codes for anything else.
    */
   get(cid: CID, options?: AbortOptions): Promise<Uint8Array>;
+  /**
+   * Optional: reads the block, NOT yet verified, into the start of `target` instead of a new
+   * buffer, and resolves with its length; resolves undefined (reading nothing) when the block is
+   * longer than `target`. Errors as `get`. For readers that reuse buffers (a WADO response), so
+   * that a GiB retrieved does not allocate a GiB for the garbage collector to find.
+   */
+  getInto?(cid: CID, target: Uint8Array, options?: AbortOptions): Promise<number | undefined>;
   has(cid: CID, options?: AbortOptions): Promise<boolean>;
   /** Removes the block; removing an absent block is a no-op. */
   delete(cid: CID, options?: AbortOptions): Promise<void>;

@@ -27,10 +27,13 @@ import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 const io = {
   open: promisify(fsCallbacks.open) as (path: string, flags: string | number) => Promise<number>,
   close: promisify(fsCallbacks.close),
+  fstat: promisify(fsCallbacks.fstat) as (fd: number) => Promise<fsCallbacks.Stats>,
   fsync: promisify(fsCallbacks.fsync),
   fdatasync: promisify(fsCallbacks.fdatasync),
   rename: promisify(fsCallbacks.rename),
   stat: promisify(fsCallbacks.stat) as (path: string) => Promise<fsCallbacks.Stats>,
+  read: (fd: number, into: Uint8Array, offset: number, length: number, position: number): Promise<number> =>
+    new Promise((resolve, reject) => fsCallbacks.read(fd, into, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)))),
   write: (fd: number, bytes: Uint8Array, offset: number, length: number): Promise<number> =>
     new Promise((resolve, reject) => fsCallbacks.write(fd, bytes, offset, length, null, (err, n) => (err ? reject(err) : resolve(n)))),
 };
@@ -199,6 +202,32 @@ export class FsBlockStore implements BlockStore {
       // Its buffer is the whole of its ArrayBuffer, so the crypto pool moves it, not copies it.
       const data = await fs.readFile(file, signal === undefined ? {} : { signal });
       return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    } catch (err) {
+      throw failure(err, 'get', cid, signal);
+    }
+  }
+
+  /** As `get`, into the caller's buffer: open, fstat, read, close, and no allocation. */
+  async getInto(cid: CID, target: Uint8Array, options: AbortOptions = {}): Promise<number | undefined> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    const { file } = this.#locate(cid);
+    try {
+      const fd = await io.open(file, 'r');
+      try {
+        const { size } = await io.fstat(fd);
+        if (size > target.byteLength) return undefined;
+        let n = 0;
+        while (n < size) {
+          throwIfAborted(signal);
+          const got = await io.read(fd, target, n, size - n, n);
+          if (got === 0) throw new VaultError('STORE_UNAVAILABLE', `block ${cid} ended after ${n} of ${size} bytes`, { details: { cid: cid.toString() } });
+          n += got;
+        }
+        return n;
+      } finally {
+        await io.close(fd).catch(() => undefined);
+      }
     } catch (err) {
       throw failure(err, 'get', cid, signal);
     }

@@ -148,6 +148,35 @@ describe('CryptoPool', () => {
     expect(Buffer.from(digest).equals(Buffer.from(rawCid(sealChunk(key, 0, Buffer.alloc(16, 1))).multihash.digest))).toBe(true);
   });
 
+  it('opens a block read into a slot in place: the plaintext at the slot\'s start, the slot back in one piece', async () => {
+    const plaintext = randomBytes(200_000);
+    const block = sealChunk(key, 6, plaintext);
+    const slot = pool.takeSlot(plaintext.length);
+    block.copy(slot.bytes);
+    const memory = slot.bytes.buffer;
+    const result = await pool.openInSlot(key, 6, slot, block.length, 'sha256', rawCid(block).multihash.digest, { plaintextSha256: true });
+    expect(result).toEqual({ plaintextLength: plaintext.length, sha256: createHash('sha256').update(plaintext).digest('hex') });
+    expect(slot.usable).toBe(true);
+    expect(slot.bytes.subarray(0, plaintext.length).equals(plaintext)).toBe(true);
+    expect(memory.byteLength).toBe(0); // it went to the worker (and came back as slot.bytes)
+    pool.giveSlot(slot);
+  });
+
+  it('hands the slot back when the block in it fails its hash or its tag', async () => {
+    const block = sealChunk(key, 7, randomBytes(4096));
+    const digest = rawCid(block).multihash.digest;
+    const slot = pool.takeSlot(4096);
+    block.copy(slot.bytes);
+    slot.bytes[20]! ^= 1;
+    expect(await pool.openInSlot(key, 7, slot, block.length, 'sha256', digest)).toEqual({ failure: 'hash' });
+    expect(slot.usable).toBe(true);
+    block.copy(slot.bytes);
+    expect(await pool.openInSlot(key, 8, slot, block.length, 'sha256', digest)).toEqual({ failure: 'tag' });
+    expect(slot.usable).toBe(true);
+    expect(slot.bytes.subarray(0, block.length).equals(block)).toBe(true); // a failed open leaves the bytes as read
+    await expect(pool.openInSlot(key, 7, slot, block.length + 100, 'sha256', digest)).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+
   it('reuses given-back slots, each at most once, and only of the same size', () => {
     const p = new CryptoPool({ workers: 1, pooledSlots: 2 });
     const a = p.takeSlot(100);

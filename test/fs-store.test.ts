@@ -146,6 +146,24 @@ describe('FsBlockStore on disk', () => {
     expectSameBytes(await getVerified(store, cid), bytes);
   });
 
+  it('reads a block into a caller\'s buffer (getInto): its length and exact bytes, nothing when it does not fit', async () => {
+    const { cid, bytes } = block(MiB + 16);
+    await store.put(cid, bytes);
+    const target = Buffer.alloc(MiB + 100, 0xee);
+    expect(await store.getInto(cid, target)).toBe(MiB + 16);
+    expectSameBytes(target.subarray(0, MiB + 16), bytes);
+    expect(target.subarray(MiB + 16).every((b) => b === 0xee)).toBe(true); // nothing written past the block
+
+    const small = Buffer.alloc(MiB, 0xee);
+    expect(await store.getInto(cid, small)).toBeUndefined();
+    expect(small.every((b) => b === 0xee)).toBe(true);
+
+    const missing = block(10).cid;
+    await expectCode(store.getInto(missing, target), 'BLOCK_NOT_FOUND');
+    const aborted = AbortSignal.abort();
+    await expectCode(store.getInto(cid, target, { signal: aborted }), 'ABORTED');
+  });
+
   it('lists only block files that get can read', async () => {
     const { cid, bytes } = block(100);
     await store.put(cid, bytes);

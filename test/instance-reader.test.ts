@@ -11,7 +11,8 @@ import { planStudy, type GeneratedInstance } from '../bench/generate.ts';
 import { ingestInstance } from '../ingest/instance.ts';
 import { decodeInstanceNode } from '../ingest/dag.ts';
 import { KeyStore } from '../src/keys.ts';
-import { readInstances, type InstanceRef } from '../src/instance-reader.ts';
+import { PieceLoans, readInstances, type InstanceRef } from '../src/instance-reader.ts';
+import { CryptoPool, type Slot } from '../ingest/crypto-pool.ts';
 import { FsBlockStore } from '../storage/fs.ts';
 
 let dir: string;
@@ -84,6 +85,53 @@ describe('readInstances', () => {
     await it.return(undefined);
   });
 
+  it('with loans, reads into pooled buffers that hold later chunks once given back, byte for byte', async () => {
+    const crypto = new CryptoPool({ workers: 2 });
+    const taken = spySlots(crypto);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const loans = new PieceLoans();
+        const out: Buffer[] = [];
+        for await (const { pieces } of readInstances({ store, keys, crypto }, refs, { loans })) {
+          const parts: Buffer[] = [];
+          for await (const piece of pieces) {
+            parts.push(Buffer.from(piece)); // a copy: the piece itself goes back
+            loans.giveBack(piece);
+          }
+          out.push(Buffer.concat(parts));
+        }
+        for (const [i, ref] of refs.entries()) expect(out[i]!.equals(await bytesOf(ref.generated.open()))).toBe(true);
+      }
+      expect(taken.calls).toBeGreaterThanOrEqual(3 * refs.length);
+      expect(taken.slots.size).toBeLessThan(taken.calls / 2);
+    } finally {
+      await crypto.close();
+    }
+  });
+
+  it('with loans, never reuses a piece that was not given back', async () => {
+    const crypto = new CryptoPool({ workers: 2 });
+    const taken = spySlots(crypto);
+    try {
+      const loans = new PieceLoans();
+      const kept: Buffer[][] = [];
+      for (let round = 0; round < 2; round++) {
+        for await (const { pieces } of readInstances({ store, keys, crypto }, refs, { loans })) {
+          const parts: Buffer[] = [];
+          for await (const piece of pieces) parts.push(piece);
+          kept.push(parts);
+        }
+      }
+      // Read again after everything: every kept piece still holds its own bytes.
+      for (const [i, parts] of kept.entries()) {
+        expect(Buffer.concat(parts).equals(await bytesOf(refs[i % refs.length]!.generated.open()))).toBe(true);
+      }
+      expect(taken.slots.size).toBe(taken.calls);
+    } finally {
+      await crypto.close();
+    }
+  });
+
   it('delivers the instances before a corrupt one whole, then fails with BLOCK_CORRUPT naming the block', async () => {
     const victim = refs[3]!;
     const node = decodeInstanceNode(await store.get(parseCid(victim.nodeCid)), parseCid(victim.nodeCid));
@@ -124,6 +172,19 @@ describe('readInstances', () => {
 });
 
 const parseCid = (s: string): CID => CID.parse(s);
+
+/** Counts the slots a pool hands out, and how many distinct ones. */
+function spySlots(crypto: CryptoPool): { calls: number; slots: Set<Slot> } {
+  const spy = { calls: 0, slots: new Set<Slot>() };
+  const take = crypto.takeSlot.bind(crypto);
+  crypto.takeSlot = (capacity: number): Slot => {
+    const slot = take(capacity);
+    spy.calls++;
+    spy.slots.add(slot);
+    return slot;
+  };
+  return spy;
+}
 
 /** The block's file under the store root: <shard>/<base32 CID>.data. */
 async function blockPath(cid: CID): Promise<string[]> {

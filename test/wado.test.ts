@@ -1,6 +1,7 @@
 // WADO-RS over real HTTP: study and series metadata, bulk data, frames (native and encapsulated),
 // and frame reads that fetch only the chunks holding the frame. Expected bytes come from
 // elsewhere than the node: the generator's own frame offsets, or dicom-parser's reading of the file.
+import http from 'node:http';
 import { basename } from 'node:path';
 import { CID } from 'multiformats/cid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -128,6 +129,34 @@ describe('WADO-RS over HTTP', () => {
     const bad = await retrieve(`${url}/frames/1,x`, OCTETS);
     expect(bad.status).toBe(400);
     expect(JSON.parse(bad.raw.toString()).code).toBe('INVALID_FRAME_LIST');
+  });
+
+  it('sends every chunk intact to a client that reads slowly, while the node reuses its read buffers', async () => {
+    // 2 instances of 4 MiB in 4 KiB chunks: thousands of pooled buffers given back and reused
+    // within one response, more than the socket's buffers hold, while the client is not reading.
+    const s = planStudy({ kind: 'multiframe', instances: 2, frames: 32, rows: 256, columns: 256, seed: 705 });
+    const files = await Promise.all(s.instances.map(bytesOf));
+    expect((await stow(node.url, files)).status).toBe(200);
+    const body = await new Promise<{ status: number; type: string; bytes: Buffer }>((resolve, reject) => {
+      const req = http.get(`${node.url}/studies/${s.studyInstanceUID}`, { headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' }, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        let reads = 0;
+        res.on('data', (c: Buffer) => {
+          chunks.push(c);
+          // Stop reading for a while, at first long enough for the node's writes to back up.
+          if (++reads % 8 === 1) {
+            res.pause();
+            setTimeout(() => res.resume(), reads === 1 ? 300 : 5);
+          }
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), bytes: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+    });
+    expect(body.status).toBe(200);
+    const parts = splitMultipart(body.bytes, body.type).map((p) => p.body.toString('base64'));
+    expect(parts.sort()).toEqual(files.map((f) => f.toString('base64')).sort());
   });
 
   describe.skipIf(!havePydicom)('pydicom files', () => {

@@ -2,16 +2,16 @@
 // verified, decrypted chunks (src/instance-reader.ts); metadata comes from the catalog. Commits
 // late: the first block is read and verified before any header is sent, so a missing or corrupt
 // block at the start is an error status; later failures break the connection (app.ts).
-import { Readable } from 'node:stream';
+import { once } from 'node:events';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRouteConfig } from '../access.ts';
 import type { Catalog, CatalogInstance } from '../catalog.ts';
-import { VaultError } from '../errors.ts';
+import { isVaultError, VaultError } from '../errors.ts';
 import type { ByteRange, DicomJsonDataset, ScannedInstance } from '../dicom/model.ts';
 import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from '../dicom/transfer-syntax.ts';
 import { transcodeToExplicitLE } from '../dicom/transcode.ts';
 import { assertUid } from '../dicom/uid.ts';
-import { openInstance, readInstances, type ReaderDeps } from '../instance-reader.ts';
+import { openInstance, PieceLoans, readInstances, type OpenedInstance, type ReadOptions, type ReaderDeps } from '../instance-reader.ts';
 import { parseAccept, requestSignal, retrieveBase, type MediaRange } from './http.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
 
@@ -56,9 +56,11 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
         const instances = instancesOf(request.params);
         const reps = negotiateInstances(request.headers.accept, instances);
         const signal = requestSignal(request, reply);
+        // The transcoder may hold on to pieces: lent ones only go straight to the socket.
+        const loans = reps.some((r) => r.transcode) ? undefined : new PieceLoans();
         const parts = (async function* (): AsyncGenerator<OutgoingPart> {
           let i = 0;
-          for await (const { ref, pieces } of readInstances(deps, instances, { signal })) {
+          for await (const { ref, pieces } of readInstances(deps, instances, { signal, ...(loans ? { loans } : {}) })) {
             const rep = reps[i++]!;
             yield {
               contentType: `application/dicom; transfer-syntax=${rep.transferSyntaxUID}`,
@@ -67,7 +69,7 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
           }
         })();
         const boundary = newBoundary();
-        return sendCommittedLate(reply, multipartContentType(boundary, 'application/dicom'), multipartBody(boundary, parts));
+        return sendCommittedLate(request, reply, signal, multipartContentType(boundary, 'application/dicom'), multipartBody(boundary, parts), loans);
       });
     }
 
@@ -105,14 +107,15 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       const contentType = negotiateFrames(request.headers.accept, inst.transferSyntaxUID, ts.encapsulated);
       const swap = !ts.littleEndian && !ts.encapsulated && bitsAllocated(inst.metadata) > 8 ? bitsAllocated(inst.metadata) / 8 : 0;
       const signal = requestSignal(request, reply);
+      const loans = new PieceLoans();
       const opened = await openInstance(deps, inst, { signal });
       const parts = (async function* (): AsyncGenerator<OutgoingPart> {
         for (const n of numbers) {
-          yield { contentType, body: readRanges(opened.read.bind(opened), layout.frames[n - 1]!, signal, swap) };
+          yield { contentType, body: readRanges(opened, layout.frames[n - 1]!, { signal, loans }, swap) };
         }
       })();
       const boundary = newBoundary();
-      return sendCommittedLate(reply, multipartContentType(boundary, contentType.split(';')[0]!), multipartBody(boundary, parts));
+      return sendCommittedLate(request, reply, signal, multipartContentType(boundary, contentType.split(';')[0]!), multipartBody(boundary, parts), loans);
     };
 
     app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/frames/:frames', { config: frames }, async (request, reply) => {
@@ -135,53 +138,84 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
         throw new VaultError('NOT_ACCEPTABLE', 'bulk data is sent as multipart/related; type="application/octet-stream"');
       }
       const signal = requestSignal(request, reply);
+      const loans = new PieceLoans();
       const opened = await openInstance(deps, inst!, { signal });
       const boundary = newBoundary();
       const parts = (async function* (): AsyncGenerator<OutgoingPart> {
-        yield { contentType: 'application/octet-stream', body: readRanges(opened.read.bind(opened), [range], signal, 0) };
+        yield { contentType: 'application/octet-stream', body: readRanges(opened, [range], { signal, loans }, 0) };
       })();
-      return sendCommittedLate(reply, multipartContentType(boundary, 'application/octet-stream'), multipartBody(boundary, parts));
+      return sendCommittedLate(request, reply, signal, multipartContentType(boundary, 'application/octet-stream'), multipartBody(boundary, parts), loans);
     });
   };
 }
 
 /**
  * Pulls the first data bytes (which opens and verifies the first instance's first block) before
- * any header goes out; then streams the rest with the socket's backpressure (Readable.from).
+ * any header goes out; then writes the rest with the socket's backpressure. Written here rather
+ * than handed to fastify as a stream: a piece lent by the readers (`loans`) may only be given
+ * back once the socket has taken its bytes, which only a write's own callback tells (a piped
+ * stream's writes have none). After the head, a failure can only break the connection.
  */
-async function sendCommittedLate(reply: FastifyReply, contentType: string, body: AsyncGenerator<Uint8Array>): Promise<FastifyReply> {
+async function sendCommittedLate(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  signal: AbortSignal,
+  contentType: string,
+  body: AsyncGenerator<Uint8Array>,
+  loans?: PieceLoans,
+): Promise<FastifyReply> {
   // The first piece is the multipart part header; the second is the first verified data.
+  // A failure here throws to the error handler, which answers with a status: nothing was sent.
   const head: Uint8Array[] = [];
   for (let i = 0; i < 2; i++) {
     const next = await body.next();
     if (next.done) break;
     head.push(next.value);
   }
-  const stream = Readable.from(
-    (async function* () {
-      yield* head;
-      yield* body;
-    })(),
-    { objectMode: false, highWaterMark: 1 },
-  );
-  return reply.type(contentType).send(stream);
+  reply.hijack();
+  const res = reply.raw;
+  for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) res.setHeader(name, value);
+  res.statusCode = 200;
+  res.setHeader('content-type', contentType);
+  // Settles once the socket has taken every byte written so far (or has failed).
+  let written = Promise.resolve();
+  const write = async (chunk: Uint8Array): Promise<void> => {
+    const taken = Promise.withResolvers<void>();
+    written = taken.promise;
+    const flowing = res.write(chunk, (err) => {
+      // After a failed write the bytes may still be queued: such a piece is left to the GC.
+      if (!err) loans?.giveBack(chunk);
+      taken.resolve();
+    });
+    if (!flowing) await once(res, 'drain', { signal });
+  };
+  try {
+    for (const chunk of head) await write(chunk);
+    for await (const chunk of body) await write(chunk);
+    res.end();
+  } catch (err) {
+    if (!signal.aborted) {
+      const vault = isVaultError(err) ? err : undefined;
+      request.log.error({ err, code: vault?.code, details: vault?.details }, 'response aborted after headers were sent');
+      // The status and the verified bytes before the failure go out; then the connection breaks.
+      await Promise.race([written, once(res, 'close')]);
+    }
+    res.destroy();
+  }
+  return reply;
 }
 
-async function* readRanges(
-  read: (range: ByteRange, options: { signal: AbortSignal }) => AsyncIterable<Buffer>,
-  ranges: ByteRange[],
-  signal: AbortSignal,
-  swapWidth: number,
-): AsyncGenerator<Uint8Array> {
+async function* readRanges(opened: OpenedInstance, ranges: ByteRange[], options: ReadOptions & { signal: AbortSignal }, swapWidth: number): AsyncGenerator<Uint8Array> {
   for (const r of ranges) {
     if (swapWidth === 0) {
-      yield* read(r, { signal });
+      yield* opened.read(r, options);
       continue;
     }
     // Big-endian native pixel data: frames are sent little endian (PS3.18 8.7.3.3.2). Gather
-    // the frame (frames are a few MiB at most in such legacy objects) and swap words.
+    // the frame (frames are a few MiB at most in such legacy objects) and swap words. Its
+    // pieces are kept, so they are read without loans.
     const parts: Buffer[] = [];
-    for await (const p of read(r, { signal })) parts.push(p);
+    for await (const p of opened.read(r, { signal: options.signal })) parts.push(p);
     const buf = Buffer.concat(parts);
     if (swapWidth === 2) buf.swap16();
     else if (swapWidth === 4) buf.swap32();
