@@ -325,8 +325,11 @@ export async function* readInstances<R extends InstanceRef>(
   const ahead: Array<{ chunks: number; prepared: Prepared }> = [];
   let next = 0;
   let inFlight = 0;
+  // Until the first instance is on its way, it alone is opened: opening the others (decoding
+  // nodes of a thousand links each, on a cold path) held up a study's first byte by tens of ms.
+  let first = true;
   const prepare = (): void => {
-    while (next < refs.length && (ahead.length === 0 || inFlight < budget)) {
+    while (next < refs.length && (ahead.length === 0 || (!first && inFlight < budget))) {
       const ref = refs[next++]!;
       const small = ref.size <= DEFAULT_PREFETCH_MAX_BYTES;
       // Its chunk size is known once its node is read; the default is a fair guess for the budget.
@@ -346,11 +349,35 @@ export async function* readInstances<R extends InstanceRef>(
       const item = ahead.shift()!;
       inFlight -= item.chunks;
       const { opened, stream } = await item.prepared;
-      prepare();
-      yield { ref, opened, pieces: (stream ?? opened.prefetch(undefined, readOptions)).pieces() };
+      const pieces = (stream ?? opened.prefetch(undefined, readOptions)).pieces();
+      if (first) {
+        yield { ref, opened, pieces: afterFirst(pieces, () => {
+          first = false;
+          prepare();
+        }) };
+      } else {
+        prepare();
+        yield { ref, opened, pieces };
+      }
     }
   } finally {
     await Promise.allSettled(ahead.splice(0).map(async (a) => (await a.prepared).stream?.cancel()));
+  }
+}
+
+/** `pieces`, calling `then` once the first has been taken (or if there is none). */
+async function* afterFirst(pieces: AsyncGenerator<Buffer>, then: () => void): AsyncGenerator<Buffer> {
+  let called = false;
+  try {
+    for await (const piece of pieces) {
+      yield piece;
+      if (!called) {
+        called = true;
+        then();
+      }
+    }
+  } finally {
+    if (!called) then();
   }
 }
 

@@ -7,6 +7,7 @@ import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
 import { createLogger, openVault, type Vault } from './vault.ts';
 import { startAnchoring, type Anchoring } from '../anchor/anchoring.ts';
 import type { AnchorServiceOptions } from '../anchor/service.ts';
+import { sharedCryptoPool } from '../ingest/crypto-pool.ts';
 
 export interface RunningNode {
   vault: Vault;
@@ -51,6 +52,9 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     audit: extras.audit ?? logAuditSink(logger),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
   });
+  // The crypto workers start now, not on the first request that needs them (a WADO's first
+  // byte after a start waited ~150 ms for them).
+  sharedCryptoPool().warm();
   try {
     await app.listen({ host: options.host, port: options.port });
   } catch (err) {

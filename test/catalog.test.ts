@@ -308,6 +308,18 @@ describe('Catalog: derived attributes and listing', () => {
     expect(catalog.listInstances({ study: OTHER_STUDY })).toEqual([]);
     catalog.close();
   });
+
+  it('lists the same instances, metadata and layout when told to read metadata only on use (metadata: false)', () => {
+    const catalog = Catalog.open({ path: ':memory:' });
+    const n = (i: number) => ({ '00200013': str('IS', i) });
+    commit(catalog, STUDY, [inst(STUDY, SERIES_A, `${SERIES_A}.2`, { attrs: n(2) }), inst(STUDY, SERIES_A, `${SERIES_A}.1`, { attrs: n(1) })]);
+    const eager = catalog.listInstances({ study: STUDY });
+    const later = catalog.listInstances({ study: STUDY }, { metadata: false });
+    expect(later.map((i) => [i.sopInstanceUID, i.nodeCid, i.sha256, i.size])).toEqual(eager.map((i) => [i.sopInstanceUID, i.nodeCid, i.sha256, i.size]));
+    expect(later.map((i) => i.metadata)).toEqual(eager.map((i) => i.metadata));
+    expect(later.map((i) => i.layout)).toEqual(eager.map((i) => i.layout));
+    catalog.close();
+  });
 });
 
 describe('Catalog: anchor queue', () => {

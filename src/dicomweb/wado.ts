@@ -31,7 +31,8 @@ interface Params {
 type Representation = { transferSyntaxUID: string; transcode: boolean };
 
 export function wadoService(deps: WadoDeps): FastifyPluginAsync {
-  const instancesOf = (p: Params): CatalogInstance[] => {
+  /** The instances a URL names; `metadata: false` when only their bytes are sent. */
+  const instancesOf = (p: Params, options: { metadata?: boolean } = {}): CatalogInstance[] => {
     const study = assertUid(p.study, 'Study Instance UID');
     if (p.instance !== undefined) {
       const series = assertUid(p.series!, 'Series Instance UID');
@@ -40,7 +41,7 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       return [one];
     }
     const series = p.series === undefined ? undefined : assertUid(p.series, 'Series Instance UID');
-    const list = deps.catalog.listInstances(series === undefined ? { study } : { study, series });
+    const list = deps.catalog.listInstances(series === undefined ? { study } : { study, series }, options);
     if (list.length === 0) throw new VaultError(series === undefined ? 'STUDY_NOT_FOUND' : 'SERIES_NOT_FOUND', series === undefined ? 'no such study' : 'no such series in this study');
     return list;
   };
@@ -53,7 +54,7 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
 
     for (const url of ['/studies/:study', '/studies/:study/series/:series', '/studies/:study/series/:series/instances/:instance']) {
       app.get<{ Params: Params }>(url, { config: retrieve }, async (request, reply) => {
-        const instances = instancesOf(request.params);
+        const instances = instancesOf(request.params, { metadata: false });
         const reps = negotiateInstances(request.headers.accept, instances);
         const signal = requestSignal(request, reply);
         // The transcoder may hold on to pieces: lent ones only go straight to the socket.
