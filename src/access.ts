@@ -37,6 +37,8 @@ export interface AuditEvent {
   method: string;
   url: string;
   status: number;
+  /** False when the response broke off before its end (a corrupt block, the client gone). */
+  complete: boolean;
   /** Instances stored or bytes sent may be added by services later. */
   remoteAddress: string;
 }

@@ -79,17 +79,22 @@ export function buildApp(deps: AppDeps): FastifyInstance {
         const decision = await deps.access.authorize(principal, resource);
         if (!decision.allowed) throw new VaultError('FORBIDDEN', decision.reason ?? 'access not granted');
       });
-      scope.addHook('onResponse', async (request, reply) => {
-        const declared = (request.routeOptions.config as Partial<AccessRouteConfig>).access;
-        if (!declared) return;
-        deps.audit.record({
-          time: new Date().toISOString(),
-          principal: request.principal ?? { id: 'unidentified', method: 'none' },
-          resource: resourceOf(declared.action, request.params as Record<string, string>, declared.dataType),
-          method: request.method,
-          url: request.url,
-          status: reply.statusCode,
-          remoteAddress: request.ip,
+      // Recorded when the response closes, not on fastify's onResponse: that needs 'finish', and
+      // a response broken off mid-stream (a corrupt block, the client gone) never finishes.
+      scope.addHook('onRequest', async (request, reply) => {
+        reply.raw.once('close', () => {
+          const declared = (request.routeOptions.config as Partial<AccessRouteConfig>).access;
+          if (!declared) return;
+          deps.audit.record({
+            time: new Date().toISOString(),
+            principal: request.principal ?? { id: 'unidentified', method: 'none' },
+            resource: resourceOf(declared.action, request.params as Record<string, string>, declared.dataType),
+            method: request.method,
+            url: request.url,
+            status: reply.statusCode,
+            complete: reply.raw.writableFinished,
+            remoteAddress: request.ip,
+          });
         });
       });
       await scope.register(stowService(deps));

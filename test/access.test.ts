@@ -167,6 +167,7 @@ describe('access seam', () => {
       expect(e.method, c.route).toBe(c.method);
       expect(e.url, c.route).toBe(`/dicom-web${c.path}`);
       expect(e.status, c.route).toBe(c.route.endsWith('/receipt') ? 404 : 200);
+      expect(e.complete, c.route).toBe(true);
       expect(Number.isNaN(Date.parse(e.time)), c.route).toBe(false);
     });
   });

@@ -264,6 +264,10 @@ describe('bad input and faults', () => {
     expect(received.length).toBeLessThan(c.bytes.length);
     expect(Buffer.compare(received, c.bytes.subarray(0, received.length))).toBe(0);
     expect(logs.find(c.victim, 40), 'a log line naming the block').not.toHaveLength(0);
+    // The access is audited all the same, as one that broke off.
+    const path = new URL(c.url).pathname;
+    const audited = logs.lines.filter((l) => (l.audit as { url?: string } | undefined)?.url === path);
+    expect(audited.map((l) => (l.audit as { status: number; complete: boolean }))).toEqual([expect.objectContaining({ status: 200, complete: false })]);
 
     const report = await verifyStudy(node.vault, c.study.studyInstanceUID);
     expect(report.ok).toBe(false);
