@@ -10,9 +10,11 @@
 // crypto. Chunks are therefore assembled in pooled slots, moved (transferred, not copied) to a
 // worker that seals them in place, moved back, written to the store from the slot and reused: no
 // main-thread allocation per chunk, and a moved-out-and-back buffer does not grow V8's external
-// memory count. Reads do the same with the blocks of a WADO response (openInSlot). Not a SharedArrayBuffer: V8 copies into shared memory with relaxed atomic moves,
-// several times slower than memmove (8 vs 44 GB/s here), and the main thread copies every byte
-// it receives into a slot. Reads move the block to a worker and get the plaintext moved back.
+// memory count. Reads of a WADO response do the same (openInSlot): the block is read into a slot
+// and comes back as plaintext; other reads (open) move the block out and get the plaintext moved
+// back in a buffer of its own. Not a SharedArrayBuffer: V8 copies into shared memory with
+// relaxed atomic moves, several times slower than memmove (8 vs 44 GB/s here), and the main
+// thread copies every byte it receives into a slot.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { VaultError } from '../src/errors.ts';

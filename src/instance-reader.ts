@@ -365,19 +365,18 @@ export async function* readInstances<R extends InstanceRef>(
   }
 }
 
-/** `pieces`, calling `then` once the first has been taken (or if there is none). */
+/**
+ * `pieces`, calling `then` once the first has been taken. A consumer that stops before that
+ * needs nothing more opened; the loop in readInstances opens the next instance regardless.
+ */
 async function* afterFirst(pieces: AsyncGenerator<Buffer>, then: () => void): AsyncGenerator<Buffer> {
   let called = false;
-  try {
-    for await (const piece of pieces) {
-      yield piece;
-      if (!called) {
-        called = true;
-        then();
-      }
+  for await (const piece of pieces) {
+    yield piece;
+    if (!called) {
+      called = true;
+      then();
     }
-  } finally {
-    if (!called) then();
   }
 }
 
