@@ -31,6 +31,23 @@ function release(bytes) {
   }
 }
 
+/**
+ * What a reply hands back of a slot's memory: an ordinary slot's buffer is moved back; a shared
+ * slot's (aligned shared memory, crypto-pool.ts) never left the main thread.
+ */
+function back(msg) {
+  return msg.buffer instanceof ArrayBuffer ? { buffer: msg.buffer, transfer: [msg.buffer] } : {};
+}
+
+/**
+ * Copies `source` into `target` at `at`. Buffer.fill with a buffer exactly as long as the range is
+ * one memcpy; copy() and set() into shared memory (a shared slot) go through V8's relaxed atomic
+ * moves, byte by byte unless both sides are word-aligned.
+ */
+function copyInto(target, source, at) {
+  if (source.length > 0) target.fill(source, at, at + source.length);
+}
+
 function chunkNonce(index) {
   const n = Buffer.alloc(12);
   n.writeUInt32BE(PURPOSE_CHUNK, 0);
@@ -45,7 +62,7 @@ function chunkNonce(index) {
  * heap is tiny, instead of the main thread's, whose garbage collections are what cost.
  */
 function seal(msg) {
-  const slot = Buffer.from(msg.buffer, 0, msg.length + TAG_BYTES);
+  const slot = Buffer.from(msg.buffer, msg.offset, msg.length + TAG_BYTES);
   if (msg.hash !== undefined) {
     let hash = hashes.get(msg.hash);
     if (hash === undefined) hashes.set(msg.hash, (hash = createHash('sha256')));
@@ -54,14 +71,14 @@ function seal(msg) {
   const cipher = createCipheriv('aes-256-gcm', msg.key, chunkNonce(msg.index));
   const ct = cipher.update(slot.subarray(0, msg.length));
   cipher.final(); // empty for GCM
-  ct.copy(slot, 0);
+  copyInto(slot, ct, 0);
   release(ct);
-  cipher.getAuthTag().copy(slot, msg.length);
+  copyInto(slot, cipher.getAuthTag(), msg.length);
   // Copied into its own 32-byte buffer: a view into a larger one would be cloned whole.
   const digest = new Uint8Array(createHash('sha256').update(slot).digest());
   // The stream's last seal ends its plaintext hash too (CryptoPool.seal with `last`).
   const hex = msg.end === true ? digestOf(msg.hash) : undefined;
-  return { id: msg.id, digest, buffer: msg.buffer, transfer: [msg.buffer], ...(hex === undefined ? {} : { hex }) };
+  return { id: msg.id, digest, ...back(msg), ...(hex === undefined ? {} : { hex }) };
 }
 
 /**
@@ -105,14 +122,13 @@ function open(msg) {
  * buffer given back to the allocator at once (as in seal).
  */
 function openInPlace(msg) {
-  const back = { buffer: msg.buffer, transfer: [msg.buffer] };
-  const block = Buffer.from(msg.buffer, 0, msg.length);
+  const block = Buffer.from(msg.buffer, msg.offset, msg.length);
   const { plain, failure } = verifyAndDecrypt(msg, block);
-  if (failure !== undefined) return { id: msg.id, failure, ...back };
-  plain.copy(block, 0);
+  if (failure !== undefined) return { id: msg.id, failure, ...back(msg) };
+  copyInto(block, plain, 0);
   const hex = plainDigest(msg, plain);
   release(plain);
-  return { id: msg.id, ...back, ...hex };
+  return { id: msg.id, ...back(msg), ...hex };
 }
 
 function digestOf(id) {
@@ -136,8 +152,8 @@ parentPort.on('message', (msg) => {
   } catch (err) {
     // A failed seal or in-place open still hands its slot's memory back.
     const slotted = msg.op === 'seal' || msg.op === 'openInPlace';
-    const back = slotted && msg.buffer.byteLength > 0 ? { buffer: msg.buffer, transfer: [msg.buffer] } : {};
-    reply = { id: msg.id, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err), ...back };
+    const memory = slotted && msg.buffer.byteLength > 0 ? back(msg) : {};
+    reply = { id: msg.id, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err), ...memory };
   }
   const { transfer, ...rest } = reply;
   parentPort.postMessage(rest, transfer ?? []);

@@ -9,6 +9,14 @@
 // into place and fsyncs the directory (directory fsyncs are group-committed across concurrent
 // puts). Puts with `durable: false` skip both syncs and `flush()` performs them later.
 // Assumes one FsBlockStore per directory (one process); POSIX rename and directory fsync.
+//
+// Direct I/O: a block in aligned memory (aligned-memory.ts: the ingest's chunk slots) is written
+// with O_DIRECT, from the slot straight to the device, instead of being copied into the page
+// cache and written back from there. Blocks are written once and read rarely, so caching them
+// only evicts what is worth caching; and on this project's VMs the copy into fresh page-cache
+// pages was the most expensive thing ingest did: `dd` of 2 GiB, 4.6 CPU-s buffered against 0.45
+// with O_DIRECT (and 362 against 727 MB/s). Where O_DIRECT is refused (tmpfs, some network
+// filesystems: EINVAL) the store falls back to buffered writes for good.
 import { randomUUID } from 'node:crypto';
 import fsCallbacks, { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -16,6 +24,7 @@ import { promisify } from 'node:util';
 import { base32 } from 'multiformats/bases/base32';
 import { CID } from 'multiformats/cid';
 import { VaultError, abortError } from '../src/errors.ts';
+import { DIRECT_IO_ALIGNMENT, isAligned } from './aligned-memory.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 
 /**
@@ -34,9 +43,12 @@ const io = {
   stat: promisify(fsCallbacks.stat) as (path: string) => Promise<fsCallbacks.Stats>,
   read: (fd: number, into: Uint8Array, offset: number, length: number, position: number): Promise<number> =>
     new Promise((resolve, reject) => fsCallbacks.read(fd, into, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)))),
-  write: (fd: number, bytes: Uint8Array, offset: number, length: number): Promise<number> =>
-    new Promise((resolve, reject) => fsCallbacks.write(fd, bytes, offset, length, null, (err, n) => (err ? reject(err) : resolve(n)))),
+  write: (fd: number, bytes: Uint8Array, offset: number, length: number, position: number): Promise<number> =>
+    new Promise((resolve, reject) => fsCallbacks.write(fd, bytes, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)))),
 };
+
+/** O_DIRECT where the platform has it (Linux); undefined elsewhere, where writes stay buffered. */
+const O_DIRECT: number | undefined = (constants as Record<string, number | undefined>).O_DIRECT;
 
 /** Characters of a block's name that pick its shard directory: 2 gives 32² = 1024 directories. */
 export const DEFAULT_SHARD_PREFIX_LENGTH = 2;
@@ -63,6 +75,12 @@ export interface FsBlockStoreOptions {
   shardPrefixLength?: number;
   /** How many files `flush()` fsyncs in parallel. Default: 32. */
   flushConcurrency?: number;
+  /**
+   * Write blocks that lie in aligned memory with O_DIRECT (see the top of this file). Default:
+   * true where the platform has O_DIRECT; the store turns it off by itself if the filesystem
+   * refuses it.
+   */
+  directIO?: boolean;
 }
 
 export class FsBlockStore implements BlockStore {
@@ -70,6 +88,8 @@ export class FsBlockStore implements BlockStore {
   readonly path: string;
   readonly shardPrefixLength: number;
   readonly #flushConcurrency: number;
+  /** Writes blocks in aligned memory with O_DIRECT; cleared for good once the filesystem refused it. */
+  #directIO: boolean;
   readonly #dirSync = new DirSyncer();
   /** Shard directories this store has created or found, keyed by path; settled = usable. */
   readonly #shardDirs = new Map<string, Promise<void>>();
@@ -89,10 +109,16 @@ export class FsBlockStore implements BlockStore {
   /** Set once a flush's fsync failed: the kernel may have dropped those pages, so no later flush can promise them. */
   #flushFailure: unknown = undefined;
 
-  private constructor(root: string, shardPrefixLength: number, flushConcurrency: number) {
+  private constructor(root: string, shardPrefixLength: number, flushConcurrency: number, directIO: boolean) {
     this.path = root;
     this.shardPrefixLength = shardPrefixLength;
     this.#flushConcurrency = flushConcurrency;
+    this.#directIO = directIO && O_DIRECT !== undefined;
+  }
+
+  /** Whether blocks in aligned memory are written with O_DIRECT (false once the filesystem refused it). */
+  get directIO(): boolean {
+    return this.#directIO;
   }
 
   /**
@@ -138,7 +164,7 @@ export class FsBlockStore implements BlockStore {
         throw new VaultError('STORE_UNAVAILABLE', `cannot initialise block store at ${root}: ${errnoCode(err)}`, { cause: err });
       }
     }
-    return new FsBlockStore(root, length, flushConcurrency);
+    return new FsBlockStore(root, length, flushConcurrency, options.directIO ?? true);
   }
 
   /**
@@ -370,37 +396,86 @@ export class FsBlockStore implements BlockStore {
 
   /** Writes `bytes` to a new temp file; returns its descriptor, still open, when `keep`. */
   async #writeTemp(dir: string, tmp: string, bytes: Uint8Array, durable: boolean, keep: boolean, signal: AbortSignal | undefined): Promise<number | undefined> {
-    let fd: number;
-    try {
-      fd = await io.open(tmp, 'wx');
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-      // The shard directory was removed behind our back: create it again, once.
-      this.#shardDirs.delete(dir);
-      await this.#shardDir(dir);
-      fd = await io.open(tmp, 'wx');
-    }
+    const opened = await this.#createTemp(dir, tmp, this.#directIO && bytes.byteLength >= DIRECT_IO_ALIGNMENT && isAligned(bytes));
+    const direct = opened.direct;
+    let fd: number | undefined = opened.fd;
     try {
       throwIfAborted(signal);
-      // Written straight from the caller's array: no copy.
-      for (let offset = 0; offset < bytes.byteLength; ) {
-        offset += await io.write(fd, bytes, offset, bytes.byteLength - offset);
-        throwIfAborted(signal);
+      if (direct) {
+        const held = fd;
+        fd = undefined; // #writeDirect owns it now (and closes what it holds if it fails)
+        fd = await this.#writeDirect(held, tmp, bytes, signal);
+      } else {
+        // Written straight from the caller's array: no copy.
+        await writeAll(fd, bytes, 0, bytes.byteLength, signal);
       }
-      if (durable) await io.fdatasync(fd);
+      if (durable) await io.fdatasync(fd!);
     } catch (err) {
-      await io.close(fd).catch(() => undefined);
+      if (fd !== undefined) await io.close(fd).catch(() => undefined);
       await removeQuietly(tmp);
+      if (direct && errnoCode(err) === 'EINVAL') {
+        // The filesystem takes O_DIRECT at open but not these writes (a larger logical block
+        // size, say): buffered from now on.
+        this.#directIO = false;
+        return this.#writeTemp(dir, tmp, bytes, durable, keep, signal);
+      }
       throw err;
     }
     if (keep) return fd;
     try {
-      await io.close(fd);
+      await io.close(fd!);
     } catch (err) {
       await removeQuietly(tmp);
       throw err;
     }
     return undefined;
+  }
+
+  /** Creates the temp file, with O_DIRECT when `direct` and the filesystem accepts it (`direct` tells). */
+  async #createTemp(dir: string, tmp: string, direct: boolean): Promise<{ fd: number; direct: boolean }> {
+    const flags = direct ? constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | O_DIRECT! : 'wx';
+    try {
+      return { fd: await io.open(tmp, flags), direct };
+    } catch (err) {
+      const code = errnoCode(err);
+      if (direct && code === 'EINVAL') {
+        // No O_DIRECT on this filesystem (tmpfs before Linux 6.6, for one).
+        this.#directIO = false;
+        return this.#createTemp(dir, tmp, false);
+      }
+      if (code !== 'ENOENT') throw err;
+      // The shard directory was removed behind our back: create it again, once.
+      this.#shardDirs.delete(dir);
+      await this.#shardDir(dir);
+      return { fd: await io.open(tmp, flags), direct };
+    }
+  }
+
+  /**
+   * Writes `bytes` (aligned) through `fd` (O_DIRECT) up to the last whole DIRECT_IO_ALIGNMENT
+   * block; O_DIRECT takes nothing shorter, so the rest (under 4 KiB, alone in its page and so
+   * written without reading anything back) goes through a second, buffered descriptor, which is
+   * returned in place of `fd` (closed) for the sync. An fdatasync of either covers the file.
+   */
+  async #writeDirect(fd: number, tmp: string, bytes: Uint8Array, signal: AbortSignal | undefined): Promise<number> {
+    const head = bytes.byteLength - (bytes.byteLength % DIRECT_IO_ALIGNMENT);
+    let tail: number;
+    try {
+      await writeAll(fd, bytes, 0, head, signal);
+      if (head === bytes.byteLength) return fd;
+      tail = await io.open(tmp, constants.O_WRONLY);
+    } catch (err) {
+      await io.close(fd).catch(() => undefined);
+      throw err;
+    }
+    await io.close(fd).catch(() => undefined);
+    try {
+      await writeAll(tail, bytes, head, bytes.byteLength, signal);
+    } catch (err) {
+      await io.close(tail).catch(() => undefined);
+      throw err;
+    }
+    return tail;
   }
 
   async #flushOnce(): Promise<void> {
@@ -488,6 +563,14 @@ async function syncFile(file: string, options: { missingOk?: boolean } = {}): Pr
     await io.fdatasync(fd);
   } finally {
     await io.close(fd);
+  }
+}
+
+/** Writes bytes[from, to) at file position `from`, however many calls it takes. */
+async function writeAll(fd: number, bytes: Uint8Array, from: number, to: number, signal: AbortSignal | undefined): Promise<void> {
+  for (let offset = from; offset < to; ) {
+    offset += await io.write(fd, bytes, offset, to - offset, offset);
+    throwIfAborted(signal);
   }
 }
 

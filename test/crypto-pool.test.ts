@@ -1,8 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CryptoPool, TAG_BYTES } from '../ingest/crypto-pool.ts';
+import { CryptoPool, Slot, TAG_BYTES } from '../ingest/crypto-pool.ts';
 import { openChunk, sealChunk } from '../ingest/seal.ts';
+import { isAligned } from '../storage/aligned-memory.ts';
 import { rawCid } from '../storage/cid.ts';
 
 const pool = new CryptoPool({ workers: 2, pooledSlots: 4 });
@@ -20,8 +21,8 @@ async function sealed(index: number, plaintext: Buffer): Promise<{ block: Buffer
 }
 
 describe('CryptoPool', () => {
-  it('moves a slot\'s memory to the worker during a seal, and back', async () => {
-    const slot = pool.takeSlot(1000);
+  it('moves an ordinary slot\'s memory to the worker during a seal, and back', async () => {
+    const slot = new Slot(1000);
     const memory = slot.bytes.buffer;
     const sealing = pool.seal(key, 0, slot, 1000);
     expect(slot.bytes.byteLength).toBe(0);
@@ -29,6 +30,22 @@ describe('CryptoPool', () => {
     expect(slot.usable).toBe(true);
     expect(slot.bytes.byteLength).toBe(1000 + TAG_BYTES);
     expect(memory.byteLength).toBe(0); // the old view's buffer stays detached; the slot has a new one
+    expect(Buffer.from(slot.bytes.subarray(0, 1000 + TAG_BYTES)).equals(sealChunk(key, 0, Buffer.alloc(1000)))).toBe(true);
+  });
+
+  it('hands out pooled slots in aligned shared memory, sealed in place and never moved', async () => {
+    const slot = pool.takeSlot(5000);
+    expect(slot.shared).toBeDefined();
+    expect(isAligned(slot.bytes)).toBe(true);
+    const view = slot.bytes;
+    const plaintext = randomBytes(5000);
+    plaintext.copy(slot.bytes);
+    const sealing = pool.seal(key, 3, slot, 5000);
+    expect(slot.bytes.byteLength).toBe(0); // not to be touched while the worker has it
+    await sealing;
+    expect(slot.bytes).toBe(view);
+    expect(view.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(view.subarray(0, 5000 + TAG_BYTES).equals(sealChunk(key, 3, plaintext))).toBe(true);
     pool.giveSlot(slot);
   });
 
@@ -151,15 +168,18 @@ describe('CryptoPool', () => {
   it('opens a block read into a slot in place: the plaintext at the slot\'s start, the slot back in one piece', async () => {
     const plaintext = randomBytes(200_000);
     const block = sealChunk(key, 6, plaintext);
-    const slot = pool.takeSlot(plaintext.length);
-    block.copy(slot.bytes);
-    const memory = slot.bytes.buffer;
-    const result = await pool.openInSlot(key, 6, slot, block.length, 'sha256', rawCid(block).multihash.digest, { plaintextSha256: true });
-    expect(result).toEqual({ plaintextLength: plaintext.length, sha256: createHash('sha256').update(plaintext).digest('hex') });
-    expect(slot.usable).toBe(true);
-    expect(slot.bytes.subarray(0, plaintext.length).equals(plaintext)).toBe(true);
-    expect(memory.byteLength).toBe(0); // it went to the worker (and came back as slot.bytes)
-    pool.giveSlot(slot);
+    for (const slot of [pool.takeSlot(plaintext.length), new Slot(plaintext.length)]) {
+      block.copy(slot.bytes);
+      const memory = slot.bytes.buffer;
+      const result = await pool.openInSlot(key, 6, slot, block.length, 'sha256', rawCid(block).multihash.digest, { plaintextSha256: true });
+      expect(result).toEqual({ plaintextLength: plaintext.length, sha256: createHash('sha256').update(plaintext).digest('hex') });
+      expect(slot.usable).toBe(true);
+      expect(slot.bytes.subarray(0, plaintext.length).equals(plaintext)).toBe(true);
+      // An ordinary slot's memory went to the worker (and came back as slot.bytes); a shared one stayed.
+      if (slot.shared === undefined) expect(memory.byteLength).toBe(0);
+      else expect(slot.bytes.buffer).toBe(memory);
+      pool.giveSlot(slot);
+    }
   });
 
   it('hands the slot back when the block in it fails its hash or its tag', async () => {
@@ -182,6 +202,10 @@ describe('CryptoPool', () => {
     const a = p.takeSlot(100);
     const b = p.takeSlot(100);
     const c = p.takeSlot(100);
+    // The pool's two shared slots first, in distinct aligned memory; then an ordinary one.
+    expect([a.shared, b.shared].every((v) => v !== undefined && isAligned(v))).toBe(true);
+    expect(a.bytes.byteOffset).not.toBe(b.bytes.byteOffset);
+    expect(c.shared).toBeUndefined();
     p.giveSlot(a);
     p.giveSlot(a);
     p.giveSlot(b);
@@ -192,6 +216,10 @@ describe('CryptoPool', () => {
     expect(again).not.toContain(c);
     expect(p.takeSlot(200)).not.toBe(a);
     expect(a.bytes.length).toBe(100 + TAG_BYTES);
+    // An ordinary slot given back while shared ones are out is kept for reuse.
+    const d = new Slot(100);
+    p.giveSlot(d);
+    expect(p.takeSlot(100)).toBe(d);
   });
 
   it('starts all its workers when warmed', async () => {
@@ -219,18 +247,23 @@ describe('CryptoPool', () => {
 
   it('terminates its workers on close; running and later tasks reject', async () => {
     const p = new CryptoPool({ workers: 2 });
-    const slot = p.takeSlot(4 << 20);
-    const running = p.seal(key, 0, slot, 4 << 20).then(
-      () => 'sealed',
-      (err: unknown) => err,
+    const slot = new Slot(4 << 20);
+    const shared = p.takeSlot(4 << 20);
+    const running = [slot, shared].map((s) =>
+      p.seal(key, 0, s, 4 << 20).then(
+        () => 'sealed',
+        (err: unknown) => err,
+      ),
     );
-    expect(p.workers).toBe(1);
+    expect(p.workers).toBe(2);
     await p.close();
     expect(p.workers).toBe(0);
-    expect(await running).toMatchObject({ code: 'INTERNAL' });
+    for (const r of running) expect(await r).toMatchObject({ code: 'INTERNAL' });
     await expect(p.seal(key, 0, p.takeSlot(4), 1)).rejects.toMatchObject({ code: 'INTERNAL' });
-    // The slot's memory went down with the worker: it is not pooled again.
+    // The ordinary slot's memory went down with the worker: it is not pooled again. The shared
+    // one never left.
     expect(slot.usable).toBe(false);
+    expect(shared.usable).toBe(true);
     p.giveSlot(slot);
     expect(p.takeSlot(4 << 20)).not.toBe(slot);
   });
