@@ -16,8 +16,8 @@ declare const WebAssembly: {
   Memory: new (descriptor: { initial: number; maximum: number; shared: boolean }) => { buffer: SharedArrayBuffer };
 };
 
-/** Every buffer handed out by allocateAligned: how a store tells aligned views from others. */
-const aligned = new WeakSet<SharedArrayBuffer>();
+/** Every buffer handed out by allocateAligned, with its stride: how a store tells aligned views from others. */
+const strides = new WeakMap<SharedArrayBuffer, number>();
 
 /**
  * `count` views of `length` bytes each, every one starting on a DIRECT_IO_ALIGNMENT boundary of
@@ -32,13 +32,25 @@ export function allocateAligned(count: number, length: number): Buffer[] {
   const pages = Math.ceil((stride * count) / WASM_PAGE);
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
   const buffer = memory.buffer;
-  aligned.add(buffer);
+  strides.set(buffer, stride);
   return Array.from({ length: count }, (_, i) => Buffer.from(buffer, i * stride, length));
 }
 
 /** True when `bytes` lies in aligned memory and starts on a DIRECT_IO_ALIGNMENT boundary. */
 export function isAligned(bytes: Uint8Array): boolean {
-  return bytes.byteOffset % DIRECT_IO_ALIGNMENT === 0 && aligned.has(bytes.buffer as SharedArrayBuffer);
+  return bytes.byteOffset % DIRECT_IO_ALIGNMENT === 0 && strides.has(bytes.buffer as SharedArrayBuffer);
+}
+
+/**
+ * For `bytes` in aligned memory at an aligned start: a view from there to the end of its view's
+ * stride (its length rounded up to DIRECT_IO_ALIGNMENT), which a direct read may fill past the
+ * end of `bytes` (O_DIRECT reads whole blocks). undefined for any other memory.
+ */
+export function alignedRoom(bytes: Uint8Array): Buffer | undefined {
+  const stride = strides.get(bytes.buffer as SharedArrayBuffer);
+  if (stride === undefined || bytes.byteOffset % DIRECT_IO_ALIGNMENT !== 0) return undefined;
+  const end = (Math.floor(bytes.byteOffset / stride) + 1) * stride;
+  return Buffer.from(bytes.buffer, bytes.byteOffset, end - bytes.byteOffset);
 }
 
 export function roundUp(n: number, multiple: number): number {

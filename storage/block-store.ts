@@ -28,7 +28,8 @@ export interface BlockStore {
    * Optional: reads the block, NOT yet verified, into the start of `target` instead of a new
    * buffer, and resolves with its length; resolves undefined (reading nothing) when the block is
    * longer than `target`. Errors as `get`. For readers that reuse buffers (a WADO response), so
-   * that a GiB retrieved does not allocate a GiB for the garbage collector to find.
+   * that a GiB retrieved does not allocate a GiB for the garbage collector to find. Bytes of
+   * `target` past the block's length may be overwritten (a direct read fills whole 4 KiB blocks).
    */
   getInto?(cid: CID, target: Uint8Array, options?: AbortOptions): Promise<number | undefined>;
   has(cid: CID, options?: AbortOptions): Promise<boolean>;

@@ -16,7 +16,9 @@
 // only evicts what is worth caching; and on this project's VMs the copy into fresh page-cache
 // pages was the most expensive thing ingest did: `dd` of 2 GiB, 4.6 CPU-s buffered against 0.45
 // with O_DIRECT (and 362 against 727 MB/s). Where O_DIRECT is refused (tmpfs, some network
-// filesystems: EINVAL) the store falls back to buffered writes for good.
+// filesystems: EINVAL) the store falls back to buffered writes for good. Reads into aligned
+// memory (getInto: the slots a WADO response streams from) are direct too; other reads (get:
+// frames, metadata, verify) go through the page cache.
 import { randomUUID } from 'node:crypto';
 import fsCallbacks, { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -24,7 +26,7 @@ import { promisify } from 'node:util';
 import { base32 } from 'multiformats/bases/base32';
 import { CID } from 'multiformats/cid';
 import { VaultError, abortError } from '../src/errors.ts';
-import { DIRECT_IO_ALIGNMENT, isAligned } from './aligned-memory.ts';
+import { DIRECT_IO_ALIGNMENT, alignedRoom, isAligned, roundUp } from './aligned-memory.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 
 /**
@@ -233,28 +235,44 @@ export class FsBlockStore implements BlockStore {
     }
   }
 
-  /** As `get`, into the caller's buffer: open, fstat, read, close, and no allocation. */
+  /**
+   * As `get`, into the caller's buffer: open, fstat, read, close, and no allocation. Into aligned
+   * memory (a WADO response's slots) the read is direct: a block streamed out is read once, from
+   * the device into the slot, rather than into the page cache and copied from there (a 4 GiB
+   * study not in the page cache, same VM: 7.4 CPU-s in reads buffered, 1.2 direct; 329 against
+   * 464 MB/s to curl).
+   */
   async getInto(cid: CID, target: Uint8Array, options: AbortOptions = {}): Promise<number | undefined> {
     const { signal } = options;
     throwIfAborted(signal);
     const { file } = this.#locate(cid);
+    const room = this.#directIO ? alignedRoom(target) : undefined;
     try {
-      const fd = await io.open(file, 'r');
+      const fd = await io.open(file, room !== undefined ? constants.O_RDONLY | O_DIRECT! : 'r');
       try {
         const { size } = await io.fstat(fd);
         if (size > target.byteLength) return undefined;
+        // O_DIRECT reads whole blocks: ask for the size rounded up (the room past `target` is
+        // its slot's padding) and get `size` back, the end of the file.
+        const into = room ?? target;
+        const want = room !== undefined ? Math.min(roundUp(size, DIRECT_IO_ALIGNMENT), room.byteLength) : size;
         let n = 0;
         while (n < size) {
           throwIfAborted(signal);
-          const got = await io.read(fd, target, n, size - n, n);
+          const got = await io.read(fd, into, n, want - n, n);
           if (got === 0) throw new VaultError('STORE_UNAVAILABLE', `block ${cid} ended after ${n} of ${size} bytes`, { details: { cid: cid.toString() } });
           n += got;
         }
-        return n;
+        return size;
       } finally {
         await io.close(fd).catch(() => undefined);
       }
     } catch (err) {
+      if (room !== undefined && errnoCode(err) === 'EINVAL') {
+        // The filesystem refuses O_DIRECT (at open, or for these reads): buffered from now on.
+        this.#directIO = false;
+        return this.getInto(cid, target, options);
+      }
       throw failure(err, 'get', cid, signal);
     }
   }

@@ -177,6 +177,21 @@ describe('FsBlockStore on disk', () => {
     await expectCode(store.getInto(cid, target, { signal: aborted }), 'ABORTED');
   });
 
+  it('reads a block into aligned memory (getInto, O_DIRECT) exactly, whatever its length against 4 KiB blocks', async () => {
+    const [slot] = allocateAligned(1, MiB + 16);
+    for (const length of [100, 4095, 4096, 4097, 3 * 4096 + 1, MiB, MiB + 16]) {
+      const { cid, bytes } = block(length);
+      await store.put(cid, bytes);
+      slot!.fill(0xee);
+      expect(await store.getInto(cid, slot!), `${length} bytes`).toBe(length);
+      expectSameBytes(slot!.subarray(0, length), bytes);
+    }
+    const big = block(MiB + 17);
+    await store.put(big.cid, big.bytes);
+    expect(await store.getInto(big.cid, slot!)).toBeUndefined();
+    expect(store.directIO).toBe(true);
+  });
+
   it('lists only block files that get can read', async () => {
     const { cid, bytes } = block(100);
     await store.put(cid, bytes);
