@@ -16,6 +16,7 @@ import { createAgent, stow, wado } from './client.ts';
 import { planStudy } from './generate.ts';
 import { serveNode } from './node-process.ts';
 import { startRssSampler } from './rss.ts';
+import type { ScratchSpace } from './scratch.ts';
 
 export type Backend = 'fs' | 'ipfs' | 's3';
 export const BACKENDS: readonly Backend[] = ['fs', 'ipfs', 's3'];
@@ -31,6 +32,8 @@ export interface BackendBenchOptions {
   s3Endpoint?: string;
   /** Where the nodes' data directories go (the disk under test). Default the OS temp directory. */
   workDir?: string;
+  /** Where each node's data goes when it is done; default: removed at once. */
+  scratch?: ScratchSpace;
   log?: (line: string) => void;
 }
 
@@ -103,7 +106,8 @@ export async function benchBackends(options: BackendBenchOptions = {}): Promise<
     } finally {
       agent.destroy();
       await node.stop();
-      await rm(dataDir, { recursive: true, force: true });
+      if (options.scratch) await options.scratch.release(dataDir);
+      else await rm(dataDir, { recursive: true, force: true });
     }
   }
   for (const row of rows) {

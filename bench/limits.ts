@@ -14,14 +14,16 @@ import http from 'node:http';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { DEFAULT_MAX_BLOCKS_IN_FLIGHT } from '../ingest/instance.ts';
+import { allocateAligned } from '../storage/aligned-memory.ts';
 
 const MiB = 1 << 20;
 /** Scales every measurement; 1 takes about 30-60 s on a 2-core VM. */
 export const DEFAULT_LIMITS_GIB = 1;
 /** Runs per figure (at least 5 plus an untimed warm-up for the crypto loops); the median is reported. */
 export const DEFAULT_LIMITS_RUNS = 3;
-/** Blocks the ingest keeps in flight (ingest/instance.ts DEFAULT_MAX_BLOCKS_IN_FLIGHT). */
-export const STORE_WRITES_IN_FLIGHT = 8;
+/** Blocks the ingest keeps in flight. */
+export const STORE_WRITES_IN_FLIGHT = DEFAULT_MAX_BLOCKS_IN_FLIGHT;
 /** Shard directories the 1 MiB-file test spreads over (like the fs store's base32 prefixes). */
 const SHARDS = 64;
 
@@ -190,7 +192,7 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
       }
     }
     log(`1 MiB files, fsync each: ${fmt(oneAtATime)}; ${STORE_WRITES_IN_FLIGHT} in flight: ${fmt(parallel)}`);
-    const blockDescription = 'temp file, write, fdatasync, rename, fsync of its directory, as storage/fs.ts puts a block';
+    const blockDescription = 'temp file, O_DIRECT write from aligned memory, fdatasync, rename, fsync of its directory, as storage/fs.ts puts a block';
     const diskWrite1MiBFiles = figure(oneAtATime, smallMiB * MiB, `${smallMiB} files of 1 MiB, one at a time: ${blockDescription}`);
     const diskWrite1MiBFilesParallel = figure(parallel, smallMiB * MiB,
       `the same with ${STORE_WRITES_IN_FLIGHT} files in flight (ingest's write window), over ${SHARDS} directories`);
@@ -321,13 +323,14 @@ async function writeFile(path: string, mib: number, pool: Buffer[], first: numbe
 
 async function writeBlockFiles(dir: string, count: number, inFlight: number, pool: Buffer[]): Promise<void> {
   for (let s = 0; s < SHARDS; s++) await mkdir(join(dir, String(s)));
+  // One aligned 1 MiB buffer per write in flight, as the ingest's slots are.
+  const buffers = allocateAligned(inFlight, MiB);
   let next = 0;
-  const one = async (i: number): Promise<void> => {
+  const one = async (i: number, data: Buffer): Promise<void> => {
     const shard = join(dir, String(i % SHARDS));
     const tmp = join(shard, `.${i}.tmp`);
-    // A copy: with several writes in flight, the stamped pool buffer would change under them.
-    const data = Buffer.from(stamped(pool, 1e6 + i));
-    const fh = await open(tmp, 'wx');
+    stamped(pool, 1e6 + i).copy(data);
+    const fh = await openForBlock(tmp);
     try {
       await fh.write(data);
       await fh.datasync();
@@ -342,17 +345,23 @@ async function writeBlockFiles(dir: string, count: number, inFlight: number, poo
       await d.close();
     }
   };
-  const worker = async (): Promise<void> => {
-    while (next < count) await one(next++);
+  const worker = async (data: Buffer): Promise<void> => {
+    while (next < count) await one(next++, data);
   };
-  await Promise.all(Array.from({ length: inFlight }, worker));
+  await Promise.all(buffers.map(worker));
 }
 
-/**
- * O_DIRECT needs a buffer aligned to the device's logical block; JavaScript cannot ask for an
- * aligned allocation, so the offset into an over-sized buffer that the kernel accepts is found by
- * probing (EINVAL otherwise). Falls back to plain reads where O_DIRECT is refused (tmpfs).
- */
+/** A new file opened with O_DIRECT as the fs store writes blocks, or buffered where that is refused. */
+async function openForBlock(path: string): Promise<Awaited<ReturnType<typeof open>>> {
+  try {
+    return await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_DIRECT);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'EINVAL') throw err;
+    return open(path, 'wx');
+  }
+}
+
+/** Reads the file with O_DIRECT into aligned memory; plain reads where O_DIRECT is refused (old tmpfs). */
 function readFileDirect(path: string): { bytes: number; direct: boolean } {
   let fd: number;
   try {
@@ -361,18 +370,7 @@ function readFileDirect(path: string): { bytes: number; direct: boolean } {
     return { bytes: readAllSync(path, Buffer.allocUnsafe(MiB)), direct: false };
   }
   try {
-    const backing = new ArrayBuffer(MiB + 8192);
-    let view: Uint8Array | undefined;
-    for (let off = 0; off <= 4096 && view === undefined; off += 8) {
-      const v = new Uint8Array(backing, off, MiB);
-      try {
-        readSync(fd, v, 0, MiB, 0);
-        view = v;
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'EINVAL') throw err;
-      }
-    }
-    if (view === undefined) return { bytes: readAllSync(path, Buffer.allocUnsafe(MiB)), direct: false };
+    const [view] = allocateAligned(1, MiB) as [Buffer];
     let total = 0;
     for (;;) {
       const n = readSync(fd, view, 0, MiB, total);

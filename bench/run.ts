@@ -5,7 +5,7 @@
 // the options (bench/options.ts).
 import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -34,12 +34,16 @@ import { reportMarkdown, targetsTable } from './publish.ts';
 import { formatNumber, ofLimit, ratioText } from './report.ts';
 import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMarkdown, type Footprint, type MeasuredScale } from './scale.ts';
 import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
+import { ScratchSpace } from './scratch.ts';
 
 const started = new Date();
 const t0 = performance.now();
 const log = (line: string): void => {
   process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${line}\n`);
 };
+
+/** Finished scenarios' data: emptied at once, removed when the run is over (scratch.ts says why). */
+const scratch = new ScratchSpace();
 
 async function main(): Promise<void> {
   let o: BenchOptions;
@@ -87,7 +91,7 @@ async function main(): Promise<void> {
   if (o.backends) {
     log(`block stores ${o.backends.join(', ')}: ${o.sizesGiB[0]} GiB each`);
     try {
-      backends = await benchBackends({ gib: o.sizesGiB[0]!, backends: o.backends, workDir, log: (l) => log(`backends: ${l}`) });
+      backends = await benchBackends({ gib: o.sizesGiB[0]!, backends: o.backends, workDir, scratch, log: (l) => log(`backends: ${l}`) });
     } catch (err) {
       log(`backends failed: ${describe(err)}`);
       backends = [];
@@ -219,7 +223,7 @@ async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, foo
     run ??= { system: OURS, detail, ingest: null, retrieve: null, qido: null, seriesMetadata: null, frames: null, storedBytes: null, errors: [] };
     run.errors.push(describe(err));
   } finally {
-    if (!o.keep) await rm(dataDir, { recursive: true, force: true });
+    if (!o.keep) await scratch.release(dataDir);
   }
   return run;
 }
@@ -241,7 +245,7 @@ async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean): P
     log(`Orthanc: ${describe(err)}`);
     run.errors.push(describe(err));
   } finally {
-    if (!keep) await rm(dir, { recursive: true, force: true });
+    if (!keep) await scratch.release(dir);
   }
   return run;
 }
@@ -336,4 +340,8 @@ function round(n: number, d: number): number {
   return Math.round(n * 10 ** d) / 10 ** d;
 }
 
-await main();
+try {
+  await main();
+} finally {
+  await scratch.removeAll();
+}

@@ -27,9 +27,10 @@ import { allocateAligned } from '../storage/aligned-memory.ts';
 export const DEFAULT_CRYPTO_WORKERS = Math.max(1, Math.min(4, availableParallelism()));
 /**
  * Slots in aligned shared memory per slot size, and ordinary idle slots kept for reuse at most.
- * Default 32 (32 MiB of address space at the default chunk size; RSS only for those used).
+ * Default 64 (64 MiB of address space at the default chunk size; RSS only for those used): four
+ * STOW requests at once, each with its window of 16 writes, still write from aligned memory.
  */
-export const DEFAULT_POOLED_SLOTS = 32;
+export const DEFAULT_POOLED_SLOTS = 64;
 export const TAG_BYTES = 16;
 
 const EMPTY = Buffer.alloc(0);

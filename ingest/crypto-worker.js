@@ -39,11 +39,7 @@ function back(msg) {
   return msg.buffer instanceof ArrayBuffer ? { buffer: msg.buffer, transfer: [msg.buffer] } : {};
 }
 
-/**
- * Copies `source` into `target` at `at`. Buffer.fill with a buffer exactly as long as the range is
- * one memcpy; copy() and set() into shared memory (a shared slot) go through V8's relaxed atomic
- * moves, byte by byte unless both sides are word-aligned.
- */
+/** storage/aligned-memory.ts copyInto (a worker in plain JavaScript cannot load it): one memcpy into a shared slot. */
 function copyInto(target, source, at) {
   if (source.length > 0) target.fill(source, at, at + source.length);
 }

@@ -56,3 +56,13 @@ export function alignedRoom(bytes: Uint8Array): Buffer | undefined {
 export function roundUp(n: number, multiple: number): number {
   return Math.ceil(n / multiple) * multiple;
 }
+
+/**
+ * Copies `source` into `target` at `at` with one memcpy. TypedArray set() and Buffer copy() go
+ * through V8's relaxed atomic moves when either side is shared memory (aligned slots are), byte
+ * by byte unless both are word-aligned: 1.4-2 GB/s here, against 12-35 for this. (Buffer.fill
+ * with a buffer exactly as long as the range is a plain memcpy in Node's C++.)
+ */
+export function copyInto(target: Uint8Array, source: Uint8Array, at: number): void {
+  if (source.byteLength > 0) Buffer.prototype.fill.call(target, source, at, at + source.byteLength);
+}

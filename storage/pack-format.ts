@@ -13,6 +13,7 @@
 import * as dagCbor from '@ipld/dag-cbor';
 import { CID } from 'multiformats/cid';
 import { VaultError } from '../src/errors.ts';
+import { copyInto } from './aligned-memory.ts';
 
 export const PACK_MAGIC = new TextEncoder().encode('DVPACK1\n');
 export const PACK_VERSION = 1;
@@ -154,7 +155,7 @@ export class PackBuilder {
   add(bytes: Uint8Array): { offset: number; length: number } {
     if (!this.fits(bytes.byteLength)) throw new RangeError(`pack full: ${bytes.byteLength} bytes do not fit`);
     const offset = this.#used;
-    this.#buffer.set(bytes, this.#dataStart + offset);
+    copyInto(this.#buffer, bytes, this.#dataStart + offset); // from a shared slot, set() would copy byte by byte
     this.#used += bytes.byteLength;
     return { offset, length: bytes.byteLength };
   }

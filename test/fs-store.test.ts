@@ -10,7 +10,7 @@ import { identity } from 'multiformats/hashes/identity';
 import { sha256, sha512 } from 'multiformats/hashes/sha2';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VaultError, isVaultError } from '../src/errors.ts';
-import { allocateAligned } from '../storage/aligned-memory.ts';
+import { alignedRoom, allocateAligned, copyInto, isAligned } from '../storage/aligned-memory.ts';
 import { cidMatches, rawCid } from '../storage/cid.ts';
 import { FsBlockStore } from '../storage/fs.ts';
 import { getVerified } from '../storage/verified.ts';
@@ -328,6 +328,31 @@ describe('FsBlockStore on disk', () => {
     const file = path.join(root, 'file');
     await writeFile(file, 'x');
     await expectCode(FsBlockStore.open({ path: file }), 'STORE_UNAVAILABLE');
+  });
+});
+
+describe('aligned memory', () => {
+  it('hands out views on 4 KiB boundaries of shared memory, with their padding as room for direct reads', () => {
+    const views = allocateAligned(3, 5000);
+    expect(views.map((v) => [v.byteLength, v.byteOffset % 4096, isAligned(v)])).toEqual([[5000, 0, true], [5000, 0, true], [5000, 0, true]]);
+    expect(views[1]!.byteOffset - views[0]!.byteOffset).toBe(8192);
+    expect(alignedRoom(views[1]!)?.byteLength).toBe(8192);
+    expect(isAligned(views[0]!.subarray(16))).toBe(false);
+    expect(alignedRoom(Buffer.alloc(8192))).toBeUndefined();
+    expect(isAligned(Buffer.alloc(8192))).toBe(false);
+  });
+
+  it('copies exactly, into and out of shared memory, at any offset', () => {
+    const [shared] = allocateAligned(1, 100_000);
+    const plain = Buffer.alloc(100_000);
+    const source = randomBytes(70_001);
+    copyInto(shared!, source.subarray(1), 13);
+    expectSameBytes(shared!.subarray(13, 13 + 70_000), source.subarray(1));
+    copyInto(plain, shared!.subarray(13, 13 + 70_000), 7);
+    expectSameBytes(plain.subarray(7, 7 + 70_000), source.subarray(1));
+    expect(plain[6]).toBe(0);
+    expect(plain[7 + 70_000]).toBe(0);
+    copyInto(plain, new Uint8Array(0), 5); // nothing to copy is not an error
   });
 });
 
