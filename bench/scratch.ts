@@ -5,9 +5,10 @@
 // is dirty, which new files in the same block keep it): every file created meanwhile checks each
 // such inode on its way to a free one. After a scenario's 20,000 files were removed, the next
 // scenario's file creations spent a tenth of the node's CPU there (perf: recently_deleted under
-// __ext4_new_inode), and Orthanc's likewise: a cost of the benchmark's own cleanup, not of
-// either system. So a finished scenario's files are truncated to nothing (the blocks are free
-// at once, the inodes stay in use) and the directories removed when the run is over.
+// __ext4_new_inode); Orthanc, a file per instance, faces the same check. A cost of the
+// benchmark's own cleanup, not of either system. So a finished scenario's files are truncated to
+// nothing (the blocks are free at once, the inodes stay in use) and the directories removed
+// when the run is over.
 import { readdir, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 
