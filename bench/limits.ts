@@ -15,7 +15,7 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_MAX_BLOCKS_IN_FLIGHT } from '../ingest/instance.ts';
-import { allocateAligned } from '../storage/aligned-memory.ts';
+import { allocateAligned, copyInto } from '../storage/aligned-memory.ts';
 
 const MiB = 1 << 20;
 /** Scales every measurement; 1 takes about 30-60 s on a 2-core VM. */
@@ -329,7 +329,7 @@ async function writeBlockFiles(dir: string, count: number, inFlight: number, poo
   const one = async (i: number, data: Buffer): Promise<void> => {
     const shard = join(dir, String(i % SHARDS));
     const tmp = join(shard, `.${i}.tmp`);
-    stamped(pool, 1e6 + i).copy(data);
+    copyInto(data, stamped(pool, 1e6 + i), 0);
     const fh = await openForBlock(tmp);
     try {
       await fh.write(data);

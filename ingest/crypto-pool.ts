@@ -210,10 +210,8 @@ export class CryptoPool {
     if (length > slot.capacity || !slot.usable) throw new VaultError('INTERNAL', `seal of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
     const stream = plaintextHash === undefined ? undefined : this.#stream(plaintextHash);
     const last = stream !== undefined && options.last === true;
-    const { transfer, ...memory } = slot.lend();
-    const message = { op: 'seal', key, index, ...memory, length, ...(stream ? { hash: stream.id } : {}), ...(last ? { end: true } : {}) };
-    const run = this.#run(message, transfer, stream?.w, (r) => slot.back(r.buffer));
-    if (slot.shared !== undefined) run.catch(() => slot.back(undefined)); // a task that never ran still frees its slot
+    const message = { op: 'seal', key, index, length, ...(stream ? { hash: stream.id } : {}), ...(last ? { end: true } : {}) };
+    const run = this.#runInSlot(slot, message, stream?.w);
     if (last) {
       this.#end(stream);
       stream.final = run.then((r) => r.hex!);
@@ -290,11 +288,8 @@ export class CryptoPool {
    */
   async openInSlot(key: Uint8Array, index: number, slot: Slot, length: number, hash: BlockHash, digest: Uint8Array, options: { plaintextSha256?: boolean } = {}): Promise<{ plaintextLength: number; sha256?: string } | { failure: 'hash' | 'short' | 'tag' }> {
     if (length > slot.bytes.byteLength || !slot.usable) throw new VaultError('INTERNAL', `open of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
-    const { transfer, ...memory } = slot.lend();
-    const message = { op: 'openInPlace', key, index, ...memory, length, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) };
-    const run = this.#run(message, transfer, undefined, (r) => slot.back(r.buffer));
-    if (slot.shared !== undefined) run.catch(() => slot.back(undefined)); // a task that never ran still frees its slot
-    const reply = await run;
+    const message = { op: 'openInPlace', key, index, length, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) };
+    const reply = await this.#runInSlot(slot, message, undefined);
     if (reply.failure !== undefined) return { failure: reply.failure };
     return { plaintextLength: length - TAG_BYTES, ...(reply.hex === undefined ? {} : { sha256: reply.hex }) };
   }
@@ -310,6 +305,17 @@ export class CryptoPool {
       }),
     );
     this.#slots.clear();
+  }
+
+  /**
+   * Runs a task on a slot's memory (lent to the worker with the message, back with the reply). A
+   * shared slot is back even if the task never ran; an ordinary one's memory is then lost.
+   */
+  #runInSlot(slot: Slot, message: Record<string, unknown>, on: PoolWorker | undefined): Promise<Reply> {
+    const { transfer, ...memory } = slot.lend();
+    const run = this.#run({ ...message, ...memory }, transfer, on, (r) => slot.back(r.buffer));
+    if (slot.shared !== undefined) run.catch(() => slot.back(undefined));
+    return run;
   }
 
   /**

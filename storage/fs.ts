@@ -416,20 +416,15 @@ export class FsBlockStore implements BlockStore {
   async #writeTemp(dir: string, tmp: string, bytes: Uint8Array, durable: boolean, keep: boolean, signal: AbortSignal | undefined): Promise<number | undefined> {
     const opened = await this.#createTemp(dir, tmp, this.#directIO && bytes.byteLength >= DIRECT_IO_ALIGNMENT && isAligned(bytes));
     const direct = opened.direct;
-    let fd: number | undefined = opened.fd;
+    let fd = opened.fd;
     try {
       throwIfAborted(signal);
-      if (direct) {
-        const held = fd;
-        fd = undefined; // #writeDirect owns it now (and closes what it holds if it fails)
-        fd = await this.#writeDirect(held, tmp, bytes, signal);
-      } else {
-        // Written straight from the caller's array: no copy.
-        await writeAll(fd, bytes, 0, bytes.byteLength, signal);
-      }
-      if (durable) await io.fdatasync(fd!);
+      // Written straight from the caller's array: no copy.
+      if (direct) fd = await this.#writeDirect(fd, tmp, bytes, signal);
+      else await writeAll(fd, bytes, 0, bytes.byteLength, signal);
+      if (durable) await io.fdatasync(fd);
     } catch (err) {
-      if (fd !== undefined) await io.close(fd).catch(() => undefined);
+      await io.close(fd).catch(() => undefined);
       await removeQuietly(tmp);
       if (direct && errnoCode(err) === 'EINVAL') {
         // The filesystem takes O_DIRECT at open but not these writes (a larger logical block
@@ -441,7 +436,7 @@ export class FsBlockStore implements BlockStore {
     }
     if (keep) return fd;
     try {
-      await io.close(fd!);
+      await io.close(fd);
     } catch (err) {
       await removeQuietly(tmp);
       throw err;
@@ -473,26 +468,21 @@ export class FsBlockStore implements BlockStore {
    * Writes `bytes` (aligned) through `fd` (O_DIRECT) up to the last whole DIRECT_IO_ALIGNMENT
    * block; O_DIRECT takes nothing shorter, so the rest (under 4 KiB, alone in its page and so
    * written without reading anything back) goes through a second, buffered descriptor, which is
-   * returned in place of `fd` (closed) for the sync. An fdatasync of either covers the file.
+   * returned in place of `fd` (then closed) for the sync. An fdatasync of either covers the file.
+   * If it throws, `fd` is still open and the caller's to close.
    */
   async #writeDirect(fd: number, tmp: string, bytes: Uint8Array, signal: AbortSignal | undefined): Promise<number> {
     const head = bytes.byteLength - (bytes.byteLength % DIRECT_IO_ALIGNMENT);
-    let tail: number;
-    try {
-      await writeAll(fd, bytes, 0, head, signal);
-      if (head === bytes.byteLength) return fd;
-      tail = await io.open(tmp, constants.O_WRONLY);
-    } catch (err) {
-      await io.close(fd).catch(() => undefined);
-      throw err;
-    }
-    await io.close(fd).catch(() => undefined);
+    await writeAll(fd, bytes, 0, head, signal);
+    if (head === bytes.byteLength) return fd;
+    const tail = await io.open(tmp, constants.O_WRONLY);
     try {
       await writeAll(tail, bytes, head, bytes.byteLength, signal);
     } catch (err) {
       await io.close(tail).catch(() => undefined);
       throw err;
     }
+    await io.close(fd).catch(() => undefined);
     return tail;
   }
 
