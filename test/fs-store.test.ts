@@ -82,7 +82,34 @@ describe('FsBlockStore on disk', () => {
     store = await FsBlockStore.open({ path: root });
   });
   afterEach(async () => {
+    await store.close().catch(() => undefined); // a test may have made its flushes fail on purpose
     await rm(root, { recursive: true, force: true });
+  });
+
+  it('keeps one descriptor per directory it fsyncs, takes the new one for a shard made again, and closes them on close', async () => {
+    /** What this process's descriptors on the store's directories point at ("... (deleted)" once removed). */
+    const dirDescriptors = async (): Promise<string[]> => {
+      const targets: string[] = [];
+      for (const fd of await readdir('/proc/self/fd')) {
+        const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+        if (target.startsWith(root + path.sep) && !target.includes('.data')) targets.push(target);
+      }
+      return targets.sort();
+    };
+    const blocks = [block(1000), block(1000), block(1000)];
+    for (const { cid, bytes } of blocks) await store.put(cid, bytes);
+    for (const { cid, bytes } of blocks) await store.put(cid, bytes); // synced again: no new descriptor
+    const shards = [...new Set(blocks.map(({ cid }) => shardOf(root, cid)))].sort();
+    expect(await dirDescriptors()).toEqual(shards);
+
+    const [first] = blocks;
+    await rm(shardOf(root, first!.cid), { recursive: true });
+    await store.put(first!.cid, first!.bytes);
+    expect(await dirDescriptors()).toEqual(shards); // the removed directory's descriptor closed: none "(deleted)"
+    expectSameBytes(await getVerified(store, first!.cid), first!.bytes);
+
+    await store.close();
+    expect(await dirDescriptors()).toEqual([]);
   });
 
   it('stores each block as <root>/<shard>/<base32 CID>.data holding exactly its bytes', async () => {
