@@ -44,9 +44,6 @@ import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
  * microseconds; node:sqlite (the catalog) blocks it the same way.
  */
 const io = {
-  open: promisify(fsCallbacks.open) as (path: string, flags: string | number) => Promise<number>,
-  close: promisify(fsCallbacks.close),
-  fstat: promisify(fsCallbacks.fstat) as (fd: number) => Promise<fsCallbacks.Stats>,
   fsync: promisify(fsCallbacks.fsync),
   fdatasync: promisify(fsCallbacks.fdatasync),
   read: (fd: number, into: Uint8Array, offset: number, length: number, position: number): Promise<number> =>
@@ -69,6 +66,7 @@ const sync = {
   rename: fsCallbacks.renameSync,
   unlink: fsCallbacks.unlinkSync,
   stat: (file: string) => fsCallbacks.statSync(file, { throwIfNoEntry: false }),
+  fstat: fsCallbacks.fstatSync,
   write: fsCallbacks.writeSync,
 };
 
@@ -276,7 +274,7 @@ export class FsBlockStore implements BlockStore {
     try {
       const fd = sync.open(file, room !== undefined ? constants.O_RDONLY | O_DIRECT! : 'r');
       try {
-        const { size } = fsCallbacks.fstatSync(fd);
+        const { size } = sync.fstat(fd);
         if (size > target.byteLength) return undefined;
         // O_DIRECT reads whole blocks: ask for the size rounded up (the room past `target` is
         // its slot's padding) and get `size` back, the end of the file.
