@@ -74,6 +74,48 @@ export interface SystemRun {
   storedBytes: number | null;
   /** What went wrong outside the timed operations (start-up, a thrown error). */
   errors: string[];
+  /**
+   * A scenario run more than once (--repeat): every run's ingest, in the order they ran. The
+   * other fields are those of the run with the median ingest rate (medianRun).
+   */
+  repeats?: RepeatRun[];
+}
+
+/** One run of a repeated scenario, by its ingest. */
+export interface RepeatRun {
+  /** null: the ingest failed. */
+  instancesPerSecond: number | null;
+  megabytesPerSecond: number | null;
+  /** Node (or peer) CPU seconds of the ingest. */
+  cpuSeconds: number | null;
+}
+
+/** Whether anything of a run failed: the bench then exits non-zero. */
+export function runFailed(r: SystemRun): boolean {
+  return r.errors.length > 0 || !r.ingest?.ok || !r.retrieve?.ok || r.qido?.ok === false || r.seriesMetadata?.ok === false || r.frames?.ok === false;
+}
+
+/**
+ * The run to report of several of one scenario: the one with the median ingest rate (the lower
+ * middle one of an even count), with every run's ingest listed in `repeats`. A run that failed
+ * is reported instead, so that no failure hides behind a good repeat.
+ */
+export function medianRun(runs: readonly SystemRun[]): SystemRun {
+  if (runs.length === 0) throw new RangeError('no runs');
+  if (runs.length === 1) return runs[0]!;
+  const rate = (r: SystemRun): number | null => (r.ingest?.ok && r.ingest.seconds > 0 ? r.ingest.instances / r.ingest.seconds : null);
+  const repeats: RepeatRun[] = runs.map((r) => {
+    const ips = rate(r);
+    return {
+      instancesPerSecond: ips,
+      megabytesPerSecond: ips === null ? null : r.ingest!.bytes / r.ingest!.seconds / 1e6,
+      cpuSeconds: r.ingest?.cpuSeconds ?? null,
+    };
+  });
+  const failed = runs.find(runFailed);
+  if (failed !== undefined) return { ...failed, repeats };
+  const ranked = [...runs].sort((a, b) => rate(a)! - rate(b)!);
+  return { ...ranked[Math.floor((ranked.length - 1) / 2)]!, repeats };
 }
 
 export interface ScenarioResult {

@@ -9,6 +9,7 @@ import {
   figureLimits,
   hugeStudyShape,
   measuredScale,
+  medianRun,
   peakRss,
   percentile,
   sampleLatencies,
@@ -403,5 +404,43 @@ describe('the issue\'s targets', () => {
 
   it('concurrent scenarios have no target of their own', () => {
     expect(checkTargets([{ ...HUGE, kind: 'concurrent' }], LIMITS).filter((t) => t.scenario === HUGE.label)).toEqual([]);
+  });
+});
+
+describe('repeated scenarios', () => {
+  const ok = { ok: true, failures: [] };
+  const small = (seconds: number, o: Partial<SystemRun> = {}): SystemRun =>
+    run('dicom-vault', {
+      ingest: { bytes: 500e6, seconds, instances: 1000, requests: 10, stored: 1000, peakRssMiB: 200, cpuSeconds: seconds + 1, clientCpuSeconds: 1, ...ok },
+      retrieve: { bytes: 500e6, seconds: 1, parts: 1000, ttfbMs: 20, peakRssMiB: 200, cpuSeconds: 1, clientCpuSeconds: 1, ...ok },
+      detail: `${seconds} s`,
+      ...o,
+    });
+
+  it('reports the run with the median ingest rate and lists every run in the order they ran', () => {
+    const m = medianRun([small(4), small(2.5), small(3.2)]);
+    expect(m.detail).toBe('3.2 s');
+    expect(m.repeats!.map((r) => Math.round(r.instancesPerSecond!))).toEqual([250, 400, 313]);
+    expect(m.repeats!.map((r) => Math.round(r.megabytesPerSecond!))).toEqual([125, 200, 156]);
+    expect(m.repeats!.map((r) => r.cpuSeconds)).toEqual([5, 3.5, 4.2]);
+  });
+
+  it('takes the lower middle run of an even count, and a single run as it is', () => {
+    expect(medianRun([small(2), small(4), small(3), small(1)]).detail).toBe('3 s');
+    const one = small(3);
+    expect(medianRun([one])).toBe(one);
+    expect(one.repeats).toBeUndefined();
+    expect(() => medianRun([])).toThrow(RangeError);
+  });
+
+  it('a failed run is reported rather than hidden behind good ones', () => {
+    const broken = small(2, { errors: ['node exited'] });
+    const m = medianRun([small(3), broken, small(4)]);
+    expect(m.errors).toEqual(['node exited']);
+    const noIngest = medianRun([small(3), small(2, { ingest: null }), small(4)]);
+    expect(noIngest.ingest).toBeNull();
+    expect(noIngest.repeats!.map((r) => r.instancesPerSecond)).toEqual([1000 / 3, null, 250]);
+    const badRetrieval = medianRun([small(3), small(5, { retrieve: null })]);
+    expect(badRetrieval.retrieve).toBeNull();
   });
 });

@@ -20,6 +20,13 @@ describe('npm run bench options', () => {
     expect(o.out).toBeUndefined();
     expect(o.workDir).toBe(tmpdir());
     expect(o.help).toBe(false);
+    expect(o.repeat).toBe(3);
+  });
+
+  it('--repeat takes a whole number from 1 to 20', () => {
+    expect(parseBenchArgs(['--repeat', '1']).repeat).toBe(1);
+    expect(parseBenchArgs(['--repeat', '5']).repeat).toBe(5);
+    for (const bad of ['0', '2.5', '21', 'x', '']) expect(() => parseBenchArgs(['--repeat', bad])).toThrow(BenchUsageError);
   });
 
   it('a small run', () => {
