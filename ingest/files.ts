@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isVaultError } from '../src/errors.ts';
-import { discardInstances, ingestInstance, WriteWindow, type IngestDeps, type IngestedInstance } from './instance.ts';
+import { discardInstances, ingestInstance, keysOncePerStudy, WriteWindow, type IngestDeps, type IngestedInstance } from './instance.ts';
 import type { StudyWriter } from './study.ts';
 
 /** Instances per study committed together. Default 500. */
@@ -78,13 +78,14 @@ export async function ingestFiles(
     }
   };
   const window = new WriteWindow();
+  const ingestDeps = { ...deps, keys: keysOncePerStudy(deps.keys) };
 
   try {
     for (const root of paths) {
       for await (const path of walk(root)) {
         result.files++;
         try {
-          const ingested = await ingestInstance(createReadStream(path, { highWaterMark: 1024 * 1024 }), deps, {
+          const ingested = await ingestInstance(createReadStream(path, { highWaterMark: 1024 * 1024 }), ingestDeps, {
             chunkSize: options.chunkSize,
             window,
             ...(options.signal ? { signal: options.signal } : {}),

@@ -70,6 +70,26 @@ export interface IngestDeps {
   crypto?: CryptoPool;
 }
 
+/**
+ * The key store as one request (or one CLI run) sees it: each study's data key asked for once,
+ * not once per instance (a SQLite read each: 1,000 small instances of one study read it 1,000
+ * times). A key destroyed meanwhile still stops the request: the commit asks the store again
+ * (StudyWriter).
+ */
+export function keysOncePerStudy(keys: IngestDeps['keys']): IngestDeps['keys'] {
+  const seen = new Map<string, DataKey>();
+  return {
+    getOrCreate(studyInstanceUID: string): DataKey {
+      let key = seen.get(studyInstanceUID);
+      if (key === undefined) {
+        key = keys.getOrCreate(studyInstanceUID);
+        seen.set(studyInstanceUID, key);
+      }
+      return key;
+    },
+  };
+}
+
 export interface IngestedInstance {
   scanned: ScannedInstance;
   /** SHA-256 (hex) of the plaintext Part 10 bytes. */

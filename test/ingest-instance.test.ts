@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { CID } from 'multiformats/cid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../bench/generate.ts';
-import { ingestInstance } from '../ingest/instance.ts';
+import { ingestInstance, keysOncePerStudy } from '../ingest/instance.ts';
 import { KeyStore } from '../src/keys.ts';
 import { isAligned } from '../storage/aligned-memory.ts';
 import { cidMatches } from '../storage/cid.ts';
@@ -46,5 +46,24 @@ describe('ingestInstance', () => {
     expect(chunks.length).toBe(Math.ceil(ingested.size / (256 * 1024)));
     expect(chunks.map((p) => [p.aligned, p.matches])).toEqual(chunks.map(() => [true, true]));
     expect(puts.find((p) => p.cid.equals(ingested.node.cid))?.matches).toBe(true);
+  });
+});
+
+describe('keysOncePerStudy', () => {
+  it("asks the key store once per study, and hands back that study's key after", () => {
+    const asked: string[] = [];
+    const memo = keysOncePerStudy({
+      getOrCreate: (uid: string) => {
+        asked.push(uid);
+        return keys.getOrCreate(uid);
+      },
+    });
+    const a = memo.getOrCreate('1.2.3');
+    expect(memo.getOrCreate('1.2.3')).toBe(a);
+    const b = memo.getOrCreate('1.2.4');
+    expect(b.keyId).not.toBe(a.keyId);
+    expect(memo.getOrCreate('1.2.4')).toBe(b);
+    expect(asked).toEqual(['1.2.3', '1.2.4']);
+    expect(a.key.equals(keys.require('1.2.3').key)).toBe(true);
   });
 });

@@ -9,7 +9,7 @@ import { VaultError, isVaultError } from '../errors.ts';
 import type { AccessRouteConfig } from '../access.ts';
 import { assertUid } from '../dicom/uid.ts';
 import { parseContentType, parseMultipartRelated } from '../../ingest/multipart.ts';
-import { discardInstances, readInstance, WriteWindow, type IngestDeps, type IngestedInstance } from '../../ingest/instance.ts';
+import { discardInstances, keysOncePerStudy, readInstance, WriteWindow, type IngestDeps, type IngestedInstance } from '../../ingest/instance.ts';
 import type { StudyWriter } from '../../ingest/study.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { requestSignal, retrieveBase } from './http.ts';
@@ -75,6 +75,7 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
       let stored: IngestedInstance[] = [];
       const failures: Failure[] = [];
       const window = new WriteWindow();
+      const ingestDeps = { ...deps, keys: keysOncePerStudy(deps.keys) };
       let partCount = 0;
       try {
         for await (const part of parts) {
@@ -86,7 +87,7 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
           }
           try {
             const opts = { chunkSize: deps.chunkSize, signal, window, ...(study ? { expectedStudyInstanceUID: study } : {}) };
-            completing.push((await readInstance(part.body, deps, opts)).completed);
+            completing.push((await readInstance(part.body, ingestDeps, opts)).completed);
           } catch (err) {
             if (!isPartError(err)) throw err;
             const d = err.details ?? {};
