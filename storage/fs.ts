@@ -16,10 +16,15 @@
 // only evicts what is worth caching; and on this project's VMs the copy into fresh page-cache
 // pages was the most expensive thing ingest did: `dd` of 2 GiB, 4.6 CPU-s buffered against 0.45
 // with O_DIRECT (and 362 against 727 MB/s). Where O_DIRECT is refused (tmpfs, some network
-// filesystems: EINVAL) the store falls back to buffered writes for good. Blocks under
-// DIRECT_IO_MIN_BYTES (1 MiB: a full chunk) are written buffered all the same (see there). Reads into aligned
+// filesystems: EINVAL) the store falls back to buffered writes for good. Reads into aligned
 // memory (getInto: the slots a WADO response streams from) are direct too; other reads (get:
 // frames, metadata, verify) go through the page cache.
+//
+// Measured and dropped: writing blocks under 1 MiB buffered (a small instance's one chunk then
+// needs no second descriptor for its tail). 1,000 small instances ran at a median 325 against 301
+// inst/s one hour, and at 231-267 against 317-340 the next, when the copies into new page-cache
+// pages cost the thread pool 1.4-1.8 CPU-s per 1,000 instances (0.3 with O_DIRECT). The cost of
+// buffered writes on these VMs depends on the memory's history; that of O_DIRECT does not.
 import { randomUUID } from 'node:crypto';
 import fsCallbacks, { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -73,17 +78,6 @@ const sync = {
 
 /** Buffered writes up to this size are made synchronously (a copy into the page cache); larger ones through the thread pool. */
 const SYNC_WRITE_MAX = 64 << 10;
-
-/**
- * Blocks smaller than this are written buffered even from aligned memory: a small instance's one
- * chunk (525 KB), an instance's last chunk, DAG nodes. O_DIRECT takes whole 4 KiB blocks only, so
- * such a block needed a second, buffered descriptor for its tail: two opens, two writes and a
- * close more per block on the node's main thread, and a write that waits for the device where a
- * buffered one returns once copied. 1,000 small instances, fresh nodes alternating, 13 runs each:
- * median 325 inst/s buffered against 301 with O_DIRECT, main thread 2.26 against 2.48 CPU-s. Full
- * chunks, the bulk of every huge instance, stay direct.
- */
-export const DIRECT_IO_MIN_BYTES = 1 << 20;
 
 /** O_DIRECT where the platform has it (Linux); undefined elsewhere, where writes stay buffered. */
 const O_DIRECT: number | undefined = (constants as Record<string, number | undefined>).O_DIRECT;
@@ -455,7 +449,7 @@ export class FsBlockStore implements BlockStore {
 
   /** Writes `bytes` to a new temp file; returns its descriptor, still open, when `keep`. */
   async #writeTemp(dir: string, tmp: string, bytes: Uint8Array, durable: boolean, keep: boolean, signal: AbortSignal | undefined): Promise<number | undefined> {
-    const opened = await this.#createTemp(dir, tmp, this.#directIO && bytes.byteLength >= DIRECT_IO_MIN_BYTES && isAligned(bytes));
+    const opened = await this.#createTemp(dir, tmp, this.#directIO && bytes.byteLength >= DIRECT_IO_ALIGNMENT && isAligned(bytes));
     const direct = opened.direct;
     let fd = opened.fd;
     try {
