@@ -195,9 +195,7 @@ async function main(): Promise<void> {
   if (scaleMd) process.stdout.write(`scale:   ${relative(process.cwd(), files.scale)}\n`);
   if (o.cpuProf !== undefined) process.stdout.write(`CPU profiles of the node processes: ${o.cpuProf}\n`);
 
-  const oursFailed = results.some((s) => {
-    return runFailed(s.runs[0]!);
-  });
+  const oursFailed = results.some((s) => runFailed(s.runs[0]!));
   if (oursFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
 }
 
