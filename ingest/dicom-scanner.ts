@@ -245,7 +245,10 @@ export interface ItemToken {
 
 /** Receives what the tokenizer finds, in stream order. */
 export interface DicomTokenSink {
-  /** An element whose whole value was buffered. `value` is owned by the sink. */
+  /**
+   * An element whose whole value was buffered. `value` may be a view of the bytes pushed, valid
+   * only during the call: a sink that keeps it keeps a copy.
+   */
   element(el: ElementToken, value: Uint8Array): void;
   /** A value that streams past: `data()` calls follow, then `bulkEnd()`. */
   bulkStart(el: ElementToken): void;
@@ -258,7 +261,7 @@ export interface DicomTokenSink {
   itemEnd(): void;
   /** An undefined-length binary value: encapsulated pixel data. */
   fragmentsStart(el: ElementToken): void;
-  /** The first item of encapsulated data (buffered; may be empty). */
+  /** The first item of encapsulated data (buffered; may be empty; a view valid only during the call). */
   offsetTable(item: ItemToken, value: Uint8Array): void;
   /** A fragment: `data()` calls follow, then `fragmentEnd()`. */
   fragmentStart(item: ItemToken): void;
@@ -302,6 +305,8 @@ interface Context {
   bitsAllocated: number | undefined;
 }
 
+/** The value of an element not yet buffered. */
+const EMPTY = new Uint8Array(0);
 const STATE_HEADER = 0;
 const STATE_BUFFER = 1;
 const STATE_STREAM = 2;
@@ -332,7 +337,12 @@ export class DicomTokenizer {
   #hdrOffset: number;
   #element: ElementToken | undefined;
   #item: ItemToken | undefined;
-  #value = new Uint8Array(0);
+  /**
+   * The value being buffered: allocated (and filled across pieces) only when it does not lie
+   * whole in one piece; otherwise the piece's own bytes are handed on (see STATE_BUFFER).
+   */
+  #value: Uint8Array = EMPTY;
+  #valueLength = 0;
   #valueHave = 0;
   #remaining = 0;
   #streamKind = STREAM_VALUE;
@@ -392,7 +402,9 @@ export class DicomTokenizer {
         case STATE_HEADER:
         case STATE_PEEK: {
           const take = Math.min(this.#hdrNeed - this.#hdrHave, n - pos);
-          this.#hdr.set(chunk.subarray(pos, pos + take), this.#hdrHave);
+          // At most 12 bytes: copied by hand, without a view object per element header.
+          const hdr = this.#hdr;
+          for (let i = 0, at = this.#hdrHave; i < take; i++) hdr[at + i] = chunk[pos + i]!;
           this.#hdrHave += take;
           pos += take;
           this.#offset += take;
@@ -403,12 +415,24 @@ export class DicomTokenizer {
           break;
         }
         case STATE_BUFFER: {
-          const take = Math.min(this.#value.length - this.#valueHave, n - pos);
+          const length = this.#valueLength;
+          if (this.#valueHave === 0 && n - pos >= length) {
+            // The whole value is in this piece (nearly every header element): the sink gets a
+            // view of it, with nothing allocated or copied.
+            this.#value = chunk.subarray(pos, pos + length);
+            this.#valueHave = length;
+            pos += length;
+            this.#offset += length;
+            this.#onBuffered();
+            break;
+          }
+          if (this.#value.length !== length) this.#value = new Uint8Array(length);
+          const take = Math.min(length - this.#valueHave, n - pos);
           this.#value.set(chunk.subarray(pos, pos + take), this.#valueHave);
           this.#valueHave += take;
           pos += take;
           this.#offset += take;
-          if (this.#valueHave === this.#value.length) this.#onBuffered();
+          if (this.#valueHave === length) this.#onBuffered();
           break;
         }
         default: {
@@ -702,9 +726,11 @@ export class DicomTokenizer {
   }
 
   #startBuffer(length: number, prefix?: Uint8Array): void {
-    this.#value = new Uint8Array(length);
+    this.#valueLength = length;
     this.#valueHave = 0;
-    if (prefix !== undefined) {
+    this.#value = EMPTY;
+    if (prefix !== undefined && prefix.length > 0) {
+      this.#value = new Uint8Array(length);
       this.#value.set(prefix);
       this.#valueHave = prefix.length;
     }
@@ -721,7 +747,7 @@ export class DicomTokenizer {
 
   #onBuffered(): void {
     const value = this.#value;
-    this.#value = new Uint8Array(0);
+    this.#value = EMPTY;
     const item = this.#item;
     if (item !== undefined) {
       this.#sink.offsetTable(item, value);
@@ -729,7 +755,7 @@ export class DicomTokenizer {
       const el = this.#element!;
       const ctx = this.#top;
       if ((el.tag === PIXEL_REPRESENTATION || el.tag === BITS_ALLOCATED) && value.length >= 2) {
-        const v = new DataView(value.buffer).getUint16(0, el.littleEndian);
+        const v = el.littleEndian ? value[0]! | (value[1]! << 8) : (value[0]! << 8) | value[1]!;
         if (el.tag === PIXEL_REPRESENTATION) ctx.pixelRepresentation = v;
         else ctx.bitsAllocated = v;
       }
@@ -807,10 +833,12 @@ class ScanSink implements DicomTokenSink {
 
   element(el: ElementToken, value: Uint8Array): void {
     if (el.depth === 0) {
-      if (el.tag === EXTENDED_OFFSET_TABLE) this.extendedOffsetTable = value;
+      if (el.tag === EXTENDED_OFFSET_TABLE) this.extendedOffsetTable = value.slice();
     }
     if (!this.#keep(el)) return;
-    const { dataset, level } = this.#dataset();
+    const level = this.#level;
+    if (level.kind !== 'dataset') throw new VaultError('INTERNAL', 'element outside a data set');
+    const dataset = level.dataset;
     if (BINARY_VRS.has(el.vr) && value.length > this.#threshold) {
       // Buffered only because the scanner needs it (the Extended Offset Table); still bulk data.
       dataset[tagHex(el.tag)] = { vr: el.vr, BulkDataURI: `bulk/${el.path}` };

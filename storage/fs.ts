@@ -118,6 +118,8 @@ export interface FsBlockStoreOptions {
 export class FsBlockStore implements BlockStore {
   /** Absolute root directory. */
   readonly path: string;
+  /** `path` ending in a separator: block paths are joined by hand (path.join normalizes every time). */
+  readonly #root: string;
   readonly shardPrefixLength: number;
   readonly #flushConcurrency: number;
   /** Writes blocks in aligned memory with O_DIRECT; cleared for good once the filesystem refused it. */
@@ -143,6 +145,7 @@ export class FsBlockStore implements BlockStore {
 
   private constructor(root: string, shardPrefixLength: number, flushConcurrency: number, directIO: boolean) {
     this.path = root;
+    this.#root = root.endsWith(path.sep) ? root : root + path.sep;
     this.shardPrefixLength = shardPrefixLength;
     this.#flushConcurrency = flushConcurrency;
     this.#directIO = directIO && O_DIRECT !== undefined;
@@ -224,7 +227,7 @@ export class FsBlockStore implements BlockStore {
         }
         return;
       }
-      const tmp = path.join(dir, `.${path.basename(file)}.${randomUUID()}.tmp`);
+      const tmp = `${dir}${path.sep}.${path.basename(file)}.${randomUUID()}.tmp`;
       // Kept open when the flush will need it.
       const keep = !durable && this.#openDirty < DEFAULT_MAX_OPEN_DIRTY;
       const fd = await this.#writeTemp(dir, tmp, bytes, durable, keep, signal);
@@ -408,8 +411,8 @@ export class FsBlockStore implements BlockStore {
     // codec. Shard = the characters before the last one: in base32 the last character of a
     // sha2-256 CIDv1 carries only 3 bits (blockstore-fs's choice gives 256 dirs, not 1024).
     const name = base32.encode(cid.bytes);
-    const dir = path.join(this.path, name.slice(-1 - this.shardPrefixLength, -1));
-    return { dir, file: path.join(dir, name + EXTENSION) };
+    const dir = this.#root + name.slice(-1 - this.shardPrefixLength, -1);
+    return { dir, file: dir + path.sep + name + EXTENSION };
   }
 
   #parseName(shard: string, fileName: string): CID | undefined {

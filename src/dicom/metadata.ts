@@ -16,8 +16,17 @@ import type { DicomJsonElement } from './model.ts';
 
 /** 8 upper-case hex digits, as DICOM JSON keys and bulk tag paths use. */
 export function tagHex(tag: number): string {
-  return (tag >>> 0).toString(16).toUpperCase().padStart(8, '0');
+  const key = tag >>> 0;
+  let hex = TAG_HEX.get(key);
+  if (hex === undefined) {
+    hex = key.toString(16).toUpperCase().padStart(8, '0');
+    if (TAG_HEX.size < TAG_HEX_MAX) TAG_HEX.set(key, hex);
+  }
+  return hex;
 }
+/** Every element of every instance names its tag: the names of the usual few thousand are kept. */
+const TAG_HEX = new Map<number, string>();
+const TAG_HEX_MAX = 8192;
 
 /** '(GGGG,EEEE)', for messages. */
 export function tagLabel(tag: number): string {
@@ -377,6 +386,35 @@ function base64(bytes: Uint8Array): string {
  */
 export function decodeElementValue(vr: string, bytes: Uint8Array, littleEndian: boolean, decodeText: TextDecodeFn): DicomJsonElement {
   if (bytes.length === 0) return { vr };
+  switch (vr) {
+    case 'US': case 'SS': case 'UL': case 'SL': case 'FL': case 'FD': case 'SV': case 'UV': case 'AT':
+      return decodeNumbers(vr, bytes, littleEndian);
+    case 'OB': case 'UN':
+      return { vr, InlineBinary: base64(bytes) };
+    case 'OW': case 'OF': case 'OL': case 'OD': case 'OV':
+      return { vr, InlineBinary: base64(littleEndian ? bytes : swapBytes(bytes, swapUnit(vr))) };
+    case 'SQ':
+      return { vr };
+    default:
+      break;
+  }
+  const text = TEXT_VRS.has(vr) ? decodeText(bytes, vr) : decodeWith('latin1', bytes);
+  const whole = trimValue(text, vr);
+  if (whole === '') return { vr };
+  // Most values hold one item: already trimmed, no split needed.
+  const parts = SINGLE_VALUED.has(vr) || !whole.includes('\\') ? [whole] : whole.split('\\').map((p) => trimValue(p, vr));
+  let values: unknown[];
+  switch (vr) {
+    case 'PN': values = parts.map(personName); break;
+    case 'IS': values = parts.map((p) => numberString(p, true)); break;
+    case 'DS': values = parts.map((p) => numberString(p, false)); break;
+    default: values = parts.map((p) => (p === '' ? null : p));
+  }
+  return { vr, Value: values };
+}
+
+/** Binary numbers and attribute tags; a trailing partial value is dropped. */
+function decodeNumbers(vr: string, bytes: Uint8Array, littleEndian: boolean): DicomJsonElement {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const numbers = (size: number, read: (offset: number) => unknown): DicomJsonElement => {
     const count = Math.floor(bytes.length / size);
@@ -395,27 +433,9 @@ export function decodeElementValue(vr: string, bytes: Uint8Array, littleEndian: 
     case 'UV': return numbers(8, (o) => bigValue(dv.getBigUint64(o, littleEndian)));
     case 'AT':
       return numbers(4, (o) => tagHex(((dv.getUint16(o, littleEndian) << 16) | dv.getUint16(o + 2, littleEndian)) >>> 0));
-    case 'OB': case 'UN':
-      return { vr, InlineBinary: base64(bytes) };
-    case 'OW': case 'OF': case 'OL': case 'OD': case 'OV':
-      return { vr, InlineBinary: base64(littleEndian ? bytes : swapBytes(bytes, swapUnit(vr))) };
-    case 'SQ':
-      return { vr };
     default:
-      break;
+      return { vr };
   }
-  const text = TEXT_VRS.has(vr) ? decodeText(bytes, vr) : decodeWith('latin1', bytes);
-  const whole = trimValue(text, vr);
-  if (whole === '') return { vr };
-  const parts = SINGLE_VALUED.has(vr) ? [whole] : whole.split('\\').map((p) => trimValue(p, vr));
-  let values: unknown[];
-  switch (vr) {
-    case 'PN': values = parts.map(personName); break;
-    case 'IS': values = parts.map((p) => numberString(p, true)); break;
-    case 'DS': values = parts.map((p) => numberString(p, false)); break;
-    default: values = parts.map((p) => (p === '' ? null : p));
-  }
-  return { vr, Value: values };
 }
 
 /** The first value of a string element as a string, if it has one. */
