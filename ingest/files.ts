@@ -62,7 +62,7 @@ export async function ingestFiles(
     pending.delete(study);
     if (items.length === 0) return;
     try {
-      await Promise.all(items.map((i) => i.durable));
+      // The commit waits for the instances' blocks to be durable before the catalog names them.
       const r = await deps.writer.commit(study, items);
       for (const o of r.outcomes) {
         if (o.status === 'stored') result.stored++;

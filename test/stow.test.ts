@@ -1,10 +1,13 @@
 // STOW-RS over real HTTP: a single application/dicom body, POST /studies/{study}, and instances
-// of another study than the URL names (refused with FailureReason A900, nothing of them stored).
+// of another study than the URL names (refused with FailureReason A900, nothing of them stored),
+// and a request whose blocks the store cannot sync (no study of it committed).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedStudy } from '../bench/generate.ts';
 import { bytesOf } from './support/generated.ts';
 import { retrieve, stow, uidsIn, type StowResult } from './support/dicomweb.ts';
-import { startTestNode, type TestNode } from './support/node.ts';
+import { startTestApp, startTestNode, type TestApp, type TestNode } from './support/node.ts';
+import { VaultError } from '../src/errors.ts';
+import type { BlockStore } from '../storage/block-store.ts';
 
 /** PS3.4 C.4.2.1.4.1: the instance does not belong to the study the request names. */
 const DOES_NOT_MATCH = 0xa900;
@@ -107,5 +110,55 @@ describe('STOW-RS', () => {
     expect(await listed(`/studies?StudyInstanceUID=${stranger.studyInstanceUID}`)).toBe(0);
     const back = await retrieve(`${node.url}/studies/${target.studyInstanceUID}`);
     expect(back.parts.map((p) => p.body.toString('base64')).sort()).toEqual([good!, alsoGood!].map((b) => b.toString('base64')).sort());
+  });
+});
+
+describe('STOW-RS when the block store cannot make a request durable', () => {
+  let app: TestApp;
+  let failFlush = false;
+  beforeAll(async () => {
+    app = await startTestApp({
+      chunkSize: 4096,
+      // Every call passed through, but flush fails while failFlush is set.
+      wrapStore: (inner: BlockStore): BlockStore => ({
+        put: (cid, bytes, options) => inner.put(cid, bytes, options),
+        get: (cid, options) => inner.get(cid, options),
+        has: (cid, options) => inner.has(cid, options),
+        delete: (cid, options) => inner.delete(cid, options),
+        flush: (options) =>
+          failFlush ? Promise.reject(new VaultError('STORE_UNAVAILABLE', 'injected: the disk refused to sync')) : inner.flush!(options),
+      }),
+    });
+  });
+  afterAll(async () => app?.stop());
+
+  const listed = async (query: string): Promise<number> => {
+    const res = await fetch(`${app.url}${query}`, { headers: { accept: 'application/dicom+json' } });
+    return res.status === 204 ? 0 : ((await res.json()) as unknown[]).length;
+  };
+  const blockCount = async (): Promise<number> => {
+    let n = 0;
+    for await (const _ of app.vault.store.list!()) n++;
+    return n;
+  };
+
+  it('commits no study of a request whose blocks could not be synced (503), removes what it wrote, and stores the same request once the disk syncs again', async () => {
+    const a = planStudy({ kind: 'single', instances: 2, rows: 16, columns: 16, seed: 811 });
+    const b = planStudy({ kind: 'single', instances: 2, rows: 16, columns: 16, seed: 812 });
+    const parts = await Promise.all([...a.instances, ...b.instances].map(bytesOf));
+    const blocksBefore = await blockCount();
+
+    failFlush = true;
+    const refused = await stow(app.url, parts);
+    failFlush = false;
+    expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+    for (const s of [a, b]) expect(await listed(`/studies?StudyInstanceUID=${s.studyInstanceUID}`)).toBe(0);
+    expect(await blockCount()).toBe(blocksBefore);
+
+    const stored = await stow(app.url, parts);
+    expect(stored.status).toBe(200);
+    for (const s of [a, b]) expect(await listed(`/studies/${s.studyInstanceUID}/instances`)).toBe(2);
+    const back = await retrieve(`${app.url}/studies/${b.studyInstanceUID}`);
+    expect(back.parts.map((p) => p.body.toString('base64')).sort()).toEqual(parts.slice(2).map((p) => p.toString('base64')).sort());
   });
 });

@@ -102,8 +102,6 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
           }
         }
         stored = await Promise.all(completing);
-        // A STOW answer means durable: every block is on disk before anything is committed.
-        await Promise.all(stored.map((s) => s.durable));
       } catch (err) {
         // Those that completed are removed here; one that failed to complete removed its own.
         const settled = await Promise.allSettled(completing);
@@ -118,16 +116,22 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
         list.push(s);
         byStudy.set(s.scanned.studyInstanceUID, list);
       }
+      // A STOW answer means durable: every block of the request is on disk before any study of
+      // it is committed (the writer waits for this while it writes the manifest).
+      const durable = Promise.all(stored.map((s) => s.durable));
+      durable.catch(() => undefined); // awaited by the commits
+      const uncommitted = new Set(byStudy.keys());
       const base = retrieveBase(request);
       const referenced: Array<Record<string, unknown>> = [];
       for (const [studyUID, items] of byStudy) {
         let result;
         try {
-          result = await deps.writer.commit(studyUID, items);
+          result = await deps.writer.commit(studyUID, items, { durable });
         } catch (err) {
-          await discardInstances(deps.store, items);
+          await discardInstances(deps.store, [...uncommitted].flatMap((s) => byStudy.get(s)!));
           throw err;
         }
+        uncommitted.delete(studyUID);
         for (const o of result.outcomes) {
           if (o.status === 'conflict') {
             failures.push({ sopClassUID: o.sopClassUID, sopInstanceUID: o.sopInstanceUID, reason: FAILURE.DUPLICATE_SOP_INSTANCE, comment: o.reason });
