@@ -18,6 +18,18 @@ async function postDicom(url: string, body: Buffer): Promise<StowResult> {
   return { status: res.status, body: text ? JSON.parse(text) : {}, headers: res.headers };
 }
 
+/** Matches of a QIDO query (0 for 204 No Content). */
+async function listedAt(base: string, query: string): Promise<number> {
+  const res = await fetch(`${base}${query}`, { headers: { accept: 'application/dicom+json' } });
+  return res.status === 204 ? 0 : ((await res.json()) as unknown[]).length;
+}
+
+async function blockCountOf(store: BlockStore): Promise<number> {
+  let n = 0;
+  for await (const _ of store.list!()) n++;
+  return n;
+}
+
 describe('STOW-RS', () => {
   let node: TestNode;
   beforeAll(async () => {
@@ -28,15 +40,8 @@ describe('STOW-RS', () => {
   const small = (seed: number, instances = 1): GeneratedStudy => planStudy({ kind: 'single', instances, rows: 16, columns: 16, seed });
   const instanceUrl = (s: GeneratedStudy, k = 0): string =>
     `${node.url}/studies/${s.studyInstanceUID}/series/${s.instances[k]!.seriesInstanceUID}/instances/${s.instances[k]!.sopInstanceUID}`;
-  const listed = async (query: string): Promise<number> => {
-    const res = await fetch(`${node.url}${query}`, { headers: { accept: 'application/dicom+json' } });
-    return res.status === 204 ? 0 : ((await res.json()) as unknown[]).length;
-  };
-  const blockCount = async (): Promise<number> => {
-    let n = 0;
-    for await (const _ of node.vault.store.list!()) n++;
-    return n;
-  };
+  const listed = (query: string): Promise<number> => listedAt(node.url, query);
+  const blockCount = (): Promise<number> => blockCountOf(node.vault.store);
 
   it('stores a single application/dicom body: 200 with ReferencedSOPSequence and a RetrieveURL that returns it', async () => {
     const s = small(801);
@@ -132,15 +137,8 @@ describe('STOW-RS when the block store cannot make a request durable', () => {
   });
   afterAll(async () => app?.stop());
 
-  const listed = async (query: string): Promise<number> => {
-    const res = await fetch(`${app.url}${query}`, { headers: { accept: 'application/dicom+json' } });
-    return res.status === 204 ? 0 : ((await res.json()) as unknown[]).length;
-  };
-  const blockCount = async (): Promise<number> => {
-    let n = 0;
-    for await (const _ of app.vault.store.list!()) n++;
-    return n;
-  };
+  const listed = (query: string): Promise<number> => listedAt(app.url, query);
+  const blockCount = (): Promise<number> => blockCountOf(app.vault.store);
 
   it('commits no study of a request whose blocks could not be synced (503), removes what it wrote, and stores the same request once the disk syncs again', async () => {
     const a = planStudy({ kind: 'single', instances: 2, rows: 16, columns: 16, seed: 811 });

@@ -387,8 +387,16 @@ function base64(bytes: Uint8Array): string {
 export function decodeElementValue(vr: string, bytes: Uint8Array, littleEndian: boolean, decodeText: TextDecodeFn): DicomJsonElement {
   if (bytes.length === 0) return { vr };
   switch (vr) {
-    case 'US': case 'SS': case 'UL': case 'SL': case 'FL': case 'FD': case 'SV': case 'UV': case 'AT':
-      return decodeNumbers(vr, bytes, littleEndian);
+    case 'US': return numbers(vr, bytes, 2, (dv, o) => dv.getUint16(o, littleEndian));
+    case 'SS': return numbers(vr, bytes, 2, (dv, o) => dv.getInt16(o, littleEndian));
+    case 'UL': return numbers(vr, bytes, 4, (dv, o) => dv.getUint32(o, littleEndian));
+    case 'SL': return numbers(vr, bytes, 4, (dv, o) => dv.getInt32(o, littleEndian));
+    case 'FL': return numbers(vr, bytes, 4, (dv, o) => floatValue(dv.getFloat32(o, littleEndian)));
+    case 'FD': return numbers(vr, bytes, 8, (dv, o) => floatValue(dv.getFloat64(o, littleEndian)));
+    case 'SV': return numbers(vr, bytes, 8, (dv, o) => bigValue(dv.getBigInt64(o, littleEndian)));
+    case 'UV': return numbers(vr, bytes, 8, (dv, o) => bigValue(dv.getBigUint64(o, littleEndian)));
+    case 'AT':
+      return numbers(vr, bytes, 4, (dv, o) => tagHex(((dv.getUint16(o, littleEndian) << 16) | dv.getUint16(o + 2, littleEndian)) >>> 0));
     case 'OB': case 'UN':
       return { vr, InlineBinary: base64(bytes) };
     case 'OW': case 'OF': case 'OL': case 'OD': case 'OV':
@@ -413,29 +421,13 @@ export function decodeElementValue(vr: string, bytes: Uint8Array, littleEndian: 
   return { vr, Value: values };
 }
 
-/** Binary numbers and attribute tags; a trailing partial value is dropped. */
-function decodeNumbers(vr: string, bytes: Uint8Array, littleEndian: boolean): DicomJsonElement {
+/** Binary numbers and attribute tags, `size` bytes each; a trailing partial value is dropped. */
+function numbers(vr: string, bytes: Uint8Array, size: number, read: (dv: DataView, offset: number) => unknown): DicomJsonElement {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const numbers = (size: number, read: (offset: number) => unknown): DicomJsonElement => {
-    const count = Math.floor(bytes.length / size);
-    const values: unknown[] = new Array(count);
-    for (let i = 0; i < count; i++) values[i] = read(i * size);
-    return count === 0 ? { vr } : { vr, Value: values };
-  };
-  switch (vr) {
-    case 'US': return numbers(2, (o) => dv.getUint16(o, littleEndian));
-    case 'SS': return numbers(2, (o) => dv.getInt16(o, littleEndian));
-    case 'UL': return numbers(4, (o) => dv.getUint32(o, littleEndian));
-    case 'SL': return numbers(4, (o) => dv.getInt32(o, littleEndian));
-    case 'FL': return numbers(4, (o) => floatValue(dv.getFloat32(o, littleEndian)));
-    case 'FD': return numbers(8, (o) => floatValue(dv.getFloat64(o, littleEndian)));
-    case 'SV': return numbers(8, (o) => bigValue(dv.getBigInt64(o, littleEndian)));
-    case 'UV': return numbers(8, (o) => bigValue(dv.getBigUint64(o, littleEndian)));
-    case 'AT':
-      return numbers(4, (o) => tagHex(((dv.getUint16(o, littleEndian) << 16) | dv.getUint16(o + 2, littleEndian)) >>> 0));
-    default:
-      return { vr };
-  }
+  const count = Math.floor(bytes.length / size);
+  const values: unknown[] = new Array(count);
+  for (let i = 0; i < count; i++) values[i] = read(dv, i * size);
+  return count === 0 ? { vr } : { vr, Value: values };
 }
 
 /** The first value of a string element as a string, if it has one. */

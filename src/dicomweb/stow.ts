@@ -119,7 +119,6 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
       // A STOW answer means durable: every block of the request is on disk before any study of
       // it is committed (the writer waits for this while it writes the manifest).
       const durable = Promise.all(stored.map((s) => s.durable));
-      durable.catch(() => undefined); // awaited by the commits
       const uncommitted = new Set(byStudy.keys());
       const base = retrieveBase(request);
       const referenced: Array<Record<string, unknown>> = [];
