@@ -6,7 +6,7 @@
 // WebAssembly module) in its own isolate, about 10 MiB of RSS per worker for a file this small.
 // The nonce layout duplicates ingest/seal.ts (nonce = purpose || counter); test/crypto-pool.test.ts
 // checks that both produce the same bytes.
-import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createSecretKey } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 
 const TAG_BYTES = 16;
@@ -64,7 +64,8 @@ function seal(msg) {
     if (hash === undefined) hashes.set(msg.hash, (hash = createHash('sha256')));
     hash.update(slot.subarray(0, msg.length));
   }
-  const cipher = createCipheriv('aes-256-gcm', msg.key, chunkNonce(msg.index));
+  // A KeyObject, not bytes: see deriveKey in seal.ts.
+  const cipher = createCipheriv('aes-256-gcm', createSecretKey(msg.key), chunkNonce(msg.index));
   const ct = cipher.update(slot.subarray(0, msg.length));
   cipher.final(); // empty for GCM
   copyInto(slot, ct, 0);
@@ -85,7 +86,7 @@ function verifyAndDecrypt(msg, block) {
   const actual = createHash(msg.algorithm).update(block).digest();
   if (!actual.equals(msg.digest)) return { failure: 'hash' };
   if (block.length < TAG_BYTES) return { failure: 'short' };
-  const decipher = createDecipheriv('aes-256-gcm', msg.key, chunkNonce(msg.index));
+  const decipher = createDecipheriv('aes-256-gcm', createSecretKey(msg.key), chunkNonce(msg.index));
   decipher.setAuthTag(block.subarray(block.length - TAG_BYTES));
   try {
     const plain = decipher.update(block.subarray(0, block.length - TAG_BYTES));
