@@ -125,6 +125,38 @@ export function buildStudyManifest(
   return encodeNode(node);
 }
 
+/**
+ * The links a node is walked by (pins, gc): a manifest's `added` instance nodes, an instance
+ * node's chunks; never `prev` (each version root is walked itself). Other nodes: all their links.
+ */
+export function childLinks(value: unknown): CID[] {
+  if (!isRecord(value)) return [];
+  if (value.type === STUDY_MANIFEST_TYPE) return cids(value.added);
+  if (value.type === INSTANCE_NODE_TYPE) return cids(value.chunks);
+  const links: CID[] = [];
+  const visit = (v: unknown): void => {
+    const cid = CID.asCID(v);
+    if (cid !== null) links.push(cid);
+    else if (Array.isArray(v)) v.forEach(visit);
+    else if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array)) Object.values(v).forEach(visit);
+  };
+  visit(value);
+  return links;
+}
+
+function cids(v: unknown): CID[] {
+  return Array.isArray(v) ? v.map((c) => CID.asCID(c)).filter((c): c is CID => c !== null) : [];
+}
+
+/** Whether a decoded node is a study manifest (by its type; the shape is checked when it is decoded for use). */
+export function isStudyManifest(value: unknown): boolean {
+  return isRecord(value) && value.type === STUDY_MANIFEST_TYPE;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object';
+}
+
 function isCidList(v: unknown): v is CID[] {
   return Array.isArray(v) && v.every((c) => CID.asCID(c) !== null);
 }

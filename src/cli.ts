@@ -12,9 +12,11 @@ import { assertUid } from './dicom/uid.ts';
 import { openInstance } from './instance-reader.ts';
 import { startNode } from './server.ts';
 import { verifyStudy } from './verify.ts';
-import { CATALOG_FILE, createLogger, openVault } from './vault.ts';
+import { CATALOG_FILE, createLogger, openVault, type Vault } from './vault.ts';
 import { ingestFiles } from '../ingest/files.ts';
 import { CAR_CLI_OPTIONS, CAR_USAGE, runCarCommand } from '../storage/car-cli.ts';
+import { FsBlockStore } from '../storage/fs.ts';
+import { DEFAULT_GRACE_S, collectGarbage } from '../storage/gc.ts';
 import { ANCHOR_CLI_OPTIONS, ANCHOR_USAGE, checkAnchorOfStudy, printStudyAnchor, runAnchorCommand } from '../anchor/cli.ts';
 
 const USAGE = `dicom-vault <command> [options]
@@ -24,8 +26,9 @@ Commands:
   ingest <file|dir>...      store DICOM files (folders are walked), showing progress
   verify <study-uid>        check every block and instance of a study; names what is missing or corrupt
   export <study-uid> <dir>  write the study's current instances as decrypted Part 10 files
-  gc [--grace SECONDS]      (--store ipfs) delete the blocks no study version pins, once older than the
-                            grace period (default 86400: an ingest's blocks are unpinned until it commits)
+  gc [--grace SECONDS]      (--store fs, ipfs) delete the blocks no study version reaches (ipfs: pins),
+                            once older than the grace period (default 86400; fs: at least 3600), which
+                            keeps the blocks of ingests not yet committed
 ${CAR_USAGE}
 ${ANCHOR_USAGE}
 
@@ -157,30 +160,18 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     case 'gc': {
-      // fs and s3 have no pins, and their put of a block already stored leaves its time as it
-      // was: an ingest's block written again would look as old as garbage. Refused until they can tell.
-      if (options.store !== 'ipfs') {
-        throw new VaultError('CONFIG_INVALID', `gc collects blocks of --store ipfs only (got ${options.store}): the fs and s3 stores cannot yet tell an in-flight ingest's blocks from garbage`);
+      // s3 packs many blocks per object: a pack can only go once none of its blocks is reached,
+      // which needs compaction first. Refused until then.
+      if (options.store === 's3') {
+        throw new VaultError('CONFIG_INVALID', 'gc collects blocks of --store fs and ipfs only (got s3): an s3 pack holds many blocks and cannot yet be compacted');
       }
       if (values.grace !== undefined && !/^\d+$/.test(values.grace)) throw new VaultError('CONFIG_INVALID', `--grace must be a whole number of seconds (got "${values.grace}")`);
       // Never create a data directory by collecting it.
       if (!existsSync(join(options.dataDir, CATALOG_FILE))) throw new VaultError('CONFIG_INVALID', `no dicom-vault data in ${options.dataDir} (pass --data-dir)`);
-      const { DEFAULT_GC_GRACE_S, IpfsBlockStore } = await import('../storage/ipfs.ts');
-      const graceS = values.grace === undefined ? DEFAULT_GC_GRACE_S : Number(values.grace);
+      const graceS = values.grace === undefined ? DEFAULT_GRACE_S : Number(values.grace);
       const vault = await openVault(options, createLogger('warn'));
       try {
-        if (!(vault.store instanceof IpfsBlockStore)) throw new VaultError('INTERNAL', 'the ipfs store did not open as IpfsBlockStore');
-        const report = await vault.store.gc({ graceS, keep: catalogRoots(vault.catalog) });
-        if (values.json) out(JSON.stringify({ graceS, ...report }, null, 2));
-        else {
-          for (const root of report.repinned) out(`pinned again: ${root} (a study version in the catalog that no pin covered)`);
-          out(
-            `${report.blocks} blocks: ${report.pinned} pinned, ${report.young} unpinned but younger than ${graceS} s (kept), ` +
-              `${report.deleted} deleted (${mb(report.deletedBytes)} MB)` +
-              (report.otherPins > 0 ? `; ${report.otherPins} pinned roots not in the catalog kept` : ''),
-          );
-        }
-        return 0;
+        return options.store === 'ipfs' ? await collectIpfs(vault, graceS, values.json === true) : await collectFs(vault, graceS, values.json === true);
       } finally {
         await vault.close();
       }
@@ -200,9 +191,41 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+async function collectIpfs(vault: Vault, graceS: number, json: boolean): Promise<number> {
+  const { IpfsBlockStore } = await import('../storage/ipfs.ts');
+  if (!(vault.store instanceof IpfsBlockStore)) throw new VaultError('INTERNAL', 'the ipfs store did not open as IpfsBlockStore');
+  const report = await vault.store.gc({ graceS, keep: catalogRoots(vault.catalog) });
+  if (json) out(JSON.stringify({ graceS, ...report }, null, 2));
+  else {
+    for (const root of report.repinned) out(`pinned again: ${root} (a study version in the catalog that no pin covered)`);
+    out(
+      `${report.blocks} blocks: ${report.pinned} pinned, ${report.young} unpinned but younger than ${graceS} s (kept), ` +
+        `${report.deleted} deleted (${mb(report.deletedBytes)} MB)` +
+        (report.otherPins > 0 ? `; ${report.otherPins} pinned roots not in the catalog kept` : ''),
+    );
+  }
+  return 0;
+}
+
+async function collectFs(vault: Vault, graceS: number, json: boolean): Promise<number> {
+  if (!(vault.store instanceof FsBlockStore)) throw new VaultError('INTERNAL', 'the fs store did not open as FsBlockStore');
+  const report = await collectGarbage(vault.store, catalogRoots(vault.catalog), { graceS });
+  if (json) out(JSON.stringify({ graceS, ...report }, null, 2));
+  else {
+    out(
+      `${report.blocks} blocks: ${report.reachable} reached from a study version, ${report.young} unreached but younger than ${graceS} s (kept), ` +
+        `${report.deleted} deleted (${mb(report.deletedBytes)} MB)` +
+        (report.temps > 0 ? `; ${report.temps} unfinished writes removed` : '') +
+        (report.otherRoots > 0 ? `; ${report.otherRoots} study manifests not in the catalog kept, with what they reach` : ''),
+    );
+  }
+  return 0;
+}
+
 /**
  * Every study version root in the catalog, a page of studies at a time. A study added meanwhile
- * repeats one at a page boundary rather than skipping one; its roots are pinned anyway.
+ * repeats one at a page boundary rather than skipping one; its blocks are young anyway (and
+ * pinned, on ipfs).
  */
 function* catalogRoots(catalog: Catalog): Generator<CID> {
   const page = 1000;

@@ -80,3 +80,8 @@ export function abortError(signal: AbortSignal): VaultError {
     ? signal.reason
     : new VaultError('ABORTED', 'Request aborted', { cause: signal.reason });
 }
+
+/** Throws `abortError(signal)` once the signal has aborted. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw abortError(signal);
+}

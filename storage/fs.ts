@@ -31,7 +31,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { base32 } from 'multiformats/bases/base32';
 import { CID } from 'multiformats/cid';
-import { VaultError, abortError } from '../src/errors.ts';
+import { VaultError, abortError, throwIfAborted } from '../src/errors.ts';
 import { DIRECT_IO_ALIGNMENT, alignedRoom, isAligned, roundUp } from './aligned-memory.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 
@@ -72,6 +72,17 @@ const sync = {
   rename: fsCallbacks.renameSync,
   unlink: fsCallbacks.unlinkSync,
   stat: (file: string) => fsCallbacks.statSync(file, { throwIfNoEntry: false }),
+  /** Sets a file's times to now; false if it is gone. */
+  touch: (file: string): boolean => {
+    const now = new Date();
+    try {
+      fsCallbacks.utimesSync(file, now, now);
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    }
+  },
   fstat: fsCallbacks.fstatSync,
   write: fsCallbacks.writeSync,
 };
@@ -218,7 +229,9 @@ export class FsBlockStore implements BlockStore {
       // temp file's open finds it missing (#createTemp). Looking first cost every shard's first
       // put in a new process a trip through the thread pool: a thousand of them in a new node's
       // first thousand small instances.
-      if (isStored(file, bytes.byteLength)) {
+      // A block written again gets a new time (touch), so that gc (storage/gc.ts) counts it from
+      // this write, not from the earlier one (a failed ingest's, whose blocks gc may take).
+      if (isStored(file, bytes.byteLength) && sync.touch(file)) {
         // Written earlier, perhaps by a non-durable put not yet flushed (or by a process that
         // died before flushing): a durable put must not resolve before the block is on disk.
         if (durable) {
@@ -373,28 +386,62 @@ export class FsBlockStore implements BlockStore {
   /** Every block whose file is where `get` looks for it; temp and foreign files are skipped. */
   async *list(options: AbortOptions = {}): AsyncGenerator<CID> {
     const { signal } = options;
-    throwIfAborted(signal);
-    let shards;
-    try {
-      shards = await fs.readdir(this.path, { withFileTypes: true });
-    } catch (err) {
-      throw new VaultError('STORE_UNAVAILABLE', `cannot list block store: ${errnoCode(err)}`, { cause: err });
-    }
-    for (const shard of shards) {
-      if (!shard.isDirectory() || shard.name.length !== this.shardPrefixLength) continue;
+    for (const shard of await this.#shardNames(signal)) {
       throwIfAborted(signal);
-      let names: string[];
-      try {
-        names = await fs.readdir(path.join(this.path, shard.name));
-      } catch (err) {
-        if (errnoCode(err) === 'ENOENT') continue;
-        throw new VaultError('STORE_UNAVAILABLE', `cannot list block store: ${errnoCode(err)}`, { cause: err });
-      }
-      for (const name of names) {
-        const cid = this.#parseName(shard.name, name);
+      for (const name of await readdirQuietly(path.join(this.path, shard))) {
+        const cid = this.#parseName(shard, name);
         if (cid !== undefined) yield cid;
       }
     }
+  }
+
+  /** The shard directories' names. */
+  async #shardNames(signal: AbortSignal | undefined): Promise<string[]> {
+    throwIfAborted(signal);
+    try {
+      const entries = await fs.readdir(this.path, { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory() && e.name.length === this.shardPrefixLength).map((e) => e.name);
+    } catch (err) {
+      throw new VaultError('STORE_UNAVAILABLE', `cannot list block store: ${errnoCode(err)}`, { cause: err });
+    }
+  }
+
+  /** A stored block's size and when it was last written (put again included); undefined if absent. */
+  async blockInfo(cid: CID, options: AbortOptions = {}): Promise<{ size: number; writtenMs: number } | undefined> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    try {
+      const stats = await fs.stat(this.#locate(cid).file);
+      return { size: stats.size, writtenMs: stats.mtimeMs };
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw failure(err, 'check', cid, signal);
+    }
+  }
+
+  /**
+   * Deletes the temp files of puts that never finished (a process killed mid-write) last
+   * written before `cutoffMs`; returns how many. A put still writing keeps its file young.
+   */
+  async removeStaleTemps(cutoffMs: number, options: AbortOptions = {}): Promise<number> {
+    const { signal } = options;
+    let removed = 0;
+    for (const shard of await this.#shardNames(signal)) {
+      const dir = path.join(this.path, shard);
+      for (const name of await readdirQuietly(dir)) {
+        if (!name.startsWith('.') || !name.endsWith('.tmp')) continue;
+        throwIfAborted(signal);
+        const file = path.join(dir, name);
+        try {
+          if ((await fs.stat(file)).mtimeMs >= cutoffMs) continue;
+          await fs.unlink(file);
+          removed++;
+        } catch (err) {
+          if (errnoCode(err) !== 'ENOENT') throw new VaultError('STORE_UNAVAILABLE', `cannot remove ${file}: ${errnoCode(err)}`, { cause: err });
+        }
+      }
+    }
+    return removed;
   }
 
   /** Flushes pending non-durable puts and closes the directories kept open for fsyncs. */
@@ -658,6 +705,16 @@ async function writeAll(fd: number, bytes: Uint8Array, from: number, to: number,
   }
 }
 
+/** A shard directory's entries; none if it is gone (removed since it was listed). */
+async function readdirQuietly(dir: string): Promise<string[]> {
+  try {
+    return await fs.readdir(dir);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return [];
+    throw new VaultError('STORE_UNAVAILABLE', `cannot list block store: ${errnoCode(err)}`, { cause: err });
+  }
+}
+
 function isStored(file: string, size: number): boolean {
   const stats = sync.stat(file);
   return stats !== undefined && stats.isFile() && stats.size === size;
@@ -758,10 +815,6 @@ function failure(err: unknown, op: 'put' | 'get' | 'check' | 'delete', cid: CID,
     return new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details });
   }
   return new VaultError('STORE_UNAVAILABLE', `cannot ${op} block ${cid}: ${code}`, { cause: err, details });
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted === true) throw abortError(signal);
 }
 
 /** `work`, or an abort error as soon as `signal` aborts (the work itself goes on). */

@@ -38,10 +38,11 @@ import type { Blockstore, InputPair, Pair } from 'interface-blockstore';
 import { base32 } from 'multiformats/bases/base32';
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
-import { VaultError, abortError, isVaultError } from '../src/errors.ts';
-import { STUDY_MANIFEST_TYPE, INSTANCE_NODE_TYPE } from '../ingest/dag.ts';
+import { VaultError, abortError, isVaultError, throwIfAborted } from '../src/errors.ts';
+import { childLinks, isStudyManifest } from '../ingest/dag.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { FsBlockStore } from './fs.ts';
+import { DEFAULT_GRACE_S } from './gc.ts';
 
 export interface IpfsBlockStoreOptions {
   /** Repo directory (blocks/ and datastore/ below it); created if missing. Required. */
@@ -53,16 +54,8 @@ export interface IpfsBlockStoreOptions {
   network?: boolean;
 }
 
-/**
- * How old an unpinned block must be before gc deletes it, in seconds (24 hours). An ingest's
- * blocks stay unpinned until its study version commits (one STOW request, one file of a CLI
- * ingest, one CAR import), so this must exceed the longest of those: a 1 TB STOW at 100 MB/s
- * takes about 3 hours.
- */
-export const DEFAULT_GC_GRACE_S = 24 * 3600;
-
 export interface GcOptions extends AbortOptions {
-  /** Unpinned blocks written (or written again) less than this many seconds ago are kept. Default DEFAULT_GC_GRACE_S. */
+  /** Unpinned blocks written (or written again) less than this many seconds ago are kept. Default DEFAULT_GRACE_S. */
   graceS?: number;
   /**
    * Study roots that must survive (the catalog's study versions). Each is pinned before the
@@ -149,7 +142,7 @@ export class IpfsBlockStore implements BlockStore {
     throwIfAborted(options.signal);
     await rethrow(() => freshen(this.#blockFile(cid)), 'put', cid, options.signal);
     await rethrow(() => this.helia.blockstore.put(cid, bytes, options), 'put', cid, options.signal);
-    if (isStudyManifest(cid, bytes)) await this.pin(cid, options);
+    if (isManifestBlock(cid, bytes)) await this.pin(cid, options);
   }
 
   async get(cid: CID, options: AbortOptions = {}): Promise<Uint8Array> {
@@ -240,7 +233,7 @@ export class IpfsBlockStore implements BlockStore {
   /**
    * Deletes every block that no pin covers and that was last written more than `graceS` ago.
    * Safe beside ingest in this or another process as long as every ingest commits within the
-   * grace period (see DEFAULT_GC_GRACE_S). Not helia's gc, which deletes every unpinned block,
+   * grace period (see DEFAULT_GRACE_S). Not helia's gc, which deletes every unpinned block,
    * an in-flight ingest's too, and holds helia's write lock (stalling every put) for the whole
    * sweep. Residual race, as in git: a block older than the grace period written again in the
    * instant between gc's check of it and its deletion is lost to that writer.
@@ -249,7 +242,7 @@ export class IpfsBlockStore implements BlockStore {
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
     const { signal } = options;
-    const graceS = options.graceS ?? DEFAULT_GC_GRACE_S;
+    const graceS = options.graceS ?? DEFAULT_GRACE_S;
     if (!Number.isFinite(graceS) || graceS < 0) throw new VaultError('CONFIG_INVALID', `gc grace must be a non-negative number of seconds (got ${graceS})`);
     const cutoffMs = (options.now ?? Date.now()) - graceS * 1000;
     const report: GcReport = { blocks: 0, pinned: 0, young: 0, deleted: 0, deletedBytes: 0, repinned: [], otherPins: 0 };
@@ -393,30 +386,11 @@ export function studyWalker(components: GraphWalkerComponents): GraphWalker {
   };
 }
 
-function childLinks(value: Record<string, unknown>): CID[] {
-  if (value?.type === STUDY_MANIFEST_TYPE) return cids(value.added);
-  if (value?.type === INSTANCE_NODE_TYPE) return cids(value.chunks);
-  const links: CID[] = [];
-  const visit = (v: unknown): void => {
-    const cid = CID.asCID(v);
-    if (cid !== null) links.push(cid);
-    else if (Array.isArray(v)) v.forEach(visit);
-    else if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array)) Object.values(v).forEach(visit);
-  };
-  visit(value);
-  return links;
-}
-
-function cids(v: unknown): CID[] {
-  return Array.isArray(v) ? v.map((c) => CID.asCID(c)).filter((c): c is CID => c !== null) : [];
-}
-
 /** Whether a block is a dicom-vault study manifest; decoded only when it is dag-cbor. */
-function isStudyManifest(cid: CID, bytes: Uint8Array): boolean {
+function isManifestBlock(cid: CID, bytes: Uint8Array): boolean {
   if (cid.code !== dagCbor.code) return false;
   try {
-    const value = dagCbor.decode(bytes) as { type?: unknown };
-    return value?.type === STUDY_MANIFEST_TYPE;
+    return isStudyManifest(dagCbor.decode(bytes));
   } catch {
     return false;
   }
@@ -461,10 +435,6 @@ function errName(err: unknown): string {
 
 function signalOf(options: AbortOptions): AbortOptions {
   return options.signal === undefined ? {} : { signal: options.signal };
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted === true) throw abortError(signal);
 }
 
 async function collect(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Uint8Array> {

@@ -12,7 +12,7 @@
 //
 // Independent of S3: the upload and the index are passed in, so the bookkeeping is tested alone.
 import type { CID } from 'multiformats/cid';
-import { VaultError, abortError } from '../src/errors.ts';
+import { VaultError, abortError, throwIfAborted } from '../src/errors.ts';
 import type { AbortOptions, PutOptions } from './block-store.ts';
 import { DEFAULT_HEADER_RESERVE, PackBuilder, type PackEntry } from './pack-format.ts';
 import type { LandedBlock } from './s3-pack-index.ts';
@@ -384,10 +384,6 @@ export class PackWriter {
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted === true) throw abortError(signal);
 }
 
 /** `work`, or an abort error as soon as `signal` aborts (the work itself goes on). */

@@ -39,7 +39,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider, BuildMiddleware } from '@smithy/types';
 import type { ServiceInputTypes, ServiceOutputTypes } from '@aws-sdk/client-s3';
 import { CID } from 'multiformats/cid';
-import { VaultError, abortError } from '../src/errors.ts';
+import { VaultError, abortError, throwIfAborted } from '../src/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { PackIndex } from './s3-pack-index.ts';
 import { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, PackWriter } from './s3-pack-writer.ts';
@@ -717,10 +717,6 @@ function validate(options: S3BlockStoreOptions) {
 /** `p-<ms, base36, fixed width>-<64 random bits>`: listed in time order, unique without coordination. */
 function newPackId(): string {
   return `p-${Date.now().toString(36).padStart(9, '0')}-${randomBytes(8).toString('hex')}`;
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted === true) throw abortError(signal);
 }
 
 function closedError(): VaultError {
