@@ -15,7 +15,7 @@
 // cache and written back from there. Blocks are written once and read rarely, so caching them
 // only evicts what is worth caching; and on this project's VMs the copy into fresh page-cache
 // pages was the most expensive thing ingest did: `dd` of 2 GiB, 4.6 CPU-s buffered against 0.45
-// with O_DIRECT (and 362 against 727 MB/s). Where O_DIRECT is refused (tmpfs, some network
+// with O_DIRECT (and 362 against 727 MB/s). Where O_DIRECT is refused (ramfs, tmpfs before 6.6, some network
 // filesystems: EINVAL) the store falls back to buffered writes for good. Reads into aligned
 // memory (getInto: the slots a WADO response streams from) are direct too; other reads (get:
 // frames, metadata, verify) go through the page cache.
@@ -532,8 +532,11 @@ export class FsBlockStore implements BlockStore {
     } catch (err) {
       const code = errnoCode(err);
       if (direct && code === 'EINVAL') {
-        // No O_DIRECT on this filesystem (tmpfs before Linux 6.6, for one).
+        // No O_DIRECT on this filesystem (ramfs; tmpfs before Linux 6.6). Linux refuses it only
+        // once the file is made, so the temp file exists now: it goes before the buffered open
+        // (O_EXCL) makes it again.
         this.#directIO = false;
+        removeQuietly(tmp);
         return this.#createTemp(dir, tmp, false);
       }
       if (code !== 'ENOENT') throw err;

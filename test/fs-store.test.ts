@@ -1,8 +1,10 @@
 import { randomBytes, randomFillSync } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import * as Digest from 'multiformats/hashes/digest';
@@ -17,6 +19,7 @@ import { getVerified } from '../storage/verified.ts';
 import { blockStoreConformance, expectCode, expectSameBytes } from './storage-conformance.ts';
 
 const MiB = 1024 * 1024;
+const execFileAsync = promisify(execFile);
 
 // The on-disk layout, spelled out independently of the implementation: operators and backup
 // tools rely on it. Shard = the 2 characters before the last one of the base32 CID.
@@ -370,6 +373,60 @@ describe('FsBlockStore on disk', () => {
     const file = path.join(root, 'file');
     await writeFile(file, 'x');
     await expectCode(FsBlockStore.open({ path: file }), 'STORE_UNAVAILABLE');
+  });
+});
+
+// A filesystem that refuses O_DIRECT when a file is opened with it (EINVAL): ramfs has no direct
+// I/O (tmpfs has had it since Linux 6.6, so it no longer serves). Mounting one needs root, which
+// CI is (.ci/run); elsewhere this suite is skipped.
+describe.skipIf(process.getuid?.() !== 0)('FsBlockStore on a filesystem that refuses O_DIRECT (ramfs, as root)', () => {
+  let mountPoint: string;
+  let root: string;
+  let store: FsBlockStore;
+
+  beforeEach(async () => {
+    mountPoint = await tempDir();
+    await execFileAsync('mount', ['-t', 'ramfs', 'ramfs', mountPoint]);
+    root = path.join(mountPoint, 'blocks');
+    store = await FsBlockStore.open({ path: root });
+  });
+  afterEach(async () => {
+    await store.close();
+    await execFileAsync('umount', [mountPoint]);
+    await rm(mountPoint, { recursive: true, force: true });
+  });
+
+  it('writes blocks in aligned memory buffered from the first refusal on, durable or not, the same bytes', async () => {
+    expect(store.directIO).toBe(true); // not known before a direct open is refused
+    const [view] = allocateAligned(1, MiB + 16);
+    const stored: Array<{ cid: CID; bytes: Buffer }> = [];
+    for (const [length, durable] of [[MiB, false], [MiB + 16, true], [4096, false]] as const) {
+      const bytes = view!.subarray(0, length);
+      randomFillSync(bytes);
+      const cid = rawCid(bytes);
+      await store.put(cid, bytes, { durable });
+      expect(store.directIO, `${length} bytes`).toBe(false);
+      // The descriptor a non-durable put keeps for its flush is an ordinary one.
+      expect(await openFlags(blockPath(root, cid)), `${length} bytes`).toEqual(durable ? [] : [false]);
+      stored.push({ cid, bytes: Buffer.from(bytes) });
+    }
+    await store.flush();
+    const [slot] = allocateAligned(1, MiB + 16);
+    for (const { cid, bytes } of stored) {
+      expect(await store.getInto(cid, slot!)).toBe(bytes.length);
+      expectSameBytes(slot!.subarray(0, bytes.length), bytes);
+      expectSameBytes(await getVerified(store, cid), bytes);
+    }
+  });
+
+  it('reads into aligned memory buffered once the direct open is refused, when reading comes first', async () => {
+    const { cid, bytes } = block(MiB + 16); // ordinary memory: written buffered, nothing learnt
+    await store.put(cid, bytes);
+    expect(store.directIO).toBe(true);
+    const [slot] = allocateAligned(1, MiB + 16);
+    expect(await store.getInto(cid, slot!)).toBe(bytes.length);
+    expect(store.directIO).toBe(false);
+    expectSameBytes(slot!.subarray(0, bytes.length), bytes);
   });
 });
 
