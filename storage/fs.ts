@@ -15,10 +15,10 @@
 // cache and written back from there. Blocks are written once and read rarely, so caching them
 // only evicts what is worth caching; and on this project's VMs the copy into fresh page-cache
 // pages was the most expensive thing ingest did: `dd` of 2 GiB, 4.6 CPU-s buffered against 0.45
-// with O_DIRECT (and 362 against 727 MB/s). Where O_DIRECT is refused (ramfs, tmpfs before 6.6, some network
-// filesystems: EINVAL) the store falls back to buffered writes for good. Reads into aligned
-// memory (getInto: the slots a WADO response streams from) are direct too; other reads (get:
-// frames, metadata, verify) go through the page cache.
+// with O_DIRECT (and 362 against 727 MB/s). Where O_DIRECT is refused (ramfs, tmpfs before Linux
+// 6.6, some network filesystems: EINVAL) the store falls back to buffered writes for good. Reads
+// into aligned memory (getInto: the slots a WADO response streams from) are direct too; other
+// reads (get: frames, metadata, verify) go through the page cache.
 //
 // Measured and dropped: writing blocks under 1 MiB buffered (a small instance's one chunk then
 // needs no second descriptor for its tail). 1,000 small instances ran at a median 325 against 301
