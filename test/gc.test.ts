@@ -127,6 +127,22 @@ async function stowFirstInstance(first: Buffer): Promise<{ inFlight: number; fin
   };
 }
 
+/**
+ * Runs gc (another process) while a two-instance STOW is open with its first instance stored:
+ * old garbage goes, the in-flight blocks are young and kept, and the STOW then commits whole.
+ */
+async function gcBesideOpenStow(seed: number): Promise<{ study: ReturnType<typeof planStudy>; parts: Buffer[] }> {
+  const study = planStudy({ kind: 'single', instances: 2, rows: 64, columns: 64, seed });
+  const parts = await Promise.all(study.instances.map(bytesOf));
+  const garbage = await leftovers(2, 2 * DAY_S);
+  const open = await stowFirstInstance(parts[0]!);
+  expect(node.vault.catalog.latestVersion(study.studyInstanceUID)).toBeUndefined();
+  expect(reportOf<{ young: number; deleted: number }>(await gc('--json'))).toMatchObject({ young: open.inFlight, deleted: garbage.length });
+  expect((await open.finish(parts[1]!)).status).toBe(200);
+  await expectStudyWhole(study.studyInstanceUID, parts);
+  return { study, parts };
+}
+
 async function expectStudyWhole(studyUID: string, parts: Buffer[]): Promise<void> {
   const back = await retrieve(`${node.url}/studies/${studyUID}`);
   expect(back.status).toBe(200);
@@ -161,18 +177,7 @@ describe('dicom-vault gc (--store ipfs)', () => {
   });
 
   it('never takes the blocks of a STOW still in flight, which then commits whole', async () => {
-    const study = planStudy({ kind: 'single', instances: 2, rows: 64, columns: 64, seed: 52 });
-    const parts = await Promise.all(study.instances.map(bytesOf));
-    const garbage = await leftovers(2, 2 * DAY_S);
-    const stow = await stowFirstInstance(parts[0]!);
-    expect(node.vault.catalog.latestVersion(study.studyInstanceUID)).toBeUndefined();
-
-    // gc in another process while the request is open: the unpinned in-flight blocks are young.
-    const report = reportOf(await gc('--json'));
-    expect(report).toMatchObject({ young: stow.inFlight, deleted: garbage.length });
-
-    expect((await stow.finish(parts[1]!)).status).toBe(200);
-    await expectStudyWhole(study.studyInstanceUID, parts);
+    const { study, parts } = await gcBesideOpenStow(52);
     // Committed now: the same blocks are pinned, so even a grace of 0 keeps them.
     expect(reportOf(await gc('--grace', '0', '--json'))).toMatchObject({ young: 0, deleted: 0 });
     await expectStudyWhole(study.studyInstanceUID, parts);
@@ -264,17 +269,7 @@ describe('dicom-vault gc (--store fs)', () => {
   });
 
   it('never takes the blocks of a STOW still in flight, which then commits whole', async () => {
-    const study = planStudy({ kind: 'single', instances: 2, rows: 64, columns: 64, seed: 62 });
-    const parts = await Promise.all(study.instances.map(bytesOf));
-    const garbage = await leftovers(2, 2 * DAY_S);
-    const stow = await stowFirstInstance(parts[0]!);
-    expect(node.vault.catalog.latestVersion(study.studyInstanceUID)).toBeUndefined();
-
-    // gc in another process while the request is open: the in-flight blocks are young.
-    expect(reportOf<FsReport>(await gc('--json'))).toMatchObject({ young: stow.inFlight, deleted: garbage.length });
-
-    expect((await stow.finish(parts[1]!)).status).toBe(200);
-    await expectStudyWhole(study.studyInstanceUID, parts);
+    const { study, parts } = await gcBesideOpenStow(62);
     // Committed now: reached, so kept however old they get.
     for await (const cid of store.list()) await age(cid, 2 * DAY_S);
     expect(reportOf<FsReport>(await gc('--json'))).toMatchObject({ young: 0, deleted: 0 });
