@@ -29,6 +29,8 @@ Commands:
   gc [--grace SECONDS]      (--store fs, ipfs) delete the blocks no study version reaches (ipfs: pins),
                             once older than the grace period (default 86400; fs: at least 3600), which
                             keeps the blocks of ingests not yet committed
+  reindex                   (--store s3) index every pack in the bucket that <data-dir>/s3-index.db
+                            lacks, from the packs' headers (after losing it or restoring an old copy)
 ${CAR_USAGE}
 ${ANCHOR_USAGE}
 
@@ -36,7 +38,7 @@ Options (environment variable in brackets):
 ${Object.entries(FLAGS)
   .map(([name, f]) => `  --${name.padEnd(12)} ${f.help} [${f.env}]`)
   .join('\n')}
-  --json         (verify, gc) print the report as JSON
+  --json         (verify, gc, reindex) print the report as JSON
   -h, --help     this text
 `;
 
@@ -176,6 +178,17 @@ async function main(argv: string[]): Promise<number> {
         await vault.close();
       }
     }
+    case 'reindex': {
+      if (options.store !== 's3') throw new VaultError('CONFIG_INVALID', `reindex rebuilds the pack index of --store s3 (got ${options.store}, which has none)`);
+      // Never create a data directory by reindexing it.
+      if (!existsSync(join(options.dataDir, CATALOG_FILE))) throw new VaultError('CONFIG_INVALID', `no dicom-vault data in ${options.dataDir} (pass --data-dir)`);
+      const vault = await openVault(options, createLogger('warn'));
+      try {
+        return await reindexS3(vault, values.json === true);
+      } finally {
+        await vault.close();
+      }
+    }
     case 'import':
     case 'public-key':
       return runCarCommand(command, args, values, options, { out, err });
@@ -220,6 +233,24 @@ async function collectFs(vault: Vault, graceS: number, json: boolean): Promise<n
     );
   }
   return 0;
+}
+
+async function reindexS3(vault: Vault, json: boolean): Promise<number> {
+  const { S3BlockStore } = await import('../storage/s3.ts');
+  if (!(vault.store instanceof S3BlockStore)) throw new VaultError('INTERNAL', 'the s3 store did not open as S3BlockStore');
+  const report = await vault.store.rebuildIndex();
+  if (json) out(JSON.stringify(report, null, 2));
+  else {
+    out(
+      `${report.objects} objects in s3://${vault.store.bucket}/${vault.store.packKey('')}: ${report.known} packs indexed already, ` +
+        `${report.indexed} indexed now (${report.blocks} blocks)` +
+        (report.redundant > 0 ? `; ${report.redundant} packs whose blocks were all indexed elsewhere (left as garbage)` : '') +
+        (report.gone > 0 ? `; ${report.gone} deleted while this ran` : ''),
+    );
+    for (const u of report.unreadable) out(`UNREADABLE ${u.key}: ${u.reason}`);
+  }
+  // Objects that are not packs may be blocks no index will find: the operator has to look.
+  return report.unreadable.length === 0 ? 0 : 3;
 }
 
 /**

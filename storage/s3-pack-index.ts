@@ -6,6 +6,8 @@
 // between the upload and the commit leaves an orphan pack object (garbage, never a dangling row).
 // A pack's row counts its live blocks; when the last one is deleted the row stays with live = 0
 // until its object is deleted (`deadPacks`, `dropPack`), so a failed DeleteObject is retried later.
+// A lost index is rebuilt from the packs' own headers (S3BlockStore.rebuildIndex), which lands
+// them here as the writer does.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { CID } from 'multiformats/cid';
 import { VaultError } from '../src/errors.ts';
@@ -50,6 +52,8 @@ export class PackIndex {
   readonly #lookup: StatementSync;
   readonly #following: StatementSync;
   readonly #insertPack: StatementSync;
+  readonly #hasPack: StatementSync;
+  readonly #countBlocks: StatementSync;
   readonly #insertBlock: StatementSync;
   readonly #setLive: StatementSync;
   readonly #deleteBlock: StatementSync;
@@ -65,7 +69,9 @@ export class PackIndex {
     this.#db = db;
     this.#lookup = db.prepare('SELECT cid, pack, start, size FROM blocks WHERE cid = ?');
     this.#following = db.prepare('SELECT cid, pack, start, size FROM blocks WHERE pack = ? AND start >= ? ORDER BY start LIMIT ?');
-    this.#insertPack = db.prepare('INSERT INTO packs (id, bytes, blocks, live, created) VALUES (?, ?, 0, 0, ?)');
+    this.#insertPack = db.prepare('INSERT OR IGNORE INTO packs (id, bytes, blocks, live, created) VALUES (?, ?, 0, 0, ?)');
+    this.#hasPack = db.prepare('SELECT 1 FROM packs WHERE id = ?');
+    this.#countBlocks = db.prepare('SELECT count(*) AS n FROM blocks WHERE pack = ?');
     this.#insertBlock = db.prepare('INSERT OR IGNORE INTO blocks (cid, pack, start, size) VALUES (?, ?, ?, ?)');
     this.#setLive = db.prepare('UPDATE packs SET blocks = ?, live = ? WHERE id = ?');
     this.#deleteBlock = db.prepare('DELETE FROM blocks WHERE cid = ? RETURNING pack');
@@ -100,13 +106,15 @@ export class PackIndex {
   /**
    * Records a pack that has been uploaded, in one transaction. Blocks already indexed (in another
    * pack, put by another process meanwhile) keep their place. Returns how many blocks now point
-   * into this pack; at 0 no row is kept and the caller should delete the object.
+   * into this pack; at 0 no row is kept and the caller should delete the object. A pack that is
+   * indexed already (a rebuild found it in the bucket between its upload and this call) is
+   * counted again, never refused: its writer must not take it for garbage.
    */
   land(id: string, bytes: number, blocks: readonly LandedBlock[]): number {
     return this.#write(() => {
       this.#insertPack.run(id, bytes, Date.now());
-      let live = 0;
-      for (const b of blocks) live += Number(this.#insertBlock.run(b.cid.bytes, id, b.start, b.size).changes);
+      for (const b of blocks) this.#insertBlock.run(b.cid.bytes, id, b.start, b.size);
+      const live = (this.#countBlocks.get(id) as { n: number }).n;
       if (live === 0) this.#dropPack.run(id);
       else this.#setLive.run(live, live, id);
       return live;
@@ -124,6 +132,11 @@ export class PackIndex {
       const left = this.#decrement.get(row.pack) as { live: number } | undefined;
       return { pack: row.pack, live: left?.live ?? 0 };
     });
+  }
+
+  /** Whether the index has a row for this pack (live or awaiting deletion). */
+  hasPack(id: string): boolean {
+    return this.#read(() => this.#hasPack.get(id) !== undefined);
   }
 
   /** Packs whose every block was deleted, their objects not yet (known to be) deleted. */

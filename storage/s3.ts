@@ -39,9 +39,10 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider, BuildMiddleware } from '@smithy/types';
 import type { ServiceInputTypes, ServiceOutputTypes } from '@aws-sdk/client-s3';
 import { CID } from 'multiformats/cid';
-import { VaultError, abortError, throwIfAborted } from '../src/errors.ts';
+import { VaultError, abortError, isVaultError, throwIfAborted } from '../src/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
-import { PackIndex } from './s3-pack-index.ts';
+import { DEFAULT_HEADER_RESERVE, PACK_PREAMBLE_BYTES, decodePackHeader, packDataStart } from './pack-format.ts';
+import { PackIndex, type LandedBlock } from './s3-pack-index.ts';
 import { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, PackWriter } from './s3-pack-writer.ts';
 import { DEFAULT_READ_CACHE_BYTES, DEFAULT_READ_SPAN, SpanReader, type SpanTarget } from './s3-span-reader.ts';
 
@@ -145,6 +146,26 @@ export interface S3BlockLocation {
 }
 
 type Operation = 'put' | 'get' | 'check' | 'delete' | 'list';
+
+/** What S3BlockStore.rebuildIndex found under `<prefix>packs/`. */
+export interface IndexRebuildReport {
+  /** Objects under `<prefix>packs/`. */
+  objects: number;
+  /** Packs the index had already (left as they were). */
+  known: number;
+  /** Packs read and indexed now, and the blocks they brought. */
+  indexed: number;
+  blocks: number;
+  /** Packs whose every block the index had in another pack (left in the bucket: garbage). */
+  redundant: number;
+  /** Listed, but deleted before they were read. */
+  gone: number;
+  /** Objects that are not readable packs, with the reason. Left in the bucket, not indexed. */
+  unreadable: Array<{ key: string; reason: string }>;
+}
+
+/** Packs whose heads rebuildIndex reads at once. */
+const REBUILD_CONCURRENCY = 8;
 
 /** What a call was about, for its error message and details. */
 interface Subject {
@@ -410,6 +431,85 @@ export class S3BlockStore implements BlockStore {
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
     } while (token !== undefined);
+  }
+
+  /**
+   * Adds to the index every pack in the bucket that it lacks, from the pack's own header (one
+   * ranged GET of its head, two when the header outgrew the room the writer keeps for it): after
+   * the index file was lost, or restored from a backup older than the bucket. Packs indexed
+   * already are left as they are, so it can run again, and beside a serving node: a pack it finds
+   * between its upload and its writer's landing is counted once by both (PackIndex.land).
+   *
+   * It brings back what the headers list and the index had dropped: blocks deleted after their
+   * pack landed, and orphan packs (uploaded, never indexed). Neither is referenced by a study, so
+   * both are garbage that is readable again, not a wrong answer (storage/README.md, "Index
+   * rebuild", names the one race left). Nothing is deleted. An object that is not a readable
+   * pack is reported and skipped; a store failure stops the rebuild (what was indexed stays:
+   * running it again goes on from there).
+   */
+  async rebuildIndex(options: AbortOptions = {}): Promise<IndexRebuildReport> {
+    const { signal } = options;
+    const index = this.#index;
+    if (index === undefined) throw new VaultError('CONFIG_INVALID', 'this S3 store has no pack index to rebuild (no index path)');
+    const report: IndexRebuildReport = { objects: 0, known: 0, indexed: 0, blocks: 0, redundant: 0, gone: 0, unreadable: [] };
+    const packsPrefix = this.packKey('');
+    let token: string | undefined;
+    do {
+      const page = await this.#run('list', {}, signal, (abortSignal) =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: packsPrefix, ...(token === undefined ? {} : { ContinuationToken: token }) }), { abortSignal }),
+      );
+      const objects = page.Contents ?? [];
+      report.objects += objects.length;
+      await mapLimit(objects.length, REBUILD_CONCURRENCY, async (i) => {
+        const key = objects[i]!.Key!;
+        const id = key.slice(packsPrefix.length);
+        if (index.hasPack(id)) {
+          report.known++;
+          return;
+        }
+        const size = objects[i]!.Size ?? 0;
+        let landed: LandedBlock[];
+        try {
+          landed = await this.#readPackEntries(id, size, signal);
+        } catch (err) {
+          if (isVaultError(err, 'BLOCK_NOT_FOUND')) report.gone++;
+          else if (isVaultError(err, 'BLOCK_CORRUPT')) report.unreadable.push({ key, reason: err.message });
+          else throw err;
+          return;
+        }
+        const live = index.land(id, size, landed);
+        if (live === 0) report.redundant++;
+        else {
+          report.indexed++;
+          report.blocks += live;
+        }
+      });
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+    } while (token !== undefined);
+    report.unreadable.sort((a, b) => (a.key < b.key ? -1 : 1));
+    return report;
+  }
+
+  /** Where a pack's header says its blocks are. BLOCK_CORRUPT if it is not a pack, BLOCK_NOT_FOUND if it is gone. */
+  async #readPackEntries(id: string, size: number, signal: AbortSignal | undefined): Promise<LandedBlock[]> {
+    const key = this.packKey(id);
+    if (size < PACK_PREAMBLE_BYTES) throw new VaultError('BLOCK_CORRUPT', `${key}: only ${size} bytes, not a pack`);
+    let head = await this.#readHead(id, Math.min(size, PACK_PREAMBLE_BYTES + DEFAULT_HEADER_RESERVE), signal);
+    const dataStart = packDataStart(head, key);
+    if (dataStart > size) throw new VaultError('BLOCK_CORRUPT', `${key}: its header of ${dataStart} bytes runs past its ${size} bytes`);
+    if (dataStart > head.byteLength) head = await this.#readHead(id, dataStart, signal);
+    const { entries } = decodePackHeader(head.subarray(0, dataStart), size - dataStart, key);
+    return entries.map((e) => ({ cid: e.cid, start: dataStart + e.offset, size: e.length }));
+  }
+
+  /** The first `bytes` bytes of a pack. */
+  async #readHead(id: string, bytes: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
+    return this.#run('get', { pack: id }, signal, async (abortSignal) => {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.packKey(id), Range: `bytes=0-${bytes - 1}` }), { abortSignal });
+      const body = await res.Body!.transformToByteArray();
+      if (body.byteLength !== bytes) throw new VaultError('BLOCK_CORRUPT', `${this.packKey(id)}: asked for its first ${bytes} bytes, got ${body.byteLength}`);
+      return body;
+    });
   }
 
   /**

@@ -25,6 +25,7 @@ import { decodePack } from '../storage/pack-format.ts';
 import { S3BlockStore, type S3BlockStoreOptions } from '../storage/s3.ts';
 import { getVerified } from '../storage/verified.ts';
 import { retrieve, stow } from './support/dicomweb.ts';
+import { run } from './support/process.ts';
 import { startFaultProxy, type FaultProxy } from './support/s3-fault-proxy.ts';
 import {
   adminClient,
@@ -84,6 +85,11 @@ function viaProxy(extra: Partial<S3BlockStoreOptions> = {}): Promise<S3BlockStor
 async function getObject(key: string): Promise<Uint8Array> {
   const res = await admin.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
   return res.Body!.transformToByteArray();
+}
+
+/** GETs of pack objects under `prefix` that went through the proxy since log entry `from`. */
+function packGets(from: number, prefix: string): number {
+  return proxy.log.slice(from).filter((r) => r.method === 'GET' && r.url.includes(`/${prefix}packs/`)).length;
 }
 
 const variants: Array<[string, () => Promise<S3BlockStore>]> = [
@@ -313,8 +319,6 @@ describe('S3BlockStore packing', () => {
     return out;
   }
 
-  const packGets = (from: number, prefix: string): number =>
-    proxy.log.slice(from).filter((r) => r.method === 'GET' && r.url.includes(`/${prefix}packs/`)).length;
 
   it('spreads blocks over several packs, and a second store on the same index reads them all', async () => {
     const indexPath = nextIndex();
@@ -471,6 +475,91 @@ describe('S3BlockStore packing', () => {
   });
 });
 
+describe('S3BlockStore index rebuild', () => {
+  afterEach(() => {
+    proxy.rule = () => undefined;
+  });
+
+  it('indexes every pack of the bucket from its header into a lost index, leaves known packs alone, and names objects that are not packs', async () => {
+    const prefix = nextPrefix('rebuild');
+    const writer = await viaProxy({ prefix, packBytes: 64 * 1024 });
+    const blocks = Array.from({ length: 20 }, () => block(20 * 1024));
+    // 2,000 blocks of 4 bytes in one pack: its header (about 90 KiB) outgrows the 64 KiB the
+    // writer keeps in front of the data, so it takes a second GET.
+    const tiny = Array.from({ length: 2000 }, () => block(4));
+    let tinyPack: string;
+    try {
+      for (const { cid, bytes } of blocks) await writer.put(cid, bytes, { durable: false });
+      await writer.flush();
+      for (const { cid, bytes } of tiny) await writer.put(cid, bytes, { durable: false });
+      await writer.flush();
+      tinyPack = writer.locate(tiny[0]!.cid).key;
+      expect(new Set(tiny.map(({ cid }) => writer.locate(cid).key))).toEqual(new Set([tinyPack]));
+    } finally {
+      await writer.close();
+    }
+    expect(await listKeys(admin, bucket, `${prefix}packs/`)).toHaveLength(6);
+    // Two objects that are not packs: garbage, and a pack cut short inside its header.
+    await admin.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}packs/not-a-pack`, Body: randomBytes(100) }));
+    await admin.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}packs/cut-short`, Body: (await getObject(tinyPack)).subarray(0, 70_000) }));
+
+    const store = await viaProxy({ prefix }); // an index of its own: empty
+    try {
+      await expectCode(store.get(blocks[0]!.cid), 'BLOCK_NOT_FOUND');
+      const from = proxy.log.length;
+      const report = await store.rebuildIndex();
+      expect(report).toEqual({
+        objects: 8,
+        known: 0,
+        indexed: 6,
+        blocks: 2020,
+        redundant: 0,
+        gone: 0,
+        unreadable: [
+          { key: `${prefix}packs/cut-short`, reason: expect.stringContaining('runs past') },
+          { key: `${prefix}packs/not-a-pack`, reason: expect.stringContaining('no DVPACK1 magic') },
+        ],
+      });
+      // A ranged GET of each head; the large header's pack needs a second one.
+      expect(packGets(from, prefix)).toBe(8 + 1);
+      for (const { cid, bytes } of blocks) expectSameBytes(await getVerified(store, cid), bytes);
+      for (const { cid, bytes } of tiny.filter((_, i) => i % 100 === 99)) expectSameBytes(await getVerified(store, cid), bytes);
+      expect(store.locate(tiny[1999]!.cid).key).toBe(tinyPack);
+
+      // Run again: every pack is known, nothing is read.
+      const again = proxy.log.length;
+      expect(await store.rebuildIndex()).toMatchObject({ objects: 8, known: 6, indexed: 0, blocks: 0, unreadable: [{}, {}] });
+      expect(packGets(again, prefix)).toBe(2); // the two objects that are not packs, read again
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('counts a pack whose blocks another pack already holds as redundant, and leaves it in the bucket', async () => {
+    const prefix = nextPrefix('redundant');
+    const x = block(3000);
+    const first = await viaProxy({ prefix });
+    const indexPath = nextIndex();
+    const second = await viaProxy({ prefix, indexPath });
+    try {
+      // Two stores with indexes of their own each pack the same block: two packs hold it.
+      await first.put(x.cid, x.bytes);
+      await second.put(x.cid, x.bytes);
+    } finally {
+      await first.close();
+      await second.close();
+    }
+    const store = await viaProxy({ prefix, indexPath });
+    try {
+      expect(await store.rebuildIndex()).toEqual({ objects: 2, known: 1, indexed: 0, blocks: 0, redundant: 1, gone: 0, unreadable: [] });
+      expect(await listKeys(admin, bucket, `${prefix}packs/`)).toHaveLength(2);
+      expectSameBytes(await getVerified(store, x.cid), x.bytes);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe('S3BlockStore large blocks', () => {
   it('uploads a block above the multipart threshold in parts and reads it back with ranged GETs', async () => {
     const store = await viaProxy({ multipartThreshold: 12 * MiB, partSize: 5 * MiB });
@@ -533,6 +622,43 @@ describe('a node on --store s3', () => {
     expect(keys.length).toBeLessThan(blocks.length);
     const report = await verifyStudy(node.vault, study.studyInstanceUID);
     expect(report.problems).toEqual([]);
+  });
+
+  it('finds a study again after its pack index was lost: `dicom-vault reindex`, then verify passes and the node serves it', async () => {
+    const prefix = nextPrefix('reindex');
+    const env = s3Env(bucket, { DICOM_VAULT_S3_PREFIX: prefix });
+    const node = await startS3Node(env);
+    const study = small(13, 3);
+    const parts = await Promise.all(study.instances.map(bytesOf));
+    expect((await stow(node.url, parts)).status).toBe(200);
+    const dataDir = node.vault.options.dataDir;
+    await node.close();
+    for (const f of ['s3-index.db', 's3-index.db-wal', 's3-index.db-shm']) await rm(join(dataDir, f), { force: true });
+    const args = ['--data-dir', dataDir];
+
+    const lost = await run(['verify', study.studyInstanceUID, ...args], env);
+    expect(lost.code).not.toBe(0);
+    expect(lost.stdout + lost.stderr).toMatch(/not found/);
+    const refused = await run(['reindex', ...args], { ...env, DICOM_VAULT_STORE: 'fs' });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('reindex rebuilds the pack index of --store s3');
+
+    const reindexed = await run(['reindex', '--json', ...args], env);
+    expect(reindexed.stderr).toBe('');
+    expect(reindexed.code).toBe(0);
+    const report = JSON.parse(reindexed.stdout) as { objects: number; indexed: number; blocks: number };
+    expect(report).toMatchObject({ known: 0, redundant: 0, gone: 0, unreadable: [] });
+    expect(report.indexed).toBe(report.objects);
+    expect(report.indexed).toBe((await listKeys(admin, bucket, `${prefix}packs/`)).length);
+    expect(report.blocks).toBeGreaterThanOrEqual(7); // chunks, 3 instance nodes, the manifest
+
+    const verified = await run(['verify', study.studyInstanceUID, ...args], env);
+    expect(verified.stdout).toContain('OK: every block and instance verified');
+    expect(verified.code).toBe(0);
+    const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir }, env);
+    const again = await startNode(options, createLogger('warn', logSink));
+    nodes.push(again);
+    await expectStudy(again, study, parts);
   });
 
   // With one block per pack (DICOM_VAULT_S3_PACK_BYTES=1) deleting a pack removes exactly the

@@ -1,0 +1,57 @@
+// The S3 store's pack index (storage/s3-pack-index.ts) on its own: landing a pack twice, as a
+// rebuild and the pack's writer may (S3BlockStore.rebuildIndex runs beside a serving node), and a
+// pack whose blocks are all indexed elsewhere.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { rawCid } from '../storage/cid.ts';
+import { PackIndex, type LandedBlock } from '../storage/s3-pack-index.ts';
+
+let dir: string;
+let index: PackIndex;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'dicom-vault-pack-index-'));
+  index = PackIndex.open(join(dir, 's3-index.db'));
+});
+
+afterEach(async () => {
+  index.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function blocks(n: number): LandedBlock[] {
+  return Array.from({ length: n }, (_, i) => ({ cid: rawCid(randomBytes(64)), start: 100 + i * 64, size: 64 }));
+}
+
+describe('PackIndex.land', () => {
+  it('counts a pack landed a second time (a rebuild got there first) instead of refusing it', () => {
+    const landed = blocks(3);
+    expect(index.land('p-1', 400, landed)).toBe(3);
+    // The writer's own landing, after a rebuild read the pack's header: its blocks are kept.
+    expect(index.land('p-1', 400, landed)).toBe(3);
+    expect(index.hasPack('p-1')).toBe(true);
+    for (const b of landed) expect(index.lookup(b.cid)).toMatchObject({ pack: 'p-1', start: b.start, size: b.size });
+    // Its live count is the blocks pointing into it: deleting them all marks it dead.
+    for (const b of landed) index.remove(b.cid);
+    expect(index.deadPacks()).toEqual(['p-1']);
+  });
+
+  it('counts only the blocks a second landing still names, when one was deleted in between', () => {
+    const landed = blocks(2);
+    index.land('p-2', 300, landed);
+    index.remove(landed[0]!.cid);
+    expect(index.land('p-2', 300, landed.slice(1))).toBe(1);
+    expect(index.lookup(landed[0]!.cid)).toBeUndefined();
+  });
+
+  it('keeps no row for a pack whose every block is indexed in another pack', () => {
+    const landed = blocks(2);
+    expect(index.land('p-a', 300, landed)).toBe(2);
+    expect(index.land('p-b', 300, landed.map((b) => ({ ...b, start: b.start + 1 })))).toBe(0);
+    expect(index.hasPack('p-b')).toBe(false);
+    expect(index.lookup(landed[0]!.cid)).toMatchObject({ pack: 'p-a' });
+  });
+});
