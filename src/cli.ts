@@ -16,7 +16,7 @@ import { CATALOG_FILE, createLogger, openVault, type Vault } from './vault.ts';
 import { ingestFiles } from '../ingest/files.ts';
 import { CAR_CLI_OPTIONS, CAR_USAGE, runCarCommand } from '../storage/car-cli.ts';
 import { FsBlockStore } from '../storage/fs.ts';
-import { DEFAULT_GRACE_S, collectGarbage } from '../storage/gc.ts';
+import { DEFAULT_GRACE_S, collectGarbage, type CollectReport } from '../storage/gc.ts';
 import { ANCHOR_CLI_OPTIONS, ANCHOR_USAGE, checkAnchorOfStudy, printStudyAnchor, runAnchorCommand } from '../anchor/cli.ts';
 
 const USAGE = `dicom-vault <command> [options]
@@ -26,9 +26,9 @@ Commands:
   ingest <file|dir>...      store DICOM files (folders are walked), showing progress
   verify <study-uid>        check every block and instance of a study; names what is missing or corrupt
   export <study-uid> <dir>  write the study's current instances as decrypted Part 10 files
-  gc [--grace SECONDS]      (--store fs, ipfs) delete the blocks no study version reaches (ipfs: pins),
-                            once older than the grace period (default 86400; fs: at least 3600), which
-                            keeps the blocks of ingests not yet committed
+  gc [--grace SECONDS]      delete the blocks no study version reaches (ipfs: pins), once older than
+                            the grace period (default 86400; fs, s3: at least 3600), which keeps the
+                            blocks of ingests not yet committed (s3: runs reindex first)
   reindex                   (--store s3) index every pack in the bucket that <data-dir>/s3-index.db
                             lacks, from the packs' headers (after losing it or restoring an old copy)
 ${CAR_USAGE}
@@ -162,18 +162,15 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     case 'gc': {
-      // s3 packs many blocks per object: a pack can only go once none of its blocks is reached,
-      // which needs compaction first. Refused until then.
-      if (options.store === 's3') {
-        throw new VaultError('CONFIG_INVALID', 'gc collects blocks of --store fs and ipfs only (got s3): an s3 pack holds many blocks and cannot yet be compacted');
-      }
       if (values.grace !== undefined && !/^\d+$/.test(values.grace)) throw new VaultError('CONFIG_INVALID', `--grace must be a whole number of seconds (got "${values.grace}")`);
       // Never create a data directory by collecting it.
       if (!existsSync(join(options.dataDir, CATALOG_FILE))) throw new VaultError('CONFIG_INVALID', `no dicom-vault data in ${options.dataDir} (pass --data-dir)`);
       const graceS = values.grace === undefined ? DEFAULT_GRACE_S : Number(values.grace);
       const vault = await openVault(options, createLogger('warn'));
       try {
-        return options.store === 'ipfs' ? await collectIpfs(vault, graceS, values.json === true) : await collectFs(vault, graceS, values.json === true);
+        if (options.store === 'ipfs') return await collectIpfs(vault, graceS, values.json === true);
+        if (options.store === 's3') return await collectS3(vault, graceS, values.json === true);
+        return await collectFs(vault, graceS, values.json === true);
       } finally {
         await vault.close();
       }
@@ -224,15 +221,32 @@ async function collectFs(vault: Vault, graceS: number, json: boolean): Promise<n
   if (!(vault.store instanceof FsBlockStore)) throw new VaultError('INTERNAL', 'the fs store did not open as FsBlockStore');
   const report = await collectGarbage(vault.store, catalogRoots(vault.catalog), { graceS });
   if (json) out(JSON.stringify({ graceS, ...report }, null, 2));
+  else out(describeCollection(report, graceS));
+  return 0;
+}
+
+async function collectS3(vault: Vault, graceS: number, json: boolean): Promise<number> {
+  const { S3BlockStore } = await import('../storage/s3.ts');
+  if (!(vault.store instanceof S3BlockStore)) throw new VaultError('INTERNAL', 'the s3 store did not open as S3BlockStore');
+  const report = await vault.store.gc({ graceS, keep: catalogRoots(vault.catalog) });
+  if (json) out(JSON.stringify({ graceS, ...report }, null, 2));
   else {
-    out(
-      `${report.blocks} blocks: ${report.reachable} reached from a study version, ${report.young} unreached but younger than ${graceS} s (kept), ` +
-        `${report.deleted} deleted (${mb(report.deletedBytes)} MB)` +
-        (report.temps > 0 ? `; ${report.temps} unfinished writes removed` : '') +
-        (report.otherRoots > 0 ? `; ${report.otherRoots} study manifests not in the catalog kept, with what they reach` : ''),
-    );
+    if (report.reindexed.indexed > 0) out(`indexed first: ${report.reindexed.indexed} packs the index lacked (${report.reindexed.blocks} blocks)`);
+    for (const u of report.reindexed.unreadable) out(`UNREADABLE ${u.key}: ${u.reason} (left in the bucket)`);
+    out(describeCollection(report, graceS));
+    const { packsBefore: before, packsAfter: after } = report;
+    out(`packs in the bucket: ${before.packs} (${mb(before.bytes)} MB) before, ${after.packs} (${mb(after.bytes)} MB) after; a pack with live blocks keeps its dead bytes (no compaction yet)`);
   }
   return 0;
+}
+
+function describeCollection(report: CollectReport, graceS: number): string {
+  return (
+    `${report.blocks} blocks: ${report.reachable} reached from a study version, ${report.young} unreached but younger than ${graceS} s (kept), ` +
+    `${report.deleted} deleted (${mb(report.deletedBytes)} MB)` +
+    (report.temps > 0 ? `; ${report.temps} unfinished writes removed` : '') +
+    (report.otherRoots > 0 ? `; ${report.otherRoots} study manifests not in the catalog kept, with what they reach` : '')
+  );
 }
 
 async function reindexS3(vault: Vault, json: boolean): Promise<number> {

@@ -1,14 +1,14 @@
-// Garbage collection for the block stores without pins (fs): it deletes what a failed or
+// Garbage collection for the block stores without pins (fs, s3): it deletes what a failed or
 // crashed ingest left behind. The roots are every study version the catalog knows and every study
 // manifest in the store (as the ipfs store pins every manifest it stores: a study imported from a
 // CAR without its key is in no catalog, and is kept). A block is garbage when no root reaches it
 // and it was last written longer ago than a grace period. An ingest's blocks are reached by no
 // root until its manifest is written, at commit, so the grace period (longer than any one ingest:
 // one STOW request, one file of a CLI ingest, one CAR import) is what keeps them; a put of a
-// block already stored gives it a new time, so the blocks of a failed ingest written again by its
-// retry count as new (git's rule for its loose objects). Residual race, as in git: a block older
-// than the grace period written again in the instant between gc's check of it and its deletion
-// is lost to that writer.
+// block already stored gives it a new time (s3: PackIndex.touch, unless it had one in the last
+// minute), so the blocks of a failed ingest written again by its retry count as new (git's rule
+// for its loose objects). Residual race, as in git: a block older than the grace period written
+// again in the instant between gc's check of it and its deletion is lost to that writer.
 //
 // The ipfs store collects by its pins instead (IpfsBlockStore.gc), whose walk at commit would
 // also notice a block taken from an ingest in flight. Here nothing does, which is why the grace
@@ -75,10 +75,7 @@ export interface CollectReport {
  */
 export async function collectGarbage(store: CollectableStore, roots: Iterable<CID> | AsyncIterable<CID>, options: CollectOptions = {}): Promise<CollectReport> {
   const { signal } = options;
-  const graceS = options.graceS ?? DEFAULT_GRACE_S;
-  if (!Number.isFinite(graceS) || graceS < MIN_GRACE_S) {
-    throw new VaultError('CONFIG_INVALID', `gc grace must be at least ${MIN_GRACE_S} seconds on this store (got ${graceS}): a shorter one could take the blocks of an ingest in flight`);
-  }
+  const graceS = checkGrace(options);
   const cutoffMs = (options.now ?? Date.now()) - graceS * 1000;
   const abort: AbortOptions = signal === undefined ? {} : { signal };
   const report: CollectReport = { blocks: 0, reachable: 0, young: 0, deleted: 0, deletedBytes: 0, temps: 0, otherRoots: 0 };
@@ -110,6 +107,15 @@ export async function collectGarbage(store: CollectableStore, roots: Iterable<CI
   }
   if (store.removeStaleTemps !== undefined) report.temps = await store.removeStaleTemps(cutoffMs, abort);
   return report;
+}
+
+/** The grace period of `options` (seconds), or CONFIG_INVALID when it is under MIN_GRACE_S. */
+export function checkGrace(options: Pick<CollectOptions, 'graceS'>): number {
+  const graceS = options.graceS ?? DEFAULT_GRACE_S;
+  if (!Number.isFinite(graceS) || graceS < MIN_GRACE_S) {
+    throw new VaultError('CONFIG_INVALID', `gc grace must be at least ${MIN_GRACE_S} seconds on this store (got ${graceS}): a shorter one could take the blocks of an ingest in flight`);
+  }
+  return graceS;
 }
 
 /** Every study manifest in the store (dag-cbor blocks are read; chunks are not). */

@@ -29,7 +29,15 @@ const MIGRATIONS = [
    ) STRICT, WITHOUT ROWID;
    CREATE INDEX blocks_by_pack ON blocks (pack, start);
    CREATE INDEX dead_packs ON packs (live) WHERE live = 0;`,
+  // When a put found the block indexed already and gave it a new time (touch), for gc's grace.
+  `ALTER TABLE blocks ADD COLUMN touched INTEGER;`,
 ];
+
+/**
+ * A put of a block indexed longer ago than this (ms) gives it a new time (touch); a more recent
+ * one costs no write. gc's grace period is at least an hour (gc.ts MIN_GRACE_S).
+ */
+export const TOUCH_AFTER_MS = 60_000;
 
 /** Where a block is: bytes [start, start + size) of pack `pack`. */
 export interface PackedBlock {
@@ -54,6 +62,9 @@ export class PackIndex {
   readonly #insertPack: StatementSync;
   readonly #hasPack: StatementSync;
   readonly #countBlocks: StatementSync;
+  readonly #written: StatementSync;
+  readonly #touch: StatementSync;
+  readonly #totals: StatementSync;
   readonly #insertBlock: StatementSync;
   readonly #setLive: StatementSync;
   readonly #deleteBlock: StatementSync;
@@ -72,6 +83,11 @@ export class PackIndex {
     this.#insertPack = db.prepare('INSERT OR IGNORE INTO packs (id, bytes, blocks, live, created) VALUES (?, ?, 0, 0, ?)');
     this.#hasPack = db.prepare('SELECT 1 FROM packs WHERE id = ?');
     this.#countBlocks = db.prepare('SELECT count(*) AS n FROM blocks WHERE pack = ?');
+    this.#written = db.prepare(
+      'SELECT b.size AS size, max(p.created, coalesce(b.touched, 0)) AS writtenMs FROM blocks b JOIN packs p ON p.id = b.pack WHERE b.cid = ?',
+    );
+    this.#touch = db.prepare('UPDATE blocks SET touched = ? WHERE cid = ?');
+    this.#totals = db.prepare('SELECT count(*) AS packs, coalesce(sum(bytes), 0) AS bytes FROM packs');
     this.#insertBlock = db.prepare('INSERT OR IGNORE INTO blocks (cid, pack, start, size) VALUES (?, ?, ?, ?)');
     this.#setLive = db.prepare('UPDATE packs SET blocks = ?, live = ? WHERE id = ?');
     this.#deleteBlock = db.prepare('DELETE FROM blocks WHERE cid = ? RETURNING pack');
@@ -108,11 +124,12 @@ export class PackIndex {
    * pack, put by another process meanwhile) keep their place. Returns how many blocks now point
    * into this pack; at 0 no row is kept and the caller should delete the object. A pack that is
    * indexed already (a rebuild found it in the bucket between its upload and this call) is
-   * counted again, never refused: its writer must not take it for garbage.
+   * counted again, never refused: its writer must not take it for garbage. `createdMs`: when the
+   * pack was written (default now; a rebuild gives the object's LastModified).
    */
-  land(id: string, bytes: number, blocks: readonly LandedBlock[]): number {
+  land(id: string, bytes: number, blocks: readonly LandedBlock[], createdMs = Date.now()): number {
     return this.#write(() => {
-      this.#insertPack.run(id, bytes, Date.now());
+      this.#insertPack.run(id, bytes, createdMs);
       for (const b of blocks) this.#insertBlock.run(b.cid.bytes, id, b.start, b.size);
       const live = (this.#countBlocks.get(id) as { n: number }).n;
       if (live === 0) this.#dropPack.run(id);
@@ -132,6 +149,28 @@ export class PackIndex {
       const left = this.#decrement.get(row.pack) as { live: number } | undefined;
       return { pack: row.pack, live: left?.live ?? 0 };
     });
+  }
+
+  /** An indexed block's size and last write (its pack's landing, or its last touch), ms since the epoch. */
+  written(cid: CID): { size: number; writtenMs: number } | undefined {
+    return this.#read(() => this.#written.get(cid.bytes) as { size: number; writtenMs: number } | undefined);
+  }
+
+  /**
+   * For a put of `cid`: false when it is not indexed (store it); true when it is, after giving
+   * it the time `nowMs` if its own is older than TOUCH_AFTER_MS (as the fs store touches a file
+   * it finds stored), so that gc counts a block written again by a retry as new.
+   */
+  touch(cid: CID, nowMs = Date.now()): boolean {
+    const found = this.written(cid);
+    if (found === undefined) return false;
+    if (found.writtenMs < nowMs - TOUCH_AFTER_MS) this.#write(() => this.#touch.run(nowMs, cid.bytes));
+    return true;
+  }
+
+  /** Pack objects the index knows (dead ones not yet deleted included), and their bytes. */
+  totals(): { packs: number; bytes: number } {
+    return this.#read(() => this.#totals.get() as { packs: number; bytes: number });
   }
 
   /** Whether the index has a row for this pack (live or awaiting deletion). */

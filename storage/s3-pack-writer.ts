@@ -43,7 +43,7 @@ export interface PackWriterDeps {
   land(id: string, bytes: number, blocks: readonly LandedBlock[]): number;
   /** Deletes a pack object that no index row refers to (its blocks were deleted meanwhile). Best effort. */
   discard(id: string): void;
-  /** Whether a block is already indexed (a put of it is then a no-op). */
+  /** Whether a block is already indexed (a put of it then only renews its time for gc: PackIndex.touch). */
   indexed(cid: CID): boolean;
   /** The error a put or flush reports for `cid` when its pack's upload failed with `err`. */
   describe(err: unknown, cid: CID, pack: string): VaultError;

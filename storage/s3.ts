@@ -41,6 +41,7 @@ import type { ServiceInputTypes, ServiceOutputTypes } from '@aws-sdk/client-s3';
 import { CID } from 'multiformats/cid';
 import { VaultError, abortError, isVaultError, throwIfAborted } from '../src/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
+import { checkGrace, collectGarbage, type CollectOptions, type CollectReport } from './gc.ts';
 import { DEFAULT_HEADER_RESERVE, PACK_PREAMBLE_BYTES, decodePackHeader, packDataStart } from './pack-format.ts';
 import { PackIndex, type LandedBlock } from './s3-pack-index.ts';
 import { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, PackWriter } from './s3-pack-writer.ts';
@@ -164,6 +165,14 @@ export interface IndexRebuildReport {
   unreadable: Array<{ key: string; reason: string }>;
 }
 
+/** What S3BlockStore.gc did: gc.ts's report, the index rebuild run first, and the bucket's packs before and after. */
+export interface S3GcReport extends CollectReport {
+  reindexed: IndexRebuildReport;
+  /** Pack objects the index knows and their bytes; a pack with live blocks left keeps its dead bytes (no compaction yet). */
+  packsBefore: { packs: number; bytes: number };
+  packsAfter: { packs: number; bytes: number };
+}
+
 /** Packs whose heads rebuildIndex reads at once. */
 const REBUILD_CONCURRENCY = 8;
 
@@ -231,7 +240,7 @@ export class S3BlockStore implements BlockStore {
           upload: (id, body, signal) => this.#uploadPack(id, body, signal),
           land: (id, bytes, blocks) => index.land(id, bytes, blocks),
           discard: (id) => this.#background(this.#deleteObject(this.packKey(id), this.#closing.signal)),
-          indexed: (cid) => index.lookup(cid) !== undefined,
+          indexed: (cid) => index.touch(cid),
           describe: (err, cid, pack) => blockNotStored(err, cid, pack),
         },
       );
@@ -477,7 +486,7 @@ export class S3BlockStore implements BlockStore {
           else throw err;
           return;
         }
-        const live = index.land(id, size, landed);
+        const live = index.land(id, size, landed, objects[i]!.LastModified?.getTime() ?? Date.now());
         if (live === 0) report.redundant++;
         else {
           report.indexed++;
@@ -488,6 +497,47 @@ export class S3BlockStore implements BlockStore {
     } while (token !== undefined);
     report.unreadable.sort((a, b) => (a.key < b.key ? -1 : 1));
     return report;
+  }
+
+  /**
+   * Garbage collection (`dicom-vault gc --store s3`). First the index rebuild: packs the index
+   * lacks (orphans of a crash between an upload and its landing, or the packs of an index restored
+   * from an older copy) become visible, so their study manifests are kept as roots and their
+   * other blocks can be collected. Then gc.ts's collection over this store: every node under
+   * every root is read and checked, and the blocks no root reaches are deleted once older than
+   * the grace period (a pack's landing, or the last put that found the block stored). A pack
+   * object is deleted with its last live block; one with live blocks left keeps its dead bytes
+   * until packs can be compacted.
+   */
+  async gc(options: CollectOptions & { keep?: Iterable<CID> | AsyncIterable<CID> } = {}): Promise<S3GcReport> {
+    const index = this.#index;
+    if (index === undefined) throw new VaultError('CONFIG_INVALID', 'gc on S3 needs the pack index (no index path)');
+    const { keep = [], ...collect } = options;
+    checkGrace(collect); // before anything is read
+    const reindexed = await this.rebuildIndex(collect.signal === undefined ? {} : { signal: collect.signal });
+    const packsBefore = index.totals();
+    const report = await collectGarbage(this, keep, collect);
+    return { ...report, reindexed, packsBefore, packsAfter: index.totals() };
+  }
+
+  /**
+   * Size and last write (ms since the epoch) of a block, for gc: a pending block is new; a packed
+   * one has its pack's landing or its last touch (PackIndex.written); an object of its own, its
+   * LastModified. undefined when it is not stored. (A pending block's size is not looked up: 0.)
+   */
+  async blockInfo(cid: CID, options: AbortOptions = {}): Promise<{ size: number; writtenMs: number } | undefined> {
+    if (this.#writer?.has(cid) === true) return { size: 0, writtenMs: Date.now() };
+    const packed = this.#index?.written(cid);
+    if (packed !== undefined) return packed;
+    return this.#run('check', { cid }, options.signal, async (abortSignal) => {
+      try {
+        const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(cid) }), { abortSignal });
+        return { size: head.ContentLength ?? 0, writtenMs: head.LastModified?.getTime() ?? Date.now() };
+      } catch (err) {
+        if (httpStatus(err) === 404) return undefined;
+        throw err;
+      }
+    });
   }
 
   /** Where a pack's header says its blocks are. BLOCK_CORRUPT if it is not a pack, BLOCK_NOT_FOUND if it is gone. */

@@ -1,10 +1,11 @@
 // The S3 store's pack index (storage/s3-pack-index.ts) on its own: landing a pack twice, as a
-// rebuild and the pack's writer may (S3BlockStore.rebuildIndex runs beside a serving node), and a
-// pack whose blocks are all indexed elsewhere.
+// rebuild and the pack's writer may (S3BlockStore.rebuildIndex runs beside a serving node), a
+// pack whose blocks are all indexed elsewhere, and the touch times gc reads (and their migration).
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { rawCid } from '../storage/cid.ts';
 import { PackIndex, type LandedBlock } from '../storage/s3-pack-index.ts';
@@ -53,5 +54,33 @@ describe('PackIndex.land', () => {
     expect(index.land('p-b', 300, landed.map((b) => ({ ...b, start: b.start + 1 })))).toBe(0);
     expect(index.hasPack('p-b')).toBe(false);
     expect(index.lookup(landed[0]!.cid)).toMatchObject({ pack: 'p-a' });
+  });
+});
+
+describe('PackIndex.touch', () => {
+  it('gives a block put again a new time, only when its own is over a minute old', () => {
+    const [b] = blocks(1);
+    const now = Date.now();
+    index.land('p-t', 200, [b!], now - 2 * 24 * 3600 * 1000);
+    expect(index.written(b!.cid)).toEqual({ size: 64, writtenMs: now - 2 * 24 * 3600 * 1000 });
+    expect(index.touch(b!.cid, now)).toBe(true);
+    expect(index.written(b!.cid)?.writtenMs).toBe(now);
+    expect(index.touch(b!.cid, now + 30_000)).toBe(true);
+    expect(index.written(b!.cid)?.writtenMs).toBe(now); // within the minute: no write
+    expect(index.touch(rawCid(randomBytes(8)), now)).toBe(false);
+  });
+
+  it('comes to an index written before blocks had a touch time (schema 1) when it is opened', () => {
+    const [b] = blocks(1);
+    index.land('p-old', 200, [b!], 1_000);
+    index.close();
+    const path = join(dir, 's3-index.db');
+    const db = new DatabaseSync(path);
+    db.exec('ALTER TABLE blocks DROP COLUMN touched; PRAGMA user_version = 1');
+    db.close();
+    index = PackIndex.open(path);
+    expect(index.written(b!.cid)).toEqual({ size: 64, writtenMs: 1_000 });
+    expect(index.touch(b!.cid, 5_000_000)).toBe(true);
+    expect(index.written(b!.cid)?.writtenMs).toBe(5_000_000);
   });
 });

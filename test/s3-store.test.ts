@@ -6,6 +6,7 @@
 // after another: one of them stops the server.
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { Writable } from 'node:stream';
@@ -659,6 +660,80 @@ describe('a node on --store s3', () => {
     const again = await startNode(options, createLogger('warn', logSink));
     nodes.push(again);
     await expectStudy(again, study, parts);
+    // gc beside it: everything is reached, nothing goes.
+    const gc = await run(['gc', ...args], env);
+    expect(gc.stderr).toBe('');
+    expect(gc.code).toBe(0);
+    expect(gc.stdout).toMatch(new RegExp(`^${report.blocks} blocks: ${report.blocks} reached from a study version, 0 unreached .* 0 deleted`, 'm'));
+    expect(gc.stdout).toMatch(new RegExp(`packs in the bucket: ${report.indexed} \\(.*\\) before, ${report.indexed} \\(`));
+  });
+
+  describe('gc', () => {
+    const DAY_MS = 24 * 3600 * 1000;
+
+    /** A node holding one small study, and the roots gc keeps (every version of it). */
+    async function nodeWithStudy(label: string, seed: number) {
+      const prefix = nextPrefix(label);
+      const node = await startS3Node(s3Env(bucket, { DICOM_VAULT_S3_PREFIX: prefix }));
+      const study = small(seed, 3);
+      const parts = await Promise.all(study.instances.map(bytesOf));
+      expect((await stow(node.url, parts)).status).toBe(200);
+      const roots = node.vault.catalog.versions(study.studyInstanceUID).map((v) => CID.parse(v.root));
+      return { prefix, node, study, parts, roots, store: node.vault.store as S3BlockStore };
+    }
+
+    it('deletes the blocks no study reaches once old, with their packs, orphan packs included; the study stays whole', async () => {
+      const { prefix, node, study, parts, roots, store } = await nodeWithStudy('gc', 14);
+      // Garbage: three blocks in a pack of their own (a flush seals the pending pack).
+      const garbage = [block(30_000), block(30_000), block(30_000)];
+      for (const g of garbage) await store.put(g.cid, g.bytes, { durable: false });
+      await store.flush();
+      const garbagePack = store.locate(garbage[0]!.cid).key;
+      // An orphan pack: uploaded, never in this node's index (a crash between upload and landing).
+      const orphan = block(20_000);
+      const other = await S3BlockStore.open(s3StoreOptions(bucket, { prefix, indexPath: nextIndex() }));
+      await other.put(orphan.cid, orphan.bytes);
+      const orphanPack = other.locate(orphan.cid).key;
+      await other.close();
+      const packs = await listKeys(admin, bucket, `${prefix}packs/`);
+      expect(packs).toEqual(expect.arrayContaining([garbagePack, orphanPack]));
+
+      // Two days from now, with a grace of one hour: everything unreached is old.
+      const report = await store.gc({ graceS: 3600, keep: roots, now: Date.now() + 2 * DAY_MS });
+      expect(report.reindexed).toMatchObject({ indexed: 1, blocks: 1, unreadable: [] });
+      expect(report).toMatchObject({ young: 0, deleted: 4, deletedBytes: 3 * 30_000 + 20_000, otherRoots: 0 });
+      expect(report.reachable).toBe(report.blocks - 4);
+      expect(report.packsAfter.packs).toBe(report.packsBefore.packs - 2);
+      const left = await listKeys(admin, bucket, `${prefix}packs/`);
+      expect(left.sort()).toEqual(packs.filter((k) => k !== garbagePack && k !== orphanPack).sort());
+      for (const g of [...garbage, orphan]) await expectCode(store.get(g.cid), 'BLOCK_NOT_FOUND');
+      await expectStudy(node, study, parts);
+      expect((await verifyStudy(node.vault, study.studyInstanceUID)).problems).toEqual([]);
+      // Nothing left to take.
+      expect(await store.gc({ graceS: 3600, keep: roots, now: Date.now() + 2 * DAY_MS })).toMatchObject({ deleted: 0, young: 0 });
+    });
+
+    it('keeps unreached blocks younger than the grace period, and a block put again counts as new', async () => {
+      const { node, roots, store } = await nodeWithStudy('gc-young', 15);
+      const [old, again] = [block(10_000), block(10_000)];
+      for (const b of [old, again]) await store.put(b.cid, b.bytes);
+      // Both landed two days ago (the index says so), then `again` is put once more: a retry.
+      const db = new DatabaseSync(join(node.vault.options.dataDir, 's3-index.db'));
+      try {
+        db.prepare('UPDATE packs SET created = created - ?').run(2 * DAY_MS);
+      } finally {
+        db.close();
+      }
+      await store.put(again.cid, again.bytes);
+      const fresh = block(10_000);
+      await store.put(fresh.cid, fresh.bytes, { durable: false });
+
+      const report = await store.gc({ graceS: 3600, keep: roots });
+      expect(report).toMatchObject({ young: 2, deleted: 1, deletedBytes: 10_000 });
+      await expectCode(store.get(old.cid), 'BLOCK_NOT_FOUND');
+      expectSameBytes(await getVerified(store, again.cid), again.bytes);
+      expectSameBytes(await getVerified(store, fresh.cid), fresh.bytes);
+    });
   });
 
   // With one block per pack (DICOM_VAULT_S3_PACK_BYTES=1) deleting a pack removes exactly the
