@@ -28,7 +28,8 @@ Commands:
   export <study-uid> <dir>  write the study's current instances as decrypted Part 10 files
   gc [--grace SECONDS]      delete the blocks no study version reaches (ipfs: pins), once older than
                             the grace period (default 86400; fs, s3: at least 3600), which keeps the
-                            blocks of ingests not yet committed (s3: runs reindex first)
+                            blocks of ingests not yet committed (s3: runs reindex first, and
+                            compacts the packs left at most half live)
   reindex                   (--store s3) index every pack in the bucket that <data-dir>/s3-index.db
                             lacks, from the packs' headers (after losing it or restoring an old copy)
 ${CAR_USAGE}
@@ -234,8 +235,10 @@ async function collectS3(vault: Vault, graceS: number, json: boolean): Promise<n
     if (report.reindexed.indexed > 0) out(`indexed first: ${report.reindexed.indexed} packs the index lacked (${report.reindexed.blocks} blocks)`);
     for (const u of report.reindexed.unreadable) out(`UNREADABLE ${u.key}: ${u.reason} (left in the bucket)`);
     out(describeCollection(report, graceS));
-    const { packsBefore: before, packsAfter: after } = report;
-    out(`packs in the bucket: ${before.packs} (${mb(before.bytes)} MB) before, ${after.packs} (${mb(after.bytes)} MB) after; a pack with live blocks keeps its dead bytes (no compaction yet)`);
+    const { compacted: c, packsBefore: before, packsAfter: after } = report;
+    if (c.packs > 0) out(`compacted ${c.packs} packs at most half live: ${mb(c.bytesBefore)} MB -> ${mb(c.bytesAfter)} MB, ${c.blocks} blocks moved`);
+    for (const k of c.skipped) out(`NOT COMPACTED ${k.key}: ${k.reason} (run verify on its studies)`);
+    out(`packs in the bucket: ${before.packs} (${mb(before.bytes)} MB) before, ${after.packs} (${mb(after.bytes)} MB) after`);
   }
   return 0;
 }

@@ -65,6 +65,9 @@ export class PackIndex {
   readonly #written: StatementSync;
   readonly #touch: StatementSync;
   readonly #totals: StatementSync;
+  readonly #sparse: StatementSync;
+  readonly #move: StatementSync;
+  readonly #recount: StatementSync;
   readonly #insertBlock: StatementSync;
   readonly #setLive: StatementSync;
   readonly #deleteBlock: StatementSync;
@@ -88,6 +91,13 @@ export class PackIndex {
     );
     this.#touch = db.prepare('UPDATE blocks SET touched = ? WHERE cid = ?');
     this.#totals = db.prepare('SELECT count(*) AS packs, coalesce(sum(bytes), 0) AS bytes FROM packs');
+    this.#sparse = db.prepare(
+      `SELECT p.id AS id, p.bytes AS bytes, p.created AS created, sum(b.size) AS liveBytes
+         FROM packs p JOIN blocks b ON b.pack = p.id WHERE p.live > 0
+         GROUP BY p.id HAVING sum(b.size) <= p.bytes * ? ORDER BY p.id`,
+    );
+    this.#move = db.prepare('UPDATE blocks SET pack = ?, start = ? WHERE cid = ? AND pack = ?');
+    this.#recount = db.prepare('UPDATE packs SET live = (SELECT count(*) FROM blocks WHERE pack = ?1) WHERE id = ?1 RETURNING live');
     this.#insertBlock = db.prepare('INSERT OR IGNORE INTO blocks (cid, pack, start, size) VALUES (?, ?, ?, ?)');
     this.#setLive = db.prepare('UPDATE packs SET blocks = ?, live = ? WHERE id = ?');
     this.#deleteBlock = db.prepare('DELETE FROM blocks WHERE cid = ? RETURNING pack');
@@ -171,6 +181,29 @@ export class PackIndex {
   /** Pack objects the index knows (dead ones not yet deleted included), and their bytes. */
   totals(): { packs: number; bytes: number } {
     return this.#read(() => this.#totals.get() as { packs: number; bytes: number });
+  }
+
+  /** Packs with live blocks whose live bytes are at most `maxLiveFraction` of the object (compaction's candidates), oldest first. */
+  sparsePacks(maxLiveFraction: number): Array<{ id: string; bytes: number; created: number; liveBytes: number }> {
+    return this.#read(() => this.#sparse.all(maxLiveFraction) as Array<{ id: string; bytes: number; created: number; liveBytes: number }>);
+  }
+
+  /**
+   * Compaction's commit, one transaction: the blocks of `moved` that still point into pack `from`
+   * now point into the uploaded pack `to` (a block deleted meanwhile is not brought back). `to`
+   * gets a row (landed at `createdMs`) unless nothing moved; `from` keeps as live the blocks
+   * still in it (0: dead, its object to delete, then `dropPack`).
+   */
+  repoint(from: string, to: string, toBytes: number, createdMs: number, moved: readonly LandedBlock[]): { moved: number; fromLive: number } {
+    return this.#write(() => {
+      this.#insertPack.run(to, toBytes, createdMs);
+      let n = 0;
+      for (const b of moved) n += Number(this.#move.run(to, b.start, b.cid.bytes, from).changes);
+      if (n === 0) this.#dropPack.run(to);
+      else this.#setLive.run(n, n, to);
+      const fromLive = (this.#recount.get(from) as { live: number } | undefined)?.live ?? 0;
+      return { moved: n, fromLive };
+    });
   }
 
   /** Whether the index has a row for this pack (live or awaiting deletion). */

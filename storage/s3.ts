@@ -42,9 +42,10 @@ import { CID } from 'multiformats/cid';
 import { VaultError, abortError, isVaultError, throwIfAborted } from '../src/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { checkGrace, collectGarbage, type CollectOptions, type CollectReport } from './gc.ts';
-import { DEFAULT_HEADER_RESERVE, PACK_PREAMBLE_BYTES, decodePackHeader, packDataStart } from './pack-format.ts';
+import { DEFAULT_HEADER_RESERVE, PACK_PREAMBLE_BYTES, decodePackHeader, encodePack, packDataStart } from './pack-format.ts';
 import { PackIndex, type LandedBlock } from './s3-pack-index.ts';
 import { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, PackWriter } from './s3-pack-writer.ts';
+import { getVerified } from './verified.ts';
 import { DEFAULT_READ_CACHE_BYTES, DEFAULT_READ_SPAN, SpanReader, type SpanTarget } from './s3-span-reader.ts';
 
 export { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, DEFAULT_READ_CACHE_BYTES, DEFAULT_READ_SPAN };
@@ -165,10 +166,25 @@ export interface IndexRebuildReport {
   unreadable: Array<{ key: string; reason: string }>;
 }
 
-/** What S3BlockStore.gc did: gc.ts's report, the index rebuild run first, and the bucket's packs before and after. */
+/** What S3BlockStore.compact did. */
+export interface CompactReport {
+  /** Packs rewritten, the live blocks moved out of them, and the packs' bytes before and after. */
+  packs: number;
+  blocks: number;
+  bytesBefore: number;
+  bytesAfter: number;
+  /** Packs left as they were because a live block could not be read intact (verify names it). */
+  skipped: Array<{ key: string; reason: string }>;
+}
+
+/** Compaction rewrites a pack once its live blocks fill at most this fraction of it. */
+export const DEFAULT_COMPACT_MAX_LIVE = 0.5;
+
+/** What S3BlockStore.gc did: gc.ts's report, the index rebuild run first, the compaction run last, and the bucket's packs before and after. */
 export interface S3GcReport extends CollectReport {
   reindexed: IndexRebuildReport;
-  /** Pack objects the index knows and their bytes; a pack with live blocks left keeps its dead bytes (no compaction yet). */
+  compacted: CompactReport;
+  /** Pack objects the index knows, and their bytes. */
   packsBefore: { packs: number; bytes: number };
   packsAfter: { packs: number; bytes: number };
 }
@@ -334,7 +350,10 @@ export class S3BlockStore implements BlockStore {
         return await this.#spans!.get(packed, signal);
       } catch (err) {
         const timedOut = err instanceof RangeReadFailure && err.timedOut;
-        throw this.#failure(err instanceof RangeReadFailure ? err.cause : err, 'get', { cid, pack: packed.pack }, signal, timedOut);
+        const failure = this.#failure(err instanceof RangeReadFailure ? err.cause : err, 'get', { cid, pack: packed.pack }, signal, timedOut);
+        // Compaction moved the block (and deleted its old pack) since it was looked up: read it where it is now.
+        if (isVaultError(failure, 'BLOCK_NOT_FOUND') && this.#moved(cid, packed.pack)) return this.get(cid, options);
+        throw failure;
       }
     }
     const key = this.key(cid);
@@ -369,16 +388,22 @@ export class S3BlockStore implements BlockStore {
         return true;
       } catch (err) {
         // A HEAD response has no body, so 404 is all there is; 403 stays an error (below).
-        if (httpStatus(err) === 404) return false;
+        if (httpStatus(err) === 404) return packed !== undefined && this.#moved(cid, packed.pack) ? this.has(cid, options) : false;
         throw err;
       }
     });
   }
 
+  /** Whether the index now places `cid` in a pack other than `pack` (compaction moved it). */
+  #moved(cid: CID, pack: string): boolean {
+    const now = this.#index?.lookup(cid);
+    return now !== undefined && now.pack !== pack;
+  }
+
   /**
    * Removes the block wherever it is: pending (it is left out of its pack), in flight (not
    * indexed when its pack lands), indexed (the pack's object is deleted with its last live
-   * block; packs are not compacted), and its own object, if any. Idempotent.
+   * block; gc compacts packs left mostly dead), and its own object, if any. Idempotent.
    */
   async delete(cid: CID, options: AbortOptions = {}): Promise<void> {
     const { signal } = options;
@@ -506,8 +531,8 @@ export class S3BlockStore implements BlockStore {
    * other blocks can be collected. Then gc.ts's collection over this store: every node under
    * every root is read and checked, and the blocks no root reaches are deleted once older than
    * the grace period (a pack's landing, or the last put that found the block stored). A pack
-   * object is deleted with its last live block; one with live blocks left keeps its dead bytes
-   * until packs can be compacted.
+   * object is deleted with its last live block. Last, the packs left at most half live are
+   * compacted.
    */
   async gc(options: CollectOptions & { keep?: Iterable<CID> | AsyncIterable<CID> } = {}): Promise<S3GcReport> {
     const index = this.#index;
@@ -517,7 +542,53 @@ export class S3BlockStore implements BlockStore {
     const reindexed = await this.rebuildIndex(collect.signal === undefined ? {} : { signal: collect.signal });
     const packsBefore = index.totals();
     const report = await collectGarbage(this, keep, collect);
-    return { ...report, reindexed, packsBefore, packsAfter: index.totals() };
+    const compacted = await this.compact(collect.signal === undefined ? {} : { signal: collect.signal });
+    return { ...report, reindexed, compacted, packsBefore, packsAfter: index.totals() };
+  }
+
+  /**
+   * Rewrites every pack whose live blocks fill at most `maxLiveFraction` of it (default half):
+   * its live blocks are read and re-hashed, uploaded as a new pack, the index points them there
+   * (one transaction; a block deleted meanwhile stays deleted), and the old pack object is
+   * deleted. A reader that looked a block up before the move and finds the old pack gone looks
+   * again (get, has). The new pack keeps the old one's landing time, so gc's grace is unchanged
+   * for what it holds. A pack with a block that cannot be read intact is left for verify to name.
+   */
+  async compact(options: AbortOptions & { maxLiveFraction?: number } = {}): Promise<CompactReport> {
+    const { signal } = options;
+    const index = this.#index;
+    if (index === undefined) throw new VaultError('CONFIG_INVALID', 'compaction needs the pack index (no index path)');
+    const report: CompactReport = { packs: 0, blocks: 0, bytesBefore: 0, bytesAfter: 0, skipped: [] };
+    for (const sparse of index.sparsePacks(options.maxLiveFraction ?? DEFAULT_COMPACT_MAX_LIVE)) {
+      throwIfAborted(signal);
+      const rows = index.following(sparse.id, 0, Number.MAX_SAFE_INTEGER);
+      let blocks: Array<{ cid: CID; bytes: Uint8Array }>;
+      try {
+        blocks = [];
+        for (const row of rows) {
+          const cid = CID.decode(row.cid);
+          blocks.push({ cid, bytes: await getVerified(this, cid, signal === undefined ? {} : { signal }) });
+        }
+      } catch (err) {
+        if (!isVaultError(err, 'BLOCK_CORRUPT') && !isVaultError(err, 'BLOCK_NOT_FOUND')) throw err;
+        report.skipped.push({ key: this.packKey(sparse.id), reason: err.message });
+        continue;
+      }
+      const body = encodePack(blocks);
+      const { dataStart, entries } = decodePackHeader(body);
+      const id = newPackId();
+      await this.#uploadPack(id, body, signal ?? this.#closing.signal);
+      const landed = entries.map((e) => ({ cid: e.cid, start: dataStart + e.offset, size: e.length }));
+      const { moved, fromLive } = index.repoint(sparse.id, id, body.byteLength, sparse.created, landed);
+      if (moved === 0) await this.#deleteObject(this.packKey(id), signal).catch(() => undefined); // all deleted meanwhile: garbage
+      if (fromLive === 0) await this.#deleteDeadPack(sparse.id, signal);
+      report.packs++;
+      report.blocks += moved;
+      report.bytesBefore += sparse.bytes;
+      report.bytesAfter += (moved > 0 ? body.byteLength : 0) + (fromLive > 0 ? sparse.bytes : 0);
+    }
+    report.skipped.sort((a, b) => (a.key < b.key ? -1 : 1));
+    return report;
   }
 
   /**

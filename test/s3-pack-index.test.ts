@@ -84,3 +84,33 @@ describe('PackIndex.touch', () => {
     expect(index.written(b!.cid)?.writtenMs).toBe(5_000_000);
   });
 });
+
+describe('PackIndex compaction', () => {
+  it('lists packs at most the given fraction live, and moves only the blocks still in the old pack', () => {
+    const landed = blocks(4); // 4 x 64 bytes in a pack of 400
+    index.land('p-old', 400, landed, 7_000);
+    expect(index.sparsePacks(0.5)).toEqual([]);
+    index.remove(landed[0]!.cid);
+    index.remove(landed[1]!.cid);
+    expect(index.sparsePacks(0.5)).toEqual([{ id: 'p-old', bytes: 400, created: 7_000, liveBytes: 128 }]);
+
+    // Compaction copied blocks 1-3; block 1 was deleted before, block 2 while it ran.
+    index.remove(landed[2]!.cid);
+    const copied = landed.slice(1).map((b, i) => ({ ...b, start: 50 + i * 64 }));
+    expect(index.repoint('p-old', 'p-new', 100, 7_000, copied)).toEqual({ moved: 1, fromLive: 0 });
+    expect(index.lookup(landed[3]!.cid)).toMatchObject({ pack: 'p-new', start: 50 + 2 * 64 });
+    expect(index.lookup(landed[1]!.cid)).toBeUndefined();
+    expect(index.lookup(landed[2]!.cid)).toBeUndefined();
+    expect(index.deadPacks()).toEqual(['p-old']);
+    expect(index.written(landed[3]!.cid)?.writtenMs).toBe(7_000); // the old pack's time, for gc
+    expect(index.sparsePacks(0.5)).toEqual([]);
+  });
+
+  it('keeps no row for the new pack when every block was deleted meanwhile', () => {
+    const landed = blocks(2);
+    index.land('p-x', 300, landed);
+    for (const b of landed) index.remove(b.cid);
+    expect(index.repoint('p-x', 'p-y', 200, 1, landed)).toEqual({ moved: 0, fromLive: 0 });
+    expect(index.hasPack('p-y')).toBe(false);
+  });
+});

@@ -561,6 +561,59 @@ describe('S3BlockStore index rebuild', () => {
   });
 });
 
+describe('S3BlockStore compaction', () => {
+  afterEach(() => {
+    proxy.rule = () => undefined;
+  });
+
+  it('rewrites a pack left mostly dead; readers that looked a block up before the move still find it', async () => {
+    const prefix = nextPrefix('compact');
+    const indexPath = nextIndex();
+    const store = await viaProxy({ prefix, indexPath });
+    const reader = await viaProxy({ prefix, indexPath }); // as a second process on the same index
+    try {
+      const blocks = Array.from({ length: 8 }, () => block(50_000));
+      for (const b of blocks) await store.put(b.cid, b.bytes, { durable: false });
+      await store.flush();
+      const oldPack = store.locate(blocks[0]!.cid).key;
+      expect(new Set(blocks.map((b) => store.locate(b.cid).key))).toEqual(new Set([oldPack]));
+      const full = block(50_000); // a pack of its own, all live: left alone
+      await store.put(full.cid, full.bytes);
+      const fullPack = store.locate(full.cid).key;
+      for (const b of blocks.slice(0, 6)) await store.delete(b.cid);
+      const kept = blocks.slice(6); // 2 of 8 live
+
+      // The reader's first GET and first HEAD of the old pack reach the server only after the
+      // compaction has deleted it.
+      const held = new Set<string>();
+      proxy.rule = (req) => {
+        if (!req.url.includes(oldPack) || (req.method !== 'GET' && req.method !== 'HEAD') || held.has(req.method)) return undefined;
+        held.add(req.method);
+        return { delayMs: 2000 };
+      };
+      const reading = getVerified(reader, kept[0]!.cid);
+      const checking = reader.has(kept[1]!.cid);
+      await until(() => held.size === 2);
+      const report = await store.compact();
+      expect(report).toMatchObject({ packs: 1, blocks: 2, skipped: [] });
+      expect(report.bytesAfter).toBeLessThan(report.bytesBefore / 3);
+      const newPack = store.locate(kept[0]!.cid).key;
+      expect(newPack).not.toBe(oldPack);
+      const keys = await listKeys(admin, bucket, `${prefix}packs/`);
+      expect(keys.sort()).toEqual([fullPack, newPack].sort());
+
+      expectSameBytes(await reading, kept[0]!.bytes);
+      expect(await checking).toBe(true);
+      for (const b of kept) expectSameBytes(await getVerified(store, b.cid), b.bytes);
+      for (const b of blocks.slice(0, 6)) await expectCode(store.get(b.cid), 'BLOCK_NOT_FOUND');
+      expect(await store.compact()).toMatchObject({ packs: 0, blocks: 0 });
+    } finally {
+      await store.close();
+      await reader.close();
+    }
+  });
+});
+
 describe('S3BlockStore large blocks', () => {
   it('uploads a block above the multipart threshold in parts and reads it back with ranged GETs', async () => {
     const store = await viaProxy({ multipartThreshold: 12 * MiB, partSize: 5 * MiB });
@@ -682,8 +735,20 @@ describe('a node on --store s3', () => {
       return { prefix, node, study, parts, roots, store: node.vault.store as S3BlockStore };
     }
 
-    it('deletes the blocks no study reaches once old, with their packs, orphan packs included; the study stays whole', async () => {
+    it('deletes the blocks no study reaches once old, with their packs, orphan packs included, and compacts a pack left mostly dead; the studies stay whole', async () => {
       const { prefix, node, study, parts, roots, store } = await nodeWithStudy('gc', 14);
+      // Garbage that shares a pack with a second study's blocks: pending when that study's
+      // request flushes, it goes into the same pack.
+      const mixed = block(100_000);
+      await store.put(mixed.cid, mixed.bytes, { durable: false });
+      const study2 = small(16, 2);
+      const parts2 = await Promise.all(study2.instances.map(bytesOf));
+      expect((await stow(node.url, parts2)).status).toBe(200);
+      const root2 = CID.parse(node.vault.catalog.versions(study2.studyInstanceUID)[0]!.root);
+      roots.push(root2);
+      const mixedPack = store.locate(mixed.cid).key;
+      const node2 = CID.parse(node.vault.catalog.listInstances({ study: study2.studyInstanceUID })[0]!.nodeCid);
+      expect(store.locate(node2).key).toBe(mixedPack);
       // Garbage: three blocks in a pack of their own (a flush seals the pending pack).
       const garbage = [block(30_000), block(30_000), block(30_000)];
       for (const g of garbage) await store.put(g.cid, g.bytes, { durable: false });
@@ -701,16 +766,23 @@ describe('a node on --store s3', () => {
       // Two days from now, with a grace of one hour: everything unreached is old.
       const report = await store.gc({ graceS: 3600, keep: roots, now: Date.now() + 2 * DAY_MS });
       expect(report.reindexed).toMatchObject({ indexed: 1, blocks: 1, unreadable: [] });
-      expect(report).toMatchObject({ young: 0, deleted: 4, deletedBytes: 3 * 30_000 + 20_000, otherRoots: 0 });
-      expect(report.reachable).toBe(report.blocks - 4);
+      expect(report).toMatchObject({ young: 0, deleted: 5, deletedBytes: 3 * 30_000 + 20_000 + 100_000, otherRoots: 0 });
+      expect(report.reachable).toBe(report.blocks - 5);
+      // The pack of the second study lost its largest block: rewritten with the rest.
+      expect(report.compacted).toMatchObject({ packs: 1, skipped: [] });
+      expect(report.compacted.blocks).toBeGreaterThan(0);
+      expect(report.compacted.bytesAfter).toBeLessThan(report.compacted.bytesBefore / 2);
       expect(report.packsAfter.packs).toBe(report.packsBefore.packs - 2);
       const left = await listKeys(admin, bucket, `${prefix}packs/`);
-      expect(left.sort()).toEqual(packs.filter((k) => k !== garbagePack && k !== orphanPack).sort());
-      for (const g of [...garbage, orphan]) await expectCode(store.get(g.cid), 'BLOCK_NOT_FOUND');
+      for (const gone of [garbagePack, orphanPack, mixedPack]) expect(left).not.toContain(gone);
+      expect(left).toContain(store.locate(node2).key);
+      expect(left).toHaveLength(packs.length - 2);
+      for (const g of [...garbage, orphan, mixed]) await expectCode(store.get(g.cid), 'BLOCK_NOT_FOUND');
       await expectStudy(node, study, parts);
-      expect((await verifyStudy(node.vault, study.studyInstanceUID)).problems).toEqual([]);
+      await expectStudy(node, study2, parts2);
+      for (const s of [study, study2]) expect((await verifyStudy(node.vault, s.studyInstanceUID)).problems).toEqual([]);
       // Nothing left to take.
-      expect(await store.gc({ graceS: 3600, keep: roots, now: Date.now() + 2 * DAY_MS })).toMatchObject({ deleted: 0, young: 0 });
+      expect(await store.gc({ graceS: 3600, keep: roots, now: Date.now() + 2 * DAY_MS })).toMatchObject({ deleted: 0, young: 0, compacted: { packs: 0 } });
     });
 
     it('keeps unreached blocks younger than the grace period, and a block put again counts as new', async () => {
