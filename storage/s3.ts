@@ -11,7 +11,9 @@
 // Every S3 write is atomic (a reader sees a whole object or a 404) and every object is written
 // once: content addressing makes single-block objects idempotent, and a pack has a fresh id. The
 // index gets a pack's rows only after its upload succeeded, so a crash leaves at worst an orphan
-// pack (garbage), never an index row pointing nowhere.
+// pack (garbage), never an index row pointing nowhere. The index can be rebuilt from the packs'
+// own headers (rebuildIndex, `dicom-vault reindex`); gc runs that first, so orphans are collected,
+// and compacts the packs it leaves at most half live (compact).
 //
 // Errors: only a 404 NoSuchKey is "absent" (for a packed block: its pack is missing). A 403, a
 // missing bucket, a 5xx after the retries, a timeout or a refused connection is
