@@ -227,9 +227,7 @@ async function collectFs(vault: Vault, graceS: number, json: boolean): Promise<n
 }
 
 async function collectS3(vault: Vault, graceS: number, json: boolean): Promise<number> {
-  const { S3BlockStore } = await import('../storage/s3.ts');
-  if (!(vault.store instanceof S3BlockStore)) throw new VaultError('INTERNAL', 'the s3 store did not open as S3BlockStore');
-  const report = await vault.store.gc({ graceS, keep: catalogRoots(vault.catalog) });
+  const report = await (await s3StoreOf(vault)).gc({ graceS, keep: catalogRoots(vault.catalog) });
   if (json) out(JSON.stringify({ graceS, ...report }, null, 2));
   else {
     if (report.reindexed.indexed > 0) out(`indexed first: ${report.reindexed.indexed} packs the index lacked (${report.reindexed.blocks} blocks)`);
@@ -252,14 +250,20 @@ function describeCollection(report: CollectReport, graceS: number): string {
   );
 }
 
-async function reindexS3(vault: Vault, json: boolean): Promise<number> {
+/** The vault's store as the S3BlockStore it opened as (s3.ts is loaded only for --store s3). */
+async function s3StoreOf(vault: Vault): Promise<import('../storage/s3.ts').S3BlockStore> {
   const { S3BlockStore } = await import('../storage/s3.ts');
   if (!(vault.store instanceof S3BlockStore)) throw new VaultError('INTERNAL', 'the s3 store did not open as S3BlockStore');
-  const report = await vault.store.rebuildIndex();
+  return vault.store;
+}
+
+async function reindexS3(vault: Vault, json: boolean): Promise<number> {
+  const store = await s3StoreOf(vault);
+  const report = await store.rebuildIndex();
   if (json) out(JSON.stringify(report, null, 2));
   else {
     out(
-      `${report.objects} objects in s3://${vault.store.bucket}/${vault.store.packKey('')}: ${report.known} packs indexed already, ` +
+      `${report.objects} objects in s3://${store.bucket}/${store.packKey('')}: ${report.known} packs indexed already, ` +
         `${report.indexed} indexed now (${report.blocks} blocks)` +
         (report.redundant > 0 ? `; ${report.redundant} packs whose blocks were all indexed elsewhere (left as garbage)` : '') +
         (report.gone > 0 ? `; ${report.gone} deleted while this ran` : ''),

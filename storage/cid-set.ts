@@ -43,25 +43,23 @@ export class CidSet {
   has(cid: CID): boolean {
     const key = keyOf(cid);
     if (key === undefined) return this.#others.has(cid.toString());
-    const slots = this.#slots;
-    for (let i = Number(key & this.#mask); ; i = (i + 1) & (slots.length - 1)) {
-      const slot = slots[i]!;
-      if (slot === 0n) return false;
-      if (slot === key) return true;
-    }
+    return this.#slots[this.#probe(key)] === key;
   }
 
   #insert(key: bigint): boolean {
+    const i = this.#probe(key);
+    if (this.#slots[i] === key) return false;
+    this.#slots[i] = key;
+    this.#used++;
+    return true;
+  }
+
+  /** The slot holding `key`, else the empty slot where it would go (linear probing; never full). */
+  #probe(key: bigint): number {
     const slots = this.#slots;
-    for (let i = Number(key & this.#mask); ; i = (i + 1) & (slots.length - 1)) {
-      const slot = slots[i]!;
-      if (slot === key) return false;
-      if (slot === 0n) {
-        slots[i] = key;
-        this.#used++;
-        return true;
-      }
-    }
+    let i = Number(key & this.#mask);
+    while (slots[i] !== 0n && slots[i] !== key) i = (i + 1) & (slots.length - 1);
+    return i;
   }
 
   #grow(): void {

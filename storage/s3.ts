@@ -449,11 +449,11 @@ export class S3BlockStore implements BlockStore {
       pending.add(key);
       yield cid;
     }
-    const listed = (cid: CID): boolean => pending.has(cid.toString());
+    const listed = (cid: CID): boolean => pending.size > 0 && pending.has(cid.toString());
     let n = 0;
     for (const cid of this.#index?.cids() ?? []) {
       if (++n % 1000 === 0) throwIfAborted(signal);
-      if (pending.size === 0 || !listed(cid)) yield cid;
+      if (!listed(cid)) yield cid;
     }
     let token: string | undefined;
     do {
@@ -544,10 +544,10 @@ export class S3BlockStore implements BlockStore {
     if (index === undefined) throw new VaultError('CONFIG_INVALID', 'gc on S3 needs the pack index (no index path)');
     const { keep = [], ...collect } = options;
     checkGrace(collect); // before anything is read
-    const reindexed = await this.rebuildIndex(collect.signal === undefined ? {} : { signal: collect.signal });
+    const reindexed = await this.rebuildIndex(collect);
     const packsBefore = index.totals();
     const report = await collectGarbage(this, keep, collect);
-    const compacted = await this.compact(collect.signal === undefined ? {} : { signal: collect.signal });
+    const compacted = await this.compact(collect);
     return { ...report, reindexed, compacted, packsBefore, packsAfter: index.totals() };
   }
 
@@ -572,7 +572,7 @@ export class S3BlockStore implements BlockStore {
         blocks = [];
         for (const row of rows) {
           const cid = CID.decode(row.cid);
-          blocks.push({ cid, bytes: await getVerified(this, cid, signal === undefined ? {} : { signal }) });
+          blocks.push({ cid, bytes: await getVerified(this, cid, options) });
         }
       } catch (err) {
         if (!isVaultError(err, 'BLOCK_CORRUPT') && !isVaultError(err, 'BLOCK_NOT_FOUND')) throw err;

@@ -143,6 +143,19 @@ async function gcBesideOpenStow(seed: number): Promise<{ study: ReturnType<typeo
   return { study, parts };
 }
 
+/**
+ * A study of 3 instances stored in two versions (two STOWs), then leftovers beside it: 3 blocks
+ * two days old and 2 a minute old. `studyBlocks`: the store's blocks before the leftovers.
+ */
+async function twoVersionsAndLeftovers(seed: number) {
+  const study = planStudy({ kind: 'single', instances: 3, rows: 64, columns: 64, seed });
+  const parts = await Promise.all(study.instances.map(bytesOf));
+  expect((await stow(node.url, parts.slice(0, 2))).status).toBe(200);
+  expect((await stow(node.url, parts.slice(2))).status).toBe(200);
+  const studyBlocks = await blockCount();
+  return { study, parts, studyBlocks, old: await leftovers(3, 2 * DAY_S), recent: await leftovers(2, 60) };
+}
+
 async function expectStudyWhole(studyUID: string, parts: Buffer[]): Promise<void> {
   const back = await retrieve(`${node.url}/studies/${studyUID}`);
   expect(back.status).toBe(200);
@@ -154,13 +167,7 @@ describe('dicom-vault gc (--store ipfs)', () => {
   beforeEach(() => startOn('ipfs'));
 
   it('deletes the unpinned blocks older than the grace period, beside a serving node, and keeps every study', async () => {
-    const study = planStudy({ kind: 'single', instances: 3, rows: 64, columns: 64, seed: 51 });
-    const parts = await Promise.all(study.instances.map(bytesOf));
-    expect((await stow(node.url, parts.slice(0, 2))).status).toBe(200);
-    expect((await stow(node.url, parts.slice(2))).status).toBe(200);
-    const studyBlocks = await blockCount();
-    const old = await leftovers(3, 2 * DAY_S);
-    const recent = await leftovers(2, 60);
+    const { study, parts, studyBlocks, old, recent } = await twoVersionsAndLeftovers(51);
 
     const first = await gc();
     expect(first.code, first.stdout + first.stderr).toBe(0);
@@ -233,14 +240,8 @@ describe('dicom-vault gc (--store fs)', () => {
   type FsReport = CollectReport & { graceS: number };
 
   it('deletes the blocks no study version reaches once older than the grace period, beside a serving node, and keeps every version of every study', async () => {
-    const study = planStudy({ kind: 'single', instances: 3, rows: 64, columns: 64, seed: 61 });
-    const parts = await Promise.all(study.instances.map(bytesOf));
     // Two versions: the first one's blocks are reached through its own root, not through the second's.
-    expect((await stow(node.url, parts.slice(0, 2))).status).toBe(200);
-    expect((await stow(node.url, parts.slice(2))).status).toBe(200);
-    const studyBlocks = await blockCount();
-    const old = await leftovers(3, 2 * DAY_S);
-    const recent = await leftovers(2, 60);
+    const { study, parts, studyBlocks, old, recent } = await twoVersionsAndLeftovers(61);
     // Files of writes a kill cut short: an old one and one being written now.
     const shard = path.dirname(blockFile(old[0]!));
     const staleTemp = path.join(shard, '.stale.tmp');

@@ -70,6 +70,11 @@ afterAll(async () => {
   if (indexDir) await rm(indexDir, { recursive: true, force: true });
 });
 
+// Every test sets the proxy's rule it needs; none outlives its test.
+afterEach(() => {
+  if (proxy) proxy.rule = () => undefined;
+});
+
 function block(size: number): { cid: CID; bytes: Uint8Array } {
   const bytes = randomBytes(size);
   return { cid: rawCid(bytes), bytes };
@@ -196,10 +201,6 @@ describe('S3BlockStore start-up checks', () => {
 });
 
 describe('S3BlockStore under server faults (fault-injecting proxy in front of Swift)', () => {
-  afterEach(() => {
-    proxy.rule = () => undefined;
-  });
-
   it('retries intermittent 500, 503 SlowDown and 429 answers until they succeed', async () => {
     const store = await viaProxy({ maxAttempts: 4 });
     try {
@@ -304,10 +305,6 @@ describe('S3BlockStore under server faults (fault-injecting proxy in front of Sw
 });
 
 describe('S3BlockStore packing', () => {
-  afterEach(() => {
-    proxy.rule = () => undefined;
-  });
-
   /** Reads blocks in order with 4 gets in flight, as the instance reader does. */
   async function readInOrder(store: S3BlockStore, cids: readonly CID[]): Promise<Uint8Array[]> {
     const out: Uint8Array[] = [];
@@ -477,10 +474,6 @@ describe('S3BlockStore packing', () => {
 });
 
 describe('S3BlockStore index rebuild', () => {
-  afterEach(() => {
-    proxy.rule = () => undefined;
-  });
-
   it('indexes every pack of the bucket from its header into a lost index, leaves known packs alone, and names objects that are not packs', async () => {
     const prefix = nextPrefix('rebuild');
     const writer = await viaProxy({ prefix, packBytes: 64 * 1024 });
@@ -562,10 +555,6 @@ describe('S3BlockStore index rebuild', () => {
 });
 
 describe('S3BlockStore compaction', () => {
-  afterEach(() => {
-    proxy.rule = () => undefined;
-  });
-
   it('rewrites a pack left mostly dead; readers that looked a block up before the move still find it', async () => {
     const prefix = nextPrefix('compact');
     const indexPath = nextIndex();
