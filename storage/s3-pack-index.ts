@@ -12,6 +12,7 @@ import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { CID } from 'multiformats/cid';
 import { VaultError } from '../src/errors.ts';
 import { openDatabase } from '../src/sqlite.ts';
+import type { PackEntry } from './pack-format.ts';
 
 const MIGRATIONS = [
   `CREATE TABLE packs (
@@ -52,6 +53,11 @@ export interface LandedBlock {
   /** Byte offset in the pack object. */
   start: number;
   size: number;
+}
+
+/** A pack's header entries (offsets in its data section, which starts at `dataStart`) as the index's rows. */
+export function landedBlocks(entries: readonly PackEntry[], dataStart: number): LandedBlock[] {
+  return entries.map((e) => ({ cid: e.cid, start: dataStart + e.offset, size: e.length }));
 }
 
 export class PackIndex {

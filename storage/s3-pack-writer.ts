@@ -15,7 +15,7 @@ import type { CID } from 'multiformats/cid';
 import { VaultError, abortError, throwIfAborted } from '../src/errors.ts';
 import type { AbortOptions, PutOptions } from './block-store.ts';
 import { DEFAULT_HEADER_RESERVE, PackBuilder, type PackEntry } from './pack-format.ts';
-import type { LandedBlock } from './s3-pack-index.ts';
+import { landedBlocks, type LandedBlock } from './s3-pack-index.ts';
 
 /** Target size of a pack's data, 8 MiB: Swift served 8 MiB objects at 1.5-2.5x the MB/s of 1 MiB ones. */
 export const DEFAULT_PACK_BYTES = 8 * 1024 * 1024;
@@ -321,7 +321,7 @@ export class PackWriter {
     let live = 0;
     if (entries.length > 0) {
       try {
-        live = this.#deps.land(pack.id, bytes, entries.map((e) => ({ cid: e.cid, start: dataStart + e.offset, size: e.length })));
+        live = this.#deps.land(pack.id, bytes, landedBlocks(entries, dataStart));
       } catch (err) {
         this.#deps.discard(pack.id);
         this.#uploadFailed(pack, err);

@@ -44,8 +44,8 @@ import { CID } from 'multiformats/cid';
 import { VaultError, abortError, isVaultError, throwIfAborted } from '../src/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { checkGrace, collectGarbage, type CollectOptions, type CollectReport } from './gc.ts';
-import { DEFAULT_HEADER_RESERVE, PACK_PREAMBLE_BYTES, decodePackHeader, encodePack, packDataStart } from './pack-format.ts';
-import { PackIndex, type LandedBlock } from './s3-pack-index.ts';
+import { DEFAULT_HEADER_RESERVE, PACK_PREAMBLE_BYTES, PackBuilder, decodePackHeader, packDataStart } from './pack-format.ts';
+import { PackIndex, landedBlocks, type LandedBlock } from './s3-pack-index.ts';
 import { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, PackWriter } from './s3-pack-writer.ts';
 import { getVerified } from './verified.ts';
 import { DEFAULT_READ_CACHE_BYTES, DEFAULT_READ_SPAN, SpanReader, type SpanTarget } from './s3-span-reader.ts';
@@ -579,11 +579,12 @@ export class S3BlockStore implements BlockStore {
         report.skipped.push({ key: this.packKey(sparse.id), reason: err.message });
         continue;
       }
-      const body = encodePack(blocks);
-      const { dataStart, entries } = decodePackHeader(body);
+      const builder = new PackBuilder(blocks.reduce((n, b) => n + b.bytes.byteLength, 0));
+      const entries = blocks.map((b) => ({ cid: b.cid, ...builder.add(b.bytes) }));
+      const body = builder.seal(entries);
       const id = newPackId();
       await this.#uploadPack(id, body, signal ?? this.#closing.signal);
-      const landed = entries.map((e) => ({ cid: e.cid, start: dataStart + e.offset, size: e.length }));
+      const landed = landedBlocks(entries, body.byteLength - builder.dataBytes);
       const { moved, fromLive } = index.repoint(sparse.id, id, body.byteLength, sparse.created, landed);
       if (moved === 0) await this.#deleteObject(this.packKey(id), signal).catch(() => undefined); // all deleted meanwhile: garbage
       if (fromLive === 0) await this.#deleteDeadPack(sparse.id, signal);
@@ -625,7 +626,7 @@ export class S3BlockStore implements BlockStore {
     if (dataStart > size) throw new VaultError('BLOCK_CORRUPT', `${key}: its header of ${dataStart} bytes runs past its ${size} bytes`);
     if (dataStart > head.byteLength) head = await this.#readHead(id, dataStart, signal);
     const { entries } = decodePackHeader(head.subarray(0, dataStart), size - dataStart, key);
-    return entries.map((e) => ({ cid: e.cid, start: dataStart + e.offset, size: e.length }));
+    return landedBlocks(entries, dataStart);
   }
 
   /** The first `bytes` bytes of a pack. */
