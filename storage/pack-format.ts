@@ -97,11 +97,20 @@ export function decodePackHeader(head: Uint8Array, dataBytes?: number, name = 'p
   return { dataStart, entries };
 }
 
-/** A whole pack of `blocks`, in order. For tests and tools; the store writes with PackBuilder. */
-export function encodePack(blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Uint8Array {
+/**
+ * A whole pack of `blocks`, in order, with its header's entries and where its data section starts
+ * (S3 compaction; the pack writer fills a PackBuilder block by block instead).
+ */
+export function buildPack(blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): { body: Uint8Array; entries: PackEntry[]; dataStart: number } {
   const builder = new PackBuilder(blocks.reduce((n, b) => n + b.bytes.byteLength, 0));
   const entries = blocks.map((b) => ({ cid: b.cid, ...builder.add(b.bytes) }));
-  return builder.seal(entries);
+  const body = builder.seal(entries);
+  return { body, entries, dataStart: body.byteLength - builder.dataBytes };
+}
+
+/** A whole pack of `blocks`, in order (buildPack's bytes). */
+export function encodePack(blocks: ReadonlyArray<{ cid: CID; bytes: Uint8Array }>): Uint8Array {
+  return buildPack(blocks).body;
 }
 
 /** Every block of a whole pack object, as views into `pack`. Throws BLOCK_CORRUPT if malformed. */

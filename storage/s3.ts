@@ -44,7 +44,7 @@ import { CID } from 'multiformats/cid';
 import { VaultError, abortError, isVaultError, throwIfAborted } from '../src/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { checkGrace, collectGarbage, type CollectOptions, type CollectReport } from './gc.ts';
-import { DEFAULT_HEADER_RESERVE, PACK_PREAMBLE_BYTES, PackBuilder, decodePackHeader, packDataStart } from './pack-format.ts';
+import { DEFAULT_HEADER_RESERVE, PACK_PREAMBLE_BYTES, buildPack, decodePackHeader, packDataStart } from './pack-format.ts';
 import { PackIndex, landedBlocks, type LandedBlock } from './s3-pack-index.ts';
 import { DEFAULT_PACK_BYTES, DEFAULT_PACK_UPLOADS, PackWriter } from './s3-pack-writer.ts';
 import { getVerified } from './verified.ts';
@@ -579,12 +579,10 @@ export class S3BlockStore implements BlockStore {
         report.skipped.push({ key: this.packKey(sparse.id), reason: err.message });
         continue;
       }
-      const builder = new PackBuilder(blocks.reduce((n, b) => n + b.bytes.byteLength, 0));
-      const entries = blocks.map((b) => ({ cid: b.cid, ...builder.add(b.bytes) }));
-      const body = builder.seal(entries);
+      const { body, entries, dataStart } = buildPack(blocks);
       const id = newPackId();
       await this.#uploadPack(id, body, signal ?? this.#closing.signal);
-      const landed = landedBlocks(entries, body.byteLength - builder.dataBytes);
+      const landed = landedBlocks(entries, dataStart);
       const { moved, fromLive } = index.repoint(sparse.id, id, body.byteLength, sparse.created, landed);
       if (moved === 0) await this.#deleteObject(this.packKey(id), signal).catch(() => undefined); // all deleted meanwhile: garbage
       if (fromLive === 0) await this.#deleteDeadPack(sparse.id, signal);
