@@ -7,17 +7,29 @@ if (major < 22) {
   throw new Error(`dicom-vault tests need Node >= 22 (got ${process.version}); run them with \`npm test\` after \`npm ci\``);
 }
 
+// Three projects: pure units (no servers, no processes of ours), integration suites against real
+// servers and processes, and the benchmark's own tests beside the benchmark.
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
-    // One anvil for the whole run, shared by the anchor suites (test/support/anvil.ts).
-    globalSetup: ['test/support/global-setup.ts'],
     // Spawned `dicom-vault serve` processes would each start the embedded chain on port 8545;
     // the anchor suites use the run's shared chain (or a private one) and turn anchoring on where
     // they test it.
     env: { DICOM_VAULT_CHAIN: 'none' },
+    projects: [
+      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      {
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          // One anvil for the whole run, shared by the anchor suites (test/support/anvil.ts).
+          globalSetup: ['test/support/global-setup.ts'],
+        },
+      },
+      { extends: true, test: { name: 'bench', include: ['bench/test/**/*.test.ts'] } },
+    ],
   },
 });

@@ -5,8 +5,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Address, Hex } from 'viem';
-import { VaultError } from '../src/errors.ts';
-import type { Catalog } from '../src/catalog.ts';
+import { VaultError } from '../src/core/errors.ts';
+import type { Catalog } from '../src/catalog/catalog.ts';
 import { anchorArtifact } from './contract/abi.ts';
 import { ANVIL_CHAIN_ID, ANVIL_DEV_KEY, startAnvil, type AnvilProcess } from './anvil.ts';
 import { accountFromKey, createChainClient, hasCode, readKeyFile, toChainError, type ChainClient } from './chain/client.ts';

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { delimiter, dirname, join } from 'node:path';
-import { VaultError } from '../src/errors.ts';
+import { VaultError } from '../src/core/errors.ts';
 
 /** JSON-RPC port of the embedded chain. */
 export const DEFAULT_CHAIN_PORT = 8545;

@@ -2,7 +2,7 @@
 // validated once at start-up with the rest of the node's configuration (src/config.ts spreads
 // ANCHOR_FLAGS into its FLAGS and calls resolveAnchorConfig).
 import { isAddress, getAddress, type Address } from 'viem';
-import { VaultError } from '../src/errors.ts';
+import { VaultError } from '../src/core/errors.ts';
 import { DEFAULT_CHAIN_PORT } from './anvil.ts';
 import { DEFAULT_BATCH_INTERVAL_S, DEFAULT_BATCH_MAX_LEAVES } from './service.ts';
 

@@ -8,7 +8,7 @@
 // are short. The contract stays a checksummed hex address, as every Ethereum tool shows it.
 import { CID } from 'multiformats/cid';
 import { getAddress, isAddress, type Address, type Hex } from 'viem';
-import { VaultError } from '../src/errors.ts';
+import { VaultError } from '../src/core/errors.ts';
 import { HASH_SIZE } from './merkle.ts';
 
 export const RECEIPT_TYPE = 'dicom-vault-receipt/1';

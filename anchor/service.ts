@@ -11,8 +11,8 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { TransactionNotFoundError, type Address, type Hex } from 'viem';
-import { VaultError } from '../src/errors.ts';
-import type { Catalog } from '../src/catalog.ts';
+import { VaultError } from '../src/core/errors.ts';
+import type { Catalog } from '../src/catalog/catalog.ts';
 import { anchorArtifact } from './contract/abi.ts';
 import { hasCode, toChainError, type ChainClient } from './chain/client.ts';
 import { findAnchoring, getReceipt, type Anchoring } from './chain/find-anchoring.ts';

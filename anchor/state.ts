@@ -11,8 +11,8 @@
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { CID } from 'multiformats/cid';
 import { bytesToHex, type Address, type Hex } from 'viem';
-import { VaultError } from '../src/errors.ts';
-import { DEFAULT_BUSY_TIMEOUT_MS, openDatabase } from '../src/sqlite.ts';
+import { VaultError } from '../src/core/errors.ts';
+import { DEFAULT_BUSY_TIMEOUT_MS, openDatabase } from '../src/core/sqlite.ts';
 import { MerkleTree } from './merkle.ts';
 import { encodeReceipt, type ReceiptJson } from './receipt.ts';
 

@@ -2,11 +2,11 @@
 // receipt hold against the chain, and is every version anchored before still in the study's
 // history (a rewritten history leaves anchored roots that the DAG no longer reaches)?
 import { CID } from 'multiformats/cid';
-import { isVaultError } from '../src/errors.ts';
-import type { Catalog } from '../src/catalog.ts';
+import { isVaultError } from '../src/core/errors.ts';
+import type { Catalog } from '../src/catalog/catalog.ts';
 import type { BlockStore } from '../storage/block-store.ts';
 import { getVerified } from '../storage/verified.ts';
-import { decodeStudyManifest } from '../ingest/dag.ts';
+import { decodeStudyManifest } from '../src/format/dag.ts';
 import type { ChainReader } from './anchoring.ts';
 import type { ReceiptJson } from './receipt.ts';
 import type { AnchorState, LeafState } from './state.ts';

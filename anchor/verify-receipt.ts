@@ -14,7 +14,7 @@
 //   time       the contract and the block both say `time`
 import { CID } from 'multiformats/cid';
 import { BlockNotFoundError, bytesToHex, parseEventLogs, type Address, type Hex, type TransactionReceipt } from 'viem';
-import { VaultError, isVaultError } from '../src/errors.ts';
+import { VaultError, isVaultError } from '../src/core/errors.ts';
 import { anchorAbi, anchorArtifact } from './contract/abi.ts';
 import { toChainError, type ChainClient } from './chain/client.ts';
 import { getReceipt } from './chain/find-anchoring.ts';

@@ -15,7 +15,7 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_MAX_BLOCKS_IN_FLIGHT } from '../ingest/instance.ts';
-import { allocateAligned, copyInto } from '../storage/aligned-memory.ts';
+import { allocateAligned, copyInto } from '../src/core/aligned-memory.ts';
 
 const MiB = 1 << 20;
 /** Scales every measurement; 1 takes about 30-60 s on a 2-core VM. */

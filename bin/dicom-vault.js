@@ -62,4 +62,4 @@ if (typeof process.execve === 'function' && (flags.length > 0 || env.length > 0)
 // a warm start then never loads Node's TypeScript stripper (a WebAssembly module), which saves
 // ~25 MiB of RSS for the life of the process and startup time. A failure to cache is harmless.
 module.enableCompileCache?.();
-await import('../src/cli.ts');
+await import('../src/shell/cli.ts');

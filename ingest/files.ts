@@ -4,7 +4,7 @@
 import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isVaultError } from '../src/errors.ts';
+import { isVaultError } from '../src/core/errors.ts';
 import { discardInstances, ingestInstance, keysOncePerStudy, WriteWindow, type IngestDeps, type IngestedInstance } from './instance.ts';
 import type { StudyWriter } from './study.ts';
 

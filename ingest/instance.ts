@@ -9,19 +9,19 @@
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import * as Digest from 'multiformats/hashes/digest';
-import { abortError, VaultError } from '../src/errors.ts';
+import { VaultError } from '../src/core/errors.ts';
+import { abortError } from '../src/core/abort.ts';
 import type { ScannedInstance } from '../src/dicom/model.ts';
-import type { DataKey } from '../src/keys.ts';
-import { copyInto } from '../storage/aligned-memory.ts';
+import type { DataKey } from '../src/format/keys.ts';
+import { copyInto } from '../src/core/aligned-memory.ts';
 import type { BlockStore } from '../storage/block-store.ts';
-import { DicomScanner, type DicomScannerOptions } from './dicom-scanner.ts';
-import { buildInstanceNode, type EncodedNode } from './dag.ts';
-import { sharedCryptoPool, TAG_BYTES, type CryptoPool, type Slot } from './crypto-pool.ts';
-import { deriveKey, newSalt } from './seal.ts';
+import { DicomScanner, type DicomScannerOptions } from '../src/dicom/scanner.ts';
+import { buildInstanceNode, DEFAULT_CHUNK_SIZE, type EncodedNode } from '../src/format/dag.ts';
+import { sharedCryptoPool, TAG_BYTES, type CryptoPool, type Slot } from '../src/format/crypto-pool.ts';
+import { deriveKey, newSalt } from '../src/format/seal.ts';
 
 const SHA2_256 = 0x12;
 
-export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 /**
  * Block writes (each a seal on a worker, then a put) a request keeps in flight. 1,000 small
  * instances, alternating fresh nodes on a fresh filesystem: 216/281/255 inst/s with 8 (the main

@@ -3,11 +3,11 @@
 // catalog commits the version (and queues its root for anchoring) in one transaction. History is
 // append-only: nothing stored is ever overwritten.
 import { CID } from 'multiformats/cid';
-import { isVaultError } from '../src/errors.ts';
-import type { Catalog, CatalogInstance, StudyVersion } from '../src/catalog.ts';
-import type { DataKey } from '../src/keys.ts';
+import { isVaultError } from '../src/core/errors.ts';
+import type { Catalog, CatalogInstance, StudyVersion } from '../src/catalog/catalog.ts';
+import type { DataKey } from '../src/format/keys.ts';
 import type { BlockStore } from '../storage/block-store.ts';
-import { buildStudyManifest } from './dag.ts';
+import { buildStudyManifest } from '../src/format/dag.ts';
 import { discardInstances, type IngestedInstance } from './instance.ts';
 
 /** How often a commit is retried when another writer (another process) moved the study on. */

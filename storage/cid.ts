@@ -6,7 +6,7 @@ import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import * as Digest from 'multiformats/hashes/digest';
 import { sha256 } from 'multiformats/hashes/sha2';
-import { VaultError } from '../src/errors.ts';
+import { VaultError } from '../src/core/errors.ts';
 
 /** Multihash codes `cidMatches` can check, mapped to their node:crypto algorithm. */
 const HASHES: ReadonlyMap<number, string> = new Map([

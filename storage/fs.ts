@@ -31,8 +31,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { base32 } from 'multiformats/bases/base32';
 import { CID } from 'multiformats/cid';
-import { VaultError, abortError, throwIfAborted } from '../src/errors.ts';
-import { DIRECT_IO_ALIGNMENT, alignedRoom, isAligned, roundUp } from './aligned-memory.ts';
+import { VaultError } from '../src/core/errors.ts';
+import { abortError, throwIfAborted, raceAbort } from '../src/core/abort.ts';
+import { DIRECT_IO_ALIGNMENT, alignedRoom, isAligned, roundUp } from '../src/core/aligned-memory.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 
 /**
@@ -820,14 +821,6 @@ function failure(err: unknown, op: 'put' | 'get' | 'check' | 'delete', cid: CID,
   return new VaultError('STORE_UNAVAILABLE', `cannot ${op} block ${cid}: ${code}`, { cause: err, details });
 }
 
-/** `work`, or an abort error as soon as `signal` aborts (the work itself goes on). */
-function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
 
 function removeQuietly(file: string): void {
   // Best effort: the original error is the one to report, and a leftover temp file is

@@ -38,11 +38,11 @@ import type { Blockstore, InputPair, Pair } from 'interface-blockstore';
 import { base32 } from 'multiformats/bases/base32';
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
-import { VaultError, abortError, isVaultError, throwIfAborted } from '../src/errors.ts';
-import { childLinks, isStudyManifest } from '../ingest/dag.ts';
+import { VaultError, isVaultError } from '../src/core/errors.ts';
+import { abortError, throwIfAborted } from '../src/core/abort.ts';
+import { childLinks, isStudyManifest } from '../src/format/dag.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { FsBlockStore } from './fs.ts';
-import { DEFAULT_GRACE_S } from './gc.ts';
 
 export interface IpfsBlockStoreOptions {
   /** Repo directory (blocks/ and datastore/ below it); created if missing. Required. */
@@ -55,8 +55,8 @@ export interface IpfsBlockStoreOptions {
 }
 
 export interface GcOptions extends AbortOptions {
-  /** Unpinned blocks written (or written again) less than this many seconds ago are kept. Default DEFAULT_GRACE_S. */
-  graceS?: number;
+  /** Unpinned blocks written (or written again) less than this many seconds ago are kept (gc's default: src/maintenance/gc.ts). */
+  graceS: number;
   /**
    * Study roots that must survive (the catalog's study versions). Each is pinned before the
    * sweep if it is not; one that cannot be pinned (a block of it is missing) stops gc before it
@@ -233,16 +233,16 @@ export class IpfsBlockStore implements BlockStore {
   /**
    * Deletes every block that no pin covers and that was last written more than `graceS` ago.
    * Safe beside ingest in this or another process as long as every ingest commits within the
-   * grace period (see DEFAULT_GRACE_S). Not helia's gc, which deletes every unpinned block,
+   * grace period (gc's default: DEFAULT_GRACE_S in src/maintenance/gc.ts). Not helia's gc, which deletes every unpinned block,
    * an in-flight ingest's too, and holds helia's write lock (stalling every put) for the whole
    * sweep. Residual race, as in git: a block older than the grace period written again in the
    * instant between gc's check of it and its deletion is lost to that writer.
    * CONFIG_INVALID for a bad grace; BLOCK_NOT_FOUND / STORE_UNAVAILABLE (nothing deleted yet)
    * when a root of `keep` cannot be pinned; STORE_UNAVAILABLE from the disk.
    */
-  async gc(options: GcOptions = {}): Promise<GcReport> {
+  async gc(options: GcOptions): Promise<GcReport> {
     const { signal } = options;
-    const graceS = options.graceS ?? DEFAULT_GRACE_S;
+    const { graceS } = options;
     if (!Number.isFinite(graceS) || graceS < 0) throw new VaultError('CONFIG_INVALID', `gc grace must be a non-negative number of seconds (got ${graceS})`);
     const cutoffMs = (options.now ?? Date.now()) - graceS * 1000;
     const report: GcReport = { blocks: 0, pinned: 0, young: 0, deleted: 0, deletedBytes: 0, repinned: [], otherPins: 0 };

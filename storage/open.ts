@@ -4,11 +4,11 @@
 // The IPFS and S3 backends are imported on demand, so a node on local disk never loads helia,
 // libp2p or the AWS SDK.
 import { join } from 'node:path';
-import { VaultError } from '../src/errors.ts';
+import { VaultError } from '../src/core/errors.ts';
 import type { BlockStore } from './block-store.ts';
 import type { FsBlockStoreOptions } from './fs.ts';
 import type { IpfsBlockStoreOptions } from './ipfs.ts';
-import type { S3BlockStoreOptions, S3ChecksumMode } from './s3.ts';
+import type { S3BlockStoreOptions, S3ChecksumMode } from './s3/store.ts';
 
 export const STORE_KINDS = ['fs', 'ipfs', 's3'] as const;
 export type StoreKind = (typeof STORE_KINDS)[number];
@@ -130,7 +130,7 @@ export async function openBlockStore(config: BlockStoreConfig): Promise<BlockSto
       return IpfsBlockStore.open(config.ipfs);
     }
     case 's3': {
-      const { S3BlockStore } = await import('./s3.ts');
+      const { S3BlockStore } = await import('./s3/store.ts');
       return S3BlockStore.open(config.s3);
     }
   }

@@ -3,7 +3,7 @@
 // bytes are the block the CID names. Puts are not hashed: ingest computes each CID from the
 // bytes it is about to put, so a second hash there would double the hot path's CPU for nothing.
 import type { CID } from 'multiformats/cid';
-import { VaultError, isVaultError } from '../src/errors.ts';
+import { VaultError, isVaultError } from '../src/core/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { cidMatches } from './cid.ts';
 

@@ -13,7 +13,7 @@ import {
   type PublicClient,
 } from 'viem';
 import { privateKeyToAccount, type LocalAccount, type PrivateKeyAccount } from 'viem/accounts';
-import { VaultError } from '../../src/errors.ts';
+import { VaultError } from '../../src/core/errors.ts';
 
 /** Timeout of one JSON-RPC request, in milliseconds. */
 export const DEFAULT_RPC_TIMEOUT_MS = 10_000;

@@ -1,7 +1,7 @@
 // Deploys the anchoring contract from the committed artifact and waits for it to be mined.
 import { getAddress, getContractAddress, type Address, type Hex } from 'viem';
 import { sendRawTransaction } from 'viem/actions';
-import { VaultError } from '../../src/errors.ts';
+import { VaultError } from '../../src/core/errors.ts';
 import { anchorArtifact } from '../contract/abi.ts';
 import { toChainError, type ChainClient } from './client.ts';
 import { estimateFees } from './fees.ts';

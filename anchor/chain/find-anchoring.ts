@@ -5,7 +5,7 @@
 import { parseEventLogs, TransactionReceiptNotFoundError, type Address, type Hex, type TransactionReceipt } from 'viem';
 import { anchorAbi } from '../contract/abi.ts';
 import { toChainError, type ChainClient } from './client.ts';
-import type { VaultError } from '../../src/errors.ts';
+import type { VaultError } from '../../src/core/errors.ts';
 
 export interface FindAnchoringParameters {
   client: ChainClient;

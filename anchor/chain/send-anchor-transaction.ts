@@ -3,7 +3,7 @@
 // never lose track of a transaction that might be mined.
 import { BaseError, ContractFunctionRevertedError, encodeFunctionData, keccak256, type Address, type Hex } from 'viem';
 import { sendRawTransaction } from 'viem/actions';
-import { VaultError } from '../../src/errors.ts';
+import { VaultError } from '../../src/core/errors.ts';
 import { anchorAbi } from '../contract/abi.ts';
 import { toChainError, type ChainClient } from './client.ts';
 import { estimateFees, replacementFees, type Fees } from './fees.ts';

@@ -9,7 +9,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
-import { VaultError, isVaultError } from '../errors.ts';
+import { VaultError, isVaultError } from '../core/errors.ts';
 import {
   DEFAULT_BULK_DATA_THRESHOLD,
   DicomTokenizer,
@@ -19,7 +19,7 @@ import {
   type ElementToken,
   type FileMeta,
   type ItemToken,
-} from '../../ingest/dicom-scanner.ts';
+} from './scanner.ts';
 import { BITS_ALLOCATED, LONG_LENGTH_VRS, PIXEL_DATA, swapBytes, swapUnit } from './metadata.ts';
 import type { ScannedInstance } from './model.ts';
 import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from './transfer-syntax.ts';

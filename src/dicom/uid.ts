@@ -1,7 +1,7 @@
 // DICOM UID syntax (PS3.5 9.1). UIDs end up in URLs, file names and SQL, so everything that
 // reaches the node is checked here first; the grammar is small enough that a regex is clearer
 // than any library.
-import { VaultError } from '../errors.ts';
+import { VaultError } from '../core/errors.ts';
 
 /** Max length of a UID (PS3.5 9.1). */
 export const MAX_UID_LENGTH = 64;

@@ -1,6 +1,6 @@
 // The node's pino output, captured as parsed lines, so tests can assert what an operator reads.
 import type { Logger } from 'pino';
-import { createLogger } from '../../src/vault.ts';
+import { createLogger } from '../../src/shell/log.ts';
 
 export interface CapturedLogs {
   logger: Logger;

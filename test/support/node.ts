@@ -4,12 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { AccessPolicy, AuditSink } from '../../src/access.ts';
-import { buildApp } from '../../src/app.ts';
-import { DICOMWEB_PREFIX, resolveNodeOptions } from '../../src/config.ts';
-import { startNode, type RunningNode } from '../../src/server.ts';
-import { createLogger, openVault, type Vault } from '../../src/vault.ts';
-import { logAuditSink, openPolicy } from '../../src/access.ts';
+import type { AccessPolicy, AuditSink } from '../../src/access/policy.ts';
+import { buildApp } from '../../src/shell/app.ts';
+import { DICOMWEB_PREFIX, resolveNodeOptions } from '../../src/shell/config.ts';
+import { startNode, type RunningNode } from '../../src/shell/server.ts';
+import { openVault, type Vault } from '../../src/shell/vault.ts';
+import { createLogger } from '../../src/shell/log.ts';
+import { logAuditSink, openPolicy } from '../../src/access/policy.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 
 export interface TestNode extends RunningNode {

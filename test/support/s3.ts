@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import type { S3BlockStoreOptions } from '../../storage/s3.ts';
+import type { S3BlockStoreOptions } from '../../storage/s3/store.ts';
 
 const run = promisify(execFile);
 

@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { tmpdir } from 'node:os';
+import { BenchUsageError, DEFAULT_INSTANCES, DEFAULT_SIZES_GIB, HELP, parseBenchArgs, withBackendsDefault } from '../options.ts';
+
+describe('npm run bench options', () => {
+  it('defaults: every scenario at the issue sizes, fs, limits on, no peer, no extras', () => {
+    const o = parseBenchArgs([]);
+    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent']);
+    expect(o.sizesGiB).toEqual([1, 4, 16]);
+    expect(o.sizesGiB).toEqual(DEFAULT_SIZES_GIB);
+    expect(o.instances).toEqual([1000, 10000]);
+    expect(o.instances).toEqual(DEFAULT_INSTANCES);
+    expect(o.perRequest).toBe(100);
+    expect(o.concurrency).toBe(4);
+    expect(o.store).toBe('fs');
+    expect(o.peer).toBeNull();
+    expect(o.backends).toBeNull();
+    expect(o.limits).toBe(true);
+    expect(o.anchor).toBe(false);
+    expect(o.out).toBeUndefined();
+    expect(o.workDir).toBe(tmpdir());
+    expect(o.help).toBe(false);
+    expect(o.repeat).toBe(3);
+  });
+
+  it('--repeat takes a whole number from 1 to 20', () => {
+    expect(parseBenchArgs(['--repeat', '1']).repeat).toBe(1);
+    expect(parseBenchArgs(['--repeat', '5']).repeat).toBe(5);
+    for (const bad of ['0', '2.5', '21', 'x', '']) expect(() => parseBenchArgs(['--repeat', bad])).toThrow(BenchUsageError);
+  });
+
+  it('a small run', () => {
+    const o = parseBenchArgs(['--scenario', 'small,huge', '--size', '0.25', '--instances', '200', '--concurrency', '2', '--no-limits', '--peer', 'orthanc', '--out', 'x.json']);
+    // Run order is fixed, whatever the order given.
+    expect(o.scenarios).toEqual(['huge', 'small']);
+    expect(o.sizesGiB).toEqual([0.25]);
+    expect(o.instances).toEqual([200]);
+    expect(o.concurrency).toBe(2);
+    expect(o.limits).toBe(false);
+    expect(o.peer).toBe('orthanc');
+    expect(o.out).toBe('x.json');
+  });
+
+  it('lists keep their order and drop repeats', () => {
+    expect(parseBenchArgs(['--size', '16,1,4,1']).sizesGiB).toEqual([16, 1, 4]);
+    expect(parseBenchArgs(['--instances', '10000, 1000']).instances).toEqual([10000, 1000]);
+  });
+
+  it('--scenario none runs only the extras', () => {
+    const o = parseBenchArgs(['--scenario', 'none', '--anchor']);
+    expect(o.scenarios).toEqual([]);
+    expect(o.anchor).toBe(true);
+  });
+
+  it('--backends alone means all three stores, a list chooses', () => {
+    expect(parseBenchArgs(['--backends']).backends).toEqual(['fs', 'ipfs', 's3']);
+    expect(parseBenchArgs(['--backends', '--anchor']).backends).toEqual(['fs', 'ipfs', 's3']);
+    expect(parseBenchArgs(['--backends', 'fs,ipfs']).backends).toEqual(['fs', 'ipfs']);
+    expect(withBackendsDefault(['--backends', '--size', '1'])).toEqual(['--backends', 'fs,ipfs,s3', '--size', '1']);
+    expect(withBackendsDefault(['--size', '1'])).toEqual(['--size', '1']);
+  });
+
+  it('--store picks the block store of the scenarios', () => {
+    expect(parseBenchArgs(['--store', 'ipfs']).store).toBe('ipfs');
+  });
+
+  it('refuses what it cannot run, naming the option', () => {
+    const bad: Array<[string[], RegExp]> = [
+      [['--scenario', 'huge,tiny'], /--scenario: unknown scenario "tiny"/],
+      [['--size', '0'], /--size: "0" is not a size/],
+      [['--size', '1,,4'], /--size: "" is not/],
+      [['--size', 'big'], /--size/],
+      [['--instances', '1.5'], /--instances: "1.5"/],
+      [['--instances', '0'], /--instances/],
+      [['--per-request', '0'], /--per-request/],
+      [['--concurrency', '65'], /--concurrency/],
+      [['--store', 'tape'], /--store: unknown block store "tape"/],
+      [['--backends', 'fs,tape'], /--backends: unknown block store "tape"/],
+      [['--peer', 'dcm4chee'], /--peer: only orthanc/],
+      [['--max-instance-gib', '4'], /--max-instance-gib/],
+      [['--limits-gib', '-1'], /--limits-gib/],
+      [['--frobnicate'], /frobnicate/],
+      [['positional'], /positional/],
+    ];
+    for (const [args, message] of bad) {
+      expect(() => parseBenchArgs(args), args.join(' ')).toThrow(BenchUsageError);
+      expect(() => parseBenchArgs(args), args.join(' ')).toThrow(message);
+    }
+  });
+
+  it('--help lists every option it parses', () => {
+    expect(parseBenchArgs(['-h']).help).toBe(true);
+    for (const flag of ['--scenario', '--size', '--instances', '--per-request', '--concurrency', '--max-instance-gib', '--store', '--peer', '--backends', '--anchor', '--no-limits', '--limits-gib', '--out', '--work-dir', '--keep', '--cpu-prof', '--help']) {
+      expect(HELP).toContain(flag);
+    }
+  });
+});

@@ -1,0 +1,75 @@
+// The one error catalogue of the node. Every failure a client or an operator can see has a
+// stable code and an HTTP status here; code throws `VaultError`s and the HTTP app's single
+// error handler turns them into responses. Match on `code`, never on message text.
+
+export const ERRORS = {
+  // 400: the request or its DICOM content is malformed
+  BAD_REQUEST: { status: 400, title: 'Bad request' },
+  INVALID_UID: { status: 400, title: 'Not a valid DICOM UID' },
+  INVALID_QUERY: { status: 400, title: 'Invalid query parameter' },
+  MULTIPART_MALFORMED: { status: 400, title: 'Malformed multipart body' },
+  MULTIPART_TRUNCATED: { status: 400, title: 'Multipart body ended before its closing boundary' },
+  DICOM_MALFORMED: { status: 400, title: 'Malformed DICOM data' },
+  DICOM_TRUNCATED: { status: 400, title: 'DICOM data ended before its declared length' },
+  NOT_DICOM: { status: 400, title: 'Not a DICOM Part 10 stream' },
+  STUDY_UID_MISMATCH: { status: 400, title: 'Instance belongs to another study than the URL names' },
+  INVALID_FRAME_LIST: { status: 400, title: 'Invalid frame list' },
+  CAR_INVALID: { status: 400, title: 'Not a valid CAR file of a study' },
+  RECEIPT_MALFORMED: { status: 400, title: 'Not a valid dicom-vault anchor receipt' },
+  // 401 / 403: the access seam (src/access.ts)
+  UNAUTHORIZED: { status: 401, title: 'Caller not identified' },
+  FORBIDDEN: { status: 403, title: 'Access not granted' },
+  // 404
+  NOT_FOUND: { status: 404, title: 'Not found' },
+  STUDY_NOT_FOUND: { status: 404, title: 'Unknown study' },
+  SERIES_NOT_FOUND: { status: 404, title: 'Unknown series' },
+  INSTANCE_NOT_FOUND: { status: 404, title: 'Unknown instance' },
+  FRAME_NOT_FOUND: { status: 404, title: 'Frame number out of range' },
+  BULKDATA_NOT_FOUND: { status: 404, title: 'Unknown bulk data' },
+  RECEIPT_NOT_FOUND: { status: 404, title: 'No anchor receipt for this study version' },
+  ANCHOR_DISABLED: { status: 404, title: 'Anchoring is disabled on this node' },
+  // 406 / 413 / 415
+  NOT_ACCEPTABLE: { status: 406, title: 'Cannot produce any accepted representation' },
+  CONFLICT: { status: 409, title: 'The study changed concurrently; retry' },
+  TOO_LARGE: { status: 413, title: 'Request exceeds a configured size limit' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
+  // 499: the client went away; nothing is sent
+  ABORTED: { status: 499, title: 'Request aborted' },
+  // 5xx: the node's fault or its storage's
+  BLOCK_NOT_FOUND: { status: 500, title: 'A stored block is missing' },
+  BLOCK_CORRUPT: { status: 500, title: 'A stored block failed verification' },
+  INSTANCE_CORRUPT: { status: 500, title: 'A stored instance failed verification' },
+  KEY_NOT_FOUND: { status: 500, title: 'No data key for this study' },
+  KEY_UNWRAP_FAILED: { status: 500, title: 'A data key could not be unwrapped with the master key' },
+  STORE_UNAVAILABLE: { status: 503, title: 'The block store is unavailable' },
+  CHAIN_UNAVAILABLE: { status: 503, title: 'The anchoring chain is unreachable' },
+  CHAIN_ERROR: { status: 502, title: 'The anchoring chain refused or failed a request' },
+  CONFIG_INVALID: { status: 500, title: 'Invalid configuration' },
+  INTERNAL: { status: 500, title: 'Internal error' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export interface VaultErrorOptions {
+  cause?: unknown;
+  /** Extra fields safe to return to a client and to log (never patient data). */
+  details?: Record<string, unknown>;
+}
+
+export class VaultError extends Error {
+  override readonly name = 'VaultError';
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message?: string, options: VaultErrorOptions = {}) {
+    super(message ?? ERRORS[code].title, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.details = options.details;
+  }
+}
+
+export function isVaultError(err: unknown, code?: ErrorCode): err is VaultError {
+  return err instanceof VaultError && (code === undefined || err.code === code);
+}

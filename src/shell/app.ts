@@ -1,0 +1,130 @@
+// The HTTP app factory (separate from listen(), so tests and the CLI build it the same way). One
+// error handler turns every thrown error into a response; one access hook checks and records
+// every DICOMweb request; each DICOMweb service lives in its own file under src/dicomweb/.
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { type AccessPolicy, type AccessRouteConfig, type AuditSink, resourceOf } from '../access/policy.ts';
+import { DICOMWEB_PREFIX } from './config.ts';
+import { VaultError, isVaultError } from '../core/errors.ts';
+import { qidoService, type QidoDeps } from './dicomweb/qido.ts';
+import { stowService, type StowDeps } from './dicomweb/stow.ts';
+import { wadoService, type WadoDeps } from './dicomweb/wado.ts';
+import { receiptService, type ReceiptDeps } from './dicomweb/receipt.ts';
+
+export interface AppDeps extends QidoDeps {
+  store: StowDeps['store'] & WadoDeps['store'];
+  keys: StowDeps['keys'] & WadoDeps['keys'];
+  catalog: QidoDeps['catalog'] & WadoDeps['catalog'] & ReceiptDeps['catalog'];
+  writer: StowDeps['writer'];
+  chunkSize: number;
+  logger: Logger;
+  access: AccessPolicy;
+  audit: AuditSink;
+  /** Anchor receipts (GET /studies/{study}/receipt); absent when the node does not anchor. */
+  receipts?: ReceiptDeps['receipts'];
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: import('../access/policy.ts').Principal;
+  }
+}
+
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const logger: FastifyBaseLogger = deps.logger.child({ component: 'http' });
+  const app = Fastify({
+    loggerInstance: logger,
+    // Bodies of STOW requests are streamed by the service; nothing here buffers them.
+    bodyLimit: 1024 * 1024,
+    // Large studies take long to stream; the socket's own timeout guards dead peers.
+    requestTimeout: 0,
+    return503OnClosing: true,
+  });
+
+  // STOW bodies are handed to the service as the raw request stream.
+  app.addContentTypeParser(['multipart/related', 'application/dicom'], (_req, payload, done) => done(null, payload));
+
+  app.setErrorHandler((err: FastifyError | VaultError | Error, request: FastifyRequest, reply: FastifyReply) => {
+    const vault = toVaultError(err);
+    if (reply.sent || reply.raw.headersSent) {
+      // A streamed response is under way: the only honest signal left is a broken connection.
+      request.log.error({ err, code: vault.code, details: vault.details }, 'response aborted after headers were sent');
+      reply.raw.destroy(err);
+      return;
+    }
+    if (vault.status >= 500) request.log.error({ err, code: vault.code, details: vault.details }, vault.message);
+    else request.log.info({ code: vault.code, reason: vault.message }, 'request refused');
+    void reply
+      .code(vault.status)
+      .type('application/json')
+      .send({ code: vault.code, message: vault.message, ...(vault.details ? { details: vault.details } : {}) });
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ code: 'NOT_FOUND', message: `no route for ${request.method} ${request.url.split('?')[0]}` });
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  void app.register(
+    async (scope) => {
+      // The access seam: identify the caller, check the route's declared action against the
+      // resource the URL names, record every access. Routes without a declaration are refused.
+      scope.addHook('preHandler', async (request) => {
+        const declared = (request.routeOptions.config as Partial<AccessRouteConfig>).access;
+        if (!declared) throw new VaultError('FORBIDDEN', 'route declares no access rule');
+        const principal = await deps.access.identify(request);
+        request.principal = principal;
+        const resource = resourceOf(declared.action, request.params as Record<string, string>, declared.dataType);
+        const decision = await deps.access.authorize(principal, resource);
+        if (!decision.allowed) throw new VaultError('FORBIDDEN', decision.reason ?? 'access not granted');
+      });
+      // Recorded when the response closes, not on fastify's onResponse: that needs 'finish', and
+      // a response broken off mid-stream (a corrupt block, the client gone) never finishes.
+      scope.addHook('onRequest', async (request, reply) => {
+        reply.raw.once('close', () => {
+          const declared = (request.routeOptions.config as Partial<AccessRouteConfig>).access;
+          if (!declared) return;
+          deps.audit.record({
+            time: new Date().toISOString(),
+            principal: request.principal ?? { id: 'unidentified', method: 'none' },
+            resource: resourceOf(declared.action, request.params as Record<string, string>, declared.dataType),
+            method: request.method,
+            url: request.url,
+            status: reply.statusCode,
+            complete: reply.raw.writableFinished,
+            remoteAddress: request.ip,
+          });
+        });
+      });
+      await scope.register(stowService(deps));
+      await scope.register(qidoService(deps));
+      await scope.register(wadoService(deps));
+      await scope.register(receiptService({ catalog: deps.catalog, ...(deps.receipts ? { receipts: deps.receipts } : {}) }));
+    },
+    { prefix: DICOMWEB_PREFIX },
+  );
+
+  return app;
+}
+
+/** Fastify's own errors (bad content type, malformed URL...) mapped into the catalogue. */
+function toVaultError(err: FastifyError | VaultError | Error): VaultError {
+  if (isVaultError(err)) return err;
+  const code = (err as FastifyError).code;
+  switch (code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new VaultError('UNSUPPORTED_MEDIA_TYPE', err.message, { cause: err });
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new VaultError('TOO_LARGE', err.message, { cause: err });
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_BAD_URL':
+    case 'FST_ERR_VALIDATION':
+      return new VaultError('BAD_REQUEST', err.message, { cause: err });
+  }
+  const status = (err as FastifyError).statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return new VaultError('BAD_REQUEST', err.message, { cause: err });
+  return new VaultError('INTERNAL', 'internal error', { cause: err });
+}

@@ -1,0 +1,84 @@
+// The node's configuration: typed, with every default named, validated once at start-up from
+// command-line flags and DICOM_VAULT_* environment variables (flags win).
+import { resolve } from 'node:path';
+import { VaultError } from '../core/errors.ts';
+import { DEFAULT_CHUNK_SIZE } from '../format/dag.ts';
+import { ANCHOR_FLAGS, resolveAnchorConfig, type AnchorConfig } from '../../anchor/config.ts';
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_PORT = 8080;
+/** Relative to the working directory. */
+export const DEFAULT_DATA_DIR = './data';
+export const DEFAULT_LOG_LEVEL = 'info';
+/** pino's levels; anything else would make pino throw at start-up with no hint of the option. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** Path prefix of the DICOMweb services. */
+export const DICOMWEB_PREFIX = '/dicom-web';
+
+import { isStoreKind, resolveBlockStoreConfig, type BlockStoreConfig, type StoreKind } from '../../storage/open.ts';
+export type { BlockStoreConfig, StoreKind };
+
+export interface NodeOptions {
+  /** Interface to listen on. Default DEFAULT_HOST (loopback only). */
+  host: string;
+  /** TCP port. Default DEFAULT_PORT (8080); 0 picks a free one. */
+  port: number;
+  /** Holds blocks, catalog, keys. Default DEFAULT_DATA_DIR. */
+  dataDir: string;
+  /** Block backend. Default 'fs'. */
+  store: StoreKind;
+  /** The backend's settings: its directory, or for s3 DICOM_VAULT_S3_* and AWS_* (storage/open.ts). */
+  blockStore: BlockStoreConfig;
+  /** Plaintext bytes per chunk. Default 1 MiB. */
+  chunkSize: number;
+  /** pino level. Default 'info'. */
+  logLevel: string;
+  /** Anchoring of study roots on a chain (anchor/config.ts); absent means none. */
+  anchor?: AnchorConfig;
+}
+
+export const FLAGS = {
+  host: { env: 'DICOM_VAULT_HOST', help: `interface to listen on (default ${DEFAULT_HOST})` },
+  port: { env: 'DICOM_VAULT_PORT', help: `TCP port (default ${DEFAULT_PORT})` },
+  'data-dir': { env: 'DICOM_VAULT_DATA_DIR', help: `data directory (default ${DEFAULT_DATA_DIR})` },
+  store: { env: 'DICOM_VAULT_STORE', help: 'block store: fs, ipfs or s3 (default fs; s3 reads DICOM_VAULT_S3_* and AWS_*)' },
+  'chunk-size': { env: 'DICOM_VAULT_CHUNK_SIZE', help: 'plaintext bytes per chunk (default 1048576)' },
+  'log-level': { env: 'DICOM_VAULT_LOG_LEVEL', help: `pino log level (default ${DEFAULT_LOG_LEVEL})` },
+  ...ANCHOR_FLAGS,
+} as const;
+
+export type FlagName = keyof typeof FLAGS;
+
+function int(name: string, raw: string, min: number, max: number): number {
+  if (!/^\d+$/.test(raw)) throw new VaultError('CONFIG_INVALID', `--${name} must be a whole number (got "${raw}")`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new VaultError('CONFIG_INVALID', `--${name} must be between ${min} and ${max} (got ${n})`);
+  return n;
+}
+
+/**
+ * Builds NodeOptions from parsed flags and the environment; throws CONFIG_INVALID with a reason.
+ * An empty value counts as unset (as in anchor/config.ts): `DICOM_VAULT_HOST=` must not turn
+ * into host '' (every interface) nor `DICOM_VAULT_DATA_DIR=` into the working directory.
+ */
+export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env: NodeJS.ProcessEnv = process.env): NodeOptions {
+  const set = (v: string | undefined): string | undefined => (v === '' ? undefined : v);
+  const get = (name: FlagName): string | undefined => set(flags[name]) ?? set(env[FLAGS[name].env]);
+  const store = get('store') ?? 'fs';
+  if (!isStoreKind(store)) throw new VaultError('CONFIG_INVALID', `--store must be fs, ipfs or s3 (got "${store}")`);
+  const chunkRaw = get('chunk-size');
+  const logLevel = get('log-level') ?? DEFAULT_LOG_LEVEL;
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new VaultError('CONFIG_INVALID', `--log-level must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`);
+  }
+  return {
+    host: get('host') ?? DEFAULT_HOST,
+    port: get('port') === undefined ? DEFAULT_PORT : int('port', get('port')!, 0, 65535),
+    dataDir: resolve(get('data-dir') ?? DEFAULT_DATA_DIR),
+    store,
+    blockStore: resolveBlockStoreConfig(store, resolve(get('data-dir') ?? DEFAULT_DATA_DIR), env),
+    chunkSize: chunkRaw === undefined ? DEFAULT_CHUNK_SIZE : int('chunk-size', chunkRaw, 4096, 64 * 1024 * 1024),
+    logLevel,
+    anchor: resolveAnchorConfig(get),
+  };
+}

@@ -1,0 +1,80 @@
+// `dicom-vault serve`: opens the data directory and serves DICOMweb until told to stop.
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { logAuditSink, openPolicy, type AccessPolicy, type AuditSink } from '../access/policy.ts';
+import { buildApp } from './app.ts';
+import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
+import { openVault, type Vault } from './vault.ts';
+import { createLogger } from './log.ts';
+import { startAnchoring, type Anchoring } from '../../anchor/anchoring.ts';
+import type { AnchorServiceOptions } from '../../anchor/service.ts';
+import { sharedCryptoPool } from '../format/crypto-pool.ts';
+
+export interface RunningNode {
+  vault: Vault;
+  app: FastifyInstance;
+  /** e.g. http://127.0.0.1:8080/dicom-web */
+  url: string;
+  /** Study root anchoring, when the node runs it. */
+  anchoring?: Anchoring;
+  close(): Promise<void>;
+}
+
+export interface StartNodeExtras {
+  /** Anchor study roots as options.anchor says (`dicom-vault serve` does). Default false: tests and embedders opt in. */
+  anchoring?: boolean;
+  /** Anchor service tuning (tests). */
+  anchorService?: AnchorServiceOptions;
+  /** Who may do what (src/access.ts). Default openPolicy: the node listens on loopback. */
+  access?: AccessPolicy;
+  /** Where every access is recorded. Default: the node's log (logAuditSink). */
+  audit?: AuditSink;
+}
+
+export async function startNode(options: NodeOptions, logger: Logger = createLogger(options.logLevel), extras: StartNodeExtras = {}): Promise<RunningNode> {
+  const vault = await openVault(options, logger);
+  let anchoring: Anchoring | undefined;
+  if (extras.anchoring && options.anchor && options.anchor.mode !== 'none') {
+    try {
+      anchoring = await startAnchoring({ config: options.anchor, dataDir: options.dataDir, catalog: vault.catalog, logger, ...(extras.anchorService ? { service: extras.anchorService } : {}) });
+    } catch (err) {
+      await vault.close();
+      throw err;
+    }
+  }
+  const app = buildApp({
+    logger,
+    store: vault.store,
+    keys: vault.keys,
+    catalog: vault.catalog,
+    writer: vault.writer,
+    chunkSize: options.chunkSize,
+    access: extras.access ?? openPolicy,
+    audit: extras.audit ?? logAuditSink(logger),
+    ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
+  });
+  // The crypto workers start now, not on the first request that needs them (a WADO's first
+  // byte after a start waited ~150 ms for them).
+  sharedCryptoPool().warm();
+  try {
+    await app.listen({ host: options.host, port: options.port });
+  } catch (err) {
+    await anchoring?.close();
+    await vault.close();
+    throw err;
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  return {
+    vault,
+    app,
+    url: `http://${host}:${port}${DICOMWEB_PREFIX}`,
+    ...(anchoring ? { anchoring } : {}),
+    async close() {
+      await app.close();
+      await anchoring?.close();
+      await vault.close();
+    },
+  };
+}

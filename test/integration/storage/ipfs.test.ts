@@ -1,0 +1,279 @@
+// The IPFS backend: helia offline over an on-disk blockstore in a temp dir. The shared conformance
+// suite, then what IPFS adds: study roots pinned, unpinned blocks collected, and no network; and
+// a study with a block missing from the repo is refused, naming the block.
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readlinkSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CID } from 'multiformats/cid';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
+import { resolveNodeOptions } from '../../../src/shell/config.ts';
+import { startNode, type RunningNode } from '../../../src/shell/server.ts';
+import { createLogger } from '../../../src/shell/log.ts';
+import { verifyStudy } from '../../../src/read/verify.ts';
+import { decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
+import { rawCid } from '../../../storage/cid.ts';
+import { IpfsBlockStore } from '../../../storage/ipfs.ts';
+import { getVerified } from '../../../storage/verified.ts';
+import { DEFAULT_GRACE_S } from '../../../src/maintenance/gc.ts';
+import { retrieve, stow } from '../../support/dicomweb.ts';
+import { blockStoreConformance, expectCode, expectSameBytes } from '../../support/storage-conformance.ts';
+
+// The FsBlockStore layout under <repo>/blocks (see fs-store.test.ts).
+function shardOf(repo: string, cid: CID): string {
+  const name = cid.toString();
+  return path.join(repo, 'blocks', name.slice(-3, -1));
+}
+function blockPath(repo: string, cid: CID): string {
+  return path.join(shardOf(repo, cid), `${cid.toString()}.data`);
+}
+
+blockStoreConformance('IpfsBlockStore (helia, offline)', async () => {
+  const repo = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-'));
+  const store = await IpfsBlockStore.open({ path: repo });
+  return {
+    store,
+    async cleanup() {
+      await store.close();
+      await rm(repo, { recursive: true, force: true });
+    },
+    async corruptBlock(cid) {
+      const file = blockPath(repo, cid);
+      const bytes = await readFile(file);
+      bytes[bytes.length >> 1]! ^= 0xff;
+      await writeFile(file, bytes);
+    },
+    async makeUnreadable(cid) {
+      const shard = shardOf(repo, cid);
+      await rm(shard, { recursive: true });
+      await writeFile(shard, 'not a directory');
+    },
+  };
+});
+
+describe('a node on --store ipfs', () => {
+  let dataDir: string;
+  let node: RunningNode;
+  let store: IpfsBlockStore;
+  /** The node's log lines (warn and above), parsed. */
+  let logs: Array<Record<string, unknown>>;
+
+  beforeEach(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-node-'));
+    const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': '4096', store: 'ipfs' }, {});
+    logs = [];
+    node = await startNode(options, createLogger('warn', { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }));
+    store = node.vault.store as IpfsBlockStore;
+  });
+  afterEach(async () => {
+    await node.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('is offline: helia has no libp2p, and serving a study opens no socket beyond loopback', async () => {
+    expect(store).toBeInstanceOf(IpfsBlockStore);
+    expect(store.network).toBe(false);
+    expect('libp2p' in store.helia).toBe(false);
+    const study = planStudy({ kind: 'single', instances: 2, rows: 32, columns: 32, seed: 21 });
+    const parts = await Promise.all(study.instances.map(bytesOf));
+    expect((await stow(node.url, parts)).status).toBe(200);
+    expect((await retrieve(`${node.url}/studies/${study.studyInstanceUID}`)).status).toBe(200);
+    const sockets = tcpSocketsOfThisProcess();
+    const listening = sockets.filter((s) => s.listening);
+    // Only the DICOMweb server itself listens, on loopback.
+    expect(listening.map((s) => s.local)).toEqual([`127.0.0.1:${new URL(node.url).port}`]);
+    expect(sockets.filter((s) => !s.remote.startsWith('127.') && !s.remote.startsWith('0.0.0.0') && s.remote !== '::1')).toEqual([]);
+  });
+
+  it('pins each study version root and its blocks; gc keeps them and removes unpinned blocks', async () => {
+    const study = planStudy({ kind: 'single', instances: 3, rows: 32, columns: 32, seed: 22 });
+    const parts = await Promise.all(study.instances.map(bytesOf));
+    expect((await stow(node.url, parts.slice(0, 2))).status).toBe(200);
+    expect((await stow(node.url, parts.slice(2))).status).toBe(200);
+    const versions = node.vault.catalog.versions(study.studyInstanceUID);
+    expect(versions).toHaveLength(2);
+    const pinned = [];
+    for await (const root of store.pinnedRoots()) pinned.push(root.toString());
+    expect(pinned.sort()).toEqual(versions.map((v) => v.root).sort());
+
+    // Every block of the study is covered by a pin.
+    const studyBlocks = await dagBlocks(store, CID.parse(versions.at(-1)!.root));
+    for (const cid of studyBlocks) expect(await store.isPinned(cid), cid.toString()).toBe(true);
+
+    const stray = randomBytes(5000);
+    const strayCid = rawCid(stray);
+    await store.put(strayCid, stray);
+    expect(await store.isPinned(strayCid)).toBe(false);
+    // Just written, so within the default grace period: an ingest may still be writing it.
+    expect(await store.gc({ graceS: DEFAULT_GRACE_S })).toMatchObject({ deleted: 0, young: 1 });
+    expect(await store.has(strayCid)).toBe(true);
+    expect(await store.gc({ graceS: 0, keep: versions.map((v) => CID.parse(v.root)) })).toMatchObject({
+      blocks: studyBlocks.length + 1,
+      pinned: studyBlocks.length,
+      deleted: 1,
+      deletedBytes: stray.length,
+      repinned: [],
+      otherPins: 0,
+    });
+    expect(await store.has(strayCid)).toBe(false);
+    for (const cid of studyBlocks) expect(await store.has(cid), cid.toString()).toBe(true);
+
+    const back = await retrieve(`${node.url}/studies/${study.studyInstanceUID}`);
+    expect(back.parts.map((p) => p.body.toString('base64')).sort()).toEqual(parts.map((b) => b.toString('base64')).sort());
+    expect((await verifyStudy(node.vault, study.studyInstanceUID)).problems).toEqual([]);
+  });
+
+  it('unpins a manifest that is deleted (a commit that failed), so gc can take its blocks', async () => {
+    const study = planStudy({ kind: 'single', instances: 1, rows: 32, columns: 32, seed: 23 });
+    expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
+    const root = CID.parse(node.vault.catalog.latestVersion(study.studyInstanceUID)!.root);
+    expect(await store.isPinnedRoot(root)).toBe(true);
+    const blocks = await dagBlocks(store, root);
+    await store.delete(root);
+    expect(await store.isPinnedRoot(root)).toBe(false);
+    await store.gc({ graceS: 0 });
+    for (const cid of blocks) expect(await store.has(cid), cid.toString()).toBe(false);
+  });
+
+  it('reports a block missing from the repo by its CID', async () => {
+    const study = planStudy({ kind: 'single', instances: 1, rows: 32, columns: 32, seed: 24 });
+    expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
+    const inst = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
+    const nodeCid = CID.parse(inst.nodeCid);
+    const chunk = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks[0]!;
+    await rm(blockPath(path.join(dataDir, 'ipfs'), chunk));
+    const err = await expectCode(getVerified(store, chunk), 'BLOCK_NOT_FOUND');
+    expect(err.details).toMatchObject({ cid: chunk.toString() });
+    const report = await verifyStudy(node.vault, study.studyInstanceUID);
+    expect(report.problems).toEqual([expect.objectContaining({ kind: 'missing', cid: chunk.toString() })]);
+  });
+
+  it('refuses WADO of a study whose block is missing, naming the block: in the error before headers, in the log after', async () => {
+    // 128 x 128 x 16 bits: 32 KiB of pixels, about nine 4 KiB chunks.
+    const study = planStudy({ kind: 'single', instances: 1, rows: 128, columns: 128, seed: 25 });
+    expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
+    const inst = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
+    const nodeCid = CID.parse(inst.nodeCid);
+    const chunks = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks;
+    expect(chunks.length).toBeGreaterThan(4);
+    const url = `${node.url}/studies/${study.studyInstanceUID}`;
+
+    // A later chunk gone: headers are out when it is reached, so the response breaks off (never
+    // a short body that looks whole) and the log names the block.
+    const late = chunks.at(-2)!;
+    const lateFile = blockPath(path.join(dataDir, 'ipfs'), late);
+    const lateBytes = await readFile(lateFile);
+    await rm(lateFile);
+    const res = await fetch(url, { headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } });
+    expect(res.status).toBe(200);
+    await expect(res.arrayBuffer()).rejects.toThrow();
+    const named = logs.filter((l) => (l.err as { details?: { cid?: string } } | undefined)?.details?.cid === late.toString());
+    expect(named.map((l) => [(l.level as number) >= 40, (l.err as { code?: string }).code])).toEqual([[true, 'BLOCK_NOT_FOUND']]);
+    await writeFile(lateFile, lateBytes);
+
+    // The first chunk gone: checked before headers, so the answer is an error naming it.
+    const first = chunks[0]!;
+    await rm(blockPath(path.join(dataDir, 'ipfs'), first));
+    const refused = await retrieve(url);
+    expect(refused.status).toBe(500);
+    const body = JSON.parse(refused.raw.toString()) as { code: string; message: string; details?: { cid?: string } };
+    expect(body.code).toBe('BLOCK_NOT_FOUND');
+    expect(body.message).toContain(first.toString());
+    expect(body.details?.cid).toBe(first.toString());
+  });
+});
+
+describe('IpfsBlockStore repo', () => {
+  it('keeps blocks and pins across a reopen', async () => {
+    const repo = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-'));
+    try {
+      const store = await IpfsBlockStore.open({ path: repo });
+      const bytes = randomBytes(3000);
+      const cid = rawCid(bytes);
+      await store.put(cid, bytes);
+      await store.pin(cid);
+      await store.close();
+      const reopened = await IpfsBlockStore.open({ path: repo });
+      expectSameBytes(await getVerified(reopened, cid), bytes);
+      expect(await reopened.isPinnedRoot(cid)).toBe(true);
+      await reopened.gc({ graceS: 0 });
+      expect(await reopened.has(cid)).toBe(true);
+      await reopened.close();
+    } finally {
+      await rm(repo, { recursive: true, force: true });
+    }
+  });
+});
+
+/** Every block reachable from a study root: manifests (through prev), instance nodes, chunks. */
+async function dagBlocks(store: IpfsBlockStore, root: CID): Promise<CID[]> {
+  const out: CID[] = [];
+  for (let cursor: CID | null = root; cursor !== null; ) {
+    const manifest = decodeStudyManifest(await getVerified(store, cursor), cursor);
+    out.push(cursor);
+    for (const nodeCid of manifest.added) {
+      out.push(nodeCid, ...decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks);
+    }
+    cursor = manifest.prev;
+  }
+  return out;
+}
+
+async function bytesOf(inst: GeneratedInstance): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const p of inst.open()) parts.push(p);
+  return Buffer.concat(parts);
+}
+
+interface TcpSocket {
+  local: string;
+  remote: string;
+  listening: boolean;
+}
+
+/** This process's TCP sockets, from /proc (inodes of its socket fds matched in /proc/net/tcp*). */
+function tcpSocketsOfThisProcess(): TcpSocket[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const out: TcpSocket[] = [];
+  for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.trim().split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (!inodes.has(f[9]!)) continue;
+      out.push({ local: addr(f[1]!), remote: addr(f[2]!), listening: f[3] === '0A' });
+    }
+  }
+  return out;
+}
+
+function addr(hex: string): string {
+  const [ip, port] = hex.split(':') as [string, string];
+  const p = parseInt(port, 16);
+  if (ip.length === 8) {
+    const bytes = ip.match(/../g)!.map((b) => parseInt(b, 16)).reverse();
+    return `${bytes.join('.')}:${p}`;
+  }
+  // IPv6: only loopback and v4-mapped loopback matter here.
+  if (ip === '00000000000000000000000001000000') return `::1`;
+  if (ip.startsWith('0000000000000000FFFF0000')) {
+    const bytes = ip.slice(24).match(/../g)!.map((b) => parseInt(b, 16)).reverse();
+    return `${bytes.join('.')}:${p}`;
+  }
+  if (/^0+$/.test(ip)) return `0.0.0.0:${p}`;
+  return `[${ip}]:${p}`;
+}

@@ -1,0 +1,95 @@
+// The receipt format on its own: round trip, a named error for every malformed field, and its
+// size at the largest batch the node makes by default and at 10,000 leaves.
+import { randomBytes } from 'node:crypto';
+import { CID } from 'multiformats/cid';
+import { bytesToHex, type Hex } from 'viem';
+import { describe, expect, it } from 'vitest';
+import { encodeNode } from '../../../src/format/dag.ts';
+import { MerkleTree } from '../../../anchor/merkle.ts';
+import { encodeReceipt, parseReceipt, receiptBytes, RECEIPT_TYPE, type ReceiptJson } from '../../../anchor/receipt.ts';
+import { isVaultError } from '../../../src/core/errors.ts';
+
+const cids = (n: number): CID[] => Array.from({ length: n }, (_, i) => encodeNode({ version: i, salt: randomBytes(16) }).cid);
+const hex32 = (): Hex => bytesToHex(randomBytes(32));
+
+function receiptFor(n: number, index: number): ReceiptJson {
+  const leaves = cids(n);
+  const tree = MerkleTree.fromLeaves(leaves.map((c) => c.bytes));
+  return encodeReceipt({
+    cid: leaves[index]!,
+    index,
+    size: n,
+    path: tree.inclusionPath(index),
+    root: bytesToHex(tree.head),
+    // Large but real-world values: chain ids and block numbers of busy chains.
+    chainId: 42161,
+    contract: '0x5FbDB2315678afecb367f032d93F642f64180aa3',
+    txHash: hex32(),
+    blockNumber: 412_345_678,
+    blockHash: hex32(),
+    time: 1_790_000_000,
+  });
+}
+
+function malformedField(json: unknown): string | undefined {
+  try {
+    parseReceipt(json);
+    return undefined;
+  } catch (err) {
+    if (!isVaultError(err, 'RECEIPT_MALFORMED')) throw err;
+    return err.details?.field as string;
+  }
+}
+
+describe('receipt format dicom-vault-receipt/1', () => {
+  it('round-trips through JSON text', () => {
+    const r = receiptFor(7, 3);
+    const back = encodeReceipt(parseReceipt(JSON.stringify(r)));
+    expect(back).toEqual(r);
+    expect(r.v).toBe(RECEIPT_TYPE);
+    expect(CID.parse(r.cid).toString()).toBe(r.cid);
+  });
+
+  it('stays under 1 KiB at 10,000 studies per batch, for the longest proof', () => {
+    const r = receiptFor(10_000, 0); // leaf 0 has the longest path: 14 hashes
+    expect(Buffer.from(r.path, 'base64url').length).toBe(14 * 32);
+    expect(receiptBytes(r)).toBeLessThan(1024);
+  });
+
+  it('names the field that is missing, unknown or malformed', () => {
+    const good = receiptFor(3, 2);
+    const cases: Array<[string, Record<string, unknown>]> = [
+      ['v', { v: 'dicom-vault-receipt/2' }],
+      ['cid', { cid: 'not-a-cid' }],
+      ['cid', { cid: undefined }],
+      ['index', { index: -1 }],
+      ['index', { index: 1.5 }],
+      ['size', { size: 0 }],
+      ['path', { path: 'abc+' }],
+      ['path', { path: Buffer.alloc(33).toString('base64url') }],
+      ['root', { root: Buffer.alloc(31).toString('base64url') }],
+      ['root', { root: '0x' + 'ab'.repeat(32) }],
+      ['chainId', { chainId: '1' }],
+      ['contract', { contract: '0x1234' }],
+      // One character's case changed: the EIP-55 checksum catches it.
+      ['contract', { contract: '0x5fBDB2315678afecb367f032d93F642f64180aa3' }],
+      ['tx', { tx: 'A'.repeat(44) }],
+      ['block', { block: -3 }],
+      ['blockHash', { blockHash: 42 }],
+      ['time', { time: 0 }],
+      ['extra', { extra: 1 }],
+    ];
+    for (const [field, change] of cases) {
+      const edited = { ...good, ...change };
+      for (const k of Object.keys(change)) if (change[k] === undefined) delete (edited as Record<string, unknown>)[k];
+      expect(malformedField(edited), JSON.stringify(change)).toBe(field);
+    }
+    expect(malformedField('{not json')).toBe('receipt');
+    expect(malformedField([good])).toBe('receipt');
+  });
+
+  it('accepts a contract address in lower case (no checksum to check)', () => {
+    const r = receiptFor(2, 1);
+    expect(parseReceipt({ ...r, contract: r.contract.toLowerCase() }).contract).toBe(r.contract);
+  });
+});
