@@ -1,33 +1,37 @@
-// `dicom-vault ingest <files or folders>`: the same pipeline as STOW, fed from files. Each file
-// is streamed (never read whole); stored instances are committed per study in batches, so a
-// folder of thousands of files makes a handful of study versions, not thousands.
+// `dicom-vault ingest <files or folders>`: the same ingest session as STOW, fed from files. Each
+// file is streamed (never read whole); instances are committed per study in batches, so a folder
+// of thousands of files makes a handful of study versions, not thousands.
 import { createReadStream } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isVaultError } from '../src/core/errors.ts';
-import { discardInstances, ingestInstance, keysOncePerStudy, WriteWindow, type IngestDeps, type IngestedInstance } from './instance.ts';
-import type { StudyWriter } from './study.ts';
+import { parseFileMeta } from '../src/dicom/scanner.ts';
+import { IngestSession, type IngestSessionDeps, type InstanceFailure, type SessionReport } from './session.ts';
 
 /** Instances per study committed together. Default 500. */
 export const DEFAULT_COMMIT_BATCH = 500;
 
 export interface FileIngestProgress {
+  /** Files looked at so far, and their bytes. */
   files: number;
-  stored: number;
-  duplicates: number;
-  failed: number;
   bytes: number;
+  failed: number;
+  /** Files and bytes in all, once the walk has counted them (undefined until then). */
+  totalFiles?: number;
+  totalBytes?: number;
 }
 
-export interface FileIngestResult extends FileIngestProgress {
-  studies: string[];
-  failures: Array<{ path: string; code: string; message: string }>;
+export interface FileIngestResult extends SessionReport {
+  files: number;
+  /** DICOMDIR files met: media directories, not instances (PS3.10 8.5); reported, not stored. */
+  dicomdirs: string[];
 }
 
 export interface FileIngestOptions {
   chunkSize: number;
   commitBatch?: number;
   onProgress?: (p: FileIngestProgress) => void;
+  /** Walk the paths once first to give progress a total (a terminal's progress bar). */
+  countFirst?: boolean;
   signal?: AbortSignal;
 }
 
@@ -47,69 +51,63 @@ async function* walk(path: string): AsyncGenerator<string> {
   }
 }
 
-export async function ingestFiles(
-  paths: string[],
-  deps: IngestDeps & { writer: Pick<StudyWriter, 'commit'> },
-  options: FileIngestOptions,
-): Promise<FileIngestResult> {
-  const batch = options.commitBatch ?? DEFAULT_COMMIT_BATCH;
-  const result: FileIngestResult = { files: 0, stored: 0, duplicates: 0, failed: 0, bytes: 0, studies: [], failures: [] };
-  const pending = new Map<string, IngestedInstance[]>();
-  const studies = new Set<string>();
+/** The Media Storage SOP Class of a DICOMDIR (PS3.4 Annex F). */
+const MEDIA_STORAGE_DIRECTORY = '1.2.840.10008.1.3.10';
 
-  const commit = async (study: string): Promise<void> => {
-    const items = pending.get(study) ?? [];
-    pending.delete(study);
-    if (items.length === 0) return;
-    try {
-      // The commit waits for the instances' blocks to be durable before the catalog names them.
-      const r = await deps.writer.commit(study, items);
-      for (const o of r.outcomes) {
-        if (o.status === 'stored') result.stored++;
-        else if (o.status === 'duplicate') result.duplicates++;
-        else {
-          result.failed++;
-          result.failures.push({ path: o.sopInstanceUID, code: 'DUPLICATE_SOP_INSTANCE', message: o.reason });
-        }
+/** Whether a file is a DICOMDIR: its File Meta names the Media Storage Directory SOP Class. */
+async function isDicomdir(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(16 * 1024);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    const meta = parseFileMeta(head.subarray(0, bytesRead), true);
+    return meta?.mediaStorageSOPClassUID === MEDIA_STORAGE_DIRECTORY;
+  } catch {
+    return false; // not Part 10 at all: the ingest says why
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function ingestFiles(paths: string[], deps: IngestSessionDeps, options: FileIngestOptions): Promise<FileIngestResult> {
+  const session = new IngestSession(deps, {
+    channel: 'cli',
+    chunkSize: options.chunkSize,
+    commitBatch: options.commitBatch ?? DEFAULT_COMMIT_BATCH,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const progress: FileIngestProgress = { files: 0, bytes: 0, failed: 0 };
+  if (options.countFirst === true) {
+    let totalFiles = 0;
+    let totalBytes = 0;
+    for (const root of paths) {
+      for await (const path of walk(root)) {
+        totalFiles++;
+        totalBytes += (await stat(path)).size;
       }
-    } catch (err) {
-      await discardInstances(deps.store, items);
-      throw err;
     }
-  };
-  const window = new WriteWindow();
-  const ingestDeps = { ...deps, keys: keysOncePerStudy(deps.keys) };
-
+    progress.totalFiles = totalFiles;
+    progress.totalBytes = totalBytes;
+  }
+  const dicomdirs: string[] = [];
+  let report: SessionReport;
   try {
     for (const root of paths) {
       for await (const path of walk(root)) {
-        result.files++;
-        try {
-          const ingested = await ingestInstance(createReadStream(path, { highWaterMark: 1024 * 1024 }), ingestDeps, {
-            chunkSize: options.chunkSize,
-            window,
-            ...(options.signal ? { signal: options.signal } : {}),
-          });
-          result.bytes += ingested.size;
-          const study = ingested.scanned.studyInstanceUID;
-          studies.add(study);
-          const list = pending.get(study) ?? [];
-          list.push(ingested);
-          pending.set(study, list);
-          if (list.length >= batch) await commit(study);
-        } catch (err) {
-          if (!isVaultError(err) || err.status >= 500 || err.code === 'ABORTED') throw err;
-          result.failed++;
-          result.failures.push({ path, code: err.code, message: err.message });
-        }
-        options.onProgress?.(result);
+        progress.files++;
+        const size = (await stat(path)).size;
+        let failure: InstanceFailure | undefined;
+        if (await isDicomdir(path)) dicomdirs.push(path);
+        else failure = await session.add(createReadStream(path, { highWaterMark: 1024 * 1024 }), path);
+        progress.bytes += size;
+        if (failure !== undefined) progress.failed++;
+        options.onProgress?.(progress);
       }
     }
-    for (const study of [...pending.keys()]) await commit(study);
+    report = await session.commit();
   } catch (err) {
-    await discardInstances(deps.store, [...pending.values()].flat());
+    await session.discard();
     throw err;
   }
-  result.studies = [...studies];
-  return result;
+  return { ...report, files: progress.files, dicomdirs };
 }

@@ -37,15 +37,23 @@ export interface NodeOptions {
   anchor?: AnchorConfig;
 }
 
+/** One command-line flag: its environment variable, its value's name, what it does, its default as shown in --help. */
+export interface FlagSpec {
+  env: string;
+  arg: string;
+  help: string;
+  default?: string;
+}
+
 export const FLAGS = {
-  host: { env: 'DICOM_VAULT_HOST', help: `interface to listen on (default ${DEFAULT_HOST})` },
-  port: { env: 'DICOM_VAULT_PORT', help: `TCP port (default ${DEFAULT_PORT})` },
-  'data-dir': { env: 'DICOM_VAULT_DATA_DIR', help: `data directory (default ${DEFAULT_DATA_DIR})` },
-  store: { env: 'DICOM_VAULT_STORE', help: 'block store: fs, ipfs or s3 (default fs; s3 reads DICOM_VAULT_S3_* and AWS_*)' },
-  'chunk-size': { env: 'DICOM_VAULT_CHUNK_SIZE', help: 'plaintext bytes per chunk (default 1048576)' },
-  'log-level': { env: 'DICOM_VAULT_LOG_LEVEL', help: `pino log level (default ${DEFAULT_LOG_LEVEL})` },
+  host: { env: 'DICOM_VAULT_HOST', arg: 'address', help: 'interface to listen on', default: DEFAULT_HOST },
+  port: { env: 'DICOM_VAULT_PORT', arg: 'port', help: 'TCP port of DICOMweb (0: any free port)', default: String(DEFAULT_PORT) },
+  'data-dir': { env: 'DICOM_VAULT_DATA_DIR', arg: 'dir', help: 'data directory: blocks (fs), catalog, keys, anchor state, embedded chain', default: DEFAULT_DATA_DIR },
+  store: { env: 'DICOM_VAULT_STORE', arg: 'kind', help: 'block store: fs, ipfs or s3 (s3 reads DICOM_VAULT_S3_* and AWS_*)', default: 'fs' },
+  'chunk-size': { env: 'DICOM_VAULT_CHUNK_SIZE', arg: 'bytes', help: 'plaintext bytes per chunk', default: '1048576' },
+  'log-level': { env: 'DICOM_VAULT_LOG_LEVEL', arg: 'level', help: `pino log level: ${LOG_LEVELS.join(', ')}`, default: DEFAULT_LOG_LEVEL },
   ...ANCHOR_FLAGS,
-} as const;
+} as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;
 

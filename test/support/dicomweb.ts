@@ -104,3 +104,14 @@ export function getRaw(url: string, accept = 'multipart/related; type="applicati
     req.on('error', reject);
   });
 }
+
+/** The failures of a STOW response body: each FailedSOPSequence item's code, PS3.4 status and full reason (the node's private block). */
+export function failuresIn(body: any): Array<{ sopInstanceUID?: string; status: number; code: string; reason: string }> {
+  const items: any[] = body?.['00081198']?.Value ?? [];
+  return items.map((i) => ({
+    ...(i['00081155'] ? { sopInstanceUID: i['00081155'].Value[0] } : {}),
+    status: i['00081197']?.Value?.[0],
+    code: i['00091002']?.Value?.[0],
+    reason: i['00091001']?.Value?.[0],
+  }));
+}

@@ -1,11 +1,11 @@
-// The anchoring commands of `dicom-vault` (src/cli.ts dispatches here):
+// The anchoring commands of `dicom-vault`:
 //
 //   receipt <study-uid> [version]      print the receipt of the study's current (or given) version as JSON
 //   anchor status [study-uid]          the queue and each batch's state; or each version of one study
 //   verify-receipt <file|-> --rpc URL  check a receipt against a chain: needs no node, data or keys
 //   deploy-contract                    deploy the anchoring contract on --chain-rpc with --chain-key-file
 //
-// Exit codes: 0 done / holds; 2 not anchored yet; 3 verification failed; 1 error.
+// Exit statuses (io.ts EXIT): 0 done / holds; 4 not anchored yet; 3 verification failed; 1 error.
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +15,8 @@ import { Catalog } from '../../catalog/catalog.ts';
 import type { NodeOptions } from '../config.ts';
 import { assertUid } from '../../dicom/uid.ts';
 import type { Vault } from '../vault.ts';
+import type { Command } from 'commander';
+import { EXIT, nodeOptionsOf, stdio, withNodeFlags, type Io } from './io.ts';
 import { openAnchorState, openChainReader } from '../../../anchor/anchoring.ts';
 import { createChainClient, readKeyFile } from '../../../anchor/chain/client.ts';
 import { deployAnchorContract } from '../../../anchor/chain/deploy-contract.ts';
@@ -22,29 +24,10 @@ import { ANCHOR_DB_FILE, type AnchorState, type BatchRecord } from '../../../anc
 import { checkStudyAnchor, type StudyAnchorReport } from '../../../anchor/study-anchor.ts';
 import { verifyReceipt, type VerifyReceiptReturnType } from '../../../anchor/verify-receipt.ts';
 
-export const ANCHOR_COMMANDS = ['receipt', 'anchor', 'verify-receipt', 'deploy-contract'] as const;
-
-/** Options of these commands beyond the node's flags, for the CLI's parseArgs. */
-export const ANCHOR_CLI_OPTIONS = {
-  rpc: { type: 'string' },
-  cid: { type: 'string' },
-} as const;
-
-export const ANCHOR_USAGE = `  receipt <study-uid> [version]   print the anchor receipt of the study's current (or given) version as JSON
-  anchor status [study-uid]       the anchoring queue and each batch's state, or each version of one study
-  verify-receipt <file|-> --rpc URL [--cid CID]
-                                  check a receipt against a chain's JSON-RPC; needs no node, data or keys
-  deploy-contract                 deploy the anchoring contract on --chain-rpc, signed with --chain-key-file`;
-
-export interface AnchorCliValues {
+interface AnchorCliValues {
   json?: boolean;
   rpc?: string;
   cid?: string;
-}
-
-export interface Io {
-  out(s: string): void;
-  err(s: string): void;
 }
 
 const CATALOG_FILE = 'catalog.db';
@@ -66,7 +49,7 @@ function describeBatch(b: BatchRecord, required?: number): string {
   return `batch ${b.id} (${b.size} roots) ${b.state}${tx}${conf}${b.lastError ? `; last error: ${b.lastError}` : ''}`;
 }
 
-export async function runAnchorCommand(command: string, args: string[], values: AnchorCliValues, options: NodeOptions, io: Io): Promise<number> {
+async function runAnchorCommand(command: string, args: string[], values: AnchorCliValues, options: NodeOptions, io: Io): Promise<number> {
   switch (command) {
     case 'receipt': {
       const study = assertUid(args[0] ?? '', 'study UID');
@@ -85,7 +68,7 @@ export async function runAnchorCommand(command: string, args: string[], values: 
         const leaf = state?.leaf(version.root);
         const batch = leaf?.batchId == null ? undefined : state!.batch(leaf.batchId);
         io.err(`version ${version.version} (root ${version.root}) is not anchored yet: ${batch ? describeBatch(batch) : 'waiting for a batch'}`);
-        return 2;
+        return EXIT.PENDING;
       } finally {
         state?.close();
         catalog.close();
@@ -146,7 +129,7 @@ export async function runAnchorCommand(command: string, args: string[], values: 
       const result = await verifyReceipt({ receipt: body, client: createChainClient({ rpcUrl: values.rpc }), ...(values.cid ? { expectedCid: values.cid } : {}) });
       if (values.json) io.out(JSON.stringify(result, null, 2));
       else printVerification(result, io);
-      return result.ok ? 0 : 3;
+      return result.ok ? EXIT.OK : EXIT.PROBLEMS;
     }
     case 'deploy-contract': {
       const a = options.anchor;
@@ -207,4 +190,39 @@ export function printStudyAnchor(r: StudyAnchorReport, io: Io): void {
     io.out(head);
     for (const p of r.problems) io.out(`ANCHOR ${p.check.toUpperCase()}: ${p.message}`);
   }
+}
+
+export function anchorCommands(program: Command, io: Io = stdio): void {
+  const run = (command: string) => async (args: string[], values: AnchorCliValues, cmd: Command) => {
+    process.exitCode = await runAnchorCommand(command, args, values, nodeOptionsOf(cmd), io);
+  };
+  withNodeFlags(
+    program
+      .command('receipt')
+      .description("print the anchor receipt of the study's current (or given) version as JSON")
+      .argument('<study-uid>', 'Study Instance UID')
+      .argument('[version]', 'a version number (default: the current one)'),
+    ['data-dir'],
+  ).action((study: string, version: string | undefined, _opts: unknown, cmd: Command) => run('receipt')(version === undefined ? [study] : [study, version], {}, cmd));
+  const anchor = program.command('anchor').description('the anchoring queue and batches');
+  withNodeFlags(
+    anchor
+      .command('status')
+      .description("the anchoring queue and each batch's state, or each version of one study")
+      .argument('[study-uid]', 'one study')
+      .option('--json', 'print as JSON'),
+  ).action((study: string | undefined, opts: AnchorCliValues, cmd: Command) => run('anchor')(study === undefined ? ['status'] : ['status', study], opts, cmd));
+  withNodeFlags(
+    program
+      .command('verify-receipt')
+      .description("check a receipt against a chain's JSON-RPC; needs no node, data or keys")
+      .argument('<file>', 'the receipt (JSON), or - for standard input')
+      .requiredOption('--rpc <url>', 'JSON-RPC endpoint of the chain the receipt names')
+      .option('--cid <cid>', 'the root CID the receipt must be for')
+      .option('--json', 'print the checks as JSON'),
+    ['data-dir'],
+  ).action((file: string, opts: AnchorCliValues, cmd: Command) => run('verify-receipt')([file], opts, cmd));
+  withNodeFlags(
+    program.command('deploy-contract').description('deploy the anchoring contract on --chain-rpc, signed with --chain-key-file').option('--json', 'print as JSON'),
+  ).action((opts: AnchorCliValues, cmd: Command) => run('deploy-contract')([], opts, cmd));
 }

@@ -1,81 +1,76 @@
-// The CLI commands that move a study between nodes as a CAR file (see car.ts):
-//   export --car <study-uid> <file.car> [--to <recipient-public-key.pem>]
+// The commands that move a study between nodes as a CAR file (src/transfer/car.ts):
+//   export --car <study-uid> <file.car> [--to <recipient-public-key.pem>]   (export.ts)
 //   import <file.car>
-//   public-key                     print this node's transport public key (what senders pass to --to)
+//   public-key          print this node's transport public key (what senders pass to --to)
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { NodeOptions } from '../config.ts';
+import type { Command } from 'commander';
 import { VaultError } from '../../core/errors.ts';
 import { assertUid } from '../../dicom/uid.ts';
-import { openVault } from '../vault.ts';
-import { createLogger } from '../log.ts';
 import { TRANSPORT_KEY_FILE, exportStudyCar, importStudyCar, loadOrCreateTransportKey, parseRecipientKey, publicKeyPem } from '../../transfer/car.ts';
+import type { NodeOptions } from '../config.ts';
+import { createLogger } from '../log.ts';
+import { openVault } from '../vault.ts';
+import { EXIT, mb, nodeOptionsOf, stdio, withNodeFlags, type Io } from './io.ts';
 
-export const CAR_CLI_OPTIONS = {
-  car: { type: 'boolean' },
-  to: { type: 'string' },
-} as const;
+export function carCommands(program: Command, io: Io = stdio): void {
+  withNodeFlags(
+    program
+      .command('import')
+      .description("store and check a study's blocks from a CAR file; readable here if its data key was sealed to this node")
+      .argument('<file.car>', 'the CAR file')
+      .option('--json', 'print the report as JSON'),
+    ['data-dir', 'store', 'log-level'],
+  ).action(async (file: string, opts: { json?: boolean }, cmd: Command) => {
+    const options = nodeOptionsOf(cmd);
+    const vault = await openVault(options, createLogger('warn'));
+    try {
+      const transportKey = loadOrCreateTransportKey(join(options.dataDir, TRANSPORT_KEY_FILE));
+      const r = await importStudyCar({ store: vault.store, catalog: vault.catalog, keys: vault.keys, transportKey }, file);
+      if (opts.json) io.out(JSON.stringify(r, null, 2));
+      else {
+        io.out(`imported ${r.blocks} blocks (${mb(r.bytes)} MB), root ${r.root}: every block verified`);
+        io.out(r.readable ? `readable: study ${r.studyInstanceUID}, ${r.instances} instances` : `verifiable, not readable: ${r.reason}`);
+      }
+      process.exitCode = EXIT.OK;
+    } finally {
+      await vault.close();
+    }
+  });
 
-export const CAR_USAGE = `  export --car <study-uid> <file.car> [--to <node-public-key.pem>]
-                            write the study's whole (encrypted) DAG as a CAR file; with --to, its
-                            data key travels too, sealed to that node
-  import <file.car>         store and check a study's blocks from a CAR; readable here if its key was sealed to this node
-  public-key                print this node's transport public key (PEM), for senders' --to`;
-
-export interface CarCliValues {
-  car?: boolean | undefined;
-  to?: string | undefined;
-  json?: boolean | undefined;
-}
-
-interface Io {
-  out(s: string): void;
-  err(s: string): void;
-}
-
-export async function runCarCommand(command: 'export' | 'import' | 'public-key', args: string[], values: CarCliValues, options: NodeOptions, io: Io): Promise<number> {
-  const transportKeyPath = join(options.dataDir, TRANSPORT_KEY_FILE);
-  switch (command) {
-    case 'public-key': {
+  withNodeFlags(program.command('public-key').description("print this node's transport public key (PEM), for senders' export --car --to"), ['data-dir']).action(
+    async (_opts: unknown, cmd: Command) => {
+      const options = nodeOptionsOf(cmd);
       mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-      io.out(publicKeyPem(loadOrCreateTransportKey(transportKeyPath)).trimEnd());
-      return 0;
+      io.out(publicKeyPem(loadOrCreateTransportKey(join(options.dataDir, TRANSPORT_KEY_FILE))).trimEnd());
+      process.exitCode = EXIT.OK;
+    },
+  );
+}
+
+/** `export --car`: the study's whole encrypted DAG as a CAR file, its data key sealed to `to` if given. */
+export async function exportCar(studyArg: string, file: string, opts: { to?: string; json?: boolean }, options: NodeOptions, io: Io): Promise<number> {
+  const study = assertUid(studyArg, 'study UID');
+  let recipient;
+  if (opts.to !== undefined) {
+    try {
+      recipient = parseRecipientKey(await readFile(opts.to));
+    } catch (cause) {
+      if (cause instanceof VaultError) throw cause;
+      throw new VaultError('BAD_REQUEST', `cannot read ${opts.to}`, { cause });
     }
-    case 'export': {
-      const study = assertUid(args[0] ?? '', 'study UID');
-      const file = args[1];
-      if (!file) throw new VaultError('BAD_REQUEST', 'export --car needs the CAR file to write');
-      const recipient = values.to === undefined ? undefined : parseRecipientKey(await readFile(values.to));
-      const vault = await openVault(options, createLogger('warn'));
-      try {
-        const r = await exportStudyCar(vault, study, file, recipient === undefined ? {} : { recipient });
-        if (values.json) io.out(JSON.stringify(r, null, 2));
-        else {
-          io.out(`wrote ${file}: root ${r.root}, ${r.versions} versions, ${r.instances} instances, ${r.blocks} blocks, ${(r.bytes / 1e6).toFixed(1)} MB`);
-          io.out(r.keyIncluded ? `data key sealed to ${values.to}` : 'no data key included: the receiver can verify the study but not read it');
-        }
-        return 0;
-      } finally {
-        await vault.close();
-      }
+  }
+  const vault = await openVault(options, createLogger('warn'));
+  try {
+    const r = await exportStudyCar(vault, study, file, recipient === undefined ? {} : { recipient });
+    if (opts.json) io.out(JSON.stringify(r, null, 2));
+    else {
+      io.out(`wrote ${file}: root ${r.root}, ${r.versions} versions, ${r.instances} instances, ${r.blocks} blocks, ${mb(r.bytes)} MB`);
+      io.out(r.keyIncluded ? `data key sealed to ${opts.to}` : 'no data key included: the receiver can verify the study but not read it');
     }
-    case 'import': {
-      const file = args[0];
-      if (!file) throw new VaultError('BAD_REQUEST', 'import needs a CAR file');
-      const vault = await openVault(options, createLogger('warn'));
-      try {
-        const transportKey = loadOrCreateTransportKey(transportKeyPath);
-        const r = await importStudyCar({ store: vault.store, catalog: vault.catalog, keys: vault.keys, transportKey }, file);
-        if (values.json) io.out(JSON.stringify(r, null, 2));
-        else {
-          io.out(`imported ${r.blocks} blocks (${(r.bytes / 1e6).toFixed(1)} MB), root ${r.root}: every block verified`);
-          io.out(r.readable ? `readable: study ${r.studyInstanceUID}, ${r.instances} instances` : `verifiable, not readable: ${r.reason}`);
-        }
-        return 0;
-      } finally {
-        await vault.close();
-      }
-    }
+    return EXIT.OK;
+  } finally {
+    await vault.close();
   }
 }

@@ -294,7 +294,7 @@ describe.skipIf(!havePydicom)('the dicom-vault command', () => {
     await copyFile(join(PYDICOM_DATA, 'test_files', 'no_meta.dcm'), join(input, 'no_meta.dcm'));
 
     const ingest = await run(['ingest', input, '--data-dir', dataDir]);
-    expect(ingest.code, ingest.stderr).toBe(2); // one file refused
+    expect(ingest.code, ingest.stderr).toBe(3); // one file refused
     expect(ingest.stdout).toMatch(/5 files: 4 stored, 0 already stored, 1 refused/);
     expect(ingest.stderr).toMatch(/no_meta\.dcm: NOT_DICOM/);
 

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedStudy } from '../../../../bench/generate.ts';
 import { bytesOf } from '../../../support/generated.ts';
-import { retrieve, stow, uidsIn, type StowResult } from '../../../support/dicomweb.ts';
+import { retrieve, stow, uidsIn, type StowResult, failuresIn } from '../../../support/dicomweb.ts';
 import { startTestApp, startTestNode, type TestApp, type TestNode } from '../../../support/node.ts';
 import { VaultError } from '../../../../src/core/errors.ts';
 import type { BlockStore } from '../../../../storage/block-store.ts';
@@ -89,7 +89,8 @@ describe('STOW-RS', () => {
       expect(failed[0]['00081197']).toEqual({ vr: 'US', Value: [DOES_NOT_MATCH] });
       expect(failed[0]['00081197'].Value[0]).toBe(43264);
       expect(failed[0]['00081155']).toEqual({ vr: 'UI', Value: [stranger.instances[0]!.sopInstanceUID] });
-      expect(r.headers.get('warning')).toMatch(/study/i);
+      expect(failuresIn(r.body)[0]!.reason).toMatch(/study/i);
+      expect(r.headers.get('warning')).toMatch(/^299 dicom-vault "1 of 1 instances not stored/);
     }
     expect(await listed(`/studies?StudyInstanceUID=${stranger.studyInstanceUID}`)).toBe(0);
     expect(await listed(`/instances?SOPInstanceUID=${stranger.instances[0]!.sopInstanceUID}`)).toBe(0);
