@@ -15,6 +15,8 @@ import type { AnchorConfig } from './config.ts';
 import { AnchorService, type AnchorServiceOptions } from './service.ts';
 import { ANCHOR_DB_FILE, AnchorState } from './state.ts';
 
+/** The embedded chain's pid file, beside its state (anvil.ts). */
+export const ANVIL_PID_FILE = 'anvil.pid';
 /** Directory in the data directory for the embedded chain. */
 export const CHAIN_DIR = 'chain';
 export const ANVIL_STATE_FILE = 'anvil-state.json';
@@ -109,7 +111,7 @@ export async function startAnchoring(p: StartAnchoringParameters): Promise<Ancho
   if (config.mode === 'embedded') {
     const dir = join(p.dataDir, CHAIN_DIR);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    anvil = await startAnvil({ port: config.chainPort, statePath: join(dir, ANVIL_STATE_FILE) });
+    anvil = await startAnvil({ port: config.chainPort, statePath: join(dir, ANVIL_STATE_FILE), pidFile: join(dir, ANVIL_PID_FILE) });
     try {
       client = createChainClient({ rpcUrl: anvil.rpcUrl, account: accountFromKey(ANVIL_DEV_KEY) });
       contract = await embeddedContract(client, p.dataDir, log);

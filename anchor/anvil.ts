@@ -2,8 +2,16 @@
 // package) run as a child process. Its state (accounts, contract storage, blocks, receipts) is
 // dumped to a file in the data directory every second and on exit, and loaded at the next
 // start, so receipts issued on it keep verifying across restarts.
+//
+// The chain never outlives the node, whatever kills the node: anvil is started under util-linux's
+// `setpriv --pdeathsig TERM` (the kernel sends it SIGTERM when the node's process ends, even by
+// SIGKILL; TERM lets it write its state), and its PID is kept in a pid file beside its state, so a
+// start that finds a chain of its own left running (no setpriv on this machine, or a chain started
+// by an older release) stops it and starts afresh from the state file. Node cannot set a child's
+// parent-death signal itself (prctl needs a native addon), and a process group would not help
+// when the node itself is killed.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { delimiter, dirname, join } from 'node:path';
 import { VaultError } from '../src/core/errors.ts';
@@ -39,6 +47,11 @@ export interface AnvilOptions {
   binary?: string;
   /** Wait for the RPC to listen, ms. Default DEFAULT_START_TIMEOUT_MS. */
   startTimeoutMs?: number;
+  /**
+   * Pid file of this chain (mode 0600): a chain of ours still running from an earlier start (its
+   * command line names the same state file) is stopped first. Default: none.
+   */
+  pidFile?: string;
 }
 
 export interface AnvilProcess {
@@ -93,8 +106,11 @@ export async function startAnvil(options: AnvilOptions = {}): Promise<AnvilProce
   if (options.statePath) args.push('--state', options.statePath, '--state-interval', String(options.stateIntervalS ?? DEFAULT_STATE_INTERVAL_S));
   else if (options.loadStateOnly) args.push('--load-state', options.loadStateOnly);
   if (options.blockTime !== undefined) args.push('--block-time', String(options.blockTime));
+  if (options.pidFile !== undefined) await stopStaleChain(options.pidFile, options.statePath);
   // Only the banner goes to stdout (with anvil's well-known dev keys): read for the port, never logged.
-  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const setpriv = pdeathsigWrapper();
+  const child = setpriv === undefined ? spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(setpriv, ['--pdeathsig', 'TERM', '--', binary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (options.pidFile !== undefined && child.pid !== undefined) writeFileSync(options.pidFile, `${child.pid}\n`, { mode: 0o600 });
   // Never outlive the node: a crashed node must not leave a chain holding its port. (SIGTERM
   // still lets anvil write its state; the interval dumps cover a SIGKILL of the node.)
   const killOnExit = (): void => void child.kill('SIGTERM');
@@ -102,6 +118,7 @@ export async function startAnvil(options: AnvilOptions = {}): Promise<AnvilProce
   const exited = new Promise<void>((resolve) =>
     child.once('exit', () => {
       process.off('exit', killOnExit);
+      if (options.pidFile !== undefined) rmSync(options.pidFile, { force: true });
       resolve();
     }),
   );
@@ -154,4 +171,48 @@ export async function startAnvil(options: AnvilOptions = {}): Promise<AnvilProce
       clearTimeout(timer);
     },
   };
+}
+
+/** util-linux's setpriv (it execs the program, so the child's PID is anvil's), if this machine has it. */
+function pdeathsigWrapper(): string | undefined {
+  if (process.platform !== 'linux') return undefined;
+  for (const candidate of ['/usr/bin/setpriv', '/bin/setpriv']) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Stops the chain a pid file names if it is still running and is ours: an anvil whose command line
+ * names `statePath` (a PID reused by another program is left alone). Waits for it to exit (TERM,
+ * then KILL after 10 s), so its port and state file are free.
+ */
+async function stopStaleChain(pidFile: string, statePath: string | undefined): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').trim());
+  } catch {
+    return; // no pid file: nothing left running from an earlier start
+  }
+  const ours = (): boolean => {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return cmdline.some((a) => a.endsWith('anvil')) && (statePath === undefined || cmdline.includes(statePath));
+    } catch {
+      return false; // gone
+    }
+  };
+  if (Number.isInteger(pid) && pid > 1 && ours()) {
+    process.kill(pid, 'SIGTERM');
+    for (let waited = 0; ours(); waited += 50) {
+      if (waited === 10_000) process.kill(pid, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  rmSync(pidFile, { force: true });
 }

@@ -6,6 +6,7 @@ import type { CID } from 'multiformats/cid';
 import { VaultError, isVaultError } from '../src/core/errors.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { cidMatches } from './cid.ts';
+import { publishBlockRejected, publishBlockVerified } from '../src/core/events.ts';
 
 /**
  * The block's bytes, verified against `cid`. Throws VaultError('BLOCK_NOT_FOUND') when the
@@ -19,15 +20,18 @@ export async function getVerified(store: Pick<BlockStore, 'get'>, cid: CID, opti
   } catch (err) {
     // Re-raised so every backend's not-found names the CID the same way.
     if (isVaultError(err, 'BLOCK_NOT_FOUND')) {
+      publishBlockRejected(cid, 'missing');
       throw new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details: { cid: cid.toString() } });
     }
     throw err;
   }
   if (!cidMatches(cid, bytes)) {
+    publishBlockRejected(cid, 'corrupt');
     throw new VaultError('BLOCK_CORRUPT', `block ${cid} failed verification`, {
       details: { cid: cid.toString(), size: bytes.byteLength },
     });
   }
+  publishBlockVerified(bytes.byteLength);
   return bytes;
 }
 

@@ -3,7 +3,6 @@
 // AccessPolicy and AuditSink; routes never check rights themselves. The embedded default is open
 // (the node listens on loopback) and writes audit events to the log.
 import type { FastifyRequest } from 'fastify';
-import type { Logger } from 'pino';
 
 export type AccessAction = 'search' | 'retrieve' | 'store';
 
@@ -56,11 +55,6 @@ export const openPolicy: AccessPolicy = {
   identify: async () => ({ id: 'anonymous', method: 'none' }),
   authorize: async () => ({ allowed: true }),
 };
-
-export function logAuditSink(logger: Logger): AuditSink {
-  const log = logger.child({ component: 'audit' });
-  return { record: (event) => log.info({ audit: event }, 'access') };
-}
 
 /** Route config that declares what a route touches; the app's access hook reads it. */
 export interface AccessRouteConfig {

@@ -11,6 +11,7 @@ import type { ByteRange } from '../dicom/model.ts';
 import type { DataKey } from '../format/keys.ts';
 import type { AbortOptions, BlockStore } from '../../storage/block-store.ts';
 import { getVerified } from '../../storage/verified.ts';
+import { publishBlockRejected, publishBlockVerified } from '../core/events.ts';
 import { decodeInstanceNode, openInstanceEnvelopeWithKey, type InstanceEnvelope, type InstanceNode } from '../format/dag.ts';
 import { sharedCryptoPool, type BlockHash, type CryptoPool } from '../format/crypto-pool.ts';
 import { deriveKey, openChunk } from '../format/seal.ts';
@@ -149,7 +150,10 @@ export class OpenedInstance {
     const block = await getBlock(() => this.#store.get(cid, getOptions), cid);
     const size = block.byteLength; // the block is moved to the worker below
     const result = await this.#crypto.open(this.#key, index, block, hash, cid.multihash.digest, { plaintextSha256: sha256 });
-    if ('plaintext' in result) return result;
+    if ('plaintext' in result) {
+      publishBlockVerified(size);
+      return result;
+    }
     throw this.#failed(cid, index, result.failure, size);
   }
 
@@ -165,6 +169,7 @@ export class OpenedInstance {
       }
       const result = await this.#crypto.openInSlot(this.#key, index, slot, size, hash, cid.multihash.digest, { plaintextSha256: sha256 });
       if ('failure' in result) throw this.#failed(cid, index, result.failure, size);
+      publishBlockVerified(size);
       return { plaintext: slot.bytes.subarray(0, result.plaintextLength), ...(result.sha256 === undefined ? {} : { sha256: result.sha256 }), giveBack };
     } catch (err) {
       giveBack(); // a slot whose memory was lost with a failed worker call is not taken back
@@ -173,12 +178,14 @@ export class OpenedInstance {
   }
 
   #failed(cid: CID, index: number, failure: 'hash' | 'short' | 'tag', size: number): VaultError {
+    publishBlockRejected(cid, 'corrupt');
     // As getVerified reports it.
     if (failure === 'hash') return new VaultError('BLOCK_CORRUPT', `block ${cid} failed verification`, { details: { cid: cid.toString(), size } });
     return this.#undecryptable(cid, index, undefined);
   }
 
   #undecryptable(cid: CID, index: number, cause: unknown): VaultError {
+    publishBlockRejected(cid, 'corrupt');
     return new VaultError('BLOCK_CORRUPT', `block ${cid} (chunk ${index} of instance ${this.#cid}) failed decryption`, {
       ...(cause === undefined ? {} : { cause }),
       details: { cid: cid.toString() },
@@ -400,6 +407,7 @@ async function getBlock<T>(read: () => Promise<T>, cid: CID): Promise<T> {
   try {
     return await read();
   } catch (err) {
+    if (isVaultError(err, 'BLOCK_NOT_FOUND')) publishBlockRejected(cid, 'missing');
     // Stores name the block already; a store that does not is given the CID here.
     if (isVaultError(err, 'BLOCK_NOT_FOUND') && err.details?.cid !== cid.toString()) {
       throw new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details: { cid: cid.toString() } });

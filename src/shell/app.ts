@@ -1,6 +1,7 @@
 // The HTTP app factory (separate from listen(), so tests and the CLI build it the same way). One
 // error handler turns every thrown error into a response; one access hook checks and records
-// every DICOMweb request; each DICOMweb service lives in its own file under src/dicomweb/.
+// every DICOMweb request; each DICOMweb service lives in its own file under dicomweb/. Beside
+// DICOMweb: /healthz (alive), /readyz (catalog, block store and chain reachable) and /metrics.
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { type AccessPolicy, type AccessRouteConfig, type AuditSink, resourceOf } from '../access/policy.ts';
@@ -10,6 +11,9 @@ import { qidoService, type QidoDeps } from './dicomweb/qido.ts';
 import { stowService, type StowDeps } from './dicomweb/stow.ts';
 import { wadoService, type WadoDeps } from './dicomweb/wado.ts';
 import { receiptService, type ReceiptDeps } from './dicomweb/receipt.ts';
+import { PublicUrls } from './dicomweb/public-url.ts';
+import type { NodeMetrics } from './metrics.ts';
+import { REDACTING_SERIALIZERS } from './log.ts';
 
 export interface AppDeps extends QidoDeps {
   store: StowDeps['store'] & WadoDeps['store'];
@@ -22,7 +26,21 @@ export interface AppDeps extends QidoDeps {
   audit: AuditSink;
   /** Anchor receipts (GET /studies/{study}/receipt); absent when the node does not anchor. */
   receipts?: ReceiptDeps['receipts'];
+  /** Where the URLs the node hands out point (--public-url, trusted proxies). Default: from each request. */
+  urls?: PublicUrls;
+  /** Prometheus metrics at /metrics; absent: no /metrics. */
+  metrics?: NodeMetrics;
+  /** What /readyz checks, each with a name; a check throws (or times out) when its part is not ready. */
+  readiness?: ReadinessCheck[];
 }
+
+export interface ReadinessCheck {
+  name: string;
+  check(signal: AbortSignal): Promise<void>;
+}
+
+/** How long /readyz waits for one check, ms. */
+export const READINESS_TIMEOUT_MS = 2_000;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -31,9 +49,12 @@ declare module 'fastify' {
 }
 
 export function buildApp(deps: AppDeps): FastifyInstance {
-  const logger: FastifyBaseLogger = deps.logger.child({ component: 'http' });
+  const logger: FastifyBaseLogger = deps.logger.child({ component: 'http' }, { serializers: REDACTING_SERIALIZERS });
+  const urls = deps.urls ?? new PublicUrls(DICOMWEB_PREFIX);
   const app = Fastify({
     loggerInstance: logger,
+    // Forwarding headers (and so request.ip) are believed from configured proxies only.
+    trustProxy: (address: string) => urls.trusts(address),
     // Bodies of STOW requests are streamed by the service; nothing here buffers them.
     bodyLimit: 1024 * 1024,
     // Large studies take long to stream; the socket's own timeout guards dead peers.
@@ -64,7 +85,26 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     void reply.code(404).send({ code: 'NOT_FOUND', message: `no route for ${request.method} ${request.url.split('?')[0]}` });
   });
 
+  deps.metrics?.instrument(app);
   app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const results = await Promise.all(
+      (deps.readiness ?? []).map(async ({ name, check }) => {
+        try {
+          await check(AbortSignal.timeout(READINESS_TIMEOUT_MS));
+          return { name, ok: true };
+        } catch (err) {
+          return { name, ok: false, reason: err instanceof Error ? err.message : String(err) };
+        }
+      }),
+    );
+    const failed = results.filter((r) => !r.ok);
+    return reply.code(failed.length === 0 ? 200 : 503).send({
+      status: failed.length === 0 ? 'ready' : 'not ready',
+      ...(failed.length > 0 ? { reason: failed.map((f) => `${f.name}: ${f.reason}`).join('; ') } : {}),
+      checks: results,
+    });
+  });
 
   void app.register(
     async (scope) => {
@@ -97,9 +137,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
           });
         });
       });
-      await scope.register(stowService(deps));
+      await scope.register(stowService({ ...deps, urls }));
       await scope.register(qidoService(deps));
-      await scope.register(wadoService(deps));
+      await scope.register(wadoService({ ...deps, urls }));
       await scope.register(receiptService({ catalog: deps.catalog, ...(deps.receipts ? { receipts: deps.receipts } : {}) }));
     },
     { prefix: DICOMWEB_PREFIX },

@@ -2,6 +2,7 @@
 // command-line flags and DICOM_VAULT_* environment variables (flags win).
 import { resolve } from 'node:path';
 import { VaultError } from '../core/errors.ts';
+import { trustList, validatePublicUrl } from './dicomweb/public-url.ts';
 import { DEFAULT_CHUNK_SIZE } from '../format/dag.ts';
 import { ANCHOR_FLAGS, resolveAnchorConfig, type AnchorConfig } from '../../anchor/config.ts';
 
@@ -35,7 +36,26 @@ export interface NodeOptions {
   logLevel: string;
   /** Anchoring of study roots on a chain (anchor/config.ts); absent means none. */
   anchor?: AnchorConfig;
+  /** Base of the URLs the node hands out (RetrieveURL, BulkDataURI). Default: from each request. */
+  publicUrl?: string;
+  /** Reverse proxies (addresses, CIDR blocks) whose Forwarded / X-Forwarded-* headers are believed. Default none. */
+  trustedProxies: string[];
+  /** The DIMSE Storage SCP (C-STORE, C-ECHO); absent when turned off (--dimse-port off). */
+  dimse?: DimseOptions;
 }
+
+export interface DimseOptions {
+  /** TCP port. Default DEFAULT_DIMSE_PORT (11112); 0 picks a free one. */
+  port: number;
+  /** The node's AE title. Default DEFAULT_AE_TITLE. */
+  aeTitle: string;
+  /** Calling AE titles allowed to associate; empty: any. Default empty. */
+  allowedCallingAeTitles: string[];
+}
+
+/** The DICOM port registered with IANA for DICOM over TCP without TLS (PS3.15 asks 11112). */
+export const DEFAULT_DIMSE_PORT = 11112;
+export const DEFAULT_AE_TITLE = 'DICOMVAULT';
 
 /** One command-line flag: its environment variable, its value's name, what it does, its default as shown in --help. */
 export interface FlagSpec {
@@ -52,6 +72,11 @@ export const FLAGS = {
   store: { env: 'DICOM_VAULT_STORE', arg: 'kind', help: 'block store: fs, ipfs or s3 (s3 reads DICOM_VAULT_S3_* and AWS_*)', default: 'fs' },
   'chunk-size': { env: 'DICOM_VAULT_CHUNK_SIZE', arg: 'bytes', help: 'plaintext bytes per chunk', default: '1048576' },
   'log-level': { env: 'DICOM_VAULT_LOG_LEVEL', arg: 'level', help: `pino log level: ${LOG_LEVELS.join(', ')}`, default: DEFAULT_LOG_LEVEL },
+  'public-url': { env: 'DICOM_VAULT_PUBLIC_URL', arg: 'url', help: 'base of the URLs the node hands out (RetrieveURL, BulkDataURI), e.g. https://pacs.example.org; default: from each request' },
+  'trusted-proxies': { env: 'DICOM_VAULT_TRUSTED_PROXIES', arg: 'list', help: 'comma-separated addresses or CIDR blocks of reverse proxies whose Forwarded / X-Forwarded-* headers are believed', default: 'none' },
+  'dimse-port': { env: 'DICOM_VAULT_DIMSE_PORT', arg: 'port', help: 'TCP port of the DIMSE Storage SCP (C-STORE, C-ECHO) on --host; off: none', default: String(DEFAULT_DIMSE_PORT) },
+  'ae-title': { env: 'DICOM_VAULT_AE_TITLE', arg: 'title', help: "the node's DIMSE AE title", default: DEFAULT_AE_TITLE },
+  'allowed-aes': { env: 'DICOM_VAULT_ALLOWED_AES', arg: 'list', help: 'comma-separated calling AE titles allowed to associate over DIMSE', default: 'any' },
   ...ANCHOR_FLAGS,
 } as const satisfies Record<string, FlagSpec>;
 
@@ -88,5 +113,31 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
     chunkSize: chunkRaw === undefined ? DEFAULT_CHUNK_SIZE : int('chunk-size', chunkRaw, 4096, 64 * 1024 * 1024),
     logLevel,
     anchor: resolveAnchorConfig(get),
+    ...(get('public-url') !== undefined ? { publicUrl: validatePublicUrl(get('public-url')!) } : {}),
+    trustedProxies: get('trusted-proxies') === 'none' ? [] : checkedProxies(list(get('trusted-proxies'))),
+    ...resolveDimse(get),
   };
+}
+
+function list(raw: string | undefined): string[] {
+  return (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+/** AE titles: 1-16 characters of the default repertoire, no backslash or control characters (PS3.5 6.2, AE). */
+const AE_TITLE = /^[\x20-\x5b\x5d-\x7e]{1,16}$/;
+
+function resolveDimse(get: (name: FlagName) => string | undefined): { dimse?: DimseOptions } {
+  const port = get('dimse-port');
+  if (port === 'off') return {};
+  const aeTitle = (get('ae-title') ?? DEFAULT_AE_TITLE).trim();
+  const allowed = get('allowed-aes') === 'any' ? [] : list(get('allowed-aes'));
+  for (const ae of [aeTitle, ...allowed]) {
+    if (!AE_TITLE.test(ae) || ae.trim() === '') throw new VaultError('CONFIG_INVALID', `"${ae}" is not an AE title (1-16 printable characters, no backslash)`);
+  }
+  return { dimse: { port: port === undefined ? DEFAULT_DIMSE_PORT : int('dimse-port', port, 0, 65535), aeTitle, allowedCallingAeTitles: allowed } };
+}
+
+function checkedProxies(entries: string[]): string[] {
+  trustList(entries); // CONFIG_INVALID naming a bad entry
+  return entries;
 }

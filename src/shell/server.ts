@@ -1,8 +1,15 @@
 // `dicom-vault serve`: opens the data directory and serves DICOMweb until told to stop.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { logAuditSink, openPolicy, type AccessPolicy, type AuditSink } from '../access/policy.ts';
-import { buildApp } from './app.ts';
+import { openPolicy, type AccessPolicy, type AuditSink } from '../access/policy.ts';
+import { logAuditSink } from './log.ts';
+import { CID } from 'multiformats/cid';
+import * as raw from 'multiformats/codecs/raw';
+import { identity } from 'multiformats/hashes/identity';
+import { createChainClient } from '../../anchor/chain/client.ts';
+import { buildApp, type ReadinessCheck } from './app.ts';
+import { PublicUrls } from './dicomweb/public-url.ts';
+import { NodeMetrics } from './metrics.ts';
 import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
 import { openVault, type Vault } from './vault.ts';
 import { createLogger } from './log.ts';
@@ -42,8 +49,21 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       throw err;
     }
   }
+  const metrics = new NodeMetrics(
+    anchoring === undefined
+      ? undefined
+      : {
+          depth: () => {
+            const stats = anchoring.state.stats();
+            return { queued: stats.leaves.pending, submitted: stats.leaves.submitted };
+          },
+        },
+  );
   const app = buildApp({
     logger,
+    urls: new PublicUrls(DICOMWEB_PREFIX, { ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}), trustedProxies: options.trustedProxies }),
+    metrics,
+    readiness: readinessChecks(vault, anchoring),
     store: vault.store,
     keys: vault.keys,
     catalog: vault.catalog,
@@ -59,6 +79,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
   try {
     await app.listen({ host: options.host, port: options.port });
   } catch (err) {
+    metrics.close();
     await anchoring?.close();
     await vault.close();
     throw err;
@@ -73,8 +94,33 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     ...(anchoring ? { anchoring } : {}),
     async close() {
       await app.close();
+      metrics.close();
       await anchoring?.close();
       await vault.close();
     },
   };
+}
+
+/** A CID no store holds (the identity of zero bytes as a raw block): asking for it touches the store and nothing else. */
+const PROBE_CID = CID.createV1(raw.code, identity.digest(new Uint8Array(0)));
+
+/** What /readyz checks: the catalog answers, the block store answers, the chain (when anchoring) answers. */
+function readinessChecks(vault: Vault, anchoring: Anchoring | undefined): ReadinessCheck[] {
+  const checks: ReadinessCheck[] = [
+    { name: 'catalog', check: async () => void vault.catalog.latestVersion('0') },
+    { name: 'store', check: async (signal) => void (await vault.store.has(PROBE_CID, { signal })) },
+  ];
+  if (anchoring !== undefined) {
+    const client = createChainClient({ rpcUrl: anchoring.rpcUrl });
+    checks.push({
+      name: 'chain',
+      check: async (signal) => {
+        await Promise.race([
+          client.public.getBlockNumber({ cacheTime: 0 }),
+          new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error(`no answer from ${anchoring.rpcUrl} within the timeout`)), { once: true })),
+        ]);
+      },
+    });
+  }
+  return checks;
 }

@@ -6,11 +6,12 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { AccessPolicy, AuditSink } from '../../src/access/policy.ts';
 import { buildApp } from '../../src/shell/app.ts';
-import { DICOMWEB_PREFIX, resolveNodeOptions } from '../../src/shell/config.ts';
+import { DICOMWEB_PREFIX, resolveNodeOptions, type FlagName } from '../../src/shell/config.ts';
 import { startNode, type RunningNode } from '../../src/shell/server.ts';
 import { openVault, type Vault } from '../../src/shell/vault.ts';
 import { createLogger } from '../../src/shell/log.ts';
-import { logAuditSink, openPolicy } from '../../src/access/policy.ts';
+import { openPolicy } from '../../src/access/policy.ts';
+import { logAuditSink } from '../../src/shell/log.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 
 export interface TestNode extends RunningNode {
@@ -26,6 +27,8 @@ export interface TestNodeOptions {
   logger?: Logger;
   access?: AccessPolicy;
   audit?: AuditSink;
+  /** More of the node's flags (config.ts), e.g. { 'public-url': ... }. */
+  flags?: Partial<Record<FlagName, string>>;
 }
 
 function testOptions(extra: TestNodeOptions, dataDir: string) {
@@ -34,6 +37,7 @@ function testOptions(extra: TestNodeOptions, dataDir: string) {
       port: '0',
       'data-dir': dataDir,
       ...(extra.chunkSize ? { 'chunk-size': String(extra.chunkSize) } : {}),
+      ...extra.flags,
     },
     {},
   );

@@ -1,7 +1,6 @@
 // Small HTTP helpers shared by the DICOMweb services.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { VaultError } from '../../core/errors.ts';
-import { DICOMWEB_PREFIX } from '../config.ts';
 
 /**
  * Aborted when the client goes away before the exchange is complete, so that reads and writes
@@ -18,11 +17,6 @@ export function requestSignal(request: FastifyRequest, reply: FastifyReply): Abo
     if (!reply.raw.writableFinished) abort();
   });
   return controller.signal;
-}
-
-/** Base of RetrieveURLs, from how the client reached us. */
-export function retrieveBase(request: FastifyRequest): string {
-  return `${request.protocol}://${request.host}${DICOMWEB_PREFIX}`;
 }
 
 export interface MediaRange {
@@ -71,4 +65,13 @@ function splitOutsideQuotes(s: string, sep: string): string[] {
   }
   out.push(cur);
   return out;
+}
+
+/**
+ * A DICOM JSON body as bytes: sent as a string, fastify would add "; charset=utf-8" to its type,
+ * and clients that compare the type exactly (Python's dicomweb-client) would refuse it. JSON is
+ * UTF-8 by definition (RFC 8259).
+ */
+export function dicomJson(text: string): Buffer {
+  return Buffer.from(text, 'utf8');
 }

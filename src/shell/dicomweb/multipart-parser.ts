@@ -25,9 +25,19 @@ export const DEFAULT_MAX_PARTS = 100_000;
  */
 export const DEFAULT_MAX_PREAMBLE_BYTES = 16 * 1024;
 
+/**
+ * Default cap on the boundary's length, in characters. RFC 2046 asks senders for at most 70, but
+ * Orthanc's STOW client (1.10, DICOMweb plugin 1.7) sends 73 (two UUIDs), and a receiver that
+ * refuses it refuses the most used open PACS; the search keeps the boundary in memory, so any
+ * cap well above what senders use serves.
+ */
+export const DEFAULT_MAX_BOUNDARY_LENGTH = 256;
+
 export interface MultipartOptions {
   /** The boundary parameter of the request's Content-Type header (never sniffed from the body). */
   boundary: string;
+  /** Cap on the boundary's length, in characters. Default: DEFAULT_MAX_BOUNDARY_LENGTH (256). */
+  maxBoundaryLength?: number;
   /** Cap on one part's header block, in bytes. Default: DEFAULT_MAX_PART_HEADER_BYTES (16 KiB). */
   maxPartHeaderBytes?: number;
   /** Cap on the number of parts; one more is VaultError('TOO_LARGE'). Default: DEFAULT_MAX_PARTS. */
@@ -112,8 +122,14 @@ export async function* parseMultipartRelated(
   source: AsyncIterable<Uint8Array>,
   options: MultipartOptions,
 ): AsyncGenerator<MultipartPart, void, undefined> {
+  const maxBoundary = options.maxBoundaryLength ?? DEFAULT_MAX_BOUNDARY_LENGTH;
+  if (options.boundary.length > maxBoundary) {
+    throw new VaultError('MULTIPART_MALFORMED', `The multipart boundary is ${options.boundary.length} characters long; this node accepts at most ${maxBoundary}`, {
+      details: { boundaryLength: options.boundary.length, maxBoundaryLength: maxBoundary },
+    });
+  }
   if (!BOUNDARY.test(options.boundary)) {
-    throw new VaultError('MULTIPART_MALFORMED', 'The multipart boundary must be 1-70 characters of the RFC 2046 set, not ending in a space', {
+    throw new VaultError('MULTIPART_MALFORMED', 'The multipart boundary must be characters of the RFC 2046 set, not ending in a space', {
       details: { boundary: options.boundary },
     });
   }
@@ -138,9 +154,10 @@ export async function* parseMultipartRelated(
   }
 }
 
-// RFC 2046 §5.1.1: boundary := 0*69<bchars> bcharsnospace. It excludes CR and LF, which the
+// RFC 2046 §5.1.1: boundary := 0*69<bchars> bcharsnospace, but of any length here (the length is
+// bounded by maxBoundaryLength, see DEFAULT_MAX_BOUNDARY_LENGTH). It excludes CR and LF, which the
 // delimiter search below relies on.
-const BOUNDARY = /^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$/;
+const BOUNDARY = /^[0-9A-Za-z'()+_,\-./:=? ]*[0-9A-Za-z'()+_,\-./:=?]$/;
 // RFC 7230 §3.2.6 token characters.
 const TCHAR = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]";
 const TOKEN = new RegExp(`^${TCHAR}+$`);

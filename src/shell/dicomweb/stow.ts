@@ -11,10 +11,12 @@ import { STORE_FAILURE } from '../../dicom/status.ts';
 import { assertUid } from '../../dicom/uid.ts';
 import { IngestSession, type IngestSessionDeps, type InstanceFailure, type SessionReport } from '../../../ingest/session.ts';
 import { parseContentType, parseMultipartRelated } from './multipart-parser.ts';
-import { requestSignal, retrieveBase } from './http.ts';
+import { dicomJson, requestSignal } from './http.ts';
+import type { PublicUrls } from './public-url.ts';
 
 export interface StowDeps extends IngestSessionDeps {
   chunkSize: number;
+  urls: Pick<PublicUrls, 'base'>;
 }
 
 /** The private block of FailedSOPSequence items that carries each failure's full reason and code. */
@@ -85,7 +87,7 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
     for (const url of ['/studies', '/studies/:study']) {
       app.post<{ Params: { study?: string } }>(url, { config }, async (request, reply) => {
         const report = await handler(request, reply);
-        const base = retrieveBase(request);
+        const base = deps.urls.base(request);
         const { failures, stored } = report;
         if (failures.length > 0) {
           request.log.info({ refused: failures.length, stored: stored.length, codes: [...new Set(failures.map((f) => f.code))] }, 'STOW instances refused');
@@ -96,7 +98,7 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
         return reply
           .code(stowStatus(report))
           .header('content-type', 'application/dicom+json')
-          .send(JSON.stringify(stowResponse(report, base, request.params.study)));
+          .send(dicomJson(JSON.stringify(stowResponse(report, base, request.params.study))));
       });
     }
   };

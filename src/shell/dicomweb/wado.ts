@@ -12,11 +12,13 @@ import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from '../../dico
 import { transcodeToExplicitLE } from '../../dicom/transcode.ts';
 import { assertUid } from '../../dicom/uid.ts';
 import { openInstance, PieceLoans, readInstances, type OpenedInstance, type ReadOptions, type ReaderDeps } from '../../read/instance-reader.ts';
-import { parseAccept, requestSignal, retrieveBase, type MediaRange } from './http.ts';
+import { dicomJson, parseAccept, requestSignal, type MediaRange } from './http.ts';
+import type { PublicUrls } from './public-url.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
 
 export interface WadoDeps extends ReaderDeps {
   catalog: Pick<Catalog, 'getInstance' | 'listInstances'>;
+  urls: Pick<PublicUrls, 'base'>;
 }
 
 interface Params {
@@ -78,7 +80,7 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       app.get<{ Params: Params }>(url, { config: metadata }, async (request, reply) => {
         const instances = instancesOf(request.params);
         negotiateJson(request.headers.accept);
-        const base = retrieveBase(request);
+        const base = deps.urls.base(request);
         // Stored BulkDataURIs are relative ('bulk/<path>'): made absolute here, by text, which is
         // much cheaper than walking every data set (a 1,000-instance series is one response).
         const body =
@@ -90,7 +92,7 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
             })
             .join(',') +
           ']';
-        return reply.type('application/dicom+json').send(body);
+        return reply.type('application/dicom+json').send(dicomJson(body));
       });
     }
 

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { bytesToHex } from 'viem';
+import { blockFileOf } from '../../support/blocks.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
@@ -46,13 +47,7 @@ async function smallStudy(seed: number): Promise<{ studyUID: string; parts: Buff
 }
 
 async function blockFile(dataDir: string, cid: string): Promise<string> {
-  const root = join(dataDir, 'blocks');
-  for (const shard of await readdir(root, { withFileTypes: true })) {
-    if (!shard.isDirectory()) continue;
-    const hit = (await readdir(join(root, shard.name))).find((f) => f.startsWith(cid));
-    if (hit) return join(root, shard.name, hit);
-  }
-  throw new Error(`no file for block ${cid}`);
+  return blockFileOf(join(dataDir, 'blocks'), cid);
 }
 
 let chain: TestChain;

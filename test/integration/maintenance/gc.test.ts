@@ -3,6 +3,7 @@
 // of a STOW still in flight, and a block written again counts as new. On --store ipfs by pins, on
 // --store fs by walking every study version the catalog knows and every study manifest stored.
 // (s3, which collects the same way after an index rebuild: s3-store.test.ts.)
+import { blockFileOf } from '../../support/blocks.ts';
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { mkdtemp, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
@@ -46,10 +47,8 @@ function blocksDir(): string {
   return kind === 'ipfs' ? path.join(dataDir, 'ipfs', 'blocks') : path.join(dataDir, 'blocks');
 }
 
-/** A block's file (test/ipfs-store.test.ts relies on this layout too). */
 function blockFile(cid: CID, dir = blocksDir()): string {
-  const name = cid.toString();
-  return path.join(dir, name.slice(-3, -1), `${name}.data`);
+  return blockFileOf(dir, cid);
 }
 
 /** `dicom-vault gc` on this node's data directory, as a separate process. */
