@@ -42,10 +42,10 @@ export const ENCODABLE = {
   [`${P}.80`]: 'CharLS, lossless',
   [`${P}.81`]: 'CharLS, near-lossless (NEAR 2)',
   [`${P}.90`]: 'OpenJPEG, reversible 5/3',
-  [`${P}.91`]: 'OpenJPEG, irreversible 9/7',
+  [`${P}.91`]: 'OpenJPEG, irreversible 9/7 (fine quantization: about 1.5:1, max error 2 on the phantom)',
   [`${P}.201`]: 'OpenJPH, reversible',
   [`${P}.202`]: 'OpenJPH, reversible, RPCL',
-  [`${P}.203`]: 'OpenJPH, irreversible',
+  [`${P}.203`]: 'OpenJPH, irreversible (step 0.0001: about 8:1, max error 14 HU on the phantom)',
 } as const;
 
 /**
@@ -71,7 +71,7 @@ export async function encodeFrame(transferSyntaxUID: string, pixels: Uint8Array,
     if (kind === '91') encoder.setQuality!(false, 0.005);
   } else if (kind === '201' || kind === '202' || kind === '203') {
     encoder = new (await fullBuild('@cornerstonejs/codec-openjph')).HTJ2KEncoder!();
-    if (kind === '203') encoder.setQuality!(false, 0.005);
+    if (kind === '203') encoder.setQuality!(false, 0.0001);
     if (kind === '202') encoder.setProgressionOrder!(2); // OpenJPH: LRCP 0, RLCP 1, RPCL 2
   } else {
     throw new Error(`encodeFrame: no encoder for ${transferSyntaxUID}`);

@@ -127,10 +127,11 @@ async function withCodec<T>(name: CodecName, label: string, className: string, u
 /**
  * The JPEG colour transform follows the DICOM header, not the JPEG markers: RGB means the
  * components are R, G, B (no transform), YBR_FULL and YBR_FULL_422 mean Y, Cb, Cr. libjpeg
- * infers it from a JFIF or Adobe marker or the component ids, and DCMTK writes a JFIF marker
- * (which says YCbCr) even over RGB components (pydicom's SC_rgb_dcmtk_+eb+cr.dcm). So a copy of
- * the codestream gets an Adobe marker saying which (transform 0: none, 1: YCbCr), and any JFIF or
- * Adobe marker of its own is renamed so that libjpeg passes over it. GDCM decides the same way.
+ * infers it from a JFIF or Adobe marker or, without either, from the component ids, guessing
+ * YCbCr for ids it does not know: pydicom's SC_jpeg_no_color_transform.dcm (RGB, no marker, ids
+ * 0, 1, 2) comes out up to 137 off that way. So a copy of the codestream gets an Adobe marker
+ * saying which (transform 0: none, 1: YCbCr), and any JFIF or Adobe marker of its own is renamed
+ * so that libjpeg passes over it. GDCM follows the header too.
  */
 function withColourTransform(data: Uint8Array, photometric: string): Uint8Array {
   const transform = photometric === 'RGB' ? 0 : photometric === 'YBR_FULL' || photometric === 'YBR_FULL_422' ? 1 : undefined;

@@ -63,8 +63,14 @@ export function toNative(samples: ArrayLike<number>, info: FrameInfo): Uint8Arra
   const count = info.rows * info.columns * info.samplesPerPixel;
   if (samples.length < count) throw new VaultError('DECODE_FAILED', `the decoder produced ${samples.length} samples, the frame has ${count}`);
   const signed = info.pixelRepresentation === 1;
+  const extend = signed && info.bitsStored < info.bitsAllocated;
+  // Samples already of the allocated width, with nothing to sign-extend: one copy.
+  const width = info.bitsAllocated / 8;
+  if (!extend && (samples instanceof Uint8Array || samples instanceof Uint16Array || samples instanceof Int16Array) && samples.BYTES_PER_ELEMENT === width) {
+    return new Uint8Array(samples.buffer.slice(samples.byteOffset, samples.byteOffset + count * width));
+  }
   const shift = 32 - info.bitsStored;
-  const fix = signed ? (v: number): number => (v << shift) >> shift : (v: number): number => v;
+  const fix = extend ? (v: number): number => (v << shift) >> shift : (v: number): number => v;
   switch (info.bitsAllocated) {
     case 8: {
       const out = new Uint8Array(count);

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canDecode, decodedFrameLength, DecodePool, type FrameInfo } from '../../../src/dicom/codecs/index.ts';
+import { encodeFrame, phantom } from '../../../bench/decode.ts';
 import { difference, missingReferees, prepareFixtures, type Fixtures, type ManifestEntry } from '../../support/codec-fixtures.ts';
 
 const P = '1.2.840.10008.1.2';
@@ -217,10 +218,14 @@ describe.skipIf(missing !== undefined)(`frame decoders against independent ones$
     };
 
     it('replaces a worker that does not finish in time, and decodes on', async () => {
-      const { e, bytes } = j2k();
+      // A 1024 x 1024 lossless JPEG 2000 frame takes OpenJPEG here some hundreds of ms: far over
+      // a 50 ms limit, whatever the scheduling.
+      const big: FrameInfo = { rows: 1024, columns: 1024, samplesPerPixel: 1, bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 1, photometricInterpretation: 'MONOCHROME2', planarConfiguration: 0 };
+      const slow = await encodeFrame(`${P}.4.90`, phantom(1024), big);
       const before = pool.replaced;
-      await expect(pool.decode(e.transferSyntax!, bytes, e.info!, { timeoutMs: 1 })).rejects.toMatchObject({ code: 'DECODE_FAILED', message: expect.stringContaining('worker was replaced') });
+      await expect(pool.decode(`${P}.4.90`, slow, big, { timeoutMs: 50 })).rejects.toMatchObject({ code: 'DECODE_FAILED', message: expect.stringContaining('worker was replaced') });
       expect(pool.replaced).toBe(before + 1);
+      const { e, bytes } = j2k();
       const frame = await pool.decode(e.transferSyntax!, bytes, e.info!);
       expect(Buffer.from(frame.pixels).equals(f.read(e.reference![0]!))).toBe(true);
     });
