@@ -17,7 +17,8 @@ export default defineConfig({
     // Spawned `dicom-vault serve` processes would each start the embedded chain on port 8545;
     // the anchor suites use the run's shared chain (or a private one) and turn anchoring on where
     // they test it.
-    env: { DICOM_VAULT_CHAIN: 'none' },
+    // The same for the DIMSE SCP's default port.
+    env: { DICOM_VAULT_CHAIN: 'none', DICOM_VAULT_DIMSE_PORT: 'off' },
     projects: [
       { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
       {

@@ -3,6 +3,7 @@
 import { resolve } from 'node:path';
 import { VaultError } from '../core/errors.ts';
 import { trustList, validatePublicUrl } from './dicomweb/public-url.ts';
+import { DEFAULT_AE_TITLE, DEFAULT_DIMSE_PORT } from './dimse/scp.ts';
 import { DEFAULT_CHUNK_SIZE } from '../format/dag.ts';
 import { ANCHOR_FLAGS, resolveAnchorConfig, type AnchorConfig } from '../../anchor/config.ts';
 
@@ -53,9 +54,7 @@ export interface DimseOptions {
   allowedCallingAeTitles: string[];
 }
 
-/** The DICOM port registered with IANA for DICOM over TCP without TLS (PS3.15 asks 11112). */
-export const DEFAULT_DIMSE_PORT = 11112;
-export const DEFAULT_AE_TITLE = 'DICOMVAULT';
+
 
 /** One command-line flag: its environment variable, its value's name, what it does, its default as shown in --help. */
 export interface FlagSpec {

@@ -10,6 +10,8 @@ import { createChainClient } from '../../anchor/chain/client.ts';
 import { buildApp, type ReadinessCheck } from './app.ts';
 import { PublicUrls } from './dicomweb/public-url.ts';
 import { NodeMetrics } from './metrics.ts';
+import { dimseIngest } from './dimse/ingest.ts';
+import { startDimseServer, type DimseServer } from './dimse/scp.ts';
 import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
 import { openVault, type Vault } from './vault.ts';
 import { createLogger } from './log.ts';
@@ -18,6 +20,8 @@ import type { AnchorServiceOptions } from '../../anchor/service.ts';
 import { sharedCryptoPool } from '../format/crypto-pool.ts';
 
 export interface RunningNode {
+  /** The DIMSE Storage SCP, when it runs: its port. */
+  dimse?: { port: number };
   vault: Vault;
   app: FastifyInstance;
   /** e.g. http://127.0.0.1:8080/dicom-web */
@@ -84,6 +88,25 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     await vault.close();
     throw err;
   }
+  let dimse: DimseServer | undefined;
+  if (options.dimse !== undefined) {
+    try {
+      dimse = await startDimseServer({
+        host: options.host,
+        port: options.dimse.port,
+        aeTitle: options.dimse.aeTitle,
+        ...(options.dimse.allowedCallingAeTitles.length > 0 ? { allowedCallingAeTitles: options.dimse.allowedCallingAeTitles } : {}),
+        logger,
+        ingest: dimseIngest(vault, options.chunkSize),
+      });
+    } catch (err) {
+      await app.close();
+      metrics.close();
+      await anchoring?.close();
+      await vault.close();
+      throw err;
+    }
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
@@ -92,8 +115,11 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     app,
     url: `http://${host}:${port}${DICOMWEB_PREFIX}`,
     ...(anchoring ? { anchoring } : {}),
+    ...(dimse ? { dimse: { port: dimse.port } } : {}),
     async close() {
-      await app.close();
+      // New work stops on both doors at once; what is in flight finishes (or is broken off by
+      // the caller's timeout) before the stores close.
+      await Promise.all([app.close(), dimse?.close()]);
       metrics.close();
       await anchoring?.close();
       await vault.close();

@@ -36,6 +36,8 @@ function testOptions(extra: TestNodeOptions, dataDir: string) {
     {
       port: '0',
       'data-dir': dataDir,
+      // The DIMSE SCP only where a suite asks for it (its default port would collide across suites).
+      'dimse-port': 'off',
       ...(extra.chunkSize ? { 'chunk-size': String(extra.chunkSize) } : {}),
       ...extra.flags,
     },

@@ -12,7 +12,7 @@
 //                                   Part 1 codestream under an HTJ2K UID (OpenJPH takes only HT)
 //   RLE Lossless                    rle.ts (why hand-written: there)
 import { Decoder as JpegLosslessDecoder } from '@cornerstonejs/jpeg-lossless-decoder-js';
-import { VaultError, isVaultError } from '../../errors.ts';
+import { VaultError, isVaultError } from '../../core/errors.ts';
 import { checkFrameInfo, toNative, type DecodedFrame, type FrameInfo } from './frame.ts';
 import { decodeJpeg12, readJpegFrameHeader } from './jpeg12.ts';
 import { decodeRle } from './rle.ts';

@@ -1,6 +1,6 @@
 // What a decoder is told about a frame (from the instance's Image Pixel module) and what it gives
 // back: the frame's samples as Explicit VR Little Endian Pixel Data would hold them.
-import { VaultError } from '../../errors.ts';
+import { VaultError } from '../../core/errors.ts';
 
 /** The Image Pixel attributes of the instance (PS3.3 C.7.6.3) a frame is decoded against. */
 export interface FrameInfo {

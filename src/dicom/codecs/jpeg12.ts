@@ -13,7 +13,7 @@
 // Not supported (rejected with DECODE_FAILED naming it): arithmetic coding, progressive and
 // hierarchical processes, and subsampled colour at 12 bits, none of which DICOM archives use in
 // practice with this transfer syntax.
-import { VaultError } from '../../errors.ts';
+import { VaultError } from '../../core/errors.ts';
 import { toNative, type DecodedFrame, type FrameInfo } from './frame.ts';
 
 function fail(reason: string): never {

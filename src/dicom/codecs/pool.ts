@@ -7,7 +7,8 @@
 // resource costs the event loop nothing either.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { ERRORS, VaultError, abortError, type ErrorCode } from '../../errors.ts';
+import { ERRORS, VaultError, type ErrorCode } from '../../core/errors.ts';
+import { abortError } from '../../core/abort.ts';
 import type { RenderInfo, RenderOptions } from '../render/index.ts';
 import { canDecode, isNativeLittleEndian } from './decode.ts';
 import { checkFrameInfo, type DecodedFrame, type FrameInfo } from './frame.ts';

@@ -5,7 +5,7 @@
 // @cornerstonejs/dicom-image-loader (not exported, 8/16-bit only, and that package brings
 // @cornerstonejs/core and vtk.js as peers); the format is small enough to decode here, and
 // pydicom's own RLE decoder referees it in test/unit/dicom/codecs.test.ts.
-import { VaultError } from '../../errors.ts';
+import { VaultError } from '../../core/errors.ts';
 import type { DecodedFrame, FrameInfo } from './frame.ts';
 
 const HEADER = 64;

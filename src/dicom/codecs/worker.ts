@@ -2,7 +2,7 @@
 // when asked (DecodePool.render), so that the decoded pixels never cross threads. The codecs'
 // WebAssembly modules are instantiated on this thread's first frame of each kind and reused.
 import { parentPort } from 'node:worker_threads';
-import { isVaultError } from '../../errors.ts';
+import { isVaultError } from '../../core/errors.ts';
 import { renderFrame, type RenderInfo, type RenderOptions } from '../render/index.ts';
 import { decodeInThread, isNativeLittleEndian } from './decode.ts';
 import type { DecodedFrame, FrameInfo } from './frame.ts';

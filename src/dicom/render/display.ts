@@ -1,6 +1,6 @@
 // From decoded samples to 8-bit display values (PS3.3 C.11: the grayscale pipeline of Modality
 // LUT, VOI LUT and Presentation LUT; colour to RGB), as a viewer would show the frame.
-import { VaultError } from '../../errors.ts';
+import { VaultError } from '../../core/errors.ts';
 import type { DecodedFrame, FrameInfo } from '../codecs/frame.ts';
 
 export type VoiFunction = 'LINEAR' | 'LINEAR_EXACT' | 'SIGMOID';

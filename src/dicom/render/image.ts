@@ -6,7 +6,7 @@
 // maintained, pure JavaScript over fflate, typed): pngjs, the other choice, is stream-oriented
 // and last released in 2023.
 import { encode as encodePng } from 'fast-png';
-import { VaultError } from '../../errors.ts';
+import { VaultError } from '../../core/errors.ts';
 import { wasmCodec } from '../codecs/wasm.ts';
 import type { DisplayImage } from './display.ts';
 

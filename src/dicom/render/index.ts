@@ -7,7 +7,7 @@
 //   renderThumbnail(decoded, info, {format?, size?})                 -> image bytes
 // All of it is synchronous CPU work but the JPEG encoder's first load: on the server, run it on
 // the decode pool's workers with DecodePool.render, which decodes and renders in one trip.
-import { VaultError } from '../../errors.ts';
+import { VaultError } from '../../core/errors.ts';
 import type { DecodedFrame } from '../codecs/frame.ts';
 import type { DicomJsonDataset, DicomJsonElement } from '../model.ts';
 import { checkWindow, toDisplay, type PaletteLut, type RenderInfo, type VoiFunction, type VoiWindow } from './display.ts';

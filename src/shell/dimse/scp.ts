@@ -21,7 +21,7 @@ import type { Writable } from 'node:stream';
 import dimse from 'dcmjs-dimse';
 import type { association as dimseAssociation, requests as dimseRequests, responses as dimseResponses } from 'dcmjs-dimse';
 import type { Logger } from 'pino';
-import { VaultError, isVaultError } from '../../errors.ts';
+import { VaultError, isVaultError } from '../../core/errors.ts';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, part10Header } from './file-meta.ts';
 import { InstanceInbound } from './inbound.ts';
 import { VERIFICATION_SOP_CLASS, chooseTransferSyntax, isStorageSopClass } from './presentation.ts';

@@ -21,12 +21,15 @@ import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { startDimseServer, type DimseIngest, type DimseServer } from '../../../src/shell/dimse/scp.ts';
 import { IMPLEMENTATION_CLASS_UID } from '../../../src/shell/dimse/file-meta.ts';
 import { requireFreeSpace } from '../../support/disk.ts';
+import { DCMTK_ENV, ECHOSCU, STORESCU, bytesRead, collect, dataSetOffset, runTool, startTool, storescu as storescuTo, type ToolResult } from '../../support/dcmtk.ts';
 import { captureLogs, type CapturedLogs } from '../../support/logs.ts';
 import { PYDICOM_DATA, havePydicom } from '../../support/pydicom.ts';
 
+function storescu(port: number, files: string[], extra: string[] = []): Promise<ToolResult> {
+  return storescuTo(port, files, extra, AE);
+}
+
 const MiB = 2 ** 20;
-const STORESCU = '/usr/bin/storescu';
-const ECHOSCU = '/usr/bin/echoscu';
 const haveDcmtk = existsSync(STORESCU) && existsSync(ECHOSCU);
 const AE = 'VAULTTEST';
 const TEST_FILES = join(PYDICOM_DATA, 'test_files');
@@ -167,60 +170,6 @@ class FileIngest implements DimseIngest {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-interface ToolResult {
-  code: number | null;
-  output: string;
-}
-
-// dcmtk as built by Debian keeps Nagle's algorithm on unless TCP_NODELAY=1: every C-STORE's last
-// segment then waits for the SCP's delayed ACK, ~40 ms an instance whatever the SCP does
-// (storescu to dcmtk's own storescp: 20 instances/s with it, 300 without).
-const DCMTK_ENV = { ...process.env, TCP_NODELAY: '1' };
-
-function runTool(cmd: string, args: string[], timeoutMs = 120_000): Promise<ToolResult> {
-  return startTool(cmd, args, timeoutMs).result;
-}
-
-function startTool(cmd: string, args: string[], timeoutMs = 120_000): { child: ChildProcess; result: Promise<ToolResult> } {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: DCMTK_ENV });
-  return { child, result: collect(child, timeoutMs) };
-}
-
-/** Bytes a process has read so far (files and sockets alike), from procfs. */
-function bytesRead(pid: number): number {
-  return Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))![1]);
-}
-
-function collect(child: ChildProcess, timeoutMs = 120_000): Promise<ToolResult> {
-  let output = '';
-  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  return new Promise((resolve) =>
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    }),
-  );
-}
-
-function storescu(port: number, files: string[], extra: string[] = []): Promise<ToolResult> {
-  return runTool(STORESCU, ['-v', '-aec', AE, ...extra, '127.0.0.1', String(port), ...files]);
-}
-
-/** Offset of the data set in a Part 10 file: after preamble, "DICM" and the group 0002 elements. */
-function dataSetOffset(head: Buffer): number {
-  if (head.toString('latin1', 128, 132) !== 'DICM') throw new Error('not a Part 10 file');
-  let at = 132;
-  // File Meta is Explicit VR Little Endian (PS3.10 7.1).
-  while (head.readUInt16LE(at) === 0x0002) {
-    const vr = head.toString('latin1', at + 4, at + 6);
-    const long = ['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'UC', 'UN', 'UR', 'UT', 'SV', 'UV'].includes(vr);
-    at += long ? 12 + head.readUInt32LE(at + 8) : 8 + head.readUInt16LE(at + 6);
-  }
-  return at;
-}
 
 async function headOf(path: string): Promise<Buffer> {
   const fh = await open(path, 'r');
