@@ -16,9 +16,11 @@
 
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRouteConfig } from '../../access/policy.ts';
-import type { AttributeFilter, Catalog, CatalogQuery, InstanceRecord, SeriesRecord, StudyRecord } from '../../catalog/catalog.ts';
+import type { Catalog } from '../../catalog/catalog.ts';
+import type { CatalogQuery, InstanceRecord, SeriesRecord, StudyRecord } from '../../catalog/records.ts';
 import { VaultError } from '../../core/errors.ts';
 import { TAGS, attributeByTag, isStudyLevel, resolveAttributeKey } from '../../dicom/attributes.ts';
+import type { AttributeFilter } from '../../dicom/matching.ts';
 import type { DicomJsonDataset, DicomJsonElement, Tag } from '../../dicom/model.ts';
 import { assertUid } from '../../dicom/uid.ts';
 
