@@ -25,7 +25,16 @@ const COLUMNS: Partial<Record<Tag, { table: 's' | 'se' | 'i'; column: string; ki
   [TAGS.AvailableTransferSyntaxUID]: { table: 'i', column: 'transfer_syntax_uid', kind: 'uid' },
 };
 
-/** GLOB is case-sensitive with the same `*` and `?` as DICOM; only `[` must be escaped. */
+/**
+ * GLOB is case-sensitive with the same `*` and `?` as DICOM; only `[` must be escaped. SQLite's
+ * matcher cannot be driven into exponential time by these patterns: it gives up on a star as
+ * soon as the rest of the pattern has run out of text (SQLITE_NOWILDCARDMATCH), so its worst is
+ * about (value length) x (segment length) per row. Measured on SQLite 3.53: `*a` x 7 to x 500
+ * against 64 'a's, under 0.01 ms per row; the worst within QIDO's bounds, a 1,022-character
+ * segment against a stored value of 10,240 'a's, 11 ms per row. The values of these columns
+ * (PatientID, AccessionNumber, Modality) are at most 64 characters in valid DICOM: such
+ * patterns stay pushed into SQL.
+ */
 function globPattern(p: string): string {
   return p.replaceAll('[', '[[]');
 }
@@ -41,7 +50,7 @@ function columnCondition(m: Matcher, kind: ColumnKind, col: string, params: SQLI
         params.push(alt.exact);
         return `${col} = ?`;
       }
-      params.push(globPattern(alt.glob));
+      params.push(globPattern(alt.glob.pattern));
       return `${col} GLOB ?`;
     });
     return `(${ors.join(' OR ')})`;
