@@ -12,7 +12,7 @@ import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { CID } from 'multiformats/cid';
 import { bytesToHex, type Address, type Hex } from 'viem';
 import { VaultError } from '../src/core/errors.ts';
-import { DEFAULT_BUSY_TIMEOUT_MS, openDatabase } from '../src/core/sqlite.ts';
+import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, transaction } from '../src/core/sqlite.ts';
 import { MerkleTree } from './merkle.ts';
 import { encodeReceipt, type ReceiptJson } from './receipt.ts';
 
@@ -235,12 +235,13 @@ const LEAF_SELECT = `SELECT l.root, l.study_uid, l.version, l.enqueued_at, l.bat
 
 export class AnchorState {
   readonly #db: DatabaseSync;
-  readonly #statements = new Map<string, StatementSync>();
+  readonly #statements: StatementCache;
   /** The last batch tree built for receipts: a study's receipts are often asked for in a row. */
   #tree: { batchId: number; tree: MerkleTree } | undefined;
 
   private constructor(db: DatabaseSync) {
     this.#db = db;
+    this.#statements = new StatementCache(db);
   }
 
   static open(options: AnchorStateOptions): AnchorState {
@@ -259,24 +260,11 @@ export class AnchorState {
   }
 
   #stmt(sql: string): StatementSync {
-    let s = this.#statements.get(sql);
-    if (s === undefined) {
-      s = this.#db.prepare(sql);
-      this.#statements.set(sql, s);
-    }
-    return s;
+    return this.#statements.get(sql);
   }
 
   #transaction<T>(fn: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      const result = fn();
-      this.#db.exec('COMMIT');
-      return result;
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    return transaction(this.#db, fn);
   }
 
   // -- queue ------------------------------------------------------------------------------

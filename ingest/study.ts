@@ -4,7 +4,8 @@
 // append-only: nothing stored is ever overwritten.
 import { CID } from 'multiformats/cid';
 import { isVaultError } from '../src/core/errors.ts';
-import type { Catalog, CatalogInstance, StudyVersion } from '../src/catalog/catalog.ts';
+import type { Catalog } from '../src/catalog/catalog.ts';
+import type { CatalogInstance, StudyVersion } from '../src/catalog/records.ts';
 import type { DataKey } from '../src/format/keys.ts';
 import type { BlockStore } from '../storage/block-store.ts';
 import { buildStudyManifest } from '../src/format/dag.ts';

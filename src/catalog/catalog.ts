@@ -5,58 +5,39 @@
 //
 // Writes happen once per STOW request, in one transaction, with synchronous=FULL: once
 // commitStudyVersion returns, the new version survives a power cut.
+//
+// The parts: schema.ts (migrations), records.ts (what goes in and out), derived.ts (study and
+// series attributes), columns.ts (keys to SQL), src/dicom/matching.ts (PS3.4 matching).
 
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { VaultError } from '../core/errors.ts';
-import { DEFAULT_BUSY_TIMEOUT_MS, openDatabase } from '../core/sqlite.ts';
+import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, transaction } from '../core/sqlite.ts';
+import { TAGS } from '../dicom/attributes.ts';
+import { compileMatcher, matchElement, padMoment, type Matcher } from '../dicom/matching.ts';
 import type { DicomJsonDataset, DicomJsonElement, InstanceLayout, Tag } from '../dicom/model.ts';
-import { TAGS, attributeByTag, attributesAt, isStudyLevel } from '../dicom/attributes.ts';
-import type { AttributeLevel } from '../dicom/attributes.ts';
-
-export interface CatalogInstance {
-  studyInstanceUID: string;
-  seriesInstanceUID: string;
-  sopInstanceUID: string;
-  sopClassUID: string;
-  transferSyntaxUID: string;
-  /** Bytes of the Part 10 instance as received. */
-  size: number;
-  /** Hex SHA-256 of the plaintext Part 10 bytes. */
-  sha256: string;
-  /** CID (string) of the instance's DAG node. */
-  nodeCid: string;
-  /** DICOM JSON without pixel data (BulkDataURI placeholders 'bulk/<path>'). */
-  metadata: DicomJsonDataset;
-  layout: InstanceLayout;
-}
-
-export interface StudyVersion {
-  studyInstanceUID: string;
-  version: number;
-  root: string;
-  prev: string | null;
-  /** ISO 8601. */
-  createdAt: string;
-  /** Current instances of the study once this version was committed. */
-  instanceCount: number;
-}
-
-/** One stored revision of an instance: the current one or one replaced by other bytes. */
-export interface InstanceRevision {
-  instance: CatalogInstance;
-  /** Study version that stored these bytes. */
-  version: number;
-  /** Study version whose different bytes replaced these; null while current. */
-  replacedIn: number | null;
-}
-
-export interface PendingAnchor {
-  root: string;
-  studyInstanceUID: string;
-  version: number;
-  /** ISO 8601: the commit time of the version. */
-  enqueuedAt: string;
-}
+import { queryConditions } from './columns.ts';
+import { SERIES_PICK, STUDY_PICK, firstInteger, firstString, mergePicked, sortedDataset, withoutNulls } from './derived.ts';
+import { DEFAULT_LAYOUT_CACHE_BYTES, LayoutCache } from './layout-cache.ts';
+import {
+  INSTANCE_COLUMNS,
+  INSTANCE_KEY_COLUMNS,
+  lazyInstance,
+  toInstance,
+  toVersion,
+  type CatalogInstance,
+  type CatalogQuery,
+  type CommitInput,
+  type InstanceRecord,
+  type InstanceRevision,
+  type InstanceRow,
+  type KeyRow,
+  type PendingAnchor,
+  type SeriesRecord,
+  type StudyRecord,
+  type StudyVersion,
+  type VersionRow,
+} from './records.ts';
+import { MIGRATIONS } from './schema.ts';
 
 /** Default wait for another connection's write lock, in milliseconds. */
 export { DEFAULT_BUSY_TIMEOUT_MS };
@@ -68,586 +49,18 @@ export interface CatalogOptions {
   busyTimeoutMs?: number;
 }
 
-export interface CommitInput {
-  studyInstanceUID: string;
-  version: number;
-  root: string;
-  prev: string | null;
-  instances: CatalogInstance[];
-  createdAt: string;
-}
-
-// ---------------------------------------------------------------------------------------
-// QIDO queries
-
-/** One query key: the attribute, its VR ('' when unknown) and the raw value from the URL. */
-export interface AttributeFilter {
-  tag: Tag;
-  vr: string;
-  value: string;
-  /** The query parameter as the client wrote it, to name it in errors. */
-  key: string;
-}
-
-export interface CatalogQuery {
-  filters: AttributeFilter[];
-  study?: string;
-  series?: string;
-  /** Maximum rows returned. */
-  limit: number;
-  /** Rows skipped first. */
-  offset: number;
-  /**
-   * Instance queries only: the metadata attributes to return, all when absent. Extracting a
-   * few attributes inside SQLite is several times cheaper than parsing whole metadata.
-   */
-  instanceFields?: readonly Tag[];
-}
-
-export interface StudyRecord {
-  studyInstanceUID: string;
-  /** Patient and study attributes, with ModalitiesInStudy, SOPClassesInStudy and the counts. */
-  attributes: DicomJsonDataset;
-}
-
-export interface SeriesRecord {
-  studyInstanceUID: string;
-  seriesInstanceUID: string;
-  /** Series attributes with NumberOfSeriesRelatedInstances. */
-  attributes: DicomJsonDataset;
-  studyAttributes: DicomJsonDataset;
-}
-
-export interface InstanceRecord {
-  studyInstanceUID: string;
-  seriesInstanceUID: string;
-  sopInstanceUID: string;
-  transferSyntaxUID: string;
-  metadata: DicomJsonDataset;
-  seriesAttributes: DicomJsonDataset;
-  studyAttributes: DicomJsonDataset;
-}
-
-// ---------------------------------------------------------------------------------------
-// Schema
-
-/** MIGRATIONS[n] takes the schema from user_version n to n + 1. Append only. */
-const MIGRATIONS: readonly string[] = [
-  `
-  CREATE TABLE studies (
-    study_uid        TEXT PRIMARY KEY,
-    patient_id       TEXT,
-    study_date       TEXT,
-    study_time       TEXT,
-    accession_number TEXT,
-    series_count     INTEGER NOT NULL DEFAULT 0,
-    instance_count   INTEGER NOT NULL DEFAULT 0,
-    attributes       TEXT NOT NULL
-  ) STRICT;
-  CREATE INDEX studies_patient_id ON studies (patient_id);
-  CREATE INDEX studies_study_date ON studies (study_date);
-  CREATE INDEX studies_accession_number ON studies (accession_number);
-
-  CREATE TABLE series (
-    study_uid      TEXT NOT NULL REFERENCES studies (study_uid),
-    series_uid     TEXT NOT NULL,
-    modality       TEXT,
-    series_number  INTEGER,
-    instance_count INTEGER NOT NULL DEFAULT 0,
-    attributes     TEXT NOT NULL,
-    PRIMARY KEY (study_uid, series_uid)
-  ) STRICT;
-  CREATE INDEX series_series_uid ON series (series_uid);
-  CREATE INDEX series_modality ON series (modality);
-
-  -- Every revision of every instance; current = 0 rows are history (other bytes received
-  -- later for the same SOP Instance UID) and are never shown by queries.
-  CREATE TABLE instances (
-    id                  INTEGER PRIMARY KEY,
-    study_uid           TEXT NOT NULL REFERENCES studies (study_uid),
-    series_uid          TEXT NOT NULL,
-    sop_uid             TEXT NOT NULL,
-    sop_class_uid       TEXT NOT NULL,
-    transfer_syntax_uid TEXT NOT NULL,
-    instance_number     INTEGER,
-    size                INTEGER NOT NULL,
-    sha256              TEXT NOT NULL,
-    node_cid            TEXT NOT NULL,
-    metadata            TEXT NOT NULL,
-    layout              TEXT NOT NULL,
-    version             INTEGER NOT NULL,
-    replaced_in         INTEGER,
-    current             INTEGER NOT NULL
-  ) STRICT;
-  CREATE UNIQUE INDEX instances_current_sop ON instances (sop_uid, study_uid) WHERE current = 1;
-  CREATE INDEX instances_current_series ON instances (study_uid, series_uid, instance_number) WHERE current = 1;
-  CREATE INDEX instances_history ON instances (study_uid, sop_uid, id);
-
-  CREATE TABLE study_versions (
-    study_uid      TEXT NOT NULL REFERENCES studies (study_uid),
-    version        INTEGER NOT NULL,
-    root           TEXT NOT NULL,
-    prev           TEXT,
-    created_at     TEXT NOT NULL,
-    instance_count INTEGER NOT NULL,
-    PRIMARY KEY (study_uid, version)
-  ) STRICT;
-
-  CREATE TABLE anchor_queue (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    root        TEXT NOT NULL,
-    study_uid   TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    enqueued_at TEXT NOT NULL
-  ) STRICT;
-  `,
-];
-
-export const CATALOG_SCHEMA_VERSION = MIGRATIONS.length;
-
-// ---------------------------------------------------------------------------------------
-// Derived attributes
-
-/** Attributes computed by the catalog; ignored when an instance carries them. */
-const COMPUTED_STUDY_TAGS = new Set<Tag>([
-  TAGS.ModalitiesInStudy,
-  TAGS.SOPClassesInStudy,
-  TAGS.NumberOfStudyRelatedSeries,
-  TAGS.NumberOfStudyRelatedInstances,
-]);
-const COMPUTED_SERIES_TAGS = new Set<Tag>([TAGS.NumberOfSeriesRelatedInstances]);
-
-// Specific Character Set and the timezone offset qualify the other values at every level.
-const STUDY_PICK: readonly Tag[] = [
-  ...[...attributesAt('patient'), ...attributesAt('study')].map((d) => d.tag).filter((t) => !COMPUTED_STUDY_TAGS.has(t)),
-  TAGS.SpecificCharacterSet,
-];
-const SERIES_PICK: readonly Tag[] = [
-  ...attributesAt('series').map((d) => d.tag).filter((t) => !COMPUTED_SERIES_TAGS.has(t)),
-  TAGS.SpecificCharacterSet,
-  TAGS.TimezoneOffsetFromUTC,
-];
-
-function hasValue(el: DicomJsonElement): boolean {
-  return (el.Value !== undefined && el.Value.length > 0) || el.BulkDataURI !== undefined || el.InlineBinary !== undefined;
-}
-
-/**
- * Latest wins, but an empty element never erases a value an earlier instance gave: type 2
- * attributes are often sent empty by one modality and filled by another.
- */
-function mergePicked(target: DicomJsonDataset, source: DicomJsonDataset, pick: readonly Tag[]): void {
-  for (const tag of pick) {
-    const el = source[tag];
-    if (el === undefined) continue;
-    if (hasValue(el) || target[tag] === undefined) target[tag] = el;
-  }
-}
-
-function firstValue(ds: DicomJsonDataset, tag: Tag): unknown {
-  return ds[tag]?.Value?.[0];
-}
-
-function firstString(ds: DicomJsonDataset, tag: Tag): string | null {
-  const v = firstValue(ds, tag);
-  if (typeof v === 'string') return v.trim() === '' ? null : v.trim();
-  if (typeof v === 'number') return String(v);
-  return null;
-}
-
-function firstInteger(ds: DicomJsonDataset, tag: Tag): number | null {
-  const v = firstValue(ds, tag);
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  return Number.isSafeInteger(n) ? n : null;
-}
-
-function withoutNulls(ds: Record<Tag, DicomJsonElement | null>): DicomJsonDataset {
-  const out: DicomJsonDataset = {};
-  for (const [tag, el] of Object.entries(ds)) if (el !== null) out[tag] = el;
-  return out;
-}
-
-function sortedDataset(ds: DicomJsonDataset): DicomJsonDataset {
-  const out: DicomJsonDataset = {};
-  for (const tag of Object.keys(ds).sort()) out[tag] = ds[tag]!;
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------
-// Matching (PS3.4 C.2.2.2): one engine, used both to validate query values and, through the
-// dv_match SQL function, to filter rows inside SQLite so LIMIT/OFFSET stay in SQL.
-
-type StringAlternative = { exact: string } | { glob: string; regex: RegExp };
-
-type Matcher =
-  | { kind: 'universal' }
-  | { kind: 'uid'; uids: string[] }
-  | { kind: 'string'; alternatives: StringAlternative[]; pn: boolean }
-  | { kind: 'range'; vr: 'DA' | 'TM' | 'DT'; lo: string | null; hi: string | null }
-  | { kind: 'number'; values: number[] };
-
-const UID_RE = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/;
-const NUMBER_RE = /^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$/;
-const NUMERIC_VRS = new Set(['IS', 'DS', 'US', 'SS', 'UL', 'SL', 'FL', 'FD', 'SV', 'UV']);
-const UNMATCHABLE_VRS = new Set(['SQ', 'OB', 'OW', 'OF', 'OD', 'OL', 'OV', 'UN', 'AT']);
-
-function invalid(key: string, reason: string): VaultError {
-  return new VaultError('INVALID_QUERY', `${key}: ${reason}`, { details: { parameter: key } });
-}
-
-function wildcardRegex(pattern: string, caseInsensitive: boolean): RegExp {
-  let src = '';
-  for (const ch of pattern) {
-    if (ch === '*') src += '.*';
-    else if (ch === '?') src += '.';
-    // Syntax characters only: under the 'u' flag an escaped '-' is a SyntaxError (PatientID=AB-* gave 500).
-    else src += ch.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-  }
-  return new RegExp(`^${src}$`, caseInsensitive ? 'isu' : 'su');
-}
-
-/** PN comparisons here are case-insensitive and ignore trailing empty components. */
-function normalizePn(s: string): string {
-  return s.trim().replace(/[\^ ]+$/u, '').replace(/\^+(=|$)/gu, '$1').toUpperCase();
-}
-
-// Date/time values are compared as fixed-width strings: a partial value stands for the
-// interval it covers (lower bound padded with the earliest, upper with the latest moment).
-const DA_RE = /^([0-9]{4})([0-9]{2})?([0-9]{2})?$/;
-const TM_RE = /^([0-9]{2})([0-9]{2})?([0-9]{2})?(\.[0-9]{1,6})?$/;
-const DT_RE = /^([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?(\.[0-9]{1,6})?$/;
-
-function validParts(vr: 'DA' | 'TM' | 'DT', m: RegExpExecArray): boolean {
-  const n = (i: number): number | undefined => (m[i] === undefined ? undefined : Number(m[i]));
-  const inRange = (v: number | undefined, lo: number, hi: number): boolean => v === undefined || (v >= lo && v <= hi);
-  if (vr === 'TM') return inRange(n(1), 0, 23) && inRange(n(2), 0, 59) && inRange(n(3), 0, 60);
-  return (
-    inRange(n(2), 1, 12) &&
-    inRange(n(3), 1, 31) &&
-    (vr === 'DA' || (inRange(n(4), 0, 23) && inRange(n(5), 0, 59) && inRange(n(6), 0, 60)))
-  );
-}
-
-/** Fixed-width form of a (possibly partial) DA/TM/DT value, or undefined if malformed. */
-function padMoment(vr: 'DA' | 'TM' | 'DT', raw: string, upper: boolean): string | undefined {
-  let s = raw.trim();
-  if (vr === 'TM') s = s.replaceAll(':', '');
-  if (vr === 'DT') s = s.replace(/[+-][0-9]{4}$/, ''); // offsets are not compared (see weaknesses)
-  const re = vr === 'DA' ? DA_RE : vr === 'TM' ? TM_RE : DT_RE;
-  const m = re.exec(s);
-  if (m === null || !validParts(vr, m)) return undefined;
-  if (vr === 'DA') return s + (upper ? '99991231' : '00000101').slice(s.length);
-  const dot = s.indexOf('.');
-  const digits = dot < 0 ? s : s.slice(0, dot);
-  const frac = dot < 0 ? '' : s.slice(dot + 1);
-  const template = vr === 'TM' ? (upper ? '235959' : '000000') : upper ? '99991231235959' : '00000101000000';
-  return `${digits}${template.slice(digits.length)}.${frac.padEnd(6, upper ? '9' : '0')}`;
-}
-
-function compileRange(vr: 'DA' | 'TM' | 'DT', value: string, key: string): Matcher {
-  const parts = value.split('-');
-  if (parts.length > 2) throw invalid(key, `'${value}' is not a ${vr} value or range`);
-  const bound = (s: string, upper: boolean): string | null => {
-    if (s.trim() === '') return null;
-    const padded = padMoment(vr, s, upper);
-    if (padded === undefined) throw invalid(key, `'${s}' is not a valid ${vr} value`);
-    return padded;
-  };
-  if (parts.length === 1) {
-    return { kind: 'range', vr, lo: bound(value, false), hi: bound(value, true) };
-  }
-  const lo = bound(parts[0]!, false);
-  const hi = bound(parts[1]!, true);
-  if (lo === null && hi === null) throw invalid(key, 'a range needs at least one bound');
-  if (lo !== null && hi !== null && lo > hi) throw invalid(key, `range '${value}' ends before it starts`);
-  return { kind: 'range', vr, lo, hi };
-}
-
-/**
- * Parses one query value per its VR. Throws INVALID_QUERY naming `key` for values that
- * cannot be matched (bad UID, bad date range, non-numeric number, sequence keys).
- */
-function compileMatcher(vr: string, rawValue: string, key: string): Matcher {
-  const value = rawValue.trim();
-  if (value === '' || value === '*') return { kind: 'universal' };
-  if (UNMATCHABLE_VRS.has(vr)) throw invalid(key, `attributes of VR ${vr} cannot be matched`);
-  if (vr === 'UI') {
-    const uids = value.split(/[,\\]/).map((u) => u.trim());
-    for (const uid of uids) {
-      if (uid.length === 0 || uid.length > 64 || !UID_RE.test(uid)) throw invalid(key, `'${uid}' is not a valid UID`);
-    }
-    return { kind: 'uid', uids };
-  }
-  if (vr === 'DA' || vr === 'TM' || vr === 'DT') return compileRange(vr, value, key);
-  if (NUMERIC_VRS.has(vr)) {
-    const values = value.split('\\').map((v) => {
-      if (!NUMBER_RE.test(v.trim())) throw invalid(key, `'${v}' is not a number`);
-      return Number(v);
-    });
-    return { kind: 'number', values };
-  }
-  const pn = vr === 'PN';
-  // A backslash separates values in DICOM, so it cannot be part of one: a value list is
-  // matched as "any of". Code strings cannot contain commas either, so `CT,MR` works too.
-  const pieces = value.split(vr === 'CS' ? /[,\\]/ : /\\/).map((p) => p.trim());
-  const alternatives = pieces.map((p): StringAlternative => {
-    const v = pn ? normalizePn(p) : p;
-    return /[*?]/.test(v) ? { glob: v, regex: wildcardRegex(v, pn) } : { exact: v };
-  });
-  return { kind: 'string', alternatives, pn };
-}
-
-function pnCandidates(v: unknown, wholeValue: boolean): string[] {
-  if (typeof v === 'string') return [normalizePn(v)];
-  if (typeof v !== 'object' || v === null) return [];
-  const o = v as { Alphabetic?: unknown; Ideographic?: unknown; Phonetic?: unknown };
-  const groups = [o.Alphabetic, o.Ideographic, o.Phonetic].map((g) => (typeof g === 'string' ? g : ''));
-  if (wholeValue) return [normalizePn(groups.join('=').replace(/=+$/u, ''))];
-  return groups.filter((g) => g !== '').map(normalizePn);
-}
-
-function matchValue(m: Matcher, v: unknown): boolean {
-  switch (m.kind) {
-    case 'universal':
-      return true;
-    case 'uid':
-      return typeof v === 'string' && m.uids.includes(v.trim());
-    case 'number': {
-      const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-      return m.values.includes(n);
-    }
-    case 'range': {
-      if (typeof v !== 'string') return false;
-      const n = padMoment(m.vr, v, false);
-      return n !== undefined && (m.lo === null || n >= m.lo) && (m.hi === null || n <= m.hi);
-    }
-    case 'string':
-      return m.alternatives.some((alt) => {
-        const text = 'exact' in alt ? alt.exact : alt.glob;
-        // A PN query with component groups ('Yamada^Tarou=山田^太郎') is matched on the whole
-        // value; otherwise on each group, so ideographic names are found too.
-        const candidates = m.pn
-          ? pnCandidates(v, text.includes('='))
-          : typeof v === 'string' || typeof v === 'number'
-            ? [String(v).trim()]
-            : [];
-        return candidates.some((c) => ('exact' in alt ? c === alt.exact : alt.regex.test(c)));
-      });
-  }
-}
-
-function matchElement(m: Matcher, el: DicomJsonElement | undefined): boolean {
-  if (m.kind === 'universal') return true;
-  const values = el?.Value;
-  if (values === undefined || values.length === 0) return false;
-  // Multi-valued attributes (ModalitiesInStudy, ImageType) match when any value matches.
-  return values.some((v) => matchValue(m, v));
-}
-
-/** Validates a query value; throws INVALID_QUERY naming the parameter. */
-export function validateFilter(filter: AttributeFilter): void {
-  compileMatcher(filter.vr, filter.value, filter.key);
-}
-
-// Columns that answer common keys from an index instead of the JSON text.
-type ColumnKind = 'uid' | 'string' | 'date' | 'number';
-const COLUMNS: Partial<Record<Tag, { table: 's' | 'se' | 'i'; column: string; kind: ColumnKind }>> = {
-  [TAGS.StudyInstanceUID]: { table: 's', column: 'study_uid', kind: 'uid' },
-  [TAGS.PatientID]: { table: 's', column: 'patient_id', kind: 'string' },
-  [TAGS.AccessionNumber]: { table: 's', column: 'accession_number', kind: 'string' },
-  [TAGS.StudyDate]: { table: 's', column: 'study_date', kind: 'date' },
-  [TAGS.SeriesInstanceUID]: { table: 'se', column: 'series_uid', kind: 'uid' },
-  [TAGS.Modality]: { table: 'se', column: 'modality', kind: 'string' },
-  [TAGS.SeriesNumber]: { table: 'se', column: 'series_number', kind: 'number' },
-  [TAGS.SOPInstanceUID]: { table: 'i', column: 'sop_uid', kind: 'uid' },
-  [TAGS.SOPClassUID]: { table: 'i', column: 'sop_class_uid', kind: 'uid' },
-  [TAGS.InstanceNumber]: { table: 'i', column: 'instance_number', kind: 'number' },
-  [TAGS.AvailableTransferSyntaxUID]: { table: 'i', column: 'transfer_syntax_uid', kind: 'uid' },
-};
-
-/** GLOB is case-sensitive with the same `*` and `?` as DICOM; only `[` must be escaped. */
-function globPattern(p: string): string {
-  return p.replaceAll('[', '[[]');
-}
-
-function columnCondition(m: Matcher, kind: ColumnKind, col: string, params: SQLInputValue[]): string | undefined {
-  if (m.kind === 'uid' && kind === 'uid') {
-    params.push(...m.uids);
-    return `${col} IN (${m.uids.map(() => '?').join(', ')})`;
-  }
-  if (m.kind === 'string' && kind === 'string' && !m.pn) {
-    const ors = m.alternatives.map((alt) => {
-      if ('exact' in alt) {
-        params.push(alt.exact);
-        return `${col} = ?`;
-      }
-      params.push(globPattern(alt.glob));
-      return `${col} GLOB ?`;
-    });
-    return `(${ors.join(' OR ')})`;
-  }
-  if (m.kind === 'range' && m.vr === 'DA' && kind === 'date') {
-    const conds: string[] = [`${col} IS NOT NULL`];
-    if (m.lo !== null) {
-      conds.push(`${col} >= ?`);
-      params.push(m.lo);
-    }
-    if (m.hi !== null) {
-      conds.push(`${col} <= ?`);
-      params.push(m.hi);
-    }
-    return `(${conds.join(' AND ')})`;
-  }
-  if (m.kind === 'number' && kind === 'number') {
-    params.push(...m.values);
-    return `${col} IN (${m.values.map(() => '?').join(', ')})`;
-  }
-  return undefined;
-}
-
-type QueryLevel = 'study' | 'series' | 'instance';
-const LEVEL_RANK: Record<QueryLevel, number> = { study: 0, series: 1, instance: 2 };
-
-function storageLevel(tag: Tag): QueryLevel {
-  const level: AttributeLevel | undefined = attributeByTag(tag)?.level;
-  if (level === undefined || level === 'instance') return 'instance';
-  return isStudyLevel(level) ? 'study' : 'series';
-}
-
-/** Where a key of a query at `level` is matched; throws for keys below the level. */
-function attributeColumn(filter: AttributeFilter, level: QueryLevel): string {
-  const stored = storageLevel(filter.tag);
-  if (LEVEL_RANK[stored] > LEVEL_RANK[level]) {
-    throw invalid(filter.key, `not a ${level}-level attribute, so it cannot be matched in a ${level} query`);
-  }
-  return stored === 'study' ? 's.attributes' : stored === 'series' ? 'se.attributes' : 'i.metadata';
-}
-
-// ---------------------------------------------------------------------------------------
-
-interface InstanceRow {
-  study_uid: string;
-  series_uid: string;
-  sop_uid: string;
-  sop_class_uid: string;
-  transfer_syntax_uid: string;
-  size: number;
-  sha256: string;
-  node_cid: string;
-  metadata: string;
-  layout: string;
-}
-const INSTANCE_COLUMNS =
-  'i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.size, i.sha256, i.node_cid, i.metadata, i.layout';
-
-interface VersionRow {
-  study_uid: string;
-  version: number;
-  root: string;
-  prev: string | null;
-  created_at: string;
-  instance_count: number;
-}
-
-function toVersion(r: VersionRow): StudyVersion {
-  return {
-    studyInstanceUID: r.study_uid,
-    version: r.version,
-    root: r.root,
-    prev: r.prev,
-    createdAt: r.created_at,
-    instanceCount: r.instance_count,
-  };
-}
-
-/** The columns of one instance, less its (large) metadata and layout, and its row id. */
-const INSTANCE_KEY_COLUMNS =
-  'i.id, i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.size, i.sha256, i.node_cid';
-/** An instance row without its metadata and layout. */
-type KeyRow = Omit<InstanceRow, 'metadata' | 'layout'> & { id: number };
-
-/**
- * Parsed layouts (frame and bulk offsets) of recently read instances, by instance node CID (a
- * layout never changes for a node). A viewer fetches a huge multi-frame instance one frame at a
- * time: its layout (hundreds of KB of JSON for thousands of frames) is then read and parsed once.
- * Bounded by the layouts' JSON size. Default 8 MiB.
- */
-export const DEFAULT_LAYOUT_CACHE_BYTES = 8 * 1024 * 1024;
-
-class LayoutCache {
-  readonly #max: number;
-  readonly #entries = new Map<string, { layout: InstanceLayout; bytes: number }>();
-  #bytes = 0;
-
-  constructor(max: number) {
-    this.#max = max;
-  }
-
-  get(nodeCid: string, load: () => string): InstanceLayout {
-    const hit = this.#entries.get(nodeCid);
-    if (hit !== undefined) {
-      this.#entries.delete(nodeCid); // most recently used last
-      this.#entries.set(nodeCid, hit);
-      return hit.layout;
-    }
-    const text = load();
-    const layout = JSON.parse(text) as InstanceLayout;
-    if (text.length <= this.#max) {
-      this.#entries.set(nodeCid, { layout, bytes: text.length });
-      this.#bytes += text.length;
-      for (const [key, e] of this.#entries) {
-        if (this.#bytes <= this.#max) break;
-        this.#entries.delete(key);
-        this.#bytes -= e.bytes;
-      }
-    }
-    return layout;
-  }
-}
-
-/** metadata and layout are parsed on first access: listings often need neither. */
-function toInstance(r: InstanceRow): CatalogInstance {
-  return lazyInstance(r, () => r.metadata, () => JSON.parse(r.layout) as InstanceLayout);
-}
-
-function lazyInstance(r: Omit<InstanceRow, 'metadata' | 'layout'>, loadMetadata: () => string, loadLayout: () => InstanceLayout): CatalogInstance {
-  let metadata: DicomJsonDataset | undefined;
-  let layout: InstanceLayout | undefined;
-  return {
-    studyInstanceUID: r.study_uid,
-    seriesInstanceUID: r.series_uid,
-    sopInstanceUID: r.sop_uid,
-    sopClassUID: r.sop_class_uid,
-    transferSyntaxUID: r.transfer_syntax_uid,
-    size: r.size,
-    sha256: r.sha256,
-    nodeCid: r.node_cid,
-    get metadata(): DicomJsonDataset {
-      return (metadata ??= JSON.parse(loadMetadata()) as DicomJsonDataset);
-    },
-    set metadata(v: DicomJsonDataset) {
-      metadata = v;
-    },
-    get layout(): InstanceLayout {
-      return (layout ??= loadLayout());
-    },
-    set layout(v: InstanceLayout) {
-      layout = v;
-    },
-  };
-}
-
-const STATEMENT_CACHE_LIMIT = 256;
+/** Compiled dv_match specs kept; the map is emptied when full. */
 const MATCHER_CACHE_LIMIT = 256;
 
 export class Catalog {
   readonly #db: DatabaseSync;
-  readonly #statements = new Map<string, StatementSync>();
+  readonly #statements: StatementCache;
   readonly #matchers = new Map<string, Matcher>();
   readonly #layouts = new LayoutCache(DEFAULT_LAYOUT_CACHE_BYTES);
 
   private constructor(db: DatabaseSync) {
     this.#db = db;
+    this.#statements = new StatementCache(db);
   }
 
   static open(options: CatalogOptions): Catalog {
@@ -668,13 +81,7 @@ export class Catalog {
   }
 
   #stmt(sql: string): StatementSync {
-    let s = this.#statements.get(sql);
-    if (s === undefined) {
-      if (this.#statements.size >= STATEMENT_CACHE_LIMIT) this.#statements.clear();
-      s = this.#db.prepare(sql);
-      this.#statements.set(sql, s);
-    }
-    return s;
+    return this.#statements.get(sql);
   }
 
   // dv_match(spec, elementJson): spec is JSON [vr, value], validated before the query runs.
@@ -803,17 +210,7 @@ export class Catalog {
   // -- commit -----------------------------------------------------------------------------
 
   #transaction<T>(fn: () => T): T {
-    // IMMEDIATE takes the write lock up front, so the version check and the writes see the
-    // same state even with another process writing the same file.
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      const result = fn();
-      this.#db.exec('COMMIT');
-      return result;
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    return transaction(this.#db, fn);
   }
 
   commitStudyVersion(input: CommitInput): StudyVersion {
@@ -976,34 +373,6 @@ export class Catalog {
 
   // -- QIDO queries -----------------------------------------------------------------------
 
-  #where(level: QueryLevel, query: CatalogQuery, params: SQLInputValue[]): string {
-    const conds: string[] = [];
-    if (query.study !== undefined) {
-      conds.push(level === 'study' ? 's.study_uid = ?' : level === 'series' ? 'se.study_uid = ?' : 'i.study_uid = ?');
-      params.push(query.study);
-    }
-    if (query.series !== undefined) {
-      conds.push(level === 'instance' ? 'i.series_uid = ?' : 'se.series_uid = ?');
-      params.push(query.series);
-    }
-    for (const filter of query.filters) {
-      const jsonColumn = attributeColumn(filter, level);
-      const m = compileMatcher(filter.vr, filter.value, filter.key);
-      if (m.kind === 'universal') continue;
-      const col = COLUMNS[filter.tag];
-      if (col !== undefined && LEVEL_RANK[col.table === 's' ? 'study' : col.table === 'se' ? 'series' : 'instance'] <= LEVEL_RANK[level]) {
-        const cond = columnCondition(m, col.kind, `${col.table}.${col.column}`, params);
-        if (cond !== undefined) {
-          conds.push(cond);
-          continue;
-        }
-      }
-      conds.push(`dv_match(?, json_extract(${jsonColumn}, ?)) = 1`);
-      params.push(JSON.stringify([filter.vr, filter.value]), `$."${filter.tag}"`);
-    }
-    return conds.length === 0 ? '' : `AND ${conds.join(' AND ')}`;
-  }
-
   #studyAttributes(cache: Map<string, DicomJsonDataset>, study: string): DicomJsonDataset {
     let attrs = cache.get(study);
     if (attrs === undefined) {
@@ -1030,7 +399,7 @@ export class Catalog {
   /** Studies matching all filters, most recent StudyDate/StudyTime first. */
   queryStudies(query: CatalogQuery): StudyRecord[] {
     const params: SQLInputValue[] = [];
-    const where = this.#where('study', query, params);
+    const where = queryConditions('study', query, params);
     const rows = this.#stmt(
       `SELECT s.study_uid, s.attributes FROM studies s WHERE s.instance_count > 0 ${where}
        ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid LIMIT ? OFFSET ?`,
@@ -1041,7 +410,7 @@ export class Catalog {
   /** Series matching all filters (study keys match the series' study), by study, SeriesNumber. */
   querySeries(query: CatalogQuery): SeriesRecord[] {
     const params: SQLInputValue[] = [];
-    const where = this.#where('series', query, params);
+    const where = queryConditions('series', query, params);
     const rows = this.#stmt(
       `SELECT se.study_uid, se.series_uid, se.attributes FROM series se JOIN studies s ON s.study_uid = se.study_uid
        WHERE se.instance_count > 0 ${where}
@@ -1059,7 +428,7 @@ export class Catalog {
   /** Current instances matching all filters, in listInstances order. */
   queryInstances(query: CatalogQuery): InstanceRecord[] {
     const params: SQLInputValue[] = [];
-    const where = this.#where('instance', query, params);
+    const where = queryConditions('instance', query, params);
     const fields = query.instanceFields;
     // json_object(tag, metadata -> path, ...) keeps each element's JSON; absent ones are null.
     const metadataColumn =

@@ -1,7 +1,8 @@
 // Every embedded database of the node (catalog, key store, anchor state) opens the same way:
 // WAL, synchronous=FULL (an answer means durable), foreign keys, a busy timeout for a second
-// process (a CLI next to the server), and schema migrations applied in order.
-import { DatabaseSync } from 'node:sqlite';
+// process (a CLI next to the server), and schema migrations applied in order. Each keeps its
+// prepared statements in a StatementCache and writes through transaction().
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { VaultError } from './errors.ts';
 
 /** How long a writer waits for another process's lock. Default 5,000 ms. */
@@ -45,14 +46,73 @@ function migrate(db: DatabaseSync, what: string, migrations: readonly string[]):
     throw new VaultError('CONFIG_INVALID', `${what} schema version ${current} is newer than this node supports (${migrations.length})`);
   }
   for (let v = current; v < migrations.length; v++) {
-    db.exec('BEGIN IMMEDIATE');
     try {
-      db.exec(migrations[v]!);
-      db.exec(`PRAGMA user_version = ${v + 1}`);
-      db.exec('COMMIT');
+      transaction(db, () => {
+        db.exec(migrations[v]!);
+        db.exec(`PRAGMA user_version = ${v + 1}`);
+      });
     } catch (err) {
-      db.exec('ROLLBACK');
       throw new VaultError('INTERNAL', `${what} migration to schema ${v + 1} failed`, { cause: err });
     }
+  }
+}
+
+/**
+ * Runs `fn` in one write transaction. IMMEDIATE takes the write lock up front, so what `fn`
+ * reads and what it writes see the same state even with another process writing the same
+ * file. Nesting is refused: an inner COMMIT would publish half of the outer work, and every
+ * caller here wants all-or-nothing, so a nested call is a bug to be told of.
+ */
+export function transaction<T>(db: DatabaseSync, fn: () => T): T {
+  if (db.isTransaction) throw new VaultError('INTERNAL', 'a database transaction was begun inside another');
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const result = fn();
+    db.exec('COMMIT');
+    return result;
+  } catch (err) {
+    // SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR); a second ROLLBACK
+    // would then throw and hide the error that matters.
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw err;
+  }
+}
+
+/** Prepared statements kept per database. Default bound 256 statements. */
+export const DEFAULT_STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * Prepared statements by SQL text, least recently used dropped past the bound: queries built
+ * from a request (QIDO's filters) must not grow the cache without end. Preparing is what costs
+ * (parsing and planning); a hit is one Map lookup.
+ */
+export class StatementCache {
+  readonly #db: DatabaseSync;
+  readonly #max: number;
+  readonly #statements = new Map<string, StatementSync>();
+
+  constructor(db: DatabaseSync, max = DEFAULT_STATEMENT_CACHE_SIZE) {
+    this.#db = db;
+    this.#max = Math.max(1, Math.trunc(max));
+  }
+
+  get(sql: string): StatementSync {
+    let s = this.#statements.get(sql);
+    if (s !== undefined) {
+      this.#statements.delete(sql); // most recently used last
+    } else {
+      s = this.#db.prepare(sql);
+      if (this.#statements.size >= this.#max) this.#statements.delete(this.#statements.keys().next().value!);
+    }
+    this.#statements.set(sql, s);
+    return s;
+  }
+
+  get size(): number {
+    return this.#statements.size;
+  }
+
+  clear(): void {
+    this.#statements.clear();
   }
 }

@@ -34,7 +34,8 @@ import { CarBlockIterator, CarWriter } from '@ipld/car';
 import * as dagCbor from '@ipld/dag-cbor';
 import { CID } from 'multiformats/cid';
 import { VaultError, isVaultError } from '../core/errors.ts';
-import type { Catalog, CatalogInstance } from '../catalog/catalog.ts';
+import type { Catalog } from '../catalog/catalog.ts';
+import type { CatalogInstance } from '../catalog/records.ts';
 import { createSecretFileOnce, type DataKey } from '../format/keys.ts';
 import { scanInstance } from '../dicom/scanner.ts';
 import {

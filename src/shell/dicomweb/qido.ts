@@ -13,12 +13,17 @@
 // - A key more than once is refused, except UI keys whose values are joined into a UID list.
 // - Keys below the query level (e.g. Modality in /studies) are refused with 400; includefields
 //   below the level are silently not returned (PS3.18 10.6.3.3).
+// - Queries are bounded (length of the whole query string, of each value, wildcards per value):
+//   past a bound, 400 INVALID_QUERY naming it. Matching is linear in any case
+//   (src/dicom/matching.ts); the bounds keep one request's share of the main thread small.
 
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRouteConfig } from '../../access/policy.ts';
-import type { AttributeFilter, Catalog, CatalogQuery, InstanceRecord, SeriesRecord, StudyRecord } from '../../catalog/catalog.ts';
+import type { Catalog } from '../../catalog/catalog.ts';
+import type { CatalogQuery, InstanceRecord, SeriesRecord, StudyRecord } from '../../catalog/records.ts';
 import { VaultError } from '../../core/errors.ts';
 import { TAGS, attributeByTag, isStudyLevel, resolveAttributeKey } from '../../dicom/attributes.ts';
+import { validateFilter, type AttributeFilter, type MatchLimits } from '../../dicom/matching.ts';
 import type { DicomJsonDataset, DicomJsonElement, Tag } from '../../dicom/model.ts';
 import { assertUid } from '../../dicom/uid.ts';
 
@@ -29,9 +34,22 @@ export interface QidoDeps {
 /** Most results one response carries (a Warning header says when more exist). */
 export const DEFAULT_QIDO_MAX_RESULTS = 10_000;
 
+/** Longest query string (after '?', as sent, percent-encoded), in characters. */
+export const DEFAULT_QIDO_MAX_QUERY_LENGTH = 8_192;
+/** Longest value of a matching key, in characters (each value of a value list on its own). */
+export const DEFAULT_QIDO_MAX_VALUE_LENGTH = 1_024;
+/** Most wildcards (`*` and `?` characters) in one value of a matching key. */
+export const DEFAULT_QIDO_MAX_WILDCARDS = 64;
+
 export interface QidoOptions {
   /** Most results per response, whatever `limit` asks. Default DEFAULT_QIDO_MAX_RESULTS. */
   maxResults?: number;
+  /** Characters. Default DEFAULT_QIDO_MAX_QUERY_LENGTH. */
+  maxQueryLength?: number;
+  /** Characters. Default DEFAULT_QIDO_MAX_VALUE_LENGTH. */
+  maxValueLength?: number;
+  /** Default DEFAULT_QIDO_MAX_WILDCARDS. */
+  maxWildcards?: number;
 }
 
 const DICOM_JSON = 'application/dicom+json';
@@ -123,7 +141,8 @@ function nonNegativeInteger(key: string, raw: string | string[]): number {
   return Number(s);
 }
 
-export function parseQidoQuery(query: Record<string, string | string[] | undefined>): ParsedQuery {
+/** Parses and validates the query keys; values are checked against `limits` when given. */
+export function parseQidoQuery(query: Record<string, string | string[] | undefined>, limits?: MatchLimits): ParsedQuery {
   const parsed: ParsedQuery = { filters: [], include: new Set(), includeAll: false, limit: undefined, offset: 0 };
   const seen = new Map<Tag, AttributeFilter>();
   for (const [key, raw] of Object.entries(query)) {
@@ -171,6 +190,8 @@ export function parseQidoQuery(query: Record<string, string | string[] | undefin
     else parsed.filters.push(filter);
     seen.set(resolved.tag, filter);
   }
+  // Refused here, before the catalog runs anything (UI values are complete only now).
+  for (const filter of parsed.filters) validateFilter(filter, limits);
   return parsed;
 }
 
@@ -303,6 +324,11 @@ interface Params {
 
 export function qidoService(deps: QidoDeps, options: QidoOptions = {}): FastifyPluginAsync {
   const maxResults = options.maxResults ?? DEFAULT_QIDO_MAX_RESULTS;
+  const maxQueryLength = options.maxQueryLength ?? DEFAULT_QIDO_MAX_QUERY_LENGTH;
+  const limits: MatchLimits = {
+    maxValueLength: options.maxValueLength ?? DEFAULT_QIDO_MAX_VALUE_LENGTH,
+    maxWildcards: options.maxWildcards ?? DEFAULT_QIDO_MAX_WILDCARDS,
+  };
   const config: AccessRouteConfig = { access: { action: 'search' } };
 
   return async (app) => {
@@ -312,7 +338,16 @@ export function qidoService(deps: QidoDeps, options: QidoOptions = {}): FastifyP
       const mediaType = negotiate(request.headers.accept);
       const study = request.params.study === undefined ? undefined : assertUid(request.params.study, 'Study Instance UID');
       const series = request.params.series === undefined ? undefined : assertUid(request.params.series, 'Series Instance UID');
-      const query = parseQidoQuery(request.query as Record<string, string | string[] | undefined>);
+      const mark = request.url.indexOf('?');
+      const queryLength = mark < 0 ? 0 : request.url.length - mark - 1;
+      if (queryLength > maxQueryLength) {
+        throw new VaultError(
+          'INVALID_QUERY',
+          `query string: ${queryLength} characters, more than the ${maxQueryLength} allowed (bound maxQueryLength)`,
+          { details: { bound: 'maxQueryLength', limit: maxQueryLength } },
+        );
+      }
+      const query = parseQidoQuery(request.query as Record<string, string | string[] | undefined>, limits);
 
       const pageSize = Math.min(query.limit ?? maxResults, maxResults);
       // One row more than the page tells whether the server cut the results.

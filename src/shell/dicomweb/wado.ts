@@ -5,7 +5,8 @@
 import { once } from 'node:events';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRouteConfig } from '../../access/policy.ts';
-import type { Catalog, CatalogInstance } from '../../catalog/catalog.ts';
+import type { Catalog } from '../../catalog/catalog.ts';
+import type { CatalogInstance } from '../../catalog/records.ts';
 import { isVaultError, VaultError } from '../../core/errors.ts';
 import type { ByteRange, DicomJsonDataset, ScannedInstance } from '../../dicom/model.ts';
 import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from '../../dicom/transfer-syntax.ts';

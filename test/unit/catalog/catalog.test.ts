@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Catalog, CATALOG_SCHEMA_VERSION, type CatalogInstance } from '../../../src/catalog/catalog.ts';
+import { Catalog } from '../../../src/catalog/catalog.ts';
+import type { CatalogInstance } from '../../../src/catalog/records.ts';
+import { CATALOG_SCHEMA_VERSION } from '../../../src/catalog/schema.ts';
 import type { DicomJsonDataset, DicomJsonElement } from '../../../src/dicom/model.ts';
 import { isVaultError } from '../../../src/core/errors.ts';
 

@@ -2,7 +2,8 @@
 import { createHash } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Catalog, type CatalogInstance } from '../../../../src/catalog/catalog.ts';
+import { Catalog } from '../../../../src/catalog/catalog.ts';
+import type { CatalogInstance } from '../../../../src/catalog/records.ts';
 import { qidoService, type QidoOptions } from '../../../../src/shell/dicomweb/qido.ts';
 import type { DicomJsonDataset, DicomJsonElement } from '../../../../src/dicom/model.ts';
 import { isVaultError } from '../../../../src/core/errors.ts';
