@@ -26,6 +26,7 @@ import { TAGS, attributeByTag, isStudyLevel, resolveAttributeKey } from '../../d
 import { validateFilter, type AttributeFilter, type MatchLimits } from '../../dicom/matching.ts';
 import type { DicomJsonDataset, DicomJsonElement, Tag } from '../../dicom/model.ts';
 import { assertUid } from '../../dicom/uid.ts';
+import { dicomJson } from './http.ts';
 
 export interface QidoDeps {
   catalog: Pick<Catalog, 'queryStudies' | 'querySeries' | 'queryInstances' | 'hasStudy' | 'hasSeries'>;
@@ -398,7 +399,7 @@ export function qidoService(deps: QidoDeps, options: QidoOptions = {}): FastifyP
           void reply.header('warning', `299 ${root}: "There are additional results that can be requested"`);
         }
       }
-      return reply.type(mediaType).send(JSON.stringify(results));
+      return reply.type(mediaType).send(dicomJson(JSON.stringify(results)));
     };
 
     app.get('/studies', { config }, search('study'));
