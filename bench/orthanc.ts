@@ -34,6 +34,11 @@ export interface OrthancOptions {
   install?: boolean;
   startTimeoutMs?: number;
   log?: (line: string) => void;
+  /**
+   * More configuration, merged over orthancConfig's (DicomWeb one level deep): e.g. DicomWeb.Servers
+   * to make Orthanc a DICOMweb client of the node, or DicomServerEnabled and DicomPort for DIMSE.
+   */
+  config?: Record<string, unknown>;
 }
 
 export interface RunningOrthanc {
@@ -66,7 +71,10 @@ export async function startOrthanc(workDir: string, opts: OrthancOptions = {}): 
   await mkdir(db, { recursive: true });
   await mkdir(logDir, { recursive: true });
   const configPath = join(work, 'orthanc.json');
-  await writeFile(configPath, JSON.stringify(orthancConfig({ storageDir: db, plugin, port }), null, 2));
+  const base = orthancConfig({ storageDir: db, plugin, port });
+  const extra = opts.config ?? {};
+  const config = { ...base, ...extra, DicomWeb: { ...(base.DicomWeb as object), ...((extra.DicomWeb as object | undefined) ?? {}) } };
+  await writeFile(configPath, JSON.stringify(config, null, 2));
 
   const out = openSync(join(logDir, 'stdout.txt'), 'a');
   const child = spawn(ORTHANC_BIN, [`--logdir=${logDir}`, configPath], { stdio: ['ignore', out, out] });
@@ -107,7 +115,7 @@ export async function startOrthanc(workDir: string, opts: OrthancOptions = {}): 
   }
 }
 
-export function orthancConfig(o: { storageDir: string; plugin: string; port: number }): Record<string, unknown> {
+export function orthancConfig(o: { storageDir: string; plugin: string; port: number }): Record<string, unknown> & { DicomWeb: Record<string, unknown> } {
   return {
     Name: 'dicom-vault-bench-peer',
     StorageDirectory: o.storageDir,
@@ -188,7 +196,7 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = net.createServer();
     s.once('error', rej);
