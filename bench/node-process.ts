@@ -16,8 +16,8 @@ export interface ServedNode {
 /** Starts `dicom-vault serve` on a free port; resolves once it announces its URL. */
 export function serveNode(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServedNode> {
   const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...extraArgs], {
-    // No chain unless asked for: anchoring has its own benchmark (bench/anchor.ts).
-    env: { DICOM_VAULT_CHAIN: 'none', ...process.env, ...env },
+    // No chain and no DIMSE unless asked for: anchoring has its own benchmark (bench/anchor.ts).
+    env: { DICOM_VAULT_CHAIN: 'none', DICOM_VAULT_DIMSE_PORT: 'off', ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   return new Promise((resolve, reject) => {

@@ -47,6 +47,9 @@ export const ERRORS = {
   CHAIN_UNAVAILABLE: { status: 503, title: 'The anchoring chain is unreachable' },
   CHAIN_ERROR: { status: 502, title: 'The anchoring chain refused or failed a request' },
   CONFIG_INVALID: { status: 500, title: 'Invalid configuration' },
+  DATA_DIR_INCOMPLETE: { status: 500, title: 'A part of the data directory is missing' },
+  MASTER_KEY_MISMATCH: { status: 500, title: 'The master key is not the one this data directory was written with' },
+  DATABASE_CORRUPT: { status: 500, title: 'A database file of the data directory is damaged' },
   INTERNAL: { status: 500, title: 'Internal error' },
 } as const satisfies Record<string, { status: number; title: string }>;
 

@@ -27,16 +27,29 @@ export function openDatabase(options: OpenDatabaseOptions): DatabaseSync {
     throw new VaultError('CONFIG_INVALID', `cannot open the ${options.what} at ${options.path}`, { cause: err });
   }
   try {
+    // The first statement reads the file's header: a file that is not a database fails here.
+    db.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS)}`);
     db.exec('PRAGMA journal_mode = WAL');
     db.exec('PRAGMA synchronous = FULL');
-    db.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS)}`);
     for (const p of options.pragmas ?? []) db.exec(`PRAGMA ${p}`);
     migrate(db, options.what, options.migrations);
   } catch (err) {
     db.close();
+    if (isCorruption(err)) {
+      throw new VaultError('DATABASE_CORRUPT', `the ${options.what} at ${options.path} is not a database or is damaged: restore it from a backup (dicom-vault doctor checks every database)`, {
+        cause: err,
+        details: { path: options.path },
+      });
+    }
     throw err;
   }
   return db;
+}
+
+/** SQLite's "not a database" (26) and "malformed" (11), by its own result codes. */
+export function isCorruption(err: unknown): boolean {
+  const errcode = (err as { errcode?: unknown }).errcode;
+  return errcode === 26 || errcode === 11 || (typeof errcode === 'number' && (errcode & 0xff) === 11);
 }
 
 function migrate(db: DatabaseSync, what: string, migrations: readonly string[]): void {

@@ -3,7 +3,7 @@
 // the content-addressed DAG, so that destroying a study's row later erases the study
 // (crypto-shredding) even though its blocks and on-chain hashes stay.
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, openSync, readFileSync, statSync, writeSync, closeSync, fsyncSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, writeSync, closeSync, fsyncSync } from 'node:fs';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { openDatabase } from '../core/sqlite.ts';
 import { VaultError } from '../core/errors.ts';
@@ -41,11 +41,12 @@ export function createSecretFileOnce(path: string, contents: Uint8Array | string
   }
 }
 
-/** Reads the master key, creating it (mode 0600, fsynced) on first start. */
-export function loadOrCreateMasterKey(path: string): Buffer {
-  createSecretFileOnce(path, randomBytes(KEY_BYTES));
-  const mode = statSync(path).mode & 0o777;
-  if ((mode & 0o077) !== 0) chmodSync(path, 0o600); // never leave it readable by others
+/**
+ * Reads the master key, creating it (mode 0600, fsynced) when `create` (a new data directory).
+ * Whether a missing or different key may be made or used is decided before (shell/data-dir.ts).
+ */
+export function loadOrCreateMasterKey(path: string, create = true): Buffer {
+  if (create) createSecretFileOnce(path, randomBytes(KEY_BYTES));
   const key = readFileSync(path);
   if (key.length !== KEY_BYTES) {
     throw new VaultError('CONFIG_INVALID', `master key ${path} must be exactly ${KEY_BYTES} bytes (found ${key.length})`);
@@ -151,6 +152,20 @@ export class KeyStore {
       | { study_uid: string }
       | undefined;
     return row ? this.get(row.study_uid) : undefined;
+  }
+
+  /**
+   * Unwraps one stored data key (if any) with the master key: MASTER_KEY_MISMATCH when it does not
+   * open, which means the master key is not the one these keys were wrapped with.
+   */
+  checkMasterKey(): void {
+    const row = this.#db.prepare('SELECT key_id, wrapped FROM study_keys LIMIT 1').get() as { key_id: string; wrapped: Uint8Array } | undefined;
+    if (row === undefined) return;
+    try {
+      unwrap(this.#master, row.key_id, row.wrapped);
+    } catch (cause) {
+      throw new VaultError('MASTER_KEY_MISMATCH', "keys.db's data keys do not open with this master.key: put back the master key they were wrapped with (from your backup)", { cause });
+    }
   }
 
   /** Imports a key brought from another node (already unwrapped by the caller's transport). */

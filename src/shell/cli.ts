@@ -6,6 +6,7 @@ import pkg from '../../package.json' with { type: 'json' };
 import { isVaultError } from '../core/errors.ts';
 import { anchorCommands } from './commands/anchor.ts';
 import { carCommands } from './commands/car.ts';
+import { doctorCommand } from './commands/doctor.ts';
 import { exportCommand } from './commands/export.ts';
 import { gcCommand } from './commands/gc.ts';
 import { ingestCommand } from './commands/ingest.ts';
@@ -28,6 +29,7 @@ export function buildProgram(io: Io = stdio): Command {
   exportCommand(program, io);
   carCommands(program, io);
   gcCommand(program, io);
+  doctorCommand(program, io);
   anchorCommands(program, io);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput({ outputError: () => undefined });
   return program;

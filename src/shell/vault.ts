@@ -1,9 +1,10 @@
 // Opens a data directory: block store, catalog, keys, and the study writer, wired together. The
 // server, the CLI and the tests all go through here, so every entry uses the same parts.
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { createLogger } from './log.ts';
+import { CATALOG_FILE, checkDataDir, readIdentity, writeIdentity } from './data-dir.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import type { NodeOptions } from './config.ts';
 import { KeyStore, KEY_DB_FILE, MASTER_KEY_FILE, loadOrCreateMasterKey } from '../format/keys.ts';
@@ -11,8 +12,7 @@ import { openBlockStore, resolveBlockStoreConfig } from '../../storage/open.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { StudyWriter } from '../../ingest/study.ts';
 
-export const CATALOG_FILE = 'catalog.db';
-export const BLOCKS_DIR = 'blocks';
+export { BLOCKS_DIR, CATALOG_FILE } from './data-dir.ts';
 
 export interface Vault {
   options: Pick<NodeOptions, 'dataDir' | 'chunkSize' | 'store'>;
@@ -28,10 +28,31 @@ export async function openVault(
   options: Pick<NodeOptions, 'dataDir' | 'chunkSize' | 'store'> & Partial<Pick<NodeOptions, 'blockStore'>>,
   logger: Logger = createLogger('silent'),
 ): Promise<Vault> {
+  // Everything the node writes (databases and their journals, blocks, keys, the chain's state)
+  // is for this user alone, whatever the umask it was started with.
+  process.umask(0o077);
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-  const masterKey = loadOrCreateMasterKey(join(options.dataDir, MASTER_KEY_FILE));
+  const findings = checkDataDir(options.dataDir, { fix: true });
+  for (const f of findings) logger.warn({ code: f.code }, f.message);
+  const masterPath = join(options.dataDir, MASTER_KEY_FILE);
+  const masterKey = loadOrCreateMasterKey(masterPath, !existsSync(masterPath));
   const keys = KeyStore.open({ path: join(options.dataDir, KEY_DB_FILE), masterKey });
-  const catalog = Catalog.open({ path: join(options.dataDir, CATALOG_FILE) });
+  try {
+    if (readIdentity(options.dataDir) === undefined) {
+      keys.checkMasterKey(); // a directory of an older release, or a new one: its keys open with this key
+      writeIdentity(options.dataDir, masterKey);
+    }
+  } catch (err) {
+    keys.close();
+    throw err;
+  }
+  let catalog: Catalog;
+  try {
+    catalog = Catalog.open({ path: join(options.dataDir, CATALOG_FILE) });
+  } catch (err) {
+    keys.close();
+    throw err;
+  }
   let store: BlockStore;
   try {
     store = await openBlockStore(options.blockStore ?? resolveBlockStoreConfig(options.store, options.dataDir));

@@ -64,6 +64,7 @@ beforeAll(async () => {
       port: '0',
       'data-dir': dataDir,
       'chunk-size': '4096',
+      'dimse-port': 'off',
       ...nodeFlags(),
       'chain-key-file': await chain.keyFile(1),
       contract: chain.contract,
@@ -269,7 +270,7 @@ describe('a node whose chain is unreachable', () => {
   it('keeps ingesting and answers 202 with the state of the receipt', async () => {
     const dir = await tempDir();
     const options = resolveNodeOptions(
-      { port: '0', 'data-dir': dir, 'chain-rpc': 'http://127.0.0.1:9', 'chain-id': '31337', 'chain-key-file': await chain.keyFile(4), contract: chain.contract, 'anchor-interval': '0' },
+      { port: '0', 'data-dir': dir, 'dimse-port': 'off', 'chain-rpc': 'http://127.0.0.1:9', 'chain-id': '31337', 'chain-key-file': await chain.keyFile(4), contract: chain.contract, 'anchor-interval': '0' },
       {},
     );
     const down = await startNode(options, createLogger('silent'), { anchoring: true, anchorService: { pollIntervalMs: 20, retryMinMs: 20, retryMaxMs: 40 } });

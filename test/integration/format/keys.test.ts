@@ -66,10 +66,11 @@ describe('keys', () => {
     const { url, bytes } = await storeOne(node, 901);
     await stop(node);
 
-    // A key left readable by others is narrowed back to 0600 on the next start, and still opens the data.
+    // A key left readable by others is refused with the fix named (it may have leaked); fixed, it opens the data.
     await chmod(path, 0o644);
+    await expect(start(dir)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining(`chmod 600 ${path}`) });
+    await chmod(path, 0o600);
     const again = await start(dir);
-    expect((await stat(path)).mode & 0o777).toBe(0o600);
     const back = await retrieve(url.replace(node.url, again.url));
     expect(back.status).toBe(200);
     expect(back.parts[0]!.body.equals(bytes)).toBe(true);
@@ -81,16 +82,35 @@ describe('keys', () => {
     await expect(startTestNode({ dataDir: dir })).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('32 bytes') });
   });
 
-  it('answers KEY_UNWRAP_FAILED (500) when the data was stored under another master key', async () => {
+  it('refuses to start under another master key (test/integration/faults/data-dir.test.ts has every case)', async () => {
     const dir = await freshDir();
     const node = await start(dir);
-    const { url } = await storeOne(node, 902);
+    await storeOne(node, 902);
     await stop(node);
     await writeFile(join(dir, MASTER_KEY_FILE), randomBytes(32), { mode: 0o600 });
+    await expect(start(dir)).rejects.toMatchObject({ code: 'MASTER_KEY_MISMATCH' });
+  });
+
+  it('answers KEY_UNWRAP_FAILED (500) for a study whose wrapped key was altered in keys.db', async () => {
+    const dir = await freshDir();
+    const node = await start(dir);
+    const { url, study } = await storeOne(node, 905);
+    const other = await storeOne(node, 906);
+    await stop(node);
+    const db = new DatabaseSync(join(dir, KEY_DB_FILE));
+    try {
+      const row = db.prepare('SELECT wrapped FROM study_keys WHERE study_uid = ?').get(study.studyInstanceUID) as { wrapped: Uint8Array };
+      const wrapped = Buffer.from(row.wrapped);
+      wrapped[wrapped.length - 1]! ^= 1;
+      db.prepare('UPDATE study_keys SET wrapped = ? WHERE study_uid = ?').run(wrapped, study.studyInstanceUID);
+    } finally {
+      db.close();
+    }
     const again = await start(dir);
     const r = await retrieve(url.replace(node.url, again.url));
     expect(r.status).toBe(500);
     expect(errorOf(r).code).toBe('KEY_UNWRAP_FAILED');
+    expect((await retrieve(other.url.replace(node.url, again.url))).status).toBe(200);
   });
 
   it('answers KEY_NOT_FOUND (500) with a clear reason once a study\'s data key row is destroyed, at once and after a restart', async () => {

@@ -34,7 +34,7 @@ let store: IpfsBlockStore | FsBlockStore;
 async function startOn(storeKind: 'ipfs' | 'fs'): Promise<void> {
   kind = storeKind;
   dataDir = await mkdtemp(path.join(tmpdir(), `dicom-vault-gc-${kind}-`));
-  node = await startNode(resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': String(CHUNK), store: kind }, {}), createLogger('silent'));
+  node = await startNode(resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': String(CHUNK), store: kind, 'dimse-port': 'off' }, {}), createLogger('silent'));
   store = node.vault.store as IpfsBlockStore | FsBlockStore;
 }
 afterEach(async () => {

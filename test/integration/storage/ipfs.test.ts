@@ -62,7 +62,7 @@ describe('a node on --store ipfs', () => {
 
   beforeEach(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-node-'));
-    const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': '4096', store: 'ipfs' }, {});
+    const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': '4096', store: 'ipfs', 'dimse-port': 'off' }, {});
     logs = [];
     node = await startNode(options, createLogger('warn', { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }));
     store = node.vault.store as IpfsBlockStore;

@@ -159,7 +159,7 @@ describe('S3BlockStore start-up checks', () => {
   it('makes a node with --store s3 and a wrong secret fail at start-up', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-s3-'));
     try {
-      const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir }, s3Env(bucket, { AWS_SECRET_ACCESS_KEY: 'wrong' }));
+      const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'dimse-port': 'off' }, s3Env(bucket, { AWS_SECRET_ACCESS_KEY: 'wrong' }));
       await expectCode(startNode(options, createLogger('silent')), 'CONFIG_INVALID');
     } finally {
       await rm(dataDir, { recursive: true, force: true });
@@ -639,7 +639,7 @@ describe('a node on --store s3', () => {
   async function startS3Node(env: Record<string, string>): Promise<RunningNode> {
     const dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-s3-node-'));
     dirs.push(dataDir);
-    const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': '4096' }, env);
+    const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': '4096', 'dimse-port': 'off' }, env);
     const node = await startNode(options, createLogger('warn', logSink));
     nodes.push(node);
     return node;
@@ -699,7 +699,7 @@ describe('a node on --store s3', () => {
     const verified = await run(['verify', study.studyInstanceUID, ...args], env);
     expect(verified.stdout).toContain('OK: every block and instance verified');
     expect(verified.code).toBe(0);
-    const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir }, env);
+    const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'dimse-port': 'off' }, env);
     const again = await startNode(options, createLogger('warn', logSink));
     nodes.push(again);
     await expectStudy(again, study, parts);

@@ -35,7 +35,7 @@ async function tempDir(): Promise<string> {
 
 async function node(store: 'fs' | 'ipfs', dataDir?: string): Promise<RunningNode & { dataDir: string }> {
   const dir = dataDir ?? (await tempDir());
-  const n = await startNode(resolveNodeOptions({ port: '0', 'data-dir': dir, 'chunk-size': '4096', store }, {}), createLogger('silent'));
+  const n = await startNode(resolveNodeOptions({ port: '0', 'data-dir': dir, 'chunk-size': '4096', store, 'dimse-port': 'off' }, {}), createLogger('silent'));
   let closed = false;
   const close = async (): Promise<void> => {
     if (!closed) await n.close();
