@@ -30,6 +30,7 @@ export const ERRORS = {
   ANCHOR_DISABLED: { status: 404, title: 'Anchoring is disabled on this node' },
   // 406 / 413 / 415
   NOT_ACCEPTABLE: { status: 406, title: 'Cannot produce any accepted representation' },
+  REQUEST_TIMEOUT: { status: 408, title: 'The request did not arrive fast enough' },
   CONFLICT: { status: 409, title: 'The study changed concurrently; retry' },
   TOO_LARGE: { status: 413, title: 'Request exceeds a configured size limit' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
@@ -43,6 +44,7 @@ export const ERRORS = {
   KEY_NOT_FOUND: { status: 500, title: 'No data key for this study' },
   KEY_UNWRAP_FAILED: { status: 500, title: 'A data key could not be unwrapped with the master key' },
   STORE_UNAVAILABLE: { status: 503, title: 'The block store is unavailable' },
+  BUSY: { status: 503, title: 'The node is at a configured limit of concurrent work; retry later' },
   DECODE_BUSY: { status: 503, title: 'Too many frames waiting to be decoded; retry' },
   CHAIN_UNAVAILABLE: { status: 503, title: 'The anchoring chain is unreachable' },
   CHAIN_ERROR: { status: 502, title: 'The anchoring chain refused or failed a request' },

@@ -14,6 +14,9 @@ import { receiptService, type ReceiptDeps } from './dicomweb/receipt.ts';
 import { PublicUrls } from './dicomweb/public-url.ts';
 import type { NodeMetrics } from './metrics.ts';
 import { REDACTING_SERIALIZERS } from './log.ts';
+import { DEFAULT_LIMITS, IngestLimiter, type LimitOptions } from './limits.ts';
+import { createServer } from 'node:http';
+import type { Socket } from 'node:net';
 
 export interface AppDeps extends QidoDeps {
   store: StowDeps['store'] & WadoDeps['store'];
@@ -32,6 +35,10 @@ export interface AppDeps extends QidoDeps {
   metrics?: NodeMetrics;
   /** What /readyz checks, each with a name; a check throws (or times out) when its part is not ready. */
   readiness?: ReadinessCheck[];
+  /** Concurrency limits and timeouts. Default DEFAULT_LIMITS. */
+  limits?: LimitOptions;
+  /** Ingest slots, shared with the DIMSE SCP. Default: one made from `limits`. */
+  ingests?: IngestLimiter;
 }
 
 export interface ReadinessCheck {
@@ -51,15 +58,42 @@ declare module 'fastify' {
 export function buildApp(deps: AppDeps): FastifyInstance {
   const logger: FastifyBaseLogger = deps.logger.child({ component: 'http' }, { serializers: REDACTING_SERIALIZERS });
   const urls = deps.urls ?? new PublicUrls(DICOMWEB_PREFIX);
+  const limits = deps.limits ?? DEFAULT_LIMITS;
+  const ingests = deps.ingests ?? new IngestLimiter(limits.maxIngests, limits.maxIngestsPerClient);
   const app = Fastify({
     loggerInstance: logger,
     // Forwarding headers (and so request.ip) are believed from configured proxies only.
     trustProxy: (address: string) => urls.trusts(address),
     // Bodies of STOW requests are streamed by the service; nothing here buffers them.
     bodyLimit: 1024 * 1024,
-    // Large studies take long to stream; the socket's own timeout guards dead peers.
+    // A TB study takes hours: no limit on a whole request, but on a connection that stops moving
+    // (the idle timeout below), and on headers that trickle in (slowloris).
     requestTimeout: 0,
+    // fastify's connectionTimeout and keepAliveTimeout do not reach a server of our own making.
+    serverFactory: (handler) => {
+      const server = createServer(
+        {
+          headersTimeout: limits.headersTimeoutS * 1000,
+          requestTimeout: 0,
+          keepAliveTimeout: limits.keepAliveTimeoutS * 1000,
+          // Node checks the headers timeout on this period (30 s unless told).
+          connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutS * 500),
+        },
+        handler,
+      );
+      server.setTimeout(limits.idleTimeoutS * 1000);
+      return server;
+    },
     return503OnClosing: true,
+  });
+  // A connection that moved no byte for the idle timeout: an upload or a download that stalled.
+  app.server.on('timeout', (socket: Socket) => {
+    deps.metrics?.countTimeout('idle');
+    logger.warn({ remoteAddress: socket.remoteAddress, idleTimeoutS: limits.idleTimeoutS }, 'connection cut off: no progress within the idle timeout');
+    socket.destroy();
+  });
+  app.server.on('clientError', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') deps.metrics?.countTimeout('headers');
   });
 
   // STOW bodies are handed to the service as the raw request stream.
@@ -137,7 +171,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
           });
         });
       });
-      await scope.register(stowService({ ...deps, urls }));
+      await scope.register(stowService({ ...deps, urls, ingests, limits }));
       await scope.register(qidoService(deps));
       await scope.register(wadoService({ ...deps, urls }));
       await scope.register(receiptService({ catalog: deps.catalog, ...(deps.receipts ? { receipts: deps.receipts } : {}) }));

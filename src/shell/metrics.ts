@@ -28,6 +28,8 @@ export class NodeMetrics {
   readonly #bytesVerified: Counter;
   readonly #verificationFailures: Counter<'reason'>;
   readonly #decodeFailures: Counter<'transfer_syntax'>;
+  readonly #timeouts: Counter<'phase'>;
+  readonly #busy: Counter<'door'>;
   readonly #onVerified = (m: unknown): void => {
     this.#blocksVerified.inc();
     this.#bytesVerified.inc((m as BlockVerifiedEvent).bytes);
@@ -57,6 +59,8 @@ export class NodeMetrics {
       registers,
     });
     this.#decodeFailures = new Counter({ name: 'dicomvault_decode_failures_total', help: 'Compressed frames that could not be decoded, by transfer syntax', labelNames: ['transfer_syntax'], registers });
+    this.#timeouts = new Counter({ name: 'dicomvault_connection_timeouts_total', help: 'Connections cut off by a timeout: idle (no byte moved), headers (sent too slowly), slow-body (a body below the minimum rate)', labelNames: ['phase'], registers });
+    this.#busy = new Counter({ name: 'dicomvault_ingests_refused_busy_total', help: 'Ingests refused at a concurrency limit (503 / C-STORE 0xA700), by door', labelNames: ['door'], registers });
     if (anchor !== undefined) {
       new Gauge({
         name: 'dicomvault_anchor_queue_depth',
@@ -95,6 +99,14 @@ export class NodeMetrics {
       });
     });
     app.get('/metrics', async (_request, reply) => reply.type(this.registry.contentType).send(await this.registry.metrics()));
+  }
+
+  countTimeout(phase: 'idle' | 'headers' | 'slow-body'): void {
+    this.#timeouts.inc({ phase });
+  }
+
+  countBusy(door: 'stow' | 'dimse'): void {
+    this.#busy.inc({ door });
   }
 
   close(): void {

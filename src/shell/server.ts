@@ -10,6 +10,7 @@ import { createChainClient } from '../../anchor/chain/client.ts';
 import { buildApp, type ReadinessCheck } from './app.ts';
 import { PublicUrls } from './dicomweb/public-url.ts';
 import { NodeMetrics } from './metrics.ts';
+import { IngestLimiter } from './limits.ts';
 import { dimseIngest } from './dimse/ingest.ts';
 import { startDimseServer, type DimseServer } from './dimse/scp.ts';
 import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
@@ -63,8 +64,11 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
           },
         },
   );
+  const ingests = new IngestLimiter(options.limits.maxIngests, options.limits.maxIngestsPerClient);
   const app = buildApp({
     logger,
+    limits: options.limits,
+    ingests,
     urls: new PublicUrls(DICOMWEB_PREFIX, { ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}), trustedProxies: options.trustedProxies }),
     metrics,
     readiness: readinessChecks(vault, anchoring),
@@ -97,7 +101,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         aeTitle: options.dimse.aeTitle,
         ...(options.dimse.allowedCallingAeTitles.length > 0 ? { allowedCallingAeTitles: options.dimse.allowedCallingAeTitles } : {}),
         logger,
-        ingest: dimseIngest(vault, options.chunkSize),
+        ingest: dimseIngest(vault, options.chunkSize, { ingests, metrics }),
       });
     } catch (err) {
       await app.close();
@@ -106,6 +110,14 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       await vault.close();
       throw err;
     }
+  }
+  if (!isLoopback(options.host)) {
+    // Until identity and grants (the next piece of work) refuse it, say it plainly.
+    logger.warn(
+      { host: options.host },
+      `OPEN ACCESS on ${options.host}: every DICOMweb route answers anyone who reaches this address, and DIMSE takes any calling AE title unless --allowed-aes is set; ` +
+        'bind to 127.0.0.1 behind an authenticating proxy until identity and grants are in place',
+    );
   }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -149,4 +161,8 @@ function readinessChecks(vault: Vault, anchoring: Anchoring | undefined): Readin
     });
   }
   return checks;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }

@@ -13,10 +13,17 @@ import { IngestSession, type IngestSessionDeps, type InstanceFailure, type Sessi
 import { parseContentType, parseMultipartRelated } from './multipart-parser.ts';
 import { dicomJson, requestSignal } from './http.ts';
 import type { PublicUrls } from './public-url.ts';
+import { DEFAULT_LIMITS, RETRY_AFTER_S, keepMoving, type IngestLimiter, type LimitOptions } from '../limits.ts';
+import type { NodeMetrics } from '../metrics.ts';
 
 export interface StowDeps extends IngestSessionDeps {
   chunkSize: number;
   urls: Pick<PublicUrls, 'base'>;
+  /** Ingest slots per node and per client; a request past them is refused at once with 503. */
+  ingests?: Pick<IngestLimiter, 'acquire'>;
+  /** The body's minimum rate (limits.ts keepMoving). Default DEFAULT_LIMITS. */
+  limits?: Pick<LimitOptions, 'idleTimeoutS' | 'minBodyRate'>;
+  metrics?: Pick<NodeMetrics, 'countBusy' | 'countTimeout'>;
 }
 
 /** The private block of FailedSOPSequence items that carries each failure's full reason and code. */
@@ -31,8 +38,20 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
 
     const handler = async (request: FastifyRequest<{ Params: { study?: string } }>, reply: FastifyReply): Promise<SessionReport> => {
       const study = request.params.study === undefined ? undefined : assertUid(request.params.study, 'Study Instance UID in the URL');
+      const slot = deps.ingests?.acquire(request.ip) ?? { release: () => undefined };
+      if ('refused' in slot) {
+        deps.metrics?.countBusy('stow');
+        void reply.header('retry-after', String(RETRY_AFTER_S));
+        throw new VaultError('BUSY', `${slot.refused}: retry in ${RETRY_AFTER_S} s`);
+      }
+      reply.raw.once('close', slot.release);
       const { type, params } = parseContentType(request.headers['content-type']);
-      const body = keepOpen(request.body as Readable);
+      const limits = deps.limits ?? DEFAULT_LIMITS;
+      const moving = keepMoving(request.body as Readable, limits.idleTimeoutS, limits.minBodyRate, (reason) => {
+        deps.metrics?.countTimeout('slow-body');
+        request.log.warn({ reason }, 'upload cut off: too slow');
+      });
+      const body = keepOpen(moving);
       const signal = requestSignal(request, reply);
 
       let parts: AsyncIterable<{ contentType: string | undefined; body: AsyncIterable<Uint8Array> }>;
@@ -150,11 +169,11 @@ function failedItem(f: InstanceFailure): Record<string, unknown> {
  * input it closes its source, and closing the request stream would destroy the socket before the
  * 4xx that explains the refusal could be sent. Iterating again continues where the reader stopped.
  */
-function keepOpen(body: Readable): AsyncIterable<Uint8Array> {
+function keepOpen(body: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
   let it: AsyncIterator<Uint8Array> | undefined;
   return {
     [Symbol.asyncIterator]() {
-      it ??= body[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
+      it ??= body[Symbol.asyncIterator]();
       const shared = it;
       return { next: () => shared.next(), return: async () => ({ done: true as const, value: undefined }) };
     },

@@ -49,7 +49,8 @@ describe('bad input and faults', () => {
   };
 
   beforeAll(async () => {
-    node = await startTestNode({ chunkSize: 4096, logger: logs.logger });
+    // Ten clients push at once below, all from this address: the per-client limit is raised to let them in.
+    node = await startTestNode({ chunkSize: 4096, logger: logs.logger, flags: { 'max-ingests-per-client': '16' } });
     good = small(1);
     goodBytes = await Promise.all(good.instances.map(bytesOf));
     const r = await stow(node.url, goodBytes);
