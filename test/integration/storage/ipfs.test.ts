@@ -30,7 +30,7 @@ function blockPath(repo: string, cid: CID): string {
   return path.join(shardOf(repo, cid), `${cid.toString()}.data`);
 }
 
-blockStoreConformance('IpfsBlockStore (helia, offline)', async () => {
+blockStoreConformance('IpfsBlockStore (offline)', async () => {
   const repo = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-'));
   const store = await IpfsBlockStore.open({ path: repo });
   return {
@@ -72,10 +72,10 @@ describe('a node on --store ipfs', () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('is offline: helia has no libp2p, and serving a study opens no socket beyond loopback', async () => {
+  it('is offline: no libp2p, and serving a study opens no socket beyond loopback', async () => {
     expect(store).toBeInstanceOf(IpfsBlockStore);
     expect(store.network).toBe(false);
-    expect('libp2p' in store.helia).toBe(false);
+    expect(store.libp2p).toBeUndefined();
     const study = planStudy({ kind: 'single', instances: 2, rows: 32, columns: 32, seed: 21 });
     const parts = await Promise.all(study.instances.map(bytesOf));
     expect((await stow(node.url, parts)).status).toBe(200);
