@@ -1,13 +1,15 @@
 // The IPFS backend: an offline repo (blocks on disk, pins in a datastore) in a temp dir. The shared
 // conformance suite, then what IPFS adds: study roots pinned, unpinned blocks collected, and no
-// network; a study with a block missing from the repo is refused, naming the block; and, with
-// `network: true`, two loopback-only nodes exchanging a block.
+// network; a study with a block missing from the repo is refused, naming the block; pins shared by
+// several roots; and, with `network: true`, two loopback-only nodes exchanging a block.
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readlinkSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import * as dagCbor from '@ipld/dag-cbor';
 import { CID } from 'multiformats/cid';
+import { sha256 } from 'multiformats/hashes/sha2';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
@@ -206,6 +208,59 @@ describe('IpfsBlockStore repo', () => {
     } finally {
       await rm(repo, { recursive: true, force: true });
     }
+  });
+});
+
+describe('IpfsBlockStore pins shared by several roots', () => {
+  let repo: string;
+  let store: IpfsBlockStore;
+  beforeEach(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-pins-'));
+    store = await IpfsBlockStore.open({ path: repo });
+  });
+  afterEach(async () => {
+    await store.close();
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  /** A raw leaf and `n` dag-cbor roots that all link to it. */
+  async function sharedLeaf(n: number): Promise<{ leaf: CID; roots: CID[] }> {
+    const bytes = randomBytes(2000);
+    const leaf = rawCid(bytes);
+    await store.put(leaf, bytes);
+    const roots: CID[] = [];
+    for (let i = 0; i < n; i++) {
+      const node = dagCbor.encode({ name: `root ${i}`, links: [leaf] });
+      const cid = CID.create(1, dagCbor.code, await sha256.digest(node));
+      await store.put(cid, node);
+      roots.push(cid);
+    }
+    return { leaf, roots };
+  }
+
+  it('keeps a block pinned while any of the roots pinned at once that cover it is', async () => {
+    const { leaf, roots } = await sharedLeaf(8);
+    await Promise.all(roots.map((r) => store.pin(r))); // no pin may overwrite another's count of the leaf
+    for (const r of roots.slice(1)) await store.unpin(r);
+    expect(await store.isPinned(leaf)).toBe(true);
+    expect(await store.gc({ graceS: 0 })).toMatchObject({ deleted: 7 }); // the unpinned roots
+    expect(await store.has(leaf)).toBe(true);
+    await store.unpin(roots[0]!);
+    expect(await store.isPinned(leaf)).toBe(false);
+    expect(await store.gc({ graceS: 0 })).toMatchObject({ deleted: 2 });
+  });
+
+  it('keeps a block pinned by a root pinned again after an unpin', async () => {
+    const { leaf, roots } = await sharedLeaf(2);
+    const [a, b] = roots as [CID, CID];
+    await store.pin(a);
+    await store.pin(b);
+    await store.unpin(a);
+    await store.pin(a);
+    await store.unpin(b);
+    expect(await store.isPinned(leaf)).toBe(true);
+    await store.gc({ graceS: 0 });
+    expect(await store.has(leaf)).toBe(true);
   });
 });
 
