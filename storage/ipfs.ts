@@ -318,8 +318,9 @@ export class IpfsBlockStore implements BlockStore {
 }
 
 /**
- * interface-blockstore over FsBlockStore (see the module comment for why not blockstore-fs). Block
- * bytes are single pieces: blocks are at most a chunk (1 MiB by default).
+ * interface-blockstore over FsBlockStore, for bitswap, which serves peers from it (see the module
+ * comment for why not blockstore-fs). Block bytes are single pieces: blocks are at most a chunk
+ * (1 MiB by default).
  */
 export class FsBlockstoreAdapter implements Blockstore {
   readonly #store: FsBlockStore;
@@ -351,7 +352,7 @@ export class FsBlockstoreAdapter implements Blockstore {
   }
 
   async *getAll(options: AbortOptions = {}): AsyncGenerator<Pair> {
-    // Bytes are read only if the consumer iterates them (gc does not).
+    // Bytes are read only if the consumer iterates them.
     for await (const cid of this.#store.list(options)) yield { cid, bytes: this.get(cid, options) };
   }
 
@@ -417,12 +418,12 @@ async function rethrow<T>(fn: () => T | Promise<T>, op: string, cid: CID, signal
 }
 
 function toVaultError(err: unknown, op: string, cid: CID, signal: AbortSignal | undefined): VaultError {
-  if (isVaultError(err)) return err; // from FsBlockStore, already precise
+  if (isVaultError(err)) return err; // from FsBlockStore or the network fetch, already precise
   if (signal?.aborted === true) return abortError(signal);
   const details = { cid: cid.toString() };
   const name = errName(err);
-  // helia's own "absent" answers; anything else it throws is the store's failure.
-  if (op === 'get' && (name === 'BlockNotFoundWhileOfflineError' || name === 'NotFoundError' || name === 'LoadBlockFailedError')) {
+  // The datastore's "absent" answer (interface-store's NotFoundError); anything else is the store's failure.
+  if (op === 'get' && name === 'NotFoundError') {
     return new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details });
   }
   return new VaultError('STORE_UNAVAILABLE', `IPFS ${op} of block ${cid} failed: ${name}`, { cause: err, details });
