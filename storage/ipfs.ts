@@ -1,16 +1,24 @@
-// Blocks in an IPFS node (helia), so that a study's DAG is an ordinary IPFS DAG: pinned, garbage-
-// collectable, exportable as a CAR file and, when networking is configured, fetchable by peers.
+// Blocks in an IPFS repo, so that a study's DAG is an ordinary IPFS DAG: pinned, garbage-
+// collectable, exportable as a CAR file and, when networking is on, fetchable by peers.
 //
-// Layout of the repo directory:
+// Layout of the repo directory (as helia laid it out, so repos written before stay valid):
 //   <path>/blocks/     the blocks, in the fs backend's durable on-disk format (FsBlockStore)
-//   <path>/datastore/  helia's datastore (pins), datastore-fs
+//   <path>/datastore/  pins (in helia's format: ipfs/pins.ts) and the peer key, datastore-fs
 //
-// Offline by default: the node is helia's "light" node, which has no libp2p, no bitswap and no
-// HTTP gateways, so it cannot open a socket. `network: true` builds the full helia node (libp2p,
-// bitswap, delegated routing) over the same blockstore and datastore.
+// Offline by default: no libp2p is loaded, so no socket can be opened. `network: true` starts a
+// libp2p node for servers with bitswap over the same blocks (ipfs/network.ts, imported only then).
 //
 // Choices and why:
-// - The blockstore handed to helia is an adapter over FsBlockStore rather than blockstore-fs,
+// - No `helia` package. Its node, even the offline `createHeliaLight`, comes from a module that
+//   imports helia's networked defaults, and its dependency tree (helia -> @helia/libp2p ->
+//   @libp2p/webrtc -> react-native-webrtc -> react-native) installed React Native, Metro and
+//   Babel (250 MB of the 831 MB node_modules) and node-datachannel, a native addon, which
+//   importing helia loaded (2.4 s) although the node is offline by default. What this store used
+//   of helia is small: a blockstore (FsBlockStore already), pins (ipfs/pins.ts, in helia's
+//   datastore format) and, networked, libp2p and bitswap, taken from their own packages. Bitswap
+//   (@helia/bitswap) declares @helia/libp2p for one TypeScript type only; package.json's
+//   "overrides" point that dependency at @helia/interface, so it installs nothing more.
+// - The blockstore handed to bitswap is an adapter over FsBlockStore rather than blockstore-fs,
 //   which turns every read error into NotFoundError(String(err)) and never fsyncs: a study
 //   acknowledged by STOW must survive a crash, and an unreadable disk must not read as absent.
 // - Pins: every study manifest put here is pinned, with a walker that pins the manifest, the
@@ -25,33 +33,54 @@
 //   that is already stored freshens that time (as git does for its loose objects), so blocks
 //   left by an earlier failed ingest or import and written again count as new. Study roots the
 //   catalog knows are pinned again before the sweep, should a pin have been lost.
-// - @helia/unixfs is not used: the DAG is dag-cbor nodes over encrypted raw leaves, not UnixFS
-//   (UnixFS would expose file names and sizes, and its `cat` of 1 GiB held ~1.4 GiB of memory
-//   here). Reads go block by block through the instance reader, bounded by its read-ahead.
-import { mkdir, stat, utimes } from 'node:fs/promises';
+// - UnixFS (@helia/unixfs) is not used: the DAG is dag-cbor nodes over encrypted raw leaves, not
+//   UnixFS (UnixFS would expose file names and sizes, and its `cat` of 1 GiB held ~1.4 GiB of
+//   memory here). Reads go block by block through the instance reader, bounded by its read-ahead.
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as dagCbor from '@ipld/dag-cbor';
-import type { Helia } from '@helia/interface';
-import type { GraphNode, GraphWalker, GraphWalkerComponents } from '@helia/interface';
 import { FsDatastore } from 'datastore-fs';
 import type { Blockstore, InputPair, Pair } from 'interface-blockstore';
-import { base32 } from 'multiformats/bases/base32';
-import { CID } from 'multiformats/cid';
+import type { Libp2p } from 'libp2p';
+import type { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import { VaultError, isVaultError } from '../src/core/errors.ts';
 import { abortError, throwIfAborted } from '../src/core/abort.ts';
 import { childLinks, isStudyManifest } from '../src/format/dag.ts';
 import type { AbortOptions, BlockStore, PutOptions } from './block-store.ts';
 import { FsBlockStore } from './fs.ts';
+import type { IpfsNetwork } from './ipfs/network.ts';
+import { Pins, type PinWalker } from './ipfs/pins.ts';
+
+/** How long a get waits for a block missing here to come from the network (network: true). */
+export const DEFAULT_IPFS_FETCH_TIMEOUT_MS = 60_000;
+
+/** helia's TCP listen addresses: every interface, a port the system picks. */
+export const DEFAULT_IPFS_LISTEN: readonly string[] = ['/ip4/0.0.0.0/tcp/0', '/ip6/::/tcp/0'];
+
+/** helia's bootstrap peers (kubo's list, from @helia/libp2p). */
+export const DEFAULT_IPFS_BOOTSTRAP: readonly string[] = [
+  '/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN',
+  '/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb',
+  '/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt',
+  '/dnsaddr/va1.bootstrap.libp2p.io/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8',
+  '/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ',
+];
 
 export interface IpfsBlockStoreOptions {
   /** Repo directory (blocks/ and datastore/ below it); created if missing. Required. */
   path: string;
   /**
-   * Join the libp2p network (bitswap, DHT, delegated routing): peers can fetch our blocks and
-   * missing blocks are looked for on the network. Default false: fully offline, no socket.
+   * Join the libp2p network (bitswap, the DHT): peers can fetch our blocks and missing blocks are
+   * looked for on the network. Default false: fully offline, no socket.
    */
   network?: boolean;
+  /** With `network`: multiaddrs to listen on. Default DEFAULT_IPFS_LISTEN (TCP, every interface, any port). */
+  listen?: readonly string[];
+  /** With `network`: peers dialled to join the network. Default DEFAULT_IPFS_BOOTSTRAP (public IPFS bootstrap nodes); [] for none. */
+  bootstrap?: readonly string[];
+  /** With `network`: ms a get waits for a block missing here to come from peers. Default DEFAULT_IPFS_FETCH_TIMEOUT_MS (60 s). */
+  fetchTimeoutMs?: number;
 }
 
 export interface GcOptions extends AbortOptions {
@@ -84,92 +113,113 @@ export interface GcReport {
 }
 
 export class IpfsBlockStore implements BlockStore {
-  readonly helia: Helia;
   readonly path: string;
   readonly network: boolean;
+  /** The libp2p node with `network`; undefined offline, where libp2p is not even loaded. */
+  readonly libp2p: Libp2p | undefined;
   readonly #blocks: FsBlockStore;
   readonly #datastore: FsDatastore;
+  readonly #pins: Pins;
+  readonly #net: IpfsNetwork | undefined;
+  readonly #fetchTimeoutMs: number;
 
-  private constructor(helia: Helia, path: string, network: boolean, blocks: FsBlockStore, datastore: FsDatastore) {
-    this.helia = helia;
+  private constructor(path: string, blocks: FsBlockStore, datastore: FsDatastore, pins: Pins, net: IpfsNetwork | undefined, fetchTimeoutMs: number) {
     this.path = path;
-    this.network = network;
+    this.network = net !== undefined;
+    this.libp2p = net?.libp2p;
     this.#blocks = blocks;
     this.#datastore = datastore;
+    this.#pins = pins;
+    this.#net = net;
+    this.#fetchTimeoutMs = fetchTimeoutMs;
   }
 
-  /** Opens (creating) the repo and starts helia. CONFIG_INVALID / STORE_UNAVAILABLE as FsBlockStore. */
+  /** Opens (creating) the repo and, with `network`, starts libp2p. CONFIG_INVALID / STORE_UNAVAILABLE as FsBlockStore. */
   static async open(options: IpfsBlockStoreOptions): Promise<IpfsBlockStore> {
     if (typeof options.path !== 'string' || options.path === '') {
       throw new VaultError('CONFIG_INVALID', 'IpfsBlockStore: path must be a non-empty string');
     }
-    const network = options.network ?? false;
+    const fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULT_IPFS_FETCH_TIMEOUT_MS;
+    if (!Number.isInteger(fetchTimeoutMs) || fetchTimeoutMs < 1) throw new VaultError('CONFIG_INVALID', `IpfsBlockStore: fetchTimeoutMs must be a positive integer (got ${fetchTimeoutMs})`);
     const blocks = await FsBlockStore.open({ path: join(options.path, 'blocks') });
     const datastorePath = join(options.path, 'datastore');
     const datastore = new FsDatastore(datastorePath);
     try {
       await mkdir(datastorePath, { recursive: true });
       await datastore.open();
-    } catch (err) {
-      throw new VaultError('STORE_UNAVAILABLE', `cannot open the IPFS datastore at ${datastorePath}`, { cause: err });
-    }
-    const blockstore = new FsBlockstoreAdapter(blocks);
-    const init = { blockstore, datastore, codecs: [dagCbor] };
-    let helia: Helia;
-    if (network) {
-      // Only here is libp2p loaded and started: listening, dialling bootstrap peers.
-      const { createHelia } = await import('helia');
-      helia = await createHelia(init);
-    } else {
-      const { createHeliaLight } = await import('helia');
-      helia = createHeliaLight(init);
-    }
-    try {
-      await helia.start();
+      // The walker reads through the store being made (network-aware, as helia's did): bound below.
+      let store: IpfsBlockStore | undefined;
+      const pins = await Pins.open(datastore, studyWalker((cid, o) => store!.get(cid, o)));
+      let net: IpfsNetwork | undefined;
+      if (options.network === true) {
+        // Only here is libp2p loaded and started: listening, dialling the bootstrap peers.
+        const { startNetwork } = await import('./ipfs/network.ts');
+        try {
+          net = await startNetwork(datastore, new FsBlockstoreAdapter(blocks), {
+            listen: options.listen ?? DEFAULT_IPFS_LISTEN,
+            bootstrap: options.bootstrap ?? DEFAULT_IPFS_BOOTSTRAP,
+          });
+        } catch (err) {
+          throw new VaultError('STORE_UNAVAILABLE', `cannot start the IPFS network node for ${options.path}: ${errName(err)}: ${err instanceof Error ? err.message : ''}`, { cause: err });
+        }
+      }
+      store = new IpfsBlockStore(options.path, blocks, datastore, pins, net, fetchTimeoutMs);
+      return store;
     } catch (err) {
       await datastore.close().catch(() => undefined);
-      throw new VaultError('STORE_UNAVAILABLE', `cannot start the IPFS node at ${options.path}`, { cause: err });
+      await blocks.close().catch(() => undefined);
+      if (err instanceof VaultError) throw err;
+      throw new VaultError('STORE_UNAVAILABLE', `cannot open the IPFS datastore at ${datastorePath}`, { cause: err });
     }
-    return new IpfsBlockStore(helia, options.path, network, blocks, datastore);
   }
 
   /**
    * Stores the block; a study manifest is then pinned (see the module comment). A block already
-   * stored has its file time freshened first, so gc treats it as just written (helia's put
-   * skips existing blocks without touching them).
+   * stored gets a new file time (FsBlockStore.put), so gc treats it as just written. Networked,
+   * peers that asked for it are sent it.
    */
   async put(cid: CID, bytes: Uint8Array, options: PutOptions = {}): Promise<void> {
     throwIfAborted(options.signal);
-    await rethrow(() => freshen(this.#blockFile(cid)), 'put', cid, options.signal);
-    await rethrow(() => this.helia.blockstore.put(cid, bytes, options), 'put', cid, options.signal);
+    await this.#blocks.put(cid, bytes, options);
+    if (this.#net !== undefined) await rethrow(() => this.#net!.announce(cid), 'put', cid, options.signal);
     if (isManifestBlock(cid, bytes)) await this.pin(cid, options);
   }
 
+  /**
+   * The block from the repo; networked, a block missing here is fetched from peers (for at most
+   * `fetchTimeoutMs`), checked against its CID and stored. BLOCK_NOT_FOUND if absent.
+   */
   async get(cid: CID, options: AbortOptions = {}): Promise<Uint8Array> {
-    throwIfAborted(options.signal);
-    return rethrow(
-      async () => {
-        const pieces: Uint8Array[] = [];
-        // offline: a missing block is reported at once instead of being looked for on the network.
-        for await (const piece of this.helia.blockstore.get(cid, { ...signalOf(options), offline: !this.network })) pieces.push(piece);
-        return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
-      },
-      'get',
-      cid,
-      options.signal,
-    );
+    try {
+      return await this.#blocks.get(cid, options);
+    } catch (err) {
+      if (this.#net === undefined || !isVaultError(err, 'BLOCK_NOT_FOUND')) throw err;
+    }
+    const deadline = AbortSignal.timeout(this.#fetchTimeoutMs);
+    const signal = options.signal === undefined ? deadline : AbortSignal.any([options.signal, deadline]);
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.#net.fetch(cid, signal);
+    } catch (err) {
+      if (options.signal?.aborted === true) throw abortError(options.signal);
+      if (isVaultError(err)) throw err;
+      const reason = deadline.aborted ? `not found here nor on the network within ${this.#fetchTimeoutMs} ms` : `not found here, and fetching it failed: ${errName(err)}`;
+      throw new VaultError('BLOCK_NOT_FOUND', `block ${cid} ${reason}`, { cause: err, details: { cid: cid.toString() } });
+    }
+    await this.#blocks.put(cid, bytes, options);
+    await rethrow(() => this.#net!.announce(cid), 'get', cid, options.signal);
+    return bytes;
   }
 
-  async has(cid: CID, options: AbortOptions = {}): Promise<boolean> {
-    throwIfAborted(options.signal);
-    return rethrow(() => this.helia.blockstore.has(cid, signalOf(options)), 'check', cid, options.signal);
+  has(cid: CID, options: AbortOptions = {}): Promise<boolean> {
+    return this.#blocks.has(cid, options);
   }
 
   /** Removes the block, unpinning it first if it is a pinned study root. */
   async delete(cid: CID, options: AbortOptions = {}): Promise<void> {
     throwIfAborted(options.signal);
     if (cid.code === dagCbor.code) await this.unpin(cid, options);
-    await rethrow(() => this.helia.blockstore.delete(cid, signalOf(options)), 'delete', cid, options.signal);
+    await this.#blocks.delete(cid, options);
   }
 
   flush(options: AbortOptions = {}): Promise<void> {
@@ -182,52 +232,26 @@ export class IpfsBlockStore implements BlockStore {
 
   /** Pins `root` (a study manifest): it, its added instance nodes and their chunks. Idempotent. */
   async pin(root: CID, options: AbortOptions = {}): Promise<void> {
-    if (await this.isPinnedRoot(root, options)) return;
-    try {
-      // helia hands these options on to the walker's blockstore.get, where `offline` (as in get()
-      // above) reports a missing block instead of failing for want of block brokers.
-      const walk = { ...signalOf(options), walker: studyWalker, offline: !this.network };
-      for await (const _ of this.helia.pins.add(root, walk)) {
-        // drained: each yield is one block marked as pinned
-      }
-    } catch (err) {
-      if (errName(err) === 'AlreadyPinnedError') return; // a concurrent put of the same manifest
-      throw toVaultError(err, 'pin', root, options.signal);
-    }
+    await rethrow(() => this.#pins.add(root, signalOf(options)), 'pin', root, options.signal);
   }
 
   /** Removes the pin of `root`, if any. Its blocks become collectable unless pinned otherwise. */
   async unpin(root: CID, options: AbortOptions = {}): Promise<void> {
-    if (!(await this.isPinnedRoot(root, options))) return;
-    try {
-      const walk = { ...signalOf(options), walker: studyWalker, offline: !this.network }; // as in pin()
-      for await (const _ of this.helia.pins.rm(root, walk)) {
-        // drained
-      }
-    } catch (err) {
-      if (errName(err) === 'NotFoundError') return;
-      throw toVaultError(err, 'unpin', root, options.signal);
-    }
+    await rethrow(() => this.#pins.rm(root, signalOf(options)), 'unpin', root, options.signal);
   }
 
-  async isPinnedRoot(root: CID, options: AbortOptions = {}): Promise<boolean> {
-    try {
-      await this.helia.pins.get(root, signalOf(options));
-      return true;
-    } catch (err) {
-      if (errName(err) === 'NotFoundError') return false;
-      throw toVaultError(err, 'check pin', root, options.signal);
-    }
+  isPinnedRoot(root: CID, options: AbortOptions = {}): Promise<boolean> {
+    return rethrow(() => this.#pins.isPinnedRoot(root, signalOf(options)), 'check pin', root, options.signal);
   }
 
   /** Whether the block is covered by some pin. */
   isPinned(cid: CID, options: AbortOptions = {}): Promise<boolean> {
-    return this.helia.pins.isPinned(cid, signalOf(options));
+    return rethrow(() => this.#pins.isPinned(cid, signalOf(options)), 'check pin', cid, options.signal);
   }
 
   /** Every pinned root (one per stored study version). */
-  async *pinnedRoots(options: AbortOptions = {}): AsyncGenerator<CID> {
-    for await (const pin of this.helia.pins.ls(signalOf(options))) yield pin.cid;
+  pinnedRoots(options: AbortOptions = {}): AsyncGenerator<CID> {
+    return this.#pins.roots(signalOf(options));
   }
 
   /**
@@ -272,40 +296,31 @@ export class IpfsBlockStore implements BlockStore {
         report.pinned++;
         continue;
       }
-      const file = this.#blockFile(cid);
-      const stats = await rethrow(() => stat(file).catch(ifMissing(undefined)), 'check', cid, signal);
-      if (stats === undefined) {
-        // Gone since it was listed (a failed ingest cleaning up), or not where it should be.
-        if (await this.#blocks.has(cid, signalOf(options))) throw new VaultError('INTERNAL', `gc: block ${cid} is not at ${file}`);
-        continue;
-      }
-      if (stats.mtimeMs >= cutoffMs) {
+      const info = await this.#blocks.blockInfo(cid, signalOf(options));
+      if (info === undefined) continue; // gone since it was listed (a failed ingest cleaning up)
+      if (info.writtenMs >= cutoffMs) {
         report.young++;
         continue;
       }
       await this.#blocks.delete(cid, signalOf(options));
       report.deleted++;
-      report.deletedBytes += stats.size;
+      report.deletedBytes += info.size;
     }
     return report;
   }
 
-  /** The file of a block in the blocks/ FsBlockStore: its layout (shard = the characters before the last; test/ipfs-store.test.ts relies on it too). */
-  #blockFile(cid: CID): string {
-    const name = base32.encode(cid.bytes);
-    return join(this.#blocks.path, name.slice(-1 - this.#blocks.shardPrefixLength, -1), `${name}.data`);
-  }
-
+  /** Stops the network node (if any), then closes the datastore and the blocks (flushing them). */
   async close(): Promise<void> {
-    await this.helia.stop();
+    await this.#net?.stop();
     await this.#datastore.close();
     await this.#blocks.close();
   }
 }
 
 /**
- * interface-blockstore over FsBlockStore (see the module comment for why not blockstore-fs). Block
- * bytes are single pieces: blocks are at most a chunk (1 MiB by default).
+ * interface-blockstore over FsBlockStore, for bitswap, which serves peers from it (see the module
+ * comment for why not blockstore-fs). Block bytes are single pieces: blocks are at most a chunk
+ * (1 MiB by default).
  */
 export class FsBlockstoreAdapter implements Blockstore {
   readonly #store: FsBlockStore;
@@ -337,7 +352,7 @@ export class FsBlockstoreAdapter implements Blockstore {
   }
 
   async *getAll(options: AbortOptions = {}): AsyncGenerator<Pair> {
-    // Bytes are read only if the consumer iterates them (gc does not).
+    // Bytes are read only if the consumer iterates them.
     for await (const cid of this.#store.list(options)) yield { cid, bytes: this.get(cid, options) };
   }
 
@@ -354,35 +369,33 @@ export class FsBlockstoreAdapter implements Blockstore {
 }
 
 /**
- * The pin walker for study manifests: the manifest, the instance nodes it adds and their chunks.
- * Raw leaves are yielded without being read; `prev` is not followed (see the module comment).
- * Nodes that are not dicom-vault nodes are walked by all their links.
+ * The pin walker for study manifests: the manifest, the instance nodes it adds and their chunks,
+ * each block read through `read` before it is yielded (a missing one stops the pin, named). Raw
+ * leaves are yielded without being read; `prev` is not followed (see the module comment). Other
+ * dag-cbor nodes are walked by all their links; a block of another codec is pinned itself only
+ * (a dicom-vault DAG has none).
  */
-export function studyWalker(components: GraphWalkerComponents): GraphWalker {
-  return {
-    async *walk<T>(root: CID, options: AbortOptions = {}): AsyncGenerator<GraphNode<T>> {
-      const stack: Array<{ cid: CID; depth: number; path: CID[] }> = [{ cid: root, depth: 0, path: [root] }];
-      while (stack.length > 0) {
-        const { cid, depth, path } = stack.pop()!;
-        throwIfAborted(options.signal);
-        if (cid.code === raw.code) {
-          yield { block: { cid } as unknown as GraphNode<T>['block'], depth, path };
-          continue;
-        }
-        const pieces: Uint8Array[] = [];
-        try {
-          for await (const piece of components.blockstore.get(cid, options)) pieces.push(piece);
-        } catch (err) {
-          // Named here, where the child is known: pin() would otherwise blame the root.
-          throw toVaultError(err, 'get', cid, options.signal);
-        }
-        const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
-        const codec = await components.getCodec(cid.code);
-        const value = codec.decode(bytes) as Record<string, unknown>;
-        yield { block: { cid, bytes, value } as unknown as GraphNode<T>['block'], depth, path };
-        for (const child of childLinks(value).reverse()) stack.push({ cid: child, depth: depth + 1, path: [...path, child] });
+export function studyWalker(read: (cid: CID, options: AbortOptions) => Promise<Uint8Array>): PinWalker {
+  return async function* walk(root: CID, options: AbortOptions): AsyncGenerator<CID> {
+    const stack: CID[] = [root];
+    while (stack.length > 0) {
+      const cid = stack.pop()!;
+      throwIfAborted(options.signal);
+      if (cid.code === raw.code) {
+        yield cid;
+        continue;
       }
-    },
+      let bytes: Uint8Array;
+      try {
+        bytes = await read(cid, options);
+      } catch (err) {
+        // Named here, where the child is known: pin() would otherwise blame the root.
+        throw toVaultError(err, 'get', cid, options.signal);
+      }
+      yield cid;
+      if (cid.code !== dagCbor.code) continue;
+      for (const child of childLinks(dagCbor.decode(bytes)).reverse()) stack.push(child);
+    }
   };
 }
 
@@ -405,28 +418,15 @@ async function rethrow<T>(fn: () => T | Promise<T>, op: string, cid: CID, signal
 }
 
 function toVaultError(err: unknown, op: string, cid: CID, signal: AbortSignal | undefined): VaultError {
-  if (isVaultError(err)) return err; // from FsBlockStore, already precise
+  if (isVaultError(err)) return err; // from FsBlockStore or the network fetch, already precise
   if (signal?.aborted === true) return abortError(signal);
   const details = { cid: cid.toString() };
   const name = errName(err);
-  // helia's own "absent" answers; anything else it throws is the store's failure.
-  if (op === 'get' && (name === 'BlockNotFoundWhileOfflineError' || name === 'NotFoundError' || name === 'LoadBlockFailedError')) {
+  // The datastore's "absent" answer (interface-store's NotFoundError); anything else is the store's failure.
+  if (op === 'get' && name === 'NotFoundError') {
     return new VaultError('BLOCK_NOT_FOUND', `block ${cid} not found`, { cause: err, details });
   }
   return new VaultError('STORE_UNAVAILABLE', `IPFS ${op} of block ${cid} failed: ${name}`, { cause: err, details });
-}
-
-/** Sets a stored block's file time to now; a block not stored yet is left to the put. */
-async function freshen(file: string): Promise<void> {
-  const now = new Date();
-  await utimes(file, now, now).catch(ifMissing(undefined));
-}
-
-function ifMissing<T>(value: T): (err: unknown) => T {
-  return (err) => {
-    if (typeof err === 'object' && err !== null && 'code' in err && err.code === 'ENOENT') return value;
-    throw err;
-  };
 }
 
 function errName(err: unknown): string {

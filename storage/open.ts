@@ -45,6 +45,8 @@ export const STORE_ENV = {
   },
   ipfs: {
     DICOM_VAULT_IPFS_NETWORK: 'true|false: join the public libp2p network (default false: offline)',
+    DICOM_VAULT_IPFS_LISTEN: 'with the network: comma-separated multiaddrs to listen on (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)',
+    DICOM_VAULT_IPFS_BOOTSTRAP: 'with the network: comma-separated multiaddrs of bootstrap peers, or none (default: the public IPFS bootstrap nodes)',
   },
 } as const;
 
@@ -62,12 +64,21 @@ export function resolveBlockStoreConfig(kind: string, dataDir: string, env: Node
     case 'fs':
       return { kind, fs: { path: join(dataDir, FS_BLOCKS_DIR) } };
     case 'ipfs':
-      return { kind, ipfs: { path: join(dataDir, IPFS_REPO_DIR), network: bool(env, 'DICOM_VAULT_IPFS_NETWORK') ?? false } };
+      return { kind, ipfs: resolveIpfs(env, dataDir) };
     case 's3':
       return { kind, s3: resolveS3(env, dataDir) };
     default:
       throw new VaultError('CONFIG_INVALID', `--store must be one of ${STORE_KINDS.join(', ')} (got "${kind}")`);
   }
+}
+
+function resolveIpfs(env: NodeJS.ProcessEnv, dataDir: string): IpfsBlockStoreOptions {
+  const options: IpfsBlockStoreOptions = { path: join(dataDir, IPFS_REPO_DIR), network: bool(env, 'DICOM_VAULT_IPFS_NETWORK') ?? false };
+  const listen = list(env, 'DICOM_VAULT_IPFS_LISTEN');
+  if (listen !== undefined) options.listen = listen;
+  const bootstrap = list(env, 'DICOM_VAULT_IPFS_BOOTSTRAP');
+  if (bootstrap !== undefined) options.bootstrap = bootstrap.length === 1 && bootstrap[0] === 'none' ? [] : bootstrap;
+  return options;
 }
 
 function resolveS3(env: NodeJS.ProcessEnv, dataDir: string): S3BlockStoreOptions {
@@ -146,6 +157,15 @@ function bool(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
   if (raw === 'true' || raw === '1' || raw === 'yes') return true;
   if (raw === 'false' || raw === '0' || raw === 'no') return false;
   throw new VaultError('CONFIG_INVALID', `${name} must be true or false (got "${env[name]}")`);
+}
+
+/** A comma-separated list (multiaddrs: they contain no comma); undefined when unset. */
+function list(env: NodeJS.ProcessEnv, name: string): string[] | undefined {
+  const raw = nonEmpty(env[name]);
+  if (raw === undefined) return undefined;
+  const items = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (items.length === 0) throw new VaultError('CONFIG_INVALID', `${name} must list at least one multiaddr (got "${raw}")`);
+  return items;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string): number | undefined {

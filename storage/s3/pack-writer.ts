@@ -14,6 +14,7 @@
 import type { CID } from 'multiformats/cid';
 import { VaultError } from '../../src/core/errors.ts';
 import { abortError, throwIfAborted, raceAbort } from '../../src/core/abort.ts';
+import { GroupCommit } from '../group-commit.ts';
 import type { AbortOptions, PutOptions } from '../block-store.ts';
 import { DEFAULT_HEADER_RESERVE, PackBuilder, type PackEntry } from './pack-format.ts';
 import { landedBlocks, type LandedBlock } from './pack-index.ts';
@@ -118,8 +119,7 @@ export class PackWriter {
   readonly #spare: Uint8Array[] = [];
   #open: Pack | undefined;
   #seq = 0;
-  #flushTail: Promise<void> = Promise.resolve();
-  #nextFlush: Promise<void> | undefined;
+  readonly #flushes = new GroupCommit(() => this.#flushOnce());
 
   constructor(options: PackWriterOptions, deps: PackWriterDeps) {
     this.#o = options;
@@ -189,17 +189,7 @@ export class PackWriter {
    * caller whose signal aborts stops waiting; the flush goes on for the others.
    */
   flush(options: AbortOptions = {}): Promise<void> {
-    const { signal } = options;
-    if (signal?.aborted === true) return Promise.reject(abortError(signal));
-    if (this.#nextFlush === undefined) {
-      const next = this.#flushTail.then(() => {
-        if (this.#nextFlush === next) this.#nextFlush = undefined;
-        return this.#flushOnce();
-      });
-      this.#nextFlush = next;
-      this.#flushTail = next.catch(() => undefined);
-    }
-    return signal === undefined ? this.#nextFlush : raceAbort(this.#nextFlush, signal);
+    return this.#flushes.flush(options.signal);
   }
 
   /** Packs sealed or pending, and blocks tracked as failed: for tests and metrics. */

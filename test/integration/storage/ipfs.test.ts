@@ -1,12 +1,15 @@
-// The IPFS backend: helia offline over an on-disk blockstore in a temp dir. The shared conformance
-// suite, then what IPFS adds: study roots pinned, unpinned blocks collected, and no network; and
-// a study with a block missing from the repo is refused, naming the block.
+// The IPFS backend: an offline repo (blocks on disk, pins in a datastore) in a temp dir. The shared
+// conformance suite, then what IPFS adds: study roots pinned, unpinned blocks collected, and no
+// network; a study with a block missing from the repo is refused, naming the block; pins shared by
+// several roots; and, with `network: true`, two loopback-only nodes exchanging a block.
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readlinkSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import * as dagCbor from '@ipld/dag-cbor';
 import { CID } from 'multiformats/cid';
+import { sha256 } from 'multiformats/hashes/sha2';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
@@ -16,6 +19,7 @@ import { verifyStudy } from '../../../src/read/verify.ts';
 import { decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
 import { rawCid } from '../../../storage/cid.ts';
 import { IpfsBlockStore } from '../../../storage/ipfs.ts';
+import { resolveBlockStoreConfig } from '../../../storage/open.ts';
 import { getVerified } from '../../../storage/verified.ts';
 import { DEFAULT_GRACE_S } from '../../../src/maintenance/gc.ts';
 import { retrieve, stow } from '../../support/dicomweb.ts';
@@ -30,7 +34,7 @@ function blockPath(repo: string, cid: CID): string {
   return path.join(shardOf(repo, cid), `${cid.toString()}.data`);
 }
 
-blockStoreConformance('IpfsBlockStore (helia, offline)', async () => {
+blockStoreConformance('IpfsBlockStore (offline)', async () => {
   const repo = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-'));
   const store = await IpfsBlockStore.open({ path: repo });
   return {
@@ -72,10 +76,10 @@ describe('a node on --store ipfs', () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('is offline: helia has no libp2p, and serving a study opens no socket beyond loopback', async () => {
+  it('is offline: no libp2p, and serving a study opens no socket beyond loopback', async () => {
     expect(store).toBeInstanceOf(IpfsBlockStore);
     expect(store.network).toBe(false);
-    expect('libp2p' in store.helia).toBe(false);
+    expect(store.libp2p).toBeUndefined();
     const study = planStudy({ kind: 'single', instances: 2, rows: 32, columns: 32, seed: 21 });
     const parts = await Promise.all(study.instances.map(bytesOf));
     expect((await stow(node.url, parts)).status).toBe(200);
@@ -204,6 +208,129 @@ describe('IpfsBlockStore repo', () => {
     } finally {
       await rm(repo, { recursive: true, force: true });
     }
+  });
+});
+
+describe('IpfsBlockStore pins shared by several roots', () => {
+  let repo: string;
+  let store: IpfsBlockStore;
+  beforeEach(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-pins-'));
+    store = await IpfsBlockStore.open({ path: repo });
+  });
+  afterEach(async () => {
+    await store.close();
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  /** A raw leaf and `n` dag-cbor roots that all link to it. */
+  async function sharedLeaf(n: number): Promise<{ leaf: CID; roots: CID[] }> {
+    const bytes = randomBytes(2000);
+    const leaf = rawCid(bytes);
+    await store.put(leaf, bytes);
+    const roots: CID[] = [];
+    for (let i = 0; i < n; i++) {
+      const node = dagCbor.encode({ name: `root ${i}`, links: [leaf] });
+      const cid = CID.create(1, dagCbor.code, await sha256.digest(node));
+      await store.put(cid, node);
+      roots.push(cid);
+    }
+    return { leaf, roots };
+  }
+
+  it('keeps a block pinned while any of the roots pinned at once that cover it is', async () => {
+    const { leaf, roots } = await sharedLeaf(8);
+    await Promise.all(roots.map((r) => store.pin(r))); // no pin may overwrite another's count of the leaf
+    for (const r of roots.slice(1)) await store.unpin(r);
+    expect(await store.isPinned(leaf)).toBe(true);
+    expect(await store.gc({ graceS: 0 })).toMatchObject({ deleted: 7 }); // the unpinned roots
+    expect(await store.has(leaf)).toBe(true);
+    await store.unpin(roots[0]!);
+    expect(await store.isPinned(leaf)).toBe(false);
+    expect(await store.gc({ graceS: 0 })).toMatchObject({ deleted: 2 });
+  });
+
+  it('keeps a block pinned by a root pinned again after an unpin', async () => {
+    const { leaf, roots } = await sharedLeaf(2);
+    const [a, b] = roots as [CID, CID];
+    await store.pin(a);
+    await store.pin(b);
+    await store.unpin(a);
+    await store.pin(a);
+    await store.unpin(b);
+    expect(await store.isPinned(leaf)).toBe(true);
+    await store.gc({ graceS: 0 });
+    expect(await store.has(leaf)).toBe(true);
+  });
+});
+
+// Networked: two nodes in this process, each told to listen on loopback only and to dial no
+// bootstrap peer, so the test opens no public socket.
+describe('IpfsBlockStore with network: true', () => {
+  const loopbackOnly = { network: true, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], fetchTimeoutMs: 1500 };
+  const repos: string[] = [];
+  const open: IpfsBlockStore[] = [];
+  async function networked(): Promise<{ store: IpfsBlockStore; repo: string }> {
+    const repo = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-net-'));
+    repos.push(repo);
+    const store = await IpfsBlockStore.open({ path: repo, ...loopbackOnly });
+    open.push(store);
+    return { store, repo };
+  }
+  afterEach(async () => {
+    for (const s of open.splice(0)) await s.close();
+    for (const r of repos.splice(0)) await rm(r, { recursive: true, force: true });
+  });
+
+  it('listens only on the configured loopback address, and a peer fetches a block from it by bitswap', async () => {
+    const { store: a } = await networked();
+    const { store: b } = await networked();
+    expect(a.network).toBe(true);
+    const addrs = a.libp2p!.getMultiaddrs().map(String);
+    expect(addrs).toHaveLength(1);
+    expect(addrs[0]).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+$/);
+
+    const bytes = randomBytes(5000);
+    const cid = rawCid(bytes);
+    await a.put(cid, bytes);
+    expect(await b.has(cid)).toBe(false);
+    await b.libp2p!.dial(a.libp2p!.getMultiaddrs()[0]!);
+    expectSameBytes(await getVerified(b, cid), bytes);
+    // Kept once fetched: the next read is local.
+    expect(await b.has(cid)).toBe(true);
+
+    const ports = [a, b].map((s) => /\/tcp\/(\d+)\//.exec(s.libp2p!.getMultiaddrs()[0]!.toString())![1]!);
+    const sockets = tcpSocketsOfThisProcess();
+    expect(sockets.filter((s) => s.listening).map((s) => s.local).sort()).toEqual(ports.map((p) => `127.0.0.1:${p}`).sort());
+    expect(sockets.filter((s) => !s.remote.startsWith('127.') && !s.remote.startsWith('0.0.0.0'))).toEqual([]);
+  });
+
+  it('reports a block no peer has as not found once the fetch times out', async () => {
+    const { store } = await networked();
+    const missing = rawCid(randomBytes(100));
+    const started = Date.now();
+    const err = await expectCode(store.get(missing), 'BLOCK_NOT_FOUND');
+    expect(err.message).toContain(missing.toString());
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+  });
+
+  it('takes its network settings from the environment', () => {
+    const env = { DICOM_VAULT_IPFS_NETWORK: 'true', DICOM_VAULT_IPFS_LISTEN: '/ip4/127.0.0.1/tcp/4001, /ip6/::1/tcp/4001', DICOM_VAULT_IPFS_BOOTSTRAP: 'none' };
+    expect(resolveBlockStoreConfig('ipfs', '/srv/dv', env)).toEqual({
+      kind: 'ipfs',
+      ipfs: { path: '/srv/dv/ipfs', network: true, listen: ['/ip4/127.0.0.1/tcp/4001', '/ip6/::1/tcp/4001'], bootstrap: [] },
+    });
+    expect(resolveBlockStoreConfig('ipfs', '/srv/dv', {})).toEqual({ kind: 'ipfs', ipfs: { path: '/srv/dv/ipfs', network: false } });
+    expect(() => resolveBlockStoreConfig('ipfs', '/srv/dv', { DICOM_VAULT_IPFS_LISTEN: ' , ' })).toThrowError(/DICOM_VAULT_IPFS_LISTEN/);
+  });
+
+  it('keeps its peer id across a reopen', async () => {
+    const { store, repo } = await networked();
+    const id = store.libp2p!.peerId.toString();
+    await open.pop()!.close();
+    const again = await IpfsBlockStore.open({ path: repo, ...loopbackOnly });
+    open.push(again);
+    expect(again.libp2p!.peerId.toString()).toBe(id);
   });
 });
 
