@@ -151,7 +151,7 @@ export async function exercise(server: Server, plan: ScenarioPlan, log: (line: s
     run.ingest = await step(`STOW ${plan.studies.length} × ${fmtBytes(total / plan.studies.length)}, ${plan.perRequest}/request`, () => ingest(server, plan, agents));
     // Nothing to read back when nothing went in.
     if (run.ingest === null || run.ingest.stored === 0) return run;
-    run.retrieve = await step('WADO the studies back', () => retrieve(server, plan, agents));
+    run.retrieve = await step('WADO the studies back', () => retrieve(server, plan));
     const study = plan.studies[0]!;
     const agent = agents[0]!;
     run.qido = await step('QIDO latency', () =>
@@ -166,7 +166,7 @@ export async function exercise(server: Server, plan: ScenarioPlan, log: (line: s
       }, { n: METADATA_SAMPLES }));
     const inst = plan.frameSource;
     if (inst) {
-      run.frames = await step(`frame latency (${inst.numberOfFrames} frames, ${fmtBytes(inst.size)})`, () => frameLatency(server, study, inst, agent));
+      run.frames = await step(`frame latency (${inst.numberOfFrames} frames, ${fmtBytes(inst.size)})`, () => frameLatency(server, study, inst));
     }
     return run;
   } finally {
@@ -200,14 +200,14 @@ async function ingest(server: Server, plan: ScenarioPlan, agents: http.Agent[]):
   };
 }
 
-async function retrieve(server: Server, plan: ScenarioPlan, agents: http.Agent[]): Promise<RetrieveRun> {
+async function retrieve(server: Server, plan: ScenarioPlan): Promise<RetrieveRun> {
   const sampler = startRssSampler(server.pid);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   // Not hashed by the client: at ~1.7 GB/s on one core the client would be the bottleneck.
   // Correctness of WADO is the tests' job; here parts and bytes are counted.
   const results = await Promise.all(
-    plan.studies.map((study, i) => wado({ baseUrl: server.url, studyInstanceUID: study.studyInstanceUID, expect: study, verify: false })),
+    plan.studies.map((study) => wado({ baseUrl: server.url, studyInstanceUID: study.studyInstanceUID, expect: study, verify: false })),
   );
   const seconds = (performance.now() - t0) / 1000;
   const rss = sampler.stop();
@@ -232,7 +232,7 @@ async function retrieve(server: Server, plan: ScenarioPlan, agents: http.Agent[]
   };
 }
 
-function frameLatency(server: Server, study: GeneratedStudy, inst: GeneratedInstance, agent: http.Agent): Promise<LatencyResult> {
+function frameLatency(server: Server, study: GeneratedStudy, inst: GeneratedInstance): Promise<LatencyResult> {
   const frames = spreadFrames(inst.numberOfFrames, FRAME_SAMPLES);
   let i = 0;
   return sampleLatencies(async () => {

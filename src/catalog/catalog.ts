@@ -14,7 +14,7 @@ import { VaultError } from '../core/errors.ts';
 import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, transaction } from '../core/sqlite.ts';
 import { TAGS } from '../dicom/attributes.ts';
 import { compileMatcher, matchElement, padMoment, type Matcher } from '../dicom/matching.ts';
-import type { DicomJsonDataset, DicomJsonElement, InstanceLayout, Tag } from '../dicom/model.ts';
+import type { DicomJsonDataset, DicomJsonElement, Tag } from '../dicom/model.ts';
 import { queryConditions } from './columns.ts';
 import { SERIES_PICK, STUDY_PICK, firstInteger, firstString, mergePicked, sortedDataset, withoutNulls } from './derived.ts';
 import { DEFAULT_LAYOUT_CACHE_BYTES, LayoutCache } from './layout-cache.ts';

@@ -54,7 +54,6 @@ export interface QidoOptions {
 }
 
 const DICOM_JSON = 'application/dicom+json';
-const RESERVED = new Set(['limit', 'offset', 'includefield', 'fuzzymatching']);
 
 type Level = 'study' | 'series' | 'instance';
 

@@ -3,7 +3,7 @@
 // temp file and records when its chunks arrive. What a sender sees (exit codes, the statuses
 // storescu prints) and what reaches the ingest (a Part 10 stream whose data set is byte for
 // byte what was sent, arriving as it is sent, never held whole) are what is checked.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
@@ -21,7 +21,7 @@ import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { startDimseServer, type DimseIngest, type DimseServer } from '../../../src/shell/dimse/scp.ts';
 import { IMPLEMENTATION_CLASS_UID } from '../../../src/shell/dimse/file-meta.ts';
 import { requireFreeSpace } from '../../support/disk.ts';
-import { DCMTK_ENV, ECHOSCU, STORESCU, bytesRead, collect, dataSetOffset, runTool, startTool, storescu as storescuTo, type ToolResult } from '../../support/dcmtk.ts';
+import { DCMTK_ENV, ECHOSCU, STORESCU, bytesRead, dataSetOffset, runTool, startTool, storescu as storescuTo, type ToolResult } from '../../support/dcmtk.ts';
 import { captureLogs, type CapturedLogs } from '../../support/logs.ts';
 import { PYDICOM_DATA, havePydicom } from '../../support/pydicom.ts';
 

@@ -1,6 +1,6 @@
 // Bad input and faults: each gets a clear 4xx with a reason, nothing partial is stored or listed,
 // earlier studies stay retrievable byte-exact, and the node keeps serving.
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redactUrl } from '../../../src/shell/log.ts';

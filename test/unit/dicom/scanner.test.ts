@@ -133,7 +133,6 @@ function item(value: Buffer, length = value.length): Buffer {
   return Buffer.concat([u16(0xfffe), u16(0xe000), u32(length < 0 ? 0xffffffff : length), value]);
 }
 const SEQ_DELIMITER = Buffer.from([0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
-const ITEM_DELIMITER = Buffer.from([0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0]);
 
 const STUDY = '1.2.826.0.1.3680043.8.498.1';
 const SERIES = '1.2.826.0.1.3680043.8.498.2';
