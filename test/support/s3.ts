@@ -1,5 +1,6 @@
 // The real S3-compatible server for the S3 suites: OpenStack Swift with s3api on loopback, started
-// by ../shared/services/s3-swift/start.sh (idempotent) and stoppable for fault tests. No mocks.
+// by test/services/s3-swift/start.sh (idempotent) and stoppable for fault tests. No mocks. Its
+// Debian packages come from test/services/setup.sh; without them start.sh fails, saying so.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -11,14 +12,14 @@ import type { S3BlockStoreOptions } from '../../storage/s3.ts';
 
 const run = promisify(execFile);
 
-export const SWIFT_SCRIPTS = fileURLToPath(new URL('../../../shared/services/s3-swift/', import.meta.url));
+export const SWIFT_SCRIPTS = fileURLToPath(new URL('../services/s3-swift/', import.meta.url));
 /** One fixed base dir, so that every suite and stop/start act on the same daemons. */
 export const SWIFT_BASE_DIR = process.env.DICOM_VAULT_TEST_SWIFT_DIR ?? join(tmpdir(), 'dicom-vault-s3-swift');
 export const S3_ENDPOINT = 'http://127.0.0.1:9000';
 export const S3_REGION = 'us-east-1';
 export const S3_CREDENTIALS = { accessKeyId: 'test:tester', secretAccessKey: 'testing' };
 
-/** Starts Swift (installing its packages on first use, ~45 s); returns at once if it runs. */
+/** Starts Swift (5-10 s); returns at once if it runs. */
 export async function startSwift(): Promise<void> {
   await run('bash', [join(SWIFT_SCRIPTS, 'start.sh'), SWIFT_BASE_DIR], { timeout: 300_000 });
 }
