@@ -6,18 +6,20 @@
 # xattrs, as ext4 and tmpfs have). Taken from ../shared/services/s3-swift and now the project's own.
 #
 #   S3 credentials: accessKeyId "test:tester", secretAccessKey "testing", region "us-east-1"
-#   Endpoint: http://127.0.0.1:${SWIFT_PORT:-9000} (forcePathStyle: true)
+#   Endpoint: http://127.0.0.1:$PORT (forcePathStyle: true), PORT as in BASE_DIR/ports
 #   With @aws-sdk/client-s3, checksums "WHEN_REQUIRED": Swift answers the SDK's default aws-chunked
 #   uploads with 501 (the store's `checksums: 'when_required'` option).
 #
 # Usage: start.sh [BASE_DIR]   (default $TMPDIR/s3-swift); idempotent: returns at once when the
 #        daemons recorded in BASE_DIR run. stop.sh [BASE_DIR] stops exactly those.
+# Ports: picked free on the first start in a BASE_DIR and kept in BASE_DIR/ports (shell variables),
+#        so a restart comes back on the same ones; SWIFT_PORT, MEMCACHED_PORT, ACCOUNT_PORT,
+#        CONTAINER_PORT, OBJECT_PORT choose them instead. Fixed well-known ports (9000, 11211,
+#        6200-6202) met other servers on shared machines, and a container shares the host's ports.
 # The packages come from test/services/setup.sh; missing ones are an error, not a reason to skip.
 set -euo pipefail
 
 BASE=${1:-${TMPDIR:-/tmp}/s3-swift}
-PORT=${SWIFT_PORT:-9000}
-MEMCACHED_PORT=${MEMCACHED_PORT:-11211}
 PROXY_WORKERS=${SWIFT_PROXY_WORKERS:-2}
 PY=/usr/bin/python3            # Debian's python3 (a pyenv python on PATH would not find the swift module)
 
@@ -31,10 +33,25 @@ done
 CONF=$BASE/etc; DATA=$BASE/srv; LOG=$BASE/log; PIDS=$BASE/pids
 mkdir -p "$CONF" "$DATA/d1" "$LOG" "$PIDS" "$BASE/cache"
 
-# 2) rings: 1 replica, 1 device each (part_power 10)
+# 2) ports, then the rings that name them: 1 replica, 1 device each (part_power 10)
+if [ ! -f "$BASE/ports" ]; then
+  rm -f "$CONF"/*.ring.gz "$CONF"/*.builder
+  # The kernel's choice of five free ports, held open together so that they differ.
+  read -r p1 p2 p3 p4 p5 < <($PY -c '
+import socket
+s = [socket.socket() for _ in range(5)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*(x.getsockname()[1] for x in s))')
+  [ -n "${p5:-}" ] || { echo "s3-swift: could not pick free ports" >&2; exit 1; }
+  printf 'PORT=%s\nMEMCACHED_PORT=%s\nACCOUNT_PORT=%s\nCONTAINER_PORT=%s\nOBJECT_PORT=%s\n' \
+    "${SWIFT_PORT:-$p1}" "${MEMCACHED_PORT:-$p2}" "${ACCOUNT_PORT:-$p3}" "${CONTAINER_PORT:-$p4}" "${OBJECT_PORT:-$p5}" >"$BASE/ports.tmp"
+  mv "$BASE/ports.tmp" "$BASE/ports"
+fi
+# shellcheck source=/dev/null
+. "$BASE/ports"
 if [ ! -f "$CONF/object.ring.gz" ]; then
   ( cd "$CONF"
-    for svc in account:6202 container:6201 object:6200; do
+    for svc in account:$ACCOUNT_PORT container:$CONTAINER_PORT object:$OBJECT_PORT; do
       name=${svc%%:*}; p=${svc##*:}
       swift-ring-builder $name.builder create 10 1 1 >/dev/null
       swift-ring-builder $name.builder add r1z1-127.0.0.1:$p/d1 1 >/dev/null
@@ -54,21 +71,21 @@ log_level = WARNING
 log_facility = LOG_LOCAL0
 "
 cat > "$CONF/account-server.conf" <<EOF
-${common}bind_port = 6202
+${common}bind_port = $ACCOUNT_PORT
 [pipeline:main]
 pipeline = account-server
 [app:account-server]
 use = egg:swift#account
 EOF
 cat > "$CONF/container-server.conf" <<EOF
-${common}bind_port = 6201
+${common}bind_port = $CONTAINER_PORT
 [pipeline:main]
 pipeline = container-server
 [app:container-server]
 use = egg:swift#container
 EOF
 cat > "$CONF/object-server.conf" <<EOF
-${common}bind_port = 6200
+${common}bind_port = $OBJECT_PORT
 [pipeline:main]
 pipeline = object-server
 [app:object-server]
@@ -140,7 +157,7 @@ running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null
 # Swift, a system memcached): the tests would talk to it, and stopping "the server" would stop
 # nothing. Say so instead, after a grace of 10 s for daemons of ours still exiting (stop.sh kills
 # the proxy, its workers go a moment later).
-for svc in memcached:$MEMCACHED_PORT account:6202 container:6201 object:6200 proxy:$PORT; do
+for svc in memcached:$MEMCACHED_PORT account:$ACCOUNT_PORT container:$CONTAINER_PORT object:$OBJECT_PORT proxy:$PORT; do
   name=${svc%%:*}; p=${svc##*:}
   running "$name" && continue
   for i in $(seq 1 100); do
