@@ -180,12 +180,18 @@ start container $PY /usr/bin/swift-container-server "$CONF/container-server.conf
 start object    $PY /usr/bin/swift-object-server    "$CONF/object-server.conf"    -v
 start proxy     $PY /usr/bin/swift-proxy-server     "$CONF/proxy-server.conf"     -v
 
-# 5) wait for the proxy
-for i in $(seq 1 100); do
-  if curl -sf "http://127.0.0.1:$PORT/healthcheck" >/dev/null; then
+# 5) wait for every daemon to listen, then for the proxy's health check: a proxy that answers
+#    before its account, container and object servers listen fails requests with 503 ("Please
+#    reduce your request rate" through s3api). Python daemons can take a while on a loaded machine.
+for i in $(seq 1 600); do
+  up=1
+  for p in "$MEMCACHED_PORT" "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT"; do
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { up=0; break; }
+  done
+  if [ $up = 1 ] && curl -sf "http://127.0.0.1:$PORT/healthcheck" >/dev/null; then
     echo "swift+s3api up on http://127.0.0.1:$PORT (key test:tester / secret testing) after ~$((i/10)).$((i%10))s"
     exit 0
   fi
   sleep 0.1
 done
-echo "proxy did not come up; logs in $LOG" >&2; tail -n 30 "$LOG"/*.log >&2; exit 1
+echo "s3-swift: not up after 60 s; logs in $LOG" >&2; tail -n 30 "$LOG"/*.log >&2; exit 1
