@@ -9,11 +9,12 @@
 // node_modules/.bin first on PATH, where the devDependency `node` (the pinned runtime) lives. npm
 // has no setting to check engines against another Node (npm 6's `node-version` is gone), and
 // `--force` does not apply to optional dependencies. So when npm ran on an older Node than the
-// project's, npm itself is run once more, on the pinned Node: it then installs exactly the
-// lockfile's packages that were left out (`--no-save`: package.json and the lockfile stay as they
-// are; `--ignore-scripts`: nothing is built twice, and this script does not run again). Other ways
-// considered: a vitest major that avoids rolldown (there is none newer that does), or asking
-// users for `PATH=node_modules/.bin:$PATH npm ci` (a second, easy-to-miss command).
+// project's and left packages out, the same npm runs once more, on the pinned Node: it then
+// installs exactly the lockfile's packages that were left out (`--no-save`: package.json and the
+// lockfile stay as they are; `--ignore-scripts`: nothing is built twice, and this script does not
+// run again). Other ways considered: going back to vitest 4 (vite 7, no rolldown: an older major,
+// and the next native optional dependency would meet the same), or asking users for
+// `PATH=node_modules/.bin:$PATH npm ci` (a second, easy-to-miss command).
 //
 // Runs on whichever `node` npm's script PATH gives (the pinned one, or the system's when the pinned
 // runtime failed to install), so it is plain JavaScript that any Node >= 18 loads.
@@ -38,30 +39,13 @@ function fail(message) {
 if (!semver.satisfies(process.version, wanted)) {
   fail(
     `npm scripts would run on Node ${process.version} (${process.execPath}), but dicom-vault needs Node ${wanted} ` +
-      `(package.json "engines"). The pinned runtime, devDependency "node" ${pkg.devDependencies.node}, is not installed ` +
+      `(package.json "engines"). The pinned runtime, devDependency "node" ${pkg.devDependencies?.node}, is not installed ` +
       '(was it omitted, e.g. --omit=dev, or did its download fail?). Run `npm ci` again with the dev dependencies.',
   );
 }
 
-// 2. npm on an older Node left out optional dependencies whose engines need a newer one.
-const npmNode = process.env.npm_node_execpath;
-const npmNodeVersion = npmNode && npmNode !== process.execPath ? execFileSync(npmNode, ['--version'], { encoding: 'utf8' }).trim() : process.version;
-if (!semver.satisfies(npmNodeVersion, wanted)) {
-  const npmCli = process.env.npm_execpath;
-  if (!npmCli) fail(`npm ran on Node ${npmNodeVersion}; run \`PATH=node_modules/.bin:$PATH npm install\` to complete the install on Node ${process.version}.`);
-  process.stderr.write(
-    `dicom-vault install: npm ran on Node ${npmNodeVersion}, older than the project's ${wanted}, and left out optional packages ` +
-      `that need a newer Node; completing the install with the same npm on the pinned Node ${process.version}\n`,
-  );
-  const again = spawnSync(process.execPath, [npmCli, 'install', '--no-save', '--ignore-scripts', '--no-audit', '--no-fund'], {
-    cwd: root,
-    stdio: 'inherit',
-  });
-  if (again.status !== 0) fail(`completing the install on Node ${process.version} failed (exit ${again.status ?? again.signal})`);
-}
-
-// 3. Every native package of this platform that an installed package asks for is there. npm
-//    treats a failed optional dependency (an engines mismatch, a download error) as a warning;
+// 2. Every optional dependency of this platform that an installed package asks for is there.
+//    npm treats a failed optional dependency (an engines mismatch, a download error) as a warning;
 //    without this check, vitest or the embedded chain would fail much later with "Cannot find
 //    native binding" or "no anvil binary". Only packages whose dependent is installed count, so
 //    `--omit` needs no special case.
@@ -76,17 +60,41 @@ function resolve(from, name) {
     if (!dir) return undefined;
   }
 }
-const missing = new Set();
-for (const [from, entry] of Object.entries(packages)) {
-  if (!installed(from)) continue;
-  for (const name of Object.keys(entry.optionalDependencies ?? {})) {
-    const path = resolve(from, name);
-    const dep = path && packages[path];
-    if (!dep || !(dep.os || dep.cpu)) continue; // native builds are the ones that name an os or cpu
-    if (dep.os && !dep.os.includes(process.platform)) continue;
-    if (dep.cpu && !dep.cpu.includes(process.arch)) continue;
-    if (dep.libc && !dep.libc.includes(libc)) continue;
-    if (!installed(path)) missing.add(`${name}@${dep.version}`);
+function leftOut() {
+  const missing = new Set();
+  for (const [from, entry] of Object.entries(packages)) {
+    if (!installed(from)) continue;
+    for (const name of Object.keys(entry.optionalDependencies ?? {})) {
+      const path = resolve(from, name);
+      const dep = path && packages[path];
+      if (!dep) continue;
+      if (dep.os && !dep.os.includes(process.platform)) continue;
+      if (dep.cpu && !dep.cpu.includes(process.arch)) continue;
+      if (dep.libc && !dep.libc.includes(libc)) continue;
+      if (!installed(path)) missing.add(`${name}@${dep.version}`);
+    }
   }
+  return [...missing];
 }
-if (missing.size > 0) fail(`npm left out ${[...missing].join(', ')} (see its warnings above); run \`npm ci\` again.`);
+
+let missing = leftOut();
+
+// 3. npm on an older Node than the project's left them out for their engines: run the same npm
+//    on the pinned Node to add them.
+const npmNode = process.env.npm_node_execpath;
+const npmNodeVersion = npmNode && npmNode !== process.execPath ? execFileSync(npmNode, ['--version'], { encoding: 'utf8' }).trim() : process.version;
+if (missing.length > 0 && !semver.satisfies(npmNodeVersion, wanted) && process.env.npm_execpath) {
+  process.stderr.write(
+    `dicom-vault install: npm ran on Node ${npmNodeVersion}, older than the project's ${wanted}, and left out ${missing.join(', ')}; ` +
+      `installing them with the same npm on the pinned Node ${process.version}\n`,
+  );
+  const again = spawnSync(process.execPath, [process.env.npm_execpath, 'install', '--no-save', '--ignore-scripts', '--no-audit', '--no-fund'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  if (again.status !== 0) fail(`completing the install on Node ${process.version} failed (exit ${again.status ?? again.signal})`);
+  missing = leftOut();
+}
+if (missing.length > 0) {
+  fail(`npm left out ${missing.join(', ')} (see its warnings above); run \`npm ci\` again, or \`PATH=node_modules/.bin:$PATH npm ci\` to run npm itself on the pinned Node.`);
+}
