@@ -1,10 +1,14 @@
+import { readFileSync } from 'node:fs';
+import satisfies from 'semver/functions/satisfies.js';
 import { defineConfig } from 'vitest/config';
 
 // The project runs on the Node pinned in devDependencies (npm scripts put it first on PATH).
-// Refuse to run on anything older rather than fail later in confusing ways.
-const major = Number(process.versions.node.split('.')[0]);
-if (major < 22) {
-  throw new Error(`dicom-vault tests need Node >= 22 (got ${process.version}); run them with \`npm test\` after \`npm ci\``);
+// Refuse to run on a Node older than package.json's `engines.node` (the one place that states the
+// minimum), such as the system's when node_modules/.bin is not on PATH, rather than fail later in
+// confusing ways.
+const wanted: string = JSON.parse(readFileSync(new URL('./package.json', import.meta.url), 'utf8')).engines.node;
+if (!satisfies(process.version, wanted)) {
+  throw new Error(`dicom-vault tests need Node ${wanted} (got ${process.version}); run them with \`npm test\` after \`npm ci\``);
 }
 
 // Three projects: pure units (no servers, no processes of ours), integration suites against real

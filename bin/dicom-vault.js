@@ -1,20 +1,25 @@
 #!/usr/bin/env node
 // Entry point of the `dicom-vault` command. The node is TypeScript run by Node's own type
-// stripping (Node >= 22.18), so it needs the Node pinned in devDependencies (npm package `node`).
-// Started by a bare older Node (a global install, a PATH without node_modules/.bin), re-run
-// ourselves on the pinned one instead of failing later with an obscure syntax or API error.
+// stripping, so it needs a Node that satisfies package.json's `engines.node` (the one place that
+// states the minimum): the one pinned in devDependencies (npm package `node`). Started by an older
+// Node (a global install, a PATH without node_modules/.bin, the system Node 20), re-run ourselves
+// on the pinned one instead of failing later with an obscure syntax or API error. This part must
+// load on any Node >= 18, and before node_modules exists (hence the dynamic import).
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import module from 'node:module';
 import { fileURLToPath } from 'node:url';
 
-const MIN_MAJOR = 22;
-const major = Number(process.versions.node.split('.')[0]);
-if (major < MIN_MAJOR) {
+const wanted = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).engines.node;
+// Only the one function: the whole of semver costs twice the load time, paid on every start.
+const satisfies = (await import('semver/functions/satisfies.js').catch(() => undefined))?.default;
+if (satisfies === undefined || !satisfies(process.version, wanted)) {
   const pinned = fileURLToPath(new URL('../node_modules/node/bin/node', import.meta.url));
-  if (!existsSync(pinned)) {
+  // Already on the pinned Node (compared as real paths: node_modules may be a symlink) and it does
+  // not satisfy engines: say so rather than loop.
+  if (satisfies === undefined || !existsSync(pinned) || realpathSync(process.execPath) === realpathSync(pinned)) {
     process.stderr.write(
-      `dicom-vault needs Node >= ${MIN_MAJOR} (this is ${process.version}); run \`npm ci\` to install the pinned runtime.\n`,
+      `dicom-vault needs Node ${wanted} (this is ${process.version}); run \`npm ci\` to install the pinned runtime.\n`,
     );
     process.exit(1);
   }

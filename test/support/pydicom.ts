@@ -1,10 +1,17 @@
 // Debian's python3-pydicom test files: real DICOM written by others, in many transfer syntaxes.
+// test/services/setup.sh installs the package; the suites never skip without it, they fail.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 
 export const PYDICOM_DATA = '/usr/lib/python3/dist-packages/pydicom/data';
-export const havePydicom = existsSync(join(PYDICOM_DATA, 'test_files'));
+
+/** Throws, naming the fix, when python3-pydicom's files are missing. */
+export function requirePydicom(): void {
+  if (!existsSync(join(PYDICOM_DATA, 'test_files'))) {
+    throw new Error(`python3-pydicom is not installed (no ${PYDICOM_DATA}/test_files): run test/services/setup.sh as root`);
+  }
+}
 
 /**
  * Files that are not valid DICOM Part 10 and must be refused, with the reason. Every other *.dcm
@@ -29,7 +36,7 @@ export const NOT_PART10: Record<string, string> = {
 };
 
 export function pydicomFiles(): string[] {
-  if (!havePydicom) return [];
+  requirePydicom();
   const out: string[] = [];
   for (const dir of ['test_files', 'charset_files']) {
     for (const f of readdirSync(join(PYDICOM_DATA, dir)).sort()) if (f.endsWith('.dcm')) out.push(join(PYDICOM_DATA, dir, f));

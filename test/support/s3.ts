@@ -1,7 +1,9 @@
 // The real S3-compatible server for the S3 suites: OpenStack Swift with s3api on loopback, started
-// by ../shared/services/s3-swift/start.sh (idempotent) and stoppable for fault tests. No mocks.
+// by test/services/s3-swift/start.sh (idempotent) and stoppable for fault tests. No mocks. Its
+// Debian packages come from test/services/setup.sh; without them start.sh fails, saying so.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,16 +13,23 @@ import type { S3BlockStoreOptions } from '../../storage/s3/store.ts';
 
 const run = promisify(execFile);
 
-export const SWIFT_SCRIPTS = fileURLToPath(new URL('../../../shared/services/s3-swift/', import.meta.url));
-/** One fixed base dir, so that every suite and stop/start act on the same daemons. */
-export const SWIFT_BASE_DIR = process.env.DICOM_VAULT_TEST_SWIFT_DIR ?? join(tmpdir(), 'dicom-vault-s3-swift');
-export const S3_ENDPOINT = 'http://127.0.0.1:9000';
+export const SWIFT_SCRIPTS = fileURLToPath(new URL('../services/s3-swift/', import.meta.url));
+/**
+ * One fixed base dir, so that every suite and stop/start act on the same daemons (and ports: kept
+ * in its `ports` file). Not the old `dicom-vault-s3-swift`, whose daemons sit on fixed ports.
+ */
+export const SWIFT_BASE_DIR = process.env.DICOM_VAULT_TEST_SWIFT_DIR ?? join(tmpdir(), 'dicom-vault-test-swift');
+/** The S3 endpoint; its port is the one start.sh picked, so it is set by startSwift(). */
+export let S3_ENDPOINT = 'http://127.0.0.1:0';
 export const S3_REGION = 'us-east-1';
 export const S3_CREDENTIALS = { accessKeyId: 'test:tester', secretAccessKey: 'testing' };
 
-/** Starts Swift (installing its packages on first use, ~45 s); returns at once if it runs. */
+/** Starts Swift (5-10 s); returns at once if it runs. */
 export async function startSwift(): Promise<void> {
   await run('bash', [join(SWIFT_SCRIPTS, 'start.sh'), SWIFT_BASE_DIR], { timeout: 300_000 });
+  const port = /^PORT=(\d+)$/m.exec(await readFile(join(SWIFT_BASE_DIR, 'ports'), 'utf8'))?.[1];
+  if (port === undefined) throw new Error(`no PORT in ${join(SWIFT_BASE_DIR, 'ports')}`);
+  S3_ENDPOINT = `http://127.0.0.1:${port}`;
 }
 
 /** Stops exactly the daemons start.sh started from SWIFT_BASE_DIR. */

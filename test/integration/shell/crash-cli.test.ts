@@ -12,7 +12,7 @@ import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { killed, run, serve } from '../../support/process.ts';
 import { retrieve, stow } from '../../support/dicomweb.ts';
 import { requireFreeSpace } from '../../support/disk.ts';
-import { havePydicom, PYDICOM_DATA, pydicomInfo } from '../../support/pydicom.ts';
+import { PYDICOM_DATA, pydicomInfo, requirePydicom } from '../../support/pydicom.ts';
 
 const MiB = 2 ** 20;
 
@@ -284,8 +284,9 @@ async function blockCensus(dataDir: string): Promise<BlockCensus> {
   return census;
 }
 
-describe.skipIf(!havePydicom)('the dicom-vault command', () => {
+describe('the dicom-vault command', () => {
   it('ingests a folder with progress, verifies a study, and exports it byte-exact', async () => {
+    requirePydicom();
     const dataDir = await tempDir();
     const input = await tempDir();
     await mkdir(join(input, 'nested'));

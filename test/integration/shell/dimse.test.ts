@@ -23,7 +23,7 @@ import { IMPLEMENTATION_CLASS_UID } from '../../../src/shell/dimse/file-meta.ts'
 import { requireFreeSpace } from '../../support/disk.ts';
 import { DCMTK_ENV, ECHOSCU, STORESCU, bytesRead, dataSetOffset, runTool, startTool, storescu as storescuTo, type ToolResult } from '../../support/dcmtk.ts';
 import { captureLogs, type CapturedLogs } from '../../support/logs.ts';
-import { PYDICOM_DATA, havePydicom } from '../../support/pydicom.ts';
+import { PYDICOM_DATA, requirePydicom } from '../../support/pydicom.ts';
 
 function storescu(port: number, files: string[], extra: string[] = []): Promise<ToolResult> {
   return storescuTo(port, files, extra, AE);
@@ -293,7 +293,11 @@ async function freePort(): Promise<number> {
 
 // ---------------------------------------------------------------------------------------------
 
-describe.skipIf(!haveDcmtk || !havePydicom)('DIMSE Storage SCP with dcmtk storescu/echoscu', () => {
+// dcmtk and pydicom come from test/services/setup.sh; without them this suite fails, saying so.
+requirePydicom();
+if (!haveDcmtk) throw new Error(`dcmtk's ${STORESCU} and ${ECHOSCU} are missing: run test/services/setup.sh as root`);
+
+describe('DIMSE Storage SCP with dcmtk storescu/echoscu', () => {
   let dir: string;
   let ingest: FileIngest;
   let logs: CapturedLogs;

@@ -3,7 +3,7 @@
 // synthesized instances: broken ones, and one far larger than memory should ever hold.
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import zlib from 'node:zlib';
@@ -20,8 +20,7 @@ import {
 import type { ByteRange, DicomJsonDataset, ScannedInstance } from '../../../src/dicom/model.ts';
 import { isVaultError, type ErrorCode } from '../../../src/core/errors.ts';
 
-const DATA = '/usr/lib/python3/dist-packages/pydicom/data';
-const havePydicom = existsSync(join(DATA, 'test_files'));
+import { PYDICOM_DATA as DATA, requirePydicom } from '../../support/pydicom.ts';
 
 /** Files that must be refused, with the code and why. Every other file must scan. */
 const EXPECTED_FAILURES: Record<string, { code: ErrorCode; why: string }> = {
@@ -46,7 +45,7 @@ const EXPECTED_FAILURES: Record<string, { code: ErrorCode; why: string }> = {
 const NEEDS_IDENTITY = ['UN_sequence.dcm', 'empty_charset_LEI.dcm', 'nested_priv_SQ.dcm', 'no_meta_group_length.dcm', 'priv_SQ.dcm', 'chrSQEncoding.dcm', 'chrSQEncoding1.dcm'];
 
 function dicomFiles(): string[] {
-  if (!havePydicom) return [];
+  requirePydicom();
   const out: string[] = [];
   for (const dir of ['test_files', 'charset_files']) {
     for (const f of readdirSync(join(DATA, dir)).sort()) if (f.endsWith('.dcm')) out.push(join(DATA, dir, f));
@@ -322,7 +321,7 @@ function bulkAsMarker(ds: DicomJsonDataset): DicomJsonDataset {
 
 // ---------------------------------------------------------------------------------------------
 
-describe.skipIf(!havePydicom)('scanning the pydicom test files', () => {
+describe('scanning the pydicom test files', () => {
   const files = dicomFiles();
   const scannable = files.filter((f) => EXPECTED_FAILURES[basename(f)] === undefined);
   let tmp: string;

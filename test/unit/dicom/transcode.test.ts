@@ -1,7 +1,7 @@
 // Streaming transcoding to Explicit VR Little Endian (the default of WADO-RS), checked by
 // pydicom: the transcoded file must hold the same elements and the same pixels as the original.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,9 +17,9 @@ import {
   describeTransferSyntax,
 } from '../../../src/dicom/transfer-syntax.ts';
 import { isVaultError } from '../../../src/core/errors.ts';
+import { PYDICOM_DATA, requirePydicom } from '../../support/pydicom.ts';
 
-const TEST_FILES = '/usr/lib/python3/dist-packages/pydicom/data/test_files';
-const havePydicom = existsSync(TEST_FILES);
+const TEST_FILES = join(PYDICOM_DATA, 'test_files');
 
 /** Every pydicom test file in a transcodable encoding that is valid Part 10. */
 const SOURCES = [
@@ -132,9 +132,10 @@ function pydicomCompare(original: string, transcoded: string, sameImageAs?: stri
   }
 }
 
-describe.skipIf(!havePydicom)('transcoding the pydicom test files to Explicit VR LE', () => {
+describe('transcoding the pydicom test files to Explicit VR LE', () => {
   let tmp: string;
   beforeAll(() => {
+    requirePydicom();
     tmp = mkdtempSync(join(tmpdir(), 'transcode-'));
   });
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));

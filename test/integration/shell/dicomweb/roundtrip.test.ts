@@ -4,11 +4,11 @@ import { basename } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestNode, type TestNode } from '../../../support/node.ts';
 import { retrieve, stow, uidsIn } from '../../../support/dicomweb.ts';
-import { havePydicom, NOT_PART10, pydicomFiles, pydicomInfo, read } from '../../../support/pydicom.ts';
+import { NOT_PART10, pydicomFiles, pydicomInfo, read } from '../../../support/pydicom.ts';
 
 const EXPLICIT_VR_LE = '1.2.840.10008.1.2.1';
 
-describe.skipIf(!havePydicom)('pydicom test files through STOW-RS and WADO-RS', () => {
+describe('pydicom test files through STOW-RS and WADO-RS', () => {
   let node: TestNode;
   beforeAll(async () => {
     // Small chunks so that these small files still span several blocks.

@@ -11,7 +11,7 @@ import { decodeInstanceNode } from '../../../../src/format/dag.ts';
 import { bytesOf } from '../../../support/generated.ts';
 import { retrieve, splitMultipart, stow, uidsIn } from '../../../support/dicomweb.ts';
 import { startTestApp, startTestNode, type TestApp, type TestNode } from '../../../support/node.ts';
-import { havePydicom, NOT_PART10, pydicomFiles, read } from '../../../support/pydicom.ts';
+import { NOT_PART10, pydicomFiles, read } from '../../../support/pydicom.ts';
 import { declaredTransferSyntax, elementBytes, parseFile } from '../../../support/dicom-parser.ts';
 
 type Dataset = Record<string, { vr: string; Value?: any[]; BulkDataURI?: string }>;
@@ -159,7 +159,7 @@ describe('WADO-RS over HTTP', () => {
     expect(parts.sort()).toEqual(files.map((f) => f.toString('base64')).sort());
   });
 
-  describe.skipIf(!havePydicom)('pydicom files', () => {
+  describe('pydicom files', () => {
     const file = (name: string): string => pydicomFiles().find((f) => basename(f) === name)!;
 
     const store = async (name: string): Promise<{ bytes: Buffer; url: string }> => {
