@@ -5,7 +5,8 @@
 // Node (a global install, a PATH without node_modules/.bin, the system Node 20), re-run ourselves
 // on the pinned one instead of failing later with an obscure syntax or API error. This part must
 // load on any Node >= 18, and before node_modules exists (hence the dynamic import).
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import os from 'node:os';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import module from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -23,8 +24,22 @@ if (satisfies === undefined || !satisfies(process.version, wanted)) {
     );
     process.exit(1);
   }
-  const r = spawnSync(pinned, process.argv.slice(1), { stdio: 'inherit' });
-  process.exit(r.status ?? 1);
+  // The pinned Node runs as our child (Node < 23 cannot exec in place). A process manager signals
+  // this PID: SIGTERM and SIGHUP are passed on, and SIGINT too unless it came from a terminal (which
+  // sends it to the child as well). Should this process die without passing anything on (SIGKILL),
+  // the kernel sends the child SIGTERM (util-linux setpriv's parent-death signal), so it stops
+  // cleanly and takes its embedded chain with it.
+  const setpriv = process.platform === 'linux' ? ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p)) : undefined;
+  const args = process.argv.slice(1);
+  const child = setpriv === undefined ? spawn(pinned, args, { stdio: 'inherit' }) : spawn(setpriv, ['--pdeathsig', 'TERM', '--', pinned, ...args], { stdio: 'inherit' });
+  for (const signal of ['SIGTERM', 'SIGHUP', 'SIGINT']) {
+    process.on(signal, () => {
+      if (signal === 'SIGINT' && process.stdin.isTTY) return;
+      child.kill(signal);
+    });
+  }
+  const [code, signal] = await new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+  process.exit(code ?? (signal === null ? 1 : 128 + (os.constants.signals[signal] ?? 0)));
 }
 
 // Runtime settings the node runs with unless told otherwise (measured with `npm run bench`):

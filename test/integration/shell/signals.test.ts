@@ -54,7 +54,10 @@ interface Started {
 }
 
 /** Starts the node the way `how` says, with the embedded chain on a free port; resolves once it serves. */
-async function start(how: 'npm start' | 'bin', dataDir: string, extra: string[] = []): Promise<Started> {
+/** Debian's own Node (18 on bookworm, 20 here): older than engines.node, so the bin re-runs itself on the pinned one. */
+const SYSTEM_NODE = '/usr/bin/node';
+
+async function start(how: 'npm start' | 'bin' | 'system node', dataDir: string, extra: string[] = []): Promise<Started> {
   const env = {
     ...process.env,
     DICOM_VAULT_DATA_DIR: dataDir,
@@ -67,7 +70,7 @@ async function start(how: 'npm start' | 'bin', dataDir: string, extra: string[] 
   const child =
     how === 'npm start'
       ? spawn('npm', ['start', '--silent', '--', ...extra], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(process.execPath, [BIN, 'serve', ...extra], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      : spawn(how === 'system node' ? SYSTEM_NODE : process.execPath, [BIN, 'serve', ...extra], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   for (const end = Date.now() + 60_000; Date.now() < end; ) {
@@ -133,6 +136,16 @@ describe('stopping the node by signal', () => {
       expect([503, 'refused']).toContain(late);
       stowing.end(body.subarray(body.length >> 1));
       expect(await stowing.done).toBe(200);
+      expect(await allGone(pids, 15_000), 'processes left running').toEqual([]);
+    }, 90_000);
+  }
+
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    it(`${signal} to the bin started by an older Node (which runs the pinned one as its child): nothing is left running`, async () => {
+      const node = await start('system node', dir);
+      const pids = tree(node.child.pid!);
+      expect(pids.length, 'the old Node, the pinned one and the chain').toBeGreaterThanOrEqual(3);
+      process.kill(node.child.pid!, signal);
       expect(await allGone(pids, 15_000), 'processes left running').toEqual([]);
     }, 90_000);
   }
