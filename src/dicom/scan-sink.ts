@@ -18,17 +18,17 @@ import {
   type TextDecodeFn,
 } from './metadata.ts';
 import type { FileMeta } from './file-meta.ts';
+import { MetadataBudget } from './scan-budget.ts';
 import type { DicomTokenSink, ElementToken, ItemToken } from './tokenizer.ts';
 import { describeTransferSyntax } from './transfer-syntax.ts';
 import { assertUid } from './uid.ts';
 import { malformed } from './wire.ts';
 
-interface Fragment {
-  itemOffset: number;
-  range: ByteRange;
-  /** First two bytes of the fragment (big endian), -1 when shorter: JPEG SOI, J2K SOC markers. */
-  marker: number;
-}
+/**
+ * Numbers per fragment in ScanSink's fragment list: its item tag's offset, its value's offset and
+ * length, and its first two bytes (big endian; -1 when shorter: the JPEG SOI, J2K SOC markers).
+ */
+const FRAGMENT_FIELDS = 4;
 
 type Level =
   | { kind: 'dataset'; dataset: DicomJsonDataset; decode: TextDecodeFn }
@@ -48,17 +48,25 @@ export class ScanSink implements DicomTokenSink {
   #topLevelFragments = false;
   /** Encapsulated data other than the top-level Pixel Data, while its items stream by. */
   #nested: { path: string; valueOffset: number } | undefined;
-  readonly fragments: Fragment[] = [];
+  /**
+   * The top-level Pixel Data's fragments, FRAGMENT_FIELDS numbers each: flat rather than an
+   * object each (107 bytes), since a whole-slide image has hundreds of thousands.
+   */
+  readonly #fragments: number[] = [];
   basicOffsetTable: number[] = [];
   extendedOffsetTable: Uint8Array | undefined;
-  #markerBytes: number[] | undefined;
+  /** Bytes of the current fragment's marker read so far; -1 when none is being read. */
+  #markerHave = -1;
 
   readonly #threshold: number;
+  /** Every record kept is charged here: past its limit the instance is refused (TOO_LARGE). */
+  readonly #budget: MetadataBudget;
 
-  constructor(meta: FileMeta, offsets: boolean, bulkDataThreshold: number) {
+  constructor(meta: FileMeta, offsets: boolean, bulkDataThreshold: number, maxMetadataBytes: number) {
     this.#meta = meta;
     this.#offsets = offsets;
     this.#threshold = bulkDataThreshold;
+    this.#budget = new MetadataBudget(maxMetadataBytes);
     this.#levels = [{ kind: 'dataset', dataset: this.root, decode: DEFAULT_TEXT_DECODER }];
   }
 
@@ -82,7 +90,10 @@ export class ScanSink implements DicomTokenSink {
 
   element(el: ElementToken, value: Uint8Array): void {
     if (el.depth === 0) {
-      if (el.tag === EXTENDED_OFFSET_TABLE) this.extendedOffsetTable = value.slice();
+      if (el.tag === EXTENDED_OFFSET_TABLE) {
+        this.extendedOffsetTable = value.slice();
+        this.#budget.bytes(value.length, el);
+      }
     }
     if (!this.#keep(el)) return;
     const level = this.#level;
@@ -90,6 +101,7 @@ export class ScanSink implements DicomTokenSink {
     const dataset = level.dataset;
     if (BINARY_VRS.has(el.vr) && value.length > this.#threshold) {
       // Buffered only because the scanner needs it (the Extended Offset Table); still bulk data.
+      this.#budget.bulk(el.path, el);
       dataset[tagHex(el.tag)] = { vr: el.vr, BulkDataURI: `bulk/${el.path}` };
       this.bulk[el.path] = { offset: el.valueOffset, length: el.length };
       return;
@@ -97,12 +109,16 @@ export class ScanSink implements DicomTokenSink {
     // UN for a tag the dictionary knows: written by a converter that did not know it. Decoded
     // with the dictionary's VR, as pydicom does, so that such instances are still identified.
     const vr = el.vr === 'UN' ? this.#knownVR(el) : el.vr;
+    this.#budget.precheck(vr, value, el);
     const json = decodeElementValue(vr, value, el.littleEndian, level.decode);
+    this.#budget.element(json, el);
     dataset[tagHex(el.tag)] = json;
     if (el.tag === SPECIFIC_CHARACTER_SET) {
       level.decode = textDecoderFor((json.Value ?? []).map((v) => (typeof v === 'string' ? v : '')));
     }
-    if (el.depth === 0 && this.identity === undefined && el.tag > 0x0020000e) this.tryIdentify(false);
+    // At Series Instance UID itself (tags ascend): the instance is identified before any large
+    // value after it has to be read.
+    if (el.depth === 0 && this.identity === undefined && el.tag >= 0x0020000e) this.tryIdentify(false);
   }
 
   #knownVR(el: ElementToken): string {
@@ -120,31 +136,36 @@ export class ScanSink implements DicomTokenSink {
       return;
     }
     if (!this.#keep(el)) return;
+    this.#budget.bulk(el.path, el);
     const { dataset } = this.#dataset();
     dataset[tagHex(el.tag)] = { vr: el.vr, BulkDataURI: `bulk/${el.path}` };
     this.bulk[el.path] = { offset: el.valueOffset, length: el.length };
   }
 
   data(bytes: Uint8Array): void {
-    const marker = this.#markerBytes;
-    if (marker === undefined) return;
-    for (let i = 0; i < bytes.length && marker.length < 2; i++) marker.push(bytes[i]!);
-    if (marker.length === 2) this.#endMarker();
-  }
-
-  #endMarker(): void {
-    const marker = this.#markerBytes;
-    const last = this.fragments[this.fragments.length - 1];
-    if (marker !== undefined && last !== undefined) last.marker = marker.length === 2 ? (marker[0]! << 8) | marker[1]! : -1;
-    this.#markerBytes = undefined;
+    if (this.#markerHave < 0) return;
+    // The marker's field holds the bytes read so far until both are: -1 stays if fewer come.
+    const at = this.#fragments.length - 1;
+    for (let i = 0; i < bytes.length && this.#markerHave < 2; i++) {
+      this.#fragments[at] = this.#markerHave === 0 ? bytes[i]! : (this.#fragments[at]! << 8) | bytes[i]!;
+      this.#markerHave++;
+    }
+    if (this.#markerHave === 2) this.#markerHave = -1;
   }
 
   bulkEnd(): void {}
 
+  largeValue(length: number, tag: number, offset: number): void {
+    this.#budget.buffer(length, { tag, offset });
+  }
+
   sequenceStart(el: ElementToken): void {
     const { dataset, level } = this.#dataset();
     const element: DicomJsonElement = { vr: 'SQ', Value: [] };
-    if (this.#keep(el)) dataset[tagHex(el.tag)] = element;
+    if (this.#keep(el)) {
+      this.#budget.sequence(el);
+      dataset[tagHex(el.tag)] = element;
+    }
     this.#levels.push({ kind: 'sequence', items: element.Value as DicomJsonDataset[], element, decode: level.decode });
   }
 
@@ -153,9 +174,10 @@ export class ScanSink implements DicomTokenSink {
     if (level?.kind === 'sequence' && level.items.length === 0) delete level.element.Value;
   }
 
-  itemStart(): void {
+  itemStart(item: ItemToken): void {
     const level = this.#level;
     if (level.kind !== 'sequence') throw new VaultError('INTERNAL', 'item outside a sequence');
+    this.#budget.item(item);
     const dataset: DicomJsonDataset = {};
     level.items.push(dataset);
     this.#levels.push({ kind: 'dataset', dataset, decode: level.decode });
@@ -174,14 +196,16 @@ export class ScanSink implements DicomTokenSink {
     }
     // Encapsulated data elsewhere (an icon's Pixel Data): one bulk value, items and all.
     if (!this.#keep(el)) return;
+    this.#budget.bulk(el.path, el);
     const { dataset } = this.#dataset();
     const element: DicomJsonElement = this.#offsets ? { vr: el.vr, BulkDataURI: `bulk/${el.path}` } : { vr: el.vr };
     dataset[tagHex(el.tag)] = element;
     this.#nested = { path: el.path, valueOffset: el.valueOffset };
   }
 
-  offsetTable(_item: ItemToken, value: Uint8Array): void {
+  offsetTable(item: ItemToken, value: Uint8Array): void {
     if (!this.#topLevelFragments) return;
+    this.#budget.bytes(2 * value.length, item); // a number (8 bytes) per 4
     const dv = new DataView(value.buffer, value.byteOffset, value.byteLength);
     const offsets: number[] = [];
     for (let i = 0; i + 4 <= value.length; i += 4) offsets.push(dv.getUint32(i, true));
@@ -190,12 +214,15 @@ export class ScanSink implements DicomTokenSink {
 
   fragmentStart(item: ItemToken): void {
     if (!this.#topLevelFragments) return;
-    this.fragments.push({ itemOffset: item.offset, range: { offset: item.valueOffset, length: item.length }, marker: -1 });
-    this.#markerBytes = [];
+    this.#budget.fragment(item);
+    this.#fragments.push(item.offset, item.valueOffset, item.length, -1);
+    this.#markerHave = 0;
   }
 
   fragmentEnd(): void {
-    if (this.#markerBytes !== undefined) this.#endMarker();
+    // Shorter than its marker: no marker (a single byte read is not one).
+    if (this.#markerHave === 1) this.#fragments[this.#fragments.length - 1] = -1;
+    this.#markerHave = -1;
   }
 
   fragmentsEnd(endOffset: number): void {
@@ -220,7 +247,7 @@ export class ScanSink implements DicomTokenSink {
   }
 
   /**
-   * Settles the identity once the top-level data set has passed Series Instance UID (tags come
+   * Settles the identity once the top-level data set has reached Series Instance UID (tags come
    * in ascending order) or the header is complete. `final`: missing attributes are an error.
    */
   tryIdentify(final: boolean): void {
@@ -276,16 +303,19 @@ export class ScanSink implements DicomTokenSink {
     if (frameBits % 8 !== 0) return [];
     const frameBytes = frameBits / 8;
     if (frameBytes === 0 || frameBytes * frameCount > pixel.valueLength) return [];
+    // NumberOfFrames 10^8 of one byte each is a 100 MB upload: the layout is charged before it is built.
+    this.#budget.frames(frameCount, frameCount);
     const frames: ByteRange[][] = [];
     for (let i = 0; i < frameCount; i++) frames.push([{ offset: pixel.valueOffset + i * frameBytes, length: frameBytes }]);
     return frames;
   }
 
   #encapsulatedFrames(frameCount: number, transferSyntaxUID: string): ByteRange[][] {
-    const fragments = this.fragments;
-    if (fragments.length === 0) return [];
-    if (frameCount === 1) return [fragments.map((f) => f.range)];
-    const first = fragments[0]!.itemOffset;
+    const f = this.#fragments;
+    const count = f.length / FRAGMENT_FIELDS;
+    if (count === 0) return [];
+    if (frameCount === 1) return this.#framesFromIndexes([0]);
+    const first = f[0]!;
     // Frames start at these offsets, relative to the first fragment's item tag.
     let starts: number[] | undefined;
     const eot = this.extendedOffsetTable;
@@ -297,12 +327,13 @@ export class ScanSink implements DicomTokenSink {
       starts = this.basicOffsetTable;
     }
     if (starts !== undefined) return this.#framesFromStarts(starts.map((s) => first + s));
-    if (fragments.length === frameCount) return fragments.map((f) => [f.range]);
+    if (count === frameCount) return this.#framesFromIndexes(Array.from({ length: count }, (_, i) => i));
     // No offset table and more fragments than frames: JPEG-family frames start with a marker.
     const codestream = describeTransferSyntax(transferSyntaxUID).codestream;
     if (codestream !== undefined) {
       const marker = codestream === 'jpeg' ? 0xffd8 : 0xff4f;
-      const frameStarts = fragments.filter((f) => f.marker === marker).map((f) => f.itemOffset);
+      const frameStarts: number[] = [];
+      for (let i = 0; i < count; i++) if (f[i * FRAGMENT_FIELDS + 3] === marker) frameStarts.push(f[i * FRAGMENT_FIELDS]!);
       if (frameStarts.length === frameCount && frameStarts[0] === first) return this.#framesFromStarts(frameStarts);
     }
     return [];
@@ -310,13 +341,31 @@ export class ScanSink implements DicomTokenSink {
 
   /** Groups fragments into frames given each frame's first item offset; [] if they disagree. */
   #framesFromStarts(starts: number[]): ByteRange[][] {
-    const byOffset = new Map(this.fragments.map((f, i) => [f.itemOffset, i]));
+    const f = this.#fragments;
+    const byOffset = new Map<number, number>();
+    for (let i = 0; i < f.length; i += FRAGMENT_FIELDS) byOffset.set(f[i]!, i / FRAGMENT_FIELDS);
+    const firsts: number[] = [];
+    for (const start of starts) {
+      const index = byOffset.get(start);
+      if (index === undefined || (firsts.length > 0 && index <= firsts[firsts.length - 1]!)) return [];
+      firsts.push(index);
+    }
+    return this.#framesFromIndexes(firsts);
+  }
+
+  /** Frames made of the fragments from each index in `firsts` up to the next (the last: to the end). */
+  #framesFromIndexes(firsts: number[]): ByteRange[][] {
+    const f = this.#fragments;
+    const count = f.length / FRAGMENT_FIELDS;
+    this.#budget.frames(firsts.length, count - firsts[0]!);
     const frames: ByteRange[][] = [];
-    for (let i = 0; i < starts.length; i++) {
-      const from = byOffset.get(starts[i]!);
-      const to = i + 1 < starts.length ? byOffset.get(starts[i + 1]!) : this.fragments.length;
-      if (from === undefined || to === undefined || to <= from) return [];
-      frames.push(this.fragments.slice(from, to).map((f) => f.range));
+    for (let k = 0; k < firsts.length; k++) {
+      const from = firsts[k]!;
+      const to = k + 1 < firsts.length ? firsts[k + 1]! : count;
+      // Sized up front: an array grown by push() from empty takes 17 slots.
+      const ranges: ByteRange[] = new Array(to - from);
+      for (let i = from; i < to; i++) ranges[i - from] = { offset: f[i * FRAGMENT_FIELDS + 1]!, length: f[i * FRAGMENT_FIELDS + 2]! };
+      frames.push(ranges);
     }
     return frames;
   }

@@ -15,10 +15,35 @@ import { DicomTokenizer } from './tokenizer.ts';
 import { describeTransferSyntax } from './transfer-syntax.ts';
 import { malformed, truncated } from './wire.ts';
 
+const MiB = 1024 * 1024;
+
 /** Default limit of header bytes held in memory: 64 MiB. */
-export const DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_HEADER_BYTES = 64 * MiB;
 /** Default size above which binary values become BulkDataURIs: 1024 bytes. */
 export const DEFAULT_BULK_DATA_THRESHOLD = 1024;
+/**
+ * Default limit of the memory one instance's metadata and layout may take: 64 MiB (scan-budget.ts
+ * says what each record costs). The largest pydicom test file takes 0.25 MiB, the benchmark's
+ * 4 GiB Enhanced MR (8,191 frames, each with its per-frame functional groups) 12.4 MiB, a
+ * whole-slide image of 300,000 single-fragment tiles 46 MiB: Enhanced MR and CT from scanners
+ * carry several times the benchmark's per-frame attributes, hence the room. An attack refused at
+ * the limit costs the node ~100-165 MiB of RSS (V8's heap is about twice what it holds).
+ */
+export const DEFAULT_MAX_METADATA_BYTES = 64 * MiB;
+/**
+ * Default deepest nesting of sequences: 64 levels. Real data nests a few levels (an SR content
+ * tree ten or so); what reads the metadata later (JSON, the catalog) recurses once per level.
+ */
+export const DEFAULT_MAX_SEQUENCE_DEPTH = 64;
+/**
+ * Default limit of bytes read before the instance is identified: 16 MiB. Until the Study
+ * Instance UID is known ingest cannot pick the study's key, so it holds the instance's chunks in
+ * plaintext; the identifying attributes come in the first few KiB of real instances (group 0020,
+ * before anything large but a private value).
+ */
+export const DEFAULT_MAX_BYTES_BEFORE_IDENTITY = 16 * MiB;
+/** Default limit of the File Meta Information: 1 MiB (real ones: a few hundred bytes). */
+export const DEFAULT_MAX_FILE_META_BYTES = 1 * MiB;
 
 export interface DicomScannerOptions {
   /**
@@ -36,6 +61,28 @@ export interface DicomScannerOptions {
    * DEFAULT_BULK_DATA_THRESHOLD (1024 bytes).
    */
   bulkDataThreshold?: number;
+  /**
+   * Most memory the metadata (DICOM JSON) and layout (frames, fragments, bulk data ranges) of
+   * the instance may take, in bytes, as estimated per record kept (elements, items, values,
+   * fragments, frames: scan-sink.ts). Default DEFAULT_MAX_METADATA_BYTES (64 MiB). Exceeded →
+   * VaultError('TOO_LARGE').
+   */
+  maxMetadataBytes?: number;
+  /**
+   * Most sequences nested in one another, in levels. Default DEFAULT_MAX_SEQUENCE_DEPTH (64).
+   * Exceeded → VaultError('DICOM_MALFORMED').
+   */
+  maxSequenceDepth?: number;
+  /**
+   * Most bytes of the instance read before its identity is known, in bytes. Default
+   * DEFAULT_MAX_BYTES_BEFORE_IDENTITY (16 MiB). Exceeded → VaultError('TOO_LARGE').
+   */
+  maxBytesBeforeIdentity?: number;
+  /**
+   * Most bytes of preamble and File Meta Information, in bytes. Default
+   * DEFAULT_MAX_FILE_META_BYTES (1 MiB). Exceeded → VaultError('TOO_LARGE').
+   */
+  maxFileMetaBytes?: number;
 }
 
 const PHASE_META = 0;
@@ -49,9 +96,15 @@ const DEFLATE_FIRST_ATTEMPT = 16 * 1024;
 export class DicomScanner {
   readonly #maxHeaderBytes: number;
   readonly #bulkDataThreshold: number;
+  readonly #maxMetadataBytes: number;
+  readonly #maxSequenceDepth: number;
+  readonly #maxBytesBeforeIdentity: number;
+  readonly #maxFileMetaBytes: number;
   #bytesSeen = 0;
   #phase = PHASE_META;
   #metaBuf: GrowableBuffer | undefined;
+  /** An incomplete File Meta is parsed again once its buffer reaches this length (linear work). */
+  #nextMetaParse = 0;
   #meta: FileMeta | undefined;
   #tokenizer: DicomTokenizer | undefined;
   #sink: ScanSink | undefined;
@@ -68,6 +121,10 @@ export class DicomScanner {
   constructor(options: DicomScannerOptions = {}) {
     this.#maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
     this.#bulkDataThreshold = options.bulkDataThreshold ?? DEFAULT_BULK_DATA_THRESHOLD;
+    this.#maxMetadataBytes = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES;
+    this.#maxSequenceDepth = options.maxSequenceDepth ?? DEFAULT_MAX_SEQUENCE_DEPTH;
+    this.#maxBytesBeforeIdentity = options.maxBytesBeforeIdentity ?? DEFAULT_MAX_BYTES_BEFORE_IDENTITY;
+    this.#maxFileMetaBytes = options.maxFileMetaBytes ?? DEFAULT_MAX_FILE_META_BYTES;
   }
 
   /** Bytes seen so far. */
@@ -76,7 +133,7 @@ export class DicomScanner {
   }
 
   /**
-   * True once the identifying attributes are known: when the top-level data set has passed
+   * True once the identifying attributes are known: when the top-level data set has reached
    * Series Instance UID (0020,000E), or at top-level Pixel Data, or at the end of the data set.
    * That is as soon as ingest can pick the study key, and never later than the end of the header.
    */
@@ -96,7 +153,15 @@ export class DicomScanner {
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#phase === PHASE_ENDED) throw new VaultError('INTERNAL', 'DicomScanner.push() after end()');
     this.#bytesSeen += chunk.length;
-    this.#guard(() => this.#push(chunk, false));
+    this.#guard(() => {
+      this.#push(chunk, false);
+      if (this.#bytesSeen > this.#maxBytesBeforeIdentity && this.#sink?.identity === undefined) {
+        throw new VaultError(
+          'TOO_LARGE',
+          `instance not identified within its first ${this.#maxBytesBeforeIdentity} bytes (maxBytesBeforeIdentity): Study, Series and SOP Instance UIDs must come before`,
+        );
+      }
+    });
   }
 
   /** At the end of the stream: checks completeness and returns what was learnt. */
@@ -125,6 +190,9 @@ export class DicomScanner {
           this.#metaBuf ??= new GrowableBuffer();
           this.#metaBuf.append(chunk);
           buf = this.#metaBuf.view();
+          // Each attempt parses the File Meta from its start: attempts only when the buffer has
+          // doubled keep the work linear however small the pieces.
+          if (!final && buf.length < this.#nextMetaParse && buf.length <= this.#maxFileMetaBytes) return;
         }
         const meta = parseFileMeta(buf, final);
         if (meta === undefined) {
@@ -132,8 +200,9 @@ export class DicomScanner {
             this.#metaBuf = new GrowableBuffer();
             this.#metaBuf.append(chunk);
           }
-          if (this.#metaBuf.length > this.#maxHeaderBytes) {
-            throw new VaultError('TOO_LARGE', `File Meta Information exceeds the limit of ${this.#maxHeaderBytes} bytes`);
+          this.#nextMetaParse = 2 * this.#metaBuf.length;
+          if (this.#metaBuf.length > this.#maxFileMetaBytes) {
+            throw new VaultError('TOO_LARGE', `File Meta Information exceeds the limit of ${this.#maxFileMetaBytes} bytes (maxFileMetaBytes)`);
           }
           return;
         }
@@ -164,7 +233,7 @@ export class DicomScanner {
   #startDataset(meta: FileMeta): void {
     this.#meta = meta;
     const facts = describeTransferSyntax(meta.transferSyntaxUID);
-    this.#sink = new ScanSink(meta, !facts.deflated, facts.deflated ? Number.POSITIVE_INFINITY : this.#bulkDataThreshold);
+    this.#sink = new ScanSink(meta, !facts.deflated, facts.deflated ? Number.POSITIVE_INFINITY : this.#bulkDataThreshold, this.#maxMetadataBytes);
     this.#tokenizer = new DicomTokenizer({
       sink: this.#sink,
       explicitVR: facts.explicitVR,
@@ -173,6 +242,7 @@ export class DicomScanner {
       // Offsets into inflated bytes are useless to readers: keep every value inline instead.
       bulkDataThreshold: facts.deflated ? Number.POSITIVE_INFINITY : this.#bulkDataThreshold,
       maxBufferedBytes: this.#maxHeaderBytes,
+      maxSequenceDepth: this.#maxSequenceDepth,
       stopAtPixelData: facts.deflated,
     });
     if (facts.deflated) {

@@ -76,7 +76,16 @@ export interface DicomTokenSink {
   fragmentEnd(): void;
   /** `endOffset`: just past the sequence delimiter. */
   fragmentsEnd(endOffset: number): void;
+  /**
+   * Optional: a value (or offset table) of `length` bytes, over LARGE_VALUE_BYTES, is about to be
+   * buffered whole; `tag` and `offset` are its element's. A sink that keeps what it is given may
+   * refuse it here, before its bytes are held.
+   */
+  largeValue?(length: number, tag: number, offset: number): void;
 }
+
+/** Values longer than this are announced to the sink before they are buffered: 64 KiB. */
+export const LARGE_VALUE_BYTES = 64 * 1024;
 
 export interface DicomTokenizerOptions {
   sink: DicomTokenSink;
@@ -90,6 +99,11 @@ export interface DicomTokenizerOptions {
   maxBufferedBytes: number;
   /** Ignore everything from the top-level Pixel Data on (deflated data sets: see DicomScanner). */
   stopAtPixelData?: boolean;
+  /**
+   * Most sequences nested in one another; a sequence deeper than this → DICOM_MALFORMED.
+   * Default: no limit (the transcoder keeps no record per level; the scanner sets one).
+   */
+  maxSequenceDepth?: number;
 }
 
 const KIND_DATASET = 0;
@@ -132,6 +146,7 @@ export class DicomTokenizer {
   readonly #sink: DicomTokenSink;
   readonly #threshold: number;
   readonly #maxBuffered: number;
+  readonly #maxDepth: number;
   readonly #startOffset: number;
   readonly #stack: Context[];
   #offset: number;
@@ -163,6 +178,7 @@ export class DicomTokenizer {
     this.#sink = options.sink;
     this.#threshold = options.bulkDataThreshold;
     this.#maxBuffered = options.maxBufferedBytes;
+    this.#maxDepth = options.maxSequenceDepth ?? Number.POSITIVE_INFINITY;
     this.#startOffset = options.startOffset;
     this.#stopAtPixelData = options.stopAtPixelData ?? false;
     this.#offset = options.startOffset;
@@ -387,6 +403,7 @@ export class DicomTokenizer {
           this.#item = item;
           if (item.index === 0) {
             this.#checkBudget(length);
+            if (length > LARGE_VALUE_BYTES) this.#sink.largeValue?.(length, ctx.tag, ctx.offset);
             this.#startBuffer(length);
           } else {
             this.#sink.fragmentStart(item);
@@ -492,6 +509,11 @@ export class DicomTokenizer {
   }
 
   #openSequence(el: ElementToken, end: number, explicitVR: boolean, littleEndian: boolean): void {
+    // el.depth sequences enclose this one. Bounded so that nothing reading the structure later
+    // (the metadata's JSON, the catalog) can run out of stack on it.
+    if (el.depth >= this.#maxDepth) {
+      throw malformed(`${tagLabel(el.tag)} at offset ${el.offset} is a sequence nested ${el.depth + 1} deep: more than the limit of ${this.#maxDepth} (maxSequenceDepth)`);
+    }
     this.#stack.push({ ...this.#childBase(el), end, explicitVR, littleEndian });
     this.#sink.sequenceStart(el);
   }
@@ -530,6 +552,7 @@ export class DicomTokenizer {
       return;
     }
     this.#checkBudget(el.length - (prefix?.length ?? 0));
+    if (el.length > LARGE_VALUE_BYTES) this.#sink.largeValue?.(el.length, el.tag, el.offset);
     this.#startBuffer(el.length, prefix);
   }
 
