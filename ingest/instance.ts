@@ -186,7 +186,7 @@ export async function readInstance(
   let failure: unknown;
 
   // Until the header names the study, full chunks wait here in plaintext (bounded by the
-  // scanner's header limit plus one chunk).
+  // scanner's maxBytesBeforeIdentity, 16 MiB by default, plus one chunk).
   const waiting: Slot[] = [];
   let instanceKey: Buffer | undefined;
   let dataKey: DataKey | undefined;

@@ -10,16 +10,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { VaultError, isVaultError } from '../core/errors.ts';
-import {
-  DEFAULT_BULK_DATA_THRESHOLD,
-  DicomTokenizer,
-  GrowableBuffer,
-  parseFileMeta,
-  type DicomTokenSink,
-  type ElementToken,
-  type FileMeta,
-  type ItemToken,
-} from './scanner.ts';
+import { parseFileMeta, type FileMeta } from './file-meta.ts';
+import { GrowableBuffer } from './growable-buffer.ts';
+import { DEFAULT_BULK_DATA_THRESHOLD } from './scanner.ts';
+import { DicomTokenizer, type DicomTokenSink, type ElementToken, type ItemToken } from './tokenizer.ts';
 import { BITS_ALLOCATED, LONG_LENGTH_VRS, PIXEL_DATA, swapBytes, swapUnit } from './metadata.ts';
 import type { ScannedInstance } from './model.ts';
 import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from './transfer-syntax.ts';

@@ -8,15 +8,9 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  DicomScanner,
-  DicomTokenizer,
-  parseFileMeta,
-  scanInstance,
-  type DicomScannerOptions,
-  type DicomTokenSink,
-  type ElementToken,
-} from '../../../src/dicom/scanner.ts';
+import { parseFileMeta } from '../../../src/dicom/file-meta.ts';
+import { DicomScanner, scanInstance, type DicomScannerOptions } from '../../../src/dicom/scanner.ts';
+import { DicomTokenizer, type DicomTokenSink, type ElementToken } from '../../../src/dicom/tokenizer.ts';
 import type { ByteRange, DicomJsonDataset, ScannedInstance } from '../../../src/dicom/model.ts';
 import { isVaultError, type ErrorCode } from '../../../src/core/errors.ts';
 

@@ -5,7 +5,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DicomScanner, parseFileMeta } from '../../../src/dicom/scanner.ts';
+import { parseFileMeta } from '../../../src/dicom/file-meta.ts';
+import { DicomScanner } from '../../../src/dicom/scanner.ts';
 import type { ScannedInstance } from '../../../src/dicom/model.ts';
 import { transcodeToExplicitLE } from '../../../src/dicom/transcode.ts';
 import {
