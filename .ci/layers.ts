@@ -36,7 +36,7 @@ export const ALLOWED: Record<string, string[]> = {
   'src/shell': [...LOWER, 'ingest', 'src/read', 'anchor', 'src/access', 'src/transfer', 'src/maintenance', 'package.json'],
   bench: [...LOWER, 'ingest', 'src/read', 'anchor', 'src/access', 'src/transfer', 'src/maintenance', 'src/shell', 'bin'],
   test: [...PARTS.filter((p) => p !== 'test'), 'package.json'],
-  bin: ['src/shell'],
+  bin: ['src/shell', 'package.json'],
 };
 
 export function partOf(file: string): string | undefined {

@@ -4,7 +4,7 @@
 import { createReadStream } from 'node:fs';
 import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseFileMeta } from '../src/dicom/scanner.ts';
+import { parseFileMeta } from '../src/dicom/file-meta.ts';
 import { IngestSession, type IngestSessionDeps, type InstanceFailure, type SessionReport } from './session.ts';
 
 /** Instances per study committed together. Default 500. */

@@ -12,6 +12,7 @@ import { isVaultError, VaultError, type ErrorCode } from '../src/core/errors.ts'
 import { STORE_FAILURE, type StoreFailureStatus } from '../src/dicom/status.ts';
 import { discardInstances, keysOncePerStudy, readInstance, WriteWindow, type IngestDeps, type IngestedInstance } from './instance.ts';
 import type { StudyWriter } from './study.ts';
+import type { DicomScannerOptions } from '../src/dicom/scanner.ts';
 
 /** Where instances came in: recorded with each new study version. */
 export type IngestChannel = 'stow' | 'dimse' | 'cli';
@@ -32,7 +33,18 @@ export interface IngestSessionOptions {
    * committed by commit().
    */
   commitBatch?: number;
+  /**
+   * Metadata (as the scanner counts it) the session may hold for instances not yet committed, in
+   * bytes: past it, every pending study is committed at once, so a request of many instances with
+   * large headers holds a bounded amount. Default DEFAULT_MAX_HELD_METADATA_BYTES (256 MiB).
+   */
+  maxHeldMetadataBytes?: number;
+  /** The scanner's limits (src/dicom/scanner.ts). */
+  scanner?: DicomScannerOptions;
 }
+
+/** Default of IngestSessionOptions.maxHeldMetadataBytes: 256 MiB, four instances at the scanner's own limit. */
+export const DEFAULT_MAX_HELD_METADATA_BYTES = 256 * 1024 * 1024;
 
 /** An instance stored (or found already stored with the same bytes). */
 export interface StoredInstance {
@@ -80,6 +92,7 @@ export class IngestSession {
   readonly #byStudy = new Map<string, Pending[]>();
   readonly #report: SessionReport = { stored: [], failures: [], studies: [], bytes: 0 };
   readonly #studies = new Set<string>();
+  #heldBytes = 0;
   /** Instances committed or discarded; what remains in #byStudy is uncommitted. */
   #closed = false;
 
@@ -104,6 +117,7 @@ export class IngestSession {
         window: this.#window,
         ...(signal ? { signal } : {}),
         ...(expectedStudyInstanceUID ? { expectedStudyInstanceUID } : {}),
+        ...(this.#options.scanner ? { scanner: this.#options.scanner } : {}),
       });
     } catch (err) {
       if (!isVaultError(err) || SESSION_ERRORS.has(err.code) || signal?.aborted) throw err;
@@ -114,7 +128,11 @@ export class IngestSession {
     const list = this.#byStudy.get(study) ?? [];
     list.push({ label, completed: read.completed });
     this.#byStudy.set(study, list);
-    if (this.#options.commitBatch !== undefined && list.length >= this.#options.commitBatch) await this.#commitStudy(study);
+    this.#heldBytes += read.scanned.heldBytes ?? 0;
+    if (this.#heldBytes > (this.#options.maxHeldMetadataBytes ?? DEFAULT_MAX_HELD_METADATA_BYTES)) {
+      for (const pending of [...this.#byStudy.keys()]) await this.#commitStudy(pending);
+      this.#heldBytes = 0;
+    } else if (this.#options.commitBatch !== undefined && list.length >= this.#options.commitBatch) await this.#commitStudy(study);
     return undefined;
   }
 

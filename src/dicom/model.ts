@@ -67,4 +67,6 @@ export interface ScannedInstance extends InstanceIdentity {
   metadata: DicomJsonDataset;
   layout: InstanceLayout;
   size: number;
+  /** Memory the metadata and layout take, as the scanner's budget counts it (bytes); what a session holds until commit. */
+  heldBytes?: number;
 }

@@ -62,6 +62,11 @@ export class ScanSink implements DicomTokenSink {
   /** Every record kept is charged here: past its limit the instance is refused (TOO_LARGE). */
   readonly #budget: MetadataBudget;
 
+  /** Memory the metadata and layout kept so far take, as the budget counts it (scan-budget.ts). */
+  get heldBytes(): number {
+    return this.#budget.held;
+  }
+
   constructor(meta: FileMeta, offsets: boolean, bulkDataThreshold: number, maxMetadataBytes: number) {
     this.#meta = meta;
     this.#offsets = offsets;

@@ -323,7 +323,7 @@ export class DicomScanner {
       frames: sink.frames(meta.transferSyntaxUID),
       bulk: sink.bulk,
     };
-    return { ...identity, metadata: sink.root, layout, size: this.#bytesSeen };
+    return { ...identity, metadata: sink.root, layout, size: this.#bytesSeen, heldBytes: sink.heldBytes };
   }
 }
 
