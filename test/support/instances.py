@@ -8,14 +8,24 @@ compressed instances pydicom's test set has none of, and broken ones. Every outp
     instances.py refragment SRC OUT PER_FRAME table|wrong|none
         SRC's frames, each cut into PER_FRAME fragments; 'table': with a Basic Offset Table;
         'wrong': one whose second entry points inside a fragment; 'none': no table (empty item).
+    instances.py study OUT_DIR
+        A study for the rendered and thumbnail resources, from pydicom's test-SR.dcm and CT_small.dcm,
+        its instances sharing one study: series 1 an SR (no image); series 2 three CTs, Instance
+        Numbers 3, 1, 2 in that order of files; series 3 two CTs with a window (40, 400); and a CT of 5 frames (series 4).
+        Every CT image differs (CT_small's pixels rolled sideways by a different amount); every
+        instance is written to OUT_DIR/<series>-<k>.dcm. Prints each file's UIDs as JSON.
     instances.py garbage SRC OUT
         SRC (a JPEG instance) with its first frame replaced by SOI, bytes no decoder reads, EOI:
         a valid DICOM instance whose codestream is corrupt.
 """
+import json
+import os
 import random
 import struct
 import sys
 import warnings
+
+import numpy as np
 
 import pydicom
 from pydicom._uid_dict import UID_dictionary
@@ -77,6 +87,37 @@ def main():
             data = data[:4] + struct.pack('<I', 0) + data[8 + length:]
         ds.PixelData = bytes(data)
         save(ds, out, str(ds.file_meta.TransferSyntaxUID))
+    elif command == 'study':
+        out_dir = sys.argv[2]
+        files = os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files')
+        study = generate_uid()
+        written = []
+
+        def write(ds, series, series_uid, k, instance_number):
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = study, series_uid, series
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.InstanceNumber = instance_number
+            path = os.path.join(out_dir, f'{series}-{k}.dcm')
+            ds.save_as(path, write_like_original=False)
+            written.append({'file': path, 'series': series_uid, 'sop': ds.SOPInstanceUID, 'instanceNumber': instance_number})
+
+        write(pydicom.dcmread(os.path.join(files, 'test-SR.dcm')), 1, generate_uid(), 0, 1)
+        shift = 0
+        for series, numbers in ((2, (3, 1, 2)), (3, (1, 2))):
+            series_uid = generate_uid()
+            for k, number in enumerate(numbers):
+                ds = pydicom.dcmread(os.path.join(files, 'CT_small.dcm'))
+                shift += 17
+                ds.PixelData = np.roll(ds.pixel_array, shift, axis=1).tobytes()
+                if series == 3:
+                    ds.WindowCenter, ds.WindowWidth = 40, 400
+                write(ds, series, series_uid, k, number)
+        ds = pydicom.dcmread(os.path.join(files, 'CT_small.dcm'))
+        ds.PixelData = b''.join(np.roll(ds.pixel_array, 23 * f, axis=0).tobytes() for f in range(5))
+        ds.NumberOfFrames = 5
+        write(ds, 4, generate_uid(), 0, 1)
+        print(json.dumps({'study': study, 'instances': written}))
     elif command == 'garbage':
         src, out = sys.argv[2], sys.argv[3]
         ds = renamed(pydicom.dcmread(src))
