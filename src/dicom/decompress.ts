@@ -138,13 +138,13 @@ export async function explainUnlocatedFrames(read: ByteReader, pixelData: PixelD
     }
     if (entries[0] !== 0) return `its Basic Offset Table's first entry is ${entries[0]}, not 0`;
   }
-  const table_ = entries.length === 0 ? 'no Basic Offset Table' : `a Basic Offset Table of ${entries.length} entries`;
+  const tableNote = entries.length === 0 ? 'no Basic Offset Table' : `a Basic Offset Table of ${entries.length} entries`;
   const codestream = describeTransferSyntax(transferSyntaxUID).codestream;
   const markerNote =
     codestream === undefined
       ? ''
       : `, and ${markers.filter((m) => m === (codestream === 'jpeg' ? 0xffd8 : 0xff4f)).length} of the fragments start with a ${codestream === 'jpeg' ? 'JPEG SOI' : 'JPEG 2000 SOC'} marker`;
-  return `its ${fragments}${fragments >= MAX_ITEMS ? '+' : ''} fragments cannot be grouped into its ${frames} frames: ${table_}${markerNote}`;
+  return `its ${fragments}${fragments >= MAX_ITEMS ? '+' : ''} fragments cannot be grouped into its ${frames} frames: ${tableNote}${markerNote}`;
 }
 
 /**
@@ -158,7 +158,9 @@ export function explainNativeFrames(metadata: DicomJsonDataset, pixelData: Pixel
   const columns = firstNumber(metadata['00280011']);
   const bits = firstNumber(metadata['00280100']);
   if (rows === undefined || columns === undefined || bits === undefined) return 'it lacks Rows, Columns or Bits Allocated';
-  const samples = firstNumber(metadata['00280002']) ?? 1;
+  const photometric = firstString(metadata['00280004'])?.trim();
+  // YBR_*_422 native data holds 2 samples per pixel on average (Cb and Cr are shared).
+  const samples = photometric === 'YBR_FULL_422' || photometric === 'YBR_PARTIAL_422' ? 2 : (firstNumber(metadata['00280002']) ?? 1);
   const frameBits = rows * columns * samples * bits;
   if (frameBits % 8 !== 0) return `its frames of ${frameBits} bits do not start on byte boundaries (Bits Allocated ${bits})`;
   return `its Pixel Data holds ${pixelData.valueLength} bytes, fewer than ${frames} frames of ${frameBits / 8}`;
