@@ -11,7 +11,8 @@ compressed instances pydicom's test set has none of, and broken ones. Every outp
     instances.py study OUT_DIR
         A study for the rendered and thumbnail resources, from pydicom's test-SR.dcm and CT_small.dcm,
         its instances sharing one study: series 1 an SR (no image); series 2 three CTs, Instance
-        Numbers 3, 1, 2 in that order of files; series 3 two CTs with a window (40, 400); and a CT of 5 frames (series 4).
+        Numbers 3, 1, 2 in that order of files; series 3 two CTs with a window (40, 400); a CT of 5 frames (series 4); and an 'MPEG-2' CT
+        (series 5) no decoder reads.
         Every CT image differs (CT_small's pixels rolled sideways by a different amount); every
         instance is written to OUT_DIR/<series>-<k>.dcm. Prints each file's UIDs as JSON.
     instances.py garbage SRC OUT
@@ -117,6 +118,12 @@ def main():
         ds.PixelData = b''.join(np.roll(ds.pixel_array, 23 * f, axis=0).tobytes() for f in range(5))
         ds.NumberOfFrames = 5
         write(ds, 4, generate_uid(), 0, 1)
+        ds = pydicom.dcmread(os.path.join(files, 'CT_small.dcm'))
+        ds.PixelData = encapsulate([b'\x00\x00\x01\xb3' + bytes(60)], has_bot=True)
+        ds['PixelData'].VR = 'OB'
+        ds['PixelData'].is_undefined_length = True
+        ds.file_meta.TransferSyntaxUID = '1.2.840.10008.1.2.4.100'
+        write(ds, 5, generate_uid(), 0, 1)
         print(json.dumps({'study': study, 'instances': written}))
     elif command == 'garbage':
         src, out = sys.argv[2], sys.argv[3]

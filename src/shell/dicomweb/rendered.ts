@@ -3,7 +3,8 @@
 // decoded and rendered in one trip on the codecs' worker pool, so the event loop does none of it.
 //
 //   …/studies/{s}/rendered, …/series/{se}/rendered   multipart/related, one image per instance
-//                                                    that has one (its first frame), streamed
+//                                                    that has one it can render (its first
+//                                                    frame), streamed
 //   …/instances/{i}/rendered                         the first frame; every frame (multipart) when
 //                                                    a multipart type is asked for
 //   …/instances/{i}/frames/{list}/rendered           one frame: the image; several: multipart
@@ -19,7 +20,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRouteConfig } from '../../access/policy.ts';
 import type { CatalogInstance } from '../../catalog/records.ts';
 import { VaultError } from '../../core/errors.ts';
-import { sharedDecodePool } from '../../dicom/codecs/index.ts';
+import { canDecode, sharedDecodePool } from '../../dicom/codecs/index.ts';
 import { parseWindowParameter, renderInfoFromMetadata, thumbnailOptions, type RenderFormat, type RenderInfo, type RenderOptions } from '../../dicom/render/index.ts';
 import { parseAccept, requestSignal } from './http.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
@@ -59,6 +60,9 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
   const render = async (inst: CatalogInstance, frame: number | 'middle', options: RenderOptions | ((info: RenderInfo) => RenderOptions), signal: AbortSignal): Promise<Uint8Array> => {
     const frames = await openFrames(deps, inst, signal);
     try {
+      if (frames.encapsulated && !canDecode(frames.transferSyntaxUID)) {
+        throw new VaultError('NOT_ACCEPTABLE', `instance ${inst.sopInstanceUID} is stored as ${frames.transferSyntaxUID}, which no decoder here reads: it cannot be rendered`);
+      }
       const n = frame === 'middle' ? Math.ceil(frames.count / 2) : frame;
       if (n > frames.count) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${frames.count}`);
       const info = await renderInfo(inst, frames);
@@ -92,8 +96,8 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
       app.get<{ Params: Params; Querystring: Query }>(url, { config }, async (request, reply) => {
         const { format } = negotiateRendered(request);
         const options = renderOptions(request.query, format);
-        const images = instancesOf(request.params, { metadata: false }).filter(hasPixelData);
-        if (images.length === 0) throw new VaultError('NOT_ACCEPTABLE', `no instance of this ${request.params.series === undefined ? 'study' : 'series'} has Pixel Data: nothing to render as ${format}`);
+        const images = instancesOf(request.params, { metadata: false }).filter(renderable);
+        if (images.length === 0) throw new VaultError('NOT_ACCEPTABLE', `no instance of this ${request.params.series === undefined ? 'study' : 'series'} has Pixel Data this node can render: nothing to render as ${format}`);
         const signal = requestSignal(request, reply);
         return sendImages(request, reply, signal, format, images, async (inst) => ({
           contentType: format,
@@ -149,7 +153,7 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
     for (const url of ['/studies/:study/thumbnail', '/studies/:study/series/:series/thumbnail']) {
       app.get<{ Params: Params; Querystring: Query }>(url, { config }, async (request, reply) => {
         const inst = representative(instancesOf(request.params, { metadata: false }));
-        if (inst === undefined) throw new VaultError('NOT_ACCEPTABLE', `no instance of this ${request.params.series === undefined ? 'study' : 'series'} has Pixel Data: no thumbnail`);
+        if (inst === undefined) throw new VaultError('NOT_ACCEPTABLE', `no instance of this ${request.params.series === undefined ? 'study' : 'series'} has Pixel Data this node can render: no thumbnail`);
         return thumbnail(request, reply, inst, 'middle');
       });
     }
@@ -168,11 +172,23 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
 }
 
 /**
+ * Whether the instance has Pixel Data whose frames can be rendered here: native, or compressed
+ * in a syntax a codec decodes with its frames located. A study or series renders these, and
+ * passes over the others (an SR, an MPEG video, a broken fragment table) as it does over
+ * instances without an image; asked for by name, those are refused with the reason.
+ */
+function renderable(inst: CatalogInstance): boolean {
+  if (!hasPixelData(inst)) return false;
+  const pd = inst.layout.pixelData;
+  return pd === null || !pd.encapsulated || (canDecode(inst.transferSyntaxUID) && inst.layout.frames.length > 0);
+}
+
+/**
  * The instance a study or series thumbnail shows: of the first series (in series number order)
- * that has images, its middle image instance by Instance Number. `instances` in catalog order.
+ * that has renderable images, its middle one by Instance Number. `instances` in catalog order.
  */
 export function representative(instances: CatalogInstance[]): CatalogInstance | undefined {
-  const images = instances.filter(hasPixelData);
+  const images = instances.filter(renderable);
   const series = images[0]?.seriesInstanceUID;
   const first = images.filter((i) => i.seriesInstanceUID === series);
   return first[Math.floor((first.length - 1) / 2)];

@@ -155,7 +155,8 @@ sys.stdout.buffer.write(convert_color_space(pydicom.dcmread(sys.argv[1]).pixel_a
   });
 
   it('renders a study and a series as multipart/related, one image per instance that has one, each as its instance renders', async () => {
-    // In catalog order: series number, then Instance Number; the SR (series 1) has no image.
+    // In catalog order: series number, then Instance Number; the SR (series 1) has no image, the
+    // MPEG-2 one (series 5) none that can be rendered.
     for (const [url, order] of [
       [`${node.url}/studies/${study}/rendered`, [...byNumber(series(2)), ...byNumber(series(3)), ...series(4)]],
       [`${node.url}/studies/${study}/series/${series(2)[0]!.series}/rendered`, byNumber(series(2))],
@@ -229,7 +230,15 @@ sys.stdout.buffer.write(convert_color_space(pydicom.dcmread(sys.argv[1]).pixel_a
     for (const path of ['rendered', 'thumbnail']) {
       const r = await get(`${node.url}/studies/${study}/series/${sr.series}/${path}`);
       expect(r.status).toBe(406);
-      expect(JSON.parse(r.body.toString()).message).toMatch(/no instance of this series has Pixel Data/);
+      expect(JSON.parse(r.body.toString()).message).toMatch(/no instance of this series has Pixel Data this node can render/);
+    }
+    // Pixel Data no decoder reads: passed over in the study (above), refused by name.
+    const mpeg = series(5)[0]!;
+    for (const path of ['rendered', 'thumbnail']) {
+      const r = await get(`${instanceUrl(mpeg)}/${path}`);
+      expect(r.status, path).toBe(406);
+      expect(JSON.parse(r.body.toString()).message).toBe(`instance ${mpeg.sop} is stored as 1.2.840.10008.1.2.4.100, which no decoder here reads: it cannot be rendered`);
+      expect((await get(`${node.url}/studies/${study}/series/${mpeg.series}/${path}`)).status).toBe(406);
     }
     const ct = instanceUrl(series(2)[0]!);
     const beyond = await get(`${ct}/frames/2/rendered`);
