@@ -511,14 +511,20 @@ export async function openFrames(deps: ReaderDeps, inst: CatalogInstance, signal
   }
   const ts = describeTransferSyntax(inst.transferSyntaxUID);
   const swap = !ts.littleEndian && !pixelData.encapsulated && bitsAllocated(inst.metadata) > 8 ? bitsAllocated(inst.metadata) / 8 : 0;
+  const bytes = byteReader(opened, signal);
   return {
     count: ranges.length,
     transferSyntaxUID: pixelData.encapsulated ? inst.transferSyntaxUID : EXPLICIT_VR_LE,
     encapsulated: pixelData.encapsulated,
     read: async (n) => {
-      const pieces: Uint8Array[] = [];
-      for await (const p of readRanges(opened, ranges[n - 1]!, { signal }, swap)) pieces.push(p);
-      return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+      const parts = await Promise.all(ranges[n - 1]!.map((r) => bytes(r.offset, r.length)));
+      // A frame of one range within one chunk is a view of that (kept) chunk: copied, since
+      // the decoder takes it and the swap below changes it.
+      const frame = Buffer.concat(parts);
+      if (swap === 2) frame.swap16();
+      else if (swap === 4) frame.swap32();
+      else if (swap === 8) frame.swap64();
+      return frame;
     },
     stream: (n, loans) => readRanges(opened, ranges[n - 1]!, { signal, loans }, swap),
     bulk: async (path) => {
@@ -545,21 +551,39 @@ function nativeFrameLength(meta: DicomJsonDataset): number | undefined {
   return bitsPerFrame > 0 && bitsPerFrame % 8 === 0 ? bitsPerFrame / 8 : undefined;
 }
 
-/** Random access to an instance's bytes through its verified chunks, the last one kept (item headers of a fragment table). */
+/** Chunks a byteReader keeps: consecutive frames (and item headers) mostly share chunks. */
+const KEPT_CHUNKS = 4;
+
+/**
+ * Random access to an instance's bytes through its verified chunks, the last few kept: frames
+ * read one after another for decoding (a JPEG-LS frame of a CT is a sixth of a chunk) and the
+ * item headers of a fragment table would otherwise open the same chunk again and again.
+ */
 function byteReader(opened: OpenedInstance, signal: AbortSignal): ByteReader {
-  let cached: { index: number; bytes: Uint8Array } | undefined;
+  const kept = new Map<number, Promise<Buffer>>();
+  const chunk = (index: number): Promise<Buffer> => {
+    let p = kept.get(index);
+    if (p === undefined) {
+      p = opened.chunk(index, { signal });
+      p.catch(() => kept.delete(index));
+      kept.set(index, p);
+      if (kept.size > KEPT_CHUNKS) kept.delete(kept.keys().next().value!);
+    }
+    return p;
+  };
   const size = opened.node.chunkSize;
   return async (offset, length) => {
-    const out = new Uint8Array(length);
+    if (offset < 0 || offset + length > opened.size) throw new VaultError('INSTANCE_CORRUPT', `bytes ${offset}-${offset + length} lie outside instance ${opened.cid}`);
+    const first = Math.floor(offset / size);
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / size);
+    const chunks = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => chunk(first + i)));
+    if (chunks.length === 1) return chunks[0]!.subarray(offset - first * size, offset - first * size + length);
+    const out = Buffer.allocUnsafe(length);
     let filled = 0;
-    while (filled < length) {
-      const at = offset + filled;
-      const index = Math.floor(at / size);
-      if (cached?.index !== index) cached = { index, bytes: await opened.chunk(index, { signal }) };
-      const from = at - index * size;
-      const take = Math.min(cached.bytes.length - from, length - filled);
-      if (take <= 0) throw new VaultError('INSTANCE_CORRUPT', `byte ${at} lies outside instance ${opened.cid}`);
-      out.set(cached.bytes.subarray(from, from + take), filled);
+    for (const [i, bytes] of chunks.entries()) {
+      const from = i === 0 ? offset - first * size : 0;
+      const take = Math.min(bytes.length - from, length - filled);
+      bytes.copy(out, filled, from, from + take);
       filled += take;
     }
     return out;
