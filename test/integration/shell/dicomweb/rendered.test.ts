@@ -255,6 +255,18 @@ sys.stdout.buffer.write(convert_color_space(pydicom.dcmread(sys.argv[1]).pixel_a
     expect(JSON.parse(gif.body.toString()).message).toMatch(/image\/jpeg or image\/png/);
   });
 
+  // A known defect of the JPEG encoder (src/dicom/render/image.ts, the libjpeg-turbo WebAssembly
+  // build's JPEGEncoder): its output buffer is the size of the image's pixels, and a JPEG larger
+  // than that (a tiny image, or a noisy one at high quality) traps ("memory access out of bounds"),
+  // which reaches the client as a 500 DECODE_FAILED. Expected to fail until the encoder is fixed;
+  // PNG is not affected.
+  it.fails('renders a 10 x 10 image as JPEG (known defect of the JPEG encoder)', async () => {
+    const url = await store(join(TEST_FILES, 'rtdose_rle_1frame.dcm'));
+    expect((await get(`${url}/rendered?accept=image/png`)).status).toBe(200);
+    const jpeg = await get(`${url}/rendered`);
+    expect(jpeg.status).toBe(200);
+  });
+
   it('declares its access rule: each route is checked and recorded as a retrieval of rendered data', async () => {
     const ct = series(2)[0]!;
     const urls = [
