@@ -157,9 +157,19 @@ export class DeflatedValueReader {
     this.#path = path;
   }
 
-  async read(range: ByteRange): Promise<Uint8Array> {
+  /** The bytes of `range`; reads asked for at once are served one after the other, in order. */
+  read(range: ByteRange): Promise<Uint8Array> {
+    const result = this.#turn.then(() => this.#read(range));
+    this.#turn = result.catch(() => {});
+    return result;
+  }
+
+  /** Settles when the read before has. */
+  #turn: Promise<unknown> = Promise.resolve();
+
+  async #read(range: ByteRange): Promise<Uint8Array> {
     if (this.#pass === undefined || range.offset < this.#position) {
-      await this.close();
+      await this.#endPass();
       this.#pass = deflatedValue(this.#open(), this.#path);
       this.#position = 0;
     }
@@ -189,7 +199,13 @@ export class DeflatedValueReader {
     return out;
   }
 
+  /** Ends the reading, once the reads asked for have settled. */
   async close(): Promise<void> {
+    await this.#turn;
+    await this.#endPass();
+  }
+
+  async #endPass(): Promise<void> {
     const pass = this.#pass;
     this.#pass = undefined;
     this.#pending = undefined;

@@ -25,6 +25,7 @@ import { parseWindowParameter, renderInfoFromMetadata, thumbnailOptions, type Re
 import { parseAccept, requestSignal } from './http.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
 import {
+  closing,
   decodeFailure,
   hasPixelData,
   instanceLookup,
@@ -56,22 +57,27 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
   const instanceUrl = (request: FastifyRequest, inst: CatalogInstance): string =>
     `${deps.urls.base(request)}/studies/${inst.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}`;
 
-  /** One frame of `inst` rendered; FRAME_NOT_FOUND past its last; failures counted and named. */
+  /** Frame `frame` of `inst`, whose frames are open, rendered; FRAME_NOT_FOUND past its last; failures counted and named. */
+  const renderOpen = async (inst: CatalogInstance, frames: InstanceFrames, frame: number | 'middle', options: RenderOptions | ((info: RenderInfo) => RenderOptions), signal: AbortSignal, info?: RenderInfo): Promise<Uint8Array> => {
+    if (frames.encapsulated && !canDecode(frames.transferSyntaxUID)) {
+      throw new VaultError('NOT_ACCEPTABLE', `instance ${inst.sopInstanceUID} is stored as ${frames.transferSyntaxUID}, which no decoder here reads: it cannot be rendered`);
+    }
+    const n = frame === 'middle' ? Math.ceil(frames.count / 2) : frame;
+    if (n > frames.count) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${frames.count}`);
+    const facts = info ?? (await renderInfo(inst, frames));
+    const bytes = await frames.read(n);
+    try {
+      return await sharedDecodePool().render(frames.transferSyntaxUID, bytes, facts, typeof options === 'function' ? options(facts) : options, { signal });
+    } catch (err) {
+      throw decodeFailure(err, inst, n);
+    }
+  };
+
+  /** One frame of `inst` rendered (its frames opened for it). */
   const render = async (inst: CatalogInstance, frame: number | 'middle', options: RenderOptions | ((info: RenderInfo) => RenderOptions), signal: AbortSignal): Promise<Uint8Array> => {
     const frames = await openFrames(deps, inst, signal);
     try {
-      if (frames.encapsulated && !canDecode(frames.transferSyntaxUID)) {
-        throw new VaultError('NOT_ACCEPTABLE', `instance ${inst.sopInstanceUID} is stored as ${frames.transferSyntaxUID}, which no decoder here reads: it cannot be rendered`);
-      }
-      const n = frame === 'middle' ? Math.ceil(frames.count / 2) : frame;
-      if (n > frames.count) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${frames.count}`);
-      const info = await renderInfo(inst, frames);
-      const bytes = await frames.read(n);
-      try {
-        return await sharedDecodePool().render(frames.transferSyntaxUID, bytes, info, typeof options === 'function' ? options(info) : options, { signal });
-      } catch (err) {
-        throw decodeFailure(err, inst, n);
-      }
+      return await renderOpen(inst, frames, frame, options, signal);
     } finally {
       await frames.close();
     }
@@ -86,6 +92,26 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
     const boundary = newBoundary();
     const parts = mapAhead(items, RENDER_AHEAD, part);
     return sendCommittedLate(request, reply, signal, multipartContentType(boundary, format), multipartBody(boundary, parts));
+  };
+
+  /**
+   * Frames `numbers` of one instance, one image each, streamed: the instance opened once (its
+   * node, its chunks kept across frames) and its rendering facts read once.
+   */
+  const sendFrameImages = async (request: Request, reply: FastifyReply, signal: AbortSignal, format: RenderFormat, inst: CatalogInstance, frames: InstanceFrames, numbers: number[], options: RenderOptions): Promise<FastifyReply> => {
+    try {
+      for (const n of numbers) if (n > frames.count) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${frames.count}`);
+      const info = await renderInfo(inst, frames);
+      const boundary = newBoundary();
+      const parts = closing(
+        mapAhead(numbers, RENDER_AHEAD, async (n): Promise<OutgoingPart> => ({ contentType: format, body: single(await renderOpen(inst, frames, n, options, signal, info)) })),
+        frames,
+      );
+      return await sendCommittedLate(request, reply, signal, multipartContentType(boundary, format), multipartBody(boundary, parts));
+    } catch (err) {
+      await frames.close();
+      throw err;
+    }
   };
 
   return async (app) => {
@@ -116,10 +142,8 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
       if (!multipart) return sendImage(reply, format, await render(inst!, 1, options, signal));
       // Every frame, one part each.
       const frames = await openFrames(deps, inst!, signal);
-      const count = frames.count;
-      await frames.close();
-      const numbers = Array.from({ length: count }, (_, i) => i + 1);
-      return sendImages(request, reply, signal, format, numbers, async (n) => ({ contentType: format, body: single(await render(inst!, n, options, signal)) }));
+      const numbers = Array.from({ length: frames.count }, (_, i) => i + 1);
+      return sendFrameImages(request, reply, signal, format, inst!, frames, numbers, options);
     });
 
     app.get<{ Params: Params; Querystring: Query }>('/studies/:study/series/:series/instances/:instance/frames/:frames/rendered', { config }, async (request, reply) => {
@@ -131,10 +155,7 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
       const signal = requestSignal(request, reply);
       if (numbers.length === 1 && !multipart) return sendImage(reply, format, await render(inst!, numbers[0]!, options, signal));
       // Every frame number is checked before the response starts.
-      const frames = await openFrames(deps, inst!, signal);
-      await frames.close();
-      for (const n of numbers) if (n > frames.count) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${frames.count}`);
-      return sendImages(request, reply, signal, format, numbers, async (n) => ({ contentType: format, body: single(await render(inst!, n, options, signal)) }));
+      return sendFrameImages(request, reply, signal, format, inst!, await openFrames(deps, inst!, signal), numbers, options);
     });
 
     // Thumbnails: one small image of a representative frame.

@@ -155,8 +155,8 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       const path = request.params['*'] ?? '';
       const range = inst!.layout.bulk[path];
       if (!range && path === PIXEL_DATA && inst!.layout.pixelData?.encapsulated === true) {
-        // Encapsulated Pixel Data as bulk data: one part per frame, compressed as stored
-        // (PS3.18 8.7.3.3.2), which is what its BulkDataURI in the metadata promises.
+        // Encapsulated Pixel Data as bulk data: one part per frame (PS3.18 8.7.3.3.2), which is
+        // what its BulkDataURI in the metadata promises; decoded, or as stored with transfer-syntax=*.
         return sendFrames(request, reply, inst!, inst!.layout.frames.map((_, i) => i + 1));
       }
       // A deflated instance's values have no stored offsets: cut out of its data set, inflated.
@@ -233,6 +233,9 @@ export async function sendCommittedLate(
       await Promise.race([written, once(res, 'close')]);
     }
     res.destroy();
+    // A write that failed leaves the body suspended: ended, so that what it holds open (a
+    // deflated instance's inflating pass, frames being decoded) is let go now.
+    await body.return(undefined).catch(() => {});
   }
   return reply;
 }
@@ -654,7 +657,7 @@ export async function* single(piece: Uint8Array | Promise<Uint8Array>): AsyncGen
 }
 
 /** `parts`, then `frames` closed, however the consumer stops. */
-async function* closing<T>(parts: AsyncGenerator<T>, frames: InstanceFrames): AsyncGenerator<T> {
+export async function* closing<T>(parts: AsyncGenerator<T>, frames: InstanceFrames): AsyncGenerator<T> {
   try {
     yield* parts;
   } finally {
