@@ -1,7 +1,10 @@
-// Streaming transcoding of a stored Part 10 instance to Explicit VR Little Endian, the default
-// of WADO-RS. Native encodings only (Implicit VR LE, Explicit VR BE, Deflated): nothing is
-// decompressed. Only the header is buffered; Pixel Data and other bulk values stream through
-// (byte-swapped for big endian), a deflated data set is inflated as it streams.
+// Streaming transcoding of a stored Part 10 instance to a native transfer syntax: Explicit VR
+// Little Endian (the default of WADO-RS), Implicit VR Little Endian or Deflated Explicit VR Little
+// Endian. Native sources (Implicit VR LE, Explicit VR BE, Deflated) are re-encoded; encapsulated
+// (compressed) sources have their frames decoded one by one by the caller's decoder (the codecs'
+// worker pool) and written as native Pixel Data. Only the header and the frames being decoded are
+// held; other bulk values stream through (byte-swapped for big endian), a deflated data set is
+// inflated as it streams.
 //
 // Neither dcmjs nor dicom-parser can do this: both read and write whole buffers, and a 4 GiB
 // instance must never be held in memory. The structure is walked with the ingest scanner's
@@ -14,12 +17,46 @@ import { parseFileMeta, type FileMeta } from './file-meta.ts';
 import { GrowableBuffer } from './growable-buffer.ts';
 import { DEFAULT_BULK_DATA_THRESHOLD } from './scanner.ts';
 import { DicomTokenizer, type DicomTokenSink, type ElementToken, type ItemToken } from './tokenizer.ts';
-import { BITS_ALLOCATED, LONG_LENGTH_VRS, PIXEL_DATA, swapBytes, swapUnit } from './metadata.ts';
+import { BITS_ALLOCATED, EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS, LONG_LENGTH_VRS, PIXEL_DATA, swapBytes, swapUnit } from './metadata.ts';
 import type { ScannedInstance } from './model.ts';
-import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from './transfer-syntax.ts';
+import type { DecodedFrame } from './codecs/frame.ts';
+import { decodedLayout, type DecodedLayout } from './decompress.ts';
+import {
+  canTranscode,
+  conversionRefusal,
+  DEFLATED_EXPLICIT_VR_LE,
+  describeTransferSyntax,
+  EXPLICIT_VR_LE,
+  IMPLICIT_VR_LE,
+} from './transfer-syntax.ts';
 
 /** Bytes of header output collected before they are yielded as one chunk: 64 KiB. */
 const OUTPUT_CHUNK = 64 * 1024;
+
+/** Decodes the frames of an encapsulated source for `transcode`. */
+export interface FrameDecoder {
+  /**
+   * Frame `number` (1-based) from its encoded bytes (its fragments joined). Rejects with
+   * DECODE_FAILED (or ABORTED, DECODE_BUSY), which ends the transcoding.
+   */
+  decode(encoded: Uint8Array, number: number): Promise<DecodedFrame>;
+}
+
+export interface TranscodeOptions {
+  /** One of TRANSCODE_TARGETS (transfer-syntax.ts); default Explicit VR Little Endian. */
+  transferSyntaxUID?: string;
+  /** Decodes the frames of an encapsulated source; without one such a source is refused. */
+  decoder?: FrameDecoder;
+  /** Frames being decoded at once, at most; default: as many as fit DECODE_AHEAD_BYTES, 1 to 4. */
+  decodeAhead?: number;
+}
+
+/**
+ * Decoded frames held at once (being decoded, or decoded and waiting for the socket) by one
+ * transcoding: 32 MiB. Several frames in flight keep the pool's workers busy (a 512 x 512 CT frame
+ * is 512 KiB, so 4 of them); a whole-slide frame of 4096 x 4096 RGB (48 MiB) goes alone.
+ */
+export const DECODE_AHEAD_BYTES = 32 * 1024 * 1024;
 
 /**
  * Yields `source` (an instance's original Part 10 bytes) re-encoded as Explicit VR Little
@@ -28,14 +65,39 @@ const OUTPUT_CHUNK = 64 * 1024;
  * swapped, group lengths in the data set dropped (they would be wrong). Explicit VR LE input is
  * passed through untouched. Throws NOT_ACCEPTABLE for encapsulated (compressed) sources.
  */
-export async function* transcodeToExplicitLE(source: AsyncIterable<Uint8Array>, scanned: ScannedInstance): AsyncIterable<Uint8Array> {
+export function transcodeToExplicitLE(source: AsyncIterable<Uint8Array>, scanned: ScannedInstance): AsyncIterable<Uint8Array> {
+  return transcode(source, scanned);
+}
+
+/**
+ * Yields `source` (an instance's original Part 10 bytes) re-encoded in `options.transferSyntaxUID`
+ * (see transcodeToExplicitLE for what changes). An encapsulated source is decoded frame by frame
+ * with `options.decoder`: its Pixel Data becomes native OB/OW of frames x frame size (known from
+ * the header before any frame is decoded), Photometric Interpretation and Planar Configuration
+ * say what the decoded frames are (YBR_FULL_422 JPEG becomes RGB, planar 0), the Extended Offset
+ * Table goes, and Lossy Image Compression (0028,2110) says "01" after a lossy syntax. Its frames
+ * are grouped as the scanner grouped them (scanned.layout.frames). Throws NOT_ACCEPTABLE for what
+ * cannot be produced (TranscodeOptions, conversionRefusal).
+ */
+export async function* transcode(source: AsyncIterable<Uint8Array>, scanned: ScannedInstance, options: TranscodeOptions = {}): AsyncIterable<Uint8Array> {
   const from = scanned.transferSyntaxUID;
-  if (from === EXPLICIT_VR_LE) {
+  const to = options.transferSyntaxUID ?? EXPLICIT_VR_LE;
+  if (from === to) {
     yield* source;
     return;
   }
-  if (!canTranscode(from, EXPLICIT_VR_LE)) {
-    throw new VaultError('NOT_ACCEPTABLE', `instances in transfer syntax ${from} cannot be sent as Explicit VR Little Endian (no decompression)`);
+  const facts = describeTransferSyntax(from);
+  let plan: DecodePlan | undefined;
+  if (facts.encapsulated) {
+    // Without encapsulated Pixel Data (an SR in a compressed syntax) there is nothing to decode.
+    const frames = scanned.layout.pixelData?.encapsulated === true;
+    const refusal = conversionRefusal(from, to, options.decoder !== undefined || !frames);
+    if (refusal !== undefined || (frames && options.decoder === undefined)) {
+      throw new VaultError('NOT_ACCEPTABLE', `instances in transfer syntax ${from} cannot be sent as ${to}: ${refusal ?? 'no decoder was given'}`);
+    }
+    if (frames) plan = decodePlan(scanned, options.decoder!, options.decodeAhead);
+  } else if (!canTranscode(from, to)) {
+    throw new VaultError('NOT_ACCEPTABLE', `instances in transfer syntax ${from} cannot be sent as ${to}: ${conversionRefusal(from, to, false) ?? 'not a native encoding'}`);
   }
   const iterator = source[Symbol.asyncIterator]();
   let finished = false;
@@ -52,7 +114,7 @@ export async function* transcodeToExplicitLE(source: AsyncIterable<Uint8Array>, 
     if (meta.transferSyntaxUID !== from) {
       throw new VaultError('INSTANCE_CORRUPT', `stored instance is in ${meta.transferSyntaxUID}, its record says ${from}`);
     }
-    yield encodeFileMeta(head.view().subarray(0, 128), meta);
+    yield encodeFileMeta(head.view().subarray(0, 128), meta, to);
     const rest = head.view().subarray(meta.datasetOffset);
     const remaining = async function* (): AsyncGenerator<Uint8Array> {
       if (rest.length > 0) yield rest;
@@ -62,40 +124,94 @@ export async function* transcodeToExplicitLE(source: AsyncIterable<Uint8Array>, 
         else yield next.value;
       }
     };
-    if (describeTransferSyntax(from).deflated) {
-      // An inflated Deflated Explicit VR LE data set is already Explicit VR LE.
-      yield* inflate(remaining());
-      return;
-    }
-    const facts = describeTransferSyntax(from);
-    const writer = new ExplicitLEWriter();
-    const tokenizer = new DicomTokenizer({
-      sink: writer,
-      explicitVR: facts.explicitVR,
-      littleEndian: facts.littleEndian,
-      startOffset: meta.datasetOffset,
-      bulkDataThreshold: DEFAULT_BULK_DATA_THRESHOLD,
-      // The header was bounded when the instance was ingested (with the node's own limit).
-      maxBufferedBytes: Number.MAX_SAFE_INTEGER,
-    });
-    for await (const chunk of remaining()) {
-      tokenizer.push(chunk);
-      yield* writer.drain();
-    }
-    tokenizer.end();
-    yield* writer.drain(true);
+    // An inflated Deflated Explicit VR LE data set is Explicit VR LE.
+    const dataset = facts.deflated ? inflate(remaining()) : remaining();
+    const explicitLE = facts.deflated || from === EXPLICIT_VR_LE;
+    const body =
+      explicitLE && plan === undefined && to !== IMPLICIT_VR_LE
+        ? dataset
+        : rewrite(dataset, {
+            explicitVR: facts.explicitVR,
+            littleEndian: facts.littleEndian,
+            // Offsets of inflated bytes start at 0; the plan (never deflated) uses the file's.
+            startOffset: facts.deflated ? 0 : meta.datasetOffset,
+            implicitOutput: to === IMPLICIT_VR_LE,
+            ...(plan === undefined ? {} : { plan }),
+          });
+    yield* to === DEFLATED_EXPLICIT_VR_LE ? deflate(body) : body;
   } finally {
     if (!finished) await iterator.return?.();
   }
 }
 
-/** Preamble, 'DICM' and the File Meta with Explicit VR LE as transfer syntax. */
-function encodeFileMeta(preamble: Uint8Array, meta: FileMeta): Uint8Array {
+/** Re-encodes a data set's bytes through the tokenizer and the writer. */
+async function* rewrite(
+  dataset: AsyncIterable<Uint8Array>,
+  options: { explicitVR: boolean; littleEndian: boolean; startOffset: number; implicitOutput: boolean; plan?: DecodePlan },
+): AsyncGenerator<Uint8Array> {
+  const writer = new NativeWriter(options.implicitOutput, options.plan);
+  const tokenizer = new DicomTokenizer({
+    sink: writer,
+    explicitVR: options.explicitVR,
+    littleEndian: options.littleEndian,
+    startOffset: options.startOffset,
+    bulkDataThreshold: DEFAULT_BULK_DATA_THRESHOLD,
+    // The header was bounded when the instance was ingested (with the node's own limit).
+    maxBufferedBytes: Number.MAX_SAFE_INTEGER,
+  });
+  try {
+    for await (const chunk of dataset) {
+      tokenizer.push(chunk);
+      yield* writer.drain(false);
+    }
+    tokenizer.end();
+    yield* writer.drain(true);
+  } finally {
+    writer.abandon();
+  }
+}
+
+/** What decoding the frames of an encapsulated instance needs, from its record. */
+interface DecodePlan extends DecodedLayout {
+  decoder: FrameDecoder;
+  ahead: number;
+  /** Each fragment's value offset: its frame (0-based) and where its bytes go in that frame's codestream. */
+  fragments: Map<number, { frame: number; at: number; length: number }>;
+  /** Encoded bytes of each frame (its fragments' lengths summed). */
+  encodedLength: number[];
+}
+
+function decodePlan(scanned: ScannedInstance, decoder: FrameDecoder, ahead: number | undefined): DecodePlan {
+  const layout = decodedLayout(scanned.transferSyntaxUID, scanned.metadata);
+  const frames = scanned.layout.frames;
+  if (frames.length !== layout.frames) {
+    throw new VaultError(
+      'NOT_ACCEPTABLE',
+      frames.length === 0
+        ? `the ${layout.frames} frames of its Pixel Data cannot be located among its fragments (a wrong or missing offset table): retrieve it as stored (transfer-syntax=*)`
+        : `its Pixel Data has ${frames.length} frames, its Number of Frames says ${layout.frames}`,
+    );
+  }
+  const fragments = new Map<number, { frame: number; at: number; length: number }>();
+  const encodedLength = frames.map((ranges, frame) => {
+    let at = 0;
+    for (const r of ranges) {
+      fragments.set(r.offset, { frame, at, length: r.length });
+      at += r.length;
+    }
+    return at;
+  });
+  const fit = Math.floor(DECODE_AHEAD_BYTES / Math.max(1, layout.frameLength));
+  return { ...layout, decoder, ahead: ahead ?? Math.min(4, Math.max(1, fit)), fragments, encodedLength };
+}
+
+/** Preamble, 'DICM' and the File Meta with `transferSyntaxUID` as transfer syntax. */
+function encodeFileMeta(preamble: Uint8Array, meta: FileMeta, transferSyntaxUID: string): Uint8Array {
   const out = new ByteWriter();
   const body = new ByteWriter();
   for (const element of meta.elements) {
     if (element.tag === 0x00020000) continue;
-    const value = element.tag === 0x00020010 ? uidBytes(EXPLICIT_VR_LE) : element.value;
+    const value = element.tag === 0x00020010 ? uidBytes(transferSyntaxUID) : element.value;
     body.header(element.tag, element.vr, value.length, LONG_LENGTH_VRS.has(element.vr));
     body.bytes(value);
   }
@@ -114,7 +230,8 @@ function uidBytes(uid: string): Uint8Array {
   return bytes; // padded with a NUL to even length
 }
 
-async function* inflate(compressed: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+/** The raw-deflate stream of a Deflated Explicit VR LE data set, inflated as it streams. */
+export async function* inflate(compressed: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   const inflater = zlib.createInflateRaw();
   const feeding = pipeline(Readable.from(compressed), inflater);
   // Errors reach the consumer through the iteration below; this only avoids an unhandled rejection.
@@ -132,8 +249,23 @@ async function* inflate(compressed: AsyncIterable<Uint8Array>): AsyncGenerator<U
   }
 }
 
+async function* deflate(data: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const deflater = zlib.createDeflateRaw();
+  const feeding = pipeline(Readable.from(data), deflater);
+  // Errors reach the consumer through the iteration below; this only avoids an unhandled rejection.
+  feeding.catch(() => {});
+  try {
+    for await (const chunk of deflater) yield chunk as Buffer;
+    await feeding;
+  } finally {
+    deflater.destroy();
+  }
+}
+
 /** Little-endian byte output, grown as needed. */
 class ByteWriter {
+  /** Element headers without VR, with 32-bit lengths (Implicit VR Little Endian). */
+  implicit = false;
   #buf = new Uint8Array(1024);
   #view = new DataView(this.#buf.buffer);
   #length = 0;
@@ -173,9 +305,13 @@ class ByteWriter {
     this.uint16(tag & 0xffff);
   }
 
-  /** An explicit VR LE element header; `length` -1 = undefined. */
+  /** An element header (explicit VR LE unless `implicit`); `length` -1 = undefined. */
   header(tag: number, vr: string, length: number, longForm: boolean): void {
     this.tag(tag);
+    if (this.implicit) {
+      this.uint32(length < 0 ? 0xffffffff : length);
+      return;
+    }
     this.uint16(vr.charCodeAt(0) | (vr.charCodeAt(1) << 8));
     if (longForm) {
       this.uint16(0);
@@ -192,19 +328,107 @@ class ByteWriter {
   }
 }
 
-/** Re-encodes the tokens of a data set as Explicit VR Little Endian. */
-class ExplicitLEWriter implements DicomTokenSink {
+/** A frame of an encapsulated source: its codestream, then its decoding. */
+interface FrameSlot {
+  number: number;
+  encoded: Uint8Array | undefined;
+  decoded: Promise<Uint8Array> | undefined;
+  done: boolean;
+}
+
+const LOSSY_IMAGE_COMPRESSION = 0x00282110;
+const PHOTOMETRIC_INTERPRETATION = 0x00280004;
+const PLANAR_CONFIGURATION = 0x00280006;
+
+/**
+ * Re-encodes the tokens of a data set as Explicit (or Implicit) VR Little Endian, decoding the
+ * frames of encapsulated Pixel Data when given a plan. Its output is bytes and frames being
+ * decoded, in order; `drain` yields what is ready.
+ */
+class NativeWriter implements DicomTokenSink {
   readonly #header = new ByteWriter();
-  readonly #out: Uint8Array[] = [];
+  readonly #out: Array<Uint8Array | FrameSlot> = [];
+  readonly #implicit: boolean;
+  readonly #plan: DecodePlan | undefined;
   /** Swapping of the value streaming now: unit size (1 = none) and the bytes of a split unit. */
   #unit = 1;
   #carry = new Uint8Array(8);
   #carried = 0;
+  #bitsAllocated: number | undefined;
+  // Decoding (with a plan): the frame being gathered and the frames in flight.
+  #inPixelData = false;
+  #lossyWritten = false;
+  #frame: { number: number; bytes: Uint8Array; filled: number; fragmentEnd: number } | undefined;
+  #nextFrame = 0;
+  #inFlight = 0;
 
-  /** Output ready to be yielded. */
-  *drain(final = false): Generator<Uint8Array> {
+  constructor(implicit: boolean, plan: DecodePlan | undefined) {
+    this.#implicit = implicit;
+    this.#header.implicit = implicit;
+    this.#plan = plan;
+  }
+
+  /**
+   * Output ready to be yielded. Frames are decoded `plan.ahead` at a time: while fewer are in
+   * flight and more input may bring more, it returns for more input; otherwise it waits for the
+   * first frame in line. `final`: everything, waiting for every frame.
+   */
+  async *drain(final: boolean): AsyncGenerator<Uint8Array> {
     if (final || this.#header.length >= OUTPUT_CHUNK) this.#flush();
-    yield* this.#out.splice(0);
+    for (;;) {
+      this.#startDecoding();
+      const head = this.#out[0];
+      if (head === undefined) return;
+      if (head instanceof Uint8Array) {
+        this.#out.shift();
+        yield head;
+        continue;
+      }
+      if (!final && !head.done && this.#inFlight < this.#plan!.ahead) return;
+      const pixels = await head.decoded!;
+      this.#out.shift();
+      yield pixels;
+    }
+  }
+
+  /** The consumer has stopped (or failed): frames still being decoded are left to finish unseen. */
+  abandon(): void {
+    this.#out.length = 0;
+  }
+
+  #startDecoding(): void {
+    const plan = this.#plan;
+    if (plan === undefined) return;
+    for (const slot of this.#out) {
+      if (this.#inFlight >= plan.ahead) return;
+      if (slot instanceof Uint8Array || slot.decoded !== undefined) continue;
+      const encoded = slot.encoded!;
+      slot.encoded = undefined;
+      this.#inFlight++;
+      slot.decoded = plan.decoder.decode(encoded, slot.number).then(
+        (frame) => {
+          this.#inFlight--;
+          slot.done = true;
+          if (frame.pixels.length !== plan.frameLength) {
+            throw new VaultError('DECODE_FAILED', `frame ${slot.number} decoded to ${frame.pixels.length} bytes; the header says ${plan.frameLength}`);
+          }
+          if (frame.photometricInterpretation !== plan.photometricInterpretation || frame.planarConfiguration !== 0) {
+            throw new VaultError(
+              'DECODE_FAILED',
+              `frame ${slot.number} decoded as ${frame.photometricInterpretation} (planar ${frame.planarConfiguration}); the header was written as ${plan.photometricInterpretation}`,
+            );
+          }
+          return frame.pixels;
+        },
+        (err: unknown) => {
+          this.#inFlight--;
+          slot.done = true;
+          throw err;
+        },
+      );
+      // Awaited in order by drain(); one failing while an earlier one is awaited must not go unhandled.
+      slot.decoded.catch(() => {});
+    }
   }
 
   #flush(): void {
@@ -217,24 +441,54 @@ class ExplicitLEWriter implements DicomTokenSink {
   }
 
   #elementHeader(el: ElementToken, vr: string, length: number): void {
-    if (LONG_LENGTH_VRS.has(vr)) this.#header.header(el.tag, vr, length, true);
+    if (this.#implicit || LONG_LENGTH_VRS.has(vr)) this.#header.header(el.tag, vr, length, true);
     else if (length <= 0xffff) this.#header.header(el.tag, vr, length, false);
     // Too long for a 16-bit length (possible in implicit VR): UN is the one VR that fits.
     else this.#header.header(el.tag, 'UN', length, true);
   }
 
-  #bitsAllocated: number | undefined;
+  /** Before each top-level element of a decoded instance: Lossy Image Compression goes in its place. */
+  #topLevel(tag: number): void {
+    const plan = this.#plan;
+    if (plan === undefined || !plan.lossy || this.#lossyWritten || tag <= LOSSY_IMAGE_COMPRESSION) return;
+    this.#lossyWritten = true;
+    this.#header.header(LOSSY_IMAGE_COMPRESSION, 'CS', 2, false);
+    this.#header.bytes(csBytes('01'));
+  }
 
   element(el: ElementToken, value: Uint8Array): void {
     if ((el.tag & 0xffff) === 0) return; // group length: wrong once re-encoded
-    if (el.depth === 0 && el.tag === BITS_ALLOCATED && value.length >= 2) {
-      this.#bitsAllocated = new DataView(value.buffer, value.byteOffset, 2).getUint16(0, el.littleEndian);
+    let bytes = el.littleEndian ? value : swapBytes(value, swapUnit(el.vr));
+    if (el.depth === 0) {
+      if (el.tag === BITS_ALLOCATED && value.length >= 2) {
+        this.#bitsAllocated = new DataView(value.buffer, value.byteOffset, 2).getUint16(0, el.littleEndian);
+      }
+      const plan = this.#plan;
+      if (plan !== undefined) {
+        this.#topLevel(el.tag);
+        switch (el.tag) {
+          case PHOTOMETRIC_INTERPRETATION:
+            bytes = csBytes(plan.photometricInterpretation);
+            break;
+          case PLANAR_CONFIGURATION:
+            bytes = new Uint8Array(2); // US 0: decoded colour is interleaved
+            break;
+          case LOSSY_IMAGE_COMPRESSION:
+            this.#lossyWritten = true;
+            if (plan.lossy) bytes = csBytes('01');
+            break;
+          case EXTENDED_OFFSET_TABLE:
+          case EXTENDED_OFFSET_TABLE_LENGTHS:
+            return; // offsets of the fragments, which are gone
+        }
+      }
     }
-    this.#elementHeader(el, el.vr, value.length);
-    this.#header.bytes(el.littleEndian ? value : swapBytes(value, swapUnit(el.vr)));
+    this.#elementHeader(el, el.vr, bytes.length);
+    this.#header.bytes(bytes);
   }
 
   bulkStart(el: ElementToken): void {
+    if (el.depth === 0) this.#topLevel(el.tag);
     this.#elementHeader(el, el.vr, el.length);
     this.#unit = el.littleEndian ? 1 : swapUnit(el.vr);
     // 32- and 64-bit samples in OW Pixel Data are big endian per sample, not per 16-bit word
@@ -247,6 +501,13 @@ class ExplicitLEWriter implements DicomTokenSink {
   }
 
   data(bytes: Uint8Array): void {
+    const frame = this.#frame;
+    if (frame !== undefined) {
+      if (frame.filled + bytes.length > frame.fragmentEnd) throw new VaultError('INSTANCE_CORRUPT', `a fragment of frame ${frame.number} is longer than the instance's layout says`);
+      frame.bytes.set(bytes, frame.filled);
+      frame.filled += bytes.length;
+      return;
+    }
     const unit = this.#unit;
     if (unit === 1) {
       this.#emit(bytes);
@@ -279,6 +540,7 @@ class ExplicitLEWriter implements DicomTokenSink {
   }
 
   sequenceStart(el: ElementToken): void {
+    if (el.depth === 0) this.#topLevel(el.tag);
     this.#header.header(el.tag, 'SQ', -1, true);
   }
 
@@ -298,24 +560,73 @@ class ExplicitLEWriter implements DicomTokenSink {
   }
 
   fragmentsStart(el: ElementToken): void {
+    if (el.depth === 0) this.#topLevel(el.tag);
+    const plan = this.#plan;
+    if (plan !== undefined && el.depth === 0 && el.tag === PIXEL_DATA) {
+      // Native Pixel Data of a length known now, before any frame is decoded.
+      this.#inPixelData = true;
+      this.#header.header(el.tag, plan.vr, plan.pixelDataLength, true);
+      return;
+    }
     this.#header.header(el.tag, el.vr === 'OW' ? 'OW' : 'OB', -1, true);
     this.#unit = 1;
   }
 
   offsetTable(item: ItemToken, value: Uint8Array): void {
+    if (this.#inPixelData) return;
     this.#header.tag(0xfffee000);
     this.#header.uint32(item.length);
     this.#header.bytes(value);
   }
 
   fragmentStart(item: ItemToken): void {
-    this.#header.tag(0xfffee000);
-    this.#header.uint32(item.length);
+    if (!this.#inPixelData) {
+      this.#header.tag(0xfffee000);
+      this.#header.uint32(item.length);
+      return;
+    }
+    const plan = this.#plan!;
+    const place = plan.fragments.get(item.valueOffset);
+    if (place === undefined || place.length !== item.length) {
+      throw new VaultError('INSTANCE_CORRUPT', `a Pixel Data fragment at offset ${item.valueOffset} (${item.length} bytes) is not one the instance's layout names`);
+    }
+    if (place.at === 0) {
+      if (place.frame !== this.#nextFrame || this.#frame !== undefined) {
+        throw new VaultError('INSTANCE_CORRUPT', `frame ${place.frame + 1} starts before frame ${this.#nextFrame + 1} is complete`);
+      }
+      this.#frame = { number: place.frame + 1, bytes: new Uint8Array(plan.encodedLength[place.frame]!), filled: 0, fragmentEnd: 0 };
+      this.#nextFrame++;
+    }
+    const frame = this.#frame;
+    if (frame === undefined || frame.number !== place.frame + 1 || frame.filled !== place.at) {
+      throw new VaultError('INSTANCE_CORRUPT', `a fragment of frame ${place.frame + 1} is out of order`);
+    }
+    frame.fragmentEnd = place.at + place.length;
   }
 
-  fragmentEnd(): void {}
+  fragmentEnd(): void {
+    const frame = this.#frame;
+    if (frame === undefined || frame.filled < frame.bytes.length) return;
+    this.#frame = undefined;
+    this.#flush();
+    this.#out.push({ number: frame.number, encoded: frame.bytes, decoded: undefined, done: false });
+  }
 
   fragmentsEnd(): void {
-    this.sequenceEnd();
+    if (!this.#inPixelData) {
+      this.sequenceEnd();
+      return;
+    }
+    const plan = this.#plan!;
+    this.#inPixelData = false;
+    if (this.#frame !== undefined || this.#nextFrame !== plan.frames) {
+      throw new VaultError('INSTANCE_CORRUPT', `the Pixel Data ends after ${this.#nextFrame} of ${plan.frames} frames`);
+    }
+    if (plan.pixelDataLength > plan.frames * plan.frameLength) this.#emit(new Uint8Array(1)); // the even-length pad
   }
+}
+
+/** A CS value, padded with a space to even length. */
+function csBytes(text: string): Uint8Array {
+  return new Uint8Array(Buffer.from(text.length % 2 === 0 ? text : `${text} `, 'latin1'));
 }

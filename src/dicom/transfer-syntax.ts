@@ -1,5 +1,5 @@
 // Transfer syntax facts (PS3.5 Table A-1, PS3.6 Table A-1): how a data set is encoded, so the
-// scanner knows how to walk it and WADO-RS knows what it can serve without decompressing.
+// scanner knows how to walk it and WADO-RS knows what it can serve, transcode or decode.
 
 export const IMPLICIT_VR_LE = '1.2.840.10008.1.2';
 export const EXPLICIT_VR_LE = '1.2.840.10008.1.2.1';
@@ -83,8 +83,33 @@ export function isKnownTransferSyntax(uid: string): boolean {
   return KNOWN.has(uid);
 }
 
-/** Whether `transcodeToExplicitLE` (or plain pass-through) turns `from` into `to`. We never decompress. */
+/** What the transcoder (transcode.ts) writes: the native encodings WADO-RS is asked for. */
+export const TRANSCODE_TARGETS: ReadonlySet<string> = new Set([EXPLICIT_VR_LE, IMPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE]);
+
+/** Native encodings (pixel data, if any, not encapsulated) the transcoder reads. */
+function isNativeSource(uid: string): boolean {
+  return uid === IMPLICIT_VR_LE || uid === EXPLICIT_VR_LE || uid === EXPLICIT_VR_BE || uid === DEFLATED_EXPLICIT_VR_LE;
+}
+
+/** Whether the transcoder (or plain pass-through) turns `from` into `to` without decompressing. */
 export function canTranscode(from: string, to: string): boolean {
   if (from === to) return true;
-  return to === EXPLICIT_VR_LE && (from === IMPLICIT_VR_LE || from === EXPLICIT_VR_BE || from === DEFLATED_EXPLICIT_VR_LE);
+  return TRANSCODE_TARGETS.has(to) && isNativeSource(from);
+}
+
+/**
+ * Why an instance stored as `from` cannot be sent as `to`; undefined when it can. `decodable`:
+ * frames of `from` can be decoded here (codecs/canDecode), so an encapsulated instance can be
+ * written natively. Nothing is ever compressed: a compressed `to` is only sent as stored.
+ */
+export function conversionRefusal(from: string, to: string, decodable: boolean): string | undefined {
+  if (from === to || canTranscode(from, to)) return undefined;
+  const name = (uid: string): string => `${uid}${isKnownTransferSyntax(uid) ? '' : ' (unknown)'}`;
+  if (!TRANSCODE_TARGETS.has(to)) {
+    if (to === EXPLICIT_VR_BE) return `Explicit VR Big Endian (${to}) is retired and not written here`;
+    if (describeTransferSyntax(to).encapsulated) return `no encoder here writes ${name(to)}: instances are compressed only as they were received`;
+    return `${name(to)} is not written here`;
+  }
+  if (!decodable) return `no decoder here reads the pixel data of ${name(from)}`;
+  return undefined;
 }

@@ -10,6 +10,7 @@ import { VaultError, isVaultError } from '../core/errors.ts';
 import { qidoService, type QidoDeps } from './dicomweb/qido.ts';
 import { stowService, type StowDeps } from './dicomweb/stow.ts';
 import { wadoService, type WadoDeps } from './dicomweb/wado.ts';
+import { renderedService } from './dicomweb/rendered.ts';
 import { receiptService, type ReceiptDeps } from './dicomweb/receipt.ts';
 import { PublicUrls } from './dicomweb/public-url.ts';
 import type { NodeMetrics } from './metrics.ts';
@@ -174,6 +175,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       await scope.register(stowService({ ...deps, urls, ingests, limits }));
       await scope.register(qidoService(deps));
       await scope.register(wadoService({ ...deps, urls }));
+      await scope.register(renderedService({ ...deps, urls }));
       await scope.register(receiptService({ catalog: deps.catalog, ...(deps.receipts ? { receipts: deps.receipts } : {}) }));
     },
     { prefix: DICOMWEB_PREFIX },

@@ -2,15 +2,23 @@
 // verified, decrypted chunks (src/instance-reader.ts); metadata comes from the catalog. Commits
 // late: the first block is read and verified before any header is sent, so a missing or corrupt
 // block at the start is an error status; later failures break the connection (app.ts).
+// Compressed instances asked for uncompressed (the default) are decoded frame by frame on the
+// codecs' worker pool (src/dicom/codecs) as they stream; so are their frames. The rendered
+// resources (rendered.ts) read frames through openFrames below.
 import { once } from 'node:events';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRouteConfig } from '../../access/policy.ts';
 import type { Catalog } from '../../catalog/catalog.ts';
 import type { CatalogInstance } from '../../catalog/records.ts';
 import { isVaultError, VaultError } from '../../core/errors.ts';
+import { publishDecodeFailed } from '../../core/events.ts';
+import { canDecode, sharedDecodePool, type DecodedFrame, type FrameInfo } from '../../dicom/codecs/index.ts';
+import { decodedLayout, explainNativeFrames, explainUnlocatedFrames, frameCountOf, frameInfoOf, type ByteReader } from '../../dicom/decompress.ts';
+import { DeflatedValueReader, deflatedValue } from '../../dicom/deflated.ts';
+import { firstNumber, firstString } from '../../dicom/metadata.ts';
 import type { ByteRange, DicomJsonDataset, ScannedInstance } from '../../dicom/model.ts';
-import { canTranscode, describeTransferSyntax, EXPLICIT_VR_LE } from '../../dicom/transfer-syntax.ts';
-import { transcodeToExplicitLE } from '../../dicom/transcode.ts';
+import { conversionRefusal, describeTransferSyntax, EXPLICIT_VR_LE, IMPLICIT_VR_LE } from '../../dicom/transfer-syntax.ts';
+import { DECODE_AHEAD_BYTES, transcode, type FrameDecoder } from '../../dicom/transcode.ts';
 import { assertUid } from '../../dicom/uid.ts';
 import { openInstance, PieceLoans, readInstances, type OpenedInstance, type ReadOptions, type ReaderDeps } from '../../read/instance-reader.ts';
 import { dicomJson, parseAccept, requestSignal, type MediaRange } from './http.ts';
@@ -22,7 +30,7 @@ export interface WadoDeps extends ReaderDeps {
   urls: Pick<PublicUrls, 'base'>;
 }
 
-interface Params {
+export interface Params {
   study: string;
   series?: string;
   instance?: string;
@@ -30,12 +38,14 @@ interface Params {
   '*'?: string;
 }
 
-/** What to send for each instance: as stored ('*'), or transcoded to Explicit VR LE. */
-type Representation = { transferSyntaxUID: string; transcode: boolean };
+/** What to send for each instance: as stored, or transcoded (and its frames decoded when it is compressed). */
+type Representation = { transferSyntaxUID: string; transcode: boolean; decode: boolean };
 
-export function wadoService(deps: WadoDeps): FastifyPluginAsync {
-  /** The instances a URL names; `metadata: false` when only their bytes are sent. */
-  const instancesOf = (p: Params, options: { metadata?: boolean } = {}): CatalogInstance[] => {
+/** The instances a URL names (404 when none); `metadata: false` when their metadata is read only if used. */
+export type InstanceLookup = (p: Params, options?: { metadata?: boolean }) => CatalogInstance[];
+
+export function instanceLookup(deps: Pick<WadoDeps, 'catalog'>): InstanceLookup {
+  return (p, options = {}) => {
     const study = assertUid(p.study, 'Study Instance UID');
     if (p.instance !== undefined) {
       const series = assertUid(p.series!, 'Series Instance UID');
@@ -48,6 +58,10 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
     if (list.length === 0) throw new VaultError(series === undefined ? 'STUDY_NOT_FOUND' : 'SERIES_NOT_FOUND', series === undefined ? 'no such study' : 'no such series in this study');
     return list;
   };
+}
+
+export function wadoService(deps: WadoDeps): FastifyPluginAsync {
+  const instancesOf = instanceLookup(deps);
 
   return async (app) => {
     const retrieve: AccessRouteConfig = { access: { action: 'retrieve', dataType: 'dicom' } };
@@ -66,9 +80,10 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
           let i = 0;
           for await (const { ref, pieces } of readInstances(deps, instances, { signal, ...(loans ? { loans } : {}) })) {
             const rep = reps[i++]!;
+            const decoder = rep.decode ? frameDecoder(ref, signal) : undefined;
             yield {
               contentType: `application/dicom; transfer-syntax=${rep.transferSyntaxUID}`,
-              body: rep.transcode ? transcodeToExplicitLE(pieces, scannedOf(ref)) : pieces,
+              body: rep.transcode ? transcode(pieces, scannedOf(ref), { transferSyntaxUID: rep.transferSyntaxUID, ...(decoder ? { decoder } : {}) }) : pieces,
             };
           }
         })();
@@ -98,28 +113,36 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
     }
 
     // Frames are read by offset from the chunks that hold them. Encapsulated frames are sent as
-    // stored (their transfer syntax in each part's type); native ones as little-endian bytes.
+    // stored (their transfer syntax in each part's type) or decoded; native ones as little-endian
+    // bytes; those of a deflated instance are cut out of its data set as it is inflated.
     const sendFrames = async (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply, inst: CatalogInstance, numbers: number[]): Promise<FastifyReply> => {
-      const layout = inst.layout;
-      const ts = describeTransferSyntax(inst.transferSyntaxUID);
-      if (ts.deflated || layout.frames.length === 0) {
-        throw new VaultError('NOT_ACCEPTABLE', 'frames of this instance cannot be served by offset (no pixel data, or a deflated transfer syntax): retrieve the instance instead');
-      }
-      for (const n of numbers) {
-        if (n > layout.frames.length) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${layout.frames.length}`);
-      }
-      const contentType = negotiateFrames(request.headers.accept, inst.transferSyntaxUID, ts.encapsulated);
-      const swap = !ts.littleEndian && !ts.encapsulated && bitsAllocated(inst.metadata) > 8 ? bitsAllocated(inst.metadata) / 8 : 0;
+      const plan = negotiateFrames(request.headers.accept, inst);
       const signal = requestSignal(request, reply);
-      const loans = new PieceLoans();
-      const opened = await openInstance(deps, inst, { signal });
-      const parts = (async function* (): AsyncGenerator<OutgoingPart> {
+      const frames = await openFrames(deps, inst, signal);
+      try {
         for (const n of numbers) {
-          yield { contentType, body: readRanges(opened, layout.frames[n - 1]!, { signal, loans }, swap) };
+          if (n > frames.count) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${frames.count}`);
         }
-      })();
+      } catch (err) {
+        await frames.close();
+        throw err;
+      }
+      const loans = new PieceLoans();
+      let parts: AsyncGenerator<OutgoingPart>;
+      if (plan.mode === 'decode') {
+        const layout = decodedLayout(inst.transferSyntaxUID, inst.metadata);
+        const decode = frameDecoder(inst, signal);
+        parts = mapAhead(numbers, decodeAhead(layout.frameLength), async (n): Promise<OutgoingPart> => {
+          const frame = await decode.decode(await frames.read(n), n);
+          return { contentType: plan.contentType, body: single(frame.pixels) };
+        });
+      } else {
+        parts = (async function* (): AsyncGenerator<OutgoingPart> {
+          for (const n of numbers) yield { contentType: plan.contentType, body: frames.stream(n, loans) };
+        })();
+      }
       const boundary = newBoundary();
-      return sendCommittedLate(request, reply, signal, multipartContentType(boundary, contentType.split(';')[0]!), multipartBody(boundary, parts), loans);
+      return sendCommittedLate(request, reply, signal, multipartContentType(boundary, plan.multipartType), multipartBody(boundary, closing(parts, frames)), loans);
     };
 
     app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/frames/:frames', { config: frames }, async (request, reply) => {
@@ -132,11 +155,13 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       const path = request.params['*'] ?? '';
       const range = inst!.layout.bulk[path];
       if (!range && path === PIXEL_DATA && inst!.layout.pixelData?.encapsulated === true) {
-        // Encapsulated Pixel Data as bulk data: one part per frame, compressed as stored
-        // (PS3.18 8.7.3.3.2), which is what its BulkDataURI in the metadata promises.
+        // Encapsulated Pixel Data as bulk data: one part per frame (PS3.18 8.7.3.3.2), which is
+        // what its BulkDataURI in the metadata promises; decoded, or as stored with transfer-syntax=*.
         return sendFrames(request, reply, inst!, inst!.layout.frames.map((_, i) => i + 1));
       }
-      if (!range) throw new VaultError('BULKDATA_NOT_FOUND', `no bulk data at ${path}`);
+      // A deflated instance's values have no stored offsets: cut out of its data set, inflated.
+      const deflated = describeTransferSyntax(inst!.transferSyntaxUID).deflated;
+      if (!range && !deflated) throw new VaultError('BULKDATA_NOT_FOUND', `no bulk data at ${path}`);
       const accept = parseAccept(request.headers.accept);
       if (!accept.some((r) => ['*/*', 'multipart/related', 'multipart/*', 'application/octet-stream'].includes(r.type))) {
         throw new VaultError('NOT_ACCEPTABLE', 'bulk data is sent as multipart/related; type="application/octet-stream"');
@@ -146,7 +171,10 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       const opened = await openInstance(deps, inst!, { signal });
       const boundary = newBoundary();
       const parts = (async function* (): AsyncGenerator<OutgoingPart> {
-        yield { contentType: 'application/octet-stream', body: readRanges(opened, [range], { signal, loans }, 0) };
+        yield {
+          contentType: 'application/octet-stream',
+          body: range ? readRanges(opened, [range], { signal, loans }, 0) : deflatedValue(opened.read(undefined, { signal }), path),
+        };
       })();
       return sendCommittedLate(request, reply, signal, multipartContentType(boundary, 'application/octet-stream'), multipartBody(boundary, parts), loans);
     });
@@ -160,7 +188,7 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
  * back once the socket has taken its bytes, which only a write's own callback tells (a piped
  * stream's writes have none). After the head, a failure can only break the connection.
  */
-async function sendCommittedLate(
+export async function sendCommittedLate(
   request: FastifyRequest,
   reply: FastifyReply,
   signal: AbortSignal,
@@ -205,6 +233,9 @@ async function sendCommittedLate(
       await Promise.race([written, once(res, 'close')]);
     }
     res.destroy();
+    // A write that failed leaves the body suspended: ended, so that what it holds open (a
+    // deflated instance's inflating pass, frames being decoded) is let go now.
+    await body.return(undefined).catch(() => {});
   }
   return reply;
 }
@@ -249,17 +280,52 @@ function scannedOf(inst: CatalogInstance): ScannedInstance {
 /** Metadata with Pixel Data present as a BulkDataURI when it can be fetched as bulk data. */
 const PIXEL_DATA = '7FE00010';
 
-/** Pixel Data in metadata: a BulkDataURI, native (its bytes) or encapsulated (its frames). */
+/**
+ * Pixel Data in metadata: a BulkDataURI, native (its bytes) or encapsulated (its frames); for a
+ * deflated image, whose Pixel Data the scanner did not record, its bytes cut out of the inflated data set.
+ */
 function withPixelDataUri(inst: CatalogInstance): DicomJsonDataset {
   const pd = inst.layout.pixelData;
-  const served = inst.layout.bulk[PIXEL_DATA] !== undefined || (pd?.encapsulated === true && inst.layout.frames.length > 0);
-  if (!pd || !served) return inst.metadata;
+  if (pd === null) {
+    if (!isDeflatedImage(inst)) return inst.metadata;
+    // The VR the file uses is not recorded; OW unless the samples are bytes (PS3.5 8.2).
+    return { ...inst.metadata, [PIXEL_DATA]: { vr: bitsAllocated(inst.metadata) > 8 ? 'OW' : 'OB', BulkDataURI: `bulk/${PIXEL_DATA}` } };
+  }
+  const served = inst.layout.bulk[PIXEL_DATA] !== undefined || (pd.encapsulated && inst.layout.frames.length > 0);
+  if (!served) return inst.metadata;
   return { ...inst.metadata, [PIXEL_DATA]: { vr: pd.encapsulated ? 'OB' : pd.vr, BulkDataURI: `bulk/${PIXEL_DATA}` } };
 }
 
 /**
+ * A deflated instance with an image: the scanner stops at its Pixel Data (offsets into the
+ * inflated data set are useless to readers), so it is known by its Image Pixel module. Not one
+ * whose pixels are elsewhere (JPIP: Pixel Data Provider URL).
+ */
+function isDeflatedImage(inst: CatalogInstance): boolean {
+  const facts = describeTransferSyntax(inst.transferSyntaxUID);
+  if (!facts.deflated || facts.encapsulated) return false;
+  const m = inst.metadata;
+  return m[PIXEL_DATA] === undefined && m['00287FE0'] === undefined && ['00280010', '00280011', '00280100'].every((t) => firstNumber(m[t]) !== undefined);
+}
+
+/** Whether the instance has Pixel Data (to send as frames, or to render). */
+export function hasPixelData(inst: CatalogInstance): boolean {
+  return inst.layout.pixelData !== null || isDeflatedImage(inst);
+}
+
+/** A refusal that names the instance that has no image. */
+export function noPixelData(inst: CatalogInstance, what: string): VaultError {
+  const modality = firstString(inst.metadata['00080060']);
+  return new VaultError(
+    'NOT_ACCEPTABLE',
+    `instance ${inst.sopInstanceUID} has no Pixel Data (SOP Class ${inst.sopClassUID}${modality === undefined ? '' : `, modality ${modality}`}): it has no ${what}`,
+  );
+}
+
+/**
  * Chooses, for every instance, what to send: the first acceptable media range (by q) that works
- * for all of them wins. No Accept, or only wildcards: Explicit VR Little Endian (PS3.18 default).
+ * for all of them wins. No Accept, or only wildcards: Explicit VR Little Endian (PS3.18 default),
+ * compressed instances decoded.
  */
 export function negotiateInstances(accept: string | undefined, instances: CatalogInstance[]): Representation[] {
   const ranges = parseAccept(accept);
@@ -269,12 +335,17 @@ export function negotiateInstances(accept: string | undefined, instances: Catalo
     if (target === undefined) continue;
     const reps: Representation[] = [];
     for (const inst of instances) {
-      if (target === '*' || target === inst.transferSyntaxUID) reps.push({ transferSyntaxUID: inst.transferSyntaxUID, transcode: false });
-      else if (canTranscode(inst.transferSyntaxUID, target)) reps.push({ transferSyntaxUID: target, transcode: true });
-      else {
-        reasons.push(`instance ${inst.sopInstanceUID} is stored as ${inst.transferSyntaxUID} and cannot be converted to ${target}`);
+      if (target === '*' || target === inst.transferSyntaxUID) {
+        reps.push({ transferSyntaxUID: inst.transferSyntaxUID, transcode: false, decode: false });
+        continue;
+      }
+      const refusal = instanceRefusal(inst, target);
+      if (refusal !== undefined) {
+        reasons.push(`instance ${inst.sopInstanceUID} is stored as ${inst.transferSyntaxUID} and cannot be sent as ${target}: ${refusal}`);
         break;
       }
+      const decode = inst.layout.pixelData?.encapsulated === true;
+      reps.push({ transferSyntaxUID: target, transcode: true, decode });
     }
     if (reps.length === instances.length) return reps;
   }
@@ -282,6 +353,24 @@ export function negotiateInstances(accept: string | undefined, instances: Catalo
     'NOT_ACCEPTABLE',
     reasons[0] ?? 'instances are sent as multipart/related; type="application/dicom" (add transfer-syntax=* to get them as stored)',
   );
+}
+
+/** Why `inst` cannot be sent as `target` (undefined: it can), checked before anything is sent. */
+function instanceRefusal(inst: CatalogInstance, target: string): string | undefined {
+  const from = inst.transferSyntaxUID;
+  const refusal = conversionRefusal(from, target, canDecode(from) || inst.layout.pixelData?.encapsulated !== true);
+  if (refusal !== undefined) return refusal;
+  if (inst.layout.pixelData?.encapsulated !== true) return undefined;
+  try {
+    const layout = decodedLayout(from, inst.metadata);
+    if (inst.layout.frames.length !== layout.frames) {
+      return `the ${layout.frames} frames of its Pixel Data cannot be located among its fragments (GET its frames/1 for why); retrieve it as stored (transfer-syntax=*)`;
+    }
+  } catch (err) {
+    if (isVaultError(err, 'NOT_ACCEPTABLE')) return err.message;
+    throw err;
+  }
+  return undefined;
 }
 
 /** The transfer syntax a media range asks for ('*' = as stored), or undefined if it is not DICOM. */
@@ -297,25 +386,283 @@ function negotiateJson(accept: string | undefined): void {
   if (!ok) throw new VaultError('NOT_ACCEPTABLE', 'metadata is sent as application/dicom+json');
 }
 
-/** Content type of each frame part. Uncompressed: application/octet-stream; encapsulated: as stored. */
-function negotiateFrames(accept: string | undefined, tsuid: string, encapsulated: boolean): string {
+const J = '1.2.840.10008.1.2.4';
+/** Bulk data media types of compressed frames (PS3.18 Table 8.7.3-2), served as stored when asked for by name. */
+const FRAME_MEDIA_TYPES: ReadonlyMap<string, string> = new Map([
+  ...['50', '51', '57', '70'].map((n): [string, string] => [`${J}.${n}`, 'image/jpeg']),
+  [`${J}.80`, 'image/jls'],
+  [`${J}.81`, 'image/jls'],
+  [`${J}.90`, 'image/jp2'],
+  [`${J}.91`, 'image/jp2'],
+  [`${J}.92`, 'image/jpx'],
+  [`${J}.93`, 'image/jpx'],
+  ...['201', '202', '203'].map((n): [string, string] => [`${J}.${n}`, 'image/jphc']),
+  ['1.2.840.10008.1.2.5', 'image/dicom-rle'],
+  ...['100', '100.1', '101', '101.1'].map((n): [string, string] => [`${J}.${n}`, 'video/mpeg']),
+  ...['102', '102.1', '103', '103.1', '104', '104.1', '105', '105.1', '106', '106.1'].map((n): [string, string] => [`${J}.${n}`, 'video/mp4']),
+  [`${J}.107`, 'video/H265'],
+  [`${J}.108`, 'video/H265'],
+]);
+
+/** How frames are sent: as stored, native (little endian), or decoded; and the types that say so. */
+interface FramesPlan {
+  mode: 'stored' | 'native' | 'decode';
+  /** Each part's Content-Type, naming the transfer syntax of its bytes. */
+  contentType: string;
+  /** The `type` of the multipart response. */
+  multipartType: string;
+}
+
+/**
+ * Chooses how to send frames from the Accept ranges, best first. application/octet-stream without
+ * a transfer syntax (or Explicit / Implicit VR Little Endian) means uncompressed: native frames as
+ * they are, compressed ones decoded; transfer-syntax=* means as stored. A compressed frame's own
+ * bulk media type (image/jp2 for JPEG 2000...) brings it as stored. Every part names its transfer
+ * syntax: without one, readers (cornerstone) take it for Implicit VR Little Endian.
+ */
+export function negotiateFrames(accept: string | undefined, inst: CatalogInstance): FramesPlan {
+  if (!hasPixelData(inst)) throw noPixelData(inst, 'frames');
+  const tsuid = inst.transferSyntaxUID;
+  const encapsulated = inst.layout.pixelData?.encapsulated === true;
+  const octets = (ts: string): string => `application/octet-stream; transfer-syntax=${ts}`;
+  const reasons: string[] = [];
   for (const r of parseAccept(accept)) {
-    const inner = r.type === 'multipart/related' ? (r.params.type ?? 'application/octet-stream').toLowerCase() : r.type;
-    const ts = r.params['transfer-syntax'];
-    if (inner === '*/*' || r.type === '*/*' || r.type === 'multipart/*') {
-      return encapsulated ? `application/octet-stream; transfer-syntax=${tsuid}` : 'application/octet-stream';
+    const wildcard = r.type === '*/*' || r.type === 'multipart/*';
+    const inner = wildcard ? 'application/octet-stream' : r.type === 'multipart/related' ? (r.params.type ?? 'application/octet-stream').toLowerCase() : r.type;
+    const ts = wildcard ? undefined : r.params['transfer-syntax'];
+    if (inner === 'application/octet-stream' || inner === '*/*') {
+      if (!encapsulated) {
+        // Native pixel data is little endian on the way out whatever it was stored as; its bytes
+        // are the same in Implicit and Explicit VR Little Endian.
+        if (ts === undefined || ts === '*' || ts === EXPLICIT_VR_LE || ts === tsuid) return { mode: 'native', contentType: octets(EXPLICIT_VR_LE), multipartType: 'application/octet-stream' };
+        if (ts === IMPLICIT_VR_LE) return { mode: 'native', contentType: octets(IMPLICIT_VR_LE), multipartType: 'application/octet-stream' };
+        reasons.push(`the frames are not compressed here; ${ts} is not an uncompressed transfer syntax`);
+        continue;
+      }
+      if (ts === '*' || ts === tsuid) return { mode: 'stored', contentType: octets(tsuid), multipartType: 'application/octet-stream' };
+      if (ts === undefined || ts === EXPLICIT_VR_LE || ts === IMPLICIT_VR_LE) {
+        if (canDecode(tsuid)) return { mode: 'decode', contentType: octets(ts ?? EXPLICIT_VR_LE), multipartType: 'application/octet-stream' };
+        reasons.push(`the frames are stored as ${tsuid}, which no decoder here reads: ask for transfer-syntax=* to get them as stored`);
+        continue;
+      }
+      reasons.push(`the frames are stored as ${tsuid} and are not re-compressed here as ${ts}`);
+      continue;
     }
-    if (inner === 'application/octet-stream') {
-      if (!encapsulated && (ts === undefined || ts === '*' || ts === EXPLICIT_VR_LE || ts === tsuid)) return 'application/octet-stream';
-      if (encapsulated && (ts === '*' || ts === tsuid)) return `application/octet-stream; transfer-syntax=${tsuid}`;
+    const own = FRAME_MEDIA_TYPES.get(tsuid);
+    if (encapsulated && own !== undefined && inner.toLowerCase() === own.toLowerCase() && (ts === undefined || ts === tsuid)) {
+      return { mode: 'stored', contentType: `${own}; transfer-syntax=${tsuid}`, multipartType: own };
     }
   }
   throw new VaultError(
     'NOT_ACCEPTABLE',
-    encapsulated
-      ? `frames are stored compressed (${tsuid}) and are not decompressed here: ask for multipart/related; type="application/octet-stream"; transfer-syntax=*`
-      : 'uncompressed frames are sent as multipart/related; type="application/octet-stream"',
+    reasons[0] ??
+      `frames are sent as multipart/related; type="application/octet-stream" (uncompressed, or as stored with transfer-syntax=*)${encapsulated && FRAME_MEDIA_TYPES.has(tsuid) ? ` or as ${FRAME_MEDIA_TYPES.get(tsuid)}` : ''}`,
   );
+}
+
+/** The frames of an instance: how many, and each one's bytes. */
+export interface InstanceFrames {
+  count: number;
+  /** The transfer syntax of the bytes given: as stored when encapsulated, else Explicit VR Little Endian. */
+  transferSyntaxUID: string;
+  encapsulated: boolean;
+  /** Frame `n` (1-based) whole: a codestream (its fragments joined), or native little-endian samples. */
+  read(n: number): Promise<Uint8Array>;
+  /** Frame `n` as it streams, its pieces lent through `loans` where they can be. */
+  stream(n: number, loans: PieceLoans): AsyncIterable<Uint8Array>;
+  /** A bulk value of the instance (BulkDataURI path), little endian; undefined when it has none stored apart. */
+  bulk(path: string): Promise<Uint8Array | undefined>;
+  /** Ends what reading left open (a deflated instance's inflating pass). */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens an instance's frames. NOT_ACCEPTABLE, saying what is wrong, when it has no Pixel Data or
+ * its frames cannot be located (a wrong fragment table, a bad Number of Frames).
+ */
+export async function openFrames(deps: ReaderDeps, inst: CatalogInstance, signal: AbortSignal): Promise<InstanceFrames> {
+  if (!hasPixelData(inst)) throw noPixelData(inst, 'frames');
+  const opened = await openInstance(deps, inst, { signal });
+  const cannot = (why: string): VaultError =>
+    new VaultError('NOT_ACCEPTABLE', `the frames of instance ${inst.sopInstanceUID} cannot be located: ${why}. The whole instance can still be retrieved as stored (transfer-syntax=*)`);
+  const pixelData = inst.layout.pixelData;
+  if (pixelData === null) {
+    // Deflated: cut out of the inflated Pixel Data, whose frames follow each other.
+    const count = frameCountOf(inst.metadata);
+    const frameLength = nativeFrameLength(inst.metadata);
+    if (count === undefined || frameLength === undefined) throw cannot(explainNativeFrames(inst.metadata, { valueOffset: 0, valueLength: -1, encapsulated: false, vr: 'OW' }));
+    const reader = new DeflatedValueReader(() => opened.read(undefined, { signal }), PIXEL_DATA);
+    const read = (n: number): Promise<Uint8Array> => reader.read({ offset: (n - 1) * frameLength, length: frameLength });
+    return {
+      count,
+      transferSyntaxUID: EXPLICIT_VR_LE,
+      encapsulated: false,
+      read,
+      stream: (n) => single(read(n)),
+      // Every other value of a deflated instance is in its metadata.
+      bulk: async () => undefined,
+      close: () => reader.close(),
+    };
+  }
+  const ranges = inst.layout.frames;
+  if (ranges.length === 0) {
+    throw cannot(
+      pixelData.encapsulated
+        ? await explainUnlocatedFrames(byteReader(opened, signal), pixelData, inst.metadata, inst.transferSyntaxUID, inst.size)
+        : explainNativeFrames(inst.metadata, pixelData),
+    );
+  }
+  const ts = describeTransferSyntax(inst.transferSyntaxUID);
+  const swap = !ts.littleEndian && !pixelData.encapsulated && bitsAllocated(inst.metadata) > 8 ? bitsAllocated(inst.metadata) / 8 : 0;
+  const bytes = byteReader(opened, signal);
+  return {
+    count: ranges.length,
+    transferSyntaxUID: pixelData.encapsulated ? inst.transferSyntaxUID : EXPLICIT_VR_LE,
+    encapsulated: pixelData.encapsulated,
+    read: async (n) => {
+      const parts = await Promise.all(ranges[n - 1]!.map((r) => bytes(r.offset, r.length)));
+      // A frame of one range within one chunk is a view of that (kept) chunk: copied, since
+      // the decoder takes it and the swap below changes it.
+      const frame = Buffer.concat(parts);
+      if (swap === 2) frame.swap16();
+      else if (swap === 4) frame.swap32();
+      else if (swap === 8) frame.swap64();
+      return frame;
+    },
+    stream: (n, loans) => readRanges(opened, ranges[n - 1]!, { signal, loans }, swap),
+    bulk: async (path) => {
+      const range = inst.layout.bulk[path];
+      if (range === undefined) return undefined;
+      const pieces: Uint8Array[] = [];
+      for await (const p of readRanges(opened, [range], { signal }, ts.littleEndian ? 0 : 2)) pieces.push(p);
+      return Buffer.concat(pieces);
+    },
+    close: async () => {},
+  };
+}
+
+/** Bytes of one native frame from the metadata; undefined when frames do not start on byte boundaries. */
+function nativeFrameLength(meta: DicomJsonDataset): number | undefined {
+  const rows = firstNumber(meta['00280010']);
+  const columns = firstNumber(meta['00280011']);
+  const bits = firstNumber(meta['00280100']);
+  if (rows === undefined || columns === undefined || bits === undefined) return undefined;
+  const photometric = firstString(meta['00280004'])?.trim();
+  // YBR_*_422 native data holds 2 samples per pixel on average (Cb and Cr are shared).
+  const samples = photometric === 'YBR_FULL_422' || photometric === 'YBR_PARTIAL_422' ? 2 : (firstNumber(meta['00280002']) ?? 1);
+  const bitsPerFrame = rows * columns * samples * bits;
+  return bitsPerFrame > 0 && bitsPerFrame % 8 === 0 ? bitsPerFrame / 8 : undefined;
+}
+
+/** Chunks a byteReader keeps: consecutive frames (and item headers) mostly share chunks. */
+const KEPT_CHUNKS = 4;
+
+/**
+ * Random access to an instance's bytes through its verified chunks, the last few kept: frames
+ * read one after another for decoding (a JPEG-LS frame of a CT is a sixth of a chunk) and the
+ * item headers of a fragment table would otherwise open the same chunk again and again.
+ */
+function byteReader(opened: OpenedInstance, signal: AbortSignal): ByteReader {
+  const kept = new Map<number, Promise<Buffer>>();
+  const chunk = (index: number): Promise<Buffer> => {
+    let p = kept.get(index);
+    if (p === undefined) {
+      p = opened.chunk(index, { signal });
+      p.catch(() => kept.delete(index));
+      kept.set(index, p);
+      if (kept.size > KEPT_CHUNKS) kept.delete(kept.keys().next().value!);
+    }
+    return p;
+  };
+  const size = opened.node.chunkSize;
+  return async (offset, length) => {
+    if (offset < 0 || offset + length > opened.size) throw new VaultError('INSTANCE_CORRUPT', `bytes ${offset}-${offset + length} lie outside instance ${opened.cid}`);
+    const first = Math.floor(offset / size);
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / size);
+    const chunks = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => chunk(first + i)));
+    if (chunks.length === 1) return chunks[0]!.subarray(offset - first * size, offset - first * size + length);
+    const out = Buffer.allocUnsafe(length);
+    let filled = 0;
+    for (const [i, bytes] of chunks.entries()) {
+      const from = i === 0 ? offset - first * size : 0;
+      const take = Math.min(bytes.length - from, length - filled);
+      bytes.copy(out, filled, from, from + take);
+      filled += take;
+    }
+    return out;
+  };
+}
+
+/**
+ * Decodes the frames of `inst` (its codestreams as stored) on the shared decode pool. A frame that
+ * fails is counted (publishDecodeFailed: dicomvault_decode_failures_total) and its error names the
+ * instance and the frame.
+ */
+export function frameDecoder(inst: Pick<CatalogInstance, 'sopInstanceUID' | 'transferSyntaxUID' | 'metadata'>, signal: AbortSignal): FrameDecoder {
+  let info: FrameInfo | undefined;
+  return {
+    decode: async (encoded: Uint8Array, n: number): Promise<DecodedFrame> => {
+      info ??= frameInfoOf(inst.metadata);
+      try {
+        return await sharedDecodePool().decode(inst.transferSyntaxUID, encoded, info, { signal });
+      } catch (err) {
+        throw decodeFailure(err, inst, n);
+      }
+    },
+  };
+}
+
+/** A DECODE_FAILED error counted and re-thrown naming the instance and frame; any other error as it is. */
+export function decodeFailure(err: unknown, inst: Pick<CatalogInstance, 'sopInstanceUID' | 'transferSyntaxUID'>, frame: number): unknown {
+  if (!isVaultError(err, 'DECODE_FAILED')) return err;
+  publishDecodeFailed(inst.transferSyntaxUID, err.message);
+  return new VaultError('DECODE_FAILED', `frame ${frame} of instance ${inst.sopInstanceUID} (${inst.transferSyntaxUID}) could not be decoded: ${err.message}`, {
+    cause: err,
+    details: { frame },
+  });
+}
+
+/** Frames decoded at once for one response: as many as fit DECODE_AHEAD_BYTES, 1 to 4. */
+export function decodeAhead(frameLength: number): number {
+  return Math.min(4, Math.max(1, Math.floor(DECODE_AHEAD_BYTES / Math.max(1, frameLength))));
+}
+
+/**
+ * `fn` of each item, in order, with up to `ahead` running at once: frames are decoded (and
+ * rendered) on the pool's workers while earlier ones are written out.
+ */
+export async function* mapAhead<T, R>(items: Iterable<T>, ahead: number, fn: (item: T) => Promise<R>): AsyncGenerator<R> {
+  const iterator = items[Symbol.iterator]();
+  const running: Array<Promise<R>> = [];
+  const fill = (): void => {
+    while (running.length < ahead) {
+      const next = iterator.next();
+      if (next.done === true) return;
+      const p = fn(next.value);
+      p.catch(() => {}); // awaited in order below; an early stop leaves it unseen
+      running.push(p);
+    }
+  };
+  fill();
+  while (running.length > 0) {
+    const result = await running.shift()!;
+    fill();
+    yield result;
+  }
+}
+
+/** One piece (given or awaited) as a stream. */
+export async function* single(piece: Uint8Array | Promise<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield await piece;
+}
+
+/** `parts`, then `frames` closed, however the consumer stops. */
+export async function* closing<T>(parts: AsyncGenerator<T>, frames: InstanceFrames): AsyncGenerator<T> {
+  try {
+    yield* parts;
+  } finally {
+    await frames.close();
+  }
 }
 
 export function parseFrameList(raw: string): number[] {

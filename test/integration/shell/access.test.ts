@@ -78,6 +78,14 @@ describe('access seam', () => {
       { route: 'GET /studies/:study/series/:series/instances/:instance/metadata', method: 'GET', path: `${inst}/metadata`, accept: json, action: 'retrieve', dataType: 'metadata', study: s, series: se, instance: i },
       { route: 'GET /studies/:study/series/:series/instances/:instance/frames/:frames', method: 'GET', path: `${inst}/frames/1`, accept: octets, action: 'retrieve', dataType: 'frames', study: s, series: se, instance: i },
       { route: 'GET /studies/:study/series/:series/instances/:instance/bulk/*', method: 'GET', path: `${inst}/bulk/7FE00010`, accept: octets, action: 'retrieve', dataType: 'bulkdata', study: s, series: se, instance: i },
+      // PNG: the instance is 16 x 16 of noise, whose JPEG would be larger than its pixels, which the
+      // JPEG encoder (src/dicom/render/image.ts) cannot yet write.
+      ...(['rendered', 'thumbnail'] as const).flatMap((what): RouteCase[] => [
+        { route: `GET /studies/:study/${what}`, method: 'GET', path: `/studies/${s}/${what}`, accept: 'image/png', action: 'retrieve', dataType: 'rendered', study: s },
+        { route: `GET /studies/:study/series/:series/${what}`, method: 'GET', path: `/studies/${s}/series/${se}/${what}`, accept: 'image/png', action: 'retrieve', dataType: 'rendered', study: s, series: se },
+        { route: `GET /studies/:study/series/:series/instances/:instance/${what}`, method: 'GET', path: `${inst}/${what}`, accept: 'image/png', action: 'retrieve', dataType: 'rendered', study: s, series: se, instance: i },
+        { route: `GET /studies/:study/series/:series/instances/:instance/frames/:frames/${what}`, method: 'GET', path: `${inst}/frames/1/${what}`, accept: 'image/png', action: 'retrieve', dataType: 'rendered', study: s, series: se, instance: i },
+      ]),
       { route: 'GET /studies/:study/receipt', method: 'GET', path: `/studies/${s}/receipt`, accept: 'application/json', action: 'retrieve', dataType: 'receipt', study: s },
     ];
   });

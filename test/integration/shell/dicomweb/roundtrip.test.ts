@@ -84,15 +84,19 @@ describe('pydicom test files through STOW-RS and WADO-RS', () => {
     expect(back.parts[0]!.body.subarray(128, 132).toString()).toBe('DICM');
   });
 
-  it('answers 406 when a compressed instance is asked for uncompressed', async () => {
+  it('decodes a compressed instance asked for uncompressed, and sends it as stored with transfer-syntax=*', async () => {
     const path = files.find((f) => f.endsWith('JPEG2000.dcm'))!;
     const info = pydicomInfo(path);
     expect((await stow(node.url, [read(path)])).status).toBe(200);
     const url = `${node.url}/studies/${info.studyUID}/series/${info.seriesUID}/instances/${info.sopUID}`;
     const back = await retrieve(url, 'multipart/related; type="application/dicom"');
-    expect(back.status).toBe(406);
-    expect(JSON.parse(back.raw.toString()).code).toBe('NOT_ACCEPTABLE');
-    expect((await retrieve(url)).status).toBe(200); // transfer-syntax=* works
+    expect(back.status).toBe(200);
+    expect(back.parts[0]!.headers['content-type']).toBe(`application/dicom; transfer-syntax=${EXPLICIT_VR_LE}`);
+    expect(Buffer.compare((await retrieve(url)).parts[0]!.body, read(path))).toBe(0); // transfer-syntax=*
+    // Nothing is compressed here: asking for another compressed syntax is refused.
+    const other = await retrieve(url, 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50');
+    expect(other.status).toBe(406);
+    expect(JSON.parse(other.raw.toString()).code).toBe('NOT_ACCEPTABLE');
   });
 
   it('serves native frames by offset, equal to the frame bytes in the file', async () => {
@@ -115,14 +119,15 @@ describe('pydicom test files through STOW-RS and WADO-RS', () => {
     expect((await retrieve(`${url}/frames/a`, 'multipart/related; type="application/octet-stream"')).status).toBe(400);
   });
 
-  it('serves encapsulated frames as stored', async () => {
+  it('serves encapsulated frames as stored with transfer-syntax=*', async () => {
     const path = files.find((f) => f.endsWith('SC_rgb_rle_2frame.dcm'))!;
     const info = pydicomInfo(path);
     const bytes = read(path);
     expect((await stow(node.url, [bytes])).status).toBe(200);
     const url = `${node.url}/studies/${info.studyUID}/series/${info.seriesUID}/instances/${info.sopUID}`;
     const plain = await retrieve(`${url}/frames/2`, 'multipart/related; type="application/octet-stream"');
-    expect(plain.status).toBe(406);
+    expect(plain.status).toBe(200); // decoded
+    expect(plain.parts[0]!.headers['content-type']).toBe(`application/octet-stream; transfer-syntax=${EXPLICIT_VR_LE}`);
     const r = await retrieve(`${url}/frames/2`, 'multipart/related; type="application/octet-stream"; transfer-syntax=*');
     expect(r.status).toBe(200);
     const inst = node.vault.catalog.getInstance(info.sopUID)!;
