@@ -86,6 +86,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       return server;
     },
     return503OnClosing: true,
+    // Frame lists (frames/1,2,3,...) and UID lists run long: find-my-way's 100 characters would
+    // refuse a list of about 30 frames with 414.
+    routerOptions: { maxParamLength: 16 * 1024 },
   });
   // A connection that moved no byte for the idle timeout: an upload or a download that stalled.
   app.server.on('timeout', (socket: Socket) => {

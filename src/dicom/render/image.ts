@@ -1,13 +1,18 @@
 // Scaling an 8-bit display image and encoding it as JPEG or PNG.
 //
 // Encoders: JPEG with libjpeg-turbo's encoder from the same WebAssembly build that decodes JPEG
-// frames (@cornerstonejs/codec-libjpeg-turbo-8bit): no further dependency, and several times
-// faster than jpeg-js (pure JavaScript, last released 2022). PNG with fast-png (image-js,
-// maintained, pure JavaScript over fflate, typed): pngjs, the other choice, is stream-oriented
-// and last released in 2023.
+// frames (@cornerstonejs/codec-libjpeg-turbo-8bit), several times faster than jpeg-js (pure
+// JavaScript) on full-size images. That build gives its encoder an output buffer the size of the
+// raw pixels and traps when the JPEG is larger, which it always is for tiny images (headers
+// alone are ~600 bytes) and can be for noise at high quality: tiny images (up to
+// SMALL_IMAGE_BYTES of pixels) go to jpeg-js, and a trap falls back to it too. jpeg-js writes
+// colour JPEGs only, so a grey image through it comes out as a (grey) colour JPEG. PNG with fast-png
+// (image-js, maintained, pure JavaScript over fflate, typed): pngjs, the other choice, is
+// stream-oriented and last released in 2023.
 import { encode as encodePng } from 'fast-png';
 import { VaultError } from '../../core/errors.ts';
-import { wasmCodec } from '../codecs/wasm.ts';
+import jpegJs from 'jpeg-js';
+import { dropWasmCodec, wasmCodec } from '../codecs/wasm.ts';
 import type { DisplayImage } from './display.ts';
 
 /** The size that fits `width` x `height` inside `box`, keeping the aspect ratio (at least 1 x 1). */
@@ -65,8 +70,45 @@ export function resize(image: DisplayImage, width: number, height: number): Disp
   return { width, height, channels: ch, data: out };
 }
 
+/** Pixels (bytes) up to which a JPEG is encoded by jpeg-js rather than libjpeg-turbo: 4 KiB (64 x 64 grey). */
+export const SMALL_IMAGE_BYTES = 4096;
+
 /** JPEG (baseline, JFIF) of an 8-bit image at `quality` (1..100). */
 export async function encodeJpeg(image: DisplayImage, quality: number): Promise<Uint8Array> {
+  if (image.width * image.height * image.channels <= SMALL_IMAGE_BYTES) return encodeJpegJs(image, quality);
+  try {
+    return await encodeJpegTurbo(image, quality);
+  } catch {
+    dropWasmCodec('libjpegTurbo'); // a trap may have damaged its memory: a fresh instance next time
+    return encodeJpegJs(image, quality);
+  }
+}
+
+/** jpeg-js takes RGBA. */
+function encodeJpegJs(image: DisplayImage, quality: number): Uint8Array {
+  const n = image.width * image.height;
+  const rgba = new Uint8Array(n * 4);
+  const src = image.data;
+  if (image.channels === 1) {
+    for (let i = 0; i < n; i++) {
+      const v = src[i]!;
+      rgba[i * 4] = v;
+      rgba[i * 4 + 1] = v;
+      rgba[i * 4 + 2] = v;
+      rgba[i * 4 + 3] = 255;
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      rgba[i * 4] = src[i * 3]!;
+      rgba[i * 4 + 1] = src[i * 3 + 1]!;
+      rgba[i * 4 + 2] = src[i * 3 + 2]!;
+      rgba[i * 4 + 3] = 255;
+    }
+  }
+  return new Uint8Array(jpegJs.encode({ data: rgba, width: image.width, height: image.height }, quality).data);
+}
+
+async function encodeJpegTurbo(image: DisplayImage, quality: number): Promise<Uint8Array> {
   const module = await wasmCodec('libjpegTurbo');
   const Encoder = module.JPEGEncoder as new () => {
     getDecodedBuffer(info: { width: number; height: number; bitsPerSample: number; componentCount: number; isSigned: boolean }): Uint8Array;

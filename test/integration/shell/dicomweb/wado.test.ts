@@ -139,6 +139,12 @@ describe('WADO-RS over HTTP', () => {
     const bad = await retrieve(`${url}/frames/1,x`, OCTETS);
     expect(bad.status).toBe(400);
     expect(JSON.parse(bad.raw.toString()).code).toBe('INVALID_FRAME_LIST');
+    // A long list (a viewer asking for many frames at once): 300 numbers, ~1,200 characters.
+    const many = Array.from({ length: 300 }, (_, k) => (k % 9) + 1);
+    const long = await retrieve(`${url}/frames/${many.join(',')}`, OCTETS);
+    expect(long.status).toBe(200);
+    expect(long.parts).toHaveLength(300);
+    expect(long.parts[299]!.body.toString('hex')).toBe(frame(many[299]!).toString('hex'));
   });
 
   it('sends every chunk intact to a client that reads slowly, while the node reuses its read buffers', async () => {
