@@ -1,5 +1,5 @@
 // Anchoring options: which chain, which signer and contract, how roots are batched. Typed and
-// validated once at start-up with the rest of the node's configuration (src/config.ts spreads
+// validated once at start-up with the rest of the node's configuration (src/shell/config.ts spreads
 // ANCHOR_FLAGS into its FLAGS and calls resolveAnchorConfig).
 import { isAddress, getAddress, type Address } from 'viem';
 import { VaultError } from '../src/core/errors.ts';

@@ -42,7 +42,7 @@ export function treeHead(size: number, mth: Uint8Array): Uint8Array {
  * A whole tree kept level by level, so every leaf's inclusion path is read off without hashing
  * again. Levels are built pairwise with an odd last node carried up unhashed: this is the same
  * tree as RFC 9162's recursive split at the largest power of two below n (a left-complete tree),
- * and test/anchor-merkle.test.ts checks it against that definition.
+ * and test/unit/anchor/merkle.test.ts checks it against that definition.
  */
 export class MerkleTree {
   readonly #levels: Uint8Array[][];

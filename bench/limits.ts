@@ -128,7 +128,7 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
       c.final();
       h.digest();
     });
-    const perChunkGcmSha256 = cryptoFigure('per-chunk GCM+SHA', 'one core: every 1 MiB chunk its own GCM message (nonce = index, tag appended) and its own SHA-256 (the CID), as ingest/seal.ts', (n) => {
+    const perChunkGcmSha256 = cryptoFigure('per-chunk GCM+SHA', 'one core: every 1 MiB chunk its own GCM message (nonce = index, tag appended) and its own SHA-256 (the CID), as src/format/seal.ts', (n) => {
       for (let i = 0; i < n; i++) sealAndAddress(key, i, pool[i & 15]!);
     });
     const ingestCrypto = cryptoFigure('ingest crypto', 'one core: per-chunk GCM+SHA plus the SHA-256 of the plaintext instance (all the hashing and encryption ingest does per byte)', (n) => {

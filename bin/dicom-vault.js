@@ -42,30 +42,12 @@ if (satisfies === undefined || !satisfies(process.version, wanted)) {
   process.exit(code ?? (signal === null ? 1 : 128 + (os.constants.signals[signal] ?? 0)));
 }
 
-// Runtime settings the node runs with unless told otherwise (measured with `npm run bench`):
-// --max-semi-space-size=1 (MiB): with V8's default young generation (32 MiB semi-spaces on this
-//   kind of machine) a 1 GiB STOW started ~60 full mark-compacts of the main heap (a third of
-//   the node's CPU, V8's helper threads included); with 1 MiB semi-spaces it starts 2, for a few
-//   hundred cheap scavenges, and RSS is ~30 MiB lower. Block data lives off-heap.
-// MALLOC_ARENA_MAX=1: block buffers are allocated on one thread (a crypto worker) and freed on
-//   another (the main thread's GC); with glibc's per-thread arenas the freed memory sat in
-//   several arenas at once. One arena: ~15 MiB lower peak RSS, no measurable CPU cost (the
-//   allocations are few and large).
-// UV_THREADPOOL_SIZE=16: libuv's pool (4 threads unless told) runs every file call, and an fsync
-//   waits for the device to flush its cache (on these VMs, the host's fsync of the disk image):
-//   the flush after 16 small instances held all 4 threads while the next instances' writes queued
-//   behind it. 1,000 small instances, alternating fresh nodes: 257 / 215 / 241 inst/s with 4
-//   threads, 270 / 262 / 318 with 16 (idle threads cost ~100 KiB each).
-// Not set: --heap-growing-percent=50 (the old generation grows to 1.5x what survived the last
-//   full collection, V8 allows up to 4x). It keeps peak RSS flat with study size (16 GiB study:
-//   158 MiB ingesting, 225 MiB retrieving, against 185 and 263 MiB without it), but the extra
-//   full collections cost retrieval of huge instances ~30% (340 -> 250 MB/s, 1.7 s more node
-//   CPU per GiB). A deployment that prefers flat memory can start the node with it:
-//   `node --heap-growing-percent=50 bin/dicom-vault.js serve` (V8 refuses it in NODE_OPTIONS).
-// All must be set before the process starts, so it re-executes itself with them: execve keeps
-// the PID (service managers, tests and benchmarks that watch or signal it are unaffected). A
-// flag given on the command line or in NODE_OPTIONS, or a MALLOC_ARENA_MAX or UV_THREADPOOL_SIZE
-// in the environment, is respected as is.
+// Runtime settings the node runs with unless told otherwise: --max-semi-space-size=1 (fewer full
+// collections while block data streams through), MALLOC_ARENA_MAX=1 (freed block memory in one
+// arena), UV_THREADPOOL_SIZE=16 (fsyncs do not hold every file call). Why, with the measurements:
+// src/shell/README.md. All must be set before the process starts, so it re-executes itself with
+// them: execve keeps the PID. A flag given on the command line or in NODE_OPTIONS, or a
+// MALLOC_ARENA_MAX or UV_THREADPOOL_SIZE in the environment, is respected as is.
 const V8_FLAGS = ['--max-semi-space-size=1'];
 const ENV = { MALLOC_ARENA_MAX: '1', UV_THREADPOOL_SIZE: '16' };
 const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];

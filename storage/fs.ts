@@ -162,7 +162,7 @@ export class FsBlockStore implements BlockStore {
       // temp file's open finds it missing (#createTemp). Looking first cost every shard's first
       // put in a new process a trip through the thread pool: a thousand of them in a new node's
       // first thousand small instances.
-      // A block written again gets a new time (touch), so that gc (storage/gc.ts) counts it from
+      // A block written again gets a new time (touch), so that gc (src/maintenance/gc.ts) counts it from
       // this write, not from the earlier one (a failed ingest's, whose blocks gc may take).
       if (isStored(file, bytes.byteLength) && sync.touch(file)) {
         // Written earlier, perhaps by a non-durable put not yet flushed (or by a process that

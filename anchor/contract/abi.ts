@@ -1,5 +1,5 @@
 // The anchoring contract's ABI as a TypeScript constant (viem infers argument and event types from
-// it) and its compiled bytecode from the committed artifact. test/anchor-contract.test.ts checks
+// it) and its compiled bytecode from the committed artifact. test/integration/anchor/contract.test.ts checks
 // that this ABI equals the one solc produces from DicomVaultAnchor.sol.
 import { readFileSync } from 'node:fs';
 import type { Hex } from 'viem';

@@ -1,6 +1,6 @@
 // Compiles DicomVaultAnchor.sol with solc (the npm package: the official compiler built to
 // wasm, pinned exactly in devDependencies) and writes the committed artifact beside it. The node
-// loads the artifact at run time and needs no compiler; test/anchor-contract.test.ts recompiles
+// loads the artifact at run time and needs no compiler; test/integration/anchor/contract.test.ts recompiles
 // and checks that the committed bytecode is what this source compiles to.
 //
 //   node anchor/contract/compile.ts          # rewrite DicomVaultAnchor.json

@@ -1,4 +1,4 @@
-// AES-256-GCM and SHA-256 on worker threads (ingest/crypto-worker.js). The main thread keeps HTTP,
+// AES-256-GCM and SHA-256 on worker threads (src/format/crypto-worker.js). The main thread keeps HTTP,
 // multipart parsing and the DICOM scanner; sealing a chunk (the instance's running plaintext
 // SHA-256, GCM, and the SHA-256 of the ciphertext for its CID) and verifying + opening a block
 // read back run on workers, several chunks at once.
@@ -13,7 +13,7 @@
 // memory count. Reads of a WADO response do the same (openInSlot): the block is read into a slot
 // and comes back as plaintext; other reads (open) move the block out and get the plaintext moved
 // back in a buffer of its own.
-// The pooled slots lie in aligned shared memory (storage/aligned-memory.ts): the file store writes
+// The pooled slots lie in aligned shared memory (src/core/aligned-memory.ts): the file store writes
 // them with O_DIRECT, which saves a copy into the page cache that cost more than the crypto, and
 // being shared they need no moving at all. Copying into shared memory is slower than into an
 // ArrayBuffer (23 against 44 GB/s here: ~45 ms per GiB received), far less than what it saves.

@@ -1,10 +1,10 @@
-// The worker side of ingest/crypto-pool.ts: seals chunks in place (the instance's running
+// The worker side of src/format/crypto-pool.ts: seals chunks in place (the instance's running
 // plaintext SHA-256, AES-256-GCM, then the SHA-256 of ciphertext || tag for the CID) and verifies
 // + opens blocks read back.
 //
 // Plain JavaScript on purpose: a worker that loads a .ts file starts Node's type stripper (a
 // WebAssembly module) in its own isolate, about 10 MiB of RSS per worker for a file this small.
-// The nonce layout duplicates ingest/seal.ts (nonce = purpose || counter); test/crypto-pool.test.ts
+// The nonce layout duplicates src/format/seal.ts (nonce = purpose || counter); test/unit/format/crypto-pool.test.ts
 // checks that both produce the same bytes.
 import { createCipheriv, createDecipheriv, createHash, createSecretKey } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
@@ -39,7 +39,7 @@ function back(msg) {
   return msg.buffer instanceof ArrayBuffer ? { buffer: msg.buffer, transfer: [msg.buffer] } : {};
 }
 
-/** storage/aligned-memory.ts copyInto (a worker in plain JavaScript cannot load it): one memcpy into a shared slot. */
+/** src/core/aligned-memory.ts copyInto (a worker in plain JavaScript cannot load it): one memcpy into a shared slot. */
 function copyInto(target, source, at) {
   if (source.length > 0) target.fill(source, at, at + source.length);
 }

@@ -2,7 +2,7 @@
 // against its CID and its GCM tag checked before any byte of it is returned, and a whole-instance
 // read also checks the plaintext SHA-256 recorded at ingest. Ranges (frames, bulk data) read only
 // the chunks that hold them. Chunks are verified and decrypted on the crypto pool's workers
-// (ingest/crypto-pool.ts), several at once (read-ahead); the plaintext hash stays here, in order.
+// (src/format/crypto-pool.ts), several at once (read-ahead); the plaintext hash stays here, in order.
 import { createHash } from 'node:crypto';
 import { CID } from 'multiformats/cid';
 import { isVaultError, VaultError } from '../core/errors.ts';

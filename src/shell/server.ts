@@ -37,7 +37,7 @@ export interface StartNodeExtras {
   anchoring?: boolean;
   /** Anchor service tuning (tests). */
   anchorService?: AnchorServiceOptions;
-  /** Who may do what (src/access.ts). Default openPolicy: the node listens on loopback. */
+  /** Who may do what (src/access/policy.ts). Default openPolicy: the node listens on loopback. */
   access?: AccessPolicy;
   /** Where every access is recorded. Default: the node's log (logAuditSink). */
   audit?: AuditSink;

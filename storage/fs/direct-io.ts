@@ -11,11 +11,7 @@
 // into aligned memory (getInto: the slots a WADO response streams from) are direct too; other
 // reads (get: frames, metadata, verify) go through the page cache.
 //
-// Measured and dropped: writing blocks under 1 MiB buffered (a small instance's one chunk then
-// needs no second descriptor for its tail). 1,000 small instances ran at a median 325 against 301
-// inst/s one hour, and at 231-267 against 317-340 the next, when the copies into new page-cache
-// pages cost the thread pool 1.4-1.8 CPU-s per 1,000 instances (0.3 with O_DIRECT). The cost of
-// buffered writes on these VMs depends on the memory's history; that of O_DIRECT does not.
+// What was measured and dropped (writing small blocks buffered): storage/README.md.
 import { constants } from 'node:fs';
 import type { CID } from 'multiformats/cid';
 import { VaultError } from '../../src/core/errors.ts';

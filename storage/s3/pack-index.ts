@@ -1,5 +1,5 @@
 // The local index of the S3 store's packs: which pack holds a block, and where in it. SQLite
-// (src/sqlite.ts: WAL, synchronous=FULL), so a second process (a `verify` or `export` CLI next to
+// (src/core/sqlite.ts: WAL, synchronous=FULL), so a second process (a `verify` or `export` CLI next to
 // the server) reads what the server committed, and every answer is on disk before a flush resolves.
 //
 // Rows are added only once a pack's upload has succeeded, one transaction per pack: a crash

@@ -202,7 +202,6 @@ export function anchorCommands(program: Command, io: Io = stdio): void {
       .description("print the anchor receipt of the study's current (or given) version as JSON")
       .argument('<study-uid>', 'Study Instance UID')
       .argument('[version]', 'a version number (default: the current one)'),
-    ['data-dir'],
   ).action((study: string, version: string | undefined, _opts: unknown, cmd: Command) => run('receipt')(version === undefined ? [study] : [study, version], {}, cmd));
   const anchor = program.command('anchor').description('the anchoring queue and batches');
   withNodeFlags(
@@ -220,7 +219,6 @@ export function anchorCommands(program: Command, io: Io = stdio): void {
       .requiredOption('--rpc <url>', 'JSON-RPC endpoint of the chain the receipt names')
       .option('--cid <cid>', 'the root CID the receipt must be for')
       .option('--json', 'print the checks as JSON'),
-    ['data-dir'],
   ).action((file: string, opts: AnchorCliValues, cmd: Command) => run('verify-receipt')([file], opts, cmd));
   withNodeFlags(
     program.command('deploy-contract').description('deploy the anchoring contract on --chain-rpc, signed with --chain-key-file').option('--json', 'print as JSON'),

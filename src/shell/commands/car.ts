@@ -21,7 +21,6 @@ export function carCommands(program: Command, io: Io = stdio): void {
       .description("store and check a study's blocks from a CAR file; readable here if its data key was sealed to this node")
       .argument('<file.car>', 'the CAR file')
       .option('--json', 'print the report as JSON'),
-    ['data-dir', 'store', 'log-level'],
   ).action(async (file: string, opts: { json?: boolean }, cmd: Command) => {
     const options = nodeOptionsOf(cmd);
     const vault = await openVault(options, createLogger('warn'));
@@ -39,7 +38,7 @@ export function carCommands(program: Command, io: Io = stdio): void {
     }
   });
 
-  withNodeFlags(program.command('public-key').description("print this node's transport public key (PEM), for senders' export --car --to"), ['data-dir']).action(
+  withNodeFlags(program.command('public-key').description("print this node's transport public key (PEM), for senders' export --car --to")).action(
     async (_opts: unknown, cmd: Command) => {
       const options = nodeOptionsOf(cmd);
       mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });

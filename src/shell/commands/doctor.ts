@@ -18,7 +18,6 @@ export function doctorCommand(program: Command, io: Io = stdio): void {
       .description('check the data directory as a start would (keys, databases, file modes), changing nothing')
       .option('--blocks', 'also check the mode of every block file (walks them all)')
       .option('--json', 'print the findings as JSON'),
-    ['data-dir'],
   ).action((opts: { blocks?: boolean; json?: boolean }, cmd: Command) => {
     const { dataDir } = nodeOptionsOf(cmd);
     let findings: Finding[];

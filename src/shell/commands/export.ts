@@ -23,7 +23,6 @@ export function exportCommand(program: Command, io: Io = stdio): void {
       .option('--car', "write the study's whole encrypted DAG as a CAR file")
       .option('--to <public-key.pem>', '(with --car) seal the data key to this node public key (see public-key)')
       .option('--json', 'print the report as JSON'),
-    ['data-dir', 'store', 'log-level'],
   ).action(async (studyArg: string, target: string, opts: { car?: boolean; to?: string; json?: boolean }, cmd: Command) => {
     const options = nodeOptionsOf(cmd);
     if (opts.car) {

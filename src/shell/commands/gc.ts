@@ -23,7 +23,6 @@ export function gcCommand(program: Command, io: Io = stdio): void {
       )
       .addOption(new Option('--grace <seconds>', 'keep unreached blocks younger than this (fs, s3: at least 3600)').default(String(DEFAULT_GRACE_S), String(DEFAULT_GRACE_S)))
       .option('--json', 'print the report as JSON'),
-    ['data-dir', 'store', 'log-level'],
   ).action(async (opts: { grace: string; json?: boolean }, cmd: Command) => {
     const options = nodeOptionsOf(cmd);
     if (!/^\d+$/.test(opts.grace)) throw new VaultError('CONFIG_INVALID', `--grace must be a whole number of seconds (got "${opts.grace}")`);
@@ -44,7 +43,6 @@ export function gcCommand(program: Command, io: Io = stdio): void {
       .command('reindex')
       .description("(--store s3) index every pack in the bucket that <data-dir>/s3-index.db lacks, from the packs' headers")
       .option('--json', 'print the report as JSON'),
-    ['data-dir', 'store', 'log-level'],
   ).action(async (opts: { json?: boolean }, cmd: Command) => {
     const options = nodeOptionsOf(cmd);
     if (options.store !== 's3') throw new VaultError('CONFIG_INVALID', `reindex rebuilds the pack index of --store s3 (got ${options.store}, which has none)`);

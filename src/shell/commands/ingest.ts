@@ -18,7 +18,6 @@ export function ingestCommand(program: Command, io: Io = stdio): void {
       .description('store DICOM files; folders are walked (DICOMDIR files are reported, not stored)')
       .argument('<paths...>', 'files or folders')
       .option('--json', 'print the report as JSON'),
-    ['data-dir', 'store', 'chunk-size', 'log-level'],
   ).action(async (paths: string[], opts: { json?: boolean }, cmd: Command) => {
     const options = nodeOptionsOf(cmd);
     const vault = await openVault(options, createLogger('warn'));

@@ -1,5 +1,5 @@
 // WADO-RS (PS3.18 10.4): where a study leaves. Instances, frames and bulk data are streamed from
-// verified, decrypted chunks (src/instance-reader.ts); metadata comes from the catalog. Commits
+// verified, decrypted chunks (src/read/instance-reader.ts); metadata comes from the catalog. Commits
 // late: the first block is read and verified before any header is sent, so a missing or corrupt
 // block at the start is an error status; later failures break the connection (app.ts).
 // Compressed instances asked for uncompressed (the default) are decoded frame by frame on the

@@ -1,4 +1,4 @@
-// The node's keys (src/keys.ts) seen from outside: the master key file, a wrong master key, a
+// The node's keys (src/format/keys.ts) seen from outside: the master key file, a wrong master key, a
 // destroyed data key (crypto-shredding), and chunks moved to another position in an instance.
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';

@@ -1,5 +1,5 @@
 // Where ingest's chunk blocks are written from: the crypto pool's aligned shared slots, which the
-// file store writes with O_DIRECT (storage/aligned-memory.ts, storage/fs.ts).
+// file store writes with O_DIRECT (src/core/aligned-memory.ts, storage/fs.ts).
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

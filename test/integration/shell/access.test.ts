@@ -1,4 +1,4 @@
-// The access seam (src/access.ts): every DICOMweb route passes through one policy and is recorded
+// The access seam (src/access/policy.ts): every DICOMweb route passes through one policy and is recorded
 // once. A policy that refuses everything must refuse every route, STOW included, with 403 and the
 // policy's reason, and store nothing; a policy that allows everything must see the resource each
 // URL names, and every access must land in the audit sink exactly once.

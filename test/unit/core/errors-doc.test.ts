@@ -1,4 +1,4 @@
-// The error catalogue is documented: every code in src/errors.ts has a row in the README with
+// The error catalogue is documented: every code in src/core/errors.ts has a row in the README with
 // the same status, and the README lists no code that does not exist.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';

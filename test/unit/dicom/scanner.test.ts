@@ -369,7 +369,8 @@ describe('scanning the pydicom test files', () => {
       const ref = judged[path]!;
       const scanned = scanWhole(bytes);
 
-      expect({ ...scanned, metadata: undefined, layout: undefined, size: undefined }).toEqual({ ...ref.identity, metadata: undefined, layout: undefined, size: undefined });
+      expect({ ...scanned, metadata: undefined, layout: undefined, size: undefined, heldBytes: undefined }).toEqual({ ...ref.identity, metadata: undefined, layout: undefined, size: undefined, heldBytes: undefined });
+      expect(scanned.heldBytes).toBeGreaterThan(0);
       expect(scanned.size).toBe(bytes.length);
 
       // Frames: the bytes at our ranges are pydicom's frames.

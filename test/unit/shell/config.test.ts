@@ -1,4 +1,4 @@
-// Configuration (src/config.ts): flags win over DICOM_VAULT_* variables, every option has its
+// Configuration (src/shell/config.ts): flags win over DICOM_VAULT_* variables, every option has its
 // documented default, and a bad value stops start-up with CONFIG_INVALID and a reason.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -1,4 +1,4 @@
-// QIDO-RS through the real app over real HTTP (test/qido.test.ts covers the matching rules in
+// QIDO-RS through the real app over real HTTP (test/integration/shell/dicomweb/qido.test.ts covers the matching rules in
 // depth against a bare service): wildcards, date ranges, includefield, limit/offset, and the
 // refusals a client sees, with the node's own error handler.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-// The pack object format (storage/pack-format.ts), as pure encode/decode: what an operator's
+// The pack object format (storage/s3/pack-format.ts), as pure encode/decode: what an operator's
 // tool or an index rebuild reads from a bucket.
 import { randomBytes } from 'node:crypto';
 import * as dagCbor from '@ipld/dag-cbor';

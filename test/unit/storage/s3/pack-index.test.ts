@@ -1,4 +1,4 @@
-// The S3 store's pack index (storage/s3-pack-index.ts) on its own: landing a pack twice, as a
+// The S3 store's pack index (storage/s3/pack-index.ts) on its own: landing a pack twice, as a
 // rebuild and the pack's writer may (S3BlockStore.rebuildIndex runs beside a serving node), a
 // pack whose blocks are all indexed elsewhere, and the touch times gc reads (and their migration).
 import { randomBytes } from 'node:crypto';

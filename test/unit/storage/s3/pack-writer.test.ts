@@ -1,4 +1,4 @@
-// The pack writer's bookkeeping (storage/s3-pack-writer.ts) with the upload and the index made
+// The pack writer's bookkeeping (storage/s3/pack-writer.ts) with the upload and the index made
 // up in memory: when puts resolve, when packs are sealed, backpressure, what flush promises
 // (never a false success), deletes at each stage, aborts. The same code against real S3 is in
 // s3-store.test.ts.

@@ -1,4 +1,4 @@
-// Coalesced pack reads (storage/s3-span-reader.ts) against an in-memory pack: how many ranged
+// Coalesced pack reads (storage/s3/span-reader.ts) against an in-memory pack: how many ranged
 // reads a sequential reader costs, that concurrent gets share a read, that the caller owns every
 // buffer, the cache's bound, and aborts. Against real S3 in s3-store.test.ts.
 import { randomBytes } from 'node:crypto';
