@@ -387,6 +387,11 @@ export async function wado(opts: WadoOptions): Promise<WadoResult> {
 export interface FramesOptions {
   /** When given, each part must equal the generated frame (in the requested order). */
   expect?: GeneratedInstance;
+  /**
+   * Instead of `expect`: the SHA-256 (hex) each part must have, in the requested order (frames
+   * that were decoded, whose bytes the generator does not make).
+   */
+  expectSha256?: readonly string[];
   /** Default DEFAULT_FRAMES_ACCEPT. */
   accept?: string;
   signal?: AbortSignal;
@@ -397,7 +402,10 @@ export interface FramesResult {
   /** Request sent => last byte. */
   ms: number;
   ttfbMs: number;
+  /** Response body bytes (multipart framing included). */
   bytes: number;
+  /** Sum of the part bodies. */
+  partBytes: number;
   parts: number;
   ok: boolean;
   mismatches: string[];
@@ -413,7 +421,10 @@ export async function wadoFrames(
   opts: FramesOptions = {},
 ): Promise<FramesResult> {
   const want: string[] = [];
-  if (opts.expect) {
+  if (opts.expectSha256) {
+    if (opts.expectSha256.length !== frameNumbers.length) throw new RangeError('expectSha256 needs one hash per frame requested');
+    want.push(...opts.expectSha256);
+  } else if (opts.expect) {
     const inst = opts.expect;
     for (const n of frameNumbers) {
       if (!Number.isSafeInteger(n) || n < 1 || n > inst.numberOfFrames) throw new RangeError(`frame ${n} not in 1..${inst.numberOfFrames}`);
@@ -430,13 +441,15 @@ export async function wadoFrames(
   );
   const mismatches: string[] = [];
   let parts = 0;
+  let partBytes = 0;
   let hash: Hash | undefined;
   const timed = await timedGet(url, opts.accept ?? DEFAULT_FRAMES_ACCEPT, opts, (boundary) => new MultipartScanner(boundary, {
     onPart() {
       parts++;
-      hash = opts.expect ? createHash('sha256') : undefined;
+      hash = want.length > 0 ? createHash('sha256') : undefined;
     },
     onData(chunk) {
+      partBytes += chunk.length;
       hash?.update(chunk);
     },
     onPartEnd() {
@@ -453,6 +466,7 @@ export async function wadoFrames(
     ms: timed.seconds * 1000,
     ttfbMs: timed.ttfbMs,
     bytes: timed.bytes,
+    partBytes,
     parts,
     ok: timed.status === 200 && mismatches.length === 0,
     mismatches,
