@@ -4,7 +4,7 @@
 // servers' own storage, which is removed after each scenario. `npm run bench -- --help` lists
 // the options (bench/options.ts).
 import { execFile } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -31,7 +31,8 @@ import {
 import { limitsTable, measureLimits, type MachineLimits } from './limits.ts';
 import { serveNode } from './node-process.ts';
 import { BenchUsageError, HELP, parseBenchArgs, type BenchOptions } from './options.ts';
-import { startOrthanc } from './orthanc.ts';
+import { dimseIngest, NODE_AE, ORTHANC_AE, writeStudyFiles } from './dimse.ts';
+import { freePort, startOrthanc } from './orthanc.ts';
 import { reportMarkdown, targetsTable } from './publish.ts';
 import { formatNumber, ofLimit, ratioText } from './report.ts';
 import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMarkdown, type Footprint, type MeasuredScale } from './scale.ts';
@@ -84,10 +85,23 @@ async function main(): Promise<void> {
     const repeat = plan.shape === 'small' ? o.repeat : 1;
     const ours: SystemRun[] = [];
     const peers: SystemRun[] = [];
-    for (let i = 0; i < repeat; i++) {
-      if (repeat > 1) log(`run ${i + 1} of ${repeat}`);
-      ours.push(await runOurs(plan, o, workDir, footprints));
-      if (o.peer === 'orthanc') peers.push(await runOrthanc(plan, workDir, o.keep));
+    // storescu sends files: the DIMSE scenario's studies are written out first, once for every run of both systems.
+    let files: { root: string; dirs: string[] } | undefined;
+    if (plan.kind === 'dimse') {
+      if (!existsSync(o.storescu)) throw new Error(`${o.storescu} not found: the dimse scenario needs dcmtk's storescu (apt-get install dcmtk, or --storescu PATH)`);
+      const root = await mkdtemp(join(workDir, `dicom-vault-bench-${plan.id}-files-`));
+      const t = performance.now();
+      files = { root, dirs: await writeStudyFiles(plan.studies, root) };
+      log(`wrote the studies to ${root} in ${((performance.now() - t) / 1000).toFixed(1)} s (not timed)`);
+    }
+    try {
+      for (let i = 0; i < repeat; i++) {
+        if (repeat > 1) log(`run ${i + 1} of ${repeat}`);
+        ours.push(await runOurs(plan, o, workDir, footprints, files?.dirs));
+        if (o.peer === 'orthanc') peers.push(await runOrthanc(plan, workDir, o.keep, files?.dirs, o.storescu));
+      }
+    } finally {
+      if (files && !o.keep) await scratch.release(files.root);
     }
     const runs: SystemRun[] = [medianRun(ours)];
     if (peers.length > 0) {
@@ -186,7 +200,7 @@ async function main(): Promise<void> {
   // ---------- console ----------
   if (limits) process.stdout.write(`\nLimits of this machine\n${limitsTable(limits)}\n\n`);
   if (figures.length > 0) console.table(figures.map(consoleRow(o.peer !== null)));
-  if (targets.length > 0) process.stdout.write(`\nTargets (issue 5)\n${targetsTable(targets)}\n\n`);
+  if (targets.length > 0) process.stdout.write(`\nTargets (issues 5 and 20)\n${targetsTable(targets)}\n\n`);
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
@@ -199,8 +213,11 @@ async function main(): Promise<void> {
   if (oursFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
 }
 
-/** A fresh node on an empty data directory; the data directory measured after it stops. */
-async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, footprints: Map<string, Footprint>): Promise<SystemRun> {
+/**
+ * A fresh node on an empty data directory; the data directory measured after it stops. With
+ * `dimseDirs` (the dimse scenario), its Storage SCP on a free port takes the studies from storescu.
+ */
+async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, footprints: Map<string, Footprint>, dimseDirs?: string[]): Promise<SystemRun> {
   const dataDir = await mkdtemp(join(workDir, `dicom-vault-bench-${plan.id}-`));
   const env: NodeJS.ProcessEnv = {};
   if (o.store === 's3') Object.assign(env, await s3Environment(undefined, (l) => log(`s3: ${l}`)));
@@ -213,9 +230,13 @@ async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, foo
   const detail = `dicom-vault, ${o.store} store`;
   let run: SystemRun;
   try {
-    const node = await serveNode(dataDir, ['--store', o.store], env);
+    const dimsePort = dimseDirs ? await freePort() : undefined;
+    const dimseArgs = dimsePort === undefined ? [] : ['--dimse-port', String(dimsePort), '--ae-title', NODE_AE];
+    const node = await serveNode(dataDir, ['--store', o.store, ...dimseArgs], env);
     try {
-      run = await exercise({ system: OURS, detail, url: node.url, pid: node.pid }, plan, log);
+      run = dimseDirs && dimsePort !== undefined
+        ? await dimseIngest({ system: OURS, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: NODE_AE, url: node.url, pid: node.pid }, plan.studies, dimseDirs, { storescu: o.storescu, log })
+        : await exercise({ system: OURS, detail, url: node.url, pid: node.pid }, plan, log);
     } finally {
       await node.stop();
     }
@@ -236,16 +257,27 @@ async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, foo
   return run;
 }
 
-/** A fresh Orthanc with empty storage for every scenario, as the reference runs did. */
-async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean): Promise<SystemRun> {
+/**
+ * A fresh Orthanc with empty storage for every scenario, as the reference runs did; with
+ * `dimseDirs`, its own DIMSE SCP takes the studies from storescu.
+ */
+async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean, dimseDirs?: string[], storescu?: string): Promise<SystemRun> {
   // A directory of its own for every run: a repeat must not start on the last one's files.
   const dir = await mkdtemp(join(workDir, `orthanc-bench-${plan.id}-`));
   let run: SystemRun = { system: ORTHANC, detail: '', ingest: null, retrieve: null, qido: null, seriesMetadata: null, frames: null, storedBytes: null, errors: [] };
   try {
-    const orthanc = await startOrthanc(dir, { log: (l) => log(`orthanc: ${l}`) });
-    const detail = `Orthanc ${orthanc.version} (DICOMweb plugin ${orthanc.dicomWebVersion})`;
+    const dimsePort = dimseDirs ? await freePort() : undefined;
+    const orthanc = await startOrthanc(dir, {
+      log: (l) => log(`orthanc: ${l}`),
+      ...(dimsePort === undefined ? {} : { config: orthancDimseConfig(dimsePort) }),
+    });
+    const detail = dimsePort === undefined
+      ? `Orthanc ${orthanc.version} (DICOMweb plugin ${orthanc.dicomWebVersion})`
+      : `Orthanc ${orthanc.version} (its DIMSE SCP; DICOMweb plugin ${orthanc.dicomWebVersion} to count)`;
     try {
-      run = await exercise({ system: ORTHANC, detail, url: orthanc.url, pid: orthanc.pid }, plan, log);
+      run = dimseDirs && dimsePort !== undefined
+        ? await dimseIngest({ system: ORTHANC, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: ORTHANC_AE, url: orthanc.url, pid: orthanc.pid }, plan.studies, dimseDirs, { storescu: storescu!, log })
+        : await exercise({ system: ORTHANC, detail, url: orthanc.url, pid: orthanc.pid }, plan, log);
     } finally {
       await orthanc.stop();
     }
@@ -257,6 +289,23 @@ async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean): P
     if (!keep) await scratch.release(dir);
   }
   return run;
+}
+
+/**
+ * Orthanc's DIMSE SCP for the dimse scenario: on `port`, accepting storescu whatever it calls
+ * itself (no modality is declared) and whatever AE title it calls; its other DICOM settings are
+ * Orthanc 1.10's defaults (16 KiB PDUs, 4 DIMSE threads).
+ */
+function orthancDimseConfig(port: number): Record<string, unknown> {
+  return {
+    DicomServerEnabled: true,
+    DicomAet: ORTHANC_AE,
+    DicomPort: port,
+    DicomCheckCalledAet: false,
+    DicomAlwaysAllowStore: true,
+    DicomAlwaysAllowEcho: true,
+    DicomCheckModalityHost: false,
+  };
 }
 
 /** The scale projection's inputs from the fs footprints of this run; null without a huge study. */
@@ -303,7 +352,15 @@ function runNotes(o: BenchOptions, results: ScenarioResult[], limits: MachineLim
         'a one-core limit (the figure then reads above 100%).',
     );
   }
-  if (results.length > 0) {
+  if (results.some((s) => s.kind === 'dimse')) {
+    notes.push(
+      `DIMSE scenarios: dcmtk's storescu (${o.storescu}), one association per study carrying every file of it, run with TCP_NODELAY=1 ` +
+        "(Debian's dcmtk otherwise leaves Nagle's algorithm on and each small C-STORE waits ~40 ms for a delayed ACK); the files were " +
+        'written to the work dir before the clock started (read back from the page cache); success is the instances QIDO lists afterwards. ' +
+        "Each SCP negotiates its own PDU size (the node 256 KiB, Orthanc its default 16 KiB); no retrieval is measured in these scenarios.",
+    );
+  }
+  if (results.some((s) => s.kind !== 'dimse')) {
     notes.push('Retrieval runs right after ingest: blocks are read from the page cache where RAM holds them.');
     if (o.store === 's3') notes.push('Store s3: bytes stored are not measured (the blocks are in the S3 server); no scale projection (it reads the fs store).');
     if (o.store === 'ipfs') notes.push('Store ipfs: bytes stored are the whole data directory with its IPFS repository; no scale projection (it reads the fs store).');
