@@ -31,6 +31,7 @@ import {
 import { limitsTable, measureLimits, type MachineLimits } from './limits.ts';
 import { serveNode } from './node-process.ts';
 import { BenchUsageError, HELP, parseBenchArgs, type BenchOptions } from './options.ts';
+import { decodeFigures, decodeTargets, runDecodeScenario, type DecodeResult } from './decode-scenario.ts';
 import { dimseIngest, NODE_AE, ORTHANC_AE, writeStudyFiles } from './dimse.ts';
 import { freePort, startOrthanc } from './orthanc.ts';
 import { reportMarkdown, targetsTable } from './publish.ts';
@@ -112,6 +113,17 @@ async function main(): Promise<void> {
     results.push({ ...scenarioHeader(plan), runs });
   }
 
+  let decode: DecodeResult | null = null;
+  if (o.scenarios.includes('decode')) {
+    log(`scenario decode: ${o.decodeInstances} × ${o.decodeFrames} frames per transfer syntax`);
+    try {
+      decode = await runDecodeScenario({ o, workDir, scratch, log });
+    } catch (err) {
+      log(`decode failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+  }
+
   let backends: BackendBenchRow[] | null = null;
   if (o.backends) {
     log(`block stores ${o.backends.join(', ')}: ${o.sizesGiB[0]} GiB each`);
@@ -136,8 +148,8 @@ async function main(): Promise<void> {
 
   // ---------- figures and files ----------
   const fl = limits ? figureLimits(limits) : null;
-  const figures: Figure[] = results.flatMap((s) => scenarioFigures(s, fl));
-  const targets = checkTargets(results, fl);
+  const figures: Figure[] = [...results.flatMap((s) => scenarioFigures(s, fl)), ...(decode ? decodeFigures(decode, fl?.roundTripMs ?? null) : [])];
+  const targets = [...checkTargets(results, fl), ...(decode ? decodeTargets(decode) : [])];
   const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
   const loadAfter = loadavg();
 
@@ -147,7 +159,7 @@ async function main(): Promise<void> {
   mkdirSync(dirname(out), { recursive: true });
 
   const oursDetail = `dicom-vault (${o.store} store)`;
-  const notes = runNotes(o, results, limits, loadBefore, loadAfter);
+  const notes = [...runNotes(o, results, limits, loadBefore, loadAfter), ...(decode ? decodeNotes(decode) : [])];
   const wroteChart = results.length > 0;
   if (wroteChart) {
     writeFileSync(files.chart, renderChart({
@@ -188,6 +200,7 @@ async function main(): Promise<void> {
     load: { before: loadBefore, after: loadAfter },
     limits,
     scenarios: results,
+    decode,
     figures,
     targets,
     backends,
@@ -209,7 +222,7 @@ async function main(): Promise<void> {
   if (scaleMd) process.stdout.write(`scale:   ${relative(process.cwd(), files.scale)}\n`);
   if (o.cpuProf !== undefined) process.stdout.write(`CPU profiles of the node processes: ${o.cpuProf}\n`);
 
-  const oursFailed = results.some((s) => runFailed(s.runs[0]!));
+  const oursFailed = results.some((s) => runFailed(s.runs[0]!)) || (decode !== null && (decode.runs[0]!.errors.length > 0 || decode.runs[0]!.syntaxes.some((x) => !x.ok)));
   if (oursFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
 }
 
@@ -381,6 +394,29 @@ function runNotes(o: BenchOptions, results: ScenarioResult[], limits: MachineLim
       for (const q of [r.qido, r.seriesMetadata, r.frames]) if (q?.note) problems.push(q.note);
       if (problems.length > 0) notes.push(`${r.system}, ${s.label}: ${problems.slice(0, 3).join('; ')}`);
     }
+  }
+  return notes;
+}
+
+function decodeNotes(d: DecodeResult): string[] {
+  const notes = [
+    `Decode: the same JPEG 2000 and JPEG-LS lossless instances (Multi-frame Grayscale Word SC, ${d.size} × ${d.size}, 12 bits stored, a CT-like phantom, ` +
+      `${d.syntaxes.map((x) => `${x.name} ${Math.round(x.encodedBytesPerFrame / 1000)} kB per frame`).join(', ')}) stored in each system, their frames asked for ` +
+      'with WADO-RS frames and Accept multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1, a fresh server per syntax. ' +
+      "Orthanc decodes through its DICOMweb plugin, JPEG 2000 with Debian's GDCM plugin and JPEG-LS with its built-in DCMTK (GDCM restricted to JPEG 2000: " +
+      'with GDCM for JPEG-LS too, single-frame requests crashed Orthanc), and transcodes the whole instance for every request, so all frames of an ' +
+      'instance per request is the pattern most favourable to it. Every decoded frame of one instance was checked byte for byte against the phantom before the timing. ' +
+      `"Of the machine limit": the node's own decoders (DecodePool) in the benchmark process on the same frames.`,
+  ];
+  for (const r of d.runs) {
+    for (const x of r.syntaxes) {
+      const name = d.syntaxes.find((s) => s.transferSyntaxUID === x.transferSyntaxUID)?.name ?? x.transferSyntaxUID;
+      if (x.repeats && x.repeats.length > 1) {
+        notes.push(`Decode, ${name}, ${r.system}: ${x.repeats.map((v) => (v === null ? 'failed' : formatNumber(v))).join(' / ')} frames/s over ${x.repeats.length} runs (whole instance per request); the tables show the median run.`);
+      }
+      if (x.failures.length > 0) notes.push(`${r.system}, decode ${name}: ${x.failures.slice(0, 3).join('; ')}`);
+    }
+    if (r.errors.length > 0) notes.push(`${r.system}, decode: ${r.errors.slice(0, 3).join('; ')}`);
   }
   return notes;
 }
