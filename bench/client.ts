@@ -309,6 +309,11 @@ export interface WadoOptions {
    * set false to measure a server faster than that (parts are then only counted).
    */
   verify?: boolean;
+  /**
+   * Every instance of `expect` must be returned (default true). false: `expect` is what may be
+   * returned (parts matching none of it are still mismatches); `returned` says what was.
+   */
+  requireAll?: boolean;
   signal?: AbortSignal;
 }
 
@@ -324,6 +329,8 @@ export interface WadoResult {
   /** Request sent => first body byte. */
   ttfbMs: number;
   parts: number;
+  /** With verify: the SOP Instance UIDs of the parts that matched a generated instance. */
+  returned: string[];
   ok: boolean;
   mismatches: string[];
 }
@@ -366,8 +373,9 @@ export async function wado(opts: WadoOptions): Promise<WadoResult> {
   }));
   mismatches.unshift(...timed.errors);
   const want = opts.expect.instances.length;
-  if (timed.status === 200 && parts !== want) mismatches.push(`${parts} parts, expected ${want}`);
-  if (verify && timed.status === 200) {
+  const requireAll = opts.requireAll ?? true;
+  if (requireAll && timed.status === 200 && parts !== want) mismatches.push(`${parts} parts, expected ${want}`);
+  if (requireAll && verify && timed.status === 200) {
     const missing = opts.expect.instances.filter((i) => !seen.has(i.sopInstanceUID));
     if (missing.length > 0) mismatches.push(`${missing.length} instances not returned (first: ${missing[0]!.sopInstanceUID})`);
   }
@@ -379,6 +387,7 @@ export async function wado(opts: WadoOptions): Promise<WadoResult> {
     headersMs: timed.headersMs,
     ttfbMs: timed.ttfbMs,
     parts,
+    returned: [...seen],
     ok: timed.status === 200 && mismatches.length === 0,
     mismatches,
   };

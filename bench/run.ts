@@ -39,6 +39,7 @@ import { formatNumber, ofLimit, ratioText } from './report.ts';
 import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMarkdown, type Footprint, type MeasuredScale } from './scale.ts';
 import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
 import { ScratchSpace } from './scratch.ts';
+import { runSoak, soakMarkdown, soakTargets, type SoakResult } from './soak.ts';
 
 const started = new Date();
 const t0 = performance.now();
@@ -124,6 +125,18 @@ async function main(): Promise<void> {
     }
   }
 
+  let soak: SoakResult | null = null;
+  if (o.scenarios.includes('soak')) {
+    log(`scenario soak: ${o.soakMinutes} min at ${o.soakIngestMBps} MB/s of uploads, one node`);
+    try {
+      const env = o.store === 's3' ? await s3Environment(undefined, (l) => log(`s3: ${l}`)) : {};
+      soak = await runSoak({ minutes: o.soakMinutes, ingestMBps: o.soakIngestMBps, store: o.store, env, workDir, scratch, keep: o.keep, log });
+    } catch (err) {
+      log(`soak failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+  }
+
   let backends: BackendBenchRow[] | null = null;
   if (o.backends) {
     log(`block stores ${o.backends.join(', ')}: ${o.sizesGiB[0]} GiB each`);
@@ -149,7 +162,7 @@ async function main(): Promise<void> {
   // ---------- figures and files ----------
   const fl = limits ? figureLimits(limits) : null;
   const figures: Figure[] = [...results.flatMap((s) => scenarioFigures(s, fl)), ...(decode ? decodeFigures(decode, fl?.roundTripMs ?? null) : [])];
-  const targets = [...checkTargets(results, fl), ...(decode ? decodeTargets(decode) : [])];
+  const targets = [...checkTargets(results, fl), ...(decode ? decodeTargets(decode) : []), ...(soak ? soakTargets(soak) : [])];
   const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
   const loadAfter = loadavg();
 
@@ -188,6 +201,7 @@ async function main(): Promise<void> {
     backends,
     anchor,
     scale: scaleMd,
+    soak: soak ? soakMarkdown(soak) : null,
     notes,
   });
   writeFileSync(files.report, report);
@@ -201,6 +215,7 @@ async function main(): Promise<void> {
     limits,
     scenarios: results,
     decode,
+    soak,
     figures,
     targets,
     backends,
@@ -213,9 +228,10 @@ async function main(): Promise<void> {
   // ---------- console ----------
   if (limits) process.stdout.write(`\nLimits of this machine\n${limitsTable(limits)}\n\n`);
   if (figures.length > 0) console.table(figures.map(consoleRow(o.peer !== null)));
-  if (targets.length > 0) process.stdout.write(`\nTargets (issues 5 and 20)\n${targetsTable(targets)}\n\n`);
+  if (targets.length > 0) process.stdout.write(`\nTargets\n${targetsTable(targets)}\n\n`);
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
+  if (soak) process.stdout.write(`\nSoak\n${soakMarkdown(soak)}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
   process.stdout.write(`\nresults: ${relative(process.cwd(), files.json)}\nreport:  ${relative(process.cwd(), files.report)}\n`);
   if (wroteChart) process.stdout.write(`chart:   ${relative(process.cwd(), files.chart)}\n`);
@@ -223,7 +239,8 @@ async function main(): Promise<void> {
   if (o.cpuProf !== undefined) process.stdout.write(`CPU profiles of the node processes: ${o.cpuProf}\n`);
 
   const oursFailed = results.some((s) => runFailed(s.runs[0]!)) || (decode !== null && (decode.runs[0]!.errors.length > 0 || decode.runs[0]!.syntaxes.some((x) => !x.ok)));
-  if (oursFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
+  const soakFailed = soak !== null && soakTargets(soak).some((t) => t.met === false);
+  if (oursFailed || soakFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
 }
 
 /**
