@@ -98,12 +98,14 @@ export interface DecodeResult {
 
 export interface DecodeScenarioOptions {
   o: Pick<BenchOptions, 'decodeFrames' | 'decodeInstances' | 'decodeConcurrency' | 'repeat' | 'peer' | 'store' | 'keep'>;
+  /** The environment of each node started, beyond the defaults (the S3 store's settings). */
+  env?: () => Promise<NodeJS.ProcessEnv>;
   workDir: string;
   scratch: ScratchSpace;
   log: (line: string) => void;
 }
 
-export async function runDecodeScenario({ o, workDir, scratch, log }: DecodeScenarioOptions): Promise<DecodeResult> {
+export async function runDecodeScenario({ o, env = async () => ({}), workDir, scratch, log }: DecodeScenarioOptions): Promise<DecodeResult> {
   const syntaxes = Object.keys(DECODE_SYNTAXES);
   const filesDir = await mkdtemp(join(workDir, 'dicom-vault-bench-decode-files-'));
   try {
@@ -141,8 +143,8 @@ export async function runDecodeScenario({ o, workDir, scratch, log }: DecodeScen
     const peers: DecodeRun[] = [];
     for (let i = 0; i < o.repeat; i++) {
       if (o.repeat > 1) log(`decode: run ${i + 1} of ${o.repeat}`);
-      ours.push(await oneSystem('ours', study, o, workDir, scratch, log));
-      if (o.peer === 'orthanc') peers.push(await oneSystem('orthanc', study, o, workDir, scratch, log));
+      ours.push(await oneSystem('ours', study, o, env, workDir, scratch, log));
+      if (o.peer === 'orthanc') peers.push(await oneSystem('orthanc', study, o, env, workDir, scratch, log));
     }
     header.runs.push(medianDecodeRun(ours));
     if (peers.length > 0) header.runs.push(medianDecodeRun(peers));
@@ -181,6 +183,7 @@ async function oneSystem(
   which: 'ours' | 'orthanc',
   study: CodecStudy,
   o: DecodeScenarioOptions['o'],
+  env: () => Promise<NodeJS.ProcessEnv>,
   workDir: string,
   scratch: ScratchSpace,
   log: (line: string) => void,
@@ -193,7 +196,7 @@ async function oneSystem(
     try {
       let served: Served;
       if (which === 'ours') {
-        const node = await serveNode(dir, ['--store', o.store]);
+        const node = await serveNode(dir, ['--store', o.store], await env());
         served = { url: node.url, pid: node.pid, detail: `dicom-vault, ${o.store} store`, stop: () => node.stop() };
       } else {
         const orthanc = await startOrthanc(dir, { gdcm: true, config: ORTHANC_DECODE_CONFIG, log: (l) => log(`orthanc: ${l}`) });

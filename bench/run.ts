@@ -64,6 +64,11 @@ async function main(): Promise<void> {
     process.stdout.write(HELP);
     return;
   }
+  if (o.scenarios.includes('dimse') && !existsSync(o.storescu)) {
+    process.stderr.write(`${o.storescu} not found: the dimse scenario needs dcmtk's storescu (apt-get install dcmtk, or --storescu PATH).\n`);
+    process.exitCode = 2;
+    return;
+  }
   const workDir = resolve(o.workDir);
   await mkdir(workDir, { recursive: true });
   const loadBefore = loadavg();
@@ -90,7 +95,6 @@ async function main(): Promise<void> {
     // storescu sends files: the DIMSE scenario's studies are written out first, once for every run of both systems.
     let files: { root: string; dirs: string[] } | undefined;
     if (plan.kind === 'dimse') {
-      if (!existsSync(o.storescu)) throw new Error(`${o.storescu} not found: the dimse scenario needs dcmtk's storescu (apt-get install dcmtk, or --storescu PATH)`);
       const root = await mkdtemp(join(workDir, `dicom-vault-bench-${plan.id}-files-`));
       const t = performance.now();
       files = { root, dirs: await writeStudyFiles(plan.studies, root) };
@@ -118,7 +122,9 @@ async function main(): Promise<void> {
   if (o.scenarios.includes('decode')) {
     log(`scenario decode: ${o.decodeInstances} × ${o.decodeFrames} frames per transfer syntax`);
     try {
-      decode = await runDecodeScenario({ o, workDir, scratch, log });
+      // A fresh bucket for every node, as runOurs does.
+      const env = async (): Promise<NodeJS.ProcessEnv> => (o.store === 's3' ? await s3Environment(undefined, (l) => log(`s3: ${l}`)) : {});
+      decode = await runDecodeScenario({ o, env, workDir, scratch, log });
     } catch (err) {
       log(`decode failed: ${describe(err)}`);
       process.exitCode = 1;
