@@ -1,12 +1,13 @@
 // Ingest and retrieval of one large study on each block backend (fs, ipfs, s3), through the HTTP
 // API of a real node process, in one run so that the ratios to fs compare like with like. The S3
-// backend runs against the local Swift s3api server (../shared/services/s3-swift), started here
-// if needed, in a fresh bucket. `benchBackends` is what `npm run bench` calls; run this file
+// backend runs against the local Swift s3api server of the test suites (test/services/s3-swift),
+// started here if needed with a base directory of its own (its own daemons on free ports, which
+// a test suite stopping its Swift does not touch), in a fresh bucket. `benchBackends` is what `npm run bench` calls; run this file
 // directly for the backends alone:
 //
 //   node bench/backends.ts [--size GIB] [--backends fs,ipfs,s3] [--concurrency N]
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,9 +52,13 @@ export interface BackendBenchRow {
   note?: string;
 }
 
-const SWIFT = fileURLToPath(new URL('../../shared/services/s3-swift/', import.meta.url));
-const SWIFT_BASE_DIR = process.env.DICOM_VAULT_TEST_SWIFT_DIR ?? join(tmpdir(), 'dicom-vault-s3-swift');
-const SWIFT_ENDPOINT = 'http://127.0.0.1:9000';
+/**
+ * The repository's Swift scripts (test/support/s3.ts runs the same). A path to a service's shell
+ * scripts, not a module import: the benchmark imports no test code.
+ */
+const SWIFT = join(import.meta.dirname, '..', 'test', 'services', 's3-swift');
+/** start.sh keeps its daemons, data and chosen ports (`ports`) here; not the test suites' directory. */
+const SWIFT_BASE_DIR = process.env.DICOM_VAULT_BENCH_SWIFT_DIR ?? join(tmpdir(), 'dicom-vault-bench-swift');
 const SWIFT_CREDENTIALS = { accessKeyId: 'test:tester', secretAccessKey: 'testing' };
 
 const round = (n: number, d = 1): number => Math.round(n * 10 ** d) / 10 ** d;
@@ -62,7 +67,7 @@ export async function benchBackends(options: BackendBenchOptions = {}): Promise<
   const gib = options.gib ?? 1;
   const concurrency = options.concurrency ?? 1;
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const study = planStudy({ kind: 'multiframe', totalBytes: gib * 2 ** 30, seed: 7 });
+  const study = planStudy({ kind: 'multiframe', totalBytes: Math.round(gib * 2 ** 30), seed: 7 });
   const rows: BackendBenchRow[] = [];
   for (const backend of options.backends ?? BACKENDS) {
     const env = backend === 's3' ? await s3Environment(options.s3Endpoint, log) : {};
@@ -122,10 +127,11 @@ export async function benchBackends(options: BackendBenchOptions = {}): Promise<
  * makes a fresh bucket.
  */
 export async function s3Environment(endpoint: string | undefined, log: (line: string) => void): Promise<Record<string, string>> {
-  const target = endpoint ?? SWIFT_ENDPOINT;
-  if (endpoint === undefined) {
-    log('s3: starting the local Swift s3api server (first run installs its packages)');
+  let target = endpoint;
+  if (target === undefined) {
+    log(`s3: starting the local Swift s3api server (test/services/s3-swift/start.sh ${SWIFT_BASE_DIR}; returns at once when it runs)`);
     await promisify(execFile)('bash', [join(SWIFT, 'start.sh'), SWIFT_BASE_DIR], { timeout: 300_000 });
+    target = `http://127.0.0.1:${swiftPort(await readFile(join(SWIFT_BASE_DIR, 'ports'), 'utf8'))}`;
   }
   const bucket = `dv-bench-${Date.now().toString(36)}`;
   const client = new S3Client({ endpoint: target, region: 'us-east-1', forcePathStyle: true, credentials: SWIFT_CREDENTIALS, requestChecksumCalculation: 'WHEN_REQUIRED' });
@@ -148,6 +154,13 @@ export async function s3Environment(endpoint: string | undefined, log: (line: st
     AWS_ACCESS_KEY_ID: SWIFT_CREDENTIALS.accessKeyId,
     AWS_SECRET_ACCESS_KEY: SWIFT_CREDENTIALS.secretAccessKey,
   };
+}
+
+/** The S3 port start.sh chose, from its `ports` file (shell assignments: PORT=...). */
+export function swiftPort(ports: string): number {
+  const m = /^PORT=(\d+)$/m.exec(ports);
+  if (!m) throw new Error(`no PORT=... in ${join(SWIFT_BASE_DIR, 'ports')}`);
+  return Number(m[1]);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

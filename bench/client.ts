@@ -309,6 +309,11 @@ export interface WadoOptions {
    * set false to measure a server faster than that (parts are then only counted).
    */
   verify?: boolean;
+  /**
+   * Every instance of `expect` must be returned (default true). false: `expect` is what may be
+   * returned (parts matching none of it are still mismatches); `returned` says what was.
+   */
+  requireAll?: boolean;
   signal?: AbortSignal;
 }
 
@@ -324,6 +329,8 @@ export interface WadoResult {
   /** Request sent => first body byte. */
   ttfbMs: number;
   parts: number;
+  /** With verify: the SOP Instance UIDs of the parts that matched a generated instance. */
+  returned: string[];
   ok: boolean;
   mismatches: string[];
 }
@@ -366,8 +373,9 @@ export async function wado(opts: WadoOptions): Promise<WadoResult> {
   }));
   mismatches.unshift(...timed.errors);
   const want = opts.expect.instances.length;
-  if (timed.status === 200 && parts !== want) mismatches.push(`${parts} parts, expected ${want}`);
-  if (verify && timed.status === 200) {
+  const requireAll = opts.requireAll ?? true;
+  if (requireAll && timed.status === 200 && parts !== want) mismatches.push(`${parts} parts, expected ${want}`);
+  if (requireAll && verify && timed.status === 200) {
     const missing = opts.expect.instances.filter((i) => !seen.has(i.sopInstanceUID));
     if (missing.length > 0) mismatches.push(`${missing.length} instances not returned (first: ${missing[0]!.sopInstanceUID})`);
   }
@@ -379,6 +387,7 @@ export async function wado(opts: WadoOptions): Promise<WadoResult> {
     headersMs: timed.headersMs,
     ttfbMs: timed.ttfbMs,
     parts,
+    returned: [...seen],
     ok: timed.status === 200 && mismatches.length === 0,
     mismatches,
   };
@@ -387,6 +396,11 @@ export async function wado(opts: WadoOptions): Promise<WadoResult> {
 export interface FramesOptions {
   /** When given, each part must equal the generated frame (in the requested order). */
   expect?: GeneratedInstance;
+  /**
+   * Instead of `expect`: the SHA-256 (hex) each part must have, in the requested order (frames
+   * that were decoded, whose bytes the generator does not make).
+   */
+  expectSha256?: readonly string[];
   /** Default DEFAULT_FRAMES_ACCEPT. */
   accept?: string;
   signal?: AbortSignal;
@@ -397,7 +411,10 @@ export interface FramesResult {
   /** Request sent => last byte. */
   ms: number;
   ttfbMs: number;
+  /** Response body bytes (multipart framing included). */
   bytes: number;
+  /** Sum of the part bodies. */
+  partBytes: number;
   parts: number;
   ok: boolean;
   mismatches: string[];
@@ -413,7 +430,10 @@ export async function wadoFrames(
   opts: FramesOptions = {},
 ): Promise<FramesResult> {
   const want: string[] = [];
-  if (opts.expect) {
+  if (opts.expectSha256) {
+    if (opts.expectSha256.length !== frameNumbers.length) throw new RangeError('expectSha256 needs one hash per frame requested');
+    want.push(...opts.expectSha256);
+  } else if (opts.expect) {
     const inst = opts.expect;
     for (const n of frameNumbers) {
       if (!Number.isSafeInteger(n) || n < 1 || n > inst.numberOfFrames) throw new RangeError(`frame ${n} not in 1..${inst.numberOfFrames}`);
@@ -430,13 +450,15 @@ export async function wadoFrames(
   );
   const mismatches: string[] = [];
   let parts = 0;
+  let partBytes = 0;
   let hash: Hash | undefined;
   const timed = await timedGet(url, opts.accept ?? DEFAULT_FRAMES_ACCEPT, opts, (boundary) => new MultipartScanner(boundary, {
     onPart() {
       parts++;
-      hash = opts.expect ? createHash('sha256') : undefined;
+      hash = want.length > 0 ? createHash('sha256') : undefined;
     },
     onData(chunk) {
+      partBytes += chunk.length;
       hash?.update(chunk);
     },
     onPartEnd() {
@@ -453,6 +475,7 @@ export async function wadoFrames(
     ms: timed.seconds * 1000,
     ttfbMs: timed.ttfbMs,
     bytes: timed.bytes,
+    partBytes,
     parts,
     ok: timed.status === 200 && mismatches.length === 0,
     mismatches,

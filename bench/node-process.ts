@@ -3,7 +3,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-export const BIN = fileURLToPath(new URL('../bin/dicom-vault.js', import.meta.url));
+/**
+ * The node run: this checkout's, or another's named by DICOM_VAULT_BENCH_BIN (its
+ * bin/dicom-vault.js), to measure another build with this harness.
+ */
+export const BIN = process.env.DICOM_VAULT_BENCH_BIN ?? fileURLToPath(new URL('../bin/dicom-vault.js', import.meta.url));
 
 export interface ServedNode {
   child: ChildProcess;

@@ -6,8 +6,11 @@ import { parseArgs } from 'node:util';
 // A type import only: backends.ts loads the S3 SDK, which parsing arguments does not need.
 import type { Backend } from './backends.ts';
 
-export type Scenario = 'huge' | 'small' | 'concurrent';
-export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent'];
+export type Scenario = 'huge' | 'small' | 'concurrent' | 'dimse' | 'decode' | 'soak';
+/** Every scenario, in run order. */
+export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'soak'];
+/** What `--scenario all` (the default) runs: the soak lasts half an hour and runs only when named. */
+export const ALL_SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode'];
 export type Peer = 'orthanc';
 /** The block stores (as bench/backends.ts BACKENDS), fs first. */
 export const STORES: readonly Backend[] = ['fs', 'ipfs', 's3'];
@@ -34,6 +37,21 @@ export const DEFAULT_LIMITS_GIB = 1;
  * sample of the VM's speed as much as of the node's. Huge scenarios (minutes each) run once.
  */
 export const DEFAULT_REPEAT = 3;
+/** dcmtk's C-STORE client, the DIMSE scenario's PACS (Debian package dcmtk). */
+export const DEFAULT_STORESCU = '/usr/bin/storescu';
+/** Frames per instance of the decode scenario (512 x 512, 12 bits stored in 16). */
+export const DEFAULT_DECODE_FRAMES = 100;
+/** Instances per transfer syntax of the decode scenario. */
+export const DEFAULT_DECODE_INSTANCES = 4;
+/** Frame requests in flight in the decode scenario: one per core of these 2-core VMs. */
+export const DEFAULT_DECODE_CONCURRENCY = 2;
+/** Length of the soak, minutes. */
+export const DEFAULT_SOAK_MINUTES = 30;
+/**
+ * DICOM MB/s the soak's uploading clients aim at together. A soak is about staying up and
+ * correct under a steady mix, not about peak rate; at 10 MB/s half an hour stores ~18 GB.
+ */
+export const DEFAULT_SOAK_INGEST_MBPS = 10;
 /** The largest instance count the generator packs into its pixel patterns. */
 const MAX_INSTANCES = 2 ** 24;
 
@@ -67,13 +85,21 @@ export interface BenchOptions {
   keep: boolean;
   /** Directory for V8 CPU profiles of the node processes. */
   cpuProf: string | undefined;
+  /** dcmtk's storescu (the DIMSE scenario). */
+  storescu: string;
+  decodeFrames: number;
+  decodeInstances: number;
+  decodeConcurrency: number;
+  soakMinutes: number;
+  soakIngestMBps: number;
   help: boolean;
 }
 
 export const HELP = `npm run bench -- [options]
 
 Scenarios (each on a fresh node with an empty data directory, then on a fresh peer):
-  --scenario LIST        huge,small,concurrent | all | none (default all)
+  --scenario LIST        huge,small,concurrent,dimse,decode,soak | all | none (default all: every
+                         one but soak)
                            huge:       a few multi-frame instances (Enhanced MR, 512x512x16 bit
                                        frames; at least 4 per study, at most --max-instance-gib each),
                                        one instance per STOW request; frame latency inside one
@@ -82,6 +108,19 @@ Scenarios (each on a fresh node with an empty data directory, then on a fresh pe
                            concurrent: --concurrency PACS clients at once, each pushing its own
                                        study (one of the first --instances, and one of the first
                                        --size), then as many viewers fetching them back at once
+                           dimse:      C-STORE ingest with dcmtk's storescu (one association per
+                                       study, every file of it): the first --instances study,
+                                       the first --size study, and --concurrency storescu at once
+                                       each with its own small study; files are written to the
+                                       work dir first, not timed
+                           decode:     frames of JPEG 2000 and JPEG-LS lossless multi-frame
+                                       instances fetched decoded (WADO-RS frames, transfer-syntax
+                                       1.2.840.10008.1.2.1): all frames of an instance per
+                                       request, then one frame per request
+                           soak:       one node under a mixed load for --soak-minutes: STOW of
+                                       small and huge instances, QIDO, WADO of studies and frames,
+                                       malformed and abandoned uploads; every stored study
+                                       verified at the end (dicom-vault verify, WADO sha256)
   --size LIST            huge study sizes in GiB (default ${DEFAULT_SIZES_GIB.join(',')}; fractions work: 0.25)
   --instances LIST       small study sizes in instances (default ${DEFAULT_INSTANCES.join(',')})
   --per-request N        instances per STOW request for small instances (default ${DEFAULT_PER_REQUEST})
@@ -91,11 +130,20 @@ Scenarios (each on a fresh node with an empty data directory, then on a fresh pe
                          fresh node and a fresh peer, alternating; the run with the median ingest
                          rate is reported and every run's rate is listed (default ${DEFAULT_REPEAT}).
                          Huge scenarios run once
+  --storescu PATH        dcmtk's storescu for the dimse scenario (default ${DEFAULT_STORESCU}); run
+                         with TCP_NODELAY=1 (Debian's build otherwise waits on Nagle per instance)
+  --decode-frames N      frames per instance in the decode scenario (default ${DEFAULT_DECODE_FRAMES})
+  --decode-instances N   instances per transfer syntax in the decode scenario (default ${DEFAULT_DECODE_INSTANCES})
+  --decode-concurrency N frame requests in flight in the decode scenario (default ${DEFAULT_DECODE_CONCURRENCY})
+  --soak-minutes N       length of the soak (default ${DEFAULT_SOAK_MINUTES}; 2 for a check)
+  --soak-ingest-mbps N   DICOM MB/s the soak's uploaders aim at together (default ${DEFAULT_SOAK_INGEST_MBPS})
 
 Systems:
   --store fs|ipfs|s3     block store of the node (default fs; s3 starts the local Swift)
-  --peer orthanc         the same studies pushed to and fetched from Orthanc's DICOMweb, a fresh
-                         Orthanc per scenario (installed with apt-get when missing; needs root)
+  --peer orthanc         the same studies pushed to and fetched from Orthanc's DICOMweb (its DIMSE
+                         SCP in the dimse scenario, its GDCM plugin decoding in the decode one),
+                         a fresh Orthanc per scenario (installed with apt-get when missing; needs
+                         root). The soak has no peer
   --backends [LIST]      also ingest and retrieve the first --size study on each block store
                          (default fs,ipfs,s3)
   --anchor               also the anchoring benchmark (gas per batch and per study, receipts)
@@ -111,6 +159,7 @@ Limits and output:
   -h, --help             this text
 
 A quick run: npm run bench -- --size 0.25 --instances 200 --concurrency 2 --limits-gib 0.25
+A soak check: npm run bench -- --scenario soak --soak-minutes 2 --no-limits
 `;
 
 export class BenchUsageError extends Error {
@@ -143,6 +192,12 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
         'work-dir': { type: 'string', default: tmpdir() },
         keep: { type: 'boolean', default: false },
         'cpu-prof': { type: 'string' },
+        storescu: { type: 'string', default: DEFAULT_STORESCU },
+        'decode-frames': { type: 'string', default: String(DEFAULT_DECODE_FRAMES) },
+        'decode-instances': { type: 'string', default: String(DEFAULT_DECODE_INSTANCES) },
+        'decode-concurrency': { type: 'string', default: String(DEFAULT_DECODE_CONCURRENCY) },
+        'soak-minutes': { type: 'string', default: String(DEFAULT_SOAK_MINUTES) },
+        'soak-ingest-mbps': { type: 'string', default: String(DEFAULT_SOAK_INGEST_MBPS) },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -170,6 +225,12 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     workDir: values['work-dir'],
     keep: values.keep,
     cpuProf: values['cpu-prof'],
+    storescu: values.storescu,
+    decodeFrames: one('--decode-frames', values['decode-frames'], (v) => Number.isSafeInteger(v) && v >= 1 && v <= 10_000, 'a whole number from 1 to 10000'),
+    decodeInstances: one('--decode-instances', values['decode-instances'], (v) => Number.isSafeInteger(v) && v >= 1 && v <= 1000, 'a whole number from 1 to 1000'),
+    decodeConcurrency: one('--decode-concurrency', values['decode-concurrency'], (v) => Number.isSafeInteger(v) && v >= 1 && v <= 64, 'a whole number from 1 to 64'),
+    soakMinutes: one('--soak-minutes', values['soak-minutes'], (v) => v >= 0.5 && v <= 7 * 24 * 60, 'a number of minutes from 0.5 to 10080 (a week)'),
+    soakIngestMBps: one('--soak-ingest-mbps', values['soak-ingest-mbps'], (v) => v > 0 && v <= 10_000, 'a rate in MB/s above 0'),
     help: values.help,
   };
 }
@@ -186,7 +247,7 @@ export function withBackendsDefault(argv: readonly string[]): string[] {
 }
 
 function parseScenarios(value: string): Scenario[] {
-  if (value === 'all') return [...SCENARIOS];
+  if (value === 'all') return [...ALL_SCENARIOS];
   if (value === 'none') return [];
   const names = unique(value.split(',').map((s) => s.trim()));
   for (const n of names) {

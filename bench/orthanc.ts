@@ -1,6 +1,7 @@
 // Orthanc (Debian's packages) as the peer the benchmark compares against, started as a plain
 // background process with its own config and empty storage, the way
-// ../shared/peers/orthanc/orthanc_ctl.sh does it: no systemd, no auth, DIMSE off, fsync per file
+// ../shared/peers/orthanc/orthanc_ctl.sh does it: no systemd, no auth, DIMSE off unless `config`
+// turns it on (the dimse scenario), the GDCM plugin only when asked (the decode one), fsync per file
 // (SyncStorageArea, Orthanc's default, so a stored answer means durable as ours does).
 //
 //   node bench/orthanc.ts [WORKDIR]    starts it, prints its URL, stops it on Ctrl-C
@@ -22,6 +23,14 @@ export const ORTHANC_BIN = '/usr/sbin/Orthanc';
 export const DEFAULT_ORTHANC_PORT = 8042;
 /** How long Orthanc may take to answer /system after start (it creates its SQLite index). */
 export const DEFAULT_ORTHANC_START_TIMEOUT_MS = 30_000;
+/**
+ * Thread stack size Orthanc runs with when the GDCM plugin is loaded, KiB. Debian's GDCM 3.0.21
+ * decoding a 512 x 512 JPEG 2000 instance of 30 or 100 frames overflowed the default 8 MiB stack of
+ * Orthanc's HTTP worker threads on the second request for it (a segfault in libgdcmMSFF, dmesg;
+ * Orthanc gone); with 64 MiB, 100 frames went through again and again. Threads take their stack
+ * size from RLIMIT_STACK, set here before Orthanc starts. Address space only: RSS is unchanged.
+ */
+export const GDCM_STACK_KIB = 128 * 1024;
 /** How long stop() waits after SIGTERM before SIGKILL. */
 export const DEFAULT_ORTHANC_STOP_TIMEOUT_MS = 30_000;
 
@@ -39,6 +48,11 @@ export interface OrthancOptions {
    * to make Orthanc a DICOMweb client of the node, or DicomServerEnabled and DicomPort for DIMSE.
    */
   config?: Record<string, unknown>;
+  /**
+   * Debian's GDCM plugin (package orthanc-gdcm): Orthanc's own DCMTK does not read JPEG 2000,
+   * GDCM does. Loaded after the DICOMweb plugin; installed with apt-get when missing and `install`.
+   */
+  gdcm?: boolean;
 }
 
 export interface RunningOrthanc {
@@ -60,9 +74,11 @@ export interface RunningOrthanc {
 export async function startOrthanc(workDir: string, opts: OrthancOptions = {}): Promise<RunningOrthanc> {
   const log = opts.log ?? (() => {});
   const work = resolve(workDir);
-  if (opts.install !== false) await ensureInstalled(log);
-  if (!existsSync(ORTHANC_BIN)) throw new Error(`${ORTHANC_BIN} not found: apt-get install orthanc orthanc-dicomweb`);
+  const packages = ['orthanc-dicomweb', ...(opts.gdcm === true ? ['orthanc-gdcm'] : [])];
+  if (opts.install !== false) await ensureInstalled(packages, log);
+  if (!existsSync(ORTHANC_BIN)) throw new Error(`${ORTHANC_BIN} not found: apt-get install orthanc ${packages.join(' ')}`);
   const plugin = await dicomWebPlugin();
+  const gdcm = opts.gdcm === true ? await packagePlugin('orthanc-gdcm', 'libOrthancGdcm') : undefined;
   const port = opts.port ?? ((await portFree(DEFAULT_ORTHANC_PORT)) ? DEFAULT_ORTHANC_PORT : await freePort());
 
   const db = join(work, 'db');
@@ -73,11 +89,20 @@ export async function startOrthanc(workDir: string, opts: OrthancOptions = {}): 
   const configPath = join(work, 'orthanc.json');
   const base = orthancConfig({ storageDir: db, plugin, port });
   const extra = opts.config ?? {};
-  const config = { ...base, ...extra, DicomWeb: { ...(base.DicomWeb as object), ...((extra.DicomWeb as object | undefined) ?? {}) } };
+  const config = {
+    ...base,
+    ...extra,
+    Plugins: [...(base.Plugins as string[]), ...(gdcm ? [gdcm] : [])],
+    DicomWeb: { ...(base.DicomWeb as object), ...((extra.DicomWeb as object | undefined) ?? {}) },
+  };
   await writeFile(configPath, JSON.stringify(config, null, 2));
 
   const out = openSync(join(logDir, 'stdout.txt'), 'a');
-  const child = spawn(ORTHANC_BIN, [`--logdir=${logDir}`, configPath], { stdio: ['ignore', out, out] });
+  const args = [`--logdir=${logDir}`, configPath];
+  // The shell execs Orthanc: the PID is Orthanc's, as the benchmark's RSS and CPU figures need.
+  const child = gdcm
+    ? spawn('/bin/sh', ['-c', `ulimit -s ${GDCM_STACK_KIB} && exec "$0" "$@"`, ORTHANC_BIN, ...args], { stdio: ['ignore', out, out] })
+    : spawn(ORTHANC_BIN, args, { stdio: ['ignore', out, out] });
   closeSync(out);
   const pid = child.pid;
   if (pid === undefined) throw new Error('Orthanc did not start (no PID)');
@@ -143,13 +168,14 @@ export function orthancConfig(o: { storageDir: string; plugin: string; port: num
   };
 }
 
-async function ensureInstalled(log: (line: string) => void): Promise<void> {
-  const have = existsSync(ORTHANC_BIN) && (await dpkgInstalled('orthanc-dicomweb'));
+async function ensureInstalled(packages: readonly string[], log: (line: string) => void): Promise<void> {
+  let have = existsSync(ORTHANC_BIN);
+  for (const p of packages) have &&= await dpkgInstalled(p);
   if (have) return;
-  log('installing orthanc orthanc-dicomweb with apt-get');
+  log(`installing orthanc ${packages.join(' ')} with apt-get`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   const install = (): Promise<unknown> =>
-    run('apt-get', ['install', '-y', '--no-install-recommends', 'orthanc', 'orthanc-dicomweb'], { env, maxBuffer: 64 << 20 });
+    run('apt-get', ['install', '-y', '--no-install-recommends', 'orthanc', ...packages], { env, maxBuffer: 64 << 20 });
   try {
     await install();
   } catch {
@@ -170,11 +196,16 @@ async function dpkgInstalled(pkg: string): Promise<boolean> {
   }
 }
 
-async function dicomWebPlugin(): Promise<string> {
-  const { stdout } = await run('dpkg', ['-L', 'orthanc-dicomweb']);
-  const files = stdout.split('\n').filter((f) => /\/libOrthancDicomWeb\.so(\.[\d.]+)?$/.test(f));
+function dicomWebPlugin(): Promise<string> {
+  return packagePlugin('orthanc-dicomweb', 'libOrthancDicomWeb');
+}
+
+/** The shared library `name`.so of a Debian package, e.g. libOrthancGdcm of orthanc-gdcm. */
+async function packagePlugin(pkg: string, name: string): Promise<string> {
+  const { stdout } = await run('dpkg', ['-L', pkg]);
+  const files = stdout.split('\n').filter((f) => new RegExp(`/${name}\\.so(\\.[\\d.]+)?$`).test(f));
   const plugin = files.find((f) => f.endsWith('.so')) ?? files[0];
-  if (plugin === undefined) throw new Error('the DICOMweb plugin (libOrthancDicomWeb.so) is not in dpkg -L orthanc-dicomweb');
+  if (plugin === undefined) throw new Error(`the plugin ${name}.so is not in dpkg -L ${pkg}`);
   return plugin;
 }
 

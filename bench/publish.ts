@@ -30,6 +30,8 @@ export interface ReportInput {
   anchor: AnchorBenchResult | null;
   /** scaleMarkdown's output, or null. */
   scale: string | null;
+  /** soakMarkdown's output (bench/soak.ts), or null: no soak ran. */
+  soak?: string | null;
   notes: string[];
 }
 
@@ -61,6 +63,8 @@ export function reportMarkdown(r: ReportInput): string {
     out.push('#### Targets', '');
     out.push(targetsTable(r.targets), '');
   }
+
+  if (r.soak) out.push('#### Soak', '', r.soak.trimEnd(), '');
 
   if (r.limits) {
     const m = r.limits.machine;

@@ -4,7 +4,7 @@
 // servers' own storage, which is removed after each scenario. `npm run bench -- --help` lists
 // the options (bench/options.ts).
 import { execFile } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -31,12 +31,15 @@ import {
 import { limitsTable, measureLimits, type MachineLimits } from './limits.ts';
 import { serveNode } from './node-process.ts';
 import { BenchUsageError, HELP, parseBenchArgs, type BenchOptions } from './options.ts';
-import { startOrthanc } from './orthanc.ts';
+import { decodeFigures, decodeTargets, runDecodeScenario, type DecodeResult } from './decode-scenario.ts';
+import { dimseIngest, NODE_AE, ORTHANC_AE, writeStudyFiles } from './dimse.ts';
+import { freePort, startOrthanc } from './orthanc.ts';
 import { reportMarkdown, targetsTable } from './publish.ts';
 import { formatNumber, ofLimit, ratioText } from './report.ts';
 import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMarkdown, type Footprint, type MeasuredScale } from './scale.ts';
 import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
 import { ScratchSpace } from './scratch.ts';
+import { runSoak, soakMarkdown, soakTargets, type SoakResult } from './soak.ts';
 
 const started = new Date();
 const t0 = performance.now();
@@ -59,6 +62,11 @@ async function main(): Promise<void> {
   }
   if (o.help) {
     process.stdout.write(HELP);
+    return;
+  }
+  if (o.scenarios.includes('dimse') && !existsSync(o.storescu)) {
+    process.stderr.write(`${o.storescu} not found: the dimse scenario needs dcmtk's storescu (apt-get install dcmtk, or --storescu PATH).\n`);
+    process.exitCode = 2;
     return;
   }
   const workDir = resolve(o.workDir);
@@ -84,10 +92,22 @@ async function main(): Promise<void> {
     const repeat = plan.shape === 'small' ? o.repeat : 1;
     const ours: SystemRun[] = [];
     const peers: SystemRun[] = [];
-    for (let i = 0; i < repeat; i++) {
-      if (repeat > 1) log(`run ${i + 1} of ${repeat}`);
-      ours.push(await runOurs(plan, o, workDir, footprints));
-      if (o.peer === 'orthanc') peers.push(await runOrthanc(plan, workDir, o.keep));
+    // storescu sends files: the DIMSE scenario's studies are written out first, once for every run of both systems.
+    let files: { root: string; dirs: string[] } | undefined;
+    if (plan.kind === 'dimse') {
+      const root = await mkdtemp(join(workDir, `dicom-vault-bench-${plan.id}-files-`));
+      const t = performance.now();
+      files = { root, dirs: await writeStudyFiles(plan.studies, root) };
+      log(`wrote the studies to ${root} in ${((performance.now() - t) / 1000).toFixed(1)} s (not timed)`);
+    }
+    try {
+      for (let i = 0; i < repeat; i++) {
+        if (repeat > 1) log(`run ${i + 1} of ${repeat}`);
+        ours.push(await runOurs(plan, o, workDir, footprints, files?.dirs));
+        if (o.peer === 'orthanc') peers.push(await runOrthanc(plan, workDir, o.keep, files?.dirs, o.storescu));
+      }
+    } finally {
+      if (files && !o.keep) await scratch.release(files.root);
     }
     const runs: SystemRun[] = [medianRun(ours)];
     if (peers.length > 0) {
@@ -96,6 +116,31 @@ async function main(): Promise<void> {
       runs.push(peer);
     }
     results.push({ ...scenarioHeader(plan), runs });
+  }
+
+  let decode: DecodeResult | null = null;
+  if (o.scenarios.includes('decode')) {
+    log(`scenario decode: ${o.decodeInstances} × ${o.decodeFrames} frames per transfer syntax`);
+    try {
+      // A fresh bucket for every node, as runOurs does.
+      const env = async (): Promise<NodeJS.ProcessEnv> => (o.store === 's3' ? await s3Environment(undefined, (l) => log(`s3: ${l}`)) : {});
+      decode = await runDecodeScenario({ o, env, workDir, scratch, log });
+    } catch (err) {
+      log(`decode failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+  }
+
+  let soak: SoakResult | null = null;
+  if (o.scenarios.includes('soak')) {
+    log(`scenario soak: ${o.soakMinutes} min at ${o.soakIngestMBps} MB/s of uploads, one node`);
+    try {
+      const env = o.store === 's3' ? await s3Environment(undefined, (l) => log(`s3: ${l}`)) : {};
+      soak = await runSoak({ minutes: o.soakMinutes, ingestMBps: o.soakIngestMBps, store: o.store, env, workDir, scratch, keep: o.keep, log });
+    } catch (err) {
+      log(`soak failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
   }
 
   let backends: BackendBenchRow[] | null = null;
@@ -122,8 +167,8 @@ async function main(): Promise<void> {
 
   // ---------- figures and files ----------
   const fl = limits ? figureLimits(limits) : null;
-  const figures: Figure[] = results.flatMap((s) => scenarioFigures(s, fl));
-  const targets = checkTargets(results, fl);
+  const figures: Figure[] = [...results.flatMap((s) => scenarioFigures(s, fl)), ...(decode ? decodeFigures(decode, fl?.roundTripMs ?? null) : [])];
+  const targets = [...checkTargets(results, fl), ...(decode ? decodeTargets(decode) : []), ...(soak ? soakTargets(soak) : [])];
   const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
   const loadAfter = loadavg();
 
@@ -133,7 +178,7 @@ async function main(): Promise<void> {
   mkdirSync(dirname(out), { recursive: true });
 
   const oursDetail = `dicom-vault (${o.store} store)`;
-  const notes = runNotes(o, results, limits, loadBefore, loadAfter);
+  const notes = [...runNotes(o, results, limits, loadBefore, loadAfter), ...(decode ? decodeNotes(decode) : [])];
   const wroteChart = results.length > 0;
   if (wroteChart) {
     writeFileSync(files.chart, renderChart({
@@ -162,6 +207,7 @@ async function main(): Promise<void> {
     backends,
     anchor,
     scale: scaleMd,
+    soak: soak ? soakMarkdown(soak) : null,
     notes,
   });
   writeFileSync(files.report, report);
@@ -174,6 +220,8 @@ async function main(): Promise<void> {
     load: { before: loadBefore, after: loadAfter },
     limits,
     scenarios: results,
+    decode,
+    soak,
     figures,
     targets,
     backends,
@@ -186,21 +234,26 @@ async function main(): Promise<void> {
   // ---------- console ----------
   if (limits) process.stdout.write(`\nLimits of this machine\n${limitsTable(limits)}\n\n`);
   if (figures.length > 0) console.table(figures.map(consoleRow(o.peer !== null)));
-  if (targets.length > 0) process.stdout.write(`\nTargets (issue 5)\n${targetsTable(targets)}\n\n`);
+  if (targets.length > 0) process.stdout.write(`\nTargets\n${targetsTable(targets)}\n\n`);
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
+  if (soak) process.stdout.write(`\nSoak\n${soakMarkdown(soak)}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
   process.stdout.write(`\nresults: ${relative(process.cwd(), files.json)}\nreport:  ${relative(process.cwd(), files.report)}\n`);
   if (wroteChart) process.stdout.write(`chart:   ${relative(process.cwd(), files.chart)}\n`);
   if (scaleMd) process.stdout.write(`scale:   ${relative(process.cwd(), files.scale)}\n`);
   if (o.cpuProf !== undefined) process.stdout.write(`CPU profiles of the node processes: ${o.cpuProf}\n`);
 
-  const oursFailed = results.some((s) => runFailed(s.runs[0]!));
-  if (oursFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
+  const oursFailed = results.some((s) => runFailed(s.runs[0]!)) || (decode !== null && (decode.runs[0]!.errors.length > 0 || decode.runs[0]!.syntaxes.some((x) => !x.ok)));
+  const soakFailed = soak !== null && soakTargets(soak).some((t) => t.met === false);
+  if (oursFailed || soakFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
 }
 
-/** A fresh node on an empty data directory; the data directory measured after it stops. */
-async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, footprints: Map<string, Footprint>): Promise<SystemRun> {
+/**
+ * A fresh node on an empty data directory; the data directory measured after it stops. With
+ * `dimseDirs` (the dimse scenario), its Storage SCP on a free port takes the studies from storescu.
+ */
+async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, footprints: Map<string, Footprint>, dimseDirs?: string[]): Promise<SystemRun> {
   const dataDir = await mkdtemp(join(workDir, `dicom-vault-bench-${plan.id}-`));
   const env: NodeJS.ProcessEnv = {};
   if (o.store === 's3') Object.assign(env, await s3Environment(undefined, (l) => log(`s3: ${l}`)));
@@ -213,9 +266,13 @@ async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, foo
   const detail = `dicom-vault, ${o.store} store`;
   let run: SystemRun;
   try {
-    const node = await serveNode(dataDir, ['--store', o.store], env);
+    const dimsePort = dimseDirs ? await freePort() : undefined;
+    const dimseArgs = dimsePort === undefined ? [] : ['--dimse-port', String(dimsePort), '--ae-title', NODE_AE];
+    const node = await serveNode(dataDir, ['--store', o.store, ...dimseArgs], env);
     try {
-      run = await exercise({ system: OURS, detail, url: node.url, pid: node.pid }, plan, log);
+      run = dimseDirs && dimsePort !== undefined
+        ? await dimseIngest({ system: OURS, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: NODE_AE, url: node.url, pid: node.pid }, plan.studies, dimseDirs, { storescu: o.storescu, log })
+        : await exercise({ system: OURS, detail, url: node.url, pid: node.pid }, plan, log);
     } finally {
       await node.stop();
     }
@@ -236,16 +293,27 @@ async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, foo
   return run;
 }
 
-/** A fresh Orthanc with empty storage for every scenario, as the reference runs did. */
-async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean): Promise<SystemRun> {
+/**
+ * A fresh Orthanc with empty storage for every scenario, as the reference runs did; with
+ * `dimseDirs`, its own DIMSE SCP takes the studies from storescu.
+ */
+async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean, dimseDirs?: string[], storescu?: string): Promise<SystemRun> {
   // A directory of its own for every run: a repeat must not start on the last one's files.
   const dir = await mkdtemp(join(workDir, `orthanc-bench-${plan.id}-`));
   let run: SystemRun = { system: ORTHANC, detail: '', ingest: null, retrieve: null, qido: null, seriesMetadata: null, frames: null, storedBytes: null, errors: [] };
   try {
-    const orthanc = await startOrthanc(dir, { log: (l) => log(`orthanc: ${l}`) });
-    const detail = `Orthanc ${orthanc.version} (DICOMweb plugin ${orthanc.dicomWebVersion})`;
+    const dimsePort = dimseDirs ? await freePort() : undefined;
+    const orthanc = await startOrthanc(dir, {
+      log: (l) => log(`orthanc: ${l}`),
+      ...(dimsePort === undefined ? {} : { config: orthancDimseConfig(dimsePort) }),
+    });
+    const detail = dimsePort === undefined
+      ? `Orthanc ${orthanc.version} (DICOMweb plugin ${orthanc.dicomWebVersion})`
+      : `Orthanc ${orthanc.version} (its DIMSE SCP; DICOMweb plugin ${orthanc.dicomWebVersion} to count)`;
     try {
-      run = await exercise({ system: ORTHANC, detail, url: orthanc.url, pid: orthanc.pid }, plan, log);
+      run = dimseDirs && dimsePort !== undefined
+        ? await dimseIngest({ system: ORTHANC, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: ORTHANC_AE, url: orthanc.url, pid: orthanc.pid }, plan.studies, dimseDirs, { storescu: storescu!, log })
+        : await exercise({ system: ORTHANC, detail, url: orthanc.url, pid: orthanc.pid }, plan, log);
     } finally {
       await orthanc.stop();
     }
@@ -257,6 +325,23 @@ async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean): P
     if (!keep) await scratch.release(dir);
   }
   return run;
+}
+
+/**
+ * Orthanc's DIMSE SCP for the dimse scenario: on `port`, accepting storescu whatever it calls
+ * itself (no modality is declared) and whatever AE title it calls; its other DICOM settings are
+ * Orthanc 1.10's defaults (16 KiB PDUs, 4 DIMSE threads).
+ */
+function orthancDimseConfig(port: number): Record<string, unknown> {
+  return {
+    DicomServerEnabled: true,
+    DicomAet: ORTHANC_AE,
+    DicomPort: port,
+    DicomCheckCalledAet: false,
+    DicomAlwaysAllowStore: true,
+    DicomAlwaysAllowEcho: true,
+    DicomCheckModalityHost: false,
+  };
 }
 
 /** The scale projection's inputs from the fs footprints of this run; null without a huge study. */
@@ -303,7 +388,15 @@ function runNotes(o: BenchOptions, results: ScenarioResult[], limits: MachineLim
         'a one-core limit (the figure then reads above 100%).',
     );
   }
-  if (results.length > 0) {
+  if (results.some((s) => s.kind === 'dimse')) {
+    notes.push(
+      `DIMSE scenarios: dcmtk's storescu (${o.storescu}), one association per study carrying every file of it, run with TCP_NODELAY=1 ` +
+        "(Debian's dcmtk otherwise leaves Nagle's algorithm on and each small C-STORE waits ~40 ms for a delayed ACK); the files were " +
+        'written to the work dir before the clock started (read back from the page cache); success is the instances QIDO lists afterwards. ' +
+        "Each SCP negotiates its own PDU size (the node 256 KiB, Orthanc its default 16 KiB); no retrieval is measured in these scenarios.",
+    );
+  }
+  if (results.some((s) => s.kind !== 'dimse')) {
     notes.push('Retrieval runs right after ingest: blocks are read from the page cache where RAM holds them.');
     if (o.store === 's3') notes.push('Store s3: bytes stored are not measured (the blocks are in the S3 server); no scale projection (it reads the fs store).');
     if (o.store === 'ipfs') notes.push('Store ipfs: bytes stored are the whole data directory with its IPFS repository; no scale projection (it reads the fs store).');
@@ -324,6 +417,29 @@ function runNotes(o: BenchOptions, results: ScenarioResult[], limits: MachineLim
       for (const q of [r.qido, r.seriesMetadata, r.frames]) if (q?.note) problems.push(q.note);
       if (problems.length > 0) notes.push(`${r.system}, ${s.label}: ${problems.slice(0, 3).join('; ')}`);
     }
+  }
+  return notes;
+}
+
+function decodeNotes(d: DecodeResult): string[] {
+  const notes = [
+    `Decode: the same JPEG 2000 and JPEG-LS lossless instances (Multi-frame Grayscale Word SC, ${d.size} × ${d.size}, 12 bits stored, a CT-like phantom, ` +
+      `${d.syntaxes.map((x) => `${x.name} ${Math.round(x.encodedBytesPerFrame / 1000)} kB per frame`).join(', ')}) stored in each system, their frames asked for ` +
+      'with WADO-RS frames and Accept multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1, a fresh server per syntax. ' +
+      "Orthanc decodes through its DICOMweb plugin, JPEG 2000 with Debian's GDCM plugin and JPEG-LS with its built-in DCMTK (GDCM restricted to JPEG 2000: " +
+      'with GDCM for JPEG-LS too, single-frame requests crashed Orthanc), and transcodes the whole instance for every request, so all frames of an ' +
+      'instance per request is the pattern most favourable to it. Every decoded frame of one instance was checked byte for byte against the phantom before the timing. ' +
+      `"Of the machine limit": the node's own decoders (DecodePool) in the benchmark process on the same frames.`,
+  ];
+  for (const r of d.runs) {
+    for (const x of r.syntaxes) {
+      const name = d.syntaxes.find((s) => s.transferSyntaxUID === x.transferSyntaxUID)?.name ?? x.transferSyntaxUID;
+      if (x.repeats && x.repeats.length > 1) {
+        notes.push(`Decode, ${name}, ${r.system}: ${x.repeats.map((v) => (v === null ? 'failed' : formatNumber(v))).join(' / ')} frames/s over ${x.repeats.length} runs (whole instance per request); the tables show the median run.`);
+      }
+      if (x.failures.length > 0) notes.push(`${r.system}, decode ${name}: ${x.failures.slice(0, 3).join('; ')}`);
+    }
+    if (r.errors.length > 0) notes.push(`${r.system}, decode: ${r.errors.slice(0, 3).join('; ')}`);
   }
   return notes;
 }

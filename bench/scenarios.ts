@@ -103,6 +103,34 @@ export function planScenarios(o: Pick<BenchOptions, 'scenarios' | 'sizesGiB' | '
       perRequest: 1,
     });
   }
+  if (o.scenarios.includes('dimse')) {
+    // One association per study (perRequest: every instance of it); the first of each size list,
+    // as the concurrent scenario does.
+    const n = o.instances[0]!;
+    const gib = o.sizesGiB[0]!;
+    const c = o.concurrency;
+    const small = planStudy({ kind: 'single', instances: n, seed: 400 });
+    plans.push({ id: 'dimse-small', kind: 'dimse', shape: 'small', label: `DIMSE small ${n.toLocaleString('en-US')} instances`, studies: [small], perRequest: n });
+    const huge = hugeStudy(gib, o.maxInstanceGiB, 410);
+    plans.push({
+      id: 'dimse-huge',
+      kind: 'dimse',
+      shape: 'huge',
+      label: `DIMSE huge ${gibText(gib)} (${huge.instances.length} × ${fmtBytes(huge.instances[0]!.size)})`,
+      studies: [huge],
+      perRequest: huge.instances.length,
+    });
+    if (c > 1) {
+      plans.push({
+        id: 'dimse-concurrent',
+        kind: 'dimse',
+        shape: 'small',
+        label: `DIMSE ${c} clients at once × small ${n.toLocaleString('en-US')} instances`,
+        studies: Array.from({ length: c }, (_, i) => planStudy({ kind: 'single', instances: n, seed: 420 + i })),
+        perRequest: n,
+      });
+    }
+  }
   return plans;
 }
 

@@ -405,6 +405,21 @@ describe('the issue\'s targets', () => {
   it('concurrent scenarios have no target of their own', () => {
     expect(checkTargets([{ ...HUGE, kind: 'concurrent' }], LIMITS).filter((t) => t.scenario === HUGE.label)).toEqual([]);
   });
+  it('DIMSE scenarios: C-STORE ingest against 2× the peer\'s DIMSE, by instances or by bytes, nothing else', () => {
+    const dimseHuge: ScenarioResult = { ...HUGE, id: 'dimse-huge', kind: 'dimse', label: 'DIMSE huge 1 GiB', runs: HUGE.runs.map((r) => ({ ...r, retrieve: null, qido: null, seriesMetadata: null, frames: null })) };
+    const { frameSource: _none, ...rest } = dimseHuge;
+    const dimseSmall: ScenarioResult = { ...rest, id: 'dimse-small', shape: 'small', label: 'DIMSE small 4' };
+    const t = checkTargets([dimseHuge, dimseSmall], LIMITS);
+    expect(t).toEqual([
+      { target: "DIMSE ingest ≥ 2× Orthanc's DIMSE MB/s", scenario: 'DIMSE huge 1 GiB', measured: '2.50× (268 vs 107 MB/s)', met: true },
+      { target: "DIMSE ingest ≥ 2× Orthanc's DIMSE instances/s", scenario: 'DIMSE small 4', measured: '2.50× (1 vs 0.4 inst/s)', met: true },
+    ]);
+    // The figures name the protocol; no retrieval or latency figure appears.
+    const f = scenarioFigures(dimseHuge, LIMITS);
+    expect(f.find((x) => x.id === 'ingest-MBps')?.operation).toBe('ingest (DIMSE C-STORE)');
+    expect(f.some((x) => x.id.startsWith('retrieve') || x.id.startsWith('frame') || x.id.startsWith('qido'))).toBe(false);
+    expect(scenarioFigures(HUGE, LIMITS).find((x) => x.id === 'ingest-MBps')?.operation).toBe('ingest (STOW)');
+  });
 });
 
 describe('repeated scenarios', () => {

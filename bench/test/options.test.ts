@@ -3,9 +3,15 @@ import { tmpdir } from 'node:os';
 import { BenchUsageError, DEFAULT_INSTANCES, DEFAULT_SIZES_GIB, HELP, parseBenchArgs, withBackendsDefault } from '../options.ts';
 
 describe('npm run bench options', () => {
-  it('defaults: every scenario at the issue sizes, fs, limits on, no peer, no extras', () => {
+  it('defaults: every scenario but the soak at the issue sizes, fs, limits on, no peer, no extras', () => {
     const o = parseBenchArgs([]);
-    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent']);
+    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent', 'dimse', 'decode']);
+    expect(o.storescu).toBe('/usr/bin/storescu');
+    expect(o.decodeFrames).toBe(100);
+    expect(o.decodeInstances).toBe(4);
+    expect(o.decodeConcurrency).toBe(2);
+    expect(o.soakMinutes).toBe(30);
+    expect(o.soakIngestMBps).toBe(10);
     expect(o.sizesGiB).toEqual([1, 4, 16]);
     expect(o.sizesGiB).toEqual(DEFAULT_SIZES_GIB);
     expect(o.instances).toEqual([1000, 10000]);
@@ -39,6 +45,21 @@ describe('npm run bench options', () => {
     expect(o.limits).toBe(false);
     expect(o.peer).toBe('orthanc');
     expect(o.out).toBe('x.json');
+  });
+
+  it('the soak runs only when named, and can be short', () => {
+    expect(parseBenchArgs(['--scenario', 'all']).scenarios).not.toContain('soak');
+    const o = parseBenchArgs(['--scenario', 'soak,dimse', '--soak-minutes', '2', '--soak-ingest-mbps', '4.5']);
+    expect(o.scenarios).toEqual(['dimse', 'soak']);
+    expect(o.soakMinutes).toBe(2);
+    expect(o.soakIngestMBps).toBe(4.5);
+  });
+
+  it('the decode and DIMSE scenarios take their sizes and tools', () => {
+    const o = parseBenchArgs(['--scenario', 'decode', '--decode-frames', '10', '--decode-instances', '1', '--decode-concurrency', '3', '--storescu', '/opt/dcmtk/bin/storescu']);
+    expect(o.scenarios).toEqual(['decode']);
+    expect([o.decodeFrames, o.decodeInstances, o.decodeConcurrency]).toEqual([10, 1, 3]);
+    expect(o.storescu).toBe('/opt/dcmtk/bin/storescu');
   });
 
   it('lists keep their order and drop repeats', () => {
@@ -79,6 +100,12 @@ describe('npm run bench options', () => {
       [['--peer', 'dcm4chee'], /--peer: only orthanc/],
       [['--max-instance-gib', '4'], /--max-instance-gib/],
       [['--limits-gib', '-1'], /--limits-gib/],
+      [['--decode-frames', '0'], /--decode-frames/],
+      [['--decode-instances', '1.5'], /--decode-instances/],
+      [['--decode-concurrency', '65'], /--decode-concurrency/],
+      [['--soak-minutes', '0'], /--soak-minutes/],
+      [['--soak-minutes', 'long'], /--soak-minutes/],
+      [['--soak-ingest-mbps', '0'], /--soak-ingest-mbps/],
       [['--frobnicate'], /frobnicate/],
       [['positional'], /positional/],
     ];
@@ -90,7 +117,7 @@ describe('npm run bench options', () => {
 
   it('--help lists every option it parses', () => {
     expect(parseBenchArgs(['-h']).help).toBe(true);
-    for (const flag of ['--scenario', '--size', '--instances', '--per-request', '--concurrency', '--max-instance-gib', '--store', '--peer', '--backends', '--anchor', '--no-limits', '--limits-gib', '--out', '--work-dir', '--keep', '--cpu-prof', '--help']) {
+    for (const flag of ['--scenario', '--size', '--instances', '--per-request', '--concurrency', '--max-instance-gib', '--store', '--peer', '--backends', '--anchor', '--no-limits', '--limits-gib', '--out', '--work-dir', '--keep', '--cpu-prof', '--help', '--storescu', '--decode-frames', '--decode-instances', '--decode-concurrency', '--soak-minutes', '--soak-ingest-mbps']) {
       expect(HELP).toContain(flag);
     }
   });
