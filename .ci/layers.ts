@@ -19,7 +19,23 @@ import { execFileSync } from 'node:child_process';
 import { dirname, join, normalize, relative } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..');
-const PARTS = ['src/core', 'src/dicom', 'src/format', 'storage', 'src/catalog', 'ingest', 'src/read', 'anchor', 'src/access', 'src/transfer', 'src/maintenance', 'src/shell', 'bench', 'test', 'bin'];
+const PARTS = [
+  'src/core',
+  'src/dicom',
+  'src/format',
+  'storage',
+  'src/catalog',
+  'ingest',
+  'src/read',
+  'anchor',
+  'src/access',
+  'src/transfer',
+  'src/maintenance',
+  'src/shell',
+  'bench',
+  'test',
+  'bin',
+];
 const LOWER = ['src/core', 'src/dicom', 'src/format', 'storage', 'src/catalog'];
 export const ALLOWED: Record<string, string[]> = {
   'src/core': [],
@@ -110,7 +126,8 @@ export function check(): { problems: string[]; files: number; imports: number; f
       if (from === to) continue;
       if (!folderEdges.has(from)) folderEdges.set(from, new Set());
       folderEdges.get(from)!.add(to);
-      if (!(ALLOWED[from] ?? []).includes(to)) problems.push(`${file} imports ${rel}: ${from} may import only ${ALLOWED[from]?.join(', ') || 'nothing of ours'}`);
+      if (!(ALLOWED[from] ?? []).includes(to))
+        problems.push(`${file} imports ${rel}: ${from} may import only ${ALLOWED[from]?.join(', ') || 'nothing of ours'}`);
     }
   }
   for (const c of cycles(folderEdges)) problems.push(`folders import each other in a cycle: ${c.join(' -> ')}`);

@@ -68,7 +68,7 @@ function readContractRecord(dataDir: string): ContractRecord | undefined {
 
 function writeContractRecord(dataDir: string, record: ContractRecord): void {
   const path = join(dataDir, CHAIN_DIR, CONTRACT_FILE);
-  writeFileSync(`${path}.tmp`, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 });
+  writeFileSync(`${path}.tmp`, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
 }
 
@@ -122,8 +122,10 @@ export async function startAnchoring(p: StartAnchoringParameters): Promise<Ancho
     }
     log.info({ rpc: anvil.rpcUrl, contract }, 'embedded chain running');
   } else {
-    if (config.keyFile === undefined) throw new VaultError('CONFIG_INVALID', 'anchoring on an external chain needs --chain-key-file (the signer of anchor transactions)');
-    if (config.contract === undefined) throw new VaultError('CONFIG_INVALID', 'anchoring on an external chain needs --contract: deploy one with `dicom-vault deploy-contract`');
+    if (config.keyFile === undefined)
+      throw new VaultError('CONFIG_INVALID', 'anchoring on an external chain needs --chain-key-file (the signer of anchor transactions)');
+    if (config.contract === undefined)
+      throw new VaultError('CONFIG_INVALID', 'anchoring on an external chain needs --contract: deploy one with `dicom-vault deploy-contract`');
     client = createChainClient({ rpcUrl: config.rpcUrl!, account: readKeyFile(config.keyFile) });
     contract = config.contract;
     if (config.chainId !== undefined) chainId = config.chainId;

@@ -109,7 +109,10 @@ export async function startAnvil(options: AnvilOptions = {}): Promise<AnvilProce
   if (options.pidFile !== undefined) await stopStaleChain(options.pidFile, options.statePath);
   // Only the banner goes to stdout (with anvil's well-known dev keys): read for the port, never logged.
   const setpriv = pdeathsigWrapper();
-  const child = setpriv === undefined ? spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(setpriv, ['--pdeathsig', 'TERM', '--', binary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child =
+    setpriv === undefined
+      ? spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(setpriv, ['--pdeathsig', 'TERM', '--', binary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   if (options.pidFile !== undefined && child.pid !== undefined) writeFileSync(options.pidFile, `${child.pid}\n`, { mode: 0o600 });
   // Never outlive the node: a crashed node must not leave a chain holding its port. (SIGTERM
   // still lets anvil write its state; the interval dumps cover a SIGKILL of the node.)

@@ -12,14 +12,33 @@ export const DEFAULT_EMBEDDED_CONFIRMATIONS = 1;
 export const DEFAULT_EXTERNAL_CONFIRMATIONS = 12;
 
 export const ANCHOR_FLAGS = {
-  chain: { env: 'DICOM_VAULT_CHAIN', arg: 'mode', help: 'anchoring: embedded (a local anvil the node runs) or none; --chain-rpc selects an external chain', default: 'embedded' },
+  chain: {
+    env: 'DICOM_VAULT_CHAIN',
+    arg: 'mode',
+    help: 'anchoring: embedded (a local anvil the node runs) or none; --chain-rpc selects an external chain',
+    default: 'embedded',
+  },
   'chain-port': { env: 'DICOM_VAULT_CHAIN_PORT', arg: 'port', help: 'JSON-RPC port of the embedded chain on 127.0.0.1', default: String(DEFAULT_CHAIN_PORT) },
-  'chain-rpc': { env: 'DICOM_VAULT_CHAIN_RPC', arg: 'url', help: 'JSON-RPC URL of an external EVM chain to anchor on instead (an L2, Ethereum, a consortium chain)' },
+  'chain-rpc': {
+    env: 'DICOM_VAULT_CHAIN_RPC',
+    arg: 'url',
+    help: 'JSON-RPC URL of an external EVM chain to anchor on instead (an L2, Ethereum, a consortium chain)',
+  },
   'chain-id': { env: 'DICOM_VAULT_CHAIN_ID', arg: 'id', help: 'chain id the --chain-rpc endpoint must serve (checked before anchoring)' },
   'chain-key-file': { env: 'DICOM_VAULT_CHAIN_KEY_FILE', arg: 'file', help: "file with the signer's hex private key, mode 0600 (external chain)" },
   contract: { env: 'DICOM_VAULT_CONTRACT', arg: 'address', help: 'anchoring contract address on the external chain (see deploy-contract)' },
-  'anchor-batch-size': { env: 'DICOM_VAULT_ANCHOR_BATCH_SIZE', arg: 'roots', help: 'roots per anchoring batch at most', default: String(DEFAULT_BATCH_MAX_LEAVES) },
-  'anchor-interval': { env: 'DICOM_VAULT_ANCHOR_INTERVAL', arg: 'seconds', help: 'seconds a root waits at most before its batch closes', default: String(DEFAULT_BATCH_INTERVAL_S) },
+  'anchor-batch-size': {
+    env: 'DICOM_VAULT_ANCHOR_BATCH_SIZE',
+    arg: 'roots',
+    help: 'roots per anchoring batch at most',
+    default: String(DEFAULT_BATCH_MAX_LEAVES),
+  },
+  'anchor-interval': {
+    env: 'DICOM_VAULT_ANCHOR_INTERVAL',
+    arg: 'seconds',
+    help: 'seconds a root waits at most before its batch closes',
+    default: String(DEFAULT_BATCH_INTERVAL_S),
+  },
   confirmations: {
     env: 'DICOM_VAULT_CONFIRMATIONS',
     arg: 'blocks',
@@ -65,7 +84,8 @@ export function resolveAnchorConfig(get: (name: AnchorFlagName) => string | unde
   const rpcUrl = get('chain-rpc');
   // An empty value counts as unset (DICOM_VAULT_CHAIN= in a shell clears an inherited one).
   const chain = get('chain') || undefined;
-  if (chain !== undefined && chain !== 'embedded' && chain !== 'none') throw new VaultError('CONFIG_INVALID', `--chain must be embedded or none (got "${chain}")`);
+  if (chain !== undefined && chain !== 'embedded' && chain !== 'none')
+    throw new VaultError('CONFIG_INVALID', `--chain must be embedded or none (got "${chain}")`);
   if (chain === 'none' && rpcUrl !== undefined) throw new VaultError('CONFIG_INVALID', '--chain none and --chain-rpc contradict each other');
   const mode: ChainMode = rpcUrl !== undefined ? 'external' : (chain ?? 'embedded');
   const raw = (name: AnchorFlagName): string | undefined => get(name);

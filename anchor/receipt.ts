@@ -124,7 +124,8 @@ export function parseReceipt(input: unknown): Receipt {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw malformed('receipt', 'must be a JSON object');
   const o = json as Record<string, unknown>;
   for (const key of Object.keys(o)) {
-    if (!(FIELDS as readonly string[]).includes(key)) throw new VaultError('RECEIPT_MALFORMED', `receipt has an unknown field "${key}"`, { details: { field: key } });
+    if (!(FIELDS as readonly string[]).includes(key))
+      throw new VaultError('RECEIPT_MALFORMED', `receipt has an unknown field "${key}"`, { details: { field: key } });
   }
   if (o.v !== RECEIPT_TYPE) throw malformed('v', `must be "${RECEIPT_TYPE}" (got ${JSON.stringify(o.v)})`);
   let cid: CID;

@@ -237,7 +237,10 @@ export class AnchorService extends EventEmitter<AnchorEvents> {
     const actual = await this.#call('reading the chain id', () => client.public.getChainId());
     if (actual !== chainId) throw new VaultError('CHAIN_ERROR', `the RPC at ${client.rpcUrl} serves chain ${actual}, not the configured chain ${chainId}`);
     if (!(await this.#call('reading the contract code', () => hasCode(client, contract, anchorArtifact().deployedBytecode)))) {
-      throw new VaultError('CHAIN_ERROR', `no dicom-vault anchoring contract at ${contract} on chain ${chainId}: deploy one with \`dicom-vault deploy-contract\``);
+      throw new VaultError(
+        'CHAIN_ERROR',
+        `no dicom-vault anchoring contract at ${contract} on chain ${chainId}: deploy one with \`dicom-vault deploy-contract\``,
+      );
     }
     this.#chainChecked = true;
   }
@@ -317,7 +320,10 @@ export class AnchorService extends EventEmitter<AnchorEvents> {
       contract,
       root: b.root,
       // Newest first: after a fee bump the latest is the likeliest to be mined.
-      txHashes: state.batchTxs(b.id).map((t) => t.txHash).reverse(),
+      txHashes: state
+        .batchTxs(b.id)
+        .map((t) => t.txHash)
+        .reverse(),
       fromBlock: b.submittedBlock ?? 0,
     });
   }
@@ -355,7 +361,12 @@ export class AnchorService extends EventEmitter<AnchorEvents> {
       if (canonical === b.blockHash) {
         const confirmations = head - b.blockNumber + 1;
         if (confirmations >= this.#confirmations) this.#confirmed(b.id, confirmations);
-        else if (confirmations !== b.confirmations) state.recordIncluded(b.id, { txHash: b.txHash, blockNumber: b.blockNumber, blockHash: b.blockHash, blockTime: b.blockTime!, confirmations }, { chainId: this.#deps.chainId, contract: this.#deps.contract });
+        else if (confirmations !== b.confirmations)
+          state.recordIncluded(
+            b.id,
+            { txHash: b.txHash, blockNumber: b.blockNumber, blockHash: b.blockHash, blockTime: b.blockTime!, confirmations },
+            { chainId: this.#deps.chainId, contract: this.#deps.contract },
+          );
         return;
       }
       state.recordReorged(b.id, `block ${b.blockNumber} (${b.blockHash}) was reorganised away`);

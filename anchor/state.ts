@@ -296,7 +296,10 @@ export class AnchorState {
       batches[r.state] = r.n;
     }
     const leaves: Record<LeafState, number> = { pending: q.count, submitted: 0, confirmed: 0 };
-    for (const r of this.#stmt('SELECT b.state, sum(b.size) AS n FROM batches b GROUP BY b.state').all() as unknown as Array<{ state: BatchState; n: number }>) {
+    for (const r of this.#stmt('SELECT b.state, sum(b.size) AS n FROM batches b GROUP BY b.state').all() as unknown as Array<{
+      state: BatchState;
+      n: number;
+    }>) {
       leaves[r.state] += r.n;
     }
     return { queued: q.count, oldestEnqueuedAt: q.oldestEnqueuedAt, batches, leaves };
@@ -354,9 +357,12 @@ export class AnchorState {
 
   /** Every transaction signed for a batch, oldest first. */
   batchTxs(id: number): Array<{ txHash: Hex; nonce: number }> {
-    return (this.#stmt('SELECT tx_hash, nonce FROM batch_txs WHERE batch_id = ? ORDER BY sent_at, rowid').all(id) as unknown as Array<{ tx_hash: string; nonce: number }>).map(
-      (r) => ({ txHash: r.tx_hash as Hex, nonce: r.nonce }),
-    );
+    return (
+      this.#stmt('SELECT tx_hash, nonce FROM batch_txs WHERE batch_id = ? ORDER BY sent_at, rowid').all(id) as unknown as Array<{
+        tx_hash: string;
+        nonce: number;
+      }>
+    ).map((r) => ({ txHash: r.tx_hash as Hex, nonce: r.nonce }));
   }
 
   /** A transaction was signed for the batch; recorded before it is sent, so a crash cannot lose it. */
@@ -425,7 +431,14 @@ export class AnchorState {
     const leaf = this.leaf(root);
     if (!leaf || leaf.batchId === null || leaf.index === null || leaf.state !== 'confirmed') return undefined;
     const batch = this.batch(leaf.batchId)!;
-    if (batch.txHash === null || batch.blockNumber === null || batch.blockHash === null || batch.blockTime === null || batch.chainId === null || batch.contract === null) {
+    if (
+      batch.txHash === null ||
+      batch.blockNumber === null ||
+      batch.blockHash === null ||
+      batch.blockTime === null ||
+      batch.chainId === null ||
+      batch.contract === null
+    ) {
       throw new VaultError('INTERNAL', `confirmed batch ${batch.id} lacks its anchor fields`);
     }
     let cached = this.#tree;

@@ -59,12 +59,21 @@ export async function checkStudyAnchor(deps: StudyAnchorDeps, studyInstanceUID: 
   if (!latest) return undefined;
   const report: StudyAnchorReport = { ok: false, state: 'unanchored', version: latest.version, root: latest.root, problems: [] };
   const leaves = deps.state?.studyLeaves(studyInstanceUID) ?? [];
-  const queuedInCatalog = new Set(deps.catalog.pendingAnchors(Number.MAX_SAFE_INTEGER).filter((q) => q.studyInstanceUID === studyInstanceUID).map((q) => q.root));
+  const queuedInCatalog = new Set(
+    deps.catalog
+      .pendingAnchors(Number.MAX_SAFE_INTEGER)
+      .filter((q) => q.studyInstanceUID === studyInstanceUID)
+      .map((q) => q.root),
+  );
 
   const current = leaves.find((l) => l.root === latest.root);
   if (current) report.state = current.state;
   else if (queuedInCatalog.has(latest.root)) report.state = 'pending';
-  else report.problems.push({ check: 'unanchored', message: `the current root ${latest.root} (version ${latest.version}) was never queued for anchoring: it was not made by this node's ingest` });
+  else
+    report.problems.push({
+      check: 'unanchored',
+      message: `the current root ${latest.root} (version ${latest.version}) was never queued for anchoring: it was not made by this node's ingest`,
+    });
 
   // History: an anchored version the DAG no longer reaches was rewritten or dropped.
   const anchored = leaves.filter((l) => l.state === 'confirmed');
@@ -72,7 +81,8 @@ export async function checkStudyAnchor(deps: StudyAnchorDeps, studyInstanceUID: 
     const dag = await dagVersionRoots(deps.store, latest.root);
     if (dag.complete) {
       for (const l of anchored) {
-        if (!dag.roots.has(l.root)) report.problems.push({ check: 'history', message: `anchored version ${l.version} (root ${l.root}) is not in the study's history` });
+        if (!dag.roots.has(l.root))
+          report.problems.push({ check: 'history', message: `anchored version ${l.version} (root ${l.root}) is not in the study's history` });
       }
     }
   }
@@ -83,7 +93,8 @@ export async function checkStudyAnchor(deps: StudyAnchorDeps, studyInstanceUID: 
     let reader: ChainReader | undefined;
     try {
       reader = await deps.openChain();
-      if (!reader) report.problems.push({ check: 'chain', message: 'no chain to check the receipt against (anchoring is off or the embedded chain state is gone)' });
+      if (!reader)
+        report.problems.push({ check: 'chain', message: 'no chain to check the receipt against (anchoring is off or the embedded chain state is gone)' });
       else {
         const v = await verifyReceipt({ receipt, client: reader.client, expectedCid: latest.root });
         report.verification = v;

@@ -154,7 +154,10 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
   // contract: the DicomVaultAnchor is there, and the transaction anchored at it.
   if (!isAnchorContract) checks.fail('contract', `no DicomVaultAnchor contract at ${r.contract} on chain ${chainId}`);
   if (tx && here.length === 0 && events.some((e) => same(e.root, r.root))) {
-    checks.fail('contract', `transaction ${r.txHash} anchored the root at ${events.map((e) => e.contract).join(', ')}, not at the receipt's contract ${r.contract}`);
+    checks.fail(
+      'contract',
+      `transaction ${r.txHash} anchored the root at ${events.map((e) => e.contract).join(', ')}, not at the receipt's contract ${r.contract}`,
+    );
   }
   if (!checks.failed('contract')) checks.pass('contract', `DicomVaultAnchor at ${r.contract}`);
 
@@ -192,7 +195,8 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
   if (!block) checks.fail('block', `chain ${chainId} has no block ${txBlock}`);
   else {
     if (!checks.failed('block')) checks.pass('block', `block ${txBlock}`);
-    if (!same(block.hash, r.blockHash)) checks.fail('blockHash', `block ${txBlock} has hash ${block.hash} on the canonical chain, the receipt says ${r.blockHash}`);
+    if (!same(block.hash, r.blockHash))
+      checks.fail('blockHash', `block ${txBlock} has hash ${block.hash} on the canonical chain, the receipt says ${r.blockHash}`);
     else checks.pass('blockHash', `canonical block ${block.hash}`);
     if (Number(block.timestamp) !== r.time) checks.fail('time', `block ${txBlock} has time ${block.timestamp}, the receipt says ${r.time}`);
     else if (!checks.failed('time')) checks.pass('time', new Date(r.time * 1000).toISOString());

@@ -162,5 +162,5 @@ export function formatAnchorBench(r: AnchorBenchResult): string {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { values } = parseArgs({ options: { 'gas-price-gwei': { type: 'string' }, json: { type: 'boolean' } } });
   const result = await runAnchorBench(values['gas-price-gwei'] ? { gasPriceGwei: values['gas-price-gwei'] } : {});
-  process.stdout.write((values.json ? JSON.stringify(result, null, 2) : formatAnchorBench(result)) + '\n');
+  process.stdout.write(`${values.json ? JSON.stringify(result, null, 2) : formatAnchorBench(result)}\n`);
 }

@@ -134,7 +134,13 @@ export async function s3Environment(endpoint: string | undefined, log: (line: st
     target = `http://127.0.0.1:${swiftPort(await readFile(join(SWIFT_BASE_DIR, 'ports'), 'utf8'))}`;
   }
   const bucket = `dv-bench-${Date.now().toString(36)}`;
-  const client = new S3Client({ endpoint: target, region: 'us-east-1', forcePathStyle: true, credentials: SWIFT_CREDENTIALS, requestChecksumCalculation: 'WHEN_REQUIRED' });
+  const client = new S3Client({
+    endpoint: target,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: SWIFT_CREDENTIALS,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+  });
   // The Swift proxy answers its healthcheck a moment before its back-end servers accept writes.
   for (let attempt = 1; ; attempt++) {
     try {

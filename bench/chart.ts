@@ -168,7 +168,9 @@ function panel(out: string[], y: number, metric: Metric, groups: string[], syste
       }
       const x = sx(v);
       const w = Math.max(1, x - PLOT_X0);
-      out.push(`<rect x="${PLOT_X0}" y="${r1(by)}" width="${r1(w)}" height="${BAR_H}" fill="${colour(i)}"><title>${escapeXml(`${s}, ${g}: ${formatValue(v)} ${metric.unit}`)}</title></rect>`);
+      out.push(
+        `<rect x="${PLOT_X0}" y="${r1(by)}" width="${r1(w)}" height="${BAR_H}" fill="${colour(i)}"><title>${escapeXml(`${s}, ${g}: ${formatValue(v)} ${metric.unit}`)}</title></rect>`,
+      );
       const label = `${formatValue(v)} ${metric.unit}`;
       const lw = textWidth(label, 12);
       // Inside the bar when there is no room after it.

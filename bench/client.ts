@@ -131,14 +131,9 @@ async function stowBatch(
   partContentLength: boolean,
   pool: BlockPool,
 ): Promise<BatchOutcome> {
-  const boundary = 'dvbench-' + randomBytes(12).toString('hex');
+  const boundary = `dvbench-${randomBytes(12).toString('hex')}`;
   const heads = batch.map((inst) =>
-    Buffer.from(
-      `--${boundary}\r\nContent-Type: application/dicom\r\n` +
-        (partContentLength ? `Content-Length: ${inst.size}\r\n` : '') +
-        '\r\n',
-      'latin1',
-    ),
+    Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n${partContentLength ? `Content-Length: ${inst.size}\r\n` : ''}\r\n`, 'latin1'),
   );
   // Each part body is followed by CRLF, which begins the next delimiter or the closing one.
   const tail = Buffer.from(`--${boundary}--\r\n`, 'latin1');
@@ -206,12 +201,7 @@ async function stowBatch(
   return { status: r.statusCode, bodySent, ...checkStowResponse(r.statusCode, body, batch, bodySent) };
 }
 
-function checkStowResponse(
-  status: number | undefined,
-  body: Buffer,
-  batch: GeneratedInstance[],
-  bodySent: boolean,
-): { stored: number; failures: string[] } {
+function checkStowResponse(status: number | undefined, body: Buffer, batch: GeneratedInstance[], bodySent: boolean): { stored: number; failures: string[] } {
   const failures: string[] = [];
   if (!bodySent) failures.push(`server answered ${status} before the request body was complete`);
   if (status !== 200) failures.push(`HTTP ${status}: ${body.toString('utf8', 0, 300)}`);
@@ -349,28 +339,34 @@ export async function wado(opts: WadoOptions): Promise<WadoResult> {
   let partSize = 0;
   let partBytes = 0;
   let parts = 0;
-  const timed = await timedGet(url, opts.accept ?? DEFAULT_WADO_ACCEPT, opts, (boundary) => new MultipartScanner(boundary, {
-    onPart(headers) {
-      parts++;
-      partSize = 0;
-      const type = headers['content-type'] ?? '';
-      if (!/^application\/dicom\s*(;|$)/i.test(type)) mismatches.push(`part ${parts}: Content-Type "${type}"`);
-      partHash = verify ? createHash('sha256') : undefined;
-    },
-    onData(chunk) {
-      partSize += chunk.length;
-      partBytes += chunk.length;
-      partHash?.update(chunk);
-    },
-    onPartEnd() {
-      if (!partHash) return;
-      const sha = partHash.digest('hex');
-      const uid = expected.get(sha);
-      if (uid === undefined) mismatches.push(`part ${parts} (${partSize} bytes) matches no generated instance`);
-      else if (seen.has(uid)) mismatches.push(`part ${parts}: instance ${uid} sent twice`);
-      else seen.add(uid);
-    },
-  }));
+  const timed = await timedGet(
+    url,
+    opts.accept ?? DEFAULT_WADO_ACCEPT,
+    opts,
+    (boundary) =>
+      new MultipartScanner(boundary, {
+        onPart(headers) {
+          parts++;
+          partSize = 0;
+          const type = headers['content-type'] ?? '';
+          if (!/^application\/dicom\s*(;|$)/i.test(type)) mismatches.push(`part ${parts}: Content-Type "${type}"`);
+          partHash = verify ? createHash('sha256') : undefined;
+        },
+        onData(chunk) {
+          partSize += chunk.length;
+          partBytes += chunk.length;
+          partHash?.update(chunk);
+        },
+        onPartEnd() {
+          if (!partHash) return;
+          const sha = partHash.digest('hex');
+          const uid = expected.get(sha);
+          if (uid === undefined) mismatches.push(`part ${parts} (${partSize} bytes) matches no generated instance`);
+          else if (seen.has(uid)) mismatches.push(`part ${parts}: instance ${uid} sent twice`);
+          else seen.add(uid);
+        },
+      }),
+  );
   mismatches.unshift(...timed.errors);
   const want = opts.expect.instances.length;
   const requireAll = opts.requireAll ?? true;
@@ -452,22 +448,28 @@ export async function wadoFrames(
   let parts = 0;
   let partBytes = 0;
   let hash: Hash | undefined;
-  const timed = await timedGet(url, opts.accept ?? DEFAULT_FRAMES_ACCEPT, opts, (boundary) => new MultipartScanner(boundary, {
-    onPart() {
-      parts++;
-      hash = want.length > 0 ? createHash('sha256') : undefined;
-    },
-    onData(chunk) {
-      partBytes += chunk.length;
-      hash?.update(chunk);
-    },
-    onPartEnd() {
-      if (!hash) return;
-      const expected = want[parts - 1];
-      if (expected === undefined) mismatches.push(`part ${parts}: more parts than frames requested`);
-      else if (hash.digest('hex') !== expected) mismatches.push(`part ${parts}: not the bytes of frame ${frameNumbers[parts - 1]}`);
-    },
-  }));
+  const timed = await timedGet(
+    url,
+    opts.accept ?? DEFAULT_FRAMES_ACCEPT,
+    opts,
+    (boundary) =>
+      new MultipartScanner(boundary, {
+        onPart() {
+          parts++;
+          hash = want.length > 0 ? createHash('sha256') : undefined;
+        },
+        onData(chunk) {
+          partBytes += chunk.length;
+          hash?.update(chunk);
+        },
+        onPartEnd() {
+          if (!hash) return;
+          const expected = want[parts - 1];
+          if (expected === undefined) mismatches.push(`part ${parts}: more parts than frames requested`);
+          else if (hash.digest('hex') !== expected) mismatches.push(`part ${parts}: not the bytes of frame ${frameNumbers[parts - 1]}`);
+        },
+      }),
+  );
   mismatches.unshift(...timed.errors);
   if (timed.status === 200 && parts !== frameNumbers.length) mismatches.push(`${parts} parts, expected ${frameNumbers.length}`);
   return {
@@ -497,33 +499,33 @@ interface TimedGet {
  * gigabytes of the retrieval benchmark, and node:http's per-read allocations made the client
  * take CPU the server under test needed.
  */
-async function timedGet(
-  url: URL,
-  accept: string,
-  opts: { signal?: AbortSignal },
-  scanner: (boundary: string) => MultipartScanner,
-): Promise<TimedGet> {
+async function timedGet(url: URL, accept: string, opts: { signal?: AbortSignal }, scanner: (boundary: string) => MultipartScanner): Promise<TimedGet> {
   const out: TimedGet = { status: undefined, bytes: 0, seconds: 0, headersMs: NaN, ttfbMs: NaN, errors: [] };
   const t0 = performance.now();
   let s: MultipartScanner | undefined;
   let type = '';
   const refused: Buffer[] = []; // the start of a refusal's body, for the error message
   try {
-    await leanGet(url, { Accept: accept }, {
-      onHead(res) {
-        out.headersMs = performance.now() - t0;
-        out.status = res.status;
-        type = res.headers['content-type'] ?? '';
-        const boundary = multipartBoundary(type);
-        if (res.status === 200 && boundary !== undefined) s = scanner(boundary);
+    await leanGet(
+      url,
+      { Accept: accept },
+      {
+        onHead(res) {
+          out.headersMs = performance.now() - t0;
+          out.status = res.status;
+          type = res.headers['content-type'] ?? '';
+          const boundary = multipartBoundary(type);
+          if (res.status === 200 && boundary !== undefined) s = scanner(boundary);
+        },
+        onBody(chunk) {
+          if (out.bytes === 0) out.ttfbMs = performance.now() - t0;
+          if (s !== undefined) s.push(chunk);
+          else if (out.bytes < 200) refused.push(Buffer.from(chunk.subarray(0, 200 - out.bytes)));
+          out.bytes += chunk.length;
+        },
       },
-      onBody(chunk) {
-        if (out.bytes === 0) out.ttfbMs = performance.now() - t0;
-        if (s !== undefined) s.push(chunk);
-        else if (out.bytes < 200) refused.push(Buffer.from(chunk.subarray(0, 200 - out.bytes)));
-        out.bytes += chunk.length;
-      },
-    }, opts.signal ? { signal: opts.signal } : {});
+      opts.signal ? { signal: opts.signal } : {},
+    );
     if (s !== undefined) s.end();
     else out.errors.push(`HTTP ${out.status} ${type}: ${Buffer.concat(refused).toString('utf8')}`);
   } catch (err) {
@@ -563,11 +565,7 @@ export interface QidoOptions {
  * GET `${baseUrl}${query}`, e.g. query = '/studies?PatientID=BENCH-SINGLE-1', or any other DICOM
  * JSON resource (`…/series/{series}/metadata`). `ms` is request to last byte, JSON parsing excluded.
  */
-export async function qido(
-  baseUrl: string,
-  query: string,
-  opts: QidoOptions = {},
-): Promise<QidoResult> {
+export async function qido(baseUrl: string, query: string, opts: QidoOptions = {}): Promise<QidoResult> {
   const url = endpoint(baseUrl, query);
   const t0 = performance.now();
   const res = await get(url, { Accept: 'application/dicom+json' }, opts);
@@ -673,7 +671,8 @@ export class MultipartScanner {
           const before = this.acc.length;
           this.acc = Buffer.concat([this.acc, c.subarray(o, o + this.maxHeaderBytes + 4 - before)]);
           let end: number;
-          if (this.acc.length >= 2 && this.acc[0] === 0x0d && this.acc[1] === 0x0a) end = 2; // no headers
+          if (this.acc.length >= 2 && this.acc[0] === 0x0d && this.acc[1] === 0x0a)
+            end = 2; // no headers
           else {
             const e = this.acc.indexOf('\r\n\r\n');
             if (e < 0) {
@@ -743,12 +742,7 @@ function isStaleSocket(req: http.ClientRequest, err: unknown): boolean {
   return req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
 }
 
-async function get(
-  url: URL,
-  headers: Record<string, string>,
-  opts: { signal?: AbortSignal; agent?: http.Agent },
-  retried = false,
-): Promise<IncomingMessage> {
+async function get(url: URL, headers: Record<string, string>, opts: { signal?: AbortSignal; agent?: http.Agent }, retried = false): Promise<IncomingMessage> {
   const req = http.request(url, {
     method: 'GET',
     agent: opts.agent ?? defaultAgent(),

@@ -14,7 +14,14 @@ import type { FrameInfo } from '../src/dicom/codecs/frame.ts';
 const require = createRequire(import.meta.url);
 
 interface Encoder {
-  getDecodedBuffer(info: { width: number; height: number; bitsPerSample: number; componentCount: number; isSigned: boolean; isUsingColorTransform?: boolean }): Uint8Array;
+  getDecodedBuffer(info: {
+    width: number;
+    height: number;
+    bitsPerSample: number;
+    componentCount: number;
+    isSigned: boolean;
+    isUsingColorTransform?: boolean;
+  }): Uint8Array;
   getEncodedBuffer(): Uint8Array;
   encode(): void;
   delete(): void;
@@ -139,7 +146,16 @@ export async function measureDecode(options: { syntax: string; frames?: number; 
   const size = options.size ?? 512;
   const frames = options.frames ?? 200;
   const workers = options.workers ?? 2;
-  const info: FrameInfo = { rows: size, columns: size, samplesPerPixel: 1, bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 1, photometricInterpretation: 'MONOCHROME2', planarConfiguration: 0 };
+  const info: FrameInfo = {
+    rows: size,
+    columns: size,
+    samplesPerPixel: 1,
+    bitsAllocated: 16,
+    bitsStored: 16,
+    pixelRepresentation: 1,
+    photometricInterpretation: 'MONOCHROME2',
+    planarConfiguration: 0,
+  };
   const native = phantom(size);
   const encoded = await encodeFrame(options.syntax, native, info);
   const pool = new DecodePool({ workers, maxQueue: frames });

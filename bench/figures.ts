@@ -197,10 +197,7 @@ export interface SampleOptions {
 export const DEFAULT_SAMPLE_BUDGET_MS = 60_000;
 
 /** Calls `fn` one at a time until `n` samples, or `minN` once the budget is spent. */
-export async function sampleLatencies(
-  fn: () => Promise<{ ms: number; ok: boolean; note?: string }>,
-  o: SampleOptions,
-): Promise<LatencyResult> {
+export async function sampleLatencies(fn: () => Promise<{ ms: number; ok: boolean; note?: string }>, o: SampleOptions): Promise<LatencyResult> {
   const now = o.now ?? (() => performance.now());
   const minN = Math.min(o.n, o.minN ?? 3);
   const budget = o.budgetMs ?? DEFAULT_SAMPLE_BUDGET_MS;
@@ -260,9 +257,10 @@ export const SHORT_LIMIT_LABELS = {
 export function figureLimits(l: MachineLimits): FigureLimits {
   const ing = ingestLimit(l);
   const f = l.figures;
-  const retrieve = f.loopbackHttp.MBps <= f.ingestCrypto.MBps
-    ? { name: SHORT_LIMIT_LABELS.loopbackHttp, MBps: f.loopbackHttp.MBps }
-    : { name: SHORT_LIMIT_LABELS.retrieveCrypto, MBps: f.ingestCrypto.MBps };
+  const retrieve =
+    f.loopbackHttp.MBps <= f.ingestCrypto.MBps
+      ? { name: SHORT_LIMIT_LABELS.loopbackHttp, MBps: f.loopbackHttp.MBps }
+      : { name: SHORT_LIMIT_LABELS.retrieveCrypto, MBps: f.ingestCrypto.MBps };
   // Results written before the round trip was measured have none.
   const trip = (l as Partial<MachineLimits>).roundTrip;
   return {
@@ -411,7 +409,12 @@ const EXTRACTS: Extract[] = [
   },
   ...latencyFigures('qido', 'QIDO /studies?PatientID=', (r) => r.qido),
   ...latencyFigures('series-metadata', 'series metadata', (r) => r.seriesMetadata),
-  ...latencyFigures('frame', 'one frame of a huge instance', (r) => r.frames, (s) => s.shape === 'huge' && s.kind !== 'concurrent'),
+  ...latencyFigures(
+    'frame',
+    'one frame of a huge instance',
+    (r) => r.frames,
+    (s) => s.shape === 'huge' && s.kind !== 'concurrent',
+  ),
 ];
 
 /**
@@ -454,7 +457,10 @@ export function scenarioFigures(s: ScenarioResult, limits: FigureLimits | null):
 export function chartRows(results: readonly ScenarioResult[]): ChartRow[] {
   const rows: ChartRow[] = [];
   for (const s of results) {
-    for (const [op, pick] of [['ingest', (r: SystemRun) => r.ingest], ['retrieve', (r: SystemRun) => r.retrieve]] as const) {
+    for (const [op, pick] of [
+      ['ingest', (r: SystemRun) => r.ingest],
+      ['retrieve', (r: SystemRun) => r.retrieve],
+    ] as const) {
       for (const r of s.runs) {
         const m = pick(r);
         if (!m) continue;
@@ -557,7 +563,8 @@ export function checkTargets(results: readonly ScenarioResult[], limits: FigureL
     });
   };
   const ingestMBps = (r: SystemRun | undefined): number | null => (r?.ingest?.ok && r.ingest.seconds > 0 ? r.ingest.bytes / 1e6 / r.ingest.seconds : null);
-  const retrieveMBps = (r: SystemRun | undefined): number | null => (r?.retrieve?.ok && r.retrieve.seconds > 0 ? r.retrieve.bytes / 1e6 / r.retrieve.seconds : null);
+  const retrieveMBps = (r: SystemRun | undefined): number | null =>
+    r?.retrieve?.ok && r.retrieve.seconds > 0 ? r.retrieve.bytes / 1e6 / r.retrieve.seconds : null;
   const ingestInstances = (r: SystemRun | undefined): number | null => (r?.ingest?.ok && r.ingest.seconds > 0 ? r.ingest.instances / r.ingest.seconds : null);
 
   for (const s of results) {
@@ -576,7 +583,12 @@ export function checkTargets(results: readonly ScenarioResult[], limits: FigureL
       vs(`ingest peak RSS ≥ 10× below ${peerName}`, s, ours?.ingest?.peakRssMiB ?? null, peer?.ingest?.peakRssMiB ?? null, 'MiB', 10, true);
       vs(`retrieval ≥ 2× ${peerName} MB/s`, s, retrieveMBps(ours), retrieveMBps(peer), 'MB/s', 2);
       const ttfb = ours?.retrieve?.ok ? ours.retrieve.ttfbMs : null;
-      out.push({ target: 'retrieval first byte < 100 ms', scenario: s.label, measured: ttfb === null ? 'not measured' : `${fmt(ttfb)} ms`, met: ttfb === null ? null : ttfb < 100 });
+      out.push({
+        target: 'retrieval first byte < 100 ms',
+        scenario: s.label,
+        measured: ttfb === null ? 'not measured' : `${fmt(ttfb)} ms`,
+        met: ttfb === null ? null : ttfb < 100,
+      });
     } else {
       vs(`ingest ≥ 2× ${peerName} instances/s`, s, ingestInstances(ours), ingestInstances(peer), 'inst/s', 2);
       vs(`retrieval ≥ 0.8× ${peerName} MB/s`, s, retrieveMBps(ours), retrieveMBps(peer), 'MB/s', 0.8);
@@ -585,7 +597,12 @@ export function checkTargets(results: readonly ScenarioResult[], limits: FigureL
     out.push({
       target: 'ingest ≥ 70% of the lower of the disk and crypto limits',
       scenario: s.label,
-      measured: mbps === null || limits === null ? (limits === null ? 'limits not measured' : 'not measured') : `${Math.round((mbps / limits.ingest.MBps) * 100)}% (${fmt(mbps)} of ${fmt(limits.ingest.MBps)} MB/s, ${limits.ingest.name})`,
+      measured:
+        mbps === null || limits === null
+          ? limits === null
+            ? 'limits not measured'
+            : 'not measured'
+          : `${Math.round((mbps / limits.ingest.MBps) * 100)}% (${fmt(mbps)} of ${fmt(limits.ingest.MBps)} MB/s, ${limits.ingest.name})`,
       met: mbps === null || limits === null ? null : mbps >= 0.7 * limits.ingest.MBps,
     });
   }

@@ -138,7 +138,7 @@ export function planStudy(spec: StudySpec): GeneratedStudy {
   const key = createHash('sha256')
     .update(`dicom-vault-gen/v1\0${plan.kind}\0${seed}\0${spec.studyInstanceUID ?? ''}`)
     .digest();
-  const derive = (role: string): string => uidFromHash(key.toString('hex') + '/' + role);
+  const derive = (role: string): string => uidFromHash(`${key.toString('hex')}/${role}`);
   const ctx: StudyContext = {
     key,
     kind: plan.kind,
@@ -150,9 +150,9 @@ export function planStudy(spec: StudySpec): GeneratedStudy {
     frameOfReferenceUID: derive('frame-of-reference'),
     dimensionOrganizationUID: derive('dimension-organization'),
     patientId,
-    accession: 'A' + (key.readUInt32BE(0) % 1e9).toString().padStart(9, '0'),
+    accession: `A${(key.readUInt32BE(0) % 1e9).toString().padStart(9, '0')}`,
     base: makeBase(key),
-    patternSalt: BigInt('0x' + key.subarray(16, 22).toString('hex')),
+    patternSalt: BigInt(`0x${key.subarray(16, 22).toString('hex')}`),
   };
 
   const instances: GeneratedInstance[] = [];
@@ -519,7 +519,10 @@ function encodeHeader(ctx: StudyContext, index: number, sopUID: string, pixelByt
       str(t(0x0028, 0x0008), 'IS', String(ctx.frames)),
       str(t(0x0028, 0x2110), 'CS', '00'),
       sq(t(0x5200, 0x9229), [sharedFunctionalGroups()]),
-      sq(t(0x5200, 0x9230), Array.from({ length: ctx.frames }, (_, f) => perFrameFunctionalGroups(f))),
+      sq(
+        t(0x5200, 0x9230),
+        Array.from({ length: ctx.frames }, (_, f) => perFrameFunctionalGroups(f)),
+      ),
     );
   } else {
     ds.push(
@@ -577,12 +580,7 @@ function sharedFunctionalGroups(): Element[] {
 function perFrameFunctionalGroups(f: number): Element[] {
   return [
     sq(t(0x0020, 0x9111), [
-      [
-        str(t(0x0018, 0x9074), 'DT', ACQUISITION_DATETIME),
-        str(t(0x0020, 0x9056), 'SH', '1'),
-        ul(t(0x0020, 0x9057), f + 1),
-        ul(t(0x0020, 0x9157), f + 1),
-      ],
+      [str(t(0x0018, 0x9074), 'DT', ACQUISITION_DATETIME), str(t(0x0020, 0x9056), 'SH', '1'), ul(t(0x0020, 0x9057), f + 1), ul(t(0x0020, 0x9157), f + 1)],
     ]),
     sq(t(0x0020, 0x9113), [[str(t(0x0020, 0x0032), 'DS', `0\\0\\${f}`)]]),
   ];
@@ -593,7 +591,7 @@ function perFrameFunctionalGroups(f: number): Element[] {
 /** `2.25.<128 bits as decimal>`: at most 44 characters, digits and dots, no leading zeros. */
 function uidFromHash(input: string): string {
   const h = createHash('sha256').update(input).digest('hex').slice(0, 32);
-  return `2.25.${BigInt('0x' + h).toString(10)}`;
+  return `2.25.${BigInt(`0x${h}`).toString(10)}`;
 }
 
 export function isValidUid(s: string): boolean {

@@ -99,7 +99,7 @@ export function leanGet(
     socket.once('close', () => finish(new LeanHttpError('connection closed before the response ended')));
     const lines = [`GET ${url.pathname}${url.search} HTTP/1.1`, `Host: ${url.host}`, 'Connection: close'];
     for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
-    socket.write(lines.join('\r\n') + '\r\n\r\n', 'latin1');
+    socket.write(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
   });
 }
 
@@ -186,7 +186,8 @@ export class ResponseParser {
   /** The connection ended: complete only if the body's framing says so (or it runs to the end). */
   end(): void {
     if (this.#state === 'close') this.#state = 'done';
-    if (this.#state !== 'done') throw new LeanHttpError(`response truncated (${this.#state === 'head' ? 'in its head' : `${this.bodyBytes} body bytes received`})`);
+    if (this.#state !== 'done')
+      throw new LeanHttpError(`response truncated (${this.#state === 'head' ? 'in its head' : `${this.bodyBytes} body bytes received`})`);
   }
 
   /** Passes on up to #remaining body bytes from data[o..]; moves to `then` once none remain. Returns the new offset. */

@@ -128,19 +128,27 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
       c.final();
       h.digest();
     });
-    const perChunkGcmSha256 = cryptoFigure('per-chunk GCM+SHA', 'one core: every 1 MiB chunk its own GCM message (nonce = index, tag appended) and its own SHA-256 (the CID), as src/format/seal.ts', (n) => {
-      for (let i = 0; i < n; i++) sealAndAddress(key, i, pool[i & 15]!);
-    });
-    const ingestCrypto = cryptoFigure('ingest crypto', 'one core: per-chunk GCM+SHA plus the SHA-256 of the plaintext instance (all the hashing and encryption ingest does per byte)', (n) => {
-      const k = Buffer.from(hkdfSync('sha256', key, randomBytes(16), 'dicom-vault/v1/derived-key', 32));
-      const whole = createHash('sha256');
-      for (let i = 0; i < n; i++) {
-        const p = pool[i & 15]!;
-        whole.update(p);
-        sealAndAddress(k, i, p);
-      }
-      whole.digest();
-    });
+    const perChunkGcmSha256 = cryptoFigure(
+      'per-chunk GCM+SHA',
+      'one core: every 1 MiB chunk its own GCM message (nonce = index, tag appended) and its own SHA-256 (the CID), as src/format/seal.ts',
+      (n) => {
+        for (let i = 0; i < n; i++) sealAndAddress(key, i, pool[i & 15]!);
+      },
+    );
+    const ingestCrypto = cryptoFigure(
+      'ingest crypto',
+      'one core: per-chunk GCM+SHA plus the SHA-256 of the plaintext instance (all the hashing and encryption ingest does per byte)',
+      (n) => {
+        const k = Buffer.from(hkdfSync('sha256', key, randomBytes(16), 'dicom-vault/v1/derived-key', 32));
+        const whole = createHash('sha256');
+        for (let i = 0; i < n; i++) {
+          const p = pool[i & 15]!;
+          whole.update(p);
+          sealAndAddress(k, i, p);
+        }
+        whole.digest();
+      },
+    );
 
     // A new file each run, the earlier ones kept until the end: on this VM's virtual disk, blocks
     // the filesystem has just freed are rewritten 3-5x faster than fresh ones, and ingest writes
@@ -154,7 +162,11 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
       writes.push(mbps(bigMiB * MiB, performance.now() - t0));
     }
     log(`disk write + fdatasync: ${fmt(writes)}`);
-    const diskWriteFdatasync = figure(writes, bigMiB * MiB, `a new ${bigMiB} MiB file of random data per run (earlier runs kept: fresh blocks), 1 MiB writes, fdatasync at the end`);
+    const diskWriteFdatasync = figure(
+      writes,
+      bigMiB * MiB,
+      `a new ${bigMiB} MiB file of random data per run (earlier runs kept: fresh blocks), 1 MiB writes, fdatasync at the end`,
+    );
 
     const reads: number[] = [];
     let direct = true;
@@ -165,9 +177,13 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
       reads.push(mbps(res.bytes, performance.now() - t0));
     }
     log(`disk read (${direct ? 'O_DIRECT' : 'page cache: O_DIRECT refused'}): ${fmt(reads)}`);
-    const diskReadDirect = figure(reads, bigMiB * MiB, direct
-      ? 'sequential 1 MiB reads with O_DIRECT (uncached: dropping the page cache needs privileges the VM may not grant)'
-      : 'sequential 1 MiB reads; the filesystem refused O_DIRECT, so this is the page cache');
+    const diskReadDirect = figure(
+      reads,
+      bigMiB * MiB,
+      direct
+        ? 'sequential 1 MiB reads with O_DIRECT (uncached: dropping the page cache needs privileges the VM may not grant)'
+        : 'sequential 1 MiB reads; the filesystem refused O_DIRECT, so this is the page cache',
+    );
     const cached: number[] = [];
     await readFileCached(big); // bring it in
     for (let i = 0; i < runs; i++) {
@@ -182,7 +198,10 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
     const oneAtATime: number[] = [];
     const parallel: number[] = [];
     for (let i = 0; i < runs; i++) {
-      for (const [inFlight, out] of [[1, oneAtATime], [STORE_WRITES_IN_FLIGHT, parallel]] as const) {
+      for (const [inFlight, out] of [
+        [1, oneAtATime],
+        [STORE_WRITES_IN_FLIGHT, parallel],
+      ] as const) {
         const files = join(dir, `files-${inFlight}-${i}`);
         await mkdir(files);
         const t0 = performance.now();
@@ -194,8 +213,11 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
     log(`1 MiB files, fsync each: ${fmt(oneAtATime)}; ${STORE_WRITES_IN_FLIGHT} in flight: ${fmt(parallel)}`);
     const blockDescription = 'temp file, O_DIRECT write from aligned memory, fdatasync, rename, fsync of its directory, as storage/fs.ts puts a block';
     const diskWrite1MiBFiles = figure(oneAtATime, smallMiB * MiB, `${smallMiB} files of 1 MiB, one at a time: ${blockDescription}`);
-    const diskWrite1MiBFilesParallel = figure(parallel, smallMiB * MiB,
-      `the same with ${STORE_WRITES_IN_FLIGHT} files in flight (ingest's write window), over ${SHARDS} directories`);
+    const diskWrite1MiBFilesParallel = figure(
+      parallel,
+      smallMiB * MiB,
+      `the same with ${STORE_WRITES_IN_FLIGHT} files in flight (ingest's write window), over ${SHARDS} directories`,
+    );
 
     const { runs: http, roundTripsMs } = await loopbackHttp(bigMiB, runs);
     log(`loopback HTTP: ${fmt(http)}`);
@@ -207,8 +229,11 @@ export async function measureLimits(opts: MeasureLimitsOptions): Promise<Machine
       description: `${sortedTrips.length} empty GET requests, one at a time, over one keep-alive connection to the same sink`,
     };
     log(`loopback round trip: median ${roundTrip.medianMs} ms, p99 ${roundTrip.p99Ms} ms`);
-    const loopbackHttpFigure = figure(http, bigMiB * MiB,
-      `${bigMiB} MiB POST over 127.0.0.1 from this process (one 1 MiB buffer, drain-driven) to a node:http sink in a child process`);
+    const loopbackHttpFigure = figure(
+      http,
+      bigMiB * MiB,
+      `${bigMiB} MiB POST over 127.0.0.1 from this process (one 1 MiB buffer, drain-driven) to a node:http sink in a child process`,
+    );
 
     const cpu = cpus();
     return {
@@ -470,22 +495,31 @@ async function loopbackHttp(mib: number, runs: number): Promise<{ runs: number[]
 
 function post(port: number, agent: http.Agent, buf: Buffer, mib: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = http.request({
-      host: '127.0.0.1', port, method: 'POST', path: '/', agent,
-      headers: { 'content-type': 'application/octet-stream', 'content-length': mib * MiB },
-    }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { body += c; });
-      res.on('end', () => {
-        try {
-          resolve((JSON.parse(body) as { bytes: number }).bytes);
-        } catch (err) {
-          reject(err instanceof Error ? err : new Error(String(err)));
-        }
-      });
-      res.on('error', reject);
-    });
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/',
+        agent,
+        headers: { 'content-type': 'application/octet-stream', 'content-length': mib * MiB },
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          body += c;
+        });
+        res.on('end', () => {
+          try {
+            resolve((JSON.parse(body) as { bytes: number }).bytes);
+          } catch (err) {
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        });
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     let left = mib;
     const pump = (): void => {
@@ -551,11 +585,13 @@ if (import.meta.main) {
     workDir,
     gib: Number(values.gib),
     runs: Number(values.runs),
-    log: (l) => process.stderr.write(l + '\n'),
+    log: (l) => process.stderr.write(`${l}\n`),
   });
-  if (values.json) process.stdout.write(JSON.stringify(limits, null, 2) + '\n');
+  if (values.json) process.stdout.write(`${JSON.stringify(limits, null, 2)}\n`);
   else {
-    process.stdout.write(`${limits.machine.cpus} x ${limits.machine.cpuModel}, ${limits.machine.memoryGiB} GiB, Node ${limits.machine.node}, ` +
-      `load ${limits.loadavg.before.join(' ')} -> ${limits.loadavg.after.join(' ')}, ${limits.seconds} s\n\n${limitsTable(limits)}\n`);
+    process.stdout.write(
+      `${limits.machine.cpus} x ${limits.machine.cpuModel}, ${limits.machine.memoryGiB} GiB, Node ${limits.machine.node}, ` +
+        `load ${limits.loadavg.before.join(' ')} -> ${limits.loadavg.after.join(' ')}, ${limits.seconds} s\n\n${limitsTable(limits)}\n`,
+    );
   }
 }

@@ -107,13 +107,20 @@ export async function startOrthanc(workDir: string, opts: OrthancOptions = {}): 
   const pid = child.pid;
   if (pid === undefined) throw new Error('Orthanc did not start (no PID)');
   let exited = false;
-  const exit = new Promise<void>((res) => child.once('exit', () => { exited = true; res(); }));
+  const exit = new Promise<void>((res) =>
+    child.once('exit', () => {
+      exited = true;
+      res();
+    }),
+  );
   child.once('error', () => {}); // a spawn error also ends in 'exit' or is caught by the wait below
 
   const stop = async (): Promise<void> => {
     if (exited) return;
     signal(pid, 'SIGTERM');
-    const timer = setTimeout(() => { if (!exited) signal(pid, 'SIGKILL'); }, DEFAULT_ORTHANC_STOP_TIMEOUT_MS);
+    const timer = setTimeout(() => {
+      if (!exited) signal(pid, 'SIGKILL');
+    }, DEFAULT_ORTHANC_STOP_TIMEOUT_MS);
     await exit;
     clearTimeout(timer);
   };
@@ -174,8 +181,7 @@ async function ensureInstalled(packages: readonly string[], log: (line: string) 
   if (have) return;
   log(`installing orthanc ${packages.join(' ')} with apt-get`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = (): Promise<unknown> =>
-    run('apt-get', ['install', '-y', '--no-install-recommends', 'orthanc', ...packages], { env, maxBuffer: 64 << 20 });
+  const install = (): Promise<unknown> => run('apt-get', ['install', '-y', '--no-install-recommends', 'orthanc', ...packages], { env, maxBuffer: 64 << 20 });
   try {
     await install();
   } catch {
@@ -254,7 +260,7 @@ async function tail(file: string): Promise<string> {
 
 if (import.meta.main) {
   const o = await startOrthanc(process.argv[2] ?? join(process.env.TMPDIR ?? '/tmp', 'dicom-vault-orthanc'), {
-    log: (l) => process.stderr.write(l + '\n'),
+    log: (l) => process.stderr.write(`${l}\n`),
   });
   process.stdout.write(`${o.url}\n`);
   const done = (): void => void o.stop().then(() => process.exit(0));

@@ -49,7 +49,14 @@ export function reportMarkdown(r: ReportInput): string {
   for (const s of scenarios) {
     out.push(`#### ${s}`, '');
     const names = r.peer ? { ours: 'dicom-vault', peer: 'Orthanc' } : { ours: 'dicom-vault' };
-    out.push(comparisonTable(r.figures.filter((f) => f.scenario === s), names, { scenarioColumn: false }), '');
+    out.push(
+      comparisonTable(
+        r.figures.filter((f) => f.scenario === s),
+        names,
+        { scenarioColumn: false },
+      ),
+      '',
+    );
   }
   if (scenarios.length > 0) {
     out.push(
@@ -99,7 +106,15 @@ export function reportMarkdown(r: ReportInput): string {
     out.push(
       markdownTable(
         ['roots per batch', 'transactions', 'gas per batch', 'gas per study', 'receipt bytes', 'proof hashes', `cost per study at ${a.gasPriceGwei} gwei`],
-        a.rows.map((x) => [x.batchSize.toLocaleString('en-US'), x.transactions, x.gasPerBatch.toLocaleString('en-US'), x.gasPerStudy.toLocaleString('en-US'), x.receiptBytes, x.proofHashes, `${x.costPerStudy} ETH`]),
+        a.rows.map((x) => [
+          x.batchSize.toLocaleString('en-US'),
+          x.transactions,
+          x.gasPerBatch.toLocaleString('en-US'),
+          x.gasPerStudy.toLocaleString('en-US'),
+          x.receiptBytes,
+          x.proofHashes,
+          `${x.costPerStudy} ETH`,
+        ]),
         ['right', 'right', 'right', 'right', 'right', 'right', 'right'],
       ),
       '',
@@ -109,7 +124,7 @@ export function reportMarkdown(r: ReportInput): string {
     );
   }
 
-  if (r.scale) out.push('#### Scale on paper (projected from this run\'s per-GiB figures)', '', r.scale.trimEnd(), '');
+  if (r.scale) out.push("#### Scale on paper (projected from this run's per-GiB figures)", '', r.scale.trimEnd(), '');
   if (r.notes.length > 0) out.push('#### Notes', '', ...r.notes.map((n) => `- ${n}`), '');
   return out.join('\n');
 }

@@ -81,7 +81,11 @@ export function comparisonTable(figures: ComparedFigure[], names: ComparisonName
     ...(withPeer ? [withUnit(f.peer ?? null, f.unit, f.digits, f.peerOk), ratioText(f)] : []),
     ofLimit(f),
   ]);
-  return markdownTable(headers, rows, headers.map((_, i) => (i >= lead.length + 1 && i < headers.length - 1 ? 'right' : 'left')));
+  return markdownTable(
+    headers,
+    rows,
+    headers.map((_, i) => (i >= lead.length + 1 && i < headers.length - 1 ? 'right' : 'left')),
+  );
 }
 
 /** A GitHub-flavoured markdown table; `|` in cells is escaped. */

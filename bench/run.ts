@@ -172,7 +172,17 @@ async function main(): Promise<void> {
   const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
   const loadAfter = loadavg();
 
-  const out = resolve(o.out ?? join('bench', 'out', `results-${started.toISOString().replaceAll(':', '-').replace(/\.\d+Z$/, 'Z')}.json`));
+  const out = resolve(
+    o.out ??
+      join(
+        'bench',
+        'out',
+        `results-${started
+          .toISOString()
+          .replaceAll(':', '-')
+          .replace(/\.\d+Z$/, 'Z')}.json`,
+      ),
+  );
   const stem = out.replace(/\.json$/, '');
   const files = { json: out, chart: `${stem}.svg`, report: `${stem}.md`, scale: `${stem}.scale.md` };
   mkdirSync(dirname(out), { recursive: true });
@@ -181,15 +191,18 @@ async function main(): Promise<void> {
   const notes = [...runNotes(o, results, limits, loadBefore, loadAfter), ...(decode ? decodeNotes(decode) : [])];
   const wroteChart = results.length > 0;
   if (wroteChart) {
-    writeFileSync(files.chart, renderChart({
-      title: o.peer ? 'dicom-vault and Orthanc, same run, same machine' : 'dicom-vault benchmark',
-      machine,
-      date: started.toISOString().slice(0, 10),
-      systems: o.peer ? [OURS, ORTHANC] : [OURS],
-      rows: chartRows(results),
-      ...(limits ? { limits: chartLimits(limits) } : {}),
-      notes: [`npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), ...notes.slice(0, 2)],
-    }));
+    writeFileSync(
+      files.chart,
+      renderChart({
+        title: o.peer ? 'dicom-vault and Orthanc, same run, same machine' : 'dicom-vault benchmark',
+        machine,
+        date: started.toISOString().slice(0, 10),
+        systems: o.peer ? [OURS, ORTHANC] : [OURS],
+        rows: chartRows(results),
+        ...(limits ? { limits: chartLimits(limits) } : {}),
+        notes: [`npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(), ...notes.slice(0, 2)],
+      }),
+    );
   }
   const scaleMd = scale ? scaleMarkdown(projectScale(scale)) : null;
   if (scaleMd) writeFileSync(files.scale, scaleMd);
@@ -211,25 +224,38 @@ async function main(): Promise<void> {
     notes,
   });
   writeFileSync(files.report, report);
-  writeFileSync(files.json, JSON.stringify({
-    started: started.toISOString(),
-    finished: new Date().toISOString(),
-    command: process.argv.slice(2),
-    options: o,
-    machine: { description: machine, cpus: cpus().length, cpuModel: cpus()[0]?.model.trim(), memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
-    load: { before: loadBefore, after: loadAfter },
-    limits,
-    scenarios: results,
-    decode,
-    soak,
-    figures,
-    targets,
-    backends,
-    anchor,
-    scale: scale ? { measured: scale } : null,
-    notes,
-    files: { ...files, chart: wroteChart ? files.chart : null, scale: scaleMd ? files.scale : null },
-  }, null, 2));
+  writeFileSync(
+    files.json,
+    JSON.stringify(
+      {
+        started: started.toISOString(),
+        finished: new Date().toISOString(),
+        command: process.argv.slice(2),
+        options: o,
+        machine: {
+          description: machine,
+          cpus: cpus().length,
+          cpuModel: cpus()[0]?.model.trim(),
+          memoryGiB: round(totalmem() / 2 ** 30, 1),
+          node: process.version,
+        },
+        load: { before: loadBefore, after: loadAfter },
+        limits,
+        scenarios: results,
+        decode,
+        soak,
+        figures,
+        targets,
+        backends,
+        anchor,
+        scale: scale ? { measured: scale } : null,
+        notes,
+        files: { ...files, chart: wroteChart ? files.chart : null, scale: scaleMd ? files.scale : null },
+      },
+      null,
+      2,
+    ),
+  );
 
   // ---------- console ----------
   if (limits) process.stdout.write(`\nLimits of this machine\n${limitsTable(limits)}\n\n`);
@@ -244,7 +270,8 @@ async function main(): Promise<void> {
   if (scaleMd) process.stdout.write(`scale:   ${relative(process.cwd(), files.scale)}\n`);
   if (o.cpuProf !== undefined) process.stdout.write(`CPU profiles of the node processes: ${o.cpuProf}\n`);
 
-  const oursFailed = results.some((s) => runFailed(s.runs[0]!)) || (decode !== null && (decode.runs[0]!.errors.length > 0 || decode.runs[0]!.syntaxes.some((x) => !x.ok)));
+  const oursFailed =
+    results.some((s) => runFailed(s.runs[0]!)) || (decode !== null && (decode.runs[0]!.errors.length > 0 || decode.runs[0]!.syntaxes.some((x) => !x.ok)));
   const soakFailed = soak !== null && soakTargets(soak).some((t) => t.met === false);
   if (oursFailed || soakFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
 }
@@ -270,9 +297,15 @@ async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, foo
     const dimseArgs = dimsePort === undefined ? [] : ['--dimse-port', String(dimsePort), '--ae-title', NODE_AE];
     const node = await serveNode(dataDir, ['--store', o.store, ...dimseArgs], env);
     try {
-      run = dimseDirs && dimsePort !== undefined
-        ? await dimseIngest({ system: OURS, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: NODE_AE, url: node.url, pid: node.pid }, plan.studies, dimseDirs, { storescu: o.storescu, log })
-        : await exercise({ system: OURS, detail, url: node.url, pid: node.pid }, plan, log);
+      run =
+        dimseDirs && dimsePort !== undefined
+          ? await dimseIngest(
+              { system: OURS, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: NODE_AE, url: node.url, pid: node.pid },
+              plan.studies,
+              dimseDirs,
+              { storescu: o.storescu, log },
+            )
+          : await exercise({ system: OURS, detail, url: node.url, pid: node.pid }, plan, log);
     } finally {
       await node.stop();
     }
@@ -300,20 +333,37 @@ async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, foo
 async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean, dimseDirs?: string[], storescu?: string): Promise<SystemRun> {
   // A directory of its own for every run: a repeat must not start on the last one's files.
   const dir = await mkdtemp(join(workDir, `orthanc-bench-${plan.id}-`));
-  let run: SystemRun = { system: ORTHANC, detail: '', ingest: null, retrieve: null, qido: null, seriesMetadata: null, frames: null, storedBytes: null, errors: [] };
+  let run: SystemRun = {
+    system: ORTHANC,
+    detail: '',
+    ingest: null,
+    retrieve: null,
+    qido: null,
+    seriesMetadata: null,
+    frames: null,
+    storedBytes: null,
+    errors: [],
+  };
   try {
     const dimsePort = dimseDirs ? await freePort() : undefined;
     const orthanc = await startOrthanc(dir, {
       log: (l) => log(`orthanc: ${l}`),
       ...(dimsePort === undefined ? {} : { config: orthancDimseConfig(dimsePort) }),
     });
-    const detail = dimsePort === undefined
-      ? `Orthanc ${orthanc.version} (DICOMweb plugin ${orthanc.dicomWebVersion})`
-      : `Orthanc ${orthanc.version} (its DIMSE SCP; DICOMweb plugin ${orthanc.dicomWebVersion} to count)`;
+    const detail =
+      dimsePort === undefined
+        ? `Orthanc ${orthanc.version} (DICOMweb plugin ${orthanc.dicomWebVersion})`
+        : `Orthanc ${orthanc.version} (its DIMSE SCP; DICOMweb plugin ${orthanc.dicomWebVersion} to count)`;
     try {
-      run = dimseDirs && dimsePort !== undefined
-        ? await dimseIngest({ system: ORTHANC, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: ORTHANC_AE, url: orthanc.url, pid: orthanc.pid }, plan.studies, dimseDirs, { storescu: storescu!, log })
-        : await exercise({ system: ORTHANC, detail, url: orthanc.url, pid: orthanc.pid }, plan, log);
+      run =
+        dimseDirs && dimsePort !== undefined
+          ? await dimseIngest(
+              { system: ORTHANC, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: ORTHANC_AE, url: orthanc.url, pid: orthanc.pid },
+              plan.studies,
+              dimseDirs,
+              { storescu: storescu!, log },
+            )
+          : await exercise({ system: ORTHANC, detail, url: orthanc.url, pid: orthanc.pid }, plan, log);
     } finally {
       await orthanc.stop();
     }
@@ -360,9 +410,7 @@ function scaleFrom(results: ScenarioResult[], footprints: Map<string, Footprint>
       footprint: fp,
     });
   }
-  const small = results
-    .filter((s) => s.kind === 'small' && footprints.has(s.id) && s.runs[0]?.ingest?.ok)
-    .sort((a, b) => b.instances - a.instances)[0];
+  const small = results.filter((s) => s.kind === 'small' && footprints.has(s.id) && s.runs[0]?.ingest?.ok).sort((a, b) => b.instances - a.instances)[0];
   if (huge.length === 0) return null;
   log('measuring memory per chunk CID for the scale projection');
   return measuredScale({
@@ -393,13 +441,14 @@ function runNotes(o: BenchOptions, results: ScenarioResult[], limits: MachineLim
       `DIMSE scenarios: dcmtk's storescu (${o.storescu}), one association per study carrying every file of it, run with TCP_NODELAY=1 ` +
         "(Debian's dcmtk otherwise leaves Nagle's algorithm on and each small C-STORE waits ~40 ms for a delayed ACK); the files were " +
         'written to the work dir before the clock started (read back from the page cache); success is the instances QIDO lists afterwards. ' +
-        "Each SCP negotiates its own PDU size (the node 256 KiB, Orthanc its default 16 KiB); no retrieval is measured in these scenarios.",
+        'Each SCP negotiates its own PDU size (the node 256 KiB, Orthanc its default 16 KiB); no retrieval is measured in these scenarios.',
     );
   }
   if (results.some((s) => s.kind !== 'dimse')) {
     notes.push('Retrieval runs right after ingest: blocks are read from the page cache where RAM holds them.');
     if (o.store === 's3') notes.push('Store s3: bytes stored are not measured (the blocks are in the S3 server); no scale projection (it reads the fs store).');
-    if (o.store === 'ipfs') notes.push('Store ipfs: bytes stored are the whole data directory with its IPFS repository; no scale projection (it reads the fs store).');
+    if (o.store === 'ipfs')
+      notes.push('Store ipfs: bytes stored are the whole data directory with its IPFS repository; no scale projection (it reads the fs store).');
   }
   for (const s of results) {
     const repeated = s.runs.filter((r) => r.repeats !== undefined);
@@ -435,7 +484,9 @@ function decodeNotes(d: DecodeResult): string[] {
     for (const x of r.syntaxes) {
       const name = d.syntaxes.find((s) => s.transferSyntaxUID === x.transferSyntaxUID)?.name ?? x.transferSyntaxUID;
       if (x.repeats && x.repeats.length > 1) {
-        notes.push(`Decode, ${name}, ${r.system}: ${x.repeats.map((v) => (v === null ? 'failed' : formatNumber(v))).join(' / ')} frames/s over ${x.repeats.length} runs (whole instance per request); the tables show the median run.`);
+        notes.push(
+          `Decode, ${name}, ${r.system}: ${x.repeats.map((v) => (v === null ? 'failed' : formatNumber(v))).join(' / ')} frames/s over ${x.repeats.length} runs (whole instance per request); the tables show the median run.`,
+        );
       }
       if (x.failures.length > 0) notes.push(`${r.system}, decode ${name}: ${x.failures.slice(0, 3).join('; ')}`);
     }

@@ -274,9 +274,7 @@ export function rssModel(points: MeasuredScale['peakRss']): RssModel {
   const intercept = my - slope * mx;
   const flat = Math.max(...ys) - Math.min(...ys) < Math.max(0.1 * Math.min(...ys), RSS_NOISE_MIB);
   // Flat: the largest peak seen, not a line that noise tilts down or up.
-  return flat
-    ? { at: () => Math.max(...ys), slopePerGiB: slope, flat }
-    : { at: (b) => intercept + slope * (b / GiB), slopePerGiB: slope, flat };
+  return flat ? { at: () => Math.max(...ys), slopePerGiB: slope, flat } : { at: (b) => intercept + slope * (b / GiB), slopePerGiB: slope, flat };
 }
 
 /** Levels of a tree of link nodes with `fanout` links each over `leaves` chunks (1 = one flat node). */
@@ -356,7 +354,9 @@ function findings(d: ScaleDesign, m: MeasuredScale, studies: StudyProjection[], 
         `chunks stream, which the tree of link nodes above gives for free.`,
     );
   }
-  out.push(`Key store: one wrapped key per study (${bytes(m.keyStoreBytesPerStudy)}): ${bytes(a.keyStoreBytes)} for ${count(a.studies)} studies of ${bytes(d.archiveStudyBytes)}.`);
+  out.push(
+    `Key store: one wrapped key per study (${bytes(m.keyStoreBytesPerStudy)}): ${bytes(a.keyStoreBytes)} for ${count(a.studies)} studies of ${bytes(d.archiveStudyBytes)}.`,
+  );
   return out;
 }
 
@@ -371,29 +371,88 @@ export function scaleMarkdown(p: ScaleProjection): string {
   const lines = [
     head,
     sep,
-    row(`blocks, ${p.design.hugeInstancesPerStudy} huge instances per study`, s.map((x) => count(x.blocksHuge)), count(a.blocksHuge)),
-    row('blocks, small instances', s.map((x) => count(x.blocksSmall)), count(a.blocksSmall)),
-    row('bytes stored', s.map((x) => bytes(x.storedBytes)), bytes(a.storedBytes)),
-    row(`InstanceNode, ${p.design.hugeInstancesPerStudy} huge instances`, s.map((x) => `${count(x.hugeNodeLinks)} links, ${over(x.hugeNodeBytes)}`), '–'),
-    row('InstanceNode, whole study as one instance', s.map((x) => over(x.singleInstanceNodeBytes)), '–'),
-    row(`small instances (${bytes(p.design.smallInstanceBytes)})`, s.map((x) => count(x.smallInstances)), count(a.smallInstances)),
-    row(`manifest per version (${p.design.instancesPerVersion} instances)`, s.map((x) => bytes(x.manifestBytesPerVersion)), '–'),
-    row('versions (one per request)', s.map((x) => count(x.smallVersions)), '–'),
-    row('manifest if one version adds all', s.map((x) => over(x.manifestBytesOneVersion)), '–'),
-    row('catalog, small instances', s.map((x) => bytes(x.catalogBytesSmall)), bytes(a.catalogBytes)),
-    row(`catalog, ${p.design.hugeInstancesPerStudy} huge instances`, s.map((x) => bytes(x.catalogBytesHuge)), '–'),
-    row('fs store files per shard directory', s.map((x) => count(Math.round(x.filesPerShardDir))), count(Math.round(a.filesPerShardDir))),
-    row('chunk CIDs held in memory, one huge instance / whole study as one', s.map((x) => `${mib(x.chunkListMiBHuge)} / ${mib(x.chunkListMiBSingle)}`), '–'),
-    row('node peak RSS while ingesting (measured + chunk list)', s.map((x) => mib(x.peakRssMiB)), `${mib(a.peakRssMiB)} per ingest`),
-    row(`ingest time at ${Math.round(p.measured.ingestMBps)} MB/s`, s.map((x) => duration(x.ingestSeconds)), duration(a.ingestSeconds)),
-    row('key store', s.map((x) => bytes(x.keyStoreBytes)), `${bytes(a.keyStoreBytes)} (${count(a.studies)} studies)`),
+    row(
+      `blocks, ${p.design.hugeInstancesPerStudy} huge instances per study`,
+      s.map((x) => count(x.blocksHuge)),
+      count(a.blocksHuge),
+    ),
+    row(
+      'blocks, small instances',
+      s.map((x) => count(x.blocksSmall)),
+      count(a.blocksSmall),
+    ),
+    row(
+      'bytes stored',
+      s.map((x) => bytes(x.storedBytes)),
+      bytes(a.storedBytes),
+    ),
+    row(
+      `InstanceNode, ${p.design.hugeInstancesPerStudy} huge instances`,
+      s.map((x) => `${count(x.hugeNodeLinks)} links, ${over(x.hugeNodeBytes)}`),
+      '–',
+    ),
+    row(
+      'InstanceNode, whole study as one instance',
+      s.map((x) => over(x.singleInstanceNodeBytes)),
+      '–',
+    ),
+    row(
+      `small instances (${bytes(p.design.smallInstanceBytes)})`,
+      s.map((x) => count(x.smallInstances)),
+      count(a.smallInstances),
+    ),
+    row(
+      `manifest per version (${p.design.instancesPerVersion} instances)`,
+      s.map((x) => bytes(x.manifestBytesPerVersion)),
+      '–',
+    ),
+    row(
+      'versions (one per request)',
+      s.map((x) => count(x.smallVersions)),
+      '–',
+    ),
+    row(
+      'manifest if one version adds all',
+      s.map((x) => over(x.manifestBytesOneVersion)),
+      '–',
+    ),
+    row(
+      'catalog, small instances',
+      s.map((x) => bytes(x.catalogBytesSmall)),
+      bytes(a.catalogBytes),
+    ),
+    row(
+      `catalog, ${p.design.hugeInstancesPerStudy} huge instances`,
+      s.map((x) => bytes(x.catalogBytesHuge)),
+      '–',
+    ),
+    row(
+      'fs store files per shard directory',
+      s.map((x) => count(Math.round(x.filesPerShardDir))),
+      count(Math.round(a.filesPerShardDir)),
+    ),
+    row(
+      'chunk CIDs held in memory, one huge instance / whole study as one',
+      s.map((x) => `${mib(x.chunkListMiBHuge)} / ${mib(x.chunkListMiBSingle)}`),
+      '–',
+    ),
+    row(
+      'node peak RSS while ingesting (measured + chunk list)',
+      s.map((x) => mib(x.peakRssMiB)),
+      `${mib(a.peakRssMiB)} per ingest`,
+    ),
+    row(
+      `ingest time at ${Math.round(p.measured.ingestMBps)} MB/s`,
+      s.map((x) => duration(x.ingestSeconds)),
+      duration(a.ingestSeconds),
+    ),
+    row(
+      'key store',
+      s.map((x) => bytes(x.keyStoreBytes)),
+      `${bytes(a.keyStoreBytes)} (${count(a.studies)} studies)`,
+    ),
   ];
-  return [
-    ...lines,
-    '',
-    ...p.findings.map((f) => `- ${f}`),
-    '',
-  ].join('\n');
+  return [...lines, '', ...p.findings.map((f) => `- ${f}`), ''].join('\n');
 }
 
 // ---------- measuring ----------
@@ -512,13 +571,23 @@ export function footprintFigures(
   fp: Footprint,
   ingested: { bytes: number; instances: number; studies: number; frames?: number; catalogBytesPerInstance?: number },
   design: Pick<ScaleDesign, 'linkBytes'> = DEFAULT_SCALE_DESIGN,
-): Pick<MeasuredScale, 'bytesStoredPerByte' | 'catalogBytesPerInstance' | 'catalogBytesPerFrame' | 'manifestFixedBytes' | 'instanceNodeFixedBytes' | 'instanceNodeBytesPerChunk' | 'keyStoreBytesPerStudy'> {
+): Pick<
+  MeasuredScale,
+  | 'bytesStoredPerByte'
+  | 'catalogBytesPerInstance'
+  | 'catalogBytesPerFrame'
+  | 'manifestFixedBytes'
+  | 'instanceNodeFixedBytes'
+  | 'instanceNodeBytesPerChunk'
+  | 'keyStoreBytesPerStudy'
+> {
   const fixed = (nodes: Footprint['manifests'], perLink: number): number => median(nodes.map((n) => n.bytes - n.links * perLink));
   const perChunk = perLinkFit(fp.instanceNodes) ?? design.linkBytes;
   const base = ingested.catalogBytesPerInstance;
-  const perFrame = ingested.frames !== undefined && ingested.frames > 0 && base !== undefined
-    ? Math.max(0, (fp.catalogBytes - ingested.instances * base) / ingested.frames)
-    : undefined;
+  const perFrame =
+    ingested.frames !== undefined && ingested.frames > 0 && base !== undefined
+      ? Math.max(0, (fp.catalogBytes - ingested.instances * base) / ingested.frames)
+      : undefined;
   return {
     bytesStoredPerByte: fp.blockBytes / ingested.bytes,
     catalogBytesPerInstance: base ?? fp.catalogBytes / ingested.instances,

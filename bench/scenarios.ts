@@ -110,7 +110,14 @@ export function planScenarios(o: Pick<BenchOptions, 'scenarios' | 'sizesGiB' | '
     const gib = o.sizesGiB[0]!;
     const c = o.concurrency;
     const small = planStudy({ kind: 'single', instances: n, seed: 400 });
-    plans.push({ id: 'dimse-small', kind: 'dimse', shape: 'small', label: `DIMSE small ${n.toLocaleString('en-US')} instances`, studies: [small], perRequest: n });
+    plans.push({
+      id: 'dimse-small',
+      kind: 'dimse',
+      shape: 'small',
+      label: `DIMSE small ${n.toLocaleString('en-US')} instances`,
+      studies: [small],
+      perRequest: n,
+    });
     const huge = hugeStudy(gib, o.maxInstanceGiB, 410);
     plans.push({
       id: 'dimse-huge',
@@ -161,7 +168,17 @@ export interface Server {
 
 /** One system through one scenario. Failures are recorded, not thrown: the run goes on. */
 export async function exercise(server: Server, plan: ScenarioPlan, log: (line: string) => void): Promise<SystemRun> {
-  const run: SystemRun = { system: server.system, detail: server.detail, ingest: null, retrieve: null, qido: null, seriesMetadata: null, frames: null, storedBytes: null, errors: [] };
+  const run: SystemRun = {
+    system: server.system,
+    detail: server.detail,
+    ingest: null,
+    retrieve: null,
+    qido: null,
+    seriesMetadata: null,
+    frames: null,
+    storedBytes: null,
+    errors: [],
+  };
   // One connection pool per client, as separate PACS and viewers would have.
   const agents = plan.studies.map(() => createAgent());
   const step = async <T>(name: string, fn: () => Promise<T>): Promise<T | null> => {
@@ -176,22 +193,35 @@ export async function exercise(server: Server, plan: ScenarioPlan, log: (line: s
   };
   try {
     const total = plan.studies.reduce((a, s) => a + s.totalBytes, 0);
-    run.ingest = await step(`STOW ${plan.studies.length} × ${fmtBytes(total / plan.studies.length)}, ${plan.perRequest}/request`, () => ingest(server, plan, agents));
+    run.ingest = await step(`STOW ${plan.studies.length} × ${fmtBytes(total / plan.studies.length)}, ${plan.perRequest}/request`, () =>
+      ingest(server, plan, agents),
+    );
     // Nothing to read back when nothing went in.
     if (run.ingest === null || run.ingest.stored === 0) return run;
     run.retrieve = await step('WADO the studies back', () => retrieve(server, plan));
     const study = plan.studies[0]!;
     const agent = agents[0]!;
     run.qido = await step('QIDO latency', () =>
-      sampleLatencies(async () => {
-        const r = await qido(server.url, `/studies?PatientID=${encodeURIComponent(study.patientId)}`, { agent });
-        return { ms: r.ms, ok: r.status === 200 && r.results === 1, note: `HTTP ${r.status}, ${r.results} results` };
-      }, { n: QIDO_SAMPLES }));
+      sampleLatencies(
+        async () => {
+          const r = await qido(server.url, `/studies?PatientID=${encodeURIComponent(study.patientId)}`, { agent });
+          return { ms: r.ms, ok: r.status === 200 && r.results === 1, note: `HTTP ${r.status}, ${r.results} results` };
+        },
+        { n: QIDO_SAMPLES },
+      ),
+    );
     run.seriesMetadata = await step('series metadata latency', () =>
-      sampleLatencies(async () => {
-        const r = await qido(server.url, `/studies/${study.studyInstanceUID}/series/${study.seriesInstanceUID}/metadata`, { agent, maxResponseBytes: MAX_METADATA_BYTES });
-        return { ms: r.ms, ok: r.status === 200 && r.results === study.instances.length, note: `HTTP ${r.status}, ${r.results} instances` };
-      }, { n: METADATA_SAMPLES }));
+      sampleLatencies(
+        async () => {
+          const r = await qido(server.url, `/studies/${study.studyInstanceUID}/series/${study.seriesInstanceUID}/metadata`, {
+            agent,
+            maxResponseBytes: MAX_METADATA_BYTES,
+          });
+          return { ms: r.ms, ok: r.status === 200 && r.results === study.instances.length, note: `HTTP ${r.status}, ${r.results} instances` };
+        },
+        { n: METADATA_SAMPLES },
+      ),
+    );
     const inst = plan.frameSource;
     if (inst) {
       run.frames = await step(`frame latency (${inst.numberOfFrames} frames, ${fmtBytes(inst.size)})`, () => frameLatency(server, study, inst));
@@ -263,12 +293,15 @@ async function retrieve(server: Server, plan: ScenarioPlan): Promise<RetrieveRun
 function frameLatency(server: Server, study: GeneratedStudy, inst: GeneratedInstance): Promise<LatencyResult> {
   const frames = spreadFrames(inst.numberOfFrames, FRAME_SAMPLES);
   let i = 0;
-  return sampleLatencies(async () => {
-    const frame = frames[i++]!;
-    // Checked against the generated frame: a fast wrong answer must not count.
-    const r = await wadoFrames(server.url, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [frame], { expect: inst });
-    return { ms: r.ms, ok: r.ok, note: `frame ${frame}: HTTP ${r.status ?? 'no response'} ${r.mismatches.slice(0, 2).join('; ')}` };
-  }, { n: FRAME_SAMPLES });
+  return sampleLatencies(
+    async () => {
+      const frame = frames[i++]!;
+      // Checked against the generated frame: a fast wrong answer must not count.
+      const r = await wadoFrames(server.url, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [frame], { expect: inst });
+      return { ms: r.ms, ok: r.ok, note: `frame ${frame}: HTTP ${r.status ?? 'no response'} ${r.mismatches.slice(0, 2).join('; ')}` };
+    },
+    { n: FRAME_SAMPLES },
+  );
 }
 
 function cpuSecondsSince(start: NodeJS.CpuUsage): number {

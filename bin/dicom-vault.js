@@ -19,9 +19,7 @@ if (satisfies === undefined || !satisfies(process.version, wanted)) {
   // Already on the pinned Node (compared as real paths: node_modules may be a symlink) and it does
   // not satisfy engines: say so rather than loop.
   if (satisfies === undefined || !existsSync(pinned) || realpathSync(process.execPath) === realpathSync(pinned)) {
-    process.stderr.write(
-      `dicom-vault needs Node ${wanted} (this is ${process.version}); run \`npm ci\` to install the pinned runtime.\n`,
-    );
+    process.stderr.write(`dicom-vault needs Node ${wanted} (this is ${process.version}); run \`npm ci\` to install the pinned runtime.\n`);
     process.exit(1);
   }
   // The pinned Node runs as our child (Node < 23 cannot exec in place). A process manager signals
@@ -31,7 +29,8 @@ if (satisfies === undefined || !satisfies(process.version, wanted)) {
   // cleanly and takes its embedded chain with it.
   const setpriv = process.platform === 'linux' ? ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p)) : undefined;
   const args = process.argv.slice(1);
-  const child = setpriv === undefined ? spawn(pinned, args, { stdio: 'inherit' }) : spawn(setpriv, ['--pdeathsig', 'TERM', '--', pinned, ...args], { stdio: 'inherit' });
+  const child =
+    setpriv === undefined ? spawn(pinned, args, { stdio: 'inherit' }) : spawn(setpriv, ['--pdeathsig', 'TERM', '--', pinned, ...args], { stdio: 'inherit' });
   for (const signal of ['SIGTERM', 'SIGHUP', 'SIGINT']) {
     process.on(signal, () => {
       if (signal === 'SIGINT' && process.stdin.isTTY) return;

@@ -96,5 +96,7 @@ if (missing.length > 0 && !semver.satisfies(npmNodeVersion, wanted) && process.e
   missing = leftOut();
 }
 if (missing.length > 0) {
-  fail(`npm left out ${missing.join(', ')} (see its warnings above); run \`npm ci\` again, or \`PATH=node_modules/.bin:$PATH npm ci\` to run npm itself on the pinned Node.`);
+  fail(
+    `npm left out ${missing.join(', ')} (see its warnings above); run \`npm ci\` again, or \`PATH=node_modules/.bin:$PATH npm ci\` to run npm itself on the pinned Node.`,
+  );
 }

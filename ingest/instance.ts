@@ -136,11 +136,7 @@ export class WriteWindow {
  * Streams one Part 10 instance into the store. Returns when its bytes have been read and its
  * writes started; `durable` says when they are done. If it throws, nothing is left behind.
  */
-export async function ingestInstance(
-  source: AsyncIterable<Uint8Array>,
-  deps: IngestDeps,
-  options: IngestOptions = {},
-): Promise<IngestedInstance> {
+export async function ingestInstance(source: AsyncIterable<Uint8Array>, deps: IngestDeps, options: IngestOptions = {}): Promise<IngestedInstance> {
   return (await readInstance(source, deps, options)).completed;
 }
 
@@ -163,11 +159,7 @@ export interface ReadInstance {
  * on left the main thread idle a quarter of the time. Throws (leaving nothing behind) on bad
  * input, which is always detected while reading.
  */
-export async function readInstance(
-  source: AsyncIterable<Uint8Array>,
-  deps: IngestDeps,
-  options: IngestOptions = {},
-): Promise<ReadInstance> {
+export async function readInstance(source: AsyncIterable<Uint8Array>, deps: IngestDeps, options: IngestOptions = {}): Promise<ReadInstance> {
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const window = options.window ?? new WriteWindow();
   const pool = deps.crypto ?? sharedCryptoPool();
@@ -239,7 +231,7 @@ export async function readInstance(
   const unlock = async (): Promise<void> => {
     const identity = scanner.identity();
     if (options.expectedStudyInstanceUID !== undefined && identity.studyInstanceUID !== options.expectedStudyInstanceUID) {
-      throw new VaultError('STUDY_UID_MISMATCH', 'the instance\'s StudyInstanceUID differs from the study in the URL', {
+      throw new VaultError('STUDY_UID_MISMATCH', "the instance's StudyInstanceUID differs from the study in the URL", {
         details: { sopInstanceUID: identity.sopInstanceUID },
       });
     }
@@ -337,7 +329,10 @@ export async function readInstance(
  */
 export async function discardInstances(store: Pick<BlockStore, 'delete'>, instances: readonly IngestedInstance[]): Promise<void> {
   await Promise.allSettled(instances.map((i) => i.durable));
-  await discardBlocks(store, instances.flatMap((i) => i.written));
+  await discardBlocks(
+    store,
+    instances.flatMap((i) => i.written),
+  );
 }
 
 export async function discardBlocks(store: Pick<BlockStore, 'delete'>, cids: readonly CID[]): Promise<void> {

@@ -140,7 +140,8 @@ export class IpfsBlockStore implements BlockStore {
       throw new VaultError('CONFIG_INVALID', 'IpfsBlockStore: path must be a non-empty string');
     }
     const fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULT_IPFS_FETCH_TIMEOUT_MS;
-    if (!Number.isInteger(fetchTimeoutMs) || fetchTimeoutMs < 1) throw new VaultError('CONFIG_INVALID', `IpfsBlockStore: fetchTimeoutMs must be a positive integer (got ${fetchTimeoutMs})`);
+    if (!Number.isInteger(fetchTimeoutMs) || fetchTimeoutMs < 1)
+      throw new VaultError('CONFIG_INVALID', `IpfsBlockStore: fetchTimeoutMs must be a positive integer (got ${fetchTimeoutMs})`);
     const blocks = await FsBlockStore.open({ path: join(options.path, 'blocks') });
     const datastorePath = join(options.path, 'datastore');
     const datastore = new FsDatastore(datastorePath);
@@ -149,7 +150,10 @@ export class IpfsBlockStore implements BlockStore {
       await datastore.open();
       // The walker reads through the store being made (network-aware, as helia's did): bound below.
       let store: IpfsBlockStore | undefined;
-      const pins = await Pins.open(datastore, studyWalker((cid, o) => store!.get(cid, o)));
+      const pins = await Pins.open(
+        datastore,
+        studyWalker((cid, o) => store!.get(cid, o)),
+      );
       let net: IpfsNetwork | undefined;
       if (options.network === true) {
         // Only here is libp2p loaded and started: listening, dialling the bootstrap peers.
@@ -160,7 +164,11 @@ export class IpfsBlockStore implements BlockStore {
             bootstrap: options.bootstrap ?? DEFAULT_IPFS_BOOTSTRAP,
           });
         } catch (err) {
-          throw new VaultError('STORE_UNAVAILABLE', `cannot start the IPFS network node for ${options.path}: ${errName(err)}: ${err instanceof Error ? err.message : ''}`, { cause: err });
+          throw new VaultError(
+            'STORE_UNAVAILABLE',
+            `cannot start the IPFS network node for ${options.path}: ${errName(err)}: ${err instanceof Error ? err.message : ''}`,
+            { cause: err },
+          );
         }
       }
       store = new IpfsBlockStore(options.path, blocks, datastore, pins, net, fetchTimeoutMs);
@@ -203,7 +211,9 @@ export class IpfsBlockStore implements BlockStore {
     } catch (err) {
       if (options.signal?.aborted === true) throw abortError(options.signal);
       if (isVaultError(err)) throw err;
-      const reason = deadline.aborted ? `not found here nor on the network within ${this.#fetchTimeoutMs} ms` : `not found here, and fetching it failed: ${errName(err)}`;
+      const reason = deadline.aborted
+        ? `not found here nor on the network within ${this.#fetchTimeoutMs} ms`
+        : `not found here, and fetching it failed: ${errName(err)}`;
       throw new VaultError('BLOCK_NOT_FOUND', `block ${cid} ${reason}`, { cause: err, details: { cid: cid.toString() } });
     }
     await this.#blocks.put(cid, bytes, options);

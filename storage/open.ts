@@ -163,7 +163,10 @@ function bool(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
 function list(env: NodeJS.ProcessEnv, name: string): string[] | undefined {
   const raw = nonEmpty(env[name]);
   if (raw === undefined) return undefined;
-  const items = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const items = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (items.length === 0) throw new VaultError('CONFIG_INVALID', `${name} must list at least one multiaddr (got "${raw}")`);
   return items;
 }

@@ -2,16 +2,7 @@
 // signer, if any. Only viem's public actions over HTTP plus a local account: transactions are
 // signed here and sent raw, so the node never needs an unlocked account on the RPC side.
 import { readFileSync, statSync } from 'node:fs';
-import {
-  BaseError,
-  createPublicClient,
-  http,
-  HttpRequestError,
-  TimeoutError,
-  type Address,
-  type Hex,
-  type PublicClient,
-} from 'viem';
+import { BaseError, createPublicClient, http, HttpRequestError, TimeoutError, type Address, type Hex, type PublicClient } from 'viem';
 import { privateKeyToAccount, type LocalAccount, type PrivateKeyAccount } from 'viem/accounts';
 import { VaultError } from '../../src/core/errors.ts';
 
@@ -77,8 +68,7 @@ export function readKeyFile(path: string): PrivateKeyAccount {
 /** A viem failure as a catalogue error: unreachable or timed out is CHAIN_UNAVAILABLE, the rest CHAIN_ERROR. */
 export function toChainError(err: unknown, doing: string): VaultError {
   if (err instanceof VaultError) return err;
-  const unreachable =
-    err instanceof BaseError && (err.walk((e) => e instanceof HttpRequestError || e instanceof TimeoutError) !== null);
+  const unreachable = err instanceof BaseError && err.walk((e) => e instanceof HttpRequestError || e instanceof TimeoutError) !== null;
   const reason = err instanceof BaseError ? err.shortMessage : err instanceof Error ? err.message : String(err);
   return new VaultError(unreachable ? 'CHAIN_UNAVAILABLE' : 'CHAIN_ERROR', `${doing}: ${reason}`, { cause: err });
 }

@@ -38,7 +38,15 @@ export async function deployAnchorContract({ client, timeoutMs = DEFAULT_DEPLOY_
     const raw = await account.signTransaction(
       fees.maxPriorityFeePerGas === null
         ? { type: 'legacy', chainId, nonce, gas: (gas * 5n) / 4n, gasPrice: fees.maxFeePerGas, data: bytecode }
-        : { type: 'eip1559', chainId, nonce, gas: (gas * 5n) / 4n, maxFeePerGas: fees.maxFeePerGas, maxPriorityFeePerGas: fees.maxPriorityFeePerGas, data: bytecode },
+        : {
+            type: 'eip1559',
+            chainId,
+            nonce,
+            gas: (gas * 5n) / 4n,
+            maxFeePerGas: fees.maxFeePerGas,
+            maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
+            data: bytecode,
+          },
     );
     const txHash = await sendRawTransaction(client.public, { serializedTransaction: raw });
     const receipt = await client.public.waitForTransactionReceipt({ hash: txHash, timeout: timeoutMs });

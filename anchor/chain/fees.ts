@@ -32,8 +32,6 @@ export function replacementFees(previous: Fees, current: Fees): Fees {
   return {
     maxFeePerGas: max(current.maxFeePerGas, bump(previous.maxFeePerGas)),
     maxPriorityFeePerGas:
-      current.maxPriorityFeePerGas === null
-        ? null
-        : max(current.maxPriorityFeePerGas, bump(previous.maxPriorityFeePerGas ?? current.maxPriorityFeePerGas)),
+      current.maxPriorityFeePerGas === null ? null : max(current.maxPriorityFeePerGas, bump(previous.maxPriorityFeePerGas ?? current.maxPriorityFeePerGas)),
   };
 }

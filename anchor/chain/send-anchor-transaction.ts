@@ -49,7 +49,14 @@ export async function sendAnchorTransaction(p: SendAnchorTransactionParameters):
   try {
     let gas: bigint;
     try {
-      gas = await p.client.public.estimateContractGas({ address: p.contract, abi: anchorAbi, functionName: 'anchor', args: [p.root], account: account.address, blockTag: 'latest' });
+      gas = await p.client.public.estimateContractGas({
+        address: p.contract,
+        abi: anchorAbi,
+        functionName: 'anchor',
+        args: [p.root],
+        account: account.address,
+        blockTag: 'latest',
+      });
     } catch (err) {
       const reverted = err instanceof BaseError ? err.walk((e) => e instanceof ContractFunctionRevertedError) : null;
       if (reverted instanceof ContractFunctionRevertedError && reverted.data?.errorName === 'AlreadyAnchored') return { status: 'already-anchored' };
@@ -66,7 +73,16 @@ export async function sendAnchorTransaction(p: SendAnchorTransactionParameters):
     raw = await account.signTransaction(
       fees.maxPriorityFeePerGas === null
         ? { type: 'legacy', chainId: p.chainId, nonce, gas: gasLimit, gasPrice: fees.maxFeePerGas, to: p.contract, data }
-        : { type: 'eip1559', chainId: p.chainId, nonce, gas: gasLimit, maxFeePerGas: fees.maxFeePerGas, maxPriorityFeePerGas: fees.maxPriorityFeePerGas, to: p.contract, data },
+        : {
+            type: 'eip1559',
+            chainId: p.chainId,
+            nonce,
+            gas: gasLimit,
+            maxFeePerGas: fees.maxFeePerGas,
+            maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
+            to: p.contract,
+            data,
+          },
     );
     signed = { txHash: keccak256(raw), nonce, fees, gas: gasLimit, headBlock: Number(headBlock) };
   } catch (err) {

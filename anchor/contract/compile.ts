@@ -66,7 +66,7 @@ export async function compileAnchorContract(source: string = readFileSync(SOURCE
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const artifact = await compileAnchorContract();
-  const text = JSON.stringify(artifact, null, 2) + '\n';
+  const text = `${JSON.stringify(artifact, null, 2)}\n`;
   if (process.argv.includes('--check')) {
     const committed = readFileSync(ARTIFACT_PATH, 'utf8');
     if (committed !== text) {

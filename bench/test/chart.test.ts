@@ -150,11 +150,32 @@ describe('chart helpers', () => {
   });
 
   it('ratioOf needs both values', () => {
-    const rows = [{ group: 'g', system: 'a', MBps: 10 }, { group: 'g', system: 'b', MBps: null }];
+    const rows = [
+      { group: 'g', system: 'a', MBps: 10 },
+      { group: 'g', system: 'b', MBps: null },
+    ];
     expect(ratioOf(rows, 'g', ['a', 'b'], { key: 'MBps', lowerIsBetter: false })).toBeUndefined();
-    expect(ratioOf([{ group: 'g', system: 'a', MBps: 5 }, { group: 'g', system: 'b', MBps: 10 }], 'g', ['a', 'b'], { key: 'MBps', lowerIsBetter: false }))
-      .toEqual({ text: '0.5× b', verdict: 'worse' });
-    expect(ratioOf([{ group: 'g', system: 'a', peakRssMiB: 319 }, { group: 'g', system: 'b', peakRssMiB: 305 }], 'g', ['a', 'b'], { key: 'peakRssMiB', lowerIsBetter: true }))
-      .toEqual({ text: '≈ same', verdict: 'even' });
+    expect(
+      ratioOf(
+        [
+          { group: 'g', system: 'a', MBps: 5 },
+          { group: 'g', system: 'b', MBps: 10 },
+        ],
+        'g',
+        ['a', 'b'],
+        { key: 'MBps', lowerIsBetter: false },
+      ),
+    ).toEqual({ text: '0.5× b', verdict: 'worse' });
+    expect(
+      ratioOf(
+        [
+          { group: 'g', system: 'a', peakRssMiB: 319 },
+          { group: 'g', system: 'b', peakRssMiB: 305 },
+        ],
+        'g',
+        ['a', 'b'],
+        { key: 'peakRssMiB', lowerIsBetter: true },
+      ),
+    ).toEqual({ text: '≈ same', verdict: 'even' });
   });
 });

@@ -96,7 +96,14 @@ describe('study shapes', () => {
   });
 
   it('scenarios are planned from the options, each study its own', () => {
-    const plans = planScenarios({ scenarios: ['huge', 'small', 'concurrent'], sizesGiB: [0.25, 0.5], instances: [20, 40], perRequest: 10, concurrency: 3, maxInstanceGiB: 1 });
+    const plans = planScenarios({
+      scenarios: ['huge', 'small', 'concurrent'],
+      sizesGiB: [0.25, 0.5],
+      instances: [20, 40],
+      perRequest: 10,
+      concurrency: 3,
+      maxInstanceGiB: 1,
+    });
     expect(plans.map((p) => p.id)).toEqual(['huge-0.25', 'huge-0.5', 'small-20', 'small-40', 'concurrent-small', 'concurrent-huge']);
     const [h, , s, , cs, ch] = plans;
     expect(h!.label).toBe('huge 0.25 GiB (4 × 64 MiB)');
@@ -149,10 +156,13 @@ describe('sampling', () => {
 
   it('a failed sample fails the figure and says which', async () => {
     let i = 0;
-    const r = await sampleLatencies(async () => {
-      i++;
-      return { ms: i, ok: i !== 2, note: `HTTP 500 at ${i}` };
-    }, { n: 4 });
+    const r = await sampleLatencies(
+      async () => {
+        i++;
+        return { ms: i, ok: i !== 2, note: `HTTP 500 at ${i}` };
+      },
+      { n: 4 },
+    );
     expect(r.ok).toBe(false);
     expect(r.note).toBe('sample 2: HTTP 500 at 2');
     expect(r.n).toBe(4);
@@ -301,10 +311,14 @@ describe('report formatting', () => {
     expect(md).toContain('| ingest (STOW) | 268 MB/s | 107 MB/s | 2.5× | 89% of 300 (disk, 1 MiB files + fsync) |');
     expect(md).toContain('- a note');
     for (const absent of ['#### Limits', '#### Block stores', '#### Anchoring', '#### Scale', '#### Targets']) expect(md).not.toContain(absent);
-    expect(reportMarkdown({ ...base, targets: checkTargets([HUGE], LIMITS) })).toContain('| retrieval first byte < 100 ms | huge 1 GiB (4 × 256 MiB) | 20 ms | MET |');
+    expect(reportMarkdown({ ...base, targets: checkTargets([HUGE], LIMITS) })).toContain(
+      '| retrieval first byte < 100 ms | huge 1 GiB (4 × 256 MiB) | 20 ms | MET |',
+    );
     const withBackends = reportMarkdown({
       ...base,
-      backends: [{ backend: 'ipfs', operation: 'ingest (STOW)', bytes: 1, seconds: 1, MBps: 150, ratioToFs: 0.5, nodePeakRssMiB: 200, nodeCpuSeconds: 3, ok: true }],
+      backends: [
+        { backend: 'ipfs', operation: 'ingest (STOW)', bytes: 1, seconds: 1, MBps: 150, ratioToFs: 0.5, nodePeakRssMiB: 200, nodeCpuSeconds: 3, ok: true },
+      ],
       scale: '| x |\n',
     });
     expect(withBackends).toContain('| ipfs | ingest (STOW) | 150 | 0.50× | 200 MiB | 3 | yes |');
@@ -314,7 +328,14 @@ describe('report formatting', () => {
 
 describe('scale inputs', () => {
   const fp = (o: Partial<Footprint>): Footprint => ({
-    rawBlocks: 0, rawBytes: 0, instanceNodes: [], manifests: [], blockBytes: 0, catalogBytes: 0, keysBytes: 0, ...o,
+    rawBlocks: 0,
+    rawBytes: 0,
+    instanceNodes: [],
+    manifests: [],
+    blockBytes: 0,
+    catalogBytes: 0,
+    keysBytes: 0,
+    ...o,
   });
 
   it('nothing to project without a huge study', () => {
@@ -325,7 +346,19 @@ describe('scale inputs', () => {
     const small = { instances: 1000, footprint: fp({ catalogBytes: 4_000_000 }) };
     const m = measuredScale({
       huge: [
-        { bytes: 4 * GiB, instances: 4, frames: 8192, peakRssMiB: 110, ingestMBps: 250, footprint: fp({ blockBytes: 4 * GiB + 4 * MiB, catalogBytes: 4 * 4000 + 8192 * 100, manifests: [{ bytes: 200 + 4 * 41, links: 4 }], instanceNodes: [{ bytes: 300 + 1024 * 41, links: 1024 }] }) },
+        {
+          bytes: 4 * GiB,
+          instances: 4,
+          frames: 8192,
+          peakRssMiB: 110,
+          ingestMBps: 250,
+          footprint: fp({
+            blockBytes: 4 * GiB + 4 * MiB,
+            catalogBytes: 4 * 4000 + 8192 * 100,
+            manifests: [{ bytes: 200 + 4 * 41, links: 4 }],
+            instanceNodes: [{ bytes: 300 + 1024 * 41, links: 1024 }],
+          }),
+        },
         { bytes: GiB, instances: 4, frames: 2048, peakRssMiB: 100, ingestMBps: 200, footprint: fp({ blockBytes: 2 * GiB }) },
       ],
       small,
@@ -336,7 +369,10 @@ describe('scale inputs', () => {
     expect(m.catalogBytesPerInstance).toBe(4000);
     expect(m.catalogBytesPerFrame).toBe(100);
     expect(m.manifestFixedBytes).toBe(200);
-    expect(m.peakRss).toEqual([{ studyBytes: GiB, MiB: 100 }, { studyBytes: 4 * GiB, MiB: 110 }]);
+    expect(m.peakRss).toEqual([
+      { studyBytes: GiB, MiB: 100 },
+      { studyBytes: 4 * GiB, MiB: 110 },
+    ]);
     expect(m.heldBytesPerChunk).toBe(900);
   });
 
@@ -356,7 +392,7 @@ describe('scale inputs', () => {
   });
 });
 
-describe('the issue\'s targets', () => {
+describe("the issue's targets", () => {
   const targets = checkTargets([HUGE], LIMITS);
   const find = (t: string) => {
     const x = targets.find((y) => y.target === t);
@@ -378,7 +414,11 @@ describe('the issue\'s targets', () => {
     const { frameSource: _none, ...rest } = HUGE;
     const small: ScenarioResult = { ...rest, id: 'small-8', shape: 'small', kind: 'small', label: 'small 8' };
     const t = checkTargets([small], null);
-    expect(t.map((x) => x.target)).toEqual(['ingest ≥ 2× Orthanc instances/s', 'retrieval ≥ 0.8× Orthanc MB/s', 'ingest ≥ 70% of the lower of the disk and crypto limits']);
+    expect(t.map((x) => x.target)).toEqual([
+      'ingest ≥ 2× Orthanc instances/s',
+      'retrieval ≥ 0.8× Orthanc MB/s',
+      'ingest ≥ 70% of the lower of the disk and crypto limits',
+    ]);
     expect(t[1]).toMatchObject({ measured: 'no peer figure', met: null });
     expect(t[0]).toMatchObject({ measured: '2.50× (1 vs 0.4 inst/s)', met: true });
     expect(t[2]).toMatchObject({ measured: 'limits not measured', met: null });
@@ -399,14 +439,24 @@ describe('the issue\'s targets', () => {
 
   it('without a peer, only the targets against the machine', () => {
     const alone = checkTargets([{ ...HUGE, runs: [HUGE.runs[0]!] }], LIMITS).map((t) => t.target);
-    expect(alone).toEqual(['retrieval first byte < 100 ms', 'ingest ≥ 70% of the lower of the disk and crypto limits', 'ingest peak RSS flat across study sizes']);
+    expect(alone).toEqual([
+      'retrieval first byte < 100 ms',
+      'ingest ≥ 70% of the lower of the disk and crypto limits',
+      'ingest peak RSS flat across study sizes',
+    ]);
   });
 
   it('concurrent scenarios have no target of their own', () => {
     expect(checkTargets([{ ...HUGE, kind: 'concurrent' }], LIMITS).filter((t) => t.scenario === HUGE.label)).toEqual([]);
   });
-  it('DIMSE scenarios: C-STORE ingest against 2× the peer\'s DIMSE, by instances or by bytes, nothing else', () => {
-    const dimseHuge: ScenarioResult = { ...HUGE, id: 'dimse-huge', kind: 'dimse', label: 'DIMSE huge 1 GiB', runs: HUGE.runs.map((r) => ({ ...r, retrieve: null, qido: null, seriesMetadata: null, frames: null })) };
+  it("DIMSE scenarios: C-STORE ingest against 2× the peer's DIMSE, by instances or by bytes, nothing else", () => {
+    const dimseHuge: ScenarioResult = {
+      ...HUGE,
+      id: 'dimse-huge',
+      kind: 'dimse',
+      label: 'DIMSE huge 1 GiB',
+      runs: HUGE.runs.map((r) => ({ ...r, retrieve: null, qido: null, seriesMetadata: null, frames: null })),
+    };
     const { frameSource: _none, ...rest } = dimseHuge;
     const dimseSmall: ScenarioResult = { ...rest, id: 'dimse-small', shape: 'small', label: 'DIMSE small 4' };
     const t = checkTargets([dimseHuge, dimseSmall], LIMITS);

@@ -273,7 +273,13 @@ describe('planStudy: streaming contract', () => {
 function multipartBody(boundary: string, parts: Buffer[], opts: { preamble?: string; partHeaders?: string } = {}): Buffer {
   const pieces: Buffer[] = [Buffer.from(opts.preamble ?? '', 'latin1')];
   for (const p of parts) {
-    pieces.push(Buffer.from(`${pieces.length > 1 || opts.preamble ? '\r\n' : ''}--${boundary}\r\n${opts.partHeaders ?? 'Content-Type: application/dicom\r\n'}\r\n`, 'latin1'), p);
+    pieces.push(
+      Buffer.from(
+        `${pieces.length > 1 || opts.preamble ? '\r\n' : ''}--${boundary}\r\n${opts.partHeaders ?? 'Content-Type: application/dicom\r\n'}\r\n`,
+        'latin1',
+      ),
+      p,
+    );
   }
   pieces.push(Buffer.from(`\r\n--${boundary}--\r\nepilogue`, 'latin1'));
   return Buffer.concat(pieces);
@@ -414,7 +420,10 @@ describe('client against a stand-in DICOMweb server', () => {
   it('stow reports instances missing from ReferencedSOPSequence', async () => {
     handler = (req, res) => {
       return receiveStow(req).then(({ parts }) => {
-        stowAnswer(res, parts.slice(1).map((p) => byHash.get(sha(p))!.sopInstanceUID));
+        stowAnswer(
+          res,
+          parts.slice(1).map((p) => byHash.get(sha(p))!.sopInstanceUID),
+        );
       });
     };
     const r = await stow({ baseUrl, study, perRequest: 5, concurrency: 1, agent });
@@ -441,7 +450,7 @@ describe('client against a stand-in DICOMweb server', () => {
       return (async () => {
         expect(req.url).toBe(`/dicomweb/studies/${study.studyInstanceUID}`);
         expect(req.headers.accept).toMatch(/multipart\/related; type="application\/dicom"/);
-        const boundary = 'srv-' + Math.random().toString(36).slice(2);
+        const boundary = `srv-${Math.random().toString(36).slice(2)}`;
         const all = multipartBody(boundary, await Promise.all(order.map((i) => bytesOf(i))), { preamble: 'pre' });
         const body = opts.truncate ? all.subarray(0, all.lastIndexOf(`--${boundary}--`)) : all;
         if (opts.corrupt) body[body.length >> 1] = body[body.length >> 1]! ^ 1;

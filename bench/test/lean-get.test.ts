@@ -37,7 +37,10 @@ describe('ResponseParser', () => {
       expect(r.done, `cut at ${cut}`).toBe(true);
       expect(r.body.equals(body), `cut at ${cut}`).toBe(true);
     }
-    const bytewise = parse(raw, Array.from({ length: raw.length - 1 }, (_, i) => i + 1));
+    const bytewise = parse(
+      raw,
+      Array.from({ length: raw.length - 1 }, (_, i) => i + 1),
+    );
     expect(bytewise.body.equals(body)).toBe(true);
     expect(bytewise.parser.response!.headers['content-type']).toBe('x');
   });

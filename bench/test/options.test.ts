@@ -36,7 +36,21 @@ describe('npm run bench options', () => {
   });
 
   it('a small run', () => {
-    const o = parseBenchArgs(['--scenario', 'small,huge', '--size', '0.25', '--instances', '200', '--concurrency', '2', '--no-limits', '--peer', 'orthanc', '--out', 'x.json']);
+    const o = parseBenchArgs([
+      '--scenario',
+      'small,huge',
+      '--size',
+      '0.25',
+      '--instances',
+      '200',
+      '--concurrency',
+      '2',
+      '--no-limits',
+      '--peer',
+      'orthanc',
+      '--out',
+      'x.json',
+    ]);
     // Run order is fixed, whatever the order given.
     expect(o.scenarios).toEqual(['huge', 'small']);
     expect(o.sizesGiB).toEqual([0.25]);
@@ -56,7 +70,18 @@ describe('npm run bench options', () => {
   });
 
   it('the decode and DIMSE scenarios take their sizes and tools', () => {
-    const o = parseBenchArgs(['--scenario', 'decode', '--decode-frames', '10', '--decode-instances', '1', '--decode-concurrency', '3', '--storescu', '/opt/dcmtk/bin/storescu']);
+    const o = parseBenchArgs([
+      '--scenario',
+      'decode',
+      '--decode-frames',
+      '10',
+      '--decode-instances',
+      '1',
+      '--decode-concurrency',
+      '3',
+      '--storescu',
+      '/opt/dcmtk/bin/storescu',
+    ]);
     expect(o.scenarios).toEqual(['decode']);
     expect([o.decodeFrames, o.decodeInstances, o.decodeConcurrency]).toEqual([10, 1, 3]);
     expect(o.storescu).toBe('/opt/dcmtk/bin/storescu');
@@ -117,7 +142,31 @@ describe('npm run bench options', () => {
 
   it('--help lists every option it parses', () => {
     expect(parseBenchArgs(['-h']).help).toBe(true);
-    for (const flag of ['--scenario', '--size', '--instances', '--per-request', '--concurrency', '--max-instance-gib', '--store', '--peer', '--backends', '--anchor', '--no-limits', '--limits-gib', '--out', '--work-dir', '--keep', '--cpu-prof', '--help', '--storescu', '--decode-frames', '--decode-instances', '--decode-concurrency', '--soak-minutes', '--soak-ingest-mbps']) {
+    for (const flag of [
+      '--scenario',
+      '--size',
+      '--instances',
+      '--per-request',
+      '--concurrency',
+      '--max-instance-gib',
+      '--store',
+      '--peer',
+      '--backends',
+      '--anchor',
+      '--no-limits',
+      '--limits-gib',
+      '--out',
+      '--work-dir',
+      '--keep',
+      '--cpu-prof',
+      '--help',
+      '--storescu',
+      '--decode-frames',
+      '--decode-instances',
+      '--decode-concurrency',
+      '--soak-minutes',
+      '--soak-ingest-mbps',
+    ]) {
       expect(HELP).toContain(flag);
     }
   });

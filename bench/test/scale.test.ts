@@ -28,7 +28,10 @@ const MEASURED: MeasuredScale = {
   instanceNodeFixedBytes: 450,
   instanceNodeBytesPerChunk: 41,
   keyStoreBytesPerStudy: 320,
-  peakRss: [{ studyBytes: GiB, MiB: 100 }, { studyBytes: 4 * GiB, MiB: 104 }],
+  peakRss: [
+    { studyBytes: GiB, MiB: 100 },
+    { studyBytes: 4 * GiB, MiB: 104 },
+  ],
   ingestMBps: 250,
   heldBytesPerChunk: 1000,
 };
@@ -65,7 +68,7 @@ describe('projectScale', () => {
   });
 
   it('sizes manifests per version and for one version adding everything', () => {
-    const small = Math.ceil(16 * GiB / (512 * 512 * 2 + 1090));
+    const small = Math.ceil((16 * GiB) / (512 * 512 * 2 + 1090));
     expect(g16!.smallInstances).toBe(small);
     expect(g16!.smallVersions).toBe(Math.ceil(small / 100));
     expect(g16!.manifestBytesPerVersion).toBe(280 + 100 * 41);
@@ -98,13 +101,19 @@ describe('projectScale', () => {
 
 describe('rssModel', () => {
   it('is flat within noise and then projects the highest peak', () => {
-    const m = rssModel([{ studyBytes: GiB, MiB: 200 }, { studyBytes: 16 * GiB, MiB: 210 }]);
+    const m = rssModel([
+      { studyBytes: GiB, MiB: 200 },
+      { studyBytes: 16 * GiB, MiB: 210 },
+    ]);
     expect(m.flat).toBe(true);
     expect(m.at(TiB)).toBe(210);
   });
 
   it('extrapolates a real growth linearly', () => {
-    const m = rssModel([{ studyBytes: GiB, MiB: 200 }, { studyBytes: 4 * GiB, MiB: 500 }]);
+    const m = rssModel([
+      { studyBytes: GiB, MiB: 200 },
+      { studyBytes: 4 * GiB, MiB: 500 },
+    ]);
     expect(m.flat).toBe(false);
     expect(m.slopePerGiB).toBeCloseTo(100);
     expect(m.at(16 * GiB)).toBeCloseTo(1700);
@@ -135,7 +144,10 @@ describe('helpers', () => {
       {
         rawBlocks: 10,
         rawBytes: 10 * 2 ** 20,
-        instanceNodes: [{ bytes: 450 + 41 * 2, links: 2 }, { bytes: 450 + 41 * 100, links: 100 }],
+        instanceNodes: [
+          { bytes: 450 + 41 * 2, links: 2 },
+          { bytes: 450 + 41 * 100, links: 100 },
+        ],
         manifests: [{ bytes: 280 + 41 * 2, links: 2 }],
         blockBytes: 10 * 2 ** 20 + 1000,
         catalogBytes: 4096 * 2 + 500 * 200,

@@ -7,8 +7,8 @@ import { ScratchSpace } from '../scratch.ts';
 const root = await mkdtemp(join(tmpdir(), 'dv-scratch-'));
 afterAll(() => rm(root, { recursive: true, force: true }));
 
-describe('ScratchSpace (the benchmark\'s cleanup)', () => {
-  it('empties a finished scenario\'s files at once, keeping them (and their inodes) until removeAll', async () => {
+describe("ScratchSpace (the benchmark's cleanup)", () => {
+  it("empties a finished scenario's files at once, keeping them (and their inodes) until removeAll", async () => {
     const dir = join(root, 'scenario');
     await mkdir(join(dir, 'blocks', 'ab'), { recursive: true });
     const files = [join(dir, 'catalog.db'), join(dir, 'blocks', 'ab', 'x.data')];

@@ -124,7 +124,11 @@ export class Catalog {
       if (r === undefined) throw new VaultError('INTERNAL', `catalog row of instance ${row.sop_uid} disappeared`);
       return r.v;
     };
-    return lazyInstance(row, () => column('metadata'), () => this.#layouts.get(row.node_cid, () => column('layout')));
+    return lazyInstance(
+      row,
+      () => column('metadata'),
+      () => this.#layouts.get(row.node_cid, () => column('layout')),
+    );
   }
 
   /** Every stored revision of an instance, oldest first. */
@@ -137,17 +141,13 @@ export class Catalog {
   }
 
   latestVersion(studyInstanceUID: string): StudyVersion | undefined {
-    const row = this.#stmt(
-      'SELECT * FROM study_versions WHERE study_uid = ? ORDER BY version DESC LIMIT 1',
-    ).get(studyInstanceUID) as VersionRow | undefined;
+    const row = this.#stmt('SELECT * FROM study_versions WHERE study_uid = ? ORDER BY version DESC LIMIT 1').get(studyInstanceUID) as VersionRow | undefined;
     return row === undefined ? undefined : toVersion(row);
   }
 
   /** All versions, oldest first. */
   versions(studyInstanceUID: string): StudyVersion[] {
-    const rows = this.#stmt('SELECT * FROM study_versions WHERE study_uid = ? ORDER BY version').all(
-      studyInstanceUID,
-    ) as unknown as VersionRow[];
+    const rows = this.#stmt('SELECT * FROM study_versions WHERE study_uid = ? ORDER BY version').all(studyInstanceUID) as unknown as VersionRow[];
     return rows.map(toVersion);
   }
 
@@ -180,10 +180,7 @@ export class Catalog {
 
   hasSeries(studyInstanceUID: string, seriesInstanceUID: string): boolean {
     return (
-      this.#stmt('SELECT 1 FROM series WHERE study_uid = ? AND series_uid = ? AND instance_count > 0').get(
-        studyInstanceUID,
-        seriesInstanceUID,
-      ) !== undefined
+      this.#stmt('SELECT 1 FROM series WHERE study_uid = ? AND series_uid = ? AND instance_count > 0').get(studyInstanceUID, seriesInstanceUID) !== undefined
     );
   }
 
@@ -191,9 +188,12 @@ export class Catalog {
 
   /** Roots waiting to be anchored, oldest first. */
   pendingAnchors(limit: number): PendingAnchor[] {
-    const rows = this.#stmt(
-      'SELECT root, study_uid, version, enqueued_at FROM anchor_queue ORDER BY seq LIMIT ?',
-    ).all(limit) as unknown as Array<{ root: string; study_uid: string; version: number; enqueued_at: string }>;
+    const rows = this.#stmt('SELECT root, study_uid, version, enqueued_at FROM anchor_queue ORDER BY seq LIMIT ?').all(limit) as unknown as Array<{
+      root: string;
+      study_uid: string;
+      version: number;
+      enqueued_at: string;
+    }>;
     return rows.map((r) => ({ root: r.root, studyInstanceUID: r.study_uid, version: r.version, enqueuedAt: r.enqueued_at }));
   }
 
@@ -232,18 +232,14 @@ export class Catalog {
         throw new VaultError('INTERNAL', `version ${input.version} does not follow version ${expectedVersion - 1} of study ${study}`);
       }
 
-      const studyRow = this.#stmt('SELECT attributes FROM studies WHERE study_uid = ?').get(study) as
-        | { attributes: string }
-        | undefined;
+      const studyRow = this.#stmt('SELECT attributes FROM studies WHERE study_uid = ?').get(study) as { attributes: string } | undefined;
       if (studyRow === undefined) {
         this.#stmt("INSERT INTO studies (study_uid, attributes) VALUES (?, '{}')").run(study);
       }
       const studyAttrs: DicomJsonDataset = studyRow === undefined ? {} : (JSON.parse(studyRow.attributes) as DicomJsonDataset);
 
       const touchedSeries = new Map<string, DicomJsonDataset>(); // series UID -> incoming attributes
-      const findCurrent = this.#stmt(
-        'SELECT id, sha256, series_uid FROM instances WHERE sop_uid = ? AND study_uid = ? AND current = 1',
-      );
+      const findCurrent = this.#stmt('SELECT id, sha256, series_uid FROM instances WHERE sop_uid = ? AND study_uid = ? AND current = 1');
       const retire = this.#stmt('UPDATE instances SET current = 0, replaced_in = ? WHERE id = ?');
       const refresh = this.#stmt(
         `UPDATE instances SET node_cid = ?, size = ?, sop_class_uid = ?, transfer_syntax_uid = ?, instance_number = ?,
@@ -256,9 +252,7 @@ export class Catalog {
       );
       for (const inst of input.instances) {
         const metadata = inst.metadata;
-        const existing = findCurrent.get(inst.sopInstanceUID, study) as
-          | { id: number; sha256: string; series_uid: string }
-          | undefined;
+        const existing = findCurrent.get(inst.sopInstanceUID, study) as { id: number; sha256: string; series_uid: string } | undefined;
         const instanceNumber = firstInteger(metadata, TAGS.InstanceNumber);
         const metadataText = JSON.stringify(metadata);
         const layoutText = JSON.stringify(inst.layout);
@@ -271,8 +265,18 @@ export class Catalog {
             if (!touchedSeries.has(existing.series_uid)) touchedSeries.set(existing.series_uid, {});
           }
           insert.run(
-            study, inst.seriesInstanceUID, inst.sopInstanceUID, inst.sopClassUID, inst.transferSyntaxUID, instanceNumber,
-            inst.size, inst.sha256, inst.nodeCid, metadataText, layoutText, input.version,
+            study,
+            inst.seriesInstanceUID,
+            inst.sopInstanceUID,
+            inst.sopClassUID,
+            inst.transferSyntaxUID,
+            instanceNumber,
+            inst.size,
+            inst.sha256,
+            inst.nodeCid,
+            metadataText,
+            layoutText,
+            input.version,
           );
         }
         mergePicked(studyAttrs, metadata, STUDY_PICK);
@@ -284,12 +288,15 @@ export class Catalog {
       this.#updateSeries(study, touchedSeries);
       const instanceCount = this.#updateStudy(study, studyAttrs);
 
-      this.#stmt(
-        'INSERT INTO study_versions (study_uid, version, root, prev, created_at, instance_count) VALUES (?, ?, ?, ?, ?, ?)',
-      ).run(study, input.version, input.root, input.prev, input.createdAt, instanceCount);
-      this.#stmt('INSERT INTO anchor_queue (root, study_uid, version, enqueued_at) VALUES (?, ?, ?, ?)').run(
-        input.root, study, input.version, input.createdAt,
+      this.#stmt('INSERT INTO study_versions (study_uid, version, root, prev, created_at, instance_count) VALUES (?, ?, ?, ?, ?, ?)').run(
+        study,
+        input.version,
+        input.root,
+        input.prev,
+        input.createdAt,
+        instanceCount,
       );
+      this.#stmt('INSERT INTO anchor_queue (root, study_uid, version, enqueued_at) VALUES (?, ?, ?, ?)').run(input.root, study, input.version, input.createdAt);
       return {
         studyInstanceUID: study,
         version: input.version,
@@ -324,27 +331,25 @@ export class Catalog {
       mergePicked(attrs, incoming, SERIES_PICK);
       attrs[TAGS.SeriesInstanceUID] = { vr: 'UI', Value: [seriesUid] };
       attrs[TAGS.NumberOfSeriesRelatedInstances] = { vr: 'IS', Value: [n] };
-      upsert.run(
-        study, seriesUid, firstString(attrs, TAGS.Modality), firstInteger(attrs, TAGS.SeriesNumber), n,
-        JSON.stringify(sortedDataset(attrs)),
-      );
+      upsert.run(study, seriesUid, firstString(attrs, TAGS.Modality), firstInteger(attrs, TAGS.SeriesNumber), n, JSON.stringify(sortedDataset(attrs)));
     }
   }
 
   /** Rewrites the study row with merged and computed attributes; returns its instance count. */
   #updateStudy(study: string, attrs: DicomJsonDataset): number {
-    const totals = this.#stmt(
-      'SELECT count(*) AS series, coalesce(sum(instance_count), 0) AS instances FROM series WHERE study_uid = ?',
-    ).get(study) as { series: number; instances: number };
+    const totals = this.#stmt('SELECT count(*) AS series, coalesce(sum(instance_count), 0) AS instances FROM series WHERE study_uid = ?').get(study) as {
+      series: number;
+      instances: number;
+    };
     const modalities = (
-      this.#stmt('SELECT DISTINCT modality FROM series WHERE study_uid = ? AND modality IS NOT NULL ORDER BY modality').all(
-        study,
-      ) as unknown as Array<{ modality: string }>
+      this.#stmt('SELECT DISTINCT modality FROM series WHERE study_uid = ? AND modality IS NOT NULL ORDER BY modality').all(study) as unknown as Array<{
+        modality: string;
+      }>
     ).map((r) => r.modality);
     const sopClasses = (
-      this.#stmt(
-        'SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid = ? AND current = 1 ORDER BY sop_class_uid',
-      ).all(study) as unknown as Array<{ sop_class_uid: string }>
+      this.#stmt('SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid = ? AND current = 1 ORDER BY sop_class_uid').all(study) as unknown as Array<{
+        sop_class_uid: string;
+      }>
     ).map((r) => r.sop_class_uid);
 
     attrs[TAGS.StudyInstanceUID] = { vr: 'UI', Value: [study] };
@@ -387,9 +392,7 @@ export class Catalog {
     const key = `${study}/${series}`;
     let attrs = cache.get(key);
     if (attrs === undefined) {
-      const row = this.#stmt('SELECT attributes FROM series WHERE study_uid = ? AND series_uid = ?').get(study, series) as
-        | { attributes: string }
-        | undefined;
+      const row = this.#stmt('SELECT attributes FROM series WHERE study_uid = ? AND series_uid = ?').get(study, series) as { attributes: string } | undefined;
       attrs = row === undefined ? {} : (JSON.parse(row.attributes) as DicomJsonDataset);
       cache.set(key, attrs);
     }
@@ -431,10 +434,7 @@ export class Catalog {
     const where = queryConditions('instance', query, params);
     const fields = query.instanceFields;
     // json_object(tag, metadata -> path, ...) keeps each element's JSON; absent ones are null.
-    const metadataColumn =
-      fields === undefined
-        ? 'i.metadata'
-        : `json_object(${fields.map(() => '?, i.metadata -> ?').join(', ')})`;
+    const metadataColumn = fields === undefined ? 'i.metadata' : `json_object(${fields.map(() => '?, i.metadata -> ?').join(', ')})`;
     const fieldParams: SQLInputValue[] = fields === undefined ? [] : fields.flatMap((tag) => [tag, `$."${tag}"`]);
     const rows = this.#stmt(
       `SELECT i.study_uid, i.series_uid, i.sop_uid, i.transfer_syntax_uid, ${metadataColumn} AS metadata FROM instances i
@@ -457,7 +457,8 @@ export class Catalog {
       seriesInstanceUID: r.series_uid,
       sopInstanceUID: r.sop_uid,
       transferSyntaxUID: r.transfer_syntax_uid,
-      metadata: fields === undefined ? (JSON.parse(r.metadata) as DicomJsonDataset) : withoutNulls(JSON.parse(r.metadata) as Record<Tag, DicomJsonElement | null>),
+      metadata:
+        fields === undefined ? (JSON.parse(r.metadata) as DicomJsonDataset) : withoutNulls(JSON.parse(r.metadata) as Record<Tag, DicomJsonElement | null>),
       seriesAttributes: this.#seriesAttributes(series, r.study_uid, r.series_uid),
       studyAttributes: this.#studyAttributes(studies, r.study_uid),
     }));

@@ -6,12 +6,7 @@ import type { DicomJsonDataset, DicomJsonElement, Tag } from '../dicom/model.ts'
 import { TAGS, attributesAt } from '../dicom/attributes.ts';
 
 /** Attributes computed by the catalog; ignored when an instance carries them. */
-const COMPUTED_STUDY_TAGS = new Set<Tag>([
-  TAGS.ModalitiesInStudy,
-  TAGS.SOPClassesInStudy,
-  TAGS.NumberOfStudyRelatedSeries,
-  TAGS.NumberOfStudyRelatedInstances,
-]);
+const COMPUTED_STUDY_TAGS = new Set<Tag>([TAGS.ModalitiesInStudy, TAGS.SOPClassesInStudy, TAGS.NumberOfStudyRelatedSeries, TAGS.NumberOfStudyRelatedInstances]);
 const COMPUTED_SERIES_TAGS = new Set<Tag>([TAGS.NumberOfSeriesRelatedInstances]);
 
 // Specific Character Set and the timezone offset qualify the other values at every level.
@@ -20,7 +15,9 @@ export const STUDY_PICK: readonly Tag[] = [
   TAGS.SpecificCharacterSet,
 ];
 export const SERIES_PICK: readonly Tag[] = [
-  ...attributesAt('series').map((d) => d.tag).filter((t) => !COMPUTED_SERIES_TAGS.has(t)),
+  ...attributesAt('series')
+    .map((d) => d.tag)
+    .filter((t) => !COMPUTED_SERIES_TAGS.has(t)),
   TAGS.SpecificCharacterSet,
   TAGS.TimezoneOffsetFromUTC,
 ];

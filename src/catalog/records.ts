@@ -136,14 +136,17 @@ export function toVersion(r: VersionRow): StudyVersion {
 }
 
 /** The columns of one instance, less its (large) metadata and layout, and its row id. */
-export const INSTANCE_KEY_COLUMNS =
-  'i.id, i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.size, i.sha256, i.node_cid';
+export const INSTANCE_KEY_COLUMNS = 'i.id, i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.size, i.sha256, i.node_cid';
 /** An instance row without its metadata and layout. */
 export type KeyRow = Omit<InstanceRow, 'metadata' | 'layout'> & { id: number };
 
 /** metadata and layout are parsed on first access: listings often need neither. */
 export function toInstance(r: InstanceRow): CatalogInstance {
-  return lazyInstance(r, () => r.metadata, () => JSON.parse(r.layout) as InstanceLayout);
+  return lazyInstance(
+    r,
+    () => r.metadata,
+    () => JSON.parse(r.layout) as InstanceLayout,
+  );
 }
 
 export function lazyInstance(r: Omit<InstanceRow, 'metadata' | 'layout'>, loadMetadata: () => string, loadLayout: () => InstanceLayout): CatalogInstance {

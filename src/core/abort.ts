@@ -4,9 +4,7 @@ import { VaultError } from './errors.ts';
 
 /** An AbortSignal's reason as a VaultError, so aborts are never mistaken for success. */
 export function abortError(signal: AbortSignal): VaultError {
-  return signal.reason instanceof VaultError
-    ? signal.reason
-    : new VaultError('ABORTED', 'Request aborted', { cause: signal.reason });
+  return signal.reason instanceof VaultError ? signal.reason : new VaultError('ABORTED', 'Request aborted', { cause: signal.reason });
 }
 
 /** Throws `abortError(signal)` once the signal has aborted. */

@@ -36,10 +36,14 @@ export function openDatabase(options: OpenDatabaseOptions): DatabaseSync {
   } catch (err) {
     db.close();
     if (isCorruption(err)) {
-      throw new VaultError('DATABASE_CORRUPT', `the ${options.what} at ${options.path} is not a database or is damaged: restore it from a backup (dicom-vault doctor checks every database)`, {
-        cause: err,
-        details: { path: options.path },
-      });
+      throw new VaultError(
+        'DATABASE_CORRUPT',
+        `the ${options.what} at ${options.path} is not a database or is damaged: restore it from a backup (dicom-vault doctor checks every database)`,
+        {
+          cause: err,
+          details: { path: options.path },
+        },
+      );
     }
     throw err;
   }

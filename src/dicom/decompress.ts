@@ -71,7 +71,8 @@ export interface DecodedLayout {
 export function decodedLayout(transferSyntaxUID: string, metadata: DicomJsonDataset): DecodedLayout {
   const info = frameInfoOf(metadata);
   const frames = frameCountOf(metadata);
-  if (frames === undefined) throw new VaultError('NOT_ACCEPTABLE', `its Number of Frames (0028,0008) is not a positive integer (${JSON.stringify(metadata['00280008']?.Value?.[0])})`);
+  if (frames === undefined)
+    throw new VaultError('NOT_ACCEPTABLE', `its Number of Frames (0028,0008) is not a positive integer (${JSON.stringify(metadata['00280008']?.Value?.[0])})`);
   const frameLength = decodedFrameLength(info);
   const total = frames * frameLength;
   return {
@@ -97,7 +98,13 @@ const MAX_ITEMS = 100_000;
  * the Pixel Data (reading only them and each fragment's first two bytes) and says what is wrong:
  * the Number of Frames, the Basic or Extended Offset Table, or fragments that cannot be grouped.
  */
-export async function explainUnlocatedFrames(read: ByteReader, pixelData: PixelDataLayout, metadata: DicomJsonDataset, transferSyntaxUID: string, instanceSize: number): Promise<string> {
+export async function explainUnlocatedFrames(
+  read: ByteReader,
+  pixelData: PixelDataLayout,
+  metadata: DicomJsonDataset,
+  transferSyntaxUID: string,
+  instanceSize: number,
+): Promise<string> {
   const frames = frameCountOf(metadata);
   if (frames === undefined) return `its Number of Frames (0028,0008) is not a positive integer (${JSON.stringify(metadata['00280008']?.Value?.[0])})`;
   const u32 = (b: Uint8Array, at: number): number => new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(at, true);
@@ -128,13 +135,15 @@ export async function explainUnlocatedFrames(read: ByteReader, pixelData: PixelD
   const says = `Number of Frames is ${frames}`;
   if (fragments === 0) return `its Pixel Data holds no fragments (${says})`;
   const eot = metadata['7FE00001'];
-  if (eot !== undefined) return `its Extended Offset Table (7FE0,0001) does not give the start of each of its ${frames} frames among its ${fragments} fragments`;
+  if (eot !== undefined)
+    return `its Extended Offset Table (7FE0,0001) does not give the start of each of its ${frames} frames among its ${fragments} fragments`;
   if (entries.length === frames) {
     for (let i = 0; i < entries.length; i++) {
       if (!starts.includes(entries[i]!)) {
         return `entry ${i + 1} of its Basic Offset Table (${entries[i]}) is not where a fragment starts (fragments start at ${starts.slice(0, 8).join(', ')}${fragments > 8 ? ', ...' : ''}; ${says})`;
       }
-      if (i > 0 && entries[i]! <= entries[i - 1]!) return `its Basic Offset Table is not increasing (entry ${i + 1} is ${entries[i]}, entry ${i} ${entries[i - 1]})`;
+      if (i > 0 && entries[i]! <= entries[i - 1]!)
+        return `its Basic Offset Table is not increasing (entry ${i + 1} is ${entries[i]}, entry ${i} ${entries[i - 1]})`;
     }
     if (entries[0] !== 0) return `its Basic Offset Table's first entry is ${entries[0]}, not 0`;
   }

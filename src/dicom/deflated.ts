@@ -69,7 +69,10 @@ export async function* deflatedValue(source: AsyncIterable<Uint8Array>, path: st
     }
     yield* sink.out.splice(0);
     if (!sink.complete) {
-      throw new VaultError('BULKDATA_NOT_FOUND', sink.found ? `the value at ${path} is shorter than the bytes asked for` : `the instance has no value at ${path}`);
+      throw new VaultError(
+        'BULKDATA_NOT_FOUND',
+        sink.found ? `the value at ${path} is shorter than the bytes asked for` : `the instance has no value at ${path}`,
+      );
     }
   } finally {
     if (!finished) await iterator.return?.();

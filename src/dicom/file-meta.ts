@@ -24,7 +24,10 @@ export interface FileMeta {
 }
 
 function metaString(value: Uint8Array): string {
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('latin1').replace(/[\0 ]+$/, '').trim();
+  return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+    .toString('latin1')
+    .replace(/[\0 ]+$/, '')
+    .trim();
 }
 
 /**

@@ -203,11 +203,7 @@ function validParts(vr: 'DA' | 'TM' | 'DT', m: RegExpExecArray): boolean {
   const n = (i: number): number | undefined => (m[i] === undefined ? undefined : Number(m[i]));
   const inRange = (v: number | undefined, lo: number, hi: number): boolean => v === undefined || (v >= lo && v <= hi);
   if (vr === 'TM') return inRange(n(1), 0, 23) && inRange(n(2), 0, 59) && inRange(n(3), 0, 60);
-  return (
-    inRange(n(2), 1, 12) &&
-    inRange(n(3), 1, 31) &&
-    (vr === 'DA' || (inRange(n(4), 0, 23) && inRange(n(5), 0, 59) && inRange(n(6), 0, 60)))
-  );
+  return inRange(n(2), 1, 12) && inRange(n(3), 1, 31) && (vr === 'DA' || (inRange(n(4), 0, 23) && inRange(n(5), 0, 59) && inRange(n(6), 0, 60)));
 }
 
 /** Fixed-width form of a (possibly partial) DA/TM/DT value, or undefined if malformed. */
@@ -338,9 +334,7 @@ function matchString(m: Extract<Matcher, { kind: 'string' }>, v: unknown): boole
     if (!m.pn) return (plain ??= typeof v === 'string' || typeof v === 'number' ? [String(v).trim()] : []);
     return alt.whole ? (whole ??= pnCandidates(v, true)) : (byGroup ??= pnCandidates(v, false));
   };
-  return m.alternatives.some((alt) =>
-    candidates(alt).some((c) => ('exact' in alt ? c === alt.exact : matchGlob(alt.glob, c))),
-  );
+  return m.alternatives.some((alt) => candidates(alt).some((c) => ('exact' in alt ? c === alt.exact : matchGlob(alt.glob, c))));
 }
 
 export function matchValue(m: Matcher, v: unknown): boolean {

@@ -7,7 +7,7 @@
 // shape that still has to be re-mapped to DICOM JSON, and decode Specific Character Set from
 // one TextDecoder per data set, which garbles ISO 2022 values that switch character sets
 // mid-string (Japanese and Korean PN). So the value decoding below is hand-written.
-// @ts-ignore dcmjs ships no type declarations; only its dictionary lookup is used (typed below).
+// @ts-expect-error dcmjs ships no type declarations; only its dictionary lookup is used (typed below).
 import dcmjs from 'dcmjs';
 import type { DicomJsonElement } from './model.ts';
 
@@ -35,14 +35,44 @@ export function tagLabel(tag: number): string {
 }
 
 export const ALL_VRS: ReadonlySet<string> = new Set([
-  'AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'OB', 'OD', 'OF', 'OL', 'OV', 'OW',
-  'PN', 'SH', 'SL', 'SQ', 'SS', 'ST', 'SV', 'TM', 'UC', 'UI', 'UL', 'UN', 'UR', 'US', 'UT', 'UV',
+  'AE',
+  'AS',
+  'AT',
+  'CS',
+  'DA',
+  'DS',
+  'DT',
+  'FD',
+  'FL',
+  'IS',
+  'LO',
+  'LT',
+  'OB',
+  'OD',
+  'OF',
+  'OL',
+  'OV',
+  'OW',
+  'PN',
+  'SH',
+  'SL',
+  'SQ',
+  'SS',
+  'ST',
+  'SV',
+  'TM',
+  'UC',
+  'UI',
+  'UL',
+  'UN',
+  'UR',
+  'US',
+  'UT',
+  'UV',
 ]);
 
 /** VRs whose explicit-VR header has 2 reserved bytes and a 32-bit length (PS3.5 7.1.2). */
-export const LONG_LENGTH_VRS: ReadonlySet<string> = new Set([
-  'OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV',
-]);
+export const LONG_LENGTH_VRS: ReadonlySet<string> = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
 
 /** VRs holding opaque binary data: InlineBinary or BulkDataURI in DICOM JSON. */
 export const BINARY_VRS: ReadonlySet<string> = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'UN']);
@@ -50,11 +80,22 @@ export const BINARY_VRS: ReadonlySet<string> = new Set(['OB', 'OD', 'OF', 'OL', 
 /** Size of the unit whose bytes are swapped between big and little endian; 1 = no swapping. */
 export function swapUnit(vr: string): number {
   switch (vr) {
-    case 'US': case 'SS': case 'OW': case 'AT':
+    case 'US':
+    case 'SS':
+    case 'OW':
+    case 'AT':
       return 2;
-    case 'UL': case 'SL': case 'FL': case 'OF': case 'OL':
+    case 'UL':
+    case 'SL':
+    case 'FL':
+    case 'OF':
+    case 'OL':
       return 4;
-    case 'FD': case 'OD': case 'SV': case 'UV': case 'OV':
+    case 'FD':
+    case 'OD':
+    case 'SV':
+    case 'UV':
+    case 'OV':
       return 8;
     default:
       return 1;
@@ -88,8 +129,8 @@ export function isPixelDataTag(tag: number): boolean {
 interface DictionaryEntry {
   vr: string;
 }
-const dictionary = (dcmjs as { data: { DicomMetaDictionary: { dictionary: Record<string, DictionaryEntry | undefined> } } })
-  .data.DicomMetaDictionary.dictionary;
+const dictionary = (dcmjs as { data: { DicomMetaDictionary: { dictionary: Record<string, DictionaryEntry | undefined> } } }).data.DicomMetaDictionary
+  .dictionary;
 const dictionaryCache = new Map<number, string | undefined>();
 
 /**
@@ -353,9 +394,9 @@ function personName(s: string): unknown {
   if (s === '') return null;
   const [alphabetic = '', ideographic = '', phonetic = ''] = s.split('=');
   const pn: Record<string, string> = {};
-  if (alphabetic !== '') pn['Alphabetic'] = alphabetic;
-  if (ideographic !== '') pn['Ideographic'] = ideographic;
-  if (phonetic !== '') pn['Phonetic'] = phonetic;
+  if (alphabetic !== '') pn.Alphabetic = alphabetic;
+  if (ideographic !== '') pn.Ideographic = ideographic;
+  if (phonetic !== '') pn.Phonetic = phonetic;
   return Object.keys(pn).length === 0 ? null : pn;
 }
 
@@ -387,19 +428,32 @@ function base64(bytes: Uint8Array): string {
 export function decodeElementValue(vr: string, bytes: Uint8Array, littleEndian: boolean, decodeText: TextDecodeFn): DicomJsonElement {
   if (bytes.length === 0) return { vr };
   switch (vr) {
-    case 'US': return numbers(vr, bytes, 2, (dv, o) => dv.getUint16(o, littleEndian));
-    case 'SS': return numbers(vr, bytes, 2, (dv, o) => dv.getInt16(o, littleEndian));
-    case 'UL': return numbers(vr, bytes, 4, (dv, o) => dv.getUint32(o, littleEndian));
-    case 'SL': return numbers(vr, bytes, 4, (dv, o) => dv.getInt32(o, littleEndian));
-    case 'FL': return numbers(vr, bytes, 4, (dv, o) => floatValue(dv.getFloat32(o, littleEndian)));
-    case 'FD': return numbers(vr, bytes, 8, (dv, o) => floatValue(dv.getFloat64(o, littleEndian)));
-    case 'SV': return numbers(vr, bytes, 8, (dv, o) => bigValue(dv.getBigInt64(o, littleEndian)));
-    case 'UV': return numbers(vr, bytes, 8, (dv, o) => bigValue(dv.getBigUint64(o, littleEndian)));
+    case 'US':
+      return numbers(vr, bytes, 2, (dv, o) => dv.getUint16(o, littleEndian));
+    case 'SS':
+      return numbers(vr, bytes, 2, (dv, o) => dv.getInt16(o, littleEndian));
+    case 'UL':
+      return numbers(vr, bytes, 4, (dv, o) => dv.getUint32(o, littleEndian));
+    case 'SL':
+      return numbers(vr, bytes, 4, (dv, o) => dv.getInt32(o, littleEndian));
+    case 'FL':
+      return numbers(vr, bytes, 4, (dv, o) => floatValue(dv.getFloat32(o, littleEndian)));
+    case 'FD':
+      return numbers(vr, bytes, 8, (dv, o) => floatValue(dv.getFloat64(o, littleEndian)));
+    case 'SV':
+      return numbers(vr, bytes, 8, (dv, o) => bigValue(dv.getBigInt64(o, littleEndian)));
+    case 'UV':
+      return numbers(vr, bytes, 8, (dv, o) => bigValue(dv.getBigUint64(o, littleEndian)));
     case 'AT':
       return numbers(vr, bytes, 4, (dv, o) => tagHex(((dv.getUint16(o, littleEndian) << 16) | dv.getUint16(o + 2, littleEndian)) >>> 0));
-    case 'OB': case 'UN':
+    case 'OB':
+    case 'UN':
       return { vr, InlineBinary: base64(bytes) };
-    case 'OW': case 'OF': case 'OL': case 'OD': case 'OV':
+    case 'OW':
+    case 'OF':
+    case 'OL':
+    case 'OD':
+    case 'OV':
       return { vr, InlineBinary: base64(littleEndian ? bytes : swapBytes(bytes, swapUnit(vr))) };
     case 'SQ':
       return { vr };
@@ -413,10 +467,17 @@ export function decodeElementValue(vr: string, bytes: Uint8Array, littleEndian: 
   const parts = SINGLE_VALUED.has(vr) || !whole.includes('\\') ? [whole] : whole.split('\\').map((p) => trimValue(p, vr));
   let values: unknown[];
   switch (vr) {
-    case 'PN': values = parts.map(personName); break;
-    case 'IS': values = parts.map((p) => numberString(p, true)); break;
-    case 'DS': values = parts.map((p) => numberString(p, false)); break;
-    default: values = parts.map((p) => (p === '' ? null : p));
+    case 'PN':
+      values = parts.map(personName);
+      break;
+    case 'IS':
+      values = parts.map((p) => numberString(p, true));
+      break;
+    case 'DS':
+      values = parts.map((p) => numberString(p, false));
+      break;
+    default:
+      values = parts.map((p) => (p === '' ? null : p));
   }
   return { vr, Value: values };
 }

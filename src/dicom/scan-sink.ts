@@ -296,8 +296,7 @@ export class ScanSink implements DicomTokenSink {
     const rows = firstNumber(root['00280010']);
     const columns = firstNumber(root['00280011']);
     const samples = firstNumber(root['00280002']) ?? 1;
-    const bitsAllocated =
-      pixel.vr === 'OD' ? 64 : pixel.vr === 'OF' ? 32 : firstNumber(root['00280100']);
+    const bitsAllocated = pixel.vr === 'OD' ? 64 : pixel.vr === 'OF' ? 32 : firstNumber(root['00280100']);
     if (rows === undefined || columns === undefined || bitsAllocated === undefined) return [];
     const photometric = firstString(root['00280004']);
     // YBR_*_422 native data holds 2 samples per pixel on average (Cb and Cr are shared).

@@ -292,9 +292,7 @@ export class DicomTokenizer {
     // A value, fragment or offset table is incomplete.
     const item = this.#item;
     const el = this.#element!;
-    const [what, declared] = item !== undefined
-      ? [`item at offset ${item.offset}`, item.length]
-      : [`${tagLabel(el.tag)} at offset ${el.offset}`, el.length];
+    const [what, declared] = item !== undefined ? [`item at offset ${item.offset}`, item.length] : [`${tagLabel(el.tag)} at offset ${el.offset}`, el.length];
     throw truncated(`declared length ${declared} of ${what} beyond data: the data ends at offset ${this.#offset}`);
   }
 
@@ -512,7 +510,9 @@ export class DicomTokenizer {
     // el.depth sequences enclose this one. Bounded so that nothing reading the structure later
     // (the metadata's JSON, the catalog) can run out of stack on it.
     if (el.depth >= this.#maxDepth) {
-      throw malformed(`${tagLabel(el.tag)} at offset ${el.offset} is a sequence nested ${el.depth + 1} deep: more than the limit of ${this.#maxDepth} (maxSequenceDepth)`);
+      throw malformed(
+        `${tagLabel(el.tag)} at offset ${el.offset} is a sequence nested ${el.depth + 1} deep: more than the limit of ${this.#maxDepth} (maxSequenceDepth)`,
+      );
     }
     this.#stack.push({ ...this.#childBase(el), end, explicitVR, littleEndian });
     this.#sink.sequenceStart(el);
@@ -537,7 +537,9 @@ export class DicomTokenizer {
   #startValue(el: ElementToken, prefix?: Uint8Array): void {
     const stream =
       (el.depth === 0 && isPixelDataTag(el.tag)) ||
-      (BINARY_VRS.has(el.vr) && el.length > this.#threshold && !(el.depth === 0 && (el.tag === EXTENDED_OFFSET_TABLE || el.tag === EXTENDED_OFFSET_TABLE_LENGTHS)));
+      (BINARY_VRS.has(el.vr) &&
+        el.length > this.#threshold &&
+        !(el.depth === 0 && (el.tag === EXTENDED_OFFSET_TABLE || el.tag === EXTENDED_OFFSET_TABLE_LENGTHS)));
     if (stream) {
       this.#sink.bulkStart(el);
       if (this.#stopAtPixelData && el.depth === 0 && isPixelDataTag(el.tag)) {

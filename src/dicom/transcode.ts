@@ -21,14 +21,7 @@ import { BITS_ALLOCATED, EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS, L
 import type { ScannedInstance } from './model.ts';
 import type { DecodedFrame } from './codecs/frame.ts';
 import { decodedLayout, type DecodedLayout } from './decompress.ts';
-import {
-  canTranscode,
-  conversionRefusal,
-  DEFLATED_EXPLICIT_VR_LE,
-  describeTransferSyntax,
-  EXPLICIT_VR_LE,
-  IMPLICIT_VR_LE,
-} from './transfer-syntax.ts';
+import { canTranscode, conversionRefusal, DEFLATED_EXPLICIT_VR_LE, describeTransferSyntax, EXPLICIT_VR_LE, IMPLICIT_VR_LE } from './transfer-syntax.ts';
 
 /** Bytes of header output collected before they are yielded as one chunk: 64 KiB. */
 const OUTPUT_CHUNK = 64 * 1024;
@@ -97,7 +90,10 @@ export async function* transcode(source: AsyncIterable<Uint8Array>, scanned: Sca
     }
     if (frames) plan = decodePlan(scanned, options.decoder!, options.decodeAhead);
   } else if (!canTranscode(from, to)) {
-    throw new VaultError('NOT_ACCEPTABLE', `instances in transfer syntax ${from} cannot be sent as ${to}: ${conversionRefusal(from, to, false) ?? 'not a native encoding'}`);
+    throw new VaultError(
+      'NOT_ACCEPTABLE',
+      `instances in transfer syntax ${from} cannot be sent as ${to}: ${conversionRefusal(from, to, false) ?? 'not a native encoding'}`,
+    );
   }
   const iterator = source[Symbol.asyncIterator]();
   let finished = false;
@@ -503,7 +499,8 @@ class NativeWriter implements DicomTokenSink {
   data(bytes: Uint8Array): void {
     const frame = this.#frame;
     if (frame !== undefined) {
-      if (frame.filled + bytes.length > frame.fragmentEnd) throw new VaultError('INSTANCE_CORRUPT', `a fragment of frame ${frame.number} is longer than the instance's layout says`);
+      if (frame.filled + bytes.length > frame.fragmentEnd)
+        throw new VaultError('INSTANCE_CORRUPT', `a fragment of frame ${frame.number} is longer than the instance's layout says`);
       frame.bytes.set(bytes, frame.filled);
       frame.filled += bytes.length;
       return;
@@ -588,7 +585,10 @@ class NativeWriter implements DicomTokenSink {
     const plan = this.#plan!;
     const place = plan.fragments.get(item.valueOffset);
     if (place === undefined || place.length !== item.length) {
-      throw new VaultError('INSTANCE_CORRUPT', `a Pixel Data fragment at offset ${item.valueOffset} (${item.length} bytes) is not one the instance's layout names`);
+      throw new VaultError(
+        'INSTANCE_CORRUPT',
+        `a Pixel Data fragment at offset ${item.valueOffset} (${item.length} bytes) is not one the instance's layout names`,
+      );
     }
     if (place.at === 0) {
       if (place.frame !== this.#nextFrame || this.#frame !== undefined) {

@@ -38,9 +38,10 @@ const KNOWN: ReadonlyMap<string, TransferSyntaxFacts> = new Map<string, Transfer
   [EXPLICIT_VR_BE, { explicitVR: true, littleEndian: false, deflated: false, encapsulated: false, retired: true }],
   [`${P}.4.50`, JPEG], // Baseline (Process 1)
   [`${P}.4.51`, JPEG], // Extended (Process 2 & 4)
-  ...['52', '53', '54', '55', '56', '58', '59', '60', '61', '62', '63', '64', '65', '66'].map(
-    (n): [string, TransferSyntaxFacts] => [`${P}.4.${n}`, JPEG_RETIRED],
-  ),
+  ...['52', '53', '54', '55', '56', '58', '59', '60', '61', '62', '63', '64', '65', '66'].map((n): [string, TransferSyntaxFacts] => [
+    `${P}.4.${n}`,
+    JPEG_RETIRED,
+  ]),
   [`${P}.4.57`, JPEG], // Lossless (Process 14)
   [`${P}.4.70`, JPEG], // Lossless SV1
   [`${P}.4.80`, JPEG], // JPEG-LS lossless

@@ -187,7 +187,9 @@ export class CryptoPool {
       if (this.#pooledSlots > 0) {
         try {
           // Reversed: pop() hands out the lowest addresses first, so a few slots in use touch few pages.
-          shared = allocateAligned(this.#pooledSlots, capacity + TAG_BYTES).map((bytes) => new Slot(capacity, bytes)).reverse();
+          shared = allocateAligned(this.#pooledSlots, capacity + TAG_BYTES)
+            .map((bytes) => new Slot(capacity, bytes))
+            .reverse();
         } catch {
           // V8 could not map it (address space, a platform without shared WebAssembly memory): ordinary slots only.
         }
@@ -207,7 +209,8 @@ export class CryptoPool {
    * instance of one chunk, that halves the hand-offs between threads).
    */
   async seal(key: Uint8Array, index: number, slot: Slot, length: number, plaintextHash?: PlaintextHash, options: { last?: boolean } = {}): Promise<Uint8Array> {
-    if (length > slot.capacity || !slot.usable) throw new VaultError('INTERNAL', `seal of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
+    if (length > slot.capacity || !slot.usable)
+      throw new VaultError('INTERNAL', `seal of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
     const stream = plaintextHash === undefined ? undefined : this.#stream(plaintextHash);
     const last = stream !== undefined && options.last === true;
     const message = { op: 'seal', key, index, length, ...(stream ? { hash: stream.id } : {}), ...(last ? { end: true } : {}) };
@@ -270,12 +273,23 @@ export class CryptoPool {
    * `block`: a block that is the whole of its (non-shared) ArrayBuffer is moved to the worker and
    * unusable afterwards.
    */
-  async open(key: Uint8Array, index: number, block: Uint8Array, hash: BlockHash, digest: Uint8Array, options: { plaintextSha256?: boolean } = {}): Promise<OpenResult> {
+  async open(
+    key: Uint8Array,
+    index: number,
+    block: Uint8Array,
+    hash: BlockHash,
+    digest: Uint8Array,
+    options: { plaintextSha256?: boolean } = {},
+  ): Promise<OpenResult> {
     // A view into a larger buffer (Buffer's shared slab, a store's own cache) is copied: moving
     // it would detach memory that is not ours.
     const whole = block.buffer instanceof ArrayBuffer && block.byteOffset === 0 && block.byteLength === block.buffer.byteLength;
     const buffer = whole ? (block.buffer as ArrayBuffer) : (block.buffer.slice(block.byteOffset, block.byteOffset + block.byteLength) as ArrayBuffer);
-    const reply = await this.#run({ op: 'open', key, index, block: buffer, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) }, [buffer], undefined);
+    const reply = await this.#run(
+      { op: 'open', key, index, block: buffer, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) },
+      [buffer],
+      undefined,
+    );
     if (reply.failure !== undefined) return { failure: reply.failure };
     return { plaintext: Buffer.from(reply.plain!), ...(reply.hex === undefined ? {} : { sha256: reply.hex }) };
   }
@@ -286,8 +300,17 @@ export class CryptoPool {
    * block allocates nothing on this thread. The slot comes back on failure too; if the call
    * rejects, its memory may be lost (`usable` tells).
    */
-  async openInSlot(key: Uint8Array, index: number, slot: Slot, length: number, hash: BlockHash, digest: Uint8Array, options: { plaintextSha256?: boolean } = {}): Promise<{ plaintextLength: number; sha256?: string } | { failure: 'hash' | 'short' | 'tag' }> {
-    if (length > slot.bytes.byteLength || !slot.usable) throw new VaultError('INTERNAL', `open of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
+  async openInSlot(
+    key: Uint8Array,
+    index: number,
+    slot: Slot,
+    length: number,
+    hash: BlockHash,
+    digest: Uint8Array,
+    options: { plaintextSha256?: boolean } = {},
+  ): Promise<{ plaintextLength: number; sha256?: string } | { failure: 'hash' | 'short' | 'tag' }> {
+    if (length > slot.bytes.byteLength || !slot.usable)
+      throw new VaultError('INTERNAL', `open of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
     const message = { op: 'openInPlace', key, index, length, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) };
     const reply = await this.#runInSlot(slot, message, undefined);
     if (reply.failure !== undefined) return { failure: reply.failure };

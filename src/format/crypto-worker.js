@@ -108,7 +108,10 @@ function open(msg) {
   release(block); // ours: moved or copied here by the pool
   // Large outputs own their ArrayBuffer and are moved, not copied; small ones may sit in
   // Buffer's shared 8 KiB slab and are copied out (moving the slab would detach its neighbours).
-  const own = plain.byteOffset === 0 && plain.byteLength === plain.buffer.byteLength ? plain.buffer : plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength);
+  const own =
+    plain.byteOffset === 0 && plain.byteLength === plain.buffer.byteLength
+      ? plain.buffer
+      : plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength);
   return { id: msg.id, plain: own, transfer: [own], ...hex };
 }
 

@@ -148,9 +148,7 @@ export class KeyStore {
   }
 
   byKeyId(keyId: string): DataKey | undefined {
-    const row = this.#db.prepare('SELECT study_uid FROM study_keys WHERE key_id = ?').get(keyId) as
-      | { study_uid: string }
-      | undefined;
+    const row = this.#db.prepare('SELECT study_uid FROM study_keys WHERE key_id = ?').get(keyId) as { study_uid: string } | undefined;
     return row ? this.get(row.study_uid) : undefined;
   }
 
@@ -164,7 +162,11 @@ export class KeyStore {
     try {
       unwrap(this.#master, row.key_id, row.wrapped);
     } catch (cause) {
-      throw new VaultError('MASTER_KEY_MISMATCH', "keys.db's data keys do not open with this master.key: put back the master key they were wrapped with (from your backup)", { cause });
+      throw new VaultError(
+        'MASTER_KEY_MISMATCH',
+        "keys.db's data keys do not open with this master.key: put back the master key they were wrapped with (from your backup)",
+        { cause },
+      );
     }
   }
 

@@ -13,7 +13,7 @@
 // The ipfs store collects by its pins instead (IpfsBlockStore.gc), whose walk at commit would
 // also notice a block taken from an ingest in flight. Here nothing does, which is why the grace
 // period has a floor (MIN_GRACE_S).
-import { CID } from 'multiformats/cid';
+import type { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import * as dagCbor from '@ipld/dag-cbor';
 import { VaultError, isVaultError } from '../core/errors.ts';
@@ -118,7 +118,10 @@ export async function collectGarbage(store: CollectableStore, roots: Iterable<CI
 export function checkGrace(options: Pick<CollectOptions, 'graceS'>): number {
   const graceS = options.graceS ?? DEFAULT_GRACE_S;
   if (!Number.isFinite(graceS) || graceS < MIN_GRACE_S) {
-    throw new VaultError('CONFIG_INVALID', `gc grace must be at least ${MIN_GRACE_S} seconds on this store (got ${graceS}): a shorter one could take the blocks of an ingest in flight`);
+    throw new VaultError(
+      'CONFIG_INVALID',
+      `gc grace must be at least ${MIN_GRACE_S} seconds on this store (got ${graceS}): a shorter one could take the blocks of an ingest in flight`,
+    );
   }
   return graceS;
 }
@@ -160,9 +163,13 @@ async function walk(store: Pick<BlockStore, 'get'>, root: CID, reached: CidSet, 
       value = await readNode(store, cid, abort);
     } catch (err) {
       throwIfAborted(abort.signal);
-      throw new VaultError(isVaultError(err) ? err.code : 'STORE_UNAVAILABLE', `gc stopped before deleting anything: block ${cid} of study version ${root} ${
-        isVaultError(err, 'BLOCK_NOT_FOUND') ? 'is missing' : isVaultError(err, 'BLOCK_CORRUPT') ? 'is corrupt' : 'cannot be read'
-      } (run verify on its study)`, { cause: err, details: { cid: cid.toString() } });
+      throw new VaultError(
+        isVaultError(err) ? err.code : 'STORE_UNAVAILABLE',
+        `gc stopped before deleting anything: block ${cid} of study version ${root} ${
+          isVaultError(err, 'BLOCK_NOT_FOUND') ? 'is missing' : isVaultError(err, 'BLOCK_CORRUPT') ? 'is corrupt' : 'cannot be read'
+        } (run verify on its study)`,
+        { cause: err, details: { cid: cid.toString() } },
+      );
     }
     stack.push(...childLinks(value));
   }

@@ -359,10 +359,14 @@ export async function* readInstances<R extends InstanceRef>(
       const { opened, stream } = await item.prepared;
       const pieces = (stream ?? opened.prefetch(undefined, readOptions)).pieces();
       if (first) {
-        yield { ref, opened, pieces: afterFirst(pieces, () => {
-          first = false;
-          prepare();
-        }) };
+        yield {
+          ref,
+          opened,
+          pieces: afterFirst(pieces, () => {
+            first = false;
+            prepare();
+          }),
+        };
       } else {
         prepare();
         yield { ref, opened, pieces };

@@ -42,11 +42,7 @@ export interface VerifyProgress {
   bytes: number;
 }
 
-export async function verifyStudy(
-  deps: VerifyDeps,
-  studyInstanceUID: string,
-  onProgress?: (p: VerifyProgress) => void,
-): Promise<VerifyReport> {
+export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
   const latest = deps.catalog.latestVersion(studyInstanceUID);
   if (!latest) throw new VaultError('STUDY_NOT_FOUND', 'no such study');
   const dataKey = deps.keys.require(studyInstanceUID);

@@ -4,7 +4,15 @@ import { resolve } from 'node:path';
 import { VaultError } from '../core/errors.ts';
 import { trustList, validatePublicUrl } from './dicomweb/public-url.ts';
 import { DEFAULT_AE_TITLE, DEFAULT_DIMSE_PORT } from './dimse/scp.ts';
-import { DEFAULT_HEADERS_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_KEEP_ALIVE_TIMEOUT_S, DEFAULT_MAX_INGESTS, DEFAULT_MAX_INGESTS_PER_CLIENT, DEFAULT_MIN_BODY_RATE, type LimitOptions } from './limits.ts';
+import {
+  DEFAULT_HEADERS_TIMEOUT_S,
+  DEFAULT_IDLE_TIMEOUT_S,
+  DEFAULT_KEEP_ALIVE_TIMEOUT_S,
+  DEFAULT_MAX_INGESTS,
+  DEFAULT_MAX_INGESTS_PER_CLIENT,
+  DEFAULT_MIN_BODY_RATE,
+  type LimitOptions,
+} from './limits.ts';
 import { DEFAULT_CHUNK_SIZE } from '../format/dag.ts';
 import { ANCHOR_FLAGS, resolveAnchorConfig, type AnchorConfig } from '../../anchor/config.ts';
 
@@ -57,8 +65,6 @@ export interface DimseOptions {
   allowedCallingAeTitles: string[];
 }
 
-
-
 /** One command-line flag: its environment variable, its value's name, what it does, its default as shown in --help. */
 export interface FlagSpec {
   env: string;
@@ -70,20 +76,69 @@ export interface FlagSpec {
 export const FLAGS = {
   host: { env: 'DICOM_VAULT_HOST', arg: 'address', help: 'interface to listen on', default: DEFAULT_HOST },
   port: { env: 'DICOM_VAULT_PORT', arg: 'port', help: 'TCP port of DICOMweb (0: any free port)', default: String(DEFAULT_PORT) },
-  'data-dir': { env: 'DICOM_VAULT_DATA_DIR', arg: 'dir', help: 'data directory: blocks (fs), catalog, keys, anchor state, embedded chain', default: DEFAULT_DATA_DIR },
+  'data-dir': {
+    env: 'DICOM_VAULT_DATA_DIR',
+    arg: 'dir',
+    help: 'data directory: blocks (fs), catalog, keys, anchor state, embedded chain',
+    default: DEFAULT_DATA_DIR,
+  },
   store: { env: 'DICOM_VAULT_STORE', arg: 'kind', help: 'block store: fs, ipfs or s3 (s3 reads DICOM_VAULT_S3_* and AWS_*)', default: 'fs' },
   'chunk-size': { env: 'DICOM_VAULT_CHUNK_SIZE', arg: 'bytes', help: 'plaintext bytes per chunk', default: '1048576' },
   'log-level': { env: 'DICOM_VAULT_LOG_LEVEL', arg: 'level', help: `pino log level: ${LOG_LEVELS.join(', ')}`, default: DEFAULT_LOG_LEVEL },
-  'public-url': { env: 'DICOM_VAULT_PUBLIC_URL', arg: 'url', help: 'base of the URLs the node hands out (RetrieveURL, BulkDataURI), e.g. https://pacs.example.org; default: from each request' },
-  'trusted-proxies': { env: 'DICOM_VAULT_TRUSTED_PROXIES', arg: 'list', help: 'comma-separated addresses or CIDR blocks of reverse proxies whose Forwarded / X-Forwarded-* headers are believed', default: 'none' },
-  'dimse-port': { env: 'DICOM_VAULT_DIMSE_PORT', arg: 'port', help: 'TCP port of the DIMSE Storage SCP (C-STORE, C-ECHO) on --host; off: none', default: String(DEFAULT_DIMSE_PORT) },
+  'public-url': {
+    env: 'DICOM_VAULT_PUBLIC_URL',
+    arg: 'url',
+    help: 'base of the URLs the node hands out (RetrieveURL, BulkDataURI), e.g. https://pacs.example.org; default: from each request',
+  },
+  'trusted-proxies': {
+    env: 'DICOM_VAULT_TRUSTED_PROXIES',
+    arg: 'list',
+    help: 'comma-separated addresses or CIDR blocks of reverse proxies whose Forwarded / X-Forwarded-* headers are believed',
+    default: 'none',
+  },
+  'dimse-port': {
+    env: 'DICOM_VAULT_DIMSE_PORT',
+    arg: 'port',
+    help: 'TCP port of the DIMSE Storage SCP (C-STORE, C-ECHO) on --host; off: none',
+    default: String(DEFAULT_DIMSE_PORT),
+  },
   'ae-title': { env: 'DICOM_VAULT_AE_TITLE', arg: 'title', help: "the node's DIMSE AE title", default: DEFAULT_AE_TITLE },
-  'max-ingests': { env: 'DICOM_VAULT_MAX_INGESTS', arg: 'n', help: 'ingests (STOW requests, C-STOREs) in flight at once; more get 503 with Retry-After', default: String(DEFAULT_MAX_INGESTS) },
-  'max-ingests-per-client': { env: 'DICOM_VAULT_MAX_INGESTS_PER_CLIENT', arg: 'n', help: 'ingests in flight at once from one client address', default: String(DEFAULT_MAX_INGESTS_PER_CLIENT) },
-  'idle-timeout': { env: 'DICOM_VAULT_IDLE_TIMEOUT', arg: 'seconds', help: 'a connection that moves no byte for this long is cut off (an upload or download that stalls)', default: String(DEFAULT_IDLE_TIMEOUT_S) },
-  'min-body-rate': { env: 'DICOM_VAULT_MIN_BODY_RATE', arg: 'bytes/s', help: 'a request body slower than this over an idle-timeout window is cut off (trickling clients)', default: String(DEFAULT_MIN_BODY_RATE) },
-  'headers-timeout': { env: 'DICOM_VAULT_HEADERS_TIMEOUT', arg: 'seconds', help: "seconds a client may take to send a request's headers", default: String(DEFAULT_HEADERS_TIMEOUT_S) },
-  'keep-alive-timeout': { env: 'DICOM_VAULT_KEEP_ALIVE_TIMEOUT', arg: 'seconds', help: 'seconds an idle keep-alive connection stays open', default: String(DEFAULT_KEEP_ALIVE_TIMEOUT_S) },
+  'max-ingests': {
+    env: 'DICOM_VAULT_MAX_INGESTS',
+    arg: 'n',
+    help: 'ingests (STOW requests, C-STOREs) in flight at once; more get 503 with Retry-After',
+    default: String(DEFAULT_MAX_INGESTS),
+  },
+  'max-ingests-per-client': {
+    env: 'DICOM_VAULT_MAX_INGESTS_PER_CLIENT',
+    arg: 'n',
+    help: 'ingests in flight at once from one client address',
+    default: String(DEFAULT_MAX_INGESTS_PER_CLIENT),
+  },
+  'idle-timeout': {
+    env: 'DICOM_VAULT_IDLE_TIMEOUT',
+    arg: 'seconds',
+    help: 'a connection that moves no byte for this long is cut off (an upload or download that stalls)',
+    default: String(DEFAULT_IDLE_TIMEOUT_S),
+  },
+  'min-body-rate': {
+    env: 'DICOM_VAULT_MIN_BODY_RATE',
+    arg: 'bytes/s',
+    help: 'a request body slower than this over an idle-timeout window is cut off (trickling clients)',
+    default: String(DEFAULT_MIN_BODY_RATE),
+  },
+  'headers-timeout': {
+    env: 'DICOM_VAULT_HEADERS_TIMEOUT',
+    arg: 'seconds',
+    help: "seconds a client may take to send a request's headers",
+    default: String(DEFAULT_HEADERS_TIMEOUT_S),
+  },
+  'keep-alive-timeout': {
+    env: 'DICOM_VAULT_KEEP_ALIVE_TIMEOUT',
+    arg: 'seconds',
+    help: 'seconds an idle keep-alive connection stays open',
+    default: String(DEFAULT_KEEP_ALIVE_TIMEOUT_S),
+  },
   'allowed-aes': { env: 'DICOM_VAULT_ALLOWED_AES', arg: 'list', help: 'comma-separated calling AE titles allowed to associate over DIMSE', default: 'any' },
   ...ANCHOR_FLAGS,
 } as const satisfies Record<string, FlagSpec>;
@@ -126,17 +181,22 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
     ...resolveDimse(get),
     limits: {
       maxIngests: get('max-ingests') === undefined ? DEFAULT_MAX_INGESTS : int('max-ingests', get('max-ingests')!, 1, 10_000),
-      maxIngestsPerClient: get('max-ingests-per-client') === undefined ? DEFAULT_MAX_INGESTS_PER_CLIENT : int('max-ingests-per-client', get('max-ingests-per-client')!, 1, 10_000),
+      maxIngestsPerClient:
+        get('max-ingests-per-client') === undefined ? DEFAULT_MAX_INGESTS_PER_CLIENT : int('max-ingests-per-client', get('max-ingests-per-client')!, 1, 10_000),
       idleTimeoutS: get('idle-timeout') === undefined ? DEFAULT_IDLE_TIMEOUT_S : int('idle-timeout', get('idle-timeout')!, 1, 24 * 3600),
       minBodyRate: get('min-body-rate') === undefined ? DEFAULT_MIN_BODY_RATE : int('min-body-rate', get('min-body-rate')!, 0, 1024 ** 3),
       headersTimeoutS: get('headers-timeout') === undefined ? DEFAULT_HEADERS_TIMEOUT_S : int('headers-timeout', get('headers-timeout')!, 1, 3600),
-      keepAliveTimeoutS: get('keep-alive-timeout') === undefined ? DEFAULT_KEEP_ALIVE_TIMEOUT_S : int('keep-alive-timeout', get('keep-alive-timeout')!, 1, 3600),
+      keepAliveTimeoutS:
+        get('keep-alive-timeout') === undefined ? DEFAULT_KEEP_ALIVE_TIMEOUT_S : int('keep-alive-timeout', get('keep-alive-timeout')!, 1, 3600),
     },
   };
 }
 
 function list(raw: string | undefined): string[] {
-  return (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return (raw ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 /** AE titles: 1-16 characters of the default repertoire, no backslash or control characters (PS3.5 6.2, AE). */

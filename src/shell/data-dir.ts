@@ -48,7 +48,11 @@ export function readIdentity(dir: string): DataDirIdentity | undefined {
     if (typeof v.masterKeyFingerprint !== 'string' || typeof v.format !== 'number') throw new Error('fields missing');
     return v as DataDirIdentity;
   } catch (cause) {
-    throw new VaultError('DATABASE_CORRUPT', `${path} is damaged: restore it from a backup, or delete it to have it written again from the master key present`, { cause });
+    throw new VaultError(
+      'DATABASE_CORRUPT',
+      `${path} is damaged: restore it from a backup, or delete it to have it written again from the master key present`,
+      { cause },
+    );
   }
 }
 
@@ -56,7 +60,7 @@ export function writeIdentity(dir: string, masterKey: Uint8Array): void {
   const path = join(dir, NODE_FILE);
   const tmp = `${path}.tmp`;
   const identity: DataDirIdentity = { format: FORMAT, masterKeyFingerprint: masterKeyFingerprint(masterKey), createdAt: new Date().toISOString() };
-  writeFileSync(tmp, JSON.stringify(identity, null, 2) + '\n', { mode: 0o600 });
+  writeFileSync(tmp, `${JSON.stringify(identity, null, 2)}\n`, { mode: 0o600 });
   const fd = openSync(tmp, 'r');
   try {
     fsyncSync(fd);
@@ -74,7 +78,8 @@ function countRows(path: string, sql: string): number {
     const row = db.prepare(sql).get() as { n: number } | undefined;
     return row?.n ?? 0;
   } catch (err) {
-    if (isCorruption(err)) throw new VaultError('DATABASE_CORRUPT', `${path} is not a database or is damaged: restore it from a backup`, { cause: err, details: { path } });
+    if (isCorruption(err))
+      throw new VaultError('DATABASE_CORRUPT', `${path} is not a database or is damaged: restore it from a backup`, { cause: err, details: { path } });
     if (/no such table/.test(String((err as Error).message))) return 0;
     throw err;
   } finally {
@@ -106,7 +111,8 @@ export function inspectDataDir(dir: string, options: { fix: boolean; masterKey?:
   const hasMaster = existsSync(masterPath);
   const keyCount = existsSync(keysPath) ? countRows(keysPath, 'SELECT count(*) AS n FROM study_keys') : undefined;
   const studyCount = existsSync(catalogPath) ? countRows(catalogPath, 'SELECT count(*) AS n FROM studies') : undefined;
-  for (const db of [ANCHOR_DB_FILE, S3_INDEX_FILE]) if (existsSync(join(dir, db))) countRows(join(dir, db), "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'");
+  for (const db of [ANCHOR_DB_FILE, S3_INDEX_FILE])
+    if (existsSync(join(dir, db))) countRows(join(dir, db), "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'");
   const error = (code: ErrorCode, message: string): void => void findings.push({ severity: 'error', code, message });
 
   // The master key: present, private, and the one the data keys were wrapped with.

@@ -88,7 +88,12 @@ export class IngestLimiter {
  * REQUEST_TIMEOUT. Time the node itself spends not reading (backpressure while it writes) does
  * not count against the client.
  */
-export async function* keepMoving(body: AsyncIterable<Uint8Array>, windowS: number, minRate: number, onStall: (reason: string) => void): AsyncGenerator<Uint8Array> {
+export async function* keepMoving(
+  body: AsyncIterable<Uint8Array>,
+  windowS: number,
+  minRate: number,
+  onStall: (reason: string) => void,
+): AsyncGenerator<Uint8Array> {
   const windowMs = windowS * 1000;
   let windowStart = performance.now();
   let waited = 0;

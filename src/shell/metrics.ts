@@ -40,9 +40,24 @@ export class NodeMetrics {
   constructor(anchor?: AnchorQueueSource) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'dicomvault_' });
-    this.#requests = new Counter({ name: 'dicomvault_http_requests_total', help: 'HTTP requests answered, by route, method and status', labelNames: ['route', 'method', 'status'], registers });
-    this.#bytesIn = new Counter({ name: 'dicomvault_http_received_bytes_total', help: 'Bytes received in HTTP requests (bodies and headers), by route', labelNames: ['route'], registers });
-    this.#bytesOut = new Counter({ name: 'dicomvault_http_sent_bytes_total', help: 'Bytes sent in HTTP responses (bodies and headers), by route', labelNames: ['route'], registers });
+    this.#requests = new Counter({
+      name: 'dicomvault_http_requests_total',
+      help: 'HTTP requests answered, by route, method and status',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    });
+    this.#bytesIn = new Counter({
+      name: 'dicomvault_http_received_bytes_total',
+      help: 'Bytes received in HTTP requests (bodies and headers), by route',
+      labelNames: ['route'],
+      registers,
+    });
+    this.#bytesOut = new Counter({
+      name: 'dicomvault_http_sent_bytes_total',
+      help: 'Bytes sent in HTTP responses (bodies and headers), by route',
+      labelNames: ['route'],
+      registers,
+    });
     this.#duration = new Histogram({
       name: 'dicomvault_request_duration_seconds',
       help: 'Time from a request to the end of its response, by action: store (ingest), retrieve, search, other',
@@ -50,7 +65,11 @@ export class NodeMetrics {
       buckets: SECONDS_BUCKETS,
       registers,
     });
-    this.#blocksVerified = new Counter({ name: 'dicomvault_blocks_verified_total', help: 'Stored blocks read and verified against their CID before use', registers });
+    this.#blocksVerified = new Counter({
+      name: 'dicomvault_blocks_verified_total',
+      help: 'Stored blocks read and verified against their CID before use',
+      registers,
+    });
     this.#bytesVerified = new Counter({ name: 'dicomvault_verified_bytes_total', help: 'Bytes of the blocks verified', registers });
     this.#verificationFailures = new Counter({
       name: 'dicomvault_verification_failures_total',
@@ -58,9 +77,24 @@ export class NodeMetrics {
       labelNames: ['reason'],
       registers,
     });
-    this.#decodeFailures = new Counter({ name: 'dicomvault_decode_failures_total', help: 'Compressed frames that could not be decoded, by transfer syntax', labelNames: ['transfer_syntax'], registers });
-    this.#timeouts = new Counter({ name: 'dicomvault_connection_timeouts_total', help: 'Connections cut off by a timeout: idle (no byte moved), headers (sent too slowly), slow-body (a body below the minimum rate)', labelNames: ['phase'], registers });
-    this.#busy = new Counter({ name: 'dicomvault_ingests_refused_busy_total', help: 'Ingests refused at a concurrency limit (503 / C-STORE 0xA700), by door', labelNames: ['door'], registers });
+    this.#decodeFailures = new Counter({
+      name: 'dicomvault_decode_failures_total',
+      help: 'Compressed frames that could not be decoded, by transfer syntax',
+      labelNames: ['transfer_syntax'],
+      registers,
+    });
+    this.#timeouts = new Counter({
+      name: 'dicomvault_connection_timeouts_total',
+      help: 'Connections cut off by a timeout: idle (no byte moved), headers (sent too slowly), slow-body (a body below the minimum rate)',
+      labelNames: ['phase'],
+      registers,
+    });
+    this.#busy = new Counter({
+      name: 'dicomvault_ingests_refused_busy_total',
+      help: 'Ingests refused at a concurrency limit (503 / C-STORE 0xA700), by door',
+      labelNames: ['door'],
+      registers,
+    });
     if (anchor !== undefined) {
       new Gauge({
         name: 'dicomvault_anchor_queue_depth',

@@ -48,7 +48,13 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
   let anchoring: Anchoring | undefined;
   if (extras.anchoring && options.anchor && options.anchor.mode !== 'none') {
     try {
-      anchoring = await startAnchoring({ config: options.anchor, dataDir: options.dataDir, catalog: vault.catalog, logger, ...(extras.anchorService ? { service: extras.anchorService } : {}) });
+      anchoring = await startAnchoring({
+        config: options.anchor,
+        dataDir: options.dataDir,
+        catalog: vault.catalog,
+        logger,
+        ...(extras.anchorService ? { service: extras.anchorService } : {}),
+      });
     } catch (err) {
       await vault.close();
       throw err;
@@ -155,7 +161,9 @@ function readinessChecks(vault: Vault, anchoring: Anchoring | undefined): Readin
       check: async (signal) => {
         await Promise.race([
           client.public.getBlockNumber({ cacheTime: 0 }),
-          new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error(`no answer from ${anchoring.rpcUrl} within the timeout`)), { once: true })),
+          new Promise((_, reject) =>
+            signal.addEventListener('abort', () => reject(new Error(`no answer from ${anchoring.rpcUrl} within the timeout`)), { once: true }),
+          ),
         ]);
       },
     });

@@ -38,14 +38,7 @@ import type { Catalog } from '../catalog/catalog.ts';
 import type { CatalogInstance } from '../catalog/records.ts';
 import { createSecretFileOnce, type DataKey } from '../format/keys.ts';
 import { scanInstance } from '../dicom/scanner.ts';
-import {
-  decodeInstanceNode,
-  decodeStudyManifest,
-  encodeNode,
-  openInstanceEnvelope,
-  openStudyEnvelope,
-  type StudyManifest,
-} from '../format/dag.ts';
+import { decodeInstanceNode, decodeStudyManifest, encodeNode, openInstanceEnvelope, openStudyEnvelope, type StudyManifest } from '../format/dag.ts';
 import { deriveKey, openChunk } from '../format/seal.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { cidMatches } from '../../storage/cid.ts';
@@ -424,8 +417,14 @@ export function openKeyEnvelope(bytes: Uint8Array, root: CID, transportKey: Tran
   } catch (cause) {
     throw new VaultError('CAR_INVALID', 'the key envelope is not dag-cbor', { cause });
   }
-  if (env.type !== KEY_ENVELOPE_TYPE || !(env.recipient instanceof Uint8Array) || !(env.ephemeral instanceof Uint8Array) || !(env.iv instanceof Uint8Array) || !(env.sealed instanceof Uint8Array)) {
-    throw new VaultError('CAR_INVALID', 'the CAR\'s second root is not a dicom-vault key envelope');
+  if (
+    env.type !== KEY_ENVELOPE_TYPE ||
+    !(env.recipient instanceof Uint8Array) ||
+    !(env.ephemeral instanceof Uint8Array) ||
+    !(env.iv instanceof Uint8Array) ||
+    !(env.sealed instanceof Uint8Array)
+  ) {
+    throw new VaultError('CAR_INVALID', "the CAR's second root is not a dicom-vault key envelope");
   }
   if (CID.asCID(env.root)?.equals(root) !== true) throw new VaultError('CAR_INVALID', 'the key envelope belongs to another study root');
   const ours = spki(transportKey.publicKey);

@@ -122,18 +122,14 @@ export async function readdirQuietly(dir: string): Promise<string[]> {
 
 export function isStored(file: string, size: number): boolean {
   const stats = sync.stat(file);
-  return stats !== undefined && stats.isFile() && stats.size === size;
+  return stats?.isFile() === true && stats.size === size;
 }
 
 /**
  * Runs `fn` over `items`, at most `limit` at once, stopping early on the first
  * failure, which it returns (after every started call has settled) instead of throwing.
  */
-export async function forEachLimit<T>(
-  items: Iterable<T>,
-  limit: number,
-  fn: (item: T) => Promise<void>,
-): Promise<unknown> {
+export async function forEachLimit<T>(items: Iterable<T>, limit: number, fn: (item: T) => Promise<void>): Promise<unknown> {
   const iterator = items[Symbol.iterator]();
   let failure: { err: unknown } | undefined;
   const worker = async (): Promise<void> => {

@@ -62,12 +62,16 @@ export class Pins {
     const pinKey = pinKeyOf(root);
     if (await this.#datastore.has(pinKey, options)) return false;
     for await (const cid of this.#walk(root, options)) {
-      await this.#update(cid, (block) => {
-        if (block.pinnedBy.some((by) => bytesEqual(by, root.bytes))) return false;
-        block.pinCount++;
-        block.pinnedBy.push(root.bytes);
-        return true;
-      }, options);
+      await this.#update(
+        cid,
+        (block) => {
+          if (block.pinnedBy.some((by) => bytesEqual(by, root.bytes))) return false;
+          block.pinCount++;
+          block.pinnedBy.push(root.bytes);
+          return true;
+        },
+        options,
+      );
     }
     // helia's record: depth Infinity (the walker decides what a pin covers), no metadata.
     await this.#datastore.put(pinKey, cborg.encode({ depth: Infinity, metadata: {} }), options);
@@ -80,13 +84,17 @@ export class Pins {
     if (!(await this.#datastore.has(pinKey, options))) return false;
     await this.#datastore.delete(pinKey, options);
     for await (const cid of this.#walk(root, options)) {
-      await this.#update(cid, (block) => {
-        const before = block.pinnedBy.length;
-        block.pinnedBy = block.pinnedBy.filter((by) => !bytesEqual(by, root.bytes));
-        if (block.pinnedBy.length === before && block.pinCount <= before) return false; // not pinned by root
-        block.pinCount = Math.max(0, block.pinCount - 1);
-        return true;
-      }, options);
+      await this.#update(
+        cid,
+        (block) => {
+          const before = block.pinnedBy.length;
+          block.pinnedBy = block.pinnedBy.filter((by) => !bytesEqual(by, root.bytes));
+          if (block.pinnedBy.length === before && block.pinCount <= before) return false; // not pinned by root
+          block.pinCount = Math.max(0, block.pinCount - 1);
+          return true;
+        },
+        options,
+      );
     }
     return true;
   }

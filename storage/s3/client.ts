@@ -62,7 +62,13 @@ export function createClient(o: Validated): { client: S3Client; agent: http.Agen
  * Runs one store call with the caller's signal and the overall deadline, and turns whatever
  * it throws into the catalogue's errors.
  */
-export async function runCall<T>(calls: S3Calls, op: Operation, subject: Subject, signal: AbortSignal | undefined, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+export async function runCall<T>(
+  calls: S3Calls,
+  op: Operation,
+  subject: Subject,
+  signal: AbortSignal | undefined,
+  fn: (abortSignal: AbortSignal) => Promise<T>,
+): Promise<T> {
   if (signal?.aborted === true) throw abortError(signal);
   const deadline = AbortSignal.timeout(calls.operationTimeoutMs);
   const abortSignal = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
@@ -78,7 +84,8 @@ export function callFailure(calls: S3Calls, err: unknown, op: Operation, subject
   if (err instanceof VaultError) return err;
   if (signal?.aborted === true) return abortError(signal);
   const { cid, pack } = subject;
-  const what = cid !== undefined ? `${op} block ${cid}` : pack !== undefined ? `${op} pack ${calls.packKey(pack)}` : `${op} in s3://${calls.bucket}/${calls.prefix}`;
+  const what =
+    cid !== undefined ? `${op} block ${cid}` : pack !== undefined ? `${op} pack ${calls.packKey(pack)}` : `${op} in s3://${calls.bucket}/${calls.prefix}`;
   const details: Record<string, unknown> = { bucket: calls.bucket };
   if (cid !== undefined) details.cid = cid.toString();
   if (pack !== undefined) details.pack = pack;
@@ -126,9 +133,14 @@ export async function checkBucket(calls: S3Calls, where: string): Promise<void> 
       throw new VaultError('CONFIG_INVALID', `no S3 credentials found: ${errorMessage(err)}`, { cause: err, details });
     }
     if (status === 301 || status === 400) {
-      throw new VaultError('CONFIG_INVALID', `S3 bucket "${calls.bucket}" at ${where} answered ${status}: check the region and path-style settings`, { cause: err, details });
+      throw new VaultError('CONFIG_INVALID', `S3 bucket "${calls.bucket}" at ${where} answered ${status}: check the region and path-style settings`, {
+        cause: err,
+        details,
+      });
     }
-    const reason = deadline.aborted ? `no answer within ${calls.operationTimeoutMs} ms` : [status, s3Code(err) ?? errorName(err)].filter((v) => v !== undefined).join(' ');
+    const reason = deadline.aborted
+      ? `no answer within ${calls.operationTimeoutMs} ms`
+      : [status, s3Code(err) ?? errorName(err)].filter((v) => v !== undefined).join(' ');
     throw new VaultError('STORE_UNAVAILABLE', `cannot reach S3 bucket "${calls.bucket}" at ${where}: ${reason}`, { cause: err, details });
   }
 }
@@ -142,10 +154,14 @@ export async function probeWrite(calls: S3Calls): Promise<void> {
   }).catch((err: unknown) => {
     const status = err instanceof VaultError ? err.details?.status : undefined;
     if (status === 403) {
-      throw new VaultError('CONFIG_INVALID', `S3 bucket "${calls.bucket}" is readable but refuses writes (403): the credentials lack s3:PutObject or s3:DeleteObject`, {
-        cause: err,
-        details: { bucket: calls.bucket, status },
-      });
+      throw new VaultError(
+        'CONFIG_INVALID',
+        `S3 bucket "${calls.bucket}" is readable but refuses writes (403): the credentials lack s3:PutObject or s3:DeleteObject`,
+        {
+          cause: err,
+          details: { bucket: calls.bucket, status },
+        },
+      );
     }
     throw err;
   });

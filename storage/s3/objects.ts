@@ -48,7 +48,9 @@ export async function getObject(calls: S3Calls, parts: PartSizes, key: string, a
 }
 
 async function putMultipart(calls: S3Calls, parts: PartSizes, key: string, bytes: Uint8Array, abortSignal: AbortSignal): Promise<void> {
-  const created = await calls.client.send(new CreateMultipartUploadCommand({ Bucket: calls.bucket, Key: key, ContentType: 'application/octet-stream' }), { abortSignal });
+  const created = await calls.client.send(new CreateMultipartUploadCommand({ Bucket: calls.bucket, Key: key, ContentType: 'application/octet-stream' }), {
+    abortSignal,
+  });
   const uploadId = created.UploadId;
   if (uploadId === undefined) throw new Error('CreateMultipartUpload returned no UploadId');
   try {
@@ -61,19 +63,29 @@ async function putMultipart(calls: S3Calls, parts: PartSizes, key: string, bytes
       );
       return { PartNumber: i + 1, ETag: res.ETag };
     });
-    await calls.client.send(
-      new CompleteMultipartUploadCommand({ Bucket: calls.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: uploaded } }),
-      { abortSignal },
-    );
+    await calls.client.send(new CompleteMultipartUploadCommand({ Bucket: calls.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: uploaded } }), {
+      abortSignal,
+    });
   } catch (err) {
     // Best effort, without the (possibly aborted) signal: left alone, the parts are billed
     // until a lifecycle rule removes them. The original error is the one to report.
-    await calls.client.send(new AbortMultipartUploadCommand({ Bucket: calls.bucket, Key: key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(calls.operationTimeoutMs) }).catch(() => undefined);
+    await calls.client
+      .send(new AbortMultipartUploadCommand({ Bucket: calls.bucket, Key: key, UploadId: uploadId }), {
+        abortSignal: AbortSignal.timeout(calls.operationTimeoutMs),
+      })
+      .catch(() => undefined);
     throw err;
   }
 }
 
-async function getRanged(calls: S3Calls, parts: PartSizes, key: string, length: number, etag: string | undefined, abortSignal: AbortSignal): Promise<Uint8Array> {
+async function getRanged(
+  calls: S3Calls,
+  parts: PartSizes,
+  key: string,
+  length: number,
+  etag: string | undefined,
+  abortSignal: AbortSignal,
+): Promise<Uint8Array> {
   const out = new Uint8Array(length);
   const count = Math.ceil(length / parts.partSize);
   await mapLimit(count, parts.partConcurrency, async (i) => {

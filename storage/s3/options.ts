@@ -119,7 +119,8 @@ export function validate(options: S3BlockStoreOptions) {
   const prefix = options.prefix ?? DEFAULT_S3_PREFIX;
   if (prefix.startsWith('/')) throw invalid('prefix must not start with "/"');
   const checksums = options.checksums ?? 'when_supported';
-  if (checksums !== 'when_supported' && checksums !== 'when_required') throw invalid(`checksums must be when_supported or when_required (got ${String(checksums)})`);
+  if (checksums !== 'when_supported' && checksums !== 'when_required')
+    throw invalid(`checksums must be when_supported or when_required (got ${String(checksums)})`);
   const int = (name: string, value: number | undefined, fallback: number, min: number, max: number): number => {
     const v = value ?? fallback;
     if (!Number.isInteger(v) || v < min || v > max) throw invalid(`${name} must be an integer from ${min} to ${max} (got ${v})`);

@@ -48,7 +48,9 @@ export async function rebuildIndex(calls: S3Calls, index: PackIndex, signal: Abo
   let token: string | undefined;
   do {
     const page = await runCall(calls, 'list', {}, signal, (abortSignal) =>
-      calls.client.send(new ListObjectsV2Command({ Bucket: calls.bucket, Prefix: packsPrefix, ...(token === undefined ? {} : { ContinuationToken: token }) }), { abortSignal }),
+      calls.client.send(new ListObjectsV2Command({ Bucket: calls.bucket, Prefix: packsPrefix, ...(token === undefined ? {} : { ContinuationToken: token }) }), {
+        abortSignal,
+      }),
     );
     const objects = page.Contents ?? [];
     report.objects += objects.length;

@@ -171,7 +171,14 @@ export class SpanReader {
     const controller = new AbortController();
     const targets = [...slots.values()].map((s) => s.target);
     this.reads++;
-    const span: Span = { place: { pack: block.pack, end, nextStarted: false, chained }, slots, waiters: 0, controller, settled: false, done: undefined as unknown as Promise<void> };
+    const span: Span = {
+      place: { pack: block.pack, end, nextStarted: false, chained },
+      slots,
+      waiters: 0,
+      controller,
+      settled: false,
+      done: undefined as unknown as Promise<void>,
+    };
     span.done = this.#source.read(block.pack, block.start, end, targets, controller.signal).then(
       () => {
         this.#settle(span);
@@ -247,4 +254,3 @@ function keyOf(cid: Uint8Array): string {
 function allocate(size: number): Uint8Array {
   return new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
 }
-

@@ -85,7 +85,7 @@ async function prepare(rpcUrl: string, release: () => Promise<void>): Promise<Om
       const key = keys[index];
       if (key === undefined) throw new Error(`test account ${index} out of range (0-${TEST_ACCOUNTS - 1})`);
       const path = join(dir, `key-${index}`);
-      await writeFile(path, key + '\n', { mode: 0o600 });
+      await writeFile(path, `${key}\n`, { mode: 0o600 });
       await chmod(path, 0o600);
       return path;
     },

@@ -114,8 +114,20 @@ export async function prepareFixtures(dir: string): Promise<Fixtures> {
     Object.assign(e, { transferSyntax: h.syntax, frames: 1, info: original.info, refereePhotometric: original.info!.photometricInterpretation });
   }
   const made: MadeFrame[] = [
-    ...DCMTK.map((d) => ({ name: d.name, transferSyntax: d.syntax, how: `DCMTK ${d.tool} ${d.args.join(' ')} of ${d.source}`, original: d.source, ...(Number.isFinite(d.fromOriginal) ? { fromOriginal: d.fromOriginal } : {}) })),
-    ...OPENJPH.map((h) => ({ name: h.name, transferSyntax: h.syntax, how: `OpenJPH's encoder (bench/decode.ts encodeFrame) of ${h.source}`, original: h.source, ...(h.fromOriginal === undefined ? {} : { fromOriginal: h.fromOriginal }) })),
+    ...DCMTK.map((d) => ({
+      name: d.name,
+      transferSyntax: d.syntax,
+      how: `DCMTK ${d.tool} ${d.args.join(' ')} of ${d.source}`,
+      original: d.source,
+      ...(Number.isFinite(d.fromOriginal) ? { fromOriginal: d.fromOriginal } : {}),
+    })),
+    ...OPENJPH.map((h) => ({
+      name: h.name,
+      transferSyntax: h.syntax,
+      how: `OpenJPH's encoder (bench/decode.ts encodeFrame) of ${h.source}`,
+      original: h.source,
+      ...(h.fromOriginal === undefined ? {} : { fromOriginal: h.fromOriginal }),
+    })),
   ];
   const entry = (name: string): ManifestEntry => {
     const e = manifest.find((x) => x.name === name && x.native !== true) ?? manifest.find((x) => x.name === name);
@@ -132,7 +144,17 @@ export function difference(a: Uint8Array, b: Uint8Array, info: FrameInfo): { max
   const va = new DataView(a.buffer, a.byteOffset, a.byteLength);
   const vb = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const get = (v: DataView, o: number): number =>
-    bytes === 1 ? (signed ? v.getInt8(o) : v.getUint8(o)) : bytes === 2 ? (signed ? v.getInt16(o, true) : v.getUint16(o, true)) : signed ? v.getInt32(o, true) : v.getUint32(o, true);
+    bytes === 1
+      ? signed
+        ? v.getInt8(o)
+        : v.getUint8(o)
+      : bytes === 2
+        ? signed
+          ? v.getInt16(o, true)
+          : v.getUint16(o, true)
+        : signed
+          ? v.getInt32(o, true)
+          : v.getUint32(o, true);
   let max = 0;
   let sum = 0;
   const n = Math.min(a.length, b.length) / bytes;

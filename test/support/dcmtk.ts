@@ -60,4 +60,3 @@ export function dataSetOffset(head: Buffer): number {
   }
   return at;
 }
-

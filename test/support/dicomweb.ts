@@ -60,7 +60,10 @@ export function splitMultipart(body: Buffer, contentType: string): ResponsePart[
     if (body.subarray(pos, pos + 2).toString() === '--') return parts;
     const headerEnd = body.indexOf('\r\n\r\n', pos);
     const headers: Record<string, string> = {};
-    for (const line of body.subarray(pos + 2, headerEnd).toString().split('\r\n')) {
+    for (const line of body
+      .subarray(pos + 2, headerEnd)
+      .toString()
+      .split('\r\n')) {
       const i = line.indexOf(':');
       headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
     }
@@ -71,7 +74,10 @@ export function splitMultipart(body: Buffer, contentType: string): ResponsePart[
   }
 }
 
-export async function retrieve(url: string, accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'): Promise<{ status: number; parts: ResponsePart[]; contentType: string; raw: Buffer }> {
+export async function retrieve(
+  url: string,
+  accept = 'multipart/related; type="application/dicom"; transfer-syntax=*',
+): Promise<{ status: number; parts: ResponsePart[]; contentType: string; raw: Buffer }> {
   const res = await fetch(url, { headers: { accept } });
   const raw = Buffer.from(await res.arrayBuffer());
   const contentType = res.headers.get('content-type') ?? '';

@@ -137,7 +137,13 @@ export function hostileInstance(attack: Attack, count: number, uids: Uids): Stre
     case 'tiny-items': {
       // Content Sequence (0040,A730), undefined length, of empty defined-length items.
       const empty = itemHeader(0);
-      return repeated(Buffer.concat([prefix, identity, elementHeader(0x0040a730, 'SQ', -1)]), count, 8, (_i, into, at) => empty.copy(into, at), SEQUENCE_DELIMITER);
+      return repeated(
+        Buffer.concat([prefix, identity, elementHeader(0x0040a730, 'SQ', -1)]),
+        count,
+        8,
+        (_i, into, at) => empty.copy(into, at),
+        SEQUENCE_DELIMITER,
+      );
     }
     case 'deep-nesting': {
       // Each level opens a Content Sequence and its one item; all are closed at the end.
@@ -235,7 +241,7 @@ export function stowStreamed(baseUrl: string, instances: StreamedInstance[], opt
           } catch {
             // not JSON: kept as text
           }
-          const warning = res.headers['warning'];
+          const warning = res.headers.warning;
           resolve({ status: res.statusCode ?? 0, body, warnings: warning === undefined ? [] : Array.isArray(warning) ? warning : [warning] });
         });
       },

@@ -57,14 +57,11 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       return;
     }
     const forward = (): void => {
-      const out = http.request(
-        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent },
-        (up) => {
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
-          up.once('error', () => res.destroy());
-        },
-      );
+      const out = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+        up.once('error', () => res.destroy());
+      });
       out.once('error', () => res.destroy());
       // The client gave up (its timeout): stop the upstream request too.
       res.once('close', () => {

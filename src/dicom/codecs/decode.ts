@@ -89,7 +89,10 @@ function checkJpegHeader(codec: string, data: Uint8Array, info: FrameInfo): { ma
 
 function checkSize(codec: string, width: number, height: number, components: number, info: FrameInfo): void {
   if (width !== info.columns || height !== info.rows || components !== info.samplesPerPixel) {
-    fail(codec, `the codestream is ${width}x${height} with ${components} components; the instance says ${info.columns}x${info.rows} with ${info.samplesPerPixel}`);
+    fail(
+      codec,
+      `the codestream is ${width}x${height} with ${components} components; the instance says ${info.columns}x${info.rows} with ${info.samplesPerPixel}`,
+    );
   }
 }
 
@@ -110,7 +113,9 @@ async function withCodec<T>(name: CodecName, label: string, className: string, u
     if (err instanceof Error && err.name === 'RuntimeError') dropWasmCodec(name); // a WebAssembly trap or an Emscripten abort
     const getMessage = module.getExceptionMessage as ((e: number) => string | string[]) | undefined;
     const said = typeof err === 'number' && getMessage !== undefined ? [getMessage(err)].flat().join(' ') : '';
-    const printed = takeMessages(module).filter((l) => /error/i.test(l)).join('; ');
+    const printed = takeMessages(module)
+      .filter((l) => /error/i.test(l))
+      .join('; ');
     const reason = said || printed || (typeof err === 'number' ? 'the codec rejected the codestream' : err instanceof Error ? err.message : String(err));
     throw new VaultError('DECODE_FAILED', `${label}: ${reason}`, { cause: err });
   } finally {
@@ -210,7 +215,10 @@ async function decodeJpegLs(encoded: Uint8Array, info: FrameInfo): Promise<Decod
   return withCodec('charls', 'JPEG-LS (CharLS)', 'JpegLSDecoder', (decoder) => {
     decoder.getEncodedBuffer(encoded.length).set(encoded);
     decoder.decode();
-    const d = decoder as unknown as { getFrameInfo(): { width: number; height: number; bitsPerSample: number; componentCount: number }; getInterleaveMode(): number };
+    const d = decoder as unknown as {
+      getFrameInfo(): { width: number; height: number; bitsPerSample: number; componentCount: number };
+      getInterleaveMode(): number;
+    };
     const frame = d.getFrameInfo();
     checkSize('JPEG-LS (CharLS)', frame.width, frame.height, frame.componentCount, info);
     const bytes = decoder.getDecodedBuffer();
@@ -256,7 +264,16 @@ function checkJ2kCodestream(codec: string, data: Uint8Array, info: FrameInfo): v
   if (data.length < 4 + 38 || u16(2) !== 0xff51) fail(codec, 'no SIZ marker after SOC (truncated or not a codestream)');
   const siz = 6;
   // SIZ: Rsiz, Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz, Csiz.
-  const [xsiz, ysiz, xo, yo, xt, yt, xto, yto] = [0, 4, 8, 12, 16, 20, 24, 28].map((k) => u32(siz + 2 + k)) as [number, number, number, number, number, number, number, number];
+  const [xsiz, ysiz, xo, yo, xt, yt, xto, yto] = [0, 4, 8, 12, 16, 20, 24, 28].map((k) => u32(siz + 2 + k)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
   checkSize(codec, xsiz - xo, ysiz - yo, u16(siz + 34), info);
   if (xt === 0 || yt === 0) fail(codec, 'bad SIZ marker');
   const tiles = Math.ceil((xsiz - xto) / xt) * Math.ceil((ysiz - yto) / yt);
@@ -288,7 +305,8 @@ function j2kSamples(bytes: Uint8Array, frame: J2kFrameInfo): Int8Array | Uint8Ar
 function j2kFrame(codec: string, frame: J2kFrameInfo, bytes: Uint8Array, info: FrameInfo): DecodedFrame {
   if (frame.width === 0) fail(codec, 'the codec decoded nothing');
   checkSize(codec, frame.width, frame.height, frame.componentCount, info);
-  if (frame.bitsPerSample > 16 || frame.bitsPerSample > info.bitsAllocated) fail(codec, `${frame.bitsPerSample}-bit samples do not fit ${info.bitsAllocated} bits allocated`);
+  if (frame.bitsPerSample > 16 || frame.bitsPerSample > info.bitsAllocated)
+    fail(codec, `${frame.bitsPerSample}-bit samples do not fit ${info.bitsAllocated} bits allocated`);
   let samples: ArrayLike<number> = j2kSamples(bytes, frame);
   if (!frame.isSigned && info.pixelRepresentation === 1) {
     // The header says signed, the codestream unsigned (pydicom's J2K_pixelrep_mismatch.dcm): the

@@ -22,8 +22,8 @@ function fail(reason: string): never {
 
 /** Zig-zag position -> natural (row-major) position in an 8x8 block. */
 const NATURAL = Uint8Array.from([
-  0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23,
-  30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+  0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22,
+  15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ]);
 
 interface Huffman {
@@ -176,7 +176,7 @@ function descale(x: number, n: number): number {
 function rangeLimit(x: number): number {
   const v = ((x & RANGE_MASK) << 18) >> 18;
   const s = v + 2048;
-  return s < 0 ? 0 : s > 4095 ? 4095 : s;
+  return s < 0 ? 0 : Math.min(s, 4095);
 }
 
 const workspace = new Float64Array(64);
@@ -187,7 +187,15 @@ function idctIslow(coefs: Int16Array, at: number, q: Int32Array, out: Uint16Arra
   // Pass 1: columns, into the workspace ((int) casts of long results: | 0).
   for (let c = 0; c < 8; c++) {
     const i = at + c;
-    if (coefs[i + 8] === 0 && coefs[i + 16] === 0 && coefs[i + 24] === 0 && coefs[i + 32] === 0 && coefs[i + 40] === 0 && coefs[i + 48] === 0 && coefs[i + 56] === 0) {
+    if (
+      coefs[i + 8] === 0 &&
+      coefs[i + 16] === 0 &&
+      coefs[i + 24] === 0 &&
+      coefs[i + 32] === 0 &&
+      coefs[i + 40] === 0 &&
+      coefs[i + 48] === 0 &&
+      coefs[i + 56] === 0
+    ) {
       const dc = (coefs[i]! * q[c]! * 2 ** PASS1_BITS) | 0;
       for (let r = 0; r < 8; r++) ws[r * 8 + c] = dc;
       continue;
@@ -318,7 +326,13 @@ export function readJpegFrameHeader(data: Uint8Array): JpegFrameHeader | undefin
       continue;
     }
     if ((m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) || m === 0xf7) {
-      return { marker: m, precision: data[pos + 4]!, lines: (data[pos + 5]! << 8) | data[pos + 6]!, samplesPerLine: (data[pos + 7]! << 8) | data[pos + 8]!, components: data[pos + 9]! };
+      return {
+        marker: m,
+        precision: data[pos + 4]!,
+        lines: (data[pos + 5]! << 8) | data[pos + 6]!,
+        samplesPerLine: (data[pos + 7]! << 8) | data[pos + 8]!,
+        components: data[pos + 9]!,
+      };
     }
     if (m === 0xda || m === 0xd9) return undefined;
     pos += 2 + ((data[pos + 2]! << 8) | data[pos + 3]!);
@@ -338,7 +352,7 @@ export function decodeJpeg12(data: Uint8Array, info: FrameInfo): DecodedFrame {
   let vmax = 1;
   let mcusX = 0;
   let mcusY = 0;
-  let components: Component[] = [];
+  const components: Component[] = [];
   let pos = 2;
 
   const u16 = (at: number): number => {
@@ -412,7 +426,21 @@ export function decodeJpeg12(data: Uint8Array, info: FrameInfo): DecodedFrame {
           const h = data[b + 1]! >> 4;
           const v = data[b + 1]! & 15;
           if (h < 1 || h > 4 || v < 1 || v > 4) fail('bad sampling factors');
-          components.push({ id: data[b]!, h, v, tq: data[b + 2]!, quant: undefined, blocksW: 0, blocksH: 0, usedW: 0, usedH: 0, coefs: new Int16Array(0), dc: 0, dcTable: undefined, acTable: undefined });
+          components.push({
+            id: data[b]!,
+            h,
+            v,
+            tq: data[b + 2]!,
+            quant: undefined,
+            blocksW: 0,
+            blocksH: 0,
+            usedW: 0,
+            usedH: 0,
+            coefs: new Int16Array(0),
+            dc: 0,
+            dcTable: undefined,
+            acTable: undefined,
+          });
         }
         hmax = Math.max(...components.map((c) => c.h));
         vmax = Math.max(...components.map((c) => c.v));
@@ -460,7 +488,9 @@ export function decodeJpeg12(data: Uint8Array, info: FrameInfo): DecodedFrame {
       case 0xcd:
       case 0xce:
       case 0xcf:
-        fail(`frame type SOF${marker - 0xc0} (${marker >= 0xc9 ? 'arithmetic coding' : marker === 0xc3 ? 'lossless' : 'progressive or hierarchical'}) is not supported`);
+        fail(
+          `frame type SOF${marker - 0xc0} (${marker >= 0xc9 ? 'arithmetic coding' : marker === 0xc3 ? 'lossless' : 'progressive or hierarchical'}) is not supported`,
+        );
       default:
         break; // APPn, COM and others: skipped
     }
@@ -468,7 +498,9 @@ export function decodeJpeg12(data: Uint8Array, info: FrameInfo): DecodedFrame {
   }
   if (components.length === 0) fail('no frame header');
   if (width !== info.columns || height !== info.rows || components.length !== info.samplesPerPixel) {
-    fail(`the codestream is ${width}x${height} with ${components.length} components; the instance says ${info.columns}x${info.rows} with ${info.samplesPerPixel}`);
+    fail(
+      `the codestream is ${width}x${height} with ${components.length} components; the instance says ${info.columns}x${info.rows} with ${info.samplesPerPixel}`,
+    );
   }
 
   // Inverse DCT of every block, then the samples of the image area, interleaved.
@@ -483,7 +515,7 @@ export function decodeJpeg12(data: Uint8Array, info: FrameInfo): DecodedFrame {
     }
     for (let y = 0; y < height; y++) {
       const row = y * planeW;
-      for (let x = 0, o = (y * width) * n + ci; x < width; x++, o += n) samples[o] = plane[row + x]!;
+      for (let x = 0, o = y * width * n + ci; x < width; x++, o += n) samples[o] = plane[row + x]!;
     }
   });
   return { pixels: toNative(samples, info), photometricInterpretation: info.photometricInterpretation, planarConfiguration: 0 };

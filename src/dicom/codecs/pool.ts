@@ -67,7 +67,8 @@ export class DecodePool {
     const workers = options.workers ?? availableParallelism();
     const maxQueue = options.maxQueue ?? DEFAULT_MAX_QUEUE;
     const timeoutMs = options.timeoutMs ?? DEFAULT_DECODE_TIMEOUT_MS;
-    if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new VaultError('CONFIG_INVALID', 'DecodePool: workers must be an integer from 1 to 64');
+    if (!Number.isInteger(workers) || workers < 1 || workers > 64)
+      throw new VaultError('CONFIG_INVALID', 'DecodePool: workers must be an integer from 1 to 64');
     if (!Number.isInteger(maxQueue) || maxQueue < 0) throw new VaultError('CONFIG_INVALID', 'DecodePool: maxQueue must be a non-negative integer');
     if (!(timeoutMs > 0)) throw new VaultError('CONFIG_INVALID', 'DecodePool: timeoutMs must be positive');
     this.#size = workers;
@@ -103,7 +104,13 @@ export class DecodePool {
     return this.#submit(transferSyntaxUID, frame, info, { info, options: render }, options) as Promise<Uint8Array>;
   }
 
-  #submit(transferSyntaxUID: string, encoded: Uint8Array, info: FrameInfo, render: DecodeRequest['render'], options: DecodeOptions): Promise<DecodedFrame | Uint8Array> {
+  #submit(
+    transferSyntaxUID: string,
+    encoded: Uint8Array,
+    info: FrameInfo,
+    render: DecodeRequest['render'],
+    options: DecodeOptions,
+  ): Promise<DecodedFrame | Uint8Array> {
     try {
       if (this.#closed) throw new VaultError('INTERNAL', 'the decode pool is closed');
       if (!canDecode(transferSyntaxUID) && !(render !== undefined && isNativeLittleEndian(transferSyntaxUID))) {
@@ -185,7 +192,10 @@ export class DecodePool {
       if (task.settled) continue;
       slot.task = task;
       slot.worker.ref(); // pending work keeps the process alive; idle workers do not
-      slot.timer = setTimeout(() => this.#replace(slot, new VaultError('DECODE_FAILED', `decoding the frame took longer than ${task.timeoutMs} ms; its worker was replaced`)), task.timeoutMs);
+      slot.timer = setTimeout(
+        () => this.#replace(slot, new VaultError('DECODE_FAILED', `decoding the frame took longer than ${task.timeoutMs} ms; its worker was replaced`)),
+        task.timeoutMs,
+      );
       try {
         slot.worker.postMessage(task.request, [task.request.encoded]);
       } catch (err) {

@@ -26,7 +26,8 @@ export function decodeRle(encoded: Uint8Array, info: FrameInfo): DecodedFrame {
   for (let i = 0; i < segments; i++) offsets.push(view.getUint32(4 + 4 * i, true));
   offsets.push(encoded.length);
   for (let i = 0; i < segments; i++) {
-    if (offsets[i]! < HEADER || offsets[i]! > offsets[i + 1]!) fail(`segment ${i + 1} has offset ${offsets[i]} (next ${offsets[i + 1]}, frame ${encoded.length} bytes)`);
+    if (offsets[i]! < HEADER || offsets[i]! > offsets[i + 1]!)
+      fail(`segment ${i + 1} has offset ${offsets[i]} (next ${offsets[i + 1]}, frame ${encoded.length} bytes)`);
   }
 
   const pixels = info.rows * info.columns;

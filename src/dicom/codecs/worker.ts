@@ -29,21 +29,30 @@ function own(bytes: Uint8Array): ArrayBuffer {
 async function handle(request: DecodeRequest): Promise<{ reply: DecodeReply; transfer: ArrayBuffer[] }> {
   const encoded = new Uint8Array(request.encoded);
   const frame: DecodedFrame = isNativeLittleEndian(request.transferSyntaxUID)
-    ? { pixels: encoded, photometricInterpretation: request.info.photometricInterpretation, planarConfiguration: request.info.planarConfiguration === 1 ? 1 : 0 }
+    ? {
+        pixels: encoded,
+        photometricInterpretation: request.info.photometricInterpretation,
+        planarConfiguration: request.info.planarConfiguration === 1 ? 1 : 0,
+      }
     : await decodeInThread(request.transferSyntaxUID, encoded, request.info);
   if (request.render !== undefined) {
     const image = own(await renderFrame(frame, request.render.info, request.render.options));
     return { reply: { id: request.id, image }, transfer: [image] };
   }
   const pixels = own(frame.pixels);
-  return { reply: { id: request.id, pixels, photometricInterpretation: frame.photometricInterpretation, planarConfiguration: frame.planarConfiguration }, transfer: [pixels] };
+  return {
+    reply: { id: request.id, pixels, photometricInterpretation: frame.photometricInterpretation, planarConfiguration: frame.planarConfiguration },
+    transfer: [pixels],
+  };
 }
 
 parentPort!.on('message', (request: DecodeRequest) => {
   handle(request).then(
     ({ reply, transfer }) => parentPort!.postMessage(reply, transfer),
     (err: unknown) => {
-      const error = isVaultError(err) ? { code: err.code, message: err.message } : { code: 'DECODE_FAILED', message: err instanceof Error ? err.message : String(err) };
+      const error = isVaultError(err)
+        ? { code: err.code, message: err.message }
+        : { code: 'DECODE_FAILED', message: err instanceof Error ? err.message : String(err) };
       parentPort!.postMessage({ id: request.id, error } satisfies DecodeReply);
     },
   );

@@ -13,7 +13,16 @@ import type { DicomJsonDataset, DicomJsonElement } from '../model.ts';
 import { checkWindow, toDisplay, type PaletteLut, type RenderInfo, type VoiFunction, type VoiWindow } from './display.ts';
 import { encodeJpeg, encodePngImage, fitInside, resize } from './image.ts';
 
-export { applyVoi, toDisplay, type DisplayImage, type PaletteLut, type RenderAttributes, type RenderInfo, type VoiFunction, type VoiWindow } from './display.ts';
+export {
+  applyVoi,
+  toDisplay,
+  type DisplayImage,
+  type PaletteLut,
+  type RenderAttributes,
+  type RenderInfo,
+  type VoiFunction,
+  type VoiWindow,
+} from './display.ts';
 
 export type RenderFormat = 'image/jpeg' | 'image/png';
 
@@ -41,7 +50,8 @@ export const THUMBNAIL_SIZE = 128;
 export async function renderFrame(frame: DecodedFrame, info: RenderInfo, options: RenderOptions): Promise<Uint8Array> {
   if (options.window !== undefined) checkWindow(options.window);
   const quality = options.quality ?? DEFAULT_JPEG_QUALITY;
-  if (!Number.isInteger(quality) || quality < 1 || quality > 100) throw new VaultError('INVALID_QUERY', `quality must be an integer from 1 to 100, not ${quality}`);
+  if (!Number.isInteger(quality) || quality < 1 || quality > 100)
+    throw new VaultError('INVALID_QUERY', `quality must be an integer from 1 to 100, not ${quality}`);
   let image = toDisplay(frame, info, options.window);
   if (options.size !== undefined) {
     const { width, height } = options.size;
@@ -184,6 +194,9 @@ function paletteLut(descriptor: DicomJsonElement | undefined, data: DicomJsonEle
   const first = signed && firstMapped > 32767 ? firstMapped - 65536 : firstMapped;
   const raw = binary(data);
   if (raw === undefined) return undefined;
-  const values = bits === 8 && raw.length < 2 * (entries === 0 ? 65536 : entries) ? raw : new Uint16Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + (raw.byteLength & ~1)));
+  const values =
+    bits === 8 && raw.length < 2 * (entries === 0 ? 65536 : entries)
+      ? raw
+      : new Uint16Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + (raw.byteLength & ~1)));
   return { descriptor: [entries, first, bits], data: values };
 }

@@ -91,7 +91,9 @@ async function runAnchorCommand(command: string, args: string[], values: AnchorC
             return { version: v.version, root: v.root, state: st, batch: batch ?? null, index: leaf?.index ?? null };
           });
           if (values.json) io.out(JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2));
-          else for (const r of rows) io.out(`version ${r.version} ${r.state.padEnd(10)} ${r.root}${r.batch ? `  ${describeBatch(r.batch)}, leaf ${r.index}` : ''}`);
+          else
+            for (const r of rows)
+              io.out(`version ${r.version} ${r.state.padEnd(10)} ${r.root}${r.batch ? `  ${describeBatch(r.batch)}, leaf ${r.index}` : ''}`);
           return 0;
         }
         const stats = state?.stats();
@@ -107,7 +109,9 @@ async function runAnchorCommand(command: string, args: string[], values: AnchorC
           return 0;
         }
         io.out(`chain: ${options.anchor?.mode ?? 'none'}${options.anchor?.mode === 'external' ? ` (${options.anchor.rpcUrl})` : ''}`);
-        io.out(`queue: ${inCatalog.length} roots not yet handed to the anchor service, ${stats?.queued ?? 0} waiting for a batch${stats?.oldestEnqueuedAt ? ` (oldest from ${stats.oldestEnqueuedAt})` : ''}`);
+        io.out(
+          `queue: ${inCatalog.length} roots not yet handed to the anchor service, ${stats?.queued ?? 0} waiting for a batch${stats?.oldestEnqueuedAt ? ` (oldest from ${stats.oldestEnqueuedAt})` : ''}`,
+        );
         if (stats) io.out(`study versions: ${stats.leaves.pending} pending, ${stats.leaves.submitted} submitted, ${stats.leaves.confirmed} confirmed`);
         for (const b of batches) io.out(describeBatch(b));
         return 0;
@@ -126,14 +130,19 @@ async function runAnchorCommand(command: string, args: string[], values: AnchorC
       } catch (cause) {
         throw new VaultError('BAD_REQUEST', `cannot read ${file}`, { cause });
       }
-      const result = await verifyReceipt({ receipt: body, client: createChainClient({ rpcUrl: values.rpc }), ...(values.cid ? { expectedCid: values.cid } : {}) });
+      const result = await verifyReceipt({
+        receipt: body,
+        client: createChainClient({ rpcUrl: values.rpc }),
+        ...(values.cid ? { expectedCid: values.cid } : {}),
+      });
       if (values.json) io.out(JSON.stringify(result, null, 2));
       else printVerification(result, io);
       return result.ok ? EXIT.OK : EXIT.PROBLEMS;
     }
     case 'deploy-contract': {
       const a = options.anchor;
-      if (a?.mode !== 'external' || !a.rpcUrl) throw new VaultError('CONFIG_INVALID', 'deploy-contract needs --chain-rpc URL (the embedded chain deploys its own contract)');
+      if (a?.mode !== 'external' || !a.rpcUrl)
+        throw new VaultError('CONFIG_INVALID', 'deploy-contract needs --chain-rpc URL (the embedded chain deploys its own contract)');
       if (!a.keyFile) throw new VaultError('CONFIG_INVALID', 'deploy-contract needs --chain-key-file (the account that pays for the deployment)');
       const client = createChainClient({ rpcUrl: a.rpcUrl, account: readKeyFile(a.keyFile) });
       if (a.chainId !== undefined) {
@@ -184,7 +193,10 @@ export async function checkAnchorOfStudy(vault: Pick<Vault, 'store' | 'catalog'>
 export function printStudyAnchor(r: StudyAnchorReport, io: Io): void {
   const where = r.verification?.anchor;
   const head = `anchor: version ${r.version} (root ${r.root}) ${r.state}`;
-  if (r.ok && where) io.out(`${head} on chain ${where.chainId} in block ${where.blockNumber} (${where.blockHash}), tx ${where.txHash}, ${r.verification?.confirmations} confirmations: receipt holds`);
+  if (r.ok && where)
+    io.out(
+      `${head} on chain ${where.chainId} in block ${where.blockNumber} (${where.blockHash}), tx ${where.txHash}, ${r.verification?.confirmations} confirmations: receipt holds`,
+    );
   else if (r.ok) io.out(`${head}: not anchored yet (no fault; run verify again later)`);
   else {
     io.out(head);
@@ -202,7 +214,9 @@ export function anchorCommands(program: Command, io: Io = stdio): void {
       .description("print the anchor receipt of the study's current (or given) version as JSON")
       .argument('<study-uid>', 'Study Instance UID')
       .argument('[version]', 'a version number (default: the current one)'),
-  ).action((study: string, version: string | undefined, _opts: unknown, cmd: Command) => run('receipt')(version === undefined ? [study] : [study, version], {}, cmd));
+  ).action((study: string, version: string | undefined, _opts: unknown, cmd: Command) =>
+    run('receipt')(version === undefined ? [study] : [study, version], {}, cmd),
+  );
   const anchor = program.command('anchor').description('the anchoring queue and batches');
   withNodeFlags(
     anchor
@@ -221,6 +235,9 @@ export function anchorCommands(program: Command, io: Io = stdio): void {
       .option('--json', 'print the checks as JSON'),
   ).action((file: string, opts: AnchorCliValues, cmd: Command) => run('verify-receipt')([file], opts, cmd));
   withNodeFlags(
-    program.command('deploy-contract').description('deploy the anchoring contract on --chain-rpc, signed with --chain-key-file').option('--json', 'print as JSON'),
+    program
+      .command('deploy-contract')
+      .description('deploy the anchoring contract on --chain-rpc, signed with --chain-key-file')
+      .option('--json', 'print as JSON'),
   ).action((opts: AnchorCliValues, cmd: Command) => run('deploy-contract')([], opts, cmd));
 }

@@ -72,5 +72,7 @@ function blockModes(blocks: string): Finding[] {
       }
     }
   }
-  return open === 0 ? [] : [{ severity: 'warning', code: 'FILE_MODE', message: `${open} block files are readable by others (first: ${first}): run \`chmod -R go-rwx ${blocks}\`` }];
+  return open === 0
+    ? []
+    : [{ severity: 'warning', code: 'FILE_MODE', message: `${open} block files are readable by others (first: ${first}): run \`chmod -R go-rwx ${blocks}\`` }];
 }

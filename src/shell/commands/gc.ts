@@ -21,7 +21,12 @@ export function gcCommand(program: Command, io: Io = stdio): void {
         'delete the blocks no study version reaches (ipfs: no pin covers), once older than the grace period, which keeps the blocks ' +
           'of ingests not yet committed; s3: runs reindex first and compacts the packs left at most half live',
       )
-      .addOption(new Option('--grace <seconds>', 'keep unreached blocks younger than this (fs, s3: at least 3600)').default(String(DEFAULT_GRACE_S), String(DEFAULT_GRACE_S)))
+      .addOption(
+        new Option('--grace <seconds>', 'keep unreached blocks younger than this (fs, s3: at least 3600)').default(
+          String(DEFAULT_GRACE_S),
+          String(DEFAULT_GRACE_S),
+        ),
+      )
       .option('--json', 'print the report as JSON'),
   ).action(async (opts: { grace: string; json?: boolean }, cmd: Command) => {
     const options = nodeOptionsOf(cmd);

@@ -24,7 +24,11 @@ export function ingestCommand(program: Command, io: Io = stdio): void {
     const started = performance.now();
     const progress = progressReporter(process.stderr.isTTY === true, started, io);
     try {
-      const result = await ingestFiles(paths, { ...vault, writer: vault.writer }, { chunkSize: options.chunkSize, countFirst: true, onProgress: progress.update });
+      const result = await ingestFiles(
+        paths,
+        { ...vault, writer: vault.writer },
+        { chunkSize: options.chunkSize, countFirst: true, onProgress: progress.update },
+      );
       progress.stop();
       const s = (performance.now() - started) / 1000;
       const duplicates = result.stored.filter((i) => i.duplicate).length;

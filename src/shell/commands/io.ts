@@ -8,8 +8,8 @@ export interface Io {
 }
 
 export const stdio: Io = {
-  out: (s) => void process.stdout.write(s + '\n'),
-  err: (s) => void process.stderr.write(s + '\n'),
+  out: (s) => void process.stdout.write(`${s}\n`),
+  err: (s) => void process.stderr.write(`${s}\n`),
 };
 
 /** Exit statuses of every command. */

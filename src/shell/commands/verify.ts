@@ -24,7 +24,9 @@ export function verifyCommand(program: Command, io: Io = stdio): void {
       const anchor = await checkAnchorOfStudy(vault, options, study);
       if (opts.json) io.out(JSON.stringify({ ...report, anchor }, null, 2));
       else {
-        io.out(`study ${study} root ${report.root}: ${report.versions} versions, ${report.instances} instances, ${report.blocks} blocks, ${mb(report.bytes)} MB`);
+        io.out(
+          `study ${study} root ${report.root}: ${report.versions} versions, ${report.instances} instances, ${report.blocks} blocks, ${mb(report.bytes)} MB`,
+        );
         for (const p of report.problems) io.out(`${p.kind.toUpperCase()} ${p.cid} (${p.where}): ${p.message}`);
         io.out(report.ok ? 'OK: every block and instance verified' : `FAILED: ${report.problems.length} problem(s)`);
         if (anchor) printStudyAnchor(anchor, io);

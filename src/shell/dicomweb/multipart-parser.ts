@@ -79,8 +79,7 @@ export interface MultipartPart {
  */
 export function parseContentType(header: string | undefined): { type: string; params: Record<string, string> } {
   if (header === undefined) throw new VaultError('UNSUPPORTED_MEDIA_TYPE', 'The request has no Content-Type header');
-  const invalid = (why: string) =>
-    new VaultError('UNSUPPORTED_MEDIA_TYPE', `Unparseable Content-Type header: ${why}`, { details: { contentType: header } });
+  const invalid = (why: string) => new VaultError('UNSUPPORTED_MEDIA_TYPE', `Unparseable Content-Type header: ${why}`, { details: { contentType: header } });
 
   const mediaType = MEDIA_TYPE.exec(header);
   if (mediaType === null) throw invalid('expected type/subtype');
@@ -118,15 +117,16 @@ export function parseContentType(header: string | undefined): { type: string; pa
  * headers), 'MULTIPART_TRUNCATED' (the source ended before the closing `--boundary--`),
  * 'TOO_LARGE' (more than `maxParts` parts), or the signal's reason when aborted.
  */
-export async function* parseMultipartRelated(
-  source: AsyncIterable<Uint8Array>,
-  options: MultipartOptions,
-): AsyncGenerator<MultipartPart, void, undefined> {
+export async function* parseMultipartRelated(source: AsyncIterable<Uint8Array>, options: MultipartOptions): AsyncGenerator<MultipartPart, void, undefined> {
   const maxBoundary = options.maxBoundaryLength ?? DEFAULT_MAX_BOUNDARY_LENGTH;
   if (options.boundary.length > maxBoundary) {
-    throw new VaultError('MULTIPART_MALFORMED', `The multipart boundary is ${options.boundary.length} characters long; this node accepts at most ${maxBoundary}`, {
-      details: { boundaryLength: options.boundary.length, maxBoundaryLength: maxBoundary },
-    });
+    throw new VaultError(
+      'MULTIPART_MALFORMED',
+      `The multipart boundary is ${options.boundary.length} characters long; this node accepts at most ${maxBoundary}`,
+      {
+        details: { boundaryLength: options.boundary.length, maxBoundaryLength: maxBoundary },
+      },
+    );
   }
   if (!BOUNDARY.test(options.boundary)) {
     throw new VaultError('MULTIPART_MALFORMED', 'The multipart boundary must be characters of the RFC 2046 set, not ending in a space', {

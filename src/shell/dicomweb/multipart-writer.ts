@@ -13,7 +13,9 @@ export function newBoundary(): string {
 }
 
 export function multipartContentType(boundary: string, type: string, extra: Record<string, string> = {}): string {
-  const params = Object.entries(extra).map(([k, v]) => `; ${k}=${v}`).join('');
+  const params = Object.entries(extra)
+    .map(([k, v]) => `; ${k}=${v}`)
+    .join('');
   return `multipart/related; type="${type}"${params}; boundary=${boundary}`;
 }
 

@@ -85,7 +85,8 @@ export function trustList(entries: readonly string[]): BlockList | undefined {
     if (bits === undefined) list.addAddress(address, type);
     else {
       const prefix = Number(bits);
-      if (!/^\d+$/.test(bits) || prefix > (family === 6 ? 128 : 32)) throw new VaultError('CONFIG_INVALID', `--trusted-proxies: "${entry}" has a bad prefix length`);
+      if (!/^\d+$/.test(bits) || prefix > (family === 6 ? 128 : 32))
+        throw new VaultError('CONFIG_INVALID', `--trusted-proxies: "${entry}" has a bad prefix length`);
       list.addSubnet(address, prefix, type);
     }
   }

@@ -286,9 +286,7 @@ function requiredAttributes(ctx: FormatContext): ResultAttribute[] {
 
 /** Every tag formatResult may look up (without includefield=all). */
 function neededTags(ctx: FormatContext): Tag[] {
-  return [
-    ...new Set([...requiredAttributes(ctx).map((r) => r.tag), ...ctx.query.filters.map((f) => f.tag), ...ctx.query.include]),
-  ];
+  return [...new Set([...requiredAttributes(ctx).map((r) => r.tag), ...ctx.query.filters.map((f) => f.tag), ...ctx.query.include])];
 }
 
 function formatResult(ctx: FormatContext, src: Sources, retrieveUrl: string, extra: DicomJsonDataset): DicomJsonDataset {
@@ -341,11 +339,9 @@ export function qidoService(deps: QidoDeps, options: QidoOptions = {}): FastifyP
       const mark = request.url.indexOf('?');
       const queryLength = mark < 0 ? 0 : request.url.length - mark - 1;
       if (queryLength > maxQueryLength) {
-        throw new VaultError(
-          'INVALID_QUERY',
-          `query string: ${queryLength} characters, more than the ${maxQueryLength} allowed (bound maxQueryLength)`,
-          { details: { bound: 'maxQueryLength', limit: maxQueryLength } },
-        );
+        throw new VaultError('INVALID_QUERY', `query string: ${queryLength} characters, more than the ${maxQueryLength} allowed (bound maxQueryLength)`, {
+          details: { bound: 'maxQueryLength', limit: maxQueryLength },
+        });
       }
       const query = parseQidoQuery(request.query as Record<string, string | string[] | undefined>, limits);
 
@@ -361,9 +357,7 @@ export function qidoService(deps: QidoDeps, options: QidoOptions = {}): FastifyP
       let results: DicomJsonDataset[];
       if (level === 'study') {
         const ctx: FormatContext = { level, query, withStudy: false, withSeries: false };
-        results = deps.catalog
-          .queryStudies(catalogQuery)
-          .map((r: StudyRecord) => formatResult(ctx, { study: r.attributes }, studyUrl(r.studyInstanceUID), {}));
+        results = deps.catalog.queryStudies(catalogQuery).map((r: StudyRecord) => formatResult(ctx, { study: r.attributes }, studyUrl(r.studyInstanceUID), {}));
       } else if (level === 'series') {
         const ctx: FormatContext = { level, query, withStudy: study === undefined, withSeries: false };
         results = deps.catalog
@@ -376,12 +370,9 @@ export function qidoService(deps: QidoDeps, options: QidoOptions = {}): FastifyP
         if (!query.includeAll) catalogQuery.instanceFields = neededTags(ctx);
         results = deps.catalog.queryInstances(catalogQuery).map((r: InstanceRecord) => {
           const url = `${seriesUrl(r.studyInstanceUID, r.seriesInstanceUID)}/instances/${r.sopInstanceUID}`;
-          return formatResult(
-            ctx,
-            { study: r.studyAttributes, series: r.seriesAttributes, instance: r.metadata, instanceUrl: url },
-            url,
-            { [TAGS.AvailableTransferSyntaxUID]: { vr: 'UI', Value: [r.transferSyntaxUID] } },
-          );
+          return formatResult(ctx, { study: r.studyAttributes, series: r.seriesAttributes, instance: r.metadata, instanceUrl: url }, url, {
+            [TAGS.AvailableTransferSyntaxUID]: { vr: 'UI', Value: [r.transferSyntaxUID] },
+          });
         });
       }
 

@@ -21,7 +21,14 @@ import type { AccessRouteConfig } from '../../access/policy.ts';
 import type { CatalogInstance } from '../../catalog/records.ts';
 import { VaultError } from '../../core/errors.ts';
 import { canDecode, sharedDecodePool } from '../../dicom/codecs/index.ts';
-import { parseWindowParameter, renderInfoFromMetadata, thumbnailOptions, type RenderFormat, type RenderInfo, type RenderOptions } from '../../dicom/render/index.ts';
+import {
+  parseWindowParameter,
+  renderInfoFromMetadata,
+  thumbnailOptions,
+  type RenderFormat,
+  type RenderInfo,
+  type RenderOptions,
+} from '../../dicom/render/index.ts';
 import { parseAccept, requestSignal } from './http.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
 import {
@@ -58,9 +65,19 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
     `${deps.urls.base(request)}/studies/${inst.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}`;
 
   /** Frame `frame` of `inst`, whose frames are open, rendered; FRAME_NOT_FOUND past its last; failures counted and named. */
-  const renderOpen = async (inst: CatalogInstance, frames: InstanceFrames, frame: number | 'middle', options: RenderOptions | ((info: RenderInfo) => RenderOptions), signal: AbortSignal, info?: RenderInfo): Promise<Uint8Array> => {
+  const renderOpen = async (
+    inst: CatalogInstance,
+    frames: InstanceFrames,
+    frame: number | 'middle',
+    options: RenderOptions | ((info: RenderInfo) => RenderOptions),
+    signal: AbortSignal,
+    info?: RenderInfo,
+  ): Promise<Uint8Array> => {
     if (frames.encapsulated && !canDecode(frames.transferSyntaxUID)) {
-      throw new VaultError('NOT_ACCEPTABLE', `instance ${inst.sopInstanceUID} is stored as ${frames.transferSyntaxUID}, which no decoder here reads: it cannot be rendered`);
+      throw new VaultError(
+        'NOT_ACCEPTABLE',
+        `instance ${inst.sopInstanceUID} is stored as ${frames.transferSyntaxUID}, which no decoder here reads: it cannot be rendered`,
+      );
     }
     const n = frame === 'middle' ? Math.ceil(frames.count / 2) : frame;
     if (n > frames.count) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${frames.count}`);
@@ -74,7 +91,12 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
   };
 
   /** One frame of `inst` rendered (its frames opened for it). */
-  const render = async (inst: CatalogInstance, frame: number | 'middle', options: RenderOptions | ((info: RenderInfo) => RenderOptions), signal: AbortSignal): Promise<Uint8Array> => {
+  const render = async (
+    inst: CatalogInstance,
+    frame: number | 'middle',
+    options: RenderOptions | ((info: RenderInfo) => RenderOptions),
+    signal: AbortSignal,
+  ): Promise<Uint8Array> => {
     const frames = await openFrames(deps, inst, signal);
     try {
       return await renderOpen(inst, frames, frame, options, signal);
@@ -88,7 +110,14 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
     reply.type(format).send(Buffer.from(image.buffer, image.byteOffset, image.byteLength));
 
   /** Several images, streamed, each rendered while the one before is sent. */
-  const sendImages = async <T>(request: Request, reply: FastifyReply, signal: AbortSignal, format: RenderFormat, items: T[], part: (item: T) => Promise<OutgoingPart>): Promise<FastifyReply> => {
+  const sendImages = async <T>(
+    request: Request,
+    reply: FastifyReply,
+    signal: AbortSignal,
+    format: RenderFormat,
+    items: T[],
+    part: (item: T) => Promise<OutgoingPart>,
+  ): Promise<FastifyReply> => {
     const boundary = newBoundary();
     const parts = mapAhead(items, RENDER_AHEAD, part);
     return sendCommittedLate(request, reply, signal, multipartContentType(boundary, format), multipartBody(boundary, parts));
@@ -98,13 +127,26 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
    * Frames `numbers` of one instance, one image each, streamed: the instance opened once (its
    * node, its chunks kept across frames) and its rendering facts read once.
    */
-  const sendFrameImages = async (request: Request, reply: FastifyReply, signal: AbortSignal, format: RenderFormat, inst: CatalogInstance, frames: InstanceFrames, numbers: number[], options: RenderOptions): Promise<FastifyReply> => {
+  const sendFrameImages = async (
+    request: Request,
+    reply: FastifyReply,
+    signal: AbortSignal,
+    format: RenderFormat,
+    inst: CatalogInstance,
+    frames: InstanceFrames,
+    numbers: number[],
+    options: RenderOptions,
+  ): Promise<FastifyReply> => {
     try {
       for (const n of numbers) if (n > frames.count) throw new VaultError('FRAME_NOT_FOUND', `frame ${n} requested, the instance has ${frames.count}`);
       const info = await renderInfo(inst, frames);
       const boundary = newBoundary();
       const parts = closing(
-        mapAhead(numbers, RENDER_AHEAD, async (n): Promise<OutgoingPart> => ({ contentType: format, body: single(await renderOpen(inst, frames, n, options, signal, info)) })),
+        mapAhead(
+          numbers,
+          RENDER_AHEAD,
+          async (n): Promise<OutgoingPart> => ({ contentType: format, body: single(await renderOpen(inst, frames, n, options, signal, info)) }),
+        ),
         frames,
       );
       return await sendCommittedLate(request, reply, signal, multipartContentType(boundary, format), multipartBody(boundary, parts));
@@ -123,7 +165,11 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
         const { format } = negotiateRendered(request);
         const options = renderOptions(request.query, format);
         const images = instancesOf(request.params, { metadata: false }).filter(renderable);
-        if (images.length === 0) throw new VaultError('NOT_ACCEPTABLE', `no instance of this ${request.params.series === undefined ? 'study' : 'series'} has Pixel Data this node can render: nothing to render as ${format}`);
+        if (images.length === 0)
+          throw new VaultError(
+            'NOT_ACCEPTABLE',
+            `no instance of this ${request.params.series === undefined ? 'study' : 'series'} has Pixel Data this node can render: nothing to render as ${format}`,
+          );
         const signal = requestSignal(request, reply);
         return sendImages(request, reply, signal, format, images, async (inst) => ({
           contentType: format,
@@ -146,17 +192,21 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
       return sendFrameImages(request, reply, signal, format, inst!, frames, numbers, options);
     });
 
-    app.get<{ Params: Params; Querystring: Query }>('/studies/:study/series/:series/instances/:instance/frames/:frames/rendered', { config }, async (request, reply) => {
-      const { format, multipart } = negotiateRendered(request);
-      const options = renderOptions(request.query, format);
-      const numbers = parseFrameList(request.params.frames ?? '');
-      const [inst] = instancesOf(request.params);
-      if (!hasPixelData(inst!)) throw noPixelData(inst!, `frames to render as ${format}`);
-      const signal = requestSignal(request, reply);
-      if (numbers.length === 1 && !multipart) return sendImage(reply, format, await render(inst!, numbers[0]!, options, signal));
-      // Every frame number is checked before the response starts.
-      return sendFrameImages(request, reply, signal, format, inst!, await openFrames(deps, inst!, signal), numbers, options);
-    });
+    app.get<{ Params: Params; Querystring: Query }>(
+      '/studies/:study/series/:series/instances/:instance/frames/:frames/rendered',
+      { config },
+      async (request, reply) => {
+        const { format, multipart } = negotiateRendered(request);
+        const options = renderOptions(request.query, format);
+        const numbers = parseFrameList(request.params.frames ?? '');
+        const [inst] = instancesOf(request.params);
+        if (!hasPixelData(inst!)) throw noPixelData(inst!, `frames to render as ${format}`);
+        const signal = requestSignal(request, reply);
+        if (numbers.length === 1 && !multipart) return sendImage(reply, format, await render(inst!, numbers[0]!, options, signal));
+        // Every frame number is checked before the response starts.
+        return sendFrameImages(request, reply, signal, format, inst!, await openFrames(deps, inst!, signal), numbers, options);
+      },
+    );
 
     // Thumbnails: one small image of a representative frame.
     const thumbnail = async (request: Request, reply: FastifyReply, inst: CatalogInstance, frame: number | 'middle'): Promise<FastifyReply> => {
@@ -174,7 +224,11 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
     for (const url of ['/studies/:study/thumbnail', '/studies/:study/series/:series/thumbnail']) {
       app.get<{ Params: Params; Querystring: Query }>(url, { config }, async (request, reply) => {
         const inst = representative(instancesOf(request.params, { metadata: false }));
-        if (inst === undefined) throw new VaultError('NOT_ACCEPTABLE', `no instance of this ${request.params.series === undefined ? 'study' : 'series'} has Pixel Data this node can render: no thumbnail`);
+        if (inst === undefined)
+          throw new VaultError(
+            'NOT_ACCEPTABLE',
+            `no instance of this ${request.params.series === undefined ? 'study' : 'series'} has Pixel Data this node can render: no thumbnail`,
+          );
         return thumbnail(request, reply, inst, 'middle');
       });
     }
@@ -183,12 +237,16 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
       if (!hasPixelData(inst!)) throw noPixelData(inst!, 'thumbnail');
       return thumbnail(request, reply, inst!, 'middle');
     });
-    app.get<{ Params: Params; Querystring: Query }>('/studies/:study/series/:series/instances/:instance/frames/:frames/thumbnail', { config }, async (request, reply) => {
-      const numbers = parseFrameList(request.params.frames ?? '');
-      const [inst] = instancesOf(request.params);
-      if (!hasPixelData(inst!)) throw noPixelData(inst!, 'thumbnail');
-      return thumbnail(request, reply, inst!, numbers[0]!);
-    });
+    app.get<{ Params: Params; Querystring: Query }>(
+      '/studies/:study/series/:series/instances/:instance/frames/:frames/thumbnail',
+      { config },
+      async (request, reply) => {
+        const numbers = parseFrameList(request.params.frames ?? '');
+        const [inst] = instancesOf(request.params);
+        if (!hasPixelData(inst!)) throw noPixelData(inst!, 'thumbnail');
+        return thumbnail(request, reply, inst!, numbers[0]!);
+      },
+    );
   };
 }
 

@@ -82,7 +82,13 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
           const label = `part ${partCount}`;
           if (part.contentType !== 'application/dicom') {
             // The parser skips the unread rest of a part when asked for the next one.
-            session.refuse({ label, code: 'UNSUPPORTED_MEDIA_TYPE', status: STORE_FAILURE.CANNOT_UNDERSTAND, reason: `${label} is ${part.contentType ?? 'untyped'}, not application/dicom`, serverSide: false });
+            session.refuse({
+              label,
+              code: 'UNSUPPORTED_MEDIA_TYPE',
+              status: STORE_FAILURE.CANNOT_UNDERSTAND,
+              reason: `${label} is ${part.contentType ?? 'untyped'}, not application/dicom`,
+              serverSide: false,
+            });
             continue;
           }
           const failure = await session.add(part.body, label);
@@ -112,7 +118,10 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
           request.log.info({ refused: failures.length, stored: stored.length, codes: [...new Set(failures.map((f) => f.code))] }, 'STOW instances refused');
           // One summary; the reasons are in the body, one per instance (many Warning headers
           // overflow clients' header limits).
-          void reply.header('warning', `299 dicom-vault "${failures.length} of ${failures.length + stored.length} instances not stored; reasons in FailedSOPSequence"`);
+          void reply.header(
+            'warning',
+            `299 dicom-vault "${failures.length} of ${failures.length + stored.length} instances not stored; reasons in FailedSOPSequence"`,
+          );
         }
         return reply
           .code(stowStatus(report))

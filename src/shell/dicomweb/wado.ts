@@ -55,7 +55,11 @@ export function instanceLookup(deps: Pick<WadoDeps, 'catalog'>): InstanceLookup 
     }
     const series = p.series === undefined ? undefined : assertUid(p.series, 'Series Instance UID');
     const list = deps.catalog.listInstances(series === undefined ? { study } : { study, series }, options);
-    if (list.length === 0) throw new VaultError(series === undefined ? 'STUDY_NOT_FOUND' : 'SERIES_NOT_FOUND', series === undefined ? 'no such study' : 'no such series in this study');
+    if (list.length === 0)
+      throw new VaultError(
+        series === undefined ? 'STUDY_NOT_FOUND' : 'SERIES_NOT_FOUND',
+        series === undefined ? 'no such study' : 'no such series in this study',
+      );
     return list;
   };
 }
@@ -115,7 +119,12 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
     // Frames are read by offset from the chunks that hold them. Encapsulated frames are sent as
     // stored (their transfer syntax in each part's type) or decoded; native ones as little-endian
     // bytes; those of a deflated instance are cut out of its data set as it is inflated.
-    const sendFrames = async (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply, inst: CatalogInstance, numbers: number[]): Promise<FastifyReply> => {
+    const sendFrames = async (
+      request: FastifyRequest<{ Params: Params }>,
+      reply: FastifyReply,
+      inst: CatalogInstance,
+      numbers: number[],
+    ): Promise<FastifyReply> => {
       const plan = negotiateFrames(request.headers.accept, inst);
       const signal = requestSignal(request, reply);
       const frames = await openFrames(deps, inst, signal);
@@ -142,7 +151,14 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
         })();
       }
       const boundary = newBoundary();
-      return sendCommittedLate(request, reply, signal, multipartContentType(boundary, plan.multipartType), multipartBody(boundary, closing(parts, frames)), loans);
+      return sendCommittedLate(
+        request,
+        reply,
+        signal,
+        multipartContentType(boundary, plan.multipartType),
+        multipartBody(boundary, closing(parts, frames)),
+        loans,
+      );
     };
 
     app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/frames/:frames', { config: frames }, async (request, reply) => {
@@ -157,7 +173,12 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       if (!range && path === PIXEL_DATA && inst!.layout.pixelData?.encapsulated === true) {
         // Encapsulated Pixel Data as bulk data: one part per frame (PS3.18 8.7.3.3.2), which is
         // what its BulkDataURI in the metadata promises; decoded, or as stored with transfer-syntax=*.
-        return sendFrames(request, reply, inst!, inst!.layout.frames.map((_, i) => i + 1));
+        return sendFrames(
+          request,
+          reply,
+          inst!,
+          inst!.layout.frames.map((_, i) => i + 1),
+        );
       }
       // A deflated instance's values have no stored offsets: cut out of its data set, inflated.
       const deflated = describeTransferSyntax(inst!.transferSyntaxUID).deflated;
@@ -240,7 +261,12 @@ export async function sendCommittedLate(
   return reply;
 }
 
-async function* readRanges(opened: OpenedInstance, ranges: ByteRange[], options: ReadOptions & { signal: AbortSignal }, swapWidth: number): AsyncGenerator<Uint8Array> {
+async function* readRanges(
+  opened: OpenedInstance,
+  ranges: ByteRange[],
+  options: ReadOptions & { signal: AbortSignal },
+  swapWidth: number,
+): AsyncGenerator<Uint8Array> {
   for (const r of ranges) {
     if (swapWidth === 0) {
       yield* opened.read(r, options);
@@ -434,7 +460,8 @@ export function negotiateFrames(accept: string | undefined, inst: CatalogInstanc
       if (!encapsulated) {
         // Native pixel data is little endian on the way out whatever it was stored as; its bytes
         // are the same in Implicit and Explicit VR Little Endian.
-        if (ts === undefined || ts === '*' || ts === EXPLICIT_VR_LE || ts === tsuid) return { mode: 'native', contentType: octets(EXPLICIT_VR_LE), multipartType: 'application/octet-stream' };
+        if (ts === undefined || ts === '*' || ts === EXPLICIT_VR_LE || ts === tsuid)
+          return { mode: 'native', contentType: octets(EXPLICIT_VR_LE), multipartType: 'application/octet-stream' };
         if (ts === IMPLICIT_VR_LE) return { mode: 'native', contentType: octets(IMPLICIT_VR_LE), multipartType: 'application/octet-stream' };
         reasons.push(`the frames are not compressed here; ${ts} is not an uncompressed transfer syntax`);
         continue;
@@ -484,13 +511,17 @@ export async function openFrames(deps: ReaderDeps, inst: CatalogInstance, signal
   if (!hasPixelData(inst)) throw noPixelData(inst, 'frames');
   const opened = await openInstance(deps, inst, { signal });
   const cannot = (why: string): VaultError =>
-    new VaultError('NOT_ACCEPTABLE', `the frames of instance ${inst.sopInstanceUID} cannot be located: ${why}. The whole instance can still be retrieved as stored (transfer-syntax=*)`);
+    new VaultError(
+      'NOT_ACCEPTABLE',
+      `the frames of instance ${inst.sopInstanceUID} cannot be located: ${why}. The whole instance can still be retrieved as stored (transfer-syntax=*)`,
+    );
   const pixelData = inst.layout.pixelData;
   if (pixelData === null) {
     // Deflated: cut out of the inflated Pixel Data, whose frames follow each other.
     const count = frameCountOf(inst.metadata);
     const frameLength = nativeFrameLength(inst.metadata);
-    if (count === undefined || frameLength === undefined) throw cannot(explainNativeFrames(inst.metadata, { valueOffset: 0, valueLength: -1, encapsulated: false, vr: 'OW' }));
+    if (count === undefined || frameLength === undefined)
+      throw cannot(explainNativeFrames(inst.metadata, { valueOffset: 0, valueLength: -1, encapsulated: false, vr: 'OW' }));
     const reader = new DeflatedValueReader(() => opened.read(undefined, { signal }), PIXEL_DATA);
     const read = (n: number): Promise<Uint8Array> => reader.read({ offset: (n - 1) * frameLength, length: frameLength });
     return {
@@ -576,7 +607,8 @@ function byteReader(opened: OpenedInstance, signal: AbortSignal): ByteReader {
   };
   const size = opened.node.chunkSize;
   return async (offset, length) => {
-    if (offset < 0 || offset + length > opened.size) throw new VaultError('INSTANCE_CORRUPT', `bytes ${offset}-${offset + length} lie outside instance ${opened.cid}`);
+    if (offset < 0 || offset + length > opened.size)
+      throw new VaultError('INSTANCE_CORRUPT', `bytes ${offset}-${offset + length} lie outside instance ${opened.cid}`);
     const first = Math.floor(offset / size);
     const last = Math.floor((offset + Math.max(length, 1) - 1) / size);
     const chunks = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => chunk(first + i)));
@@ -669,9 +701,9 @@ export function parseFrameList(raw: string): number[] {
   const parts = raw.split(',');
   const out: number[] = [];
   for (const p of parts) {
-    if (!/^\d{1,9}$/.test(p.trim()) || Number(p) < 1) throw new VaultError('INVALID_FRAME_LIST', `"${raw}" is not a list of frame numbers (1-based, comma-separated)`);
+    if (!/^\d{1,9}$/.test(p.trim()) || Number(p) < 1)
+      throw new VaultError('INVALID_FRAME_LIST', `"${raw}" is not a list of frame numbers (1-based, comma-separated)`);
     out.push(Number(p));
   }
   return out;
 }
-

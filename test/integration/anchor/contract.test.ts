@@ -16,7 +16,8 @@ describe('DicomVaultAnchor source and artifact', () => {
     expect(committed.deployedBytecode).toBe(compiled.deployedBytecode);
     expect(committed.abi).toEqual(compiled.abi);
     // The typed ABI the node uses is the compiled one.
-    const norm = (abi: readonly unknown[]): unknown[] => [...abi].map((e) => JSON.parse(JSON.stringify(e, Object.keys(e as object).sort()))).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+    const norm = (abi: readonly unknown[]): unknown[] =>
+      [...abi].map((e) => JSON.parse(JSON.stringify(e, Object.keys(e as object).sort()))).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
     expect(norm(anchorAbi.map((e) => ({ ...e })))).toEqual(norm(compiled.abi));
   });
 
@@ -34,7 +35,7 @@ describe('DicomVaultAnchor on a real chain', () => {
   });
   afterAll(async () => chain?.stop());
 
-  const root = ('0x' + 'ab'.repeat(32)) as Hex;
+  const root = `0x${'ab'.repeat(32)}` as Hex;
 
   it('records a root once with its block time and emits Anchored', async () => {
     const c = chain.client(1);
@@ -55,7 +56,9 @@ describe('DicomVaultAnchor on a real chain', () => {
 
   it('refuses to anchor the same root again, keeping the first time', async () => {
     const c = chain.client(2);
-    const err = await c.public.simulateContract({ address: chain.contract, abi: anchorAbi, functionName: 'anchor', args: [root], account: c.account! }).catch((e: unknown) => e);
+    const err = await c.public
+      .simulateContract({ address: chain.contract, abi: anchorAbi, functionName: 'anchor', args: [root], account: c.account! })
+      .catch((e: unknown) => e);
     const reverted = err instanceof BaseError ? err.walk((e) => e instanceof ContractFunctionRevertedError) : null;
     expect(reverted).toBeInstanceOf(ContractFunctionRevertedError);
     expect((reverted as ContractFunctionRevertedError).data?.errorName).toBe('AlreadyAnchored');

@@ -128,7 +128,15 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, 
 describe('anchor service on the shared chain', () => {
   it('closes a batch after N roots or T seconds, anchors each in one transaction, and issues a receipt for every leaf', async () => {
     const rig = await Rig.create(1, { batchMaxLeaves: 3, batchIntervalS: 60 });
-    const roots = [rig.commit(study(1)), rig.commit(study(1)), rig.commit(study(2)), rig.commit(study(1)), rig.commit(study(3)), rig.commit(study(2)), rig.commit(study(1))];
+    const roots = [
+      rig.commit(study(1)),
+      rig.commit(study(1)),
+      rig.commit(study(2)),
+      rig.commit(study(1)),
+      rig.commit(study(3)),
+      rig.commit(study(2)),
+      rig.commit(study(1)),
+    ];
     // Two full batches of 3 go at once; the 7th root waits for its 60 seconds.
     await rig.tickUntil(() => rig.state.stats().leaves.confirmed === 6);
     expect(rig.state.stats().queued).toBe(1);
@@ -177,7 +185,14 @@ describe('anchor service on the shared chain', () => {
     const offline = Catalog.open({ path: join(rig.dir, 'catalog.db') });
     const latest = offline.latestVersion(study(21))!;
     const extraRoot = encodeNode({ offline: true, salt: randomBytes(8) }).cid.toString();
-    offline.commitStudyVersion({ studyInstanceUID: study(21), version: 2, root: extraRoot, prev: latest.root, instances: [], createdAt: new Date(rig.clock).toISOString() });
+    offline.commitStudyVersion({
+      studyInstanceUID: study(21),
+      version: 2,
+      root: extraRoot,
+      prev: latest.root,
+      instances: [],
+      createdAt: new Date(rig.clock).toISOString(),
+    });
     offline.close();
     between.push(extraRoot);
 
@@ -239,7 +254,9 @@ describe('anchor service on the shared chain', () => {
       expect(v.code, v.stdout + v.stderr).toBe(0);
       const result = JSON.parse(v.stdout) as VerifyReceiptReturnType;
       expect(result.checks.filter((c) => !c.ok)).toEqual([]);
-      expect(result.checks.map((c) => c.check).sort()).toEqual(['blockHash', 'block', 'chainId', 'cid', 'contract', 'format', 'inclusion', 'root', 'time', 'tx'].sort());
+      expect(result.checks.map((c) => c.check).sort()).toEqual(
+        ['blockHash', 'block', 'chainId', 'cid', 'contract', 'format', 'inclusion', 'root', 'time', 'tx'].sort(),
+      );
       expect(result.anchor).toMatchObject({ cid: roots[i], txHash: batch!.txHash, blockNumber: batch!.blockNumber });
     }
     // A receipt does not vouch for its neighbour's root.

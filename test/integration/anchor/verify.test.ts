@@ -140,7 +140,9 @@ describe('receipts of a running node', () => {
     await writeFile(file, JSON.stringify(studies[1]!.receipt));
     const child = await runIn(cwd, ['verify-receipt', file, '--rpc', chain.rpcUrl]);
     expect(child.code, child.stderr).toBe(0);
-    expect(child.stdout).toMatch(/^HOLDS: bafy\S+ was anchored on chain 31337 by contract 0x[0-9a-fA-F]{40} at \S+Z, block \d+ \(0x[0-9a-f]{64}\), tx 0x[0-9a-f]{64}; \d+ confirmations$/m);
+    expect(child.stdout).toMatch(
+      /^HOLDS: bafy\S+ was anchored on chain 31337 by contract 0x[0-9a-fA-F]{40} at \S+Z, block \d+ \(0x[0-9a-f]{64}\), tx 0x[0-9a-f]{64}; \d+ confirmations$/m,
+    );
     expect(existsSync(join(cwd, 'data'))).toBe(false);
     // The same receipt edited in one place: the failing check is named.
     await writeFile(file, JSON.stringify({ ...studies[1]!.receipt, blockHash: Buffer.from(randomBytes(32)).toString('base64url') }));
@@ -270,7 +272,16 @@ describe('a node whose chain is unreachable', () => {
   it('keeps ingesting and answers 202 with the state of the receipt', async () => {
     const dir = await tempDir();
     const options = resolveNodeOptions(
-      { port: '0', 'data-dir': dir, 'dimse-port': 'off', 'chain-rpc': 'http://127.0.0.1:9', 'chain-id': '31337', 'chain-key-file': await chain.keyFile(4), contract: chain.contract, 'anchor-interval': '0' },
+      {
+        port: '0',
+        'data-dir': dir,
+        'dimse-port': 'off',
+        'chain-rpc': 'http://127.0.0.1:9',
+        'chain-id': '31337',
+        'chain-key-file': await chain.keyFile(4),
+        contract: chain.contract,
+        'anchor-interval': '0',
+      },
       {},
     );
     const down = await startNode(options, createLogger('silent'), { anchoring: true, anchorService: { pollIntervalMs: 20, retryMinMs: 20, retryMaxMs: 40 } });

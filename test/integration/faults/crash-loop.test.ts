@@ -67,10 +67,14 @@ describe('SIGKILL with the embedded chain on', () => {
   it('takes over a chain of its own left running from an earlier start (no parent-death signal)', async () => {
     // What a machine without setpriv, or a chain started by the earlier release, leaves behind:
     // anvil on the chain port with the node's state file, named in the pid file, its node gone.
-    const anvil = spawn(resolveAnvilBinary()!, ['--host', '127.0.0.1', '--port', String(chainPort), '--chain-id', '31337', '--state', join(dir, 'chain', 'anvil-state.json'), '--state-interval', '1'], {
-      stdio: 'ignore',
-      detached: true,
-    });
+    const anvil = spawn(
+      resolveAnvilBinary()!,
+      ['--host', '127.0.0.1', '--port', String(chainPort), '--chain-id', '31337', '--state', join(dir, 'chain', 'anvil-state.json'), '--state-interval', '1'],
+      {
+        stdio: 'ignore',
+        detached: true,
+      },
+    );
     await writeFile(join(dir, 'chain', 'anvil.pid'), `${anvil.pid}\n`);
     for (let i = 0; i < 100 && !(await listening(chainPort)); i++) await sleep(100);
     expect(await listening(chainPort)).toBe(true);
@@ -89,7 +93,12 @@ describe('SIGKILL with the embedded chain on', () => {
 
 async function listening(port: number): Promise<boolean> {
   try {
-    const r = await fetch(`http://127.0.0.1:${port}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}', signal: AbortSignal.timeout(1000) });
+    const r = await fetch(`http://127.0.0.1:${port}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}',
+      signal: AbortSignal.timeout(1000),
+    });
     return r.ok;
   } catch {
     return false;

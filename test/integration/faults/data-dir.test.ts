@@ -112,7 +112,12 @@ describe('a data directory the node refuses', () => {
     await writeFile(join(dir, 'catalog.db'), randomBytes(8192));
     const r = await run(['serve', '--data-dir', dir, '--port', '0', '--chain', 'none']);
     expect(r.code).toBe(1);
-    expect(r.stderr.trim().split('\n').filter((l) => l.startsWith('dicom-vault:'))).toEqual([expect.stringMatching(/^dicom-vault: DATABASE_CORRUPT: .*catalog\.db/)]);
+    expect(
+      r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('dicom-vault:')),
+    ).toEqual([expect.stringMatching(/^dicom-vault: DATABASE_CORRUPT: .*catalog\.db/)]);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     const doctor = await run(['doctor', '--data-dir', dir]);
     expect(doctor.code).toBe(3);

@@ -16,11 +16,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveNode, type ServedNode } from '../../../bench/node-process.ts';
 import { readProcMemory, startRssSampler } from '../../../bench/rss.ts';
-import {
-  DEFAULT_MAX_BYTES_BEFORE_IDENTITY,
-  DEFAULT_MAX_METADATA_BYTES,
-  DEFAULT_MAX_SEQUENCE_DEPTH,
-} from '../../../src/dicom/scanner.ts';
+import { DEFAULT_MAX_BYTES_BEFORE_IDENTITY, DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_SEQUENCE_DEPTH } from '../../../src/dicom/scanner.ts';
 import { goodInstance, hostileInstance, stowStreamed, streamed, type Attack, type StowAnswer, type Uids } from '../../support/hostile-dicom.ts';
 
 const MiB = 2 ** 20;
@@ -60,7 +56,12 @@ const ATTACKS: Array<{ attack: Attack; count: number; limit: RegExp; code: strin
   // One UC value of 10 million distinct values: 60 MB, ~320 MB once split.
   { attack: 'huge-multiplicity', count: 10_000_000, limit: /\(maxMetadataBytes\)/, code: 'TOO_LARGE' },
   // 64 MiB of a private OB before the Study Instance UID: held in plaintext until identified.
-  { attack: 'bulk-before-identity', count: 64 * MiB, limit: new RegExp(`first ${DEFAULT_MAX_BYTES_BEFORE_IDENTITY} bytes \\(maxBytesBeforeIdentity\\)`), code: 'TOO_LARGE' },
+  {
+    attack: 'bulk-before-identity',
+    count: 64 * MiB,
+    limit: new RegExp(`first ${DEFAULT_MAX_BYTES_BEFORE_IDENTITY} bytes \\(maxBytesBeforeIdentity\\)`),
+    code: 'TOO_LARGE',
+  },
 ];
 
 const STEP_TIMEOUT_MS = 180_000;
@@ -125,63 +126,75 @@ describe('headers that inflate in memory, against a real node', () => {
 
   for (const { attack, count, limit, code } of ATTACKS) {
     for (const parallel of [1, 3]) {
-      it(`refuses ${attack} (${parallel === 1 ? 'one' : 'three at once'}) with a 4xx naming the limit, within the RSS bound`, async () => {
-        const ids = Array.from({ length: parallel }, uids);
-        const sampler = startRssSampler(node.pid);
-        const answers = await Promise.all(ids.map((id) => stowStreamed(node.url, [hostileInstance(attack, count, id)], { multipart: false })));
-        const report = sampler.stop();
-        for (const answer of answers) {
-          // All failed: 409 with the instance in FailedSOPSequence: out of resources for a limit,
-          // cannot understand for a malformed data set.
-          expect(answer.status).toBe(409);
-          const f = failure(answer);
-          expect(f.code).toBe(code);
-          expect(f.reason).toBe(code === 'TOO_LARGE' ? 0xa700 : 0xc000);
-          expect(f.comment).toMatch(/^part 1: /);
-          expect(f.full).toMatch(limit);
-        }
-        const peak = Math.max(report.peakRssMiB, report.hwmMiB ?? 0) * MiB;
-        const growth = peak - report.rssBeforeMiB * MiB;
-        figures[`${attack}x${parallel}GrowthMiB`] = Math.round(growth / MiB);
-        figures[`${attack}x${parallel}OverIdleMiB`] = Math.round((peak - idle) / MiB);
-        expect(growth).toBeLessThan(parallel === 1 ? MAX_RSS_GROWTH_ONE : MAX_RSS_GROWTH_THREE);
-        expect(peak - idle).toBeLessThan(MAX_RSS_OVER_IDLE);
-        // Nothing of them is listed; the node keeps serving.
-        for (const id of ids) expect(await instancesOf(node, id.study)).toEqual([]);
-        expect(await stowGood(node, uids())).toBe(200);
-      }, STEP_TIMEOUT_MS);
+      it(
+        `refuses ${attack} (${parallel === 1 ? 'one' : 'three at once'}) with a 4xx naming the limit, within the RSS bound`,
+        async () => {
+          const ids = Array.from({ length: parallel }, uids);
+          const sampler = startRssSampler(node.pid);
+          const answers = await Promise.all(ids.map((id) => stowStreamed(node.url, [hostileInstance(attack, count, id)], { multipart: false })));
+          const report = sampler.stop();
+          for (const answer of answers) {
+            // All failed: 409 with the instance in FailedSOPSequence: out of resources for a limit,
+            // cannot understand for a malformed data set.
+            expect(answer.status).toBe(409);
+            const f = failure(answer);
+            expect(f.code).toBe(code);
+            expect(f.reason).toBe(code === 'TOO_LARGE' ? 0xa700 : 0xc000);
+            expect(f.comment).toMatch(/^part 1: /);
+            expect(f.full).toMatch(limit);
+          }
+          const peak = Math.max(report.peakRssMiB, report.hwmMiB ?? 0) * MiB;
+          const growth = peak - report.rssBeforeMiB * MiB;
+          figures[`${attack}x${parallel}GrowthMiB`] = Math.round(growth / MiB);
+          figures[`${attack}x${parallel}OverIdleMiB`] = Math.round((peak - idle) / MiB);
+          expect(growth).toBeLessThan(parallel === 1 ? MAX_RSS_GROWTH_ONE : MAX_RSS_GROWTH_THREE);
+          expect(peak - idle).toBeLessThan(MAX_RSS_OVER_IDLE);
+          // Nothing of them is listed; the node keeps serving.
+          for (const id of ids) expect(await instancesOf(node, id.study)).toEqual([]);
+          expect(await stowGood(node, uids())).toBe(200);
+        },
+        STEP_TIMEOUT_MS,
+      );
     }
   }
 
   for (const [i, { attack, count, limit }] of ATTACKS.entries()) {
-    it(`stores the good instance of a request that also holds ${attack}, alone (202)`, async () => {
-      const good = uids();
-      const bad = uids();
-      // The bad part first, then the good one, and the other way round, in turns.
-      const parts = [streamed(goodInstance(good)), hostileInstance(attack, count, bad)];
-      if (i % 2 === 1) parts.reverse();
-      const answer = await stowStreamed(node.url, parts, { multipart: true });
-      expect(answer.status).toBe(202);
-      const referenced = answer.body['00081199']?.Value as Array<Record<string, { Value: string[] }>>;
-      expect(referenced.map((r) => r['00081155']!.Value[0])).toEqual([good.sop]);
-      expect(failure(answer).full).toMatch(limit);
-      expect(await instancesOf(node, good.study)).toEqual([good.sop]);
-      expect(await instancesOf(node, bad.study)).toEqual([]);
-    }, STEP_TIMEOUT_MS);
+    it(
+      `stores the good instance of a request that also holds ${attack}, alone (202)`,
+      async () => {
+        const good = uids();
+        const bad = uids();
+        // The bad part first, then the good one, and the other way round, in turns.
+        const parts = [streamed(goodInstance(good)), hostileInstance(attack, count, bad)];
+        if (i % 2 === 1) parts.reverse();
+        const answer = await stowStreamed(node.url, parts, { multipart: true });
+        expect(answer.status).toBe(202);
+        const referenced = answer.body['00081199']?.Value as Array<Record<string, { Value: string[] }>>;
+        expect(referenced.map((r) => r['00081155']!.Value[0])).toEqual([good.sop]);
+        expect(failure(answer).full).toMatch(limit);
+        expect(await instancesOf(node, good.study)).toEqual([good.sop]);
+        expect(await instancesOf(node, bad.study)).toEqual([]);
+      },
+      STEP_TIMEOUT_MS,
+    );
   }
 
-  it('comes back near idle RSS once the attacks are over, and keeps serving', async () => {
-    const started = Date.now();
-    let rss = rssOf(node);
-    while (rss - idle > MAX_RSS_AFTER && Date.now() - started < RSS_RETURN_DEADLINE_MS) {
-      await sleep(2_000);
-      rss = rssOf(node);
-    }
-    figures.afterGrowthMiB = Math.round((rss - idle) / MiB);
-    figures.returnSeconds = Math.round((Date.now() - started) / 1000);
-    expect(rss - idle).toBeLessThan(MAX_RSS_AFTER);
-    const id = uids();
-    expect(await stowGood(node, id)).toBe(200);
-    expect(await instancesOf(node, id.study)).toEqual([id.sop]);
-  }, RSS_RETURN_DEADLINE_MS + 60_000);
+  it(
+    'comes back near idle RSS once the attacks are over, and keeps serving',
+    async () => {
+      const started = Date.now();
+      let rss = rssOf(node);
+      while (rss - idle > MAX_RSS_AFTER && Date.now() - started < RSS_RETURN_DEADLINE_MS) {
+        await sleep(2_000);
+        rss = rssOf(node);
+      }
+      figures.afterGrowthMiB = Math.round((rss - idle) / MiB);
+      figures.returnSeconds = Math.round((Date.now() - started) / 1000);
+      expect(rss - idle).toBeLessThan(MAX_RSS_AFTER);
+      const id = uids();
+      expect(await stowGood(node, id)).toBe(200);
+      expect(await instancesOf(node, id.study)).toEqual([id.sop]);
+    },
+    RSS_RETURN_DEADLINE_MS + 60_000,
+  );
 });

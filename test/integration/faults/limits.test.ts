@@ -17,7 +17,10 @@ import { startTestNode, type TestNode } from '../../support/node.ts';
 const BOUNDARY = 'limits-test-boundary';
 
 /** A STOW whose body is sent by the test, piece by piece; `local` is the client's source address. */
-function openStow(node: TestNode, local = '127.0.0.1'): { req: ClientRequest; response: Promise<{ status: number; headers: Record<string, unknown>; body: string } | { error: string }> } {
+function openStow(
+  node: TestNode,
+  local = '127.0.0.1',
+): { req: ClientRequest; response: Promise<{ status: number; headers: Record<string, unknown>; body: string } | { error: string }> } {
   const url = new URL(`${node.url}/studies`);
   const req = httpRequest({
     host: url.hostname,
@@ -57,7 +60,9 @@ describe('timeouts', () => {
   let node: TestNode;
   let part: Buffer;
   beforeAll(async () => {
-    node = await startTestNode({ flags: { 'idle-timeout': '2', 'headers-timeout': '2', 'min-body-rate': '2048', 'max-ingests': '200', 'max-ingests-per-client': '200' } });
+    node = await startTestNode({
+      flags: { 'idle-timeout': '2', 'headers-timeout': '2', 'min-body-rate': '2048', 'max-ingests': '200', 'max-ingests-per-client': '200' },
+    });
     const s = planStudy({ kind: 'single', instances: 1, rows: 256, columns: 256, seed: 6601 });
     part = multipartBody([await bytesOf(s.instances[0]!)], BOUNDARY);
   });
@@ -127,7 +132,11 @@ describe('concurrency limits', () => {
     const a2 = openStow(node, '127.0.0.1');
     for (const s of [a1, a2]) s.req.write(part.subarray(0, 100));
     await sleep(300);
-    const a3 = await fetch(`${node.url}/studies`, { method: 'POST', headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}` }, body: part });
+    const a3 = await fetch(`${node.url}/studies`, {
+      method: 'POST',
+      headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}` },
+      body: part,
+    });
     expect(a3.status).toBe(503);
     expect(a3.headers.get('retry-after')).toBe('5');
     expect(((await a3.json()) as { code: string; message: string }).message).toMatch(/limit per client/);
@@ -140,7 +149,14 @@ describe('concurrency limits', () => {
     expect('status' in refused && refused.status).toBe(503);
     expect('body' in refused && refused.body).toMatch(/ingests at once, its limit/);
     // A C-STORE past the node's limit is refused with 0xA700 (out of resources).
-    const dimse = await runTool('/usr/bin/storescu', ['-d', '-aec', 'DICOMVAULT', '127.0.0.1', String(node.dimse!.port), join(PYDICOM_DATA, 'test_files', 'CT_small.dcm')]);
+    const dimse = await runTool('/usr/bin/storescu', [
+      '-d',
+      '-aec',
+      'DICOMVAULT',
+      '127.0.0.1',
+      String(node.dimse!.port),
+      join(PYDICOM_DATA, 'test_files', 'CT_small.dcm'),
+    ]);
     expect(dimse.code).not.toBe(0);
     expect(dimse.output).toMatch(/0xa700|Refused: OutOfResources/i);
     expect(await healthy(node)).toBeLessThan(500);
@@ -150,7 +166,11 @@ describe('concurrency limits', () => {
       const r = await s.response;
       expect('status' in r && r.status).toBe(200);
     }
-    const again = await fetch(`${node.url}/studies`, { method: 'POST', headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}` }, body: part });
+    const again = await fetch(`${node.url}/studies`, {
+      method: 'POST',
+      headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}` },
+      body: part,
+    });
     expect(again.status).toBe(200);
     expect(await metric(node, 'dicomvault_ingests_refused_busy_total', 'door="stow"')).toBe(2);
     expect(await metric(node, 'dicomvault_ingests_refused_busy_total', 'door="dimse"')).toBe(1);

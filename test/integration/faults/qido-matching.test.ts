@@ -9,11 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedStudy } from '../../../bench/generate.ts';
-import {
-  DEFAULT_QIDO_MAX_QUERY_LENGTH,
-  DEFAULT_QIDO_MAX_VALUE_LENGTH,
-  DEFAULT_QIDO_MAX_WILDCARDS,
-} from '../../../src/shell/dicomweb/qido.ts';
+import { DEFAULT_QIDO_MAX_QUERY_LENGTH, DEFAULT_QIDO_MAX_VALUE_LENGTH, DEFAULT_QIDO_MAX_WILDCARDS } from '../../../src/shell/dicomweb/qido.ts';
 import { stow } from '../../support/dicomweb.ts';
 import { bytesOf } from '../../support/generated.ts';
 import { serve } from '../../support/process.ts';
@@ -77,7 +73,11 @@ describe('QIDO-RS matching under hostile patterns', () => {
   const healthz = (): Promise<Answer> => get(`${node.url.replace(/\/dicom-web$/, '')}/healthz`);
   const expectAnswer = (a: Answer, matches: boolean, what: string): void => {
     expect(a.status, what).toBe(matches ? 200 : 204);
-    if (matches) expect(a.body.map((d: any) => d['0020000D'].Value[0]), what).toEqual([study.studyInstanceUID]);
+    if (matches)
+      expect(
+        a.body.map((d: any) => d['0020000D'].Value[0]),
+        what,
+      ).toEqual([study.studyInstanceUID]);
   };
 
   it('answers the patterns that made the former engine backtrack within milliseconds', async () => {
@@ -111,7 +111,10 @@ describe('QIDO-RS matching under hostile patterns', () => {
   it('refuses a value longer than allowed with 400 naming the bound, and takes one at the bound', async () => {
     const over = await search('PatientName', 'a'.repeat(DEFAULT_QIDO_MAX_VALUE_LENGTH + 1));
     expect(over.status).toBe(400);
-    expect(over.body).toMatchObject({ code: 'INVALID_QUERY', details: { parameter: 'PatientName', bound: 'maxValueLength', limit: DEFAULT_QIDO_MAX_VALUE_LENGTH } });
+    expect(over.body).toMatchObject({
+      code: 'INVALID_QUERY',
+      details: { parameter: 'PatientName', bound: 'maxValueLength', limit: DEFAULT_QIDO_MAX_VALUE_LENGTH },
+    });
     expect(over.body.message).toContain('maxValueLength');
     expect((await search('PatientName', 'a'.repeat(DEFAULT_QIDO_MAX_VALUE_LENGTH))).status).toBe(204);
   });

@@ -113,7 +113,7 @@ describe('keys', () => {
     expect((await retrieve(other.url.replace(node.url, again.url))).status).toBe(200);
   });
 
-  it('answers KEY_NOT_FOUND (500) with a clear reason once a study\'s data key row is destroyed, at once and after a restart', async () => {
+  it("answers KEY_NOT_FOUND (500) with a clear reason once a study's data key row is destroyed, at once and after a restart", async () => {
     const dir = await freshDir();
     const node = await start(dir);
     const one = await storeOne(node, 903);
@@ -146,7 +146,7 @@ describe('keys', () => {
     await check((await start(dir)).url);
   });
 
-  it('fails retrieval when an instance\'s chunks change places (each chunk\'s GCM tag is bound to its position)', async () => {
+  it("fails retrieval when an instance's chunks change places (each chunk's GCM tag is bound to its position)", async () => {
     const dir = await freshDir();
     const node = await start(dir);
     const { study, url } = await storeOne(node, 905);

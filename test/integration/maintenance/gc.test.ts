@@ -19,7 +19,7 @@ import { verifyStudy } from '../../../src/read/verify.ts';
 import { rawCid } from '../../../storage/cid.ts';
 import { FsBlockStore } from '../../../storage/fs.ts';
 import { DEFAULT_GRACE_S, MIN_GRACE_S, type CollectReport } from '../../../src/maintenance/gc.ts';
-import { IpfsBlockStore, type GcReport } from '../../../storage/ipfs.ts';
+import type { IpfsBlockStore, GcReport } from '../../../storage/ipfs.ts';
 import { retrieve, stow, failuresIn } from '../../support/dicomweb.ts';
 import { run } from '../../support/process.ts';
 
@@ -34,7 +34,10 @@ let store: IpfsBlockStore | FsBlockStore;
 async function startOn(storeKind: 'ipfs' | 'fs'): Promise<void> {
   kind = storeKind;
   dataDir = await mkdtemp(path.join(tmpdir(), `dicom-vault-gc-${kind}-`));
-  node = await startNode(resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': String(CHUNK), store: kind, 'dimse-port': 'off' }, {}), createLogger('silent'));
+  node = await startNode(
+    resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': String(CHUNK), store: kind, 'dimse-port': 'off' }, {}),
+    createLogger('silent'),
+  );
   store = node.vault.store as IpfsBlockStore | FsBlockStore;
 }
 afterEach(async () => {
@@ -170,14 +173,25 @@ describe('dicom-vault gc (--store ipfs)', () => {
 
     const first = await gc();
     expect(first.code, first.stdout + first.stderr).toBe(0);
-    expect(first.stdout).toContain(`${studyBlocks + 5} blocks: ${studyBlocks} pinned, 2 unpinned but younger than ${DEFAULT_GRACE_S} s (kept), 3 deleted (0.0 MB)`);
+    expect(first.stdout).toContain(
+      `${studyBlocks + 5} blocks: ${studyBlocks} pinned, 2 unpinned but younger than ${DEFAULT_GRACE_S} s (kept), 3 deleted (0.0 MB)`,
+    );
     for (const cid of old) expect(await store.has(cid), cid.toString()).toBe(false);
     for (const cid of recent) expect(await store.has(cid), cid.toString()).toBe(true);
     await expectStudyWhole(study.studyInstanceUID, parts);
 
     // A shorter grace takes the recent ones too; JSON for scripts.
     const second = reportOf(await gc('--grace', '30', '--json'));
-    expect(second).toEqual({ graceS: 30, blocks: studyBlocks + 2, pinned: studyBlocks, young: 0, deleted: 2, deletedBytes: 2 * CHUNK, repinned: [], otherPins: 0 });
+    expect(second).toEqual({
+      graceS: 30,
+      blocks: studyBlocks + 2,
+      pinned: studyBlocks,
+      young: 0,
+      deleted: 2,
+      deletedBytes: 2 * CHUNK,
+      repinned: [],
+      otherPins: 0,
+    });
     expect(await blockCount()).toBe(studyBlocks);
     await expectStudyWhole(study.studyInstanceUID, parts);
   });
@@ -189,7 +203,7 @@ describe('dicom-vault gc (--store ipfs)', () => {
     await expectStudyWhole(study.studyInstanceUID, parts);
   });
 
-  it('with --grace 0 (no protection) takes an in-flight STOW\'s blocks: that STOW fails whole, and is accepted when sent again', async () => {
+  it("with --grace 0 (no protection) takes an in-flight STOW's blocks: that STOW fails whole, and is accepted when sent again", async () => {
     const study = planStudy({ kind: 'single', instances: 2, rows: 64, columns: 64, seed: 54 });
     const parts = await Promise.all(study.instances.map(bytesOf));
     const stow1 = await stowFirstInstance(parts[0]!);
@@ -266,7 +280,16 @@ describe('dicom-vault gc (--store fs)', () => {
     // The recent ones once they are old enough; JSON for scripts.
     for (const cid of recent) await age(cid, 2 * 3600);
     const second = reportOf<FsReport>(await gc('--grace', '3600', '--json'));
-    expect(second).toEqual({ graceS: 3600, blocks: studyBlocks + 2, reachable: studyBlocks, young: 0, deleted: 2, deletedBytes: 2 * CHUNK, temps: 0, otherRoots: 0 });
+    expect(second).toEqual({
+      graceS: 3600,
+      blocks: studyBlocks + 2,
+      reachable: studyBlocks,
+      young: 0,
+      deleted: 2,
+      deletedBytes: 2 * CHUNK,
+      temps: 0,
+      otherRoots: 0,
+    });
     expect(await blockCount()).toBe(studyBlocks);
     await expectStudyWhole(study.studyInstanceUID, parts);
   });
@@ -327,12 +350,16 @@ describe('dicom-vault gc (--store fs)', () => {
     await writeFile(blockFile(nodeCid), altered);
     const corrupt = await gc();
     expect(corrupt.code).toBe(1);
-    expect(corrupt.stderr).toContain(`BLOCK_CORRUPT: gc stopped before deleting anything: block ${nodeCid} of study version ${root} is corrupt (run verify on its study)`);
+    expect(corrupt.stderr).toContain(
+      `BLOCK_CORRUPT: gc stopped before deleting anything: block ${nodeCid} of study version ${root} is corrupt (run verify on its study)`,
+    );
 
     await unlink(blockFile(nodeCid));
     const missing = await gc();
     expect(missing.code).toBe(1);
-    expect(missing.stderr).toContain(`BLOCK_NOT_FOUND: gc stopped before deleting anything: block ${nodeCid} of study version ${root} is missing (run verify on its study)`);
+    expect(missing.stderr).toContain(
+      `BLOCK_NOT_FOUND: gc stopped before deleting anything: block ${nodeCid} of study version ${root} is missing (run verify on its study)`,
+    );
     for (const cid of garbage) expect(await store.has(cid)).toBe(true);
 
     // Put back, gc runs again.

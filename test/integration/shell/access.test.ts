@@ -67,26 +67,145 @@ describe('access seam', () => {
       { route: 'GET /studies', method: 'GET', path: `/studies?StudyInstanceUID=${s}`, accept: json, action: 'search' },
       { route: 'GET /studies/:study/series', method: 'GET', path: `/studies/${s}/series`, accept: json, action: 'search', study: s },
       { route: 'GET /series', method: 'GET', path: `/series?StudyInstanceUID=${s}`, accept: json, action: 'search' },
-      { route: 'GET /studies/:study/series/:series/instances', method: 'GET', path: `/studies/${s}/series/${se}/instances`, accept: json, action: 'search', study: s, series: se },
+      {
+        route: 'GET /studies/:study/series/:series/instances',
+        method: 'GET',
+        path: `/studies/${s}/series/${se}/instances`,
+        accept: json,
+        action: 'search',
+        study: s,
+        series: se,
+      },
       { route: 'GET /studies/:study/instances', method: 'GET', path: `/studies/${s}/instances`, accept: json, action: 'search', study: s },
       { route: 'GET /instances', method: 'GET', path: `/instances?SOPInstanceUID=${i}`, accept: json, action: 'search' },
       { route: 'GET /studies/:study', method: 'GET', path: `/studies/${s}`, accept: dicom, action: 'retrieve', dataType: 'dicom', study: s },
-      { route: 'GET /studies/:study/series/:series', method: 'GET', path: `/studies/${s}/series/${se}`, accept: dicom, action: 'retrieve', dataType: 'dicom', study: s, series: se },
-      { route: 'GET /studies/:study/series/:series/instances/:instance', method: 'GET', path: inst, accept: dicom, action: 'retrieve', dataType: 'dicom', study: s, series: se, instance: i },
-      { route: 'GET /studies/:study/metadata', method: 'GET', path: `/studies/${s}/metadata`, accept: json, action: 'retrieve', dataType: 'metadata', study: s },
-      { route: 'GET /studies/:study/series/:series/metadata', method: 'GET', path: `/studies/${s}/series/${se}/metadata`, accept: json, action: 'retrieve', dataType: 'metadata', study: s, series: se },
-      { route: 'GET /studies/:study/series/:series/instances/:instance/metadata', method: 'GET', path: `${inst}/metadata`, accept: json, action: 'retrieve', dataType: 'metadata', study: s, series: se, instance: i },
-      { route: 'GET /studies/:study/series/:series/instances/:instance/frames/:frames', method: 'GET', path: `${inst}/frames/1`, accept: octets, action: 'retrieve', dataType: 'frames', study: s, series: se, instance: i },
-      { route: 'GET /studies/:study/series/:series/instances/:instance/bulk/*', method: 'GET', path: `${inst}/bulk/7FE00010`, accept: octets, action: 'retrieve', dataType: 'bulkdata', study: s, series: se, instance: i },
+      {
+        route: 'GET /studies/:study/series/:series',
+        method: 'GET',
+        path: `/studies/${s}/series/${se}`,
+        accept: dicom,
+        action: 'retrieve',
+        dataType: 'dicom',
+        study: s,
+        series: se,
+      },
+      {
+        route: 'GET /studies/:study/series/:series/instances/:instance',
+        method: 'GET',
+        path: inst,
+        accept: dicom,
+        action: 'retrieve',
+        dataType: 'dicom',
+        study: s,
+        series: se,
+        instance: i,
+      },
+      {
+        route: 'GET /studies/:study/metadata',
+        method: 'GET',
+        path: `/studies/${s}/metadata`,
+        accept: json,
+        action: 'retrieve',
+        dataType: 'metadata',
+        study: s,
+      },
+      {
+        route: 'GET /studies/:study/series/:series/metadata',
+        method: 'GET',
+        path: `/studies/${s}/series/${se}/metadata`,
+        accept: json,
+        action: 'retrieve',
+        dataType: 'metadata',
+        study: s,
+        series: se,
+      },
+      {
+        route: 'GET /studies/:study/series/:series/instances/:instance/metadata',
+        method: 'GET',
+        path: `${inst}/metadata`,
+        accept: json,
+        action: 'retrieve',
+        dataType: 'metadata',
+        study: s,
+        series: se,
+        instance: i,
+      },
+      {
+        route: 'GET /studies/:study/series/:series/instances/:instance/frames/:frames',
+        method: 'GET',
+        path: `${inst}/frames/1`,
+        accept: octets,
+        action: 'retrieve',
+        dataType: 'frames',
+        study: s,
+        series: se,
+        instance: i,
+      },
+      {
+        route: 'GET /studies/:study/series/:series/instances/:instance/bulk/*',
+        method: 'GET',
+        path: `${inst}/bulk/7FE00010`,
+        accept: octets,
+        action: 'retrieve',
+        dataType: 'bulkdata',
+        study: s,
+        series: se,
+        instance: i,
+      },
       // PNG: the instance is 16 x 16 of noise, whose JPEG would be larger than its pixels, which the
       // JPEG encoder (src/dicom/render/image.ts) cannot yet write.
       ...(['rendered', 'thumbnail'] as const).flatMap((what): RouteCase[] => [
-        { route: `GET /studies/:study/${what}`, method: 'GET', path: `/studies/${s}/${what}`, accept: 'image/png', action: 'retrieve', dataType: 'rendered', study: s },
-        { route: `GET /studies/:study/series/:series/${what}`, method: 'GET', path: `/studies/${s}/series/${se}/${what}`, accept: 'image/png', action: 'retrieve', dataType: 'rendered', study: s, series: se },
-        { route: `GET /studies/:study/series/:series/instances/:instance/${what}`, method: 'GET', path: `${inst}/${what}`, accept: 'image/png', action: 'retrieve', dataType: 'rendered', study: s, series: se, instance: i },
-        { route: `GET /studies/:study/series/:series/instances/:instance/frames/:frames/${what}`, method: 'GET', path: `${inst}/frames/1/${what}`, accept: 'image/png', action: 'retrieve', dataType: 'rendered', study: s, series: se, instance: i },
+        {
+          route: `GET /studies/:study/${what}`,
+          method: 'GET',
+          path: `/studies/${s}/${what}`,
+          accept: 'image/png',
+          action: 'retrieve',
+          dataType: 'rendered',
+          study: s,
+        },
+        {
+          route: `GET /studies/:study/series/:series/${what}`,
+          method: 'GET',
+          path: `/studies/${s}/series/${se}/${what}`,
+          accept: 'image/png',
+          action: 'retrieve',
+          dataType: 'rendered',
+          study: s,
+          series: se,
+        },
+        {
+          route: `GET /studies/:study/series/:series/instances/:instance/${what}`,
+          method: 'GET',
+          path: `${inst}/${what}`,
+          accept: 'image/png',
+          action: 'retrieve',
+          dataType: 'rendered',
+          study: s,
+          series: se,
+          instance: i,
+        },
+        {
+          route: `GET /studies/:study/series/:series/instances/:instance/frames/:frames/${what}`,
+          method: 'GET',
+          path: `${inst}/frames/1/${what}`,
+          accept: 'image/png',
+          action: 'retrieve',
+          dataType: 'rendered',
+          study: s,
+          series: se,
+          instance: i,
+        },
       ]),
-      { route: 'GET /studies/:study/receipt', method: 'GET', path: `/studies/${s}/receipt`, accept: 'application/json', action: 'retrieve', dataType: 'receipt', study: s },
+      {
+        route: 'GET /studies/:study/receipt',
+        method: 'GET',
+        path: `/studies/${s}/receipt`,
+        accept: 'application/json',
+        action: 'retrieve',
+        dataType: 'receipt',
+        study: s,
+      },
     ];
   });
   afterAll(async () => node?.stop());
@@ -129,7 +248,7 @@ describe('access seam', () => {
     expect([...new Set(routes)].sort()).toEqual(cases.map((c) => c.route).sort());
   });
 
-  it('refuses every route with 403 and the policy\'s reason when the policy denies, and stores nothing', async () => {
+  it("refuses every route with 403 and the policy's reason when the policy denies, and stores nothing", async () => {
     mode = 'deny';
     audit.length = 0;
     try {
@@ -182,7 +301,10 @@ describe('access seam', () => {
 
   it('lets a policy decide per study: a grant for one study does not open another', async () => {
     const other = planStudy({ kind: 'single', instances: 1, rows: 8, columns: 8, seed: 402 });
-    expect((await fetch(`${node.url}/studies`, { method: 'POST', headers: { 'content-type': 'application/dicom' }, body: await bytesOf(other.instances[0]!) })).status).toBe(200);
+    expect(
+      (await fetch(`${node.url}/studies`, { method: 'POST', headers: { 'content-type': 'application/dicom' }, body: await bytesOf(other.instances[0]!) }))
+        .status,
+    ).toBe(200);
     const granted = study.studyInstanceUID;
     policy.authorize = async (_p, resource) =>
       resource.studyInstanceUID === granted ? { allowed: true } : { allowed: false, reason: 'no grant for this study' };

@@ -213,8 +213,7 @@ interface PausedUpload {
  */
 async function uploadUntil(baseUrl: string, instances: GeneratedInstance[], stop: { instances: number; thenBytes: number }): Promise<PausedUpload> {
   const boundary = `crash-${randomBytes(8).toString('hex')}`;
-  const head = (i: GeneratedInstance): Buffer =>
-    Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\nContent-Length: ${i.size}\r\n\r\n`, 'latin1');
+  const head = (i: GeneratedInstance): Buffer => Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\nContent-Length: ${i.size}\r\n\r\n`, 'latin1');
   const crlf = Buffer.from('\r\n');
   const tail = Buffer.from(`--${boundary}--\r\n`, 'latin1');
   const length = instances.reduce((a, i) => a + head(i).length + i.size + crlf.length, 0) + tail.length;

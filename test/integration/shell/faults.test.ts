@@ -63,7 +63,11 @@ describe('bad input and faults', () => {
     const r = await stow(node.url, [Buffer.from('this is not a DICOM file at all, just text'.repeat(10))]);
     expect(r.status).toBe(409);
     expect(r.body['00081198']!.Value).toHaveLength(1);
-    expect(failuresIn(r.body).map((f) => f.reason).join('\n')).toMatch(/NOT_DICOM|not.*DICOM|preamble|DICM/i);
+    expect(
+      failuresIn(r.body)
+        .map((f) => f.reason)
+        .join('\n'),
+    ).toMatch(/NOT_DICOM|not.*DICOM|preamble|DICM/i);
     expect(await studyList()).toBe(before);
     await stillIntact();
   });
@@ -75,7 +79,11 @@ describe('bad input and faults', () => {
     expect(r.status).toBe(202);
     expect(uidsIn(r.body['00081199'])).toEqual([s.instances[0]!.sopInstanceUID]);
     expect(r.body['00081198']!.Value).toHaveLength(1);
-    expect(failuresIn(r.body).map((f) => f.reason).join('\n')).toMatch(/truncat|beyond|ended/i);
+    expect(
+      failuresIn(r.body)
+        .map((f) => f.reason)
+        .join('\n'),
+    ).toMatch(/truncat|beyond|ended/i);
     const listed = await retrieve(`${node.url}/studies/${s.studyInstanceUID}`);
     expect(listed.parts).toHaveLength(1);
     expect(Buffer.compare(listed.parts[0]!.body, a!)).toBe(0);
@@ -129,7 +137,11 @@ describe('bad input and faults', () => {
     bad.writeUInt32LE(bad.readUInt32LE(at + 8) + 2 ** 30, at + 8);
     const r = await stow(node.url, [bad]);
     expect(r.status).toBe(409);
-    expect(failuresIn(r.body).map((f) => f.reason).join('\n')).toMatch(/length|beyond|truncat/i);
+    expect(
+      failuresIn(r.body)
+        .map((f) => f.reason)
+        .join('\n'),
+    ).toMatch(/length|beyond|truncat/i);
     expect((await retrieve(`${node.url}/studies/${s.studyInstanceUID}`)).status).toBe(404);
     await stillIntact();
   });
@@ -156,7 +168,11 @@ describe('bad input and faults', () => {
     }
     const r = await stow(node.url, [evil]);
     expect(r.status).toBe(409);
-    expect(failuresIn(r.body).map((f) => f.reason).join('\n')).toMatch(/UID/);
+    expect(
+      failuresIn(r.body)
+        .map((f) => f.reason)
+        .join('\n'),
+    ).toMatch(/UID/);
     await stillIntact();
   });
 
@@ -197,7 +213,9 @@ describe('bad input and faults', () => {
     expect(report.versions).toBe(3);
     expect(report.instances).toBe(3); // a, b and the new a; the old a is still reachable
     expect((await stow(node.url, [c!])).status).toBe(200);
-    expect(node.vault.catalog.pendingAnchors(1000).map((a) => a.root)).toEqual(expect.arrayContaining(node.vault.catalog.versions(s.studyInstanceUID).map((v) => v.root)));
+    expect(node.vault.catalog.pendingAnchors(1000).map((a) => a.root)).toEqual(
+      expect.arrayContaining(node.vault.catalog.versions(s.studyInstanceUID).map((v) => v.root)),
+    );
   });
 
   /** Stores a 64x64 instance (3 chunks of 4096 bytes) and flips one byte in its chunk `index`. */
@@ -261,7 +279,7 @@ describe('bad input and faults', () => {
     const path = new URL(c.url).pathname;
     // The log names the request with its UIDs redacted (src/shell/log.ts).
     const audited = logs.lines.filter((l) => (l.audit as { url?: string } | undefined)?.url === redactUrl(path));
-    expect(audited.map((l) => (l.audit as { status: number; complete: boolean }))).toEqual([expect.objectContaining({ status: 200, complete: false })]);
+    expect(audited.map((l) => l.audit as { status: number; complete: boolean })).toEqual([expect.objectContaining({ status: 200, complete: false })]);
 
     const report = await verifyStudy(node.vault, c.study.studyInstanceUID);
     expect(report.ok).toBe(false);

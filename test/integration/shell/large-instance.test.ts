@@ -75,51 +75,63 @@ describe('a 4 GiB multi-frame instance through a real node', () => {
     expect(frameStart(BEYOND)).toBeGreaterThan(TWO_POW_32);
   });
 
-  it('is stored by one STOW request streamed from the generator', async () => {
-    const r = await stow({ baseUrl: node!.url, study, perRequest: 1, concurrency: 1 });
-    expect(r.failures).toEqual([]);
-    expect(r.requests).toBe(1);
-    expect(r.statusCounts).toEqual({ '200': 1 });
-    expect(r.stored).toBe(1);
-    expect(r.bytes).toBe(inst.size);
-    figures.ingestSeconds = round(r.seconds);
-    figures.ingestMBps = round(inst.size / r.seconds / 1e6);
-    figures.peakRssAfterIngestMiB = round(readProcMemory(node!.pid).hwmBytes / MiB);
-  }, STEP_TIMEOUT_MS);
+  it(
+    'is stored by one STOW request streamed from the generator',
+    async () => {
+      const r = await stow({ baseUrl: node!.url, study, perRequest: 1, concurrency: 1 });
+      expect(r.failures).toEqual([]);
+      expect(r.requests).toBe(1);
+      expect(r.statusCounts).toEqual({ '200': 1 });
+      expect(r.stored).toBe(1);
+      expect(r.bytes).toBe(inst.size);
+      figures.ingestSeconds = round(r.seconds);
+      figures.ingestMBps = round(inst.size / r.seconds / 1e6);
+      figures.peakRssAfterIngestMiB = round(readProcMemory(node!.pid).hwmBytes / MiB);
+    },
+    STEP_TIMEOUT_MS,
+  );
 
-  it('comes back byte for byte with transfer-syntax=*, and the read covers the whole instance', async () => {
-    // Hashed from the generator before the request, so it does not compete with the node.
-    const expected = await inst.sha256();
-    const { result: r, io } = await ioDuring(node!.pid, () => wado({ baseUrl: node!.url, studyInstanceUID: study.studyInstanceUID, expect: study }));
-    expect(r.mismatches).toEqual([]);
-    expect(r.ok).toBe(true);
-    expect(r.parts).toBe(1);
-    expect(r.partBytes).toBe(inst.size);
-    // Sanity check of the I/O measure the frame test relies on: a whole read shows all 4 GiB.
-    expect(io.rchar).toBeGreaterThanOrEqual(inst.size);
-    figures.sha256 = expected;
-    figures.wadoSeconds = round(r.seconds);
-    figures.wadoMBps = round(r.partBytes / r.seconds / 1e6);
-    figures.wadoTtfbMs = round(r.ttfbMs);
-    figures.wadoReadMiB = round(io.rchar / MiB);
-  }, STEP_TIMEOUT_MS);
+  it(
+    'comes back byte for byte with transfer-syntax=*, and the read covers the whole instance',
+    async () => {
+      // Hashed from the generator before the request, so it does not compete with the node.
+      const expected = await inst.sha256();
+      const { result: r, io } = await ioDuring(node!.pid, () => wado({ baseUrl: node!.url, studyInstanceUID: study.studyInstanceUID, expect: study }));
+      expect(r.mismatches).toEqual([]);
+      expect(r.ok).toBe(true);
+      expect(r.parts).toBe(1);
+      expect(r.partBytes).toBe(inst.size);
+      // Sanity check of the I/O measure the frame test relies on: a whole read shows all 4 GiB.
+      expect(io.rchar).toBeGreaterThanOrEqual(inst.size);
+      figures.sha256 = expected;
+      figures.wadoSeconds = round(r.seconds);
+      figures.wadoMBps = round(r.partBytes / r.seconds / 1e6);
+      figures.wadoTtfbMs = round(r.ttfbMs);
+      figures.wadoReadMiB = round(io.rchar / MiB);
+    },
+    STEP_TIMEOUT_MS,
+  );
 
   for (const [label, n] of [
     ['frame 500', 500],
     ['the frame that straddles byte 2^32', STRADDLING],
     ['the last frame, wholly past byte 2^32', BEYOND],
   ] as const) {
-    it(`serves ${label} (frame ${n}) exactly, reading only the chunks that hold it`, async () => {
-      const { result: r, io } = await ioDuring(node!.pid, () =>
-        wadoFrames(node!.url, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [n], { expect: inst }),
-      );
-      expect(r.mismatches).toEqual([]);
-      expect(r.ok).toBe(true);
-      expect(r.parts).toBe(1);
-      expect(io.rchar).toBeLessThan(MAX_FRAME_READ);
-      figures[`frame${n}ReadKiB`] = round(io.rchar / 1024);
-      figures[`frame${n}Ms`] = round(r.ms);
-    }, STEP_TIMEOUT_MS);
+    it(
+      `serves ${label} (frame ${n}) exactly, reading only the chunks that hold it`,
+      async () => {
+        const { result: r, io } = await ioDuring(node!.pid, () =>
+          wadoFrames(node!.url, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [n], { expect: inst }),
+        );
+        expect(r.mismatches).toEqual([]);
+        expect(r.ok).toBe(true);
+        expect(r.parts).toBe(1);
+        expect(io.rchar).toBeLessThan(MAX_FRAME_READ);
+        figures[`frame${n}ReadKiB`] = round(io.rchar / 1024);
+        figures[`frame${n}Ms`] = round(r.ms);
+      },
+      STEP_TIMEOUT_MS,
+    );
   }
 
   it('kept the node under 256 MiB of RSS throughout', () => {
@@ -136,25 +148,29 @@ describe('a 4 GiB multi-frame instance through a real node', () => {
 });
 
 describe('a 4 GiB instance in the scanner alone', () => {
-  it('is scanned as a stream with exact frame offsets past 2^32 and bounded memory', async () => {
-    const scanner = new DicomScanner();
-    const rssBefore = process.memoryUsage().rss;
-    let peak = rssBefore;
-    let n = 0;
-    for await (const chunk of inst.open()) {
-      scanner.push(chunk);
-      if (++n % 256 === 0) peak = Math.max(peak, process.memoryUsage().rss);
-    }
-    const scanned = scanner.end();
-    expect(scanned.size).toBe(inst.size);
-    expect(scanned.layout.frames).toHaveLength(inst.numberOfFrames);
-    const last = scanned.layout.frames[inst.numberOfFrames - 1]![0]!;
-    expect(last.length).toBe(inst.frameBytes);
-    expect(last.offset).toBe(frameStart(BEYOND));
-    expect(last.offset).toBeGreaterThan(TWO_POW_32);
-    expect(last.offset + last.length).toBe(inst.size);
-    expect(peak - rssBefore).toBeLessThan(256 * MiB);
-  }, STEP_TIMEOUT_MS);
+  it(
+    'is scanned as a stream with exact frame offsets past 2^32 and bounded memory',
+    async () => {
+      const scanner = new DicomScanner();
+      const rssBefore = process.memoryUsage().rss;
+      let peak = rssBefore;
+      let n = 0;
+      for await (const chunk of inst.open()) {
+        scanner.push(chunk);
+        if (++n % 256 === 0) peak = Math.max(peak, process.memoryUsage().rss);
+      }
+      const scanned = scanner.end();
+      expect(scanned.size).toBe(inst.size);
+      expect(scanned.layout.frames).toHaveLength(inst.numberOfFrames);
+      const last = scanned.layout.frames[inst.numberOfFrames - 1]![0]!;
+      expect(last.length).toBe(inst.frameBytes);
+      expect(last.offset).toBe(frameStart(BEYOND));
+      expect(last.offset).toBeGreaterThan(TWO_POW_32);
+      expect(last.offset + last.length).toBe(inst.size);
+      expect(peak - rssBefore).toBeLessThan(256 * MiB);
+    },
+    STEP_TIMEOUT_MS,
+  );
 });
 
 function round(x: number): number {

@@ -44,7 +44,13 @@ describe('operations', () => {
     expect((await fetch(`${origin(node)}/healthz`)).status).toBe(200);
     const ready = await fetch(`${origin(node)}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ status: 'ready', checks: [{ name: 'catalog', ok: true }, { name: 'store', ok: true }] });
+    expect(await ready.json()).toMatchObject({
+      status: 'ready',
+      checks: [
+        { name: 'catalog', ok: true },
+        { name: 'store', ok: true },
+      ],
+    });
   });
 
   it('counts requests, bytes, latencies and verified blocks in /metrics', async () => {
@@ -90,7 +96,9 @@ describe('operations', () => {
     const q = await fetch(`${node.url}/studies?PatientName=${encodeURIComponent('BENCH^PIDSECRET*')}&PatientID=PIDSECRET4101`);
     expect(q.status).toBe(200);
     await retrieve(`${node.url}/studies/${study.studyInstanceUID}/metadata`, 'application/dicom+json');
-    await fetch(`${node.url}/studies/${study.studyInstanceUID}/series/${study.instances[0]!.seriesInstanceUID}/instances/${study.instances[0]!.sopInstanceUID}/frames/1`);
+    await fetch(
+      `${node.url}/studies/${study.studyInstanceUID}/series/${study.instances[0]!.seriesInstanceUID}/instances/${study.instances[0]!.sopInstanceUID}/frames/1`,
+    );
     const text = logs.lines.map((l) => JSON.stringify(l)).join('\n');
     expect(logs.lines.length).toBeGreaterThan(10);
     for (const secret of ['PIDSECRET', study.studyInstanceUID, study.instances[0]!.seriesInstanceUID, study.instances[0]!.sopInstanceUID]) {
@@ -120,4 +128,3 @@ describe('readiness', () => {
     }
   });
 });
-

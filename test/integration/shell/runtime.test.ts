@@ -51,7 +51,7 @@ describe('runtime', () => {
     expect(process.version).toBe(`v${pkg.devDependencies.node}`);
   });
 
-  it('refuses, naming package.json\'s engines.node, a Node it cannot replace by a newer one', async () => {
+  it("refuses, naming package.json's engines.node, a Node it cannot replace by a newer one", async () => {
     const dir = await fakeProject({ type: 'module', engines: { node: '>=99' } });
     try {
       // The pinned Node itself is too old for these engines: an error, not a re-exec loop.
@@ -90,7 +90,7 @@ describe('runtime', () => {
     }
   });
 
-  it('CI runs exactly the README\'s test command', async () => {
+  it("CI runs exactly the README's test command", async () => {
     const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
     const quickStart = readme.slice(readme.indexOf('## Quick start'), readme.indexOf('\n## ', readme.indexOf('## Quick start') + 1));
     const commands = [...quickStart.matchAll(/^```sh\n([\s\S]*?)^```/gm)][0]![1]!

@@ -93,7 +93,13 @@ async function allGone(pids: number[], withinMs: number): Promise<number[]> {
 /** A STOW whose body the test sends; resolves with the status, or the error when the connection broke. */
 function slowStow(url: string, boundary: string): { write: (b: Buffer) => void; end: (b?: Buffer) => void; done: Promise<number | string> } {
   const u = new URL(`${url}/studies`);
-  const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`, 'transfer-encoding': 'chunked' } });
+  const req = request({
+    host: u.hostname,
+    port: u.port,
+    path: u.pathname,
+    method: 'POST',
+    headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`, 'transfer-encoding': 'chunked' },
+  });
   const done = new Promise<number | string>((resolve) => {
     req.on('response', (res) => {
       res.resume();
@@ -132,7 +138,10 @@ describe('stopping the node by signal', () => {
       process.kill(target === 'npm' ? node.child.pid! : nodePid, signal);
       await sleep(300);
       // New connections are refused (or answered 503) once it is stopping.
-      const late = await fetch(`${new URL(node.url).origin}/healthz`).then((r) => r.status, () => 'refused');
+      const late = await fetch(`${new URL(node.url).origin}/healthz`).then(
+        (r) => r.status,
+        () => 'refused',
+      );
       expect([503, 'refused']).toContain(late);
       stowing.end(body.subarray(body.length >> 1));
       expect(await stowing.done).toBe(200);

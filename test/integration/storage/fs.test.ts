@@ -204,7 +204,7 @@ describe('FsBlockStore on disk', () => {
     expectSameBytes(await getVerified(store, cid), bytes);
   });
 
-  it('reads a block into a caller\'s buffer (getInto): its length and exact bytes, nothing when it does not fit', async () => {
+  it("reads a block into a caller's buffer (getInto): its length and exact bytes, nothing when it does not fit", async () => {
     const { cid, bytes } = block(MiB + 16);
     await store.put(cid, bytes);
     const target = Buffer.alloc(MiB + 100, 0xee);
@@ -308,7 +308,14 @@ describe('FsBlockStore on disk', () => {
     // [length, whether the descriptor a non-durable put keeps open for its flush is O_DIRECT]:
     // whole 4 KiB blocks stay on the direct descriptor; a tail is written (and synced) through a
     // second, buffered one; a block under 4 KiB is buffered throughout.
-    const cases: Array<[number, boolean]> = [[4096, true], [MiB, true], [3 * 4096 + 1, false], [MiB + 16, false], [4095, false], [100, false]];
+    const cases: Array<[number, boolean]> = [
+      [4096, true],
+      [MiB, true],
+      [3 * 4096 + 1, false],
+      [MiB + 16, false],
+      [4095, false],
+      [100, false],
+    ];
     for (const [length, direct] of cases) {
       const bytes = view!.subarray(0, length);
       randomFillSync(bytes);
@@ -400,7 +407,11 @@ describe.skipIf(process.getuid?.() !== 0)('FsBlockStore on a filesystem that ref
     expect(store.directIO).toBe(true); // not known before a direct open is refused
     const [view] = allocateAligned(1, MiB + 16);
     const stored: Array<{ cid: CID; bytes: Buffer }> = [];
-    for (const [length, durable] of [[MiB, false], [MiB + 16, true], [4096, false]] as const) {
+    for (const [length, durable] of [
+      [MiB, false],
+      [MiB + 16, true],
+      [4096, false],
+    ] as const) {
       const bytes = view!.subarray(0, length);
       randomFillSync(bytes);
       const cid = rawCid(bytes);
@@ -433,7 +444,11 @@ describe.skipIf(process.getuid?.() !== 0)('FsBlockStore on a filesystem that ref
 describe('aligned memory', () => {
   it('hands out views on 4 KiB boundaries of shared memory, with their padding as room for direct reads', () => {
     const views = allocateAligned(3, 5000);
-    expect(views.map((v) => [v.byteLength, v.byteOffset % 4096, isAligned(v)])).toEqual([[5000, 0, true], [5000, 0, true], [5000, 0, true]]);
+    expect(views.map((v) => [v.byteLength, v.byteOffset % 4096, isAligned(v)])).toEqual([
+      [5000, 0, true],
+      [5000, 0, true],
+      [5000, 0, true],
+    ]);
     expect(views[1]!.byteOffset - views[0]!.byteOffset).toBe(8192);
     expect(alignedRoom(views[1]!)?.byteLength).toBe(8192);
     expect(isAligned(views[0]!.subarray(16))).toBe(false);

@@ -301,7 +301,12 @@ describe('IpfsBlockStore with network: true', () => {
 
     const ports = [a, b].map((s) => /\/tcp\/(\d+)\//.exec(s.libp2p!.getMultiaddrs()[0]!.toString())![1]!);
     const sockets = tcpSocketsOfThisProcess();
-    expect(sockets.filter((s) => s.listening).map((s) => s.local).sort()).toEqual(ports.map((p) => `127.0.0.1:${p}`).sort());
+    expect(
+      sockets
+        .filter((s) => s.listening)
+        .map((s) => s.local)
+        .sort(),
+    ).toEqual(ports.map((p) => `127.0.0.1:${p}`).sort());
     expect(sockets.filter((s) => !s.remote.startsWith('127.') && !s.remote.startsWith('0.0.0.0'))).toEqual([]);
   });
 
@@ -392,13 +397,20 @@ function addr(hex: string): string {
   const [ip, port] = hex.split(':') as [string, string];
   const p = parseInt(port, 16);
   if (ip.length === 8) {
-    const bytes = ip.match(/../g)!.map((b) => parseInt(b, 16)).reverse();
+    const bytes = ip
+      .match(/../g)!
+      .map((b) => parseInt(b, 16))
+      .reverse();
     return `${bytes.join('.')}:${p}`;
   }
   // IPv6: only loopback and v4-mapped loopback matter here.
   if (ip === '00000000000000000000000001000000') return `::1`;
   if (ip.startsWith('0000000000000000FFFF0000')) {
-    const bytes = ip.slice(24).match(/../g)!.map((b) => parseInt(b, 16)).reverse();
+    const bytes = ip
+      .slice(24)
+      .match(/../g)!
+      .map((b) => parseInt(b, 16))
+      .reverse();
     return `${bytes.join('.')}:${p}`;
   }
   if (/^0+$/.test(ip)) return `0.0.0.0:${p}`;

@@ -171,7 +171,9 @@ describe('S3BlockStore start-up checks', () => {
     expect(err.message).toContain('indexPath');
     const config = resolveBlockStoreConfig('s3', '/srv/dv', { DICOM_VAULT_S3_BUCKET: 'b', DICOM_VAULT_S3_PACK_BYTES: '0' });
     expect(config).toMatchObject({ kind: 's3', s3: { packBytes: 0, indexPath: join('/srv/dv', 's3-index.db') } });
-    expect(() => resolveBlockStoreConfig('s3', '/tmp/x', { DICOM_VAULT_S3_BUCKET: 'b', DICOM_VAULT_S3_PACK_BYTES: '8M' })).toThrowError(/DICOM_VAULT_S3_PACK_BYTES/);
+    expect(() => resolveBlockStoreConfig('s3', '/tmp/x', { DICOM_VAULT_S3_BUCKET: 'b', DICOM_VAULT_S3_PACK_BYTES: '8M' })).toThrowError(
+      /DICOM_VAULT_S3_PACK_BYTES/,
+    );
   });
 
   it('rejects an s3 configuration without a bucket, and an unknown backend', () => {
@@ -318,7 +320,6 @@ describe('S3BlockStore packing', () => {
     return out;
   }
 
-
   it('spreads blocks over several packs, and a second store on the same index reads them all', async () => {
     const indexPath = nextIndex();
     const prefix = nextPrefix('spread');
@@ -361,11 +362,17 @@ describe('S3BlockStore packing', () => {
       const reader = await viaProxy({ prefix, indexPath, readSpan });
       try {
         const before = proxy.log.length;
-        const read = await readInOrder(reader, blocks.map((b) => b.cid));
+        const read = await readInOrder(
+          reader,
+          blocks.map((b) => b.cid),
+        );
         read.forEach((bytes, i) => expectSameBytes(bytes, blocks[i]!.bytes));
         expect(packGets(before, prefix)).toBe(gets);
         expect(reader.stats.packReads).toBe(gets);
-        const ranges = proxy.log.slice(before).filter((r) => r.method === 'GET').map((r) => r.headers.range);
+        const ranges = proxy.log
+          .slice(before)
+          .filter((r) => r.method === 'GET')
+          .map((r) => r.headers.range);
         expect(ranges.every((r) => r !== undefined && /^bytes=\d+-\d+$/.test(r))).toBe(true);
       } finally {
         await reader.close();
@@ -615,7 +622,10 @@ describe('S3BlockStore large blocks', () => {
       expect(puts).toHaveLength(3);
       const mid = proxy.log.length;
       expectSameBytes(await getVerified(store, cid), bytes);
-      const ranges = proxy.log.slice(mid).map((r) => r.headers.range).filter((r) => r !== undefined);
+      const ranges = proxy.log
+        .slice(mid)
+        .map((r) => r.headers.range)
+        .filter((r) => r !== undefined);
       expect(ranges.sort()).toEqual(['bytes=0-5242879', 'bytes=10485760-13631487', 'bytes=5242880-10485759']);
     } finally {
       await store.close();
@@ -805,7 +815,9 @@ describe('a node on --store s3', () => {
     ['default packing', undefined],
   ])('names a block missing from the bucket (its pack deleted), in retrieval and in verify: %s', async (_label, packBytes) => {
     const prefix = nextPrefix('missing');
-    const node = await startS3Node(s3Env(bucket, { DICOM_VAULT_S3_PREFIX: prefix, ...(packBytes === undefined ? {} : { DICOM_VAULT_S3_PACK_BYTES: packBytes }) }));
+    const node = await startS3Node(
+      s3Env(bucket, { DICOM_VAULT_S3_PREFIX: prefix, ...(packBytes === undefined ? {} : { DICOM_VAULT_S3_PACK_BYTES: packBytes }) }),
+    );
     const study = small(12, 2);
     const parts = await Promise.all(study.instances.map(bytesOf));
     expect((await stow(node.url, parts)).status).toBe(200);

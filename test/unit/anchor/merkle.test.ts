@@ -78,7 +78,8 @@ describe('batch Merkle tree (RFC 9162)', () => {
         expect(verifyInclusion(d[i]!, (i + 1) % n, n, path, tree.root)).toBe(false);
         // RFC 9162 alone may accept another size for some positions; the tree head never does.
         expect(verifyBatchInclusion(d[i]!, i, n, path, tree.head)).toBe(true);
-        for (const other of [n - 1, n + 1, n + 2, 2 * n]) if (other > i) expect(verifyBatchInclusion(d[i]!, i, other, path, tree.head), `size ${other} for ${n}`).toBe(false);
+        for (const other of [n - 1, n + 1, n + 2, 2 * n])
+          if (other > i) expect(verifyBatchInclusion(d[i]!, i, other, path, tree.head), `size ${other} for ${n}`).toBe(false);
         expect(verifyInclusion(d[i]!, i, n, path.slice(1), tree.root)).toBe(false);
         expect(verifyInclusion(d[i]!, i, n, [...path, path[0]!], tree.root)).toBe(false);
         for (let p = 0; p < path.length; p++) {

@@ -68,7 +68,7 @@ describe('receipt format dicom-vault-receipt/1', () => {
       ['path', { path: 'abc+' }],
       ['path', { path: Buffer.alloc(33).toString('base64url') }],
       ['root', { root: Buffer.alloc(31).toString('base64url') }],
-      ['root', { root: '0x' + 'ab'.repeat(32) }],
+      ['root', { root: `0x${'ab'.repeat(32)}` }],
       ['chainId', { chainId: '1' }],
       ['contract', { contract: '0x1234' }],
       // One character's case changed: the EIP-55 checksum catches it.

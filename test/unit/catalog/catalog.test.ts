@@ -43,7 +43,9 @@ function inst(
     sopClassUID: sopClass,
     transferSyntaxUID: EXPLICIT_LE,
     size: 4096,
-    sha256: createHash('sha256').update(opts.bytes ?? sop).digest('hex'),
+    sha256: createHash('sha256')
+      .update(opts.bytes ?? sop)
+      .digest('hex'),
     nodeCid: opts.cid ?? `bafy-${sop}`,
     metadata,
     layout: {
@@ -112,11 +114,21 @@ describe('Catalog: versions', () => {
 
     // Two writers read v1; the first wins, the second must retry.
     const v2 = catalog.commitStudyVersion({
-      studyInstanceUID: STUDY, version: 2, root: 'root-writer-1', prev: v1.root, instances: [inst(STUDY, SERIES_A, `${SERIES_A}.2`)], createdAt: NOW,
+      studyInstanceUID: STUDY,
+      version: 2,
+      root: 'root-writer-1',
+      prev: v1.root,
+      instances: [inst(STUDY, SERIES_A, `${SERIES_A}.2`)],
+      createdAt: NOW,
     });
     const err = catch_(() =>
       catalog.commitStudyVersion({
-        studyInstanceUID: STUDY, version: 2, root: 'root-writer-2', prev: v1.root, instances: [inst(STUDY, SERIES_A, `${SERIES_A}.3`)], createdAt: NOW,
+        studyInstanceUID: STUDY,
+        version: 2,
+        root: 'root-writer-2',
+        prev: v1.root,
+        instances: [inst(STUDY, SERIES_A, `${SERIES_A}.3`)],
+        createdAt: NOW,
       }),
     );
     expect(isVaultError(err, 'CONFLICT')).toBe(true);
@@ -125,7 +137,12 @@ describe('Catalog: versions', () => {
     // A "new study" commit for a study that exists is a conflict too.
     const err2 = catch_(() =>
       catalog.commitStudyVersion({
-        studyInstanceUID: STUDY, version: 1, root: 'root-x', prev: null, instances: [inst(STUDY, SERIES_A, `${SERIES_A}.4`)], createdAt: NOW,
+        studyInstanceUID: STUDY,
+        version: 1,
+        root: 'root-x',
+        prev: null,
+        instances: [inst(STUDY, SERIES_A, `${SERIES_A}.4`)],
+        createdAt: NOW,
       }),
     );
     expect(isVaultError(err2, 'CONFLICT')).toBe(true);
@@ -142,7 +159,10 @@ describe('Catalog: versions', () => {
     const catalog = Catalog.open({ path: ':memory:' });
     const err = catch_(() =>
       catalog.commitStudyVersion({
-        studyInstanceUID: STUDY, version: 1, root: 'r1', prev: null,
+        studyInstanceUID: STUDY,
+        version: 1,
+        root: 'r1',
+        prev: null,
         instances: [inst(STUDY, SERIES_A, `${SERIES_A}.1`), inst(OTHER_STUDY, SERIES_A, `${SERIES_A}.2`)],
         createdAt: NOW,
       }),
@@ -182,7 +202,7 @@ describe('Catalog: versions', () => {
     catalog.close();
   });
 
-  it('reads an instance\'s layout once per instance node, and follows a replacement to the new node\'s layout', () => {
+  it("reads an instance's layout once per instance node, and follows a replacement to the new node's layout", () => {
     const catalog = Catalog.open({ path: ':memory:' });
     const sop = `${SERIES_A}.1`;
     const first = inst(STUDY, SERIES_A, sop, { bytes: 'first', cid: 'cid-first' });
@@ -238,10 +258,7 @@ describe('Catalog: derived attributes and listing', () => {
     const catalog = Catalog.open({ path: ':memory:' });
     const ct = { '00080060': str('CS', 'CT'), '00200011': str('IS', 1) };
     const mr = { '00080060': str('CS', 'MR'), '00200011': str('IS', 2) };
-    commit(catalog, STUDY, [
-      inst(STUDY, SERIES_A, `${SERIES_A}.1`, { attrs: ct }),
-      inst(STUDY, SERIES_A, `${SERIES_A}.2`, { attrs: ct }),
-    ]);
+    commit(catalog, STUDY, [inst(STUDY, SERIES_A, `${SERIES_A}.1`, { attrs: ct }), inst(STUDY, SERIES_A, `${SERIES_A}.2`, { attrs: ct })]);
     const v2 = commit(catalog, STUDY, [inst(STUDY, SERIES_B, `${SERIES_B}.1`, { attrs: mr, sopClass: MR_IMAGE })]);
     expect(v2.instanceCount).toBe(3);
 

@@ -42,7 +42,11 @@ const TOLERANCE: Record<string, { max: number; mean: number; why: string }> = {
   },
   // jpeg12.ts is libjpeg 6b's 12-bit decoding step for step: exact.
   [`${P}.4.51`]: { max: 0, mean: 0, why: "the same integer inverse DCT and range limit as GDCM's 12-bit IJG libjpeg" },
-  [`${P}.4.91`]: { max: 1, mean: 0.01, why: 'the irreversible 9/7 wavelet is floating point: OpenJPEG in WebAssembly and natively (GDCM) may round a sample differently' },
+  [`${P}.4.91`]: {
+    max: 1,
+    mean: 0.01,
+    why: 'the irreversible 9/7 wavelet is floating point: OpenJPEG in WebAssembly and natively (GDCM) may round a sample differently',
+  },
   [`${P}.4.203`]: { max: 1, mean: 0.01, why: "the irreversible 9/7 wavelet in floating point: OpenJPH here, OpenJPEG's HT decoder in Pillow" },
 };
 
@@ -83,7 +87,9 @@ describe('frame decoders against independent ones', () => {
   it('finds the compressed files among pydicom test files by their declared transfer syntax', () => {
     const compressed = pydicomEntries.filter(isCompressed);
     // Every syntax the node decodes that pydicom has a file of.
-    expect(new Set(compressed.map((e) => e.transferSyntax))).toEqual(new Set([`${P}.4.50`, `${P}.4.51`, `${P}.4.70`, `${P}.4.80`, `${P}.4.90`, `${P}.4.91`, `${P}.5`]));
+    expect(new Set(compressed.map((e) => e.transferSyntax))).toEqual(
+      new Set([`${P}.4.50`, `${P}.4.51`, `${P}.4.70`, `${P}.4.80`, `${P}.4.90`, `${P}.4.91`, `${P}.5`]),
+    );
     expect(compressed.length).toBe(34); // in pydicom 2.3.1's set
     for (const e of compressed) expect(canDecode(e.transferSyntax!), e.name).toBe(true);
   });
@@ -116,7 +122,9 @@ describe('frame decoders against independent ones', () => {
       expect(max, `${e.name}: ${tolerance.why}`).toBeLessThanOrEqual(tolerance.max);
       expect(mean, `${e.name}: ${tolerance.why}`).toBeLessThanOrEqual(tolerance.mean);
     }
-    results.push(`${e.name}\t${NAMES[e.transferSyntax!]}\t${ours.length} frame(s)\t${e.referee}\t${max === 0 ? 'exact' : `max ${max}, mean ${mean.toFixed(4)}`}`);
+    results.push(
+      `${e.name}\t${NAMES[e.transferSyntax!]}\t${ours.length} frame(s)\t${e.referee}\t${max === 0 ? 'exact' : `max ${max}, mean ${mean.toFixed(4)}`}`,
+    );
   };
 
   describe('pydicom test files', () => {
@@ -211,7 +219,10 @@ describe('frame decoders against independent ones', () => {
     it('refuses a frame whose codestream is another size than the instance says, before decoding it', async () => {
       const e = f.entry('693_J2KI.dcm');
       const info: FrameInfo = { ...e.info!, rows: 60000, columns: 60000 };
-      await expect(pool.decode(e.transferSyntax!, f.read(e.encoded![0]!), info)).rejects.toMatchObject({ code: 'DECODE_FAILED', message: expect.stringContaining('512x512') });
+      await expect(pool.decode(e.transferSyntax!, f.read(e.encoded![0]!), info)).rejects.toMatchObject({
+        code: 'DECODE_FAILED',
+        message: expect.stringContaining('512x512'),
+      });
     });
   });
 
@@ -224,10 +235,22 @@ describe('frame decoders against independent ones', () => {
     it('replaces a worker that does not finish in time, and decodes on', async () => {
       // A 1024 x 1024 lossless JPEG 2000 frame takes OpenJPEG here some hundreds of ms: far over
       // a 50 ms limit, whatever the scheduling.
-      const big: FrameInfo = { rows: 1024, columns: 1024, samplesPerPixel: 1, bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 1, photometricInterpretation: 'MONOCHROME2', planarConfiguration: 0 };
+      const big: FrameInfo = {
+        rows: 1024,
+        columns: 1024,
+        samplesPerPixel: 1,
+        bitsAllocated: 16,
+        bitsStored: 16,
+        pixelRepresentation: 1,
+        photometricInterpretation: 'MONOCHROME2',
+        planarConfiguration: 0,
+      };
       const slow = await encodeFrame(`${P}.4.90`, phantom(1024), big);
       const before = pool.replaced;
-      await expect(pool.decode(`${P}.4.90`, slow, big, { timeoutMs: 50 })).rejects.toMatchObject({ code: 'DECODE_FAILED', message: expect.stringContaining('worker was replaced') });
+      await expect(pool.decode(`${P}.4.90`, slow, big, { timeoutMs: 50 })).rejects.toMatchObject({
+        code: 'DECODE_FAILED',
+        message: expect.stringContaining('worker was replaced'),
+      });
       expect(pool.replaced).toBe(before + 1);
       const { e, bytes } = j2k();
       const frame = await pool.decode(e.transferSyntax!, bytes, e.info!);

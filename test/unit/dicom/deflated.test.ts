@@ -70,6 +70,8 @@ describe.skipIf(!existsSync(TEST_FILES))('values of deflated instances', () => {
     const rows = await collect(deflatedValue(pieces(file, 1000), '00280010'));
     expect(rows.readUInt16LE(0)).toBe(512);
     expect(isVaultError(await failure(collect(deflatedValue(pieces(file, 1000), '00091010'))), 'BULKDATA_NOT_FOUND')).toBe(true);
-    expect(isVaultError(await failure(collect(deflatedValue(pieces(file, 1000), '7FE00010', { offset: 262_000, length: 1000 }))), 'BULKDATA_NOT_FOUND')).toBe(true);
+    expect(isVaultError(await failure(collect(deflatedValue(pieces(file, 1000), '7FE00010', { offset: 262_000, length: 1000 }))), 'BULKDATA_NOT_FOUND')).toBe(
+      true,
+    );
   });
 });

@@ -39,7 +39,11 @@ function referenceGlob(pattern: string, text: string): boolean {
 
 /** The PN normalization the node used before (regexes), as a reference on short strings. */
 function referencePn(s: string): string {
-  return s.trim().replace(/[\^ ]+$/u, '').replace(/\^+(=|$)/gu, '$1').toUpperCase();
+  return s
+    .trim()
+    .replace(/[\^ ]+$/u, '')
+    .replace(/\^+(=|$)/gu, '$1')
+    .toUpperCase();
 }
 
 const pick = (rnd: () => number, items: readonly string[]): string => items[Math.floor(rnd() * items.length)]!;

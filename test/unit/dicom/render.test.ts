@@ -58,7 +58,8 @@ async function frameOf(pool: DecodePool, file: string, info: RenderInfo): Promis
   const native = referee<{ pixelData: string; transferSyntax: string }>('native', file);
   const bytes = Buffer.from(native.pixelData, 'base64');
   const ts = native.transferSyntax;
-  if (ts === EXPLICIT_LE) return { pixels: bytes, photometricInterpretation: info.photometricInterpretation, planarConfiguration: info.planarConfiguration === 1 ? 1 : 0 };
+  if (ts === EXPLICIT_LE)
+    return { pixels: bytes, photometricInterpretation: info.photometricInterpretation, planarConfiguration: info.planarConfiguration === 1 ? 1 : 0 };
   return pool.decode(ts, firstFragment(bytes), info);
 }
 
@@ -96,7 +97,17 @@ describe('rendered frames', () => {
     });
 
     it('reads the window and rescale from the DICOM JSON metadata', () => {
-      expect(info).toMatchObject({ rows: 512, columns: 512, bitsStored: 14, pixelRepresentation: 1, photometricInterpretation: 'MONOCHROME2', windowCenter: [40], windowWidth: [100], rescaleIntercept: -1024, rescaleSlope: 1 });
+      expect(info).toMatchObject({
+        rows: 512,
+        columns: 512,
+        bitsStored: 14,
+        pixelRepresentation: 1,
+        photometricInterpretation: 'MONOCHROME2',
+        windowCenter: [40],
+        windowWidth: [100],
+        rescaleIntercept: -1024,
+        rescaleSlope: 1,
+      });
     });
 
     it('renders with its own window unless the query gives one, and the two differ as the windows say', async () => {
@@ -104,7 +115,8 @@ describe('rendered frames', () => {
       const lung = pillow(await renderFrame(frame, info, { format: 'image/png', window: parseWindowParameter('-600,1500,linear') }));
       for (const p of [own, lung]) expect(p).toMatchObject({ format: 'PNG', mode: 'L', width: 512, height: 512 });
       // PS3.3 C.11.2.1.2 LINEAR: x <= c - 0.5 - (w-1)/2 -> 0; x > c - 0.5 + (w-1)/2 -> 255.
-      const expected = (x: number, c: number, w: number): number => (x <= c - 0.5 - (w - 1) / 2 ? 0 : x > c - 0.5 + (w - 1) / 2 ? 255 : ((x - (c - 0.5)) / (w - 1) + 0.5) * 255);
+      const expected = (x: number, c: number, w: number): number =>
+        x <= c - 0.5 - (w - 1) / 2 ? 0 : x > c - 0.5 + (w - 1) / 2 ? 255 : ((x - (c - 0.5)) / (w - 1) + 0.5) * 255;
       let ownOff = 0;
       let lungOff = 0;
       let lungTissue = 0;
@@ -150,7 +162,10 @@ describe('rendered frames', () => {
     it('renders the same on the pool (decode and render in one trip) as here', async () => {
       const here = await renderFrame(frame, info, { format: 'image/png', window: parseWindowParameter('40,400,sigmoid') });
       const native = Buffer.from(referee<{ pixelData: string }>('native', file).pixelData, 'base64');
-      const there = await pool.render('1.2.840.10008.1.2.4.91', firstFragment(native), info, { format: 'image/png', window: parseWindowParameter('40,400,sigmoid') });
+      const there = await pool.render('1.2.840.10008.1.2.4.91', firstFragment(native), info, {
+        format: 'image/png',
+        window: parseWindowParameter('40,400,sigmoid'),
+      });
       expect(Buffer.from(there).equals(Buffer.from(here))).toBe(true);
     });
 
@@ -220,13 +235,17 @@ describe('rendered frames', () => {
     expect(info.palette?.red.descriptor).toEqual([256, 0, 8]);
     const values = Uint8Array.from({ length: 256 }, (_, i) => i);
     const expected = Buffer.from(referee<{ rgb: string }>('palette', 'HOT_IRON').rgb, 'base64');
-    const eight = pillow(await renderFrame({ pixels: values, photometricInterpretation: 'PALETTE COLOR', planarConfiguration: 0 }, info, { format: 'image/png' }));
+    const eight = pillow(
+      await renderFrame({ pixels: values, photometricInterpretation: 'PALETTE COLOR', planarConfiguration: 0 }, info, { format: 'image/png' }),
+    );
     expect(eight.mode).toBe('RGB');
     expect(eight.pixels.equals(expected)).toBe(true);
     // The same palette in 16-bit entries (value x 257): the top 8 bits are shown.
     const wide = (lut: NonNullable<RenderInfo['palette']>['red']) => ({ descriptor: [256, 0, 16] as const, data: Uint16Array.from(lut.data, (v) => v * 257) });
     const sixteen: RenderInfo = { ...info, palette: { red: wide(info.palette!.red), green: wide(info.palette!.green), blue: wide(info.palette!.blue) } };
-    const out = pillow(await renderFrame({ pixels: values, photometricInterpretation: 'PALETTE COLOR', planarConfiguration: 0 }, sixteen, { format: 'image/png' }));
+    const out = pillow(
+      await renderFrame({ pixels: values, photometricInterpretation: 'PALETTE COLOR', planarConfiguration: 0 }, sixteen, { format: 'image/png' }),
+    );
     expect(out.pixels.equals(expected)).toBe(true);
   });
 
@@ -251,7 +270,16 @@ describe('rendered frames', () => {
   });
 
   it('refuses a bad quality or size with INVALID_QUERY', async () => {
-    const info: RenderInfo = { rows: 2, columns: 2, samplesPerPixel: 1, bitsAllocated: 8, bitsStored: 8, pixelRepresentation: 0, photometricInterpretation: 'MONOCHROME2', planarConfiguration: 0 };
+    const info: RenderInfo = {
+      rows: 2,
+      columns: 2,
+      samplesPerPixel: 1,
+      bitsAllocated: 8,
+      bitsStored: 8,
+      pixelRepresentation: 0,
+      photometricInterpretation: 'MONOCHROME2',
+      planarConfiguration: 0,
+    };
     const frame: DecodedFrame = { pixels: Uint8Array.from([0, 1, 2, 3]), photometricInterpretation: 'MONOCHROME2', planarConfiguration: 0 };
     await expect(renderFrame(frame, info, { format: 'image/jpeg', quality: 0 })).rejects.toMatchObject({ code: 'INVALID_QUERY' });
     await expect(renderFrame(frame, info, { format: 'image/png', size: { width: 0, height: 10 } })).rejects.toMatchObject({ code: 'INVALID_QUERY' });

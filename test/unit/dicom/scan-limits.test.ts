@@ -115,12 +115,21 @@ describe('metadata budget', () => {
 
   it('counts binary numbers, fragments, bulk data values and frames too', async () => {
     // 100 FD elements of 8,000 values each: 800,000 numbers.
-    const fd = Buffer.concat([elementHeader(0x0040a730, 'SQ', -1), ...Array.from({ length: 100 }, () => {
-      const e = element(0x0040a132, 'FD', Buffer.alloc(64_000));
-      return Buffer.concat([itemHeader(e.length), e]);
-    }), SEQUENCE_DELIMITER]);
+    const fd = Buffer.concat([
+      elementHeader(0x0040a730, 'SQ', -1),
+      ...Array.from({ length: 100 }, () => {
+        const e = element(0x0040a132, 'FD', Buffer.alloc(64_000));
+        return Buffer.concat([itemHeader(e.length), e]);
+      }),
+      SEQUENCE_DELIMITER,
+    ]);
     // 100,000 empty fragments of encapsulated Pixel Data.
-    const fragments = Buffer.concat([elementHeader(0x7fe00010, 'OB', -1), itemHeader(0), ...Array.from({ length: 100_000 }, () => itemHeader(0)), SEQUENCE_DELIMITER]);
+    const fragments = Buffer.concat([
+      elementHeader(0x7fe00010, 'OB', -1),
+      itemHeader(0),
+      ...Array.from({ length: 100_000 }, () => itemHeader(0)),
+      SEQUENCE_DELIMITER,
+    ]);
     // 20,000 private OB values just over the bulk data threshold.
     const bulk = Buffer.concat(Array.from({ length: 20_000 }, (_, i) => element(0x00430000 + 0x1000 + i, 'OB', Buffer.alloc(1026))));
     // 1,000,000 native frames of one byte.

@@ -36,7 +36,15 @@ const EXPECTED_FAILURES: Record<string, { code: ErrorCode; why: string }> = {
 };
 
 /** Files without identity that are valid otherwise: scanned again with UIDs inserted. */
-const NEEDS_IDENTITY = ['UN_sequence.dcm', 'empty_charset_LEI.dcm', 'nested_priv_SQ.dcm', 'no_meta_group_length.dcm', 'priv_SQ.dcm', 'chrSQEncoding.dcm', 'chrSQEncoding1.dcm'];
+const NEEDS_IDENTITY = [
+  'UN_sequence.dcm',
+  'empty_charset_LEI.dcm',
+  'nested_priv_SQ.dcm',
+  'no_meta_group_length.dcm',
+  'priv_SQ.dcm',
+  'chrSQEncoding.dcm',
+  'chrSQEncoding1.dcm',
+];
 
 function dicomFiles(): string[] {
   requirePydicom();
@@ -180,10 +188,28 @@ function insertTopLevel(file: Buffer, elements: Array<[number, string, Buffer]>)
     if (e.depth === 0) starts.push([e.tag, e.offset]);
   };
   const sink: DicomTokenSink = {
-    element: note, bulkStart: note, sequenceStart: note, fragmentsStart: note,
-    data() {}, bulkEnd() {}, sequenceEnd() {}, itemStart() {}, itemEnd() {}, offsetTable() {}, fragmentStart() {}, fragmentEnd() {}, fragmentsEnd() {},
+    element: note,
+    bulkStart: note,
+    sequenceStart: note,
+    fragmentsStart: note,
+    data() {},
+    bulkEnd() {},
+    sequenceEnd() {},
+    itemStart() {},
+    itemEnd() {},
+    offsetTable() {},
+    fragmentStart() {},
+    fragmentEnd() {},
+    fragmentsEnd() {},
   };
-  const tokenizer = new DicomTokenizer({ sink, explicitVR: explicit, littleEndian: true, startOffset: meta.datasetOffset, bulkDataThreshold: 1024, maxBufferedBytes: 1 << 30 });
+  const tokenizer = new DicomTokenizer({
+    sink,
+    explicitVR: explicit,
+    littleEndian: true,
+    startOffset: meta.datasetOffset,
+    bulkDataThreshold: 1024,
+    maxBufferedBytes: 1 << 30,
+  });
   tokenizer.push(file.subarray(meta.datasetOffset));
   tokenizer.end();
   const parts: Buffer[] = [];
@@ -369,7 +395,13 @@ describe('scanning the pydicom test files', () => {
       const ref = judged[path]!;
       const scanned = scanWhole(bytes);
 
-      expect({ ...scanned, metadata: undefined, layout: undefined, size: undefined, heldBytes: undefined }).toEqual({ ...ref.identity, metadata: undefined, layout: undefined, size: undefined, heldBytes: undefined });
+      expect({ ...scanned, metadata: undefined, layout: undefined, size: undefined, heldBytes: undefined }).toEqual({
+        ...ref.identity,
+        metadata: undefined,
+        layout: undefined,
+        size: undefined,
+        heldBytes: undefined,
+      });
       expect(scanned.heldBytes).toBeGreaterThan(0);
       expect(scanned.size).toBe(bytes.length);
 
@@ -405,7 +437,10 @@ describe('scanning the pydicom test files', () => {
     for (const name of ['MR_small_implicit.dcm', 'MR_small_bigendian.dcm', 'SC_rgb_rle_2frame.dcm', 'image_dfl.dcm', 'chrH32.dcm', 'test-SR.dcm']) {
       const path = dicomFiles().find((p) => basename(p) === name)!;
       const bytes = readFileSync(path);
-      expect(scanChunked(bytes, () => 1), name).toEqual(scanWhole(bytes));
+      expect(
+        scanChunked(bytes, () => 1),
+        name,
+      ).toEqual(scanWhole(bytes));
     }
   });
 
@@ -421,7 +456,7 @@ describe('scanning the pydicom test files', () => {
     expect(name('chrRuss.dcm')).toEqual({ Alphabetic: 'Люкceмбypг' });
     // The sequence item declares its own charset (ISO 2022 Japanese) inside a UTF-8 data set.
     const sq = scanWhole(readFileSync(patched.get('chrSQEncoding.dcm')!)).metadata;
-    const itemName = ((Object.values(sq).find((e) => e.vr === 'SQ')!.Value as DicomJsonDataset[])[0]!['00100010']!.Value![0]);
+    const itemName = (Object.values(sq).find((e) => e.vr === 'SQ')!.Value as DicomJsonDataset[])[0]!['00100010']!.Value![0];
     expect(itemName).toEqual({ Alphabetic: 'ﾔﾏﾀﾞ^ﾀﾛｳ', Ideographic: '山田^太郎', Phonetic: 'やまだ^たろう' });
   });
 
@@ -488,7 +523,13 @@ describe('scanning synthesized instances', () => {
     const cut = file.indexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00]));
     scanner.push(file.subarray(0, cut));
     expect(scanner.identified).toBe(true);
-    expect(scanner.identity()).toEqual({ studyInstanceUID: STUDY, seriesInstanceUID: SERIES, sopInstanceUID: SOP, sopClassUID: SOP_CLASS, transferSyntaxUID: '1.2.840.10008.1.2.1' });
+    expect(scanner.identity()).toEqual({
+      studyInstanceUID: STUDY,
+      seriesInstanceUID: SERIES,
+      sopInstanceUID: SOP,
+      sopClassUID: SOP_CLASS,
+      transferSyntaxUID: '1.2.840.10008.1.2.1',
+    });
     scanner.push(file.subarray(cut));
     expect(scanner.bytesSeen).toBe(file.length);
     expect(scanner.end().layout.frames).toEqual([[{ offset: cut + 12, length: 16 }]]);
@@ -568,7 +609,13 @@ describe('scanning synthesized instances', () => {
   });
 
   it('accepts a data set whose transfer syntax says explicit VR but whose elements are implicit', () => {
-    const dataset = Buffer.concat([implicitEl(0x00080016, uid(SOP_CLASS)), implicitEl(0x00080018, uid(SOP)), implicitEl(0x0020000d, uid(STUDY)), implicitEl(0x0020000e, uid(SERIES)), implicitEl(0x00280010, u16(4))]);
+    const dataset = Buffer.concat([
+      implicitEl(0x00080016, uid(SOP_CLASS)),
+      implicitEl(0x00080018, uid(SOP)),
+      implicitEl(0x0020000d, uid(STUDY)),
+      implicitEl(0x0020000e, uid(SERIES)),
+      implicitEl(0x00280010, u16(4)),
+    ]);
     const scanned = scanWhole(part10(dataset));
     expect(scanned.studyInstanceUID).toBe(STUDY);
     expect(scanned.metadata['00280010']).toEqual({ vr: 'US', Value: [4] });
@@ -613,10 +660,12 @@ describe('scanning synthesized instances', () => {
       const split = [jpeg(10), more(3), jpeg(4), more(5)];
       // Fed one byte at a time, so the markers are split across pushes.
       const file2 = part10(encapsulated([], split), JPEG);
-      expect(frameBytes(file2, scanChunked(file2, () => 1))).toEqual([
-        Buffer.concat([split[0]!, split[1]!]).toString('hex'),
-        Buffer.concat([split[2]!, split[3]!]).toString('hex'),
-      ]);
+      expect(
+        frameBytes(
+          file2,
+          scanChunked(file2, () => 1),
+        ),
+      ).toEqual([Buffer.concat([split[0]!, split[1]!]).toString('hex'), Buffer.concat([split[2]!, split[3]!]).toString('hex')]);
     });
 
     it('gives no frames when fragments cannot be attributed (RLE, 3 fragments for 2 frames)', () => {

@@ -29,9 +29,22 @@ const INSTANCES = new URL('../../support/instances.py', import.meta.url).pathnam
 
 /** Every pydicom test file in a transcodable encoding that is valid Part 10. */
 const SOURCES = [
-  'MR_small_implicit.dcm', 'MR_small_bigendian.dcm', 'MR_small_expb.dcm', 'ExplVR_BigEnd.dcm', 'SC_rgb_jpeg_dcmd.dcm',
-  'image_dfl.dcm', 'liver_expb_1frame.dcm', 'rtdose.dcm', 'rtdose_1frame.dcm', 'rtdose_expb.dcm', 'rtdose_expb_1frame.dcm',
-  'rtplan.dcm', 'nested_priv_SQ.dcm', 'priv_SQ.dcm', 'no_meta_group_length.dcm', 'empty_charset_LEI.dcm',
+  'MR_small_implicit.dcm',
+  'MR_small_bigendian.dcm',
+  'MR_small_expb.dcm',
+  'ExplVR_BigEnd.dcm',
+  'SC_rgb_jpeg_dcmd.dcm',
+  'image_dfl.dcm',
+  'liver_expb_1frame.dcm',
+  'rtdose.dcm',
+  'rtdose_1frame.dcm',
+  'rtdose_expb.dcm',
+  'rtdose_expb_1frame.dcm',
+  'rtplan.dcm',
+  'nested_priv_SQ.dcm',
+  'priv_SQ.dcm',
+  'no_meta_group_length.dcm',
+  'empty_charset_LEI.dcm',
 ];
 
 /** Sources without an image (no Pixel Data, or no Rows to read it with). */
@@ -41,7 +54,10 @@ const NO_IMAGE = new Set(['rtplan.dcm', 'nested_priv_SQ.dcm', 'priv_SQ.dcm', 'no
 function stored(bytes: Uint8Array): ScannedInstance {
   const meta = parseFileMeta(bytes, true)!;
   return {
-    studyInstanceUID: '1.2.3', seriesInstanceUID: '1.2.3.4', sopInstanceUID: '1.2.3.4.5', sopClassUID: '1.2.3.4.5.6',
+    studyInstanceUID: '1.2.3',
+    seriesInstanceUID: '1.2.3.4',
+    sopInstanceUID: '1.2.3.4.5',
+    sopClassUID: '1.2.3.4.5.6',
     transferSyntaxUID: meta.transferSyntaxUID,
     metadata: {},
     layout: { transferSyntaxUID: meta.transferSyntaxUID, datasetOffset: meta.datasetOffset, pixelData: null, frames: [], bulk: {} },
@@ -139,7 +155,12 @@ if 'PixelData' in orig and 'Rows' in orig:
 print(json.dumps({'differences': out, 'pixels': pixels}))
 `;
 
-function pydicomCompare(original: string, transcoded: string, sameImageAs?: string, env: { EXPECT_TS?: string; IGNORE?: string } = {}): { differences: string[]; pixels: string } {
+function pydicomCompare(
+  original: string,
+  transcoded: string,
+  sameImageAs?: string,
+  env: { EXPECT_TS?: string; IGNORE?: string } = {},
+): { differences: string[]; pixels: string } {
   const args = ['-c', COMPARE, original, transcoded, ...(sameImageAs === undefined ? [] : [sameImageAs])];
   try {
     return JSON.parse(execFileSync('/usr/bin/python3', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
@@ -163,7 +184,12 @@ describe('transcoding the pydicom test files to Explicit VR LE', () => {
       expect([IMPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_EXPLICIT_VR_LE]).toContain(from);
       let i = 0;
       const sizes = [1, 7, 333, 4096, 2];
-      const out = await collect(transcodeToExplicitLE(pieces(bytes, () => sizes[i++ % sizes.length]!), stored(bytes)));
+      const out = await collect(
+        transcodeToExplicitLE(
+          pieces(bytes, () => sizes[i++ % sizes.length]!),
+          stored(bytes),
+        ),
+      );
       const path = join(tmp, name);
       writeFileSync(path, out);
       // The three encodings of MR_small hold the same image.
@@ -172,7 +198,17 @@ describe('transcoding the pydicom test files to Explicit VR LE', () => {
       expect(verdict.differences).toEqual([]);
       expect(verdict.pixels).toBe(NO_IMAGE.has(name) ? 'none' : 'equal');
       // Chunking does not change a byte.
-      expect(Buffer.compare(await collect(transcodeToExplicitLE(pieces(bytes, () => bytes.length), stored(bytes))), out)).toBe(0);
+      expect(
+        Buffer.compare(
+          await collect(
+            transcodeToExplicitLE(
+              pieces(bytes, () => bytes.length),
+              stored(bytes),
+            ),
+          ),
+          out,
+        ),
+      ).toBe(0);
     });
   }
 
@@ -180,14 +216,21 @@ describe('transcoding the pydicom test files to Explicit VR LE', () => {
     for (const name of ['MR_small_bigendian.dcm', 'rtdose_expb.dcm', 'rtdose.dcm', 'MR_small_implicit.dcm']) {
       const bytes = readFileSync(join(TEST_FILES, name));
       const original = scan(bytes);
-      const out = await collect(transcodeToExplicitLE(pieces(bytes, () => 100), original));
+      const out = await collect(
+        transcodeToExplicitLE(
+          pieces(bytes, () => 100),
+          original,
+        ),
+      );
       const again = scan(out);
       expect(again.transferSyntaxUID).toBe(EXPLICIT_VR_LE);
       expect(again.metadata, name).toEqual(original.metadata);
       expect(again.layout.frames).toHaveLength(original.layout.frames.length);
       const width = (original.metadata['00280100']!.Value![0] as number) / 8;
       for (let f = 0; f < original.layout.frames.length; f++) {
-        const before = Buffer.from(bytes.subarray(original.layout.frames[f]![0]!.offset, original.layout.frames[f]![0]!.offset + original.layout.frames[f]![0]!.length));
+        const before = Buffer.from(
+          bytes.subarray(original.layout.frames[f]![0]!.offset, original.layout.frames[f]![0]!.offset + original.layout.frames[f]![0]!.length),
+        );
         const after = out.subarray(again.layout.frames[f]![0]!.offset, again.layout.frames[f]![0]!.offset + again.layout.frames[f]![0]!.length);
         if (original.transferSyntaxUID === EXPLICIT_VR_BE) {
           if (width === 2) before.swap16();
@@ -200,18 +243,53 @@ describe('transcoding the pydicom test files to Explicit VR LE', () => {
 
   it('refuses a truncated source as DICOM_TRUNCATED while streaming', async () => {
     const bytes = readFileSync(join(TEST_FILES, 'rtplan_truncated.dcm'));
-    const err = await failure(transcodeToExplicitLE(pieces(bytes, () => 256), stored(bytes)));
+    const err = await failure(
+      transcodeToExplicitLE(
+        pieces(bytes, () => 256),
+        stored(bytes),
+      ),
+    );
     expect(isVaultError(err, 'DICOM_TRUNCATED')).toBe(true);
     const deflated = readFileSync(join(TEST_FILES, 'image_dfl.dcm'));
     const cut = deflated.subarray(0, deflated.length - 500);
-    expect(isVaultError(await failure(transcodeToExplicitLE(pieces(cut, () => 512), stored(cut))), 'DICOM_TRUNCATED')).toBe(true);
+    expect(
+      isVaultError(
+        await failure(
+          transcodeToExplicitLE(
+            pieces(cut, () => 512),
+            stored(cut),
+          ),
+        ),
+        'DICOM_TRUNCATED',
+      ),
+    ).toBe(true);
   });
 
   it('passes Explicit VR LE through untouched and refuses compressed sources', async () => {
     const explicit = readFileSync(join(TEST_FILES, 'CT_small.dcm'));
-    expect(Buffer.compare(await collect(transcodeToExplicitLE(pieces(explicit, () => 1000), scan(explicit))), explicit)).toBe(0);
+    expect(
+      Buffer.compare(
+        await collect(
+          transcodeToExplicitLE(
+            pieces(explicit, () => 1000),
+            scan(explicit),
+          ),
+        ),
+        explicit,
+      ),
+    ).toBe(0);
     const jpeg = readFileSync(join(TEST_FILES, 'JPEG2000.dcm'));
-    expect(isVaultError(await failure(transcodeToExplicitLE(pieces(jpeg, () => 1000), scan(jpeg))), 'NOT_ACCEPTABLE')).toBe(true);
+    expect(
+      isVaultError(
+        await failure(
+          transcodeToExplicitLE(
+            pieces(jpeg, () => 1000),
+            scan(jpeg),
+          ),
+        ),
+        'NOT_ACCEPTABLE',
+      ),
+    ).toBe(true);
   });
 });
 
@@ -232,7 +310,12 @@ describe('transcoding a large instance', () => {
   const metaEl = (tag: number, vr: string, value: Buffer): Buffer =>
     Buffer.concat([u16(tag >>> 16), u16(tag & 0xffff), Buffer.from(vr), vr === 'OB' ? Buffer.concat([u16(0), u32(value.length)]) : u16(value.length), value]);
   const part10 = (ts: string, dataset: Buffer): Buffer => {
-    const meta = Buffer.concat([metaEl(0x00020001, 'OB', Buffer.from([0, 1])), metaEl(0x00020002, 'UI', uid('1.2.840.10008.5.1.4.1.1.7')), metaEl(0x00020003, 'UI', uid('1.2.3.4.5')), metaEl(0x00020010, 'UI', uid(ts))]);
+    const meta = Buffer.concat([
+      metaEl(0x00020001, 'OB', Buffer.from([0, 1])),
+      metaEl(0x00020002, 'UI', uid('1.2.840.10008.5.1.4.1.1.7')),
+      metaEl(0x00020003, 'UI', uid('1.2.3.4.5')),
+      metaEl(0x00020010, 'UI', uid(ts)),
+    ]);
     return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), metaEl(0x00020000, 'UL', u32(meta.length)), meta, dataset]);
   };
   const rows = 512;
@@ -242,13 +325,22 @@ describe('transcoding a large instance', () => {
 
   it('streams 300 MiB of implicit VR pixel data through with bounded memory', async () => {
     const implicit = (tag: number, value: Buffer, length = value.length): Buffer => Buffer.concat([u16(tag >>> 16), u16(tag & 0xffff), u32(length), value]);
-    const head = part10(IMPLICIT_VR_LE, Buffer.concat([
-      implicit(0x00080016, uid('1.2.840.10008.5.1.4.1.1.7')), implicit(0x00080018, uid('1.2.3.4.5')),
-      implicit(0x0020000d, uid('1.2.3')), implicit(0x0020000e, uid('1.2.3.4')),
-      implicit(0x00280002, u16(1)), implicit(0x00280008, Buffer.from('600 ')), implicit(0x00280010, u16(rows)), implicit(0x00280011, u16(columns)),
-      implicit(0x00280100, u16(16)), implicit(0x00280103, u16(0)),
-      implicit(0x7fe00010, Buffer.alloc(0), frameBytes * frameCount),
-    ]));
+    const head = part10(
+      IMPLICIT_VR_LE,
+      Buffer.concat([
+        implicit(0x00080016, uid('1.2.840.10008.5.1.4.1.1.7')),
+        implicit(0x00080018, uid('1.2.3.4.5')),
+        implicit(0x0020000d, uid('1.2.3')),
+        implicit(0x0020000e, uid('1.2.3.4')),
+        implicit(0x00280002, u16(1)),
+        implicit(0x00280008, Buffer.from('600 ')),
+        implicit(0x00280010, u16(rows)),
+        implicit(0x00280011, u16(columns)),
+        implicit(0x00280100, u16(16)),
+        implicit(0x00280103, u16(0)),
+        implicit(0x7fe00010, Buffer.alloc(0), frameBytes * frameCount),
+      ]),
+    );
     const total = head.length + frameBytes * frameCount;
     const chunk = Buffer.alloc(1024 * 1024);
     async function* source(): AsyncGenerator<Uint8Array> {
@@ -285,23 +377,44 @@ describe('transcoding a large instance', () => {
 
   it('swaps big endian 16-bit pixels correctly across arbitrary chunk boundaries', async () => {
     const explicitBE = (tag: number, vr: string, value: Buffer): Buffer =>
-      Buffer.concat([u16be(tag >>> 16), u16be(tag & 0xffff), Buffer.from(vr), vr === 'OW' ? Buffer.concat([u16be(0), u32be(value.length)]) : u16be(value.length), value]);
+      Buffer.concat([
+        u16be(tag >>> 16),
+        u16be(tag & 0xffff),
+        Buffer.from(vr),
+        vr === 'OW' ? Buffer.concat([u16be(0), u32be(value.length)]) : u16be(value.length),
+        value,
+      ]);
     const values = Array.from({ length: 5000 }, (_, i) => (i * 7919) & 0xffff);
     const be = Buffer.concat(values.map(u16be));
-    const file = part10(EXPLICIT_VR_BE, Buffer.concat([
-      explicitBE(0x00080016, 'UI', uid('1.2.840.10008.5.1.4.1.1.7')), explicitBE(0x00080018, 'UI', uid('1.2.3.4.5')),
-      explicitBE(0x0020000d, 'UI', uid('1.2.3')), explicitBE(0x0020000e, 'UI', uid('1.2.3.4')),
-      explicitBE(0x00280010, 'US', u16be(50)), explicitBE(0x00280011, 'US', u16be(100)), explicitBE(0x00280100, 'US', u16be(16)),
-      explicitBE(0x7fe00010, 'OW', be),
-    ]));
+    const file = part10(
+      EXPLICIT_VR_BE,
+      Buffer.concat([
+        explicitBE(0x00080016, 'UI', uid('1.2.840.10008.5.1.4.1.1.7')),
+        explicitBE(0x00080018, 'UI', uid('1.2.3.4.5')),
+        explicitBE(0x0020000d, 'UI', uid('1.2.3')),
+        explicitBE(0x0020000e, 'UI', uid('1.2.3.4')),
+        explicitBE(0x00280010, 'US', u16be(50)),
+        explicitBE(0x00280011, 'US', u16be(100)),
+        explicitBE(0x00280100, 'US', u16be(16)),
+        explicitBE(0x7fe00010, 'OW', be),
+      ]),
+    );
     const original = scan(file);
     for (const size of [1, 3, 5, 4097]) {
-      const out = await collect(transcodeToExplicitLE(pieces(file, () => size), original));
+      const out = await collect(
+        transcodeToExplicitLE(
+          pieces(file, () => size),
+          original,
+        ),
+      );
       const again = scan(out);
       expect(again.metadata['00280010']).toEqual({ vr: 'US', Value: [50] });
       const [frame] = again.layout.frames[0]!;
       const le = out.subarray(frame!.offset, frame!.offset + frame!.length);
-      expect(Array.from({ length: 5000 }, (_, i) => le.readUInt16LE(i * 2)), `chunks of ${size}`).toEqual(values);
+      expect(
+        Array.from({ length: 5000 }, (_, i) => le.readUInt16LE(i * 2)),
+        `chunks of ${size}`,
+      ).toEqual(values);
     }
   });
 });
@@ -346,7 +459,13 @@ describe('transcoding to Implicit VR LE and Deflated Explicit VR LE', () => {
     for (const name of ['CT_small.dcm', 'MR_small_bigendian.dcm', 'image_dfl.dcm', 'rtdose.dcm', 'rtplan.dcm', 'MR_small_implicit.dcm']) {
       it(`writes ${name} as ${to}: pydicom reads the same elements and pixels`, async () => {
         const bytes = readFileSync(join(TEST_FILES, name));
-        const out = await collect(transcode(pieces(bytes, () => 777), scan(bytes), { transferSyntaxUID: to }));
+        const out = await collect(
+          transcode(
+            pieces(bytes, () => 777),
+            scan(bytes),
+            { transferSyntaxUID: to },
+          ),
+        );
         const path = join(tmp, `${to}-${name}`);
         writeFileSync(path, out);
         const verdict = pydicomCompare(join(TEST_FILES, name), path, undefined, { EXPECT_TS: to });
@@ -404,9 +523,26 @@ describe('transcoding compressed instances with a decoder', () => {
       const layout = decodedLayout(scanned.transferSyntaxUID, scanned.metadata);
       const sizes = [1, 7, 333, 4096];
       let i = 0;
-      const out = await collect(transcode(pieces(bytes, () => sizes[i++ % sizes.length]!), scanned, { decoder: decoderOf(scanned) }));
+      const out = await collect(
+        transcode(
+          pieces(bytes, () => sizes[i++ % sizes.length]!),
+          scanned,
+          { decoder: decoderOf(scanned) },
+        ),
+      );
       // Chunking and how many frames are decoded at once change nothing.
-      expect(Buffer.compare(await collect(transcode(pieces(bytes, () => bytes.length), scanned, { decoder: decoderOf(scanned), decodeAhead: 1 })), out)).toBe(0);
+      expect(
+        Buffer.compare(
+          await collect(
+            transcode(
+              pieces(bytes, () => bytes.length),
+              scanned,
+              { decoder: decoderOf(scanned), decodeAhead: 1 },
+            ),
+          ),
+          out,
+        ),
+      ).toBe(0);
       const again = scan(out);
       expect(again.transferSyntaxUID).toBe(EXPLICIT_VR_LE);
       expect(again.layout.pixelData).toMatchObject({ encapsulated: false, vr: layout.vr, valueLength: layout.pixelDataLength });
@@ -432,7 +568,13 @@ describe('transcoding compressed instances with a decoder', () => {
     const split = readFileSync(path);
     const scanned = scan(split);
     expect(scanned.layout.frames.map((f) => f.length)).toEqual([3, 3]);
-    const out = await collect(transcode(pieces(split, () => 500), scanned, { decoder: decoderOf(scanned) }));
+    const out = await collect(
+      transcode(
+        pieces(split, () => 500),
+        scanned,
+        { decoder: decoderOf(scanned) },
+      ),
+    );
     const original = scan(bytes);
     const expected = await decodedFrames(bytes, original);
     const pd = scan(out).layout.pixelData!;
@@ -456,7 +598,13 @@ describe('transcoding compressed instances with a decoder', () => {
         }
       },
     };
-    await collect(transcode(pieces(bytes, () => bytes.length), scanned, { decoder: counting, decodeAhead: 3 }));
+    await collect(
+      transcode(
+        pieces(bytes, () => bytes.length),
+        scanned,
+        { decoder: counting, decodeAhead: 3 },
+      ),
+    );
     expect(most).toBe(3);
   });
 
@@ -470,7 +618,12 @@ describe('transcoding compressed instances with a decoder', () => {
     const got: Uint8Array[] = [];
     let caught: unknown;
     try {
-      for await (const piece of transcode(pieces(bytes, () => 1000), scanned, { decoder: failing })) got.push(piece);
+      for await (const piece of transcode(
+        pieces(bytes, () => 1000),
+        scanned,
+        { decoder: failing },
+      ))
+        got.push(piece);
     } catch (err) {
       caught = err;
     }
@@ -488,10 +641,37 @@ describe('transcoding compressed instances with a decoder', () => {
       ...scanned,
       layout: { ...scanned.layout, frames: scanned.layout.frames.map((f) => f.map((r) => ({ offset: r.offset + 2, length: r.length }))) },
     };
-    expect(isVaultError(await failure(transcode(pieces(bytes, () => 100), moved, { decoder: decoderOf(scanned) })), 'INSTANCE_CORRUPT')).toBe(true);
-    expect(isVaultError(await failure(transcode(pieces(bytes, () => 100), scanned)), 'NOT_ACCEPTABLE')).toBe(true);
+    expect(
+      isVaultError(
+        await failure(
+          transcode(
+            pieces(bytes, () => 100),
+            moved,
+            { decoder: decoderOf(scanned) },
+          ),
+        ),
+        'INSTANCE_CORRUPT',
+      ),
+    ).toBe(true);
+    expect(
+      isVaultError(
+        await failure(
+          transcode(
+            pieces(bytes, () => 100),
+            scanned,
+          ),
+        ),
+        'NOT_ACCEPTABLE',
+      ),
+    ).toBe(true);
     const lost: ScannedInstance = { ...scanned, layout: { ...scanned.layout, frames: [] } };
-    const err = await failure(transcode(pieces(bytes, () => 100), lost, { decoder: decoderOf(scanned) }));
+    const err = await failure(
+      transcode(
+        pieces(bytes, () => 100),
+        lost,
+        { decoder: decoderOf(scanned) },
+      ),
+    );
     expect(isVaultError(err, 'NOT_ACCEPTABLE')).toBe(true);
     expect((err as Error).message).toMatch(/cannot be located among its fragments/);
   });

@@ -11,7 +11,26 @@ describe('isValidUid', () => {
   });
 
   it('refuses path tricks, leading zeros, empty components, stray characters', () => {
-    for (const uid of ['../etc', '1.2/3', '1.02', '01.2', '1..2', '.1.2', '1.2.', '', '1.2.3 ', ' 1.2', '1.2.3\0', '1.a', '1,2', '-1.2', '1.2e3', '１.２', '1.2.٣', '1.2\n']) {
+    for (const uid of [
+      '../etc',
+      '1.2/3',
+      '1.02',
+      '01.2',
+      '1..2',
+      '.1.2',
+      '1.2.',
+      '',
+      '1.2.3 ',
+      ' 1.2',
+      '1.2.3\0',
+      '1.a',
+      '1,2',
+      '-1.2',
+      '1.2e3',
+      '１.２',
+      '1.2.٣',
+      '1.2\n',
+    ]) {
       expect(isValidUid(uid), JSON.stringify(uid)).toBe(false);
     }
   });

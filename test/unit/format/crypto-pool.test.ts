@@ -21,7 +21,7 @@ async function sealed(index: number, plaintext: Buffer): Promise<{ block: Buffer
 }
 
 describe('CryptoPool', () => {
-  it('moves an ordinary slot\'s memory to the worker during a seal, and back', async () => {
+  it("moves an ordinary slot's memory to the worker during a seal, and back", async () => {
     const slot = new Slot(1000);
     const memory = slot.bytes.buffer;
     const sealing = pool.seal(key, 0, slot, 1000);
@@ -49,8 +49,13 @@ describe('CryptoPool', () => {
     pool.giveSlot(slot);
   });
 
-  it('seals exactly as sealChunk does, with the digest of the block\'s CID', async () => {
-    for (const [index, length] of [[0, 1 << 20], [7, 1000], [2 ** 40, 1], [3, 0]] as const) {
+  it("seals exactly as sealChunk does, with the digest of the block's CID", async () => {
+    for (const [index, length] of [
+      [0, 1 << 20],
+      [7, 1000],
+      [2 ** 40, 1],
+      [3, 0],
+    ] as const) {
       const plaintext = randomBytes(length);
       const { block, digest } = await sealed(index, plaintext);
       const expected = sealChunk(key, index, plaintext);
@@ -66,7 +71,7 @@ describe('CryptoPool', () => {
     expect(pool.workers).toBe(2);
   });
 
-  it('hashes the plaintext of a stream\'s seals in order, streams interleaved, and still seals right', async () => {
+  it("hashes the plaintext of a stream's seals in order, streams interleaved, and still seals right", async () => {
     const a = Array.from({ length: 5 }, (_, i) => randomBytes(10_000 + i));
     const b = Array.from({ length: 3 }, () => randomBytes(70_000));
     const ha = pool.startHash();
@@ -118,7 +123,7 @@ describe('CryptoPool', () => {
     expect(own.byteLength).toBe(0); // moved (detached), not copied
   });
 
-  it('hashes the plaintext it opened when asked (a one-chunk instance\'s whole SHA-256), and only then', async () => {
+  it("hashes the plaintext it opened when asked (a one-chunk instance's whole SHA-256), and only then", async () => {
     const plaintext = randomBytes(70_000);
     const block = sealChunk(key, 0, plaintext);
     const asked = await pool.open(key, 0, new Uint8Array(block), 'sha256', rawCid(block).multihash.digest, { plaintextSha256: true });
@@ -165,7 +170,7 @@ describe('CryptoPool', () => {
     expect(Buffer.from(digest).equals(Buffer.from(rawCid(sealChunk(key, 0, Buffer.alloc(16, 1))).multihash.digest))).toBe(true);
   });
 
-  it('opens a block read into a slot in place: the plaintext at the slot\'s start, the slot back in one piece', async () => {
+  it("opens a block read into a slot in place: the plaintext at the slot's start, the slot back in one piece", async () => {
     const plaintext = randomBytes(200_000);
     const block = sealChunk(key, 6, plaintext);
     for (const slot of [pool.takeSlot(plaintext.length), new Slot(plaintext.length)]) {

@@ -33,13 +33,16 @@ describe('configuration', () => {
   });
 
   it('takes DICOM_VAULT_* variables when no flag is given', () => {
-    const o = resolveNodeOptions({}, {
-      DICOM_VAULT_HOST: '0.0.0.0',
-      DICOM_VAULT_PORT: '9090',
-      DICOM_VAULT_DATA_DIR: '/srv/vault',
-      DICOM_VAULT_CHUNK_SIZE: '65536',
-      DICOM_VAULT_LOG_LEVEL: 'debug',
-    });
+    const o = resolveNodeOptions(
+      {},
+      {
+        DICOM_VAULT_HOST: '0.0.0.0',
+        DICOM_VAULT_PORT: '9090',
+        DICOM_VAULT_DATA_DIR: '/srv/vault',
+        DICOM_VAULT_CHUNK_SIZE: '65536',
+        DICOM_VAULT_LOG_LEVEL: 'debug',
+      },
+    );
     expect(o).toMatchObject({ host: '0.0.0.0', port: 9090, dataDir: '/srv/vault', chunkSize: 65536, logLevel: 'debug' });
     expect(o.blockStore).toEqual({ kind: 'fs', fs: { path: '/srv/vault/blocks' } });
   });
@@ -62,7 +65,10 @@ describe('configuration', () => {
   });
 
   it('treats an empty variable as unset: DICOM_VAULT_HOST= never opens the node to every interface', () => {
-    const o = resolveNodeOptions({}, { DICOM_VAULT_HOST: '', DICOM_VAULT_PORT: '', DICOM_VAULT_DATA_DIR: '', DICOM_VAULT_LOG_LEVEL: '', DICOM_VAULT_STORE: '' });
+    const o = resolveNodeOptions(
+      {},
+      { DICOM_VAULT_HOST: '', DICOM_VAULT_PORT: '', DICOM_VAULT_DATA_DIR: '', DICOM_VAULT_LOG_LEVEL: '', DICOM_VAULT_STORE: '' },
+    );
     expect(o).toMatchObject({ host: '127.0.0.1', port: 8080, dataDir: resolve('./data'), logLevel: 'info', store: 'fs' });
   });
 

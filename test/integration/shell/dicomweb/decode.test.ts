@@ -162,7 +162,14 @@ describe('WADO-RS decodes compressed instances', () => {
       const file = join(dir, `${c.name}.out.dcm`);
       writeFileSync(file, r.parts[0]!.body);
       const read = pydicomRead(file);
-      expect(read).toMatchObject({ transferSyntax: EXPLICIT_VR_LE, implicit: false, littleEndian: true, photometric: e.refereePhotometric, frames: e.frames, extendedOffsetTable: false });
+      expect(read).toMatchObject({
+        transferSyntax: EXPLICIT_VR_LE,
+        implicit: false,
+        littleEndian: true,
+        photometric: e.refereePhotometric,
+        frames: e.frames,
+        extendedOffsetTable: false,
+      });
       expect(read.vr).toBe(e.info!.bitsAllocated > 8 ? 'OW' : 'OB');
       const total = e.frames! * e.info!.rows * e.info!.columns * e.info!.samplesPerPixel * (e.info!.bitsAllocated / 8);
       expect(read.length).toBe(total + (total % 2));
@@ -372,7 +379,16 @@ describe('WADO-RS decodes compressed instances', () => {
     // same for each. Lossless, so every frame that comes back must be the phantom, exactly. 30
     // frames: a longer frame list is more than fastify's 100 characters of a URL parameter.
     const FRAMES = 30;
-    const info: FrameInfo = { rows: 512, columns: 512, samplesPerPixel: 1, bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 1, photometricInterpretation: 'MONOCHROME2', planarConfiguration: 0 };
+    const info: FrameInfo = {
+      rows: 512,
+      columns: 512,
+      samplesPerPixel: 1,
+      bitsAllocated: 16,
+      bitsStored: 16,
+      pixelRepresentation: 1,
+      photometricInterpretation: 'MONOCHROME2',
+      planarConfiguration: 0,
+    };
     for (const [syntax, label] of [
       [`${P}.4.90`, 'JPEG 2000 lossless'],
       [`${P}.4.80`, 'JPEG-LS lossless'],
@@ -401,7 +417,9 @@ describe('WADO-RS decodes compressed instances', () => {
         expect(frames.status, frames.raw.toString().slice(0, 300)).toBe(200);
         expect(frames.parts).toHaveLength(FRAMES);
         for (const p of frames.parts) expect(p.body.equals(Buffer.from(pixels))).toBe(true);
-        results.push(`${label}\t${FRAMES} x 512x512\tinstance ${(FRAMES / instanceSeconds).toFixed(0)} frames/s\tframes ${(FRAMES / framesSeconds).toFixed(0)} frames/s`);
+        results.push(
+          `${label}\t${FRAMES} x 512x512\tinstance ${(FRAMES / instanceSeconds).toFixed(0)} frames/s\tframes ${(FRAMES / framesSeconds).toFixed(0)} frames/s`,
+        );
       });
     }
   });

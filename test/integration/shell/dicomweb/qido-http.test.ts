@@ -107,7 +107,12 @@ describe('QIDO-RS through the running node', () => {
 
   it('refuses an invalid UID in the URL with 400 INVALID_UID, and answers 404 for an unknown one', async () => {
     const a = studies.A;
-    for (const path of ['/studies/1.2.abc/series', `/studies/${a.studyInstanceUID}/series/1..2/instances`, '/studies/..%2F..%2Fetc/instances', `/studies/1.${'9'.repeat(70)}/series`]) {
+    for (const path of [
+      '/studies/1.2.abc/series',
+      `/studies/${a.studyInstanceUID}/series/1..2/instances`,
+      '/studies/..%2F..%2Fetc/instances',
+      `/studies/1.${'9'.repeat(70)}/series`,
+    ]) {
       const r = await query(path);
       expect(r.status, path).toBe(400);
       expect(r.body.code, path).toBe('INVALID_UID');

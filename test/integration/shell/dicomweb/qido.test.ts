@@ -182,8 +182,23 @@ describe('QIDO-RS: study search', () => {
     expect(r.type).toMatch(/^application\/dicom\+json/);
     expect(studyUids(r)).toEqual([A, B, C, BIG].sort());
     const a = r.json.find((ds) => first(ds, '0020000D') === A)!;
-    for (const tag of ['00080020', '00080030', '00080050', '00080056', '00080061', '00080090', '00081190',
-      '00100010', '00100020', '00100030', '00100040', '0020000D', '00200010', '00201206', '00201208']) {
+    for (const tag of [
+      '00080020',
+      '00080030',
+      '00080050',
+      '00080056',
+      '00080061',
+      '00080090',
+      '00081190',
+      '00100010',
+      '00100020',
+      '00100030',
+      '00100040',
+      '0020000D',
+      '00200010',
+      '00201206',
+      '00201208',
+    ]) {
       expect(a[tag], tag).toBeDefined();
     }
     expect(first(a, '00080005')).toBe('ISO_IR 192');
@@ -292,7 +307,7 @@ describe('QIDO-RS: study search', () => {
   });
 
   it('includefield adds study attributes, all adds every stored one, lower levels are not returned', async () => {
-    const r = await get('/studies?StudyInstanceUID=' + A + '&includefield=PatientAge,00080062&includefield=Rows');
+    const r = await get(`/studies?StudyInstanceUID=${A}&includefield=PatientAge,00080062&includefield=Rows`);
     const a = r.json[0]!;
     expect(first(a, '00101010')).toBe('050Y');
     expect(values(a, '00080062')).toEqual([CT_IMAGE, MR_IMAGE]);
@@ -429,10 +444,10 @@ describe('QIDO-RS: instance search', () => {
     try {
       const r = await get(`/studies/${BIG}/series/${BIG_SERIES}/instances`, 'application/dicom+json', capped);
       expect(r.json).toHaveLength(100);
-      expect(String(r.headers['warning'])).toMatch(/^299 .*additional results/);
+      expect(String(r.headers.warning)).toMatch(/^299 .*additional results/);
       const asked = await get(`/studies/${BIG}/series/${BIG_SERIES}/instances?limit=50`, 'application/dicom+json', capped);
       expect(asked.json).toHaveLength(50);
-      expect(asked.headers['warning']).toBeUndefined();
+      expect(asked.headers.warning).toBeUndefined();
     } finally {
       await capped.close();
     }

@@ -86,7 +86,10 @@ describe('dicom-parser as referee of the catalogued attributes', () => {
       const q = found[0]!;
       const [meta] = await get(`/studies/${study}/series/${ref[UIDS.SeriesInstanceUID]}/instances/${sop}/metadata`);
 
-      for (const [source, ds] of [['QIDO', q], ['metadata', meta!]] as const) {
+      for (const [source, ds] of [
+        ['QIDO', q],
+        ['metadata', meta!],
+      ] as const) {
         for (const [keyword, tag] of Object.entries({ ...UIDS, ...US, NumberOfFrames: NUMBER_OF_FRAMES, PatientID: PATIENT_ID })) {
           expect(valueOf(ds[tag]), `${source} ${keyword}`).toEqual(ref[tag]);
         }

@@ -50,7 +50,10 @@ describe('rendered and thumbnail resources', () => {
     const made = JSON.parse(execFileSync(PYTHON, [INSTANCES, 'study', tmp], { encoding: 'utf8' })) as { study: string; instances: StudyFile[] };
     study = made.study;
     files = made.instances;
-    const r = await stow(node.url, files.map((f) => readFileSync(f.file)));
+    const r = await stow(
+      node.url,
+      files.map((f) => readFileSync(f.file)),
+    );
     expect(r.status).toBe(200);
   });
   afterAll(async () => {
@@ -152,7 +155,10 @@ sys.stdout.buffer.write(convert_color_space(pydicom.dcmread(sys.argv[1]).pixel_a
     expect(pillow(own.body).pixels.equals(pillow(same.body).pixels)).toBe(true);
     expect(pillow(own.body).pixels.equals(pillow(other.body).pixels)).toBe(false);
     expect(pillow(own.body).pixels.equals(pillow(sigmoid.body).pixels)).toBe(false);
-    const want = await expected(windowed.file, `${instanceUrl(windowed)}/metadata`, { format: 'image/png', window: { center: -500, width: 1500, function: 'LINEAR' } });
+    const want = await expected(windowed.file, `${instanceUrl(windowed)}/metadata`, {
+      format: 'image/png',
+      window: { center: -500, width: 1500, function: 'LINEAR' },
+    });
     expect(pillow(other.body).pixels.equals(want.pixels)).toBe(true);
   });
 
@@ -208,7 +214,9 @@ sys.stdout.buffer.write(convert_color_space(pydicom.dcmread(sys.argv[1]).pixel_a
     expect((await thumb(`${node.url}/studies/${study}/thumbnail`)).equals(s2[2]!)).toBe(true); // Instance Number 2
     expect((await thumb(`${node.url}/studies/${study}/series/${s2a!.series}/thumbnail`)).equals(s2[2]!)).toBe(true);
     const [s3first] = series(3); // Instance Numbers 1, 2: the middle of two is the first
-    expect((await thumb(`${node.url}/studies/${study}/series/${s3first!.series}/thumbnail`)).equals(await thumb(`${instanceUrl(s3first!)}/thumbnail`))).toBe(true);
+    expect((await thumb(`${node.url}/studies/${study}/series/${s3first!.series}/thumbnail`)).equals(await thumb(`${instanceUrl(s3first!)}/thumbnail`))).toBe(
+      true,
+    );
     const mf = instanceUrl(series(4)[0]!);
     const middle = await thumb(`${mf}/frames/3/thumbnail`);
     expect((await thumb(`${mf}/thumbnail`)).equals(middle)).toBe(true);
@@ -239,7 +247,9 @@ sys.stdout.buffer.write(convert_color_space(pydicom.dcmread(sys.argv[1]).pixel_a
     for (const path of ['rendered', 'thumbnail']) {
       const r = await get(`${instanceUrl(mpeg)}/${path}`);
       expect(r.status, path).toBe(406);
-      expect(JSON.parse(r.body.toString()).message).toBe(`instance ${mpeg.sop} is stored as 1.2.840.10008.1.2.4.100, which no decoder here reads: it cannot be rendered`);
+      expect(JSON.parse(r.body.toString()).message).toBe(
+        `instance ${mpeg.sop} is stored as 1.2.840.10008.1.2.4.100, which no decoder here reads: it cannot be rendered`,
+      );
       expect((await get(`${node.url}/studies/${study}/series/${mpeg.series}/${path}`)).status).toBe(406);
     }
     const ct = instanceUrl(series(2)[0]!);
@@ -247,7 +257,15 @@ sys.stdout.buffer.write(convert_color_space(pydicom.dcmread(sys.argv[1]).pixel_a
     expect(beyond.status).toBe(404);
     expect(JSON.parse(beyond.body.toString())).toMatchObject({ code: 'FRAME_NOT_FOUND', message: 'frame 2 requested, the instance has 1' });
     expect((await get(`${instanceUrl(series(4)[0]!)}/frames/1,6/rendered`, 'image/png')).status).toBe(404);
-    for (const query of ['window=40,0,linear', 'window=40,400', 'window=a,400,linear', 'viewport=0,10', 'viewport=64,64,0,0,10,10', 'quality=0', 'quality=high']) {
+    for (const query of [
+      'window=40,0,linear',
+      'window=40,400',
+      'window=a,400,linear',
+      'viewport=0,10',
+      'viewport=64,64,0,0,10,10',
+      'quality=0',
+      'quality=high',
+    ]) {
       const r = await get(`${ct}/rendered?${query}`);
       expect(r.status, query).toBe(400);
       expect(JSON.parse(r.body.toString()).code).toBe('INVALID_QUERY');

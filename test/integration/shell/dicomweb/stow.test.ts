@@ -81,7 +81,10 @@ describe('STOW-RS', () => {
     const blocksBefore = await blockCount();
 
     const bytes = await bytesOf(stranger.instances[0]!);
-    for (const r of [await stow(node.url, [bytes], { study: target.studyInstanceUID }), await postDicom(`${node.url}/studies/${target.studyInstanceUID}`, bytes)]) {
+    for (const r of [
+      await stow(node.url, [bytes], { study: target.studyInstanceUID }),
+      await postDicom(`${node.url}/studies/${target.studyInstanceUID}`, bytes),
+    ]) {
       expect(r.status).toBe(409);
       expect(r.body['00081199']).toBeUndefined();
       const failed = r.body['00081198']!.Value!;
@@ -131,8 +134,7 @@ describe('STOW-RS when the block store cannot make a request durable', () => {
         get: (cid, options) => inner.get(cid, options),
         has: (cid, options) => inner.has(cid, options),
         delete: (cid, options) => inner.delete(cid, options),
-        flush: (options) =>
-          failFlush ? Promise.reject(new VaultError('STORE_UNAVAILABLE', 'injected: the disk refused to sync')) : inner.flush!(options),
+        flush: (options) => (failFlush ? Promise.reject(new VaultError('STORE_UNAVAILABLE', 'injected: the disk refused to sync')) : inner.flush!(options)),
       }),
     });
   });
@@ -158,6 +160,11 @@ describe('STOW-RS when the block store cannot make a request durable', () => {
     expect(stored.status).toBe(200);
     for (const s of [a, b]) expect(await listed(`/studies/${s.studyInstanceUID}/instances`)).toBe(2);
     const back = await retrieve(`${app.url}/studies/${b.studyInstanceUID}`);
-    expect(back.parts.map((p) => p.body.toString('base64')).sort()).toEqual(parts.slice(2).map((p) => p.toString('base64')).sort());
+    expect(back.parts.map((p) => p.body.toString('base64')).sort()).toEqual(
+      parts
+        .slice(2)
+        .map((p) => p.toString('base64'))
+        .sort(),
+    );
   });
 });

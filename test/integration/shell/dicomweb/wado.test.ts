@@ -154,20 +154,24 @@ describe('WADO-RS over HTTP', () => {
     const files = await Promise.all(s.instances.map(bytesOf));
     expect((await stow(node.url, files)).status).toBe(200);
     const body = await new Promise<{ status: number; type: string; bytes: Buffer }>((resolve, reject) => {
-      const req = http.get(`${node.url}/studies/${s.studyInstanceUID}`, { headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' }, agent: false }, (res) => {
-        const chunks: Buffer[] = [];
-        let reads = 0;
-        res.on('data', (c: Buffer) => {
-          chunks.push(c);
-          // Stop reading for a while, at first long enough for the node's writes to back up.
-          if (++reads % 8 === 1) {
-            res.pause();
-            setTimeout(() => res.resume(), reads === 1 ? 300 : 5);
-          }
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), bytes: Buffer.concat(chunks) }));
-        res.on('error', reject);
-      });
+      const req = http.get(
+        `${node.url}/studies/${s.studyInstanceUID}`,
+        { headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' }, agent: false },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let reads = 0;
+          res.on('data', (c: Buffer) => {
+            chunks.push(c);
+            // Stop reading for a while, at first long enough for the node's writes to back up.
+            if (++reads % 8 === 1) {
+              res.pause();
+              setTimeout(() => res.resume(), reads === 1 ? 300 : 5);
+            }
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), bytes: Buffer.concat(chunks) }));
+          res.on('error', reject);
+        },
+      );
       req.on('error', reject);
     });
     expect(body.status).toBe(200);
@@ -237,7 +241,10 @@ describe('WADO-RS over HTTP', () => {
         expect(meta!['7FE00010'], name).toEqual({ vr: 'OB', BulkDataURI: `${url}/bulk/7FE00010` });
         const all = await retrieve(`${url}/bulk/7FE00010`, OCTETS_AS_STORED);
         expect(all.status, name).toBe(200);
-        expect(all.parts.map((p) => p.body), name).toEqual(fragments.map((f) => bytes.subarray(f.position, f.position + f.length)));
+        expect(
+          all.parts.map((p) => p.body),
+          name,
+        ).toEqual(fragments.map((f) => bytes.subarray(f.position, f.position + f.length)));
       }
     });
 

@@ -2,7 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Buffer } from 'node:buffer';
 import { describe, expect, it } from 'vitest';
 import { VaultError } from '../../../../src/core/errors.ts';
-import { DEFAULT_MAX_BOUNDARY_LENGTH,
+import {
+  DEFAULT_MAX_BOUNDARY_LENGTH,
   DEFAULT_MAX_PART_HEADER_BYTES,
   parseContentType,
   parseMultipartRelated,
@@ -142,7 +143,9 @@ describe('parseContentType', () => {
 
 describe('parseMultipartRelated', () => {
   it('reads one part with its headers and bytes', async () => {
-    const parts = await collect(oneChunk(build([{ headers: ['Content-Type: Application/DICOM; transfer-syntax=1.2.840.10008.1.2.1', 'Content-Location: x'], body: 'DICM data' }])));
+    const parts = await collect(
+      oneChunk(build([{ headers: ['Content-Type: Application/DICOM; transfer-syntax=1.2.840.10008.1.2.1', 'Content-Location: x'], body: 'DICM data' }])),
+    );
     expect(parts).toEqual([
       {
         index: 0,
@@ -182,16 +185,25 @@ describe('parseMultipartRelated', () => {
     for (let seed = 1; seed <= 200; seed++) {
       const random = prng(seed);
       const parts = await collect(chunked(TRICKY_MESSAGE, () => 1 + Math.floor(random() * 40)));
-      expect(parts.map((p) => p.body.toString('latin1')), `seed ${seed}`).toEqual(TRICKY_BODIES);
+      expect(
+        parts.map((p) => p.body.toString('latin1')),
+        `seed ${seed}`,
+      ).toEqual(TRICKY_BODIES);
     }
   });
 
   it('handles a boundary made of hyphens, whose close delimiter looks like a longer boundary', async () => {
     const boundary = '-';
     const bodies = ['-', '--', '\r\n-', '---\r\n--', ''];
-    const message = build(bodies.map((body) => ({ body })), boundary);
+    const message = build(
+      bodies.map((body) => ({ body })),
+      boundary,
+    );
     for (const size of [1, 2, 3, 7, message.length]) {
-      const parts = await collect(chunked(message, () => size), { boundary });
+      const parts = await collect(
+        chunked(message, () => size),
+        { boundary },
+      );
       expect(parts.map((p) => p.body.toString())).toEqual(bodies);
     }
   });
@@ -199,7 +211,7 @@ describe('parseMultipartRelated', () => {
   it('uses a quoted boundary with spaces taken from the Content-Type header', async () => {
     const { params } = parseContentType('multipart/related; type="application/dicom"; boundary="a quoted boundary"');
     const message = build([{ body: 'one' }, { body: 'two' }], 'a quoted boundary');
-    const parts = await collect(oneChunk(message), { boundary: params['boundary'] ?? '' });
+    const parts = await collect(oneChunk(message), { boundary: params.boundary ?? '' });
     expect(parts.map((p) => p.body.toString())).toEqual(['one', 'two']);
   });
 
@@ -223,7 +235,10 @@ describe('parseMultipartRelated', () => {
       const complete: string[] = [];
       let bodyError: unknown;
       const run = (async () => {
-        for await (const part of parseMultipartRelated(chunked(message, () => 5), { boundary: BOUNDARY })) {
+        for await (const part of parseMultipartRelated(
+          chunked(message, () => 5),
+          { boundary: BOUNDARY },
+        )) {
           const chunks: Buffer[] = [];
           try {
             for await (const chunk of part.body) chunks.push(chunk);
@@ -297,9 +312,12 @@ describe('parseMultipartRelated', () => {
 
     // RFC 2046 asks senders for 70 at most; Orthanc sends 73 (two UUIDs), others more.
     it.each([[70], [73], [200], [DEFAULT_MAX_BOUNDARY_LENGTH]])('accepts a boundary of %i characters, chunked at any size', async (length) => {
-      const boundary = 'b-'.repeat(length).slice(0, length - 1) + 'z';
+      const boundary = `${'b-'.repeat(length).slice(0, length - 1)}z`;
       for (const size of [1, 13, 4096]) {
-        const parts = await collect(chunked(build([{ body: 'ok' }, { body: 'two' }], boundary), () => size), { boundary });
+        const parts = await collect(
+          chunked(build([{ body: 'ok' }, { body: 'two' }], boundary), () => size),
+          { boundary },
+        );
         expect(parts.map((p) => p.body.toString())).toEqual(['ok', 'two']);
       }
     });
@@ -308,8 +326,19 @@ describe('parseMultipartRelated', () => {
       const fits = build([{ headers: [`X-Big: ${'h'.repeat(200)}`], body: 'x' }]);
       const over = build([{ headers: [`X-Big: ${'h'.repeat(300)}`], body: 'x' }]);
       for (const size of [1, 64, 100_000]) {
-        await expect(collect(chunked(fits, () => size), { maxPartHeaderBytes: 256 })).resolves.toHaveLength(1);
-        await expectCode(collect(chunked(over, () => size), { maxPartHeaderBytes: 256 }), 'MULTIPART_MALFORMED');
+        await expect(
+          collect(
+            chunked(fits, () => size),
+            { maxPartHeaderBytes: 256 },
+          ),
+        ).resolves.toHaveLength(1);
+        await expectCode(
+          collect(
+            chunked(over, () => size),
+            { maxPartHeaderBytes: 256 },
+          ),
+          'MULTIPART_MALFORMED',
+        );
       }
       const endless = build([{ headers: Array.from({ length: 2000 }, (_, i) => `X-${i}: ${i}`), body: 'x' }]);
       expect(endless.length).toBeGreaterThan(DEFAULT_MAX_PART_HEADER_BYTES);
@@ -343,7 +372,10 @@ describe('parseMultipartRelated', () => {
 
     it('skips the rest of a body the consumer broke out of, and the next part is intact', async () => {
       const got: string[] = [];
-      for await (const part of parseMultipartRelated(chunked(message, () => 100), { boundary: BOUNDARY })) {
+      for await (const part of parseMultipartRelated(
+        chunked(message, () => 100),
+        { boundary: BOUNDARY },
+      )) {
         if (part.index === 0) {
           for await (const chunk of part.body) {
             got.push(`first chunk of 0 is all a: ${/^a+$/.test(chunk.toString())}`);
@@ -361,7 +393,10 @@ describe('parseMultipartRelated', () => {
     });
 
     it('refuses to read a body after the generator skipped it, instead of ending it early', async () => {
-      const parts = parseMultipartRelated(chunked(message, () => 100), { boundary: BOUNDARY });
+      const parts = parseMultipartRelated(
+        chunked(message, () => 100),
+        { boundary: BOUNDARY },
+      );
       const first = await parts.next();
       await parts.next();
       if (first.done === true) throw new Error('expected a part');
@@ -444,7 +479,10 @@ describe('parseMultipartRelated', () => {
       const controller = new AbortController();
       const reason = new VaultError('ABORTED', 'client went away');
       const run = (async () => {
-        for await (const part of parseMultipartRelated(chunked(message, () => 100), { boundary: BOUNDARY, signal: controller.signal })) {
+        for await (const part of parseMultipartRelated(
+          chunked(message, () => 100),
+          { boundary: BOUNDARY, signal: controller.signal },
+        )) {
           for await (const _ of part.body) controller.abort(reason);
         }
       })();

@@ -2,10 +2,19 @@
 // tool or an index rebuild reads from a bucket.
 import { randomBytes } from 'node:crypto';
 import * as dagCbor from '@ipld/dag-cbor';
-import { CID } from 'multiformats/cid';
+import type { CID } from 'multiformats/cid';
 import { describe, expect, it } from 'vitest';
 import { rawCid } from '../../../../storage/cid.ts';
-import { PACK_MAGIC, PACK_PREAMBLE_BYTES, PackBuilder, decodePack, decodePackHeader, encodePack, encodePackHeader, packDataStart } from '../../../../storage/s3/pack-format.ts';
+import {
+  PACK_MAGIC,
+  PACK_PREAMBLE_BYTES,
+  PackBuilder,
+  decodePack,
+  decodePackHeader,
+  encodePack,
+  encodePackHeader,
+  packDataStart,
+} from '../../../../storage/s3/pack-format.ts';
 import { expectCode, expectSameBytes } from '../../../support/storage-conformance.ts';
 
 function block(size: number): { cid: CID; bytes: Uint8Array } {
@@ -30,7 +39,13 @@ describe('pack format', () => {
     const headerLength = Buffer.from(pack).readUInt32BE(8);
     expect(PACK_PREAMBLE_BYTES + headerLength + 30).toBe(pack.byteLength);
     const header = dagCbor.decode(pack.subarray(12, 12 + headerLength));
-    expect(header).toEqual({ v: 1, blocks: [[a.cid.bytes, 0, 10], [b.cid.bytes, 10, 20]] });
+    expect(header).toEqual({
+      v: 1,
+      blocks: [
+        [a.cid.bytes, 0, 10],
+        [b.cid.bytes, 10, 20],
+      ],
+    });
     expectSameBytes(pack.subarray(12 + headerLength), Buffer.concat([a.bytes, b.bytes]));
   });
 
@@ -104,7 +119,10 @@ describe('pack format', () => {
       ['an entry past the data', headerOnly({ v: 1, blocks: [[block(1).cid.bytes, 90, 20]] })],
     ];
     it.each(cases)('%s', async (_label, bytes) => {
-      const err = await expectCode(Promise.resolve().then(() => decodePack(bytes, 'packs/p-test')), 'BLOCK_CORRUPT');
+      const err = await expectCode(
+        Promise.resolve().then(() => decodePack(bytes, 'packs/p-test')),
+        'BLOCK_CORRUPT',
+      );
       expect(err.message).toContain('packs/p-test');
     });
   });

@@ -51,7 +51,13 @@ describe('PackIndex.land', () => {
   it('keeps no row for a pack whose every block is indexed in another pack', () => {
     const landed = blocks(2);
     expect(index.land('p-a', 300, landed)).toBe(2);
-    expect(index.land('p-b', 300, landed.map((b) => ({ ...b, start: b.start + 1 })))).toBe(0);
+    expect(
+      index.land(
+        'p-b',
+        300,
+        landed.map((b) => ({ ...b, start: b.start + 1 })),
+      ),
+    ).toBe(0);
     expect(index.hasPack('p-b')).toBe(false);
     expect(index.lookup(landed[0]!.cid)).toMatchObject({ pack: 'p-a' });
   });

@@ -58,7 +58,8 @@ function harness(options: { packBytes?: number; packUploads?: number } = {}) {
             uploads.push(u);
             signal.addEventListener('abort', () => reject(new VaultError('ABORTED', 'upload stopped')), { once: true });
             if (h.mode === 'auto') queueMicrotask(u.resolve);
-            if (h.mode === 'fail') queueMicrotask(() => reject(new VaultError('STORE_UNAVAILABLE', 'S3 put pack failed: 503 SlowDown', { details: { status: 503 } })));
+            if (h.mode === 'fail')
+              queueMicrotask(() => reject(new VaultError('STORE_UNAVAILABLE', 'S3 put pack failed: 503 SlowDown', { details: { status: 503 } })));
           });
         },
         land(id, bytes, blocks: readonly LandedBlock[]) {
