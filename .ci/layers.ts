@@ -3,7 +3,9 @@
 // it); anything else fails with the importing file, the imported file and the rule.
 //
 //   src/shell                                    HTTP app, DICOMweb and DIMSE, commands, wiring
-//   src/transfer  src/maintenance  src/access    features over the parts below
+//   src/access                                   the access seam: identity and grants decide what a request sees
+//   src/transfer  src/maintenance                features over the parts below
+//   src/identity  src/grants                     who is calling; what patients granted
 //   ingest  src/read  anchor                     the write path, the read path, anchoring
 //   storage  src/catalog                         block stores; the catalog
 //   src/dicom  src/format                        the DICOM toolkit; the stored-study format
@@ -28,6 +30,8 @@ const PARTS = [
   'ingest',
   'src/read',
   'anchor',
+  'src/identity',
+  'src/grants',
   'src/access',
   'src/transfer',
   'src/maintenance',
@@ -46,11 +50,13 @@ export const ALLOWED: Record<string, string[]> = {
   ingest: LOWER,
   'src/read': LOWER,
   anchor: ['src/core', 'src/catalog', 'src/format', 'storage'],
-  'src/access': ['src/core', 'src/dicom', 'src/catalog'],
+  'src/identity': ['src/core', 'src/catalog'],
+  'src/grants': ['src/core', 'src/dicom', 'src/catalog', 'src/identity'],
+  'src/access': ['src/core', 'src/dicom', 'src/catalog', 'src/identity', 'src/grants'],
   'src/transfer': [...LOWER, 'src/read'],
   'src/maintenance': [...LOWER, 'src/read'],
-  'src/shell': [...LOWER, 'ingest', 'src/read', 'anchor', 'src/access', 'src/transfer', 'src/maintenance', 'package.json'],
-  bench: [...LOWER, 'ingest', 'src/read', 'anchor', 'src/access', 'src/transfer', 'src/maintenance', 'src/shell', 'bin'],
+  'src/shell': [...LOWER, 'ingest', 'src/read', 'anchor', 'src/identity', 'src/grants', 'src/access', 'src/transfer', 'src/maintenance', 'package.json'],
+  bench: [...LOWER, 'ingest', 'src/read', 'anchor', 'src/identity', 'src/grants', 'src/access', 'src/transfer', 'src/maintenance', 'src/shell', 'bin'],
   test: [...PARTS.filter((p) => p !== 'test'), 'package.json'],
   bin: ['src/shell', 'package.json'],
 };

@@ -1,10 +1,18 @@
-// The one place where every DICOMweb request is checked and recorded. Patient control (grants per
-// study, series or data type; a tamper-evident audit log) plugs in here by providing another
-// AccessPolicy and AuditSink; routes never check rights themselves. The embedded default is open
-// (the node listens on loopback) and writes audit events to the log.
+// The one place where every DICOMweb request is checked: who is calling (identify) and what of
+// the catalog the request may see (authorize). Routes never check rights themselves: they pass
+// the decision's scope down to the catalog, which then shows nothing else, so a study, series or
+// instance outside the caller's rights reads exactly as an unknown one (404, no existence oracle),
+// and search results and their counts cover only what the caller may see.
 import type { FastifyRequest } from 'fastify';
+import type { CatalogScope } from '../catalog/scope.ts';
+import type { Principal } from '../identity/principal.ts';
+
+export type { Principal } from '../identity/principal.ts';
 
 export type AccessAction = 'search' | 'retrieve' | 'store';
+
+/** What a retrieval sends: metadata, frames, bulk data, rendered images, whole instances, an anchor receipt. */
+export type RetrievedData = 'metadata' | 'frames' | 'bulkdata' | 'rendered' | 'dicom' | 'receipt';
 
 /** What a request touches, as far as the URL says. */
 export interface AccessResource {
@@ -13,20 +21,21 @@ export interface AccessResource {
   studyInstanceUID?: string;
   seriesInstanceUID?: string;
   sopInstanceUID?: string;
-  /** 'metadata', 'frames', 'bulkdata' or 'dicom' for retrievals. */
-  dataType?: string;
-}
-
-export interface Principal {
-  /** Who is calling; 'anonymous' on the open default. */
-  id: string;
-  /** How the caller was identified. */
-  method: 'none' | 'token' | 'mtls';
+  dataType?: RetrievedData;
 }
 
 export interface AccessDecision {
   allowed: boolean;
+  /** Refused: the reason given (and recorded). */
   reason?: string;
+  /** What the request may see; absent: everything (staff, open mode). */
+  scope?: CatalogScope;
+  /** Metadata requests: the instances whose bulk data (pixel data) the caller may also fetch; absent: as `scope`. */
+  bulkScope?: CatalogScope;
+  /** The grants the access rests on: their revocation or end cuts a response that is still streaming. */
+  grants?: ReadonlyArray<{ id: string; notAfter: Date | null }>;
+  /** Why it is allowed: 'open mode', 'staff policy', 'own studies', or the grants'. */
+  basis?: string;
 }
 
 export interface AuditEvent {
@@ -36,13 +45,15 @@ export interface AuditEvent {
   method: string;
   url: string;
   status: number;
-  /** False when the response broke off before its end (a corrupt block, the client gone). */
+  /** False when the response broke off before its end (a corrupt block, the client gone, a grant revoked). */
   complete: boolean;
-  /** Instances stored or bytes sent may be added by services later. */
   remoteAddress: string;
+  /** Why it was allowed, or why refused. */
+  basis?: string;
 }
 
 export interface AccessPolicy {
+  /** The caller; throws UNAUTHORIZED (401) when it cannot be established. */
   identify(request: FastifyRequest): Promise<Principal>;
   authorize(principal: Principal, resource: AccessResource): Promise<AccessDecision>;
 }
@@ -51,18 +62,19 @@ export interface AuditSink {
   record(event: AuditEvent): void;
 }
 
+/** Everyone may do everything: `--open`, for development on loopback only. */
 export const openPolicy: AccessPolicy = {
-  identify: async () => ({ id: 'anonymous', method: 'none' }),
-  authorize: async () => ({ allowed: true }),
+  identify: async () => ({ id: 'anonymous', roles: ['ingest', 'staff', 'admin'], method: 'none' }),
+  authorize: async () => ({ allowed: true, basis: 'open mode' }),
 };
 
 /** Route config that declares what a route touches; the app's access hook reads it. */
 export interface AccessRouteConfig {
-  access: { action: AccessAction; dataType?: string };
+  access: { action: AccessAction; dataType?: RetrievedData };
 }
 
 /** The resource a request names, from its route config and URL parameters. */
-export function resourceOf(action: AccessAction, params: Record<string, string | undefined>, dataType?: string): AccessResource {
+export function resourceOf(action: AccessAction, params: Record<string, string | undefined>, dataType?: RetrievedData): AccessResource {
   const r: AccessResource = {
     action,
     level: params.instance ? 'instance' : params.series ? 'series' : params.study ? 'study' : 'studies',

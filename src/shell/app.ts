@@ -15,6 +15,7 @@ import { receiptService, type ReceiptDeps } from './dicomweb/receipt.ts';
 import { PublicUrls } from './dicomweb/public-url.ts';
 import type { NodeMetrics } from './metrics.ts';
 import { REDACTING_SERIALIZERS } from './log.ts';
+import type { GrantWatch } from '../access/grant-watch.ts';
 import { DEFAULT_LIMITS, IngestLimiter, type LimitOptions } from './limits.ts';
 import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
@@ -40,6 +41,8 @@ export interface AppDeps extends QidoDeps {
   limits?: LimitOptions;
   /** Ingest slots, shared with the DIMSE SCP. Default: one made from `limits`. */
   ingests?: IngestLimiter;
+  /** Cuts responses that rest on a grant once it is revoked or ends (src/access/grant-watch.ts). */
+  grantWatch?: Pick<GrantWatch, 'watch'>;
 }
 
 export interface ReadinessCheck {
@@ -53,6 +56,8 @@ export const READINESS_TIMEOUT_MS = 2_000;
 declare module 'fastify' {
   interface FastifyRequest {
     principal?: import('../access/policy.ts').Principal;
+    /** The access seam's decision for this request: what of the catalog it may see (routes pass `scope` down). */
+    access?: import('../access/policy.ts').AccessDecision;
   }
 }
 
@@ -113,6 +118,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     }
     if (vault.status >= 500) request.log.error({ err, code: vault.code, details: vault.details }, vault.message);
     else request.log.info({ code: vault.code, reason: vault.message }, 'request refused');
+    const challenge = vault.details?.wwwAuthenticate;
+    if (vault.code === 'UNAUTHORIZED') void reply.header('www-authenticate', typeof challenge === 'string' ? challenge : 'Bearer realm="dicom-vault"');
     void reply
       .code(vault.status)
       .type('application/json')
@@ -148,14 +155,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     async (scope) => {
       // The access seam: identify the caller, check the route's declared action against the
       // resource the URL names, record every access. Routes without a declaration are refused.
-      scope.addHook('preHandler', async (request) => {
+      scope.addHook('preHandler', async (request, reply) => {
         const declared = (request.routeOptions.config as Partial<AccessRouteConfig>).access;
         if (!declared) throw new VaultError('FORBIDDEN', 'route declares no access rule');
         const principal = await deps.access.identify(request);
         request.principal = principal;
         const resource = resourceOf(declared.action, request.params as Record<string, string>, declared.dataType);
         const decision = await deps.access.authorize(principal, resource);
+        request.access = decision;
         if (!decision.allowed) throw new VaultError('FORBIDDEN', decision.reason ?? 'access not granted');
+        if (decision.grants !== undefined && decision.grants.length > 0) deps.grantWatch?.watch(decision.grants, reply);
       });
       // Recorded when the response closes, not on fastify's onResponse: that needs 'finish', and
       // a response broken off mid-stream (a corrupt block, the client gone) never finishes.
@@ -165,13 +174,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
           if (!declared) return;
           deps.audit.record({
             time: new Date().toISOString(),
-            principal: request.principal ?? { id: 'unidentified', method: 'none' },
+            principal: request.principal ?? { id: 'unidentified', roles: [], method: 'none' },
             resource: resourceOf(declared.action, request.params as Record<string, string>, declared.dataType),
             method: request.method,
             url: request.url,
             status: reply.statusCode,
             complete: reply.raw.writableFinished,
             remoteAddress: request.ip,
+            ...(request.access?.basis !== undefined ? { basis: request.access.basis } : {}),
           });
         });
       });

@@ -37,7 +37,7 @@ describe('access seam', () => {
   const audit: AuditEvent[] = [];
   const asked: AccessResource[] = [];
   const policy: AccessPolicy = {
-    identify: async (request) => ({ id: String(request.headers['x-test-user'] ?? 'nobody'), method: 'token' }),
+    identify: async (request) => ({ id: String(request.headers['x-test-user'] ?? 'nobody'), roles: ['staff'], method: 'token' }),
     authorize: async (_principal, resource) => {
       asked.push(resource);
       return mode === 'allow' ? { allowed: true } : { allowed: false, reason: DENIED };
