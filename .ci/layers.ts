@@ -63,7 +63,7 @@ export const ALLOWED: Record<string, string[]> = {
 
 export function partOf(file: string): string | undefined {
   if (file === 'package.json') return 'package.json';
-  return PARTS.filter((p) => file === p || file.startsWith(p + '/')).sort((a, b) => b.length - a.length)[0];
+  return PARTS.filter((p) => file === p || file.startsWith(`${p}/`)).sort((a, b) => b.length - a.length)[0];
 }
 
 const SPECIFIER = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|new URL\(\s*)['"](\.{1,2}\/[^'"]+)['"]/g;

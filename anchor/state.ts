@@ -321,7 +321,7 @@ export class AnchorState {
       const info = this.#stmt("INSERT INTO batches (root, size, state, closed_at) VALUES (?, ?, 'pending', ?)").run(root, rows.length, closedAt);
       const id = Number(info.lastInsertRowid);
       const assign = this.#stmt('UPDATE leaves SET batch_id = ?, leaf_index = ? WHERE seq = ?');
-      rows.forEach((r, i) => assign.run(id, i, r.seq));
+      for (const [i, r] of rows.entries()) assign.run(id, i, r.seq);
       this.#tree = { batchId: id, tree };
       return this.batch(id)!;
     });

@@ -158,7 +158,7 @@ function panel(out: string[], y: number, metric: Metric, groups: string[], syste
   for (const g of groups) {
     const labelY = gy + groupH / 2 + 4;
     const gl = wrap(g, 34);
-    gl.forEach((line, i) => out.push(text(LABEL_X, labelY + (i - (gl.length - 1) / 2) * 14, line, { size: 13 })));
+    for (const [i, line] of gl.entries()) out.push(text(LABEL_X, labelY + (i - (gl.length - 1) / 2) * 14, line, { size: 13 }));
     systems.forEach((s, i) => {
       const by = gy + i * (BAR_H + BAR_GAP);
       const v = rows.find((r) => r.group === g && r.system === s)?.[metric.key];

@@ -168,42 +168,7 @@ export class BenchUsageError extends Error {
 
 /** Parses `npm run bench -- ...` arguments; throws BenchUsageError with a reason. */
 export function parseBenchArgs(argv: readonly string[]): BenchOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: withBackendsDefault(argv),
-      allowNegative: true,
-      strict: true,
-      options: {
-        scenario: { type: 'string', default: 'all' },
-        size: { type: 'string', default: DEFAULT_SIZES_GIB.join(',') },
-        instances: { type: 'string', default: DEFAULT_INSTANCES.join(',') },
-        'per-request': { type: 'string', default: String(DEFAULT_PER_REQUEST) },
-        concurrency: { type: 'string', default: String(DEFAULT_CONCURRENCY) },
-        'max-instance-gib': { type: 'string', default: String(DEFAULT_MAX_INSTANCE_GIB) },
-        repeat: { type: 'string', default: String(DEFAULT_REPEAT) },
-        store: { type: 'string', default: 'fs' },
-        peer: { type: 'string' },
-        backends: { type: 'string' },
-        anchor: { type: 'boolean', default: false },
-        limits: { type: 'boolean', default: true },
-        'limits-gib': { type: 'string', default: String(DEFAULT_LIMITS_GIB) },
-        out: { type: 'string' },
-        'work-dir': { type: 'string', default: tmpdir() },
-        keep: { type: 'boolean', default: false },
-        'cpu-prof': { type: 'string' },
-        storescu: { type: 'string', default: DEFAULT_STORESCU },
-        'decode-frames': { type: 'string', default: String(DEFAULT_DECODE_FRAMES) },
-        'decode-instances': { type: 'string', default: String(DEFAULT_DECODE_INSTANCES) },
-        'decode-concurrency': { type: 'string', default: String(DEFAULT_DECODE_CONCURRENCY) },
-        'soak-minutes': { type: 'string', default: String(DEFAULT_SOAK_MINUTES) },
-        'soak-ingest-mbps': { type: 'string', default: String(DEFAULT_SOAK_INGEST_MBPS) },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }));
-  } catch (err) {
-    throw new BenchUsageError((err as Error).message, { cause: err });
-  }
+  const { values } = parseOptions(argv);
   const peer = values.peer;
   if (peer !== undefined && peer !== 'orthanc') throw new BenchUsageError(`--peer: only orthanc is supported, got "${peer}"`);
   return {
@@ -248,6 +213,45 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     soakIngestMBps: one('--soak-ingest-mbps', values['soak-ingest-mbps'], (v) => v > 0 && v <= 10_000, 'a rate in MB/s above 0'),
     help: values.help,
   };
+}
+
+/** node:util's parseArgs over the bench's options; a parse error becomes a BenchUsageError. */
+function parseOptions(argv: readonly string[]) {
+  try {
+    return parseArgs({
+      args: withBackendsDefault(argv),
+      allowNegative: true,
+      strict: true,
+      options: {
+        scenario: { type: 'string', default: 'all' },
+        size: { type: 'string', default: DEFAULT_SIZES_GIB.join(',') },
+        instances: { type: 'string', default: DEFAULT_INSTANCES.join(',') },
+        'per-request': { type: 'string', default: String(DEFAULT_PER_REQUEST) },
+        concurrency: { type: 'string', default: String(DEFAULT_CONCURRENCY) },
+        'max-instance-gib': { type: 'string', default: String(DEFAULT_MAX_INSTANCE_GIB) },
+        repeat: { type: 'string', default: String(DEFAULT_REPEAT) },
+        store: { type: 'string', default: 'fs' },
+        peer: { type: 'string' },
+        backends: { type: 'string' },
+        anchor: { type: 'boolean', default: false },
+        limits: { type: 'boolean', default: true },
+        'limits-gib': { type: 'string', default: String(DEFAULT_LIMITS_GIB) },
+        out: { type: 'string' },
+        'work-dir': { type: 'string', default: tmpdir() },
+        keep: { type: 'boolean', default: false },
+        'cpu-prof': { type: 'string' },
+        storescu: { type: 'string', default: DEFAULT_STORESCU },
+        'decode-frames': { type: 'string', default: String(DEFAULT_DECODE_FRAMES) },
+        'decode-instances': { type: 'string', default: String(DEFAULT_DECODE_INSTANCES) },
+        'decode-concurrency': { type: 'string', default: String(DEFAULT_DECODE_CONCURRENCY) },
+        'soak-minutes': { type: 'string', default: String(DEFAULT_SOAK_MINUTES) },
+        'soak-ingest-mbps': { type: 'string', default: String(DEFAULT_SOAK_INGEST_MBPS) },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    throw new BenchUsageError((err as Error).message, { cause: err });
+  }
 }
 
 /** `--backends` alone (last, or before another option) means all of them. */

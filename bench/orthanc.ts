@@ -195,6 +195,7 @@ async function ensureInstalled(packages: readonly string[], log: (line: string) 
 
 async function dpkgInstalled(pkg: string): Promise<boolean> {
   try {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: ${Status} is dpkg-query's own format field, not a JS placeholder
     const { stdout } = await run('dpkg-query', ['-W', '-f=${Status}', pkg]);
     return stdout.includes('install ok installed');
   } catch {

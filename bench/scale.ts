@@ -4,6 +4,7 @@
 // two study sizes, ingest MB/s) and from the design (1 MiB chunks, flat lists of 41-byte links).
 // It says where the design must change: an InstanceNode of a huge instance outgrows one IPFS
 // block, a version adding a million instances makes a manifest of the same size, and so on.
+import type { Stats } from 'node:fs';
 import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -539,7 +540,7 @@ export async function measureFootprint(dataDir: string): Promise<Footprint> {
 export async function diskUsage(dir: string): Promise<number> {
   let total = 0;
   const walk = async (path: string): Promise<void> => {
-    let st;
+    let st: Stats;
     try {
       st = await lstat(path);
     } catch (err) {

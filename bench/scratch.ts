@@ -9,6 +9,7 @@
 // benchmark's own cleanup, not of either system. So a finished scenario's files are truncated to
 // nothing (the blocks are free at once, the inodes stay in use) and the directories removed
 // when the run is over.
+import type { Dirent } from 'node:fs';
 import { readdir, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -17,7 +18,7 @@ export class ScratchSpace {
 
   /** Frees the disk space of every file under `dir` now; removes `dir` in `removeAll`. */
   async release(dir: string): Promise<void> {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await readdir(dir, { recursive: true, withFileTypes: true });
     } catch {

@@ -74,13 +74,13 @@ function checkWellFormed(xml: string): { elements: string[]; texts: string[] } {
   return { elements, texts };
 }
 
-const unescape = (s: string): string =>
+const unescapeXml = (s: string): string =>
   s.replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&quot;', '"').replaceAll('&apos;', "'").replaceAll('&amp;', '&');
 
 describe('renderChart', () => {
   const svg = renderChart(SAMPLE);
   const { elements, texts } = checkWellFormed(svg);
-  const shown = texts.map(unescape);
+  const shown = texts.map(unescapeXml);
 
   it('is well-formed SVG with a size a browser can lay out', () => {
     expect(elements[0]).toBe('svg');

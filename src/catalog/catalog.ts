@@ -281,7 +281,10 @@ export class Catalog {
         }
         mergePicked(studyAttrs, metadata, STUDY_PICK);
         let seriesAttrs = touchedSeries.get(inst.seriesInstanceUID);
-        if (seriesAttrs === undefined) touchedSeries.set(inst.seriesInstanceUID, (seriesAttrs = {}));
+        if (seriesAttrs === undefined) {
+          seriesAttrs = {};
+          touchedSeries.set(inst.seriesInstanceUID, seriesAttrs);
+        }
         mergePicked(seriesAttrs, metadata, SERIES_PICK);
       }
 

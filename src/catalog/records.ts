@@ -162,13 +162,15 @@ export function lazyInstance(r: Omit<InstanceRow, 'metadata' | 'layout'>, loadMe
     sha256: r.sha256,
     nodeCid: r.node_cid,
     get metadata(): DicomJsonDataset {
-      return (metadata ??= JSON.parse(loadMetadata()) as DicomJsonDataset);
+      metadata ??= JSON.parse(loadMetadata()) as DicomJsonDataset;
+      return metadata;
     },
     set metadata(v: DicomJsonDataset) {
       metadata = v;
     },
     get layout(): InstanceLayout {
-      return (layout ??= loadLayout());
+      layout ??= loadLayout();
+      return layout;
     },
     set layout(v: InstanceLayout) {
       layout = v;

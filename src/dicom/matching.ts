@@ -110,7 +110,10 @@ function compileSegment(text: string): Segment {
   chars.forEach((c, j) => {
     if (c === ANY) return;
     let mask = masks.get(c);
-    if (mask === undefined) masks.set(c, (mask = other.slice()));
+    if (mask === undefined) {
+      mask = other.slice();
+      masks.set(c, mask);
+    }
     mask[j >>> 5]! |= 1 << (j & 31);
   });
   return { chars, masks, other };
@@ -331,8 +334,16 @@ function matchString(m: Extract<Matcher, { kind: 'string' }>, v: unknown): boole
   let byGroup: string[] | undefined;
   let whole: string[] | undefined;
   const candidates = (alt: StringAlternative): string[] => {
-    if (!m.pn) return (plain ??= typeof v === 'string' || typeof v === 'number' ? [String(v).trim()] : []);
-    return alt.whole ? (whole ??= pnCandidates(v, true)) : (byGroup ??= pnCandidates(v, false));
+    if (!m.pn) {
+      plain ??= typeof v === 'string' || typeof v === 'number' ? [String(v).trim()] : [];
+      return plain;
+    }
+    if (alt.whole) {
+      whole ??= pnCandidates(v, true);
+      return whole;
+    }
+    byGroup ??= pnCandidates(v, false);
+    return byGroup;
   };
   return m.alternatives.some((alt) => candidates(alt).some((c) => ('exact' in alt ? c === alt.exact : matchGlob(alt.glob, c))));
 }

@@ -61,7 +61,10 @@ function seal(msg) {
   const slot = Buffer.from(msg.buffer, msg.offset, msg.length + TAG_BYTES);
   if (msg.hash !== undefined) {
     let hash = hashes.get(msg.hash);
-    if (hash === undefined) hashes.set(msg.hash, (hash = createHash('sha256')));
+    if (hash === undefined) {
+      hash = createHash('sha256');
+      hashes.set(msg.hash, hash);
+    }
     hash.update(slot.subarray(0, msg.length));
   }
   // A KeyObject, not bytes: see deriveKey in seal.ts.

@@ -8,7 +8,15 @@ import type { Catalog } from '../catalog/catalog.ts';
 import type { DataKey } from '../format/keys.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { getVerified } from '../../storage/verified.ts';
-import { decodeInstanceNode, decodeStudyManifest, openInstanceEnvelope, openStudyEnvelope } from '../format/dag.ts';
+import {
+  decodeInstanceNode,
+  decodeStudyManifest,
+  openInstanceEnvelope,
+  openStudyEnvelope,
+  type InstanceEnvelope,
+  type InstanceNode,
+  type StudyManifest,
+} from '../format/dag.ts';
 import { deriveKey, openChunk } from '../format/seal.ts';
 
 export interface VerifyProblem {
@@ -76,7 +84,7 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
     const where = `manifest ${cursor}`;
     const bytes = await fetch(cursor, where);
     if (!bytes) break; // the rest of the history hangs off this block
-    let manifest;
+    let manifest: StudyManifest;
     try {
       manifest = decodeStudyManifest(bytes, cursor);
       const env = openStudyEnvelope(dataKey.key, manifest);
@@ -109,7 +117,8 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
   async function verifyInstance(nodeCid: CID, where: string): Promise<void> {
     const bytes = await fetch(nodeCid, where);
     if (!bytes) return;
-    let node, env;
+    let node: InstanceNode;
+    let env: InstanceEnvelope;
     try {
       node = decodeInstanceNode(bytes, nodeCid);
       env = openInstanceEnvelope(dataKey.key, node);

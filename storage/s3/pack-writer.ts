@@ -200,7 +200,8 @@ export class PackWriter {
   #add(cid: CID, key: string, bytes: Uint8Array): Entry {
     this.#failed.delete(key); // put again: it gets a new chance (and a new sequence number)
     if (this.#open?.builder?.fits(bytes.byteLength) === false) this.#seal(this.#open);
-    const pack = (this.#open ??= this.#newPack(bytes.byteLength));
+    this.#open ??= this.#newPack(bytes.byteLength);
+    const pack = this.#open;
     const { offset, length } = pack.builder!.add(bytes);
     const entry: Entry = { cid, key, pack, offset, length, seq: ++this.#seq, claims: 0 };
     pack.entries.set(key, entry);

@@ -140,7 +140,7 @@ export function blockStoreConformance(name: string, factory: () => Promise<Block
         await Promise.all(blocks.map(({ cid, bytes }, i) => store.put(cid, bytes, { durable: i % 2 === 0 })));
         await store.flush?.();
         const read = await Promise.all(blocks.map(({ cid }) => getVerified(store, cid)));
-        read.forEach((bytes, i) => expectSameBytes(bytes, blocks[i]!.bytes));
+        for (const [i, bytes] of read.entries()) expectSameBytes(bytes, blocks[i]!.bytes);
       });
     });
 

@@ -488,7 +488,7 @@ export function decodeJpeg12(data: Uint8Array, info: FrameInfo): DecodedFrame {
       case 0xcd:
       case 0xce:
       case 0xcf:
-        fail(
+        return fail(
           `frame type SOF${marker - 0xc0} (${marker >= 0xc9 ? 'arithmetic coding' : marker === 0xc3 ? 'lossless' : 'progressive or hierarchical'}) is not supported`,
         );
       default:

@@ -2,6 +2,7 @@
 //   export --car <study-uid> <file.car> [--to <recipient-public-key.pem>]   (export.ts)
 //   import <file.car>
 //   public-key          print this node's transport public key (what senders pass to --to)
+import type { KeyObject } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -51,7 +52,7 @@ export function carCommands(program: Command, io: Io = stdio): void {
 /** `export --car`: the study's whole encrypted DAG as a CAR file, its data key sealed to `to` if given. */
 export async function exportCar(studyArg: string, file: string, opts: { to?: string; json?: boolean }, options: NodeOptions, io: Io): Promise<number> {
   const study = assertUid(studyArg, 'study UID');
-  let recipient;
+  let recipient: KeyObject | undefined;
   if (opts.to !== undefined) {
     try {
       recipient = parseRecipientKey(await readFile(opts.to));

@@ -2,6 +2,7 @@
 // ingest (in the middle of an instance; between the instances of one request), and the CLI's
 // ingest / verify / export.
 import { createHash, randomBytes } from 'node:crypto';
+import type { Dirent } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -148,7 +149,6 @@ describe('a node killed between the instances of one multi-instance STOW request
     expect(verifyCrashed.stderr).toMatch(/STUDY_NOT_FOUND/);
 
     const second = await serve(dataDir);
-    let resentReport: { ok: boolean; blocks: number; instances: number };
     try {
       // Nothing of the killed request is visible, at any QIDO level, nor retrievable.
       const json = { headers: { accept: 'application/dicom+json' } };
@@ -184,7 +184,7 @@ describe('a node killed between the instances of one multi-instance STOW request
     }
     const verifyResent = await run(['verify', crashed.studyInstanceUID, '--data-dir', dataDir, '--json']);
     expect(verifyResent.code, verifyResent.stderr).toBe(0);
-    resentReport = JSON.parse(verifyResent.stdout) as typeof resentReport;
+    const resentReport = JSON.parse(verifyResent.stdout) as { ok: boolean; blocks: number; instances: number };
     expect(resentReport).toMatchObject({ ok: true, instances: crashed.instances.length });
 
     // Orphans: every block file that no study's DAG references.
@@ -265,7 +265,7 @@ interface BlockCensus {
 async function blockCensus(dataDir: string): Promise<BlockCensus> {
   const census: BlockCensus = { raw: 0, dagCbor: 0, temp: 0, bytes: 0 };
   const root = join(dataDir, 'blocks');
-  let shards;
+  let shards: Dirent[];
   try {
     shards = await readdir(root, { withFileTypes: true });
   } catch {

@@ -366,7 +366,7 @@ describe('S3BlockStore packing', () => {
           reader,
           blocks.map((b) => b.cid),
         );
-        read.forEach((bytes, i) => expectSameBytes(bytes, blocks[i]!.bytes));
+        for (const [i, bytes] of read.entries()) expectSameBytes(bytes, blocks[i]!.bytes);
         expect(packGets(before, prefix)).toBe(gets);
         expect(reader.stats.packReads).toBe(gets);
         const ranges = proxy.log

@@ -29,7 +29,12 @@ describe('StatementCache', () => {
 describe('transaction', () => {
   it('commits what fn wrote and returns its result', () => {
     const d = db();
-    expect(transaction(d, () => (d.exec('INSERT INTO t VALUES (1)'), 'done'))).toBe('done');
+    expect(
+      transaction(d, () => {
+        d.exec('INSERT INTO t VALUES (1)');
+        return 'done';
+      }),
+    ).toBe('done');
     expect(count(d)).toBe(1);
     expect(d.isTransaction).toBe(false);
   });

@@ -191,7 +191,10 @@ describe('frame decoders against independent ones', () => {
     ];
     const noise = (n: number): Uint8Array => {
       let s = 12345;
-      return Uint8Array.from({ length: n }, () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 24);
+      return Uint8Array.from({ length: n }, () => {
+        s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+        return s >>> 24;
+      });
     };
     for (const [name, codec] of CASES) {
       it(`rejects a truncated, a headless and a noise ${name} frame with DECODE_FAILED, then decodes the good one`, async () => {

@@ -54,7 +54,7 @@ describe.skipIf(!existsSync(TEST_FILES))('values of deflated instances', () => {
     expect(passes).toBe(3);
     // Asked for at once (frames decoded or rendered ahead), read one after the other.
     const together = await Promise.all([4, 5, 6].map(read));
-    together.forEach((bytes, i) => expect(bytes.equals(frame(4 + i)), `frame ${4 + i}`).toBe(true));
+    for (const [i, bytes] of together.entries()) expect(bytes.equals(frame(4 + i)), `frame ${4 + i}`).toBe(true);
     expect(passes).toBe(4);
     // Past the end of the value.
     expect(isVaultError(await failure(read(16)), 'BULKDATA_NOT_FOUND')).toBe(true);

@@ -233,7 +233,7 @@ const IDENTITY_ELEMENTS: Array<[number, string, Buffer]> = [
 // ---------------------------------------------------------------------------------------------
 // pydicom, the referee
 
-const REFEREE = String.raw`
+const REFEREE = `
 import sys, json, hashlib, warnings
 import pydicom
 from pydicom.encaps import generate_pixel_data_frame

@@ -96,7 +96,7 @@ function scan(bytes: Uint8Array): ScannedInstance {
 
 // pydicom compares original and transcoded: every element (values decoded by pydicom with
 // each file's own encoding) and the pixel arrays. An optional third file must have the same pixels.
-const COMPARE = String.raw`
+const COMPARE = `
 import os, sys, json, warnings
 import numpy as np, pydicom
 warnings.simplefilter('ignore')

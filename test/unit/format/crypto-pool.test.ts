@@ -67,7 +67,7 @@ describe('CryptoPool', () => {
   it('runs many seals at once on several workers, each with its own result', async () => {
     const plains = Array.from({ length: 24 }, () => randomBytes(64 * 1024 + 3));
     const results = await Promise.all(plains.map((p, i) => sealed(i, p)));
-    results.forEach((r, i) => expect(r.block.equals(sealChunk(key, i, plains[i]!))).toBe(true));
+    for (const [i, r] of results.entries()) expect(r.block.equals(sealChunk(key, i, plains[i]!))).toBe(true);
     expect(pool.workers).toBe(2);
   });
 
@@ -109,7 +109,7 @@ describe('CryptoPool', () => {
     // Ended at once, before the last seal is back: later seals are refused.
     await expect(pool.seal(key, 9, pool.takeSlot(1), 1, h)).rejects.toMatchObject({ code: 'INTERNAL' });
     await Promise.all(sealing);
-    parts.forEach((p, i) => expect(slots[i]!.bytes.subarray(0, p.length + TAG_BYTES).equals(sealChunk(key, i, p))).toBe(true));
+    for (const [i, p] of parts.entries()) expect(slots[i]!.bytes.subarray(0, p.length + TAG_BYTES).equals(sealChunk(key, i, p))).toBe(true);
     expect(await pool.digest(h)).toBe(createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
     await expect(pool.digest(h)).rejects.toMatchObject({ code: 'INTERNAL' }); // taken
   });

@@ -43,7 +43,7 @@ const ALWAYS_LOSSY = new Set([`${P}.4.50`, `${P}.4.51`, `${P}.4.81`]);
 const KNOWN_BROKEN = 'JPEG2000-embedded-sequence-delimiter.dcm';
 
 /** pydicom's reading of a retrieved instance: its encoding, Image Pixel module, and pixels (written to a file). */
-const READ = String.raw`
+const READ = `
 import sys, json, warnings
 import pydicom
 from pydicom import config
@@ -182,7 +182,7 @@ describe('WADO-RS decodes compressed instances', () => {
       const frames = await retrieve(`${url}/frames/${numbers.join(',')}`, OCTETS);
       expect(frames.status, frames.raw.toString().slice(0, 300)).toBe(200);
       expect(frames.parts.map((p) => p.headers['content-type'])).toEqual(numbers.map(() => `application/octet-stream; transfer-syntax=${EXPLICIT_VR_LE}`));
-      numbers.forEach((n, i) => compare(`${c.name} frame ${n}`, e, frames.parts[i]!.body, n - 1));
+      for (const [i, n] of numbers.entries()) compare(`${c.name} frame ${n}`, e, frames.parts[i]!.body, n - 1);
       results.push(`${c.name}\t${e.transferSyntax}\t${e.frames} frame(s)\t${verdict}`);
     });
   }

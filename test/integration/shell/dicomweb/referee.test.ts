@@ -35,7 +35,7 @@ function refereeOf(ds: DataSet): Record<string, string | number | undefined> {
   return out;
 }
 
-const valueOf = (el: Element | undefined): unknown => el?.Value?.[0];
+const firstValue = (el: Element | undefined): unknown => el?.Value?.[0];
 
 describe('dicom-parser as referee of the catalogued attributes', () => {
   let node: TestNode;
@@ -91,10 +91,10 @@ describe('dicom-parser as referee of the catalogued attributes', () => {
         ['metadata', meta!],
       ] as const) {
         for (const [keyword, tag] of Object.entries({ ...UIDS, ...US, NumberOfFrames: NUMBER_OF_FRAMES, PatientID: PATIENT_ID })) {
-          expect(valueOf(ds[tag]), `${source} ${keyword}`).toEqual(ref[tag]);
+          expect(firstValue(ds[tag]), `${source} ${keyword}`).toEqual(ref[tag]);
         }
       }
-      expect(valueOf(q[AVAILABLE_TRANSFER_SYNTAX]), 'QIDO TransferSyntaxUID').toBe(tsuid);
+      expect(firstValue(q[AVAILABLE_TRANSFER_SYNTAX]), 'QIDO TransferSyntaxUID').toBe(tsuid);
       compared++;
     });
   }

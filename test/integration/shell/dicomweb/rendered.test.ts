@@ -119,7 +119,7 @@ describe('rendered and thumbnail resources', () => {
     const url = await store(join(TEST_FILES, name));
     const png = pillow((await get(`${url}/rendered?accept=image/png`)).body);
     expect(png).toMatchObject({ format: 'PNG', mode: 'RGB', width: 100, height: 100 });
-    const script = String.raw`
+    const script = `
 import sys, warnings, pydicom
 from pydicom import config
 from pydicom.pixel_data_handlers import gdcm_handler

@@ -46,7 +46,7 @@ function bulkUris(ds: Dataset, prefix = ''): Array<{ path: string; uri: string }
   const out: Array<{ path: string; uri: string }> = [];
   for (const [tag, el] of Object.entries(ds)) {
     if (el.BulkDataURI !== undefined) out.push({ path: prefix + tag, uri: el.BulkDataURI });
-    if (el.vr === 'SQ') (el.Value ?? []).forEach((item: Dataset, i: number) => out.push(...bulkUris(item, `${prefix}${tag}.${i}.`)));
+    if (el.vr === 'SQ') for (const [i, item] of (el.Value ?? []).entries()) out.push(...bulkUris(item, `${prefix}${tag}.${i}.`));
   }
   return out;
 }

@@ -28,7 +28,7 @@ describe('pack format', () => {
     const pack = encodePack(blocks);
     const back = decodePack(pack);
     expect(back.map((b) => b.cid.toString())).toEqual(blocks.map((b) => b.cid.toString()));
-    back.forEach((b, i) => expectSameBytes(b.bytes, blocks[i]!.bytes));
+    for (const [i, b] of back.entries()) expectSameBytes(b.bytes, blocks[i]!.bytes);
   });
 
   it('is laid out as magic, u32 BE header length, dag-cbor header {v, blocks}, then the data', () => {
@@ -92,7 +92,7 @@ describe('pack format', () => {
     const pack = builder.seal(entries);
     const back = decodePack(pack);
     expect(back).toHaveLength(3000);
-    back.forEach((b, i) => expectSameBytes(b.bytes, blocks[i]!.bytes));
+    for (const [i, b] of back.entries()) expectSameBytes(b.bytes, blocks[i]!.bytes);
   });
 
   describe('refuses what is not a valid pack, with BLOCK_CORRUPT naming it', () => {
@@ -107,10 +107,22 @@ describe('pack format', () => {
       return out;
     };
     const cases: Array<[string, Uint8Array]> = [
-      ['a wrong magic', mutate((b) => ((b[0] = 0x41), b))],
+      [
+        'a wrong magic',
+        mutate((b) => {
+          b[0] = 0x41;
+          return b;
+        }),
+      ],
       ['a truncated preamble', good.subarray(0, 7)],
       ['a header cut short', good.subarray(0, PACK_PREAMBLE_BYTES + 5)],
-      ['a header length of gigabytes', mutate((b) => (Buffer.from(b.buffer).writeUInt32BE(0xffffffff, 8), b))],
+      [
+        'a header length of gigabytes',
+        mutate((b) => {
+          Buffer.from(b.buffer).writeUInt32BE(0xffffffff, 8);
+          return b;
+        }),
+      ],
       ['another version', headerOnly({ v: 2, blocks: [] })],
       ['blocks that are not a list', headerOnly({ v: 1, blocks: 3 })],
       ['an entry that is not a triple', headerOnly({ v: 1, blocks: [[new Uint8Array(4), 0]] })],

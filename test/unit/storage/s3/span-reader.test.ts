@@ -95,7 +95,7 @@ describe('SpanReader', () => {
       { start: 4100, end: 8100 },
     ]);
     release();
-    (await Promise.all(gets)).forEach((b, i) => expectSameBytes(b, h.bytes(i)));
+    for (const [i, b] of (await Promise.all(gets)).entries()) expectSameBytes(b, h.bytes(i));
     for (let i = 4; i < 16; i++) expectSameBytes(await h.get(i), h.bytes(i));
     expect(h.reads).toHaveLength(4);
   });
