@@ -32,6 +32,8 @@ export default defineConfig({
           include: ['test/integration/**/*.test.ts'],
           // One anvil for the whole run, shared by the anchor suites (test/support/anvil.ts).
           globalSetup: ['test/support/global-setup.ts'],
+          // Every node runs with identity on; requests to it carry its test token (test/support/auth.ts).
+          setupFiles: ['test/support/auth-setup.ts'],
         },
       },
       { extends: true, test: { name: 'bench', include: ['bench/test/**/*.test.ts'] } },

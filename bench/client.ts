@@ -305,6 +305,8 @@ export interface WadoOptions {
    */
   requireAll?: boolean;
   signal?: AbortSignal;
+  /** A bearer token for a node with identity on. */
+  authorization?: string;
 }
 
 export interface WadoResult {
@@ -400,6 +402,8 @@ export interface FramesOptions {
   /** Default DEFAULT_FRAMES_ACCEPT. */
   accept?: string;
   signal?: AbortSignal;
+  /** A bearer token for a node with identity on. */
+  authorization?: string;
 }
 
 export interface FramesResult {
@@ -499,7 +503,12 @@ interface TimedGet {
  * gigabytes of the retrieval benchmark, and node:http's per-read allocations made the client
  * take CPU the server under test needed.
  */
-async function timedGet(url: URL, accept: string, opts: { signal?: AbortSignal }, scanner: (boundary: string) => MultipartScanner): Promise<TimedGet> {
+async function timedGet(
+  url: URL,
+  accept: string,
+  opts: { signal?: AbortSignal; authorization?: string },
+  scanner: (boundary: string) => MultipartScanner,
+): Promise<TimedGet> {
   const out: TimedGet = { status: undefined, bytes: 0, seconds: 0, headersMs: NaN, ttfbMs: NaN, errors: [] };
   const t0 = performance.now();
   let s: MultipartScanner | undefined;
@@ -508,7 +517,7 @@ async function timedGet(url: URL, accept: string, opts: { signal?: AbortSignal }
   try {
     await leanGet(
       url,
-      { Accept: accept },
+      { Accept: accept, ...(opts.authorization === undefined ? {} : { Authorization: `Bearer ${opts.authorization}` }) },
       {
         onHead(res) {
           out.headersMs = performance.now() - t0;

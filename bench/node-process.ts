@@ -17,13 +17,26 @@ export interface ServedNode {
   stop(): Promise<void>;
 }
 
-/** Starts `dicom-vault serve` on a free port; resolves once it announces its URL. */
-export function serveNode(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServedNode> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...extraArgs], {
-    // No chain and no DIMSE unless asked for: anchoring has its own benchmark (bench/anchor.ts).
-    env: { DICOM_VAULT_CHAIN: 'none', DICOM_VAULT_DIMSE_PORT: 'off', ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+/**
+ * Starts `dicom-vault serve` on a free port; resolves once it announces its URL. `open` (default
+ * true): without identity, as the benchmark's scenarios measure the node (its cost of identity is
+ * the `auth` scenario's figure); tests run with identity on (test/support/process.ts).
+ */
+export function serveNode(
+  dataDir: string,
+  extraArgs: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+  { open = true }: { open?: boolean } = {},
+): Promise<ServedNode> {
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...(open ? ['--open'] : []), ...extraArgs],
+    {
+      // No chain and no DIMSE unless asked for: anchoring has its own benchmark (bench/anchor.ts).
+      env: { DICOM_VAULT_CHAIN: 'none', DICOM_VAULT_DIMSE_PORT: 'off', ...process.env, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   return new Promise((resolve, reject) => {
     let err = '';
     const timer = setTimeout(() => reject(new Error(`node did not start within 60 s: ${err}`)), 60_000);

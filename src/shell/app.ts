@@ -18,6 +18,7 @@ import { REDACTING_SERIALIZERS } from './log.ts';
 import type { GrantWatch } from '../access/grant-watch.ts';
 import { DEFAULT_LIMITS, IngestLimiter, type LimitOptions } from './limits.ts';
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 
 export interface AppDeps extends QidoDeps {
@@ -41,6 +42,8 @@ export interface AppDeps extends QidoDeps {
   limits?: LimitOptions;
   /** Ingest slots, shared with the DIMSE SCP. Default: one made from `limits`. */
   ingests?: IngestLimiter;
+  /** HTTPS with this certificate and key; absent: plain HTTP. */
+  tls?: { cert: Buffer; key: Buffer };
   /** Cuts responses that rest on a grant once it is revoked or ends (src/access/grant-watch.ts). */
   grantWatch?: Pick<GrantWatch, 'watch'>;
 }
@@ -77,16 +80,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     requestTimeout: 0,
     // fastify's connectionTimeout and keepAliveTimeout do not reach a server of our own making.
     serverFactory: (handler) => {
-      const server = createServer(
-        {
-          headersTimeout: limits.headersTimeoutS * 1000,
-          requestTimeout: 0,
-          keepAliveTimeout: limits.keepAliveTimeoutS * 1000,
-          // Node checks the headers timeout on this period (30 s unless told).
-          connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutS * 500),
-        },
-        handler,
-      );
+      const serverOptions = {
+        headersTimeout: limits.headersTimeoutS * 1000,
+        requestTimeout: 0,
+        keepAliveTimeout: limits.keepAliveTimeoutS * 1000,
+        // Node checks the headers timeout on this period (30 s unless told).
+        connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutS * 500),
+      };
+      const server = deps.tls === undefined ? createServer(serverOptions, handler) : createHttpsServer({ ...serverOptions, ...deps.tls }, handler);
       server.setTimeout(limits.idleTimeoutS * 1000);
       return server;
     },

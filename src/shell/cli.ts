@@ -12,6 +12,7 @@ import { gcCommand } from './commands/gc.ts';
 import { ingestCommand } from './commands/ingest.ts';
 import { EXIT, stdio, type Io } from './commands/io.ts';
 import { serveCommand } from './commands/serve.ts';
+import { userCommands } from './commands/user.ts';
 import { verifyCommand } from './commands/verify.ts';
 
 export function buildProgram(io: Io = stdio): Command {
@@ -30,6 +31,7 @@ export function buildProgram(io: Io = stdio): Command {
   carCommands(program, io);
   gcCommand(program, io);
   doctorCommand(program, io);
+  userCommands(program, io);
   anchorCommands(program, io);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput({ outputError: () => undefined });
   return program;
@@ -39,6 +41,8 @@ export function buildProgram(io: Io = stdio): Command {
 export async function run(argv: string[], io: Io = stdio): Promise<number> {
   const program = buildProgram(io);
   process.exitCode = undefined;
+  // Whatever a command writes (databases, keys, exported files) is for this user alone.
+  process.umask(0o077);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.OK;
@@ -51,8 +55,11 @@ export async function run(argv: string[], io: Io = stdio): Promise<number> {
       io.err(`dicom-vault: ${e.message.replace(/^error: /, '')} (see dicom-vault --help)`);
       return EXIT.USAGE;
     }
-    if (isVaultError(e)) io.err(`dicom-vault: ${e.code}: ${e.message}`);
-    else {
+    if (isVaultError(e)) {
+      io.err(`dicom-vault: ${e.code}: ${e.message}`);
+      // A flag or variable with a value the node cannot run with is a usage error too.
+      if (e.code === 'CONFIG_INVALID') return EXIT.USAGE;
+    } else {
       // One line for the operator; the stack only when asked for.
       io.err(`dicom-vault: INTERNAL: ${e instanceof Error ? e.message : String(e)}`);
       if (e instanceof Error && /^(debug|trace)$/.test(process.env.DICOM_VAULT_LOG_LEVEL ?? '')) io.err(e.stack ?? '');

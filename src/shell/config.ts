@@ -46,6 +46,10 @@ export interface NodeOptions {
   logLevel: string;
   /** Anchoring of study roots on a chain (anchor/config.ts); absent means none. */
   anchor?: AnchorConfig;
+  /** Serve without identity: development on loopback only (refused elsewhere). Default false. */
+  open: boolean;
+  /** HTTPS with this certificate and key (PEM files). Default: plain HTTP. */
+  tls?: { certFile: string; keyFile: string };
   /** Base of the URLs the node hands out (RetrieveURL, BulkDataURI). Default: from each request. */
   publicUrl?: string;
   /** Reverse proxies (addresses, CIDR blocks) whose Forwarded / X-Forwarded-* headers are believed. Default none. */
@@ -71,6 +75,8 @@ export interface FlagSpec {
   arg: string;
   help: string;
   default?: string;
+  /** A switch without a value (`--open`); its variable is on when 1 or true. */
+  boolean?: true;
 }
 
 export const FLAGS = {
@@ -85,6 +91,14 @@ export const FLAGS = {
   store: { env: 'DICOM_VAULT_STORE', arg: 'kind', help: 'block store: fs, ipfs or s3 (s3 reads DICOM_VAULT_S3_* and AWS_*)', default: 'fs' },
   'chunk-size': { env: 'DICOM_VAULT_CHUNK_SIZE', arg: 'bytes', help: 'plaintext bytes per chunk', default: '1048576' },
   'log-level': { env: 'DICOM_VAULT_LOG_LEVEL', arg: 'level', help: `pino log level: ${LOG_LEVELS.join(', ')}`, default: DEFAULT_LOG_LEVEL },
+  open: {
+    env: 'DICOM_VAULT_OPEN',
+    arg: '',
+    boolean: true,
+    help: 'development only: serve without identity (anyone on loopback reads and writes everything); refused on any other address',
+  },
+  'tls-cert': { env: 'DICOM_VAULT_TLS_CERT', arg: 'file', help: 'PEM certificate (chain) to serve HTTPS with; with --tls-key' },
+  'tls-key': { env: 'DICOM_VAULT_TLS_KEY', arg: 'file', help: 'PEM private key of --tls-cert' },
   'public-url': {
     env: 'DICOM_VAULT_PUBLIC_URL',
     arg: 'url',
@@ -176,6 +190,8 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
     chunkSize: chunkRaw === undefined ? DEFAULT_CHUNK_SIZE : int('chunk-size', chunkRaw, 4096, 64 * 1024 * 1024),
     logLevel,
     anchor: resolveAnchorConfig(get),
+    open: resolveOpen(get('open'), get('host') ?? DEFAULT_HOST),
+    ...resolveTls(get('tls-cert'), get('tls-key')),
     ...(get('public-url') !== undefined ? { publicUrl: validatePublicUrl(get('public-url')!) } : {}),
     trustedProxies: get('trusted-proxies') === 'none' ? [] : checkedProxies(list(get('trusted-proxies'))),
     ...resolveDimse(get),
@@ -216,4 +232,26 @@ function resolveDimse(get: (name: FlagName) => string | undefined): { dimse?: Di
 function checkedProxies(entries: string[]): string[] {
   trustList(entries); // CONFIG_INVALID naming a bad entry
   return entries;
+}
+
+function resolveOpen(raw: string | undefined, host: string): boolean {
+  if (raw === undefined || raw === '0' || raw === 'false') return false;
+  if (raw !== '1' && raw !== 'true') throw new VaultError('CONFIG_INVALID', `DICOM_VAULT_OPEN must be 1 or 0 (got "${raw}")`);
+  if (!isLoopbackHost(host)) {
+    throw new VaultError(
+      'CONFIG_INVALID',
+      `--open serves everyone without identity: it is refused on ${host}; bind 127.0.0.1, or run with identity (the default)`,
+    );
+  }
+  return true;
+}
+
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+function resolveTls(cert: string | undefined, key: string | undefined): { tls?: { certFile: string; keyFile: string } } {
+  if (cert === undefined && key === undefined) return {};
+  if (cert === undefined || key === undefined) throw new VaultError('CONFIG_INVALID', '--tls-cert and --tls-key go together');
+  return { tls: { certFile: resolve(cert), keyFile: resolve(key) } };
 }

@@ -1,5 +1,8 @@
 // `dicom-vault serve`: opens the data directory and serves DICOMweb until told to stop.
-import type { FastifyInstance } from 'fastify';
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { VaultError } from '../core/errors.ts';
+import { PatientControlPolicy } from '../access/patient-control.ts';
 import type { Logger } from 'pino';
 import { openPolicy, type AccessPolicy, type AuditSink } from '../access/policy.ts';
 import { logAuditSink } from './log.ts';
@@ -37,7 +40,7 @@ export interface StartNodeExtras {
   anchoring?: boolean;
   /** Anchor service tuning (tests). */
   anchorService?: AnchorServiceOptions;
-  /** Who may do what (src/access/policy.ts). Default openPolicy: the node listens on loopback. */
+  /** Who may do what (src/access/policy.ts). Default: patient control (tokens, roles, grants), or with options.open the open policy. */
   access?: AccessPolicy;
   /** Where every access is recorded. Default: the node's log (logAuditSink). */
   audit?: AuditSink;
@@ -71,11 +74,29 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         },
   );
   const ingests = new IngestLimiter(options.limits.maxIngests, options.limits.maxIngestsPerClient);
+  const urls = new PublicUrls(DICOMWEB_PREFIX, { ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}), trustedProxies: options.trustedProxies });
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  try {
+    tls = options.tls === undefined ? undefined : { cert: readFileSync(options.tls.certFile), key: readFileSync(options.tls.keyFile) };
+  } catch (cause) {
+    await anchoring?.close();
+    await vault.close();
+    throw new VaultError('CONFIG_INVALID', `cannot read --tls-cert or --tls-key: ${(cause as Error).message}`, { cause });
+  }
+  const access =
+    extras.access ??
+    (options.open
+      ? openPolicy
+      : new PatientControlPolicy({
+          identity: vault.identity,
+          secureTransport: (request) => secureTransport(request, urls),
+        }));
   const app = buildApp({
     logger,
+    ...(tls === undefined ? {} : { tls }),
     limits: options.limits,
     ingests,
-    urls: new PublicUrls(DICOMWEB_PREFIX, { ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}), trustedProxies: options.trustedProxies }),
+    urls,
     metrics,
     readiness: readinessChecks(vault, anchoring),
     store: vault.store,
@@ -83,7 +104,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     catalog: vault.catalog,
     writer: vault.writer,
     chunkSize: options.chunkSize,
-    access: extras.access ?? openPolicy,
+    access,
     audit: extras.audit ?? logAuditSink(logger),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
   });
@@ -117,21 +138,22 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       throw err;
     }
   }
-  if (!isLoopback(options.host)) {
-    // Until identity and grants (the next piece of work) refuse it, say it plainly.
+  if (options.open) {
+    logger.warn({ host: options.host }, 'OPEN MODE (--open): every DICOMweb route answers anyone on this machine without identity; for development only');
+  } else if (vault.identity.users().length === 0) {
+    // A first start: say how to get in rather than leave the operator with 401s.
     logger.warn(
-      { host: options.host },
-      `OPEN ACCESS on ${options.host}: every DICOMweb route answers anyone who reaches this address, and DIMSE takes any calling AE title unless --allowed-aes is set; ` +
-        'bind to 127.0.0.1 behind an authenticating proxy until identity and grants are in place',
+      `no accounts yet: every DICOMweb request needs a bearer token; make one with \`npx dicom-vault user add NAME --role staff,ingest --data-dir ${options.dataDir}\``,
     );
   }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  const scheme = tls === undefined ? 'http' : 'https';
   return {
     vault,
     app,
-    url: `http://${host}:${port}${DICOMWEB_PREFIX}`,
+    url: `${scheme}://${host}:${port}${DICOMWEB_PREFIX}`,
     ...(anchoring ? { anchoring } : {}),
     ...(dimse ? { dimse: { port: dimse.port } } : {}),
     async close() {
@@ -171,6 +193,21 @@ function readinessChecks(vault: Vault, anchoring: Anchoring | undefined): Readin
   return checks;
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+/**
+ * Whether a bearer token may come over this request's connection: TLS; a loopback peer (nothing
+ * crosses a network); or a trusted proxy that says the client reached it over HTTPS.
+ */
+function secureTransport(request: FastifyRequest, urls: PublicUrls): boolean {
+  const socket = request.raw.socket as { encrypted?: boolean; remoteAddress?: string };
+  if (socket.encrypted === true) return true;
+  const peer = socket.remoteAddress ?? '';
+  if (peer === '::1' || peer.startsWith('127.') || peer.startsWith('::ffff:127.')) return true;
+  if (!urls.trusts(peer)) return false;
+  const forwarded = /proto=("?)https\1/i.test(String(request.headers.forwarded ?? ''));
+  const xfp =
+    String(request.headers['x-forwarded-proto'] ?? '')
+      .split(',')[0]
+      ?.trim()
+      .toLowerCase() === 'https';
+  return forwarded || xfp;
 }

@@ -11,6 +11,7 @@ import { KeyStore, KEY_DB_FILE, MASTER_KEY_FILE, loadOrCreateMasterKey } from '.
 import { openBlockStore, resolveBlockStoreConfig } from '../../storage/open.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { StudyWriter } from '../../ingest/study.ts';
+import { IDENTITY_DB_FILE, SqliteIdentityStore, type IdentityStore } from '../identity/store.ts';
 
 export { BLOCKS_DIR, CATALOG_FILE } from './data-dir.ts';
 
@@ -19,6 +20,8 @@ export interface Vault {
   store: BlockStore;
   catalog: Catalog;
   keys: KeyStore;
+  /** Accounts, tokens, patients (identity.db). */
+  identity: IdentityStore;
   writer: StudyWriter;
   logger: Logger;
   close(): Promise<void>;
@@ -47,9 +50,17 @@ export async function openVault(
     throw err;
   }
   let catalog: Catalog;
+  let identity: IdentityStore;
   try {
     catalog = Catalog.open({ path: join(options.dataDir, CATALOG_FILE) });
   } catch (err) {
+    keys.close();
+    throw err;
+  }
+  try {
+    identity = SqliteIdentityStore.open(join(options.dataDir, IDENTITY_DB_FILE));
+  } catch (err) {
+    catalog.close();
     keys.close();
     throw err;
   }
@@ -57,6 +68,7 @@ export async function openVault(
   try {
     store = await openBlockStore(options.blockStore ?? resolveBlockStoreConfig(options.store, options.dataDir));
   } catch (err) {
+    identity.close();
     catalog.close();
     keys.close();
     throw err;
@@ -67,10 +79,12 @@ export async function openVault(
     store,
     catalog,
     keys,
+    identity,
     writer,
     logger,
     async close() {
       await store.close?.();
+      identity.close();
       catalog.close();
       keys.close();
     },

@@ -19,6 +19,8 @@ packages=(
   rsyslog
   # A headless browser for the viewer pages.
   chromium
+  # Self-signed certificates for the HTTPS tests.
+  openssl
   # The S3 server (test/services/s3-swift/start.sh): OpenStack Swift with s3api, memcached, and
   # curl for its health check.
   swift swift-proxy swift-object swift-container swift-account python3-swift memcached curl

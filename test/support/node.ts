@@ -10,12 +10,16 @@ import { DICOMWEB_PREFIX, resolveNodeOptions, type FlagName } from '../../src/sh
 import { startNode, type RunningNode } from '../../src/shell/server.ts';
 import { openVault, type Vault } from '../../src/shell/vault.ts';
 import { createLogger } from '../../src/shell/log.ts';
-import { openPolicy } from '../../src/access/policy.ts';
+import { PatientControlPolicy } from '../../src/access/patient-control.ts';
+import type { IdentityStore } from '../../src/identity/store.ts';
+import { forgetToken, registerToken } from './auth.ts';
 import { logAuditSink } from '../../src/shell/log.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 
 export interface TestNode extends RunningNode {
   dataDir: string;
+  /** The token of the node's test account (every role); requests to the node carry it (auth.ts). */
+  token: string;
   stop(): Promise<void>;
 }
 
@@ -29,6 +33,17 @@ export interface TestNodeOptions {
   audit?: AuditSink;
   /** More of the node's flags (config.ts), e.g. { 'public-url': ... }. */
   flags?: Partial<Record<FlagName, string>>;
+}
+
+/** The test account every test node gets: every role, so a suite not about rights is not stopped by them. */
+export const TEST_USER = 'tester';
+
+/** Adds the test account to a node's identity store and registers its token for `url`'s origin. */
+export function enrollTester(identity: IdentityStore, url: string): string {
+  const { token } =
+    identity.user(TEST_USER) === undefined ? identity.addUser(TEST_USER, ['ingest', 'staff', 'admin']) : { token: identity.issueToken('user', TEST_USER) };
+  registerToken(url, token);
+  return token;
 }
 
 function testOptions(extra: TestNodeOptions, dataDir: string) {
@@ -52,10 +67,13 @@ export async function startTestNode(extra: TestNodeOptions = {}): Promise<TestNo
     ...(extra.access ? { access: extra.access } : {}),
     ...(extra.audit ? { audit: extra.audit } : {}),
   });
+  const token = enrollTester(node.vault.identity, node.url);
   return {
     ...node,
     dataDir,
+    token,
     async stop() {
+      forgetToken(node.url);
       await node.close();
       if (!extra.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
@@ -64,6 +82,7 @@ export async function startTestNode(extra: TestNodeOptions = {}): Promise<TestNo
 
 export interface TestApp {
   url: string;
+  token: string;
   dataDir: string;
   vault: Vault;
   app: FastifyInstance;
@@ -86,18 +105,22 @@ export async function startTestApp(extra: Omit<TestNodeOptions, 'dataDir'> & { w
     catalog: vault.catalog,
     writer: vault.writer,
     chunkSize: options.chunkSize,
-    access: extra.access ?? openPolicy,
+    access: extra.access ?? new PatientControlPolicy({ identity: vault.identity, secureTransport: () => true }),
     audit: extra.audit ?? logAuditSink(logger),
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
+  const url = `http://127.0.0.1:${port}${DICOMWEB_PREFIX}`;
+  const token = enrollTester(vault.identity, url);
   return {
-    url: `http://127.0.0.1:${port}${DICOMWEB_PREFIX}`,
+    url,
+    token,
     dataDir,
     vault,
     app,
     async stop() {
+      forgetToken(url);
       await app.close();
       await vault.close();
       await rm(dataDir, { recursive: true, force: true });

@@ -1,8 +1,32 @@
 // Runs the real `dicom-vault` command as a child process.
 import { spawn } from 'node:child_process';
-import { BIN } from '../../bench/node-process.ts';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, serveNode, type ServedNode } from '../../bench/node-process.ts';
+import { IDENTITY_DB_FILE, SqliteIdentityStore } from '../../src/identity/store.ts';
+import { registerToken } from './auth.ts';
+import { TEST_USER } from './node.ts';
 
-export { exited as killed, serveNode as serve } from '../../bench/node-process.ts';
+export { exited as killed } from '../../bench/node-process.ts';
+
+/**
+ * `dicom-vault serve` in its own process, with identity on: the test account is made in its data
+ * directory first (as an operator would with `dicom-vault user add`), and requests to it carry
+ * its token (auth.ts).
+ */
+export async function serve(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServedNode & { token: string }> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const identity = SqliteIdentityStore.open(join(dataDir, IDENTITY_DB_FILE));
+  let token: string;
+  try {
+    token = identity.user(TEST_USER) === undefined ? identity.addUser(TEST_USER, ['ingest', 'staff', 'admin']).token : identity.issueToken('user', TEST_USER);
+  } finally {
+    identity.close();
+  }
+  const node = await serveNode(dataDir, extraArgs, env, { open: false });
+  registerToken(node.url, token);
+  return { ...node, token };
+}
 
 export function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,6 +1,6 @@
 // What every command shares: where it writes, how its flags become NodeOptions, and the exit statuses.
 import { Option, type Command } from 'commander';
-import { FLAGS, resolveNodeOptions, type FlagName, type NodeOptions } from '../config.ts';
+import { FLAGS, resolveNodeOptions, type FlagName, type FlagSpec, type NodeOptions } from '../config.ts';
 
 export interface Io {
   out(s: string): void;
@@ -28,10 +28,11 @@ export const EXIT = {
 /** The node's flags (config.ts FLAGS) on a command: each with its environment variable and default in --help. */
 export function withNodeFlags(cmd: Command, names: readonly FlagName[] = Object.keys(FLAGS) as FlagName[]): Command {
   for (const name of names) {
-    const f: { env: string; arg: string; help: string; default?: string } = FLAGS[name];
+    const f: FlagSpec = FLAGS[name];
     // The default is shown, not applied here: config.ts applies defaults, so that a flag beats its
     // variable and an empty variable counts as unset.
-    cmd.addOption(new Option(`--${name} <${f.arg}>`, f.default === undefined ? f.help : `${f.help} (default: ${f.default})`).env(f.env));
+    const help = f.default === undefined ? f.help : `${f.help} (default: ${f.default})`;
+    cmd.addOption(new Option(f.boolean === true ? `--${name}` : `--${name} <${f.arg}>`, help).env(f.env));
   }
   return cmd;
 }
@@ -42,7 +43,9 @@ export function nodeOptionsOf(cmd: Command, env: NodeJS.ProcessEnv = process.env
   const values = cmd.opts<Record<string, unknown>>();
   for (const name of Object.keys(FLAGS) as FlagName[]) {
     const key = camel(name);
-    if (cmd.getOptionValueSource(key) === 'cli' && typeof values[key] === 'string') flags[name] = values[key];
+    if (cmd.getOptionValueSource(key) !== 'cli') continue;
+    if (typeof values[key] === 'string') flags[name] = values[key];
+    else if (values[key] === true) flags[name] = '1';
   }
   return resolveNodeOptions(flags, env);
 }

@@ -14,9 +14,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serveNode, type ServedNode } from '../../../bench/node-process.ts';
+import type { ServedNode } from '../../../bench/node-process.ts';
 import { readProcMemory, startRssSampler } from '../../../bench/rss.ts';
 import { DEFAULT_MAX_BYTES_BEFORE_IDENTITY, DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_SEQUENCE_DEPTH } from '../../../src/dicom/scanner.ts';
+import { serve } from '../../support/process.ts';
 import { goodInstance, hostileInstance, stowStreamed, streamed, type Attack, type StowAnswer, type Uids } from '../../support/hostile-dicom.ts';
 
 const MiB = 2 ** 20;
@@ -110,7 +111,7 @@ describe('headers that inflate in memory, against a real node', () => {
 
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-inflating-'));
-    node = await serveNode(dataDir);
+    node = await serve(dataDir);
     // Warm: a first instance brings up the crypto workers, the catalog and the code paths.
     for (let i = 0; i < 3; i++) expect(await stowGood(node, uids())).toBe(200);
     await sleep(2_000);

@@ -263,7 +263,7 @@ describe('access seam', () => {
     // Denied accesses are recorded too, with who asked and what was refused.
     expect(audit).toHaveLength(cases.length);
     cases.forEach((c, n) => {
-      expect(audit[n]!.principal, c.route).toEqual({ id: 'mallory', method: 'token' });
+      expect(audit[n]!.principal, c.route).toEqual({ id: 'mallory', roles: ['staff'], method: 'token' });
       expect(audit[n]!.status, c.route).toBe(403);
       expect(audit[n]!.resource, c.route).toEqual(expect.objectContaining(expectedResource(c)));
     });
@@ -290,7 +290,7 @@ describe('access seam', () => {
       expect(asked[n], c.route).toEqual({ ...expectedResource(c), level });
       const e = audit[n]!;
       expect(e.resource, c.route).toEqual({ ...expectedResource(c), level });
-      expect(e.principal, c.route).toEqual({ id: 'alice', method: 'token' });
+      expect(e.principal, c.route).toEqual({ id: 'alice', roles: ['staff'], method: 'token' });
       expect(e.method, c.route).toBe(c.method);
       expect(e.url, c.route).toBe(`/dicom-web${c.path}`);
       expect(e.status, c.route).toBe(c.route.endsWith('/receipt') ? 404 : 200);

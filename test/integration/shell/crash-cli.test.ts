@@ -168,7 +168,7 @@ describe('a node killed between the instances of one multi-instance STOW request
         expect(r.status).toBe(404);
       }
       // The other study is still served byte-exact.
-      const back = await wado({ baseUrl: second.url, studyInstanceUID: control.studyInstanceUID, expect: control });
+      const back = await wado({ baseUrl: second.url, studyInstanceUID: control.studyInstanceUID, expect: control, authorization: second.token });
       expect(back.mismatches).toEqual([]);
 
       // The same request again: every instance stored, and all come back byte-exact.
@@ -176,7 +176,7 @@ describe('a node killed between the instances of one multi-instance STOW request
       expect(again.failures).toEqual([]);
       expect(again.statusCounts).toEqual({ '200': 1 });
       expect(again.stored).toBe(crashed.instances.length);
-      const resent = await wado({ baseUrl: second.url, studyInstanceUID: crashed.studyInstanceUID, expect: crashed });
+      const resent = await wado({ baseUrl: second.url, studyInstanceUID: crashed.studyInstanceUID, expect: crashed, authorization: second.token });
       expect(resent.mismatches).toEqual([]);
       expect(resent.parts).toBe(crashed.instances.length);
     } finally {

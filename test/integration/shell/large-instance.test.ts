@@ -12,10 +12,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stow, wado, wadoFrames } from '../../../bench/client.ts';
 import { planStudy } from '../../../bench/generate.ts';
-import { serveNode, type ServedNode } from '../../../bench/node-process.ts';
+import type { ServedNode } from '../../../bench/node-process.ts';
 import { readProcMemory, startRssSampler, type RssSampler } from '../../../bench/rss.ts';
 import { DicomScanner } from '../../../src/dicom/scanner.ts';
 import { requireFreeSpace } from '../../support/disk.ts';
+import { serve } from '../../support/process.ts';
 import { ioDuring } from '../../support/proc-io.ts';
 
 const MiB = 2 ** 20;
@@ -43,14 +44,15 @@ const STEP_TIMEOUT_MS = 150_000;
 
 describe('a 4 GiB multi-frame instance through a real node', () => {
   let dataDir: string | undefined;
-  let node: ServedNode | undefined;
+  let node: (ServedNode & { token: string }) | undefined;
+  const token = (): string => node!.token;
   let rss: RssSampler | undefined;
   const figures: Record<string, number | string | null> = {};
 
   beforeAll(async () => {
     await requireFreeSpace(tmpdir(), inst.size, 'the 4 GiB instance test');
     dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-4gib-'));
-    node = await serveNode(dataDir);
+    node = await serve(dataDir);
     rss = startRssSampler(node.pid);
   });
 
@@ -96,7 +98,9 @@ describe('a 4 GiB multi-frame instance through a real node', () => {
     async () => {
       // Hashed from the generator before the request, so it does not compete with the node.
       const expected = await inst.sha256();
-      const { result: r, io } = await ioDuring(node!.pid, () => wado({ baseUrl: node!.url, studyInstanceUID: study.studyInstanceUID, expect: study }));
+      const { result: r, io } = await ioDuring(node!.pid, () =>
+        wado({ baseUrl: node!.url, studyInstanceUID: study.studyInstanceUID, expect: study, authorization: token() }),
+      );
       expect(r.mismatches).toEqual([]);
       expect(r.ok).toBe(true);
       expect(r.parts).toBe(1);
@@ -121,7 +125,7 @@ describe('a 4 GiB multi-frame instance through a real node', () => {
       `serves ${label} (frame ${n}) exactly, reading only the chunks that hold it`,
       async () => {
         const { result: r, io } = await ioDuring(node!.pid, () =>
-          wadoFrames(node!.url, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [n], { expect: inst }),
+          wadoFrames(node!.url, study.studyInstanceUID, inst.seriesInstanceUID, inst.sopInstanceUID, [n], { expect: inst, authorization: token() }),
         );
         expect(r.mismatches).toEqual([]);
         expect(r.ok).toBe(true);

@@ -29,7 +29,8 @@ describe('Orthanc as a DICOMweb client of the node', () => {
   beforeAll(async () => {
     node = await startTestNode();
     work = await mkdtemp(join(tmpdir(), 'dv-orthanc-client-'));
-    const servers = { DicomWeb: { Servers: { vault: [`${node.url}/`] } } };
+    // Orthanc sends the node's token the way a PACS administrator would configure it: a fixed header.
+    const servers = { DicomWeb: { Servers: { vault: { Url: `${node.url}/`, HttpHeaders: { Authorization: `Bearer ${node.token}` } } } } };
     source = await startOrthanc(join(work, 'source'), { port: await freePort(), install: false, config: servers });
     target = await startOrthanc(join(work, 'target'), { port: await freePort(), install: false, config: servers });
   }, 120_000);
