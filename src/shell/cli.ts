@@ -55,11 +55,8 @@ export async function run(argv: string[], io: Io = stdio): Promise<number> {
       io.err(`dicom-vault: ${e.message.replace(/^error: /, '')} (see dicom-vault --help)`);
       return EXIT.USAGE;
     }
-    if (isVaultError(e)) {
-      io.err(`dicom-vault: ${e.code}: ${e.message}`);
-      // A flag or variable with a value the node cannot run with is a usage error too.
-      if (e.code === 'CONFIG_INVALID') return EXIT.USAGE;
-    } else {
+    if (isVaultError(e)) io.err(`dicom-vault: ${e.code}: ${e.message}`);
+    else {
       // One line for the operator; the stack only when asked for.
       io.err(`dicom-vault: INTERNAL: ${e instanceof Error ? e.message : String(e)}`);
       if (e instanceof Error && /^(debug|trace)$/.test(process.env.DICOM_VAULT_LOG_LEVEL ?? '')) io.err(e.stack ?? '');

@@ -80,6 +80,13 @@ export async function startTestNode(extra: TestNodeOptions = {}): Promise<TestNo
   };
 }
 
+/** startNode, with the test account added and its token registered (for suites that start nodes with their own options). */
+export async function startNodeWithTester(...args: Parameters<typeof startNode>): Promise<RunningNode> {
+  const node = await startNode(...args);
+  enrollTester(node.vault.identity, node.url);
+  return node;
+}
+
 export interface TestApp {
   url: string;
   token: string;

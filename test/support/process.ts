@@ -15,17 +15,24 @@ export { exited as killed } from '../../bench/node-process.ts';
  * its token (auth.ts).
  */
 export async function serve(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServedNode & { token: string }> {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const identity = SqliteIdentityStore.open(join(dataDir, IDENTITY_DB_FILE));
-  let token: string;
-  try {
-    token = identity.user(TEST_USER) === undefined ? identity.addUser(TEST_USER, ['ingest', 'staff', 'admin']).token : identity.issueToken('user', TEST_USER);
-  } finally {
-    identity.close();
-  }
+  const token = prepareTester(dataDir);
   const node = await serveNode(dataDir, extraArgs, env, { open: false });
   registerToken(node.url, token);
   return { ...node, token };
+}
+
+/**
+ * Makes the test account in `dataDir` (as an operator would with `dicom-vault user add`) before a
+ * node is started there some other way; returns its token, to register once the node's URL is known.
+ */
+export function prepareTester(dataDir: string): string {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const identity = SqliteIdentityStore.open(join(dataDir, IDENTITY_DB_FILE));
+  try {
+    return identity.user(TEST_USER) === undefined ? identity.addUser(TEST_USER, ['ingest', 'staff', 'admin']).token : identity.issueToken('user', TEST_USER);
+  } finally {
+    identity.close();
+  }
 }
 
 export function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -15,7 +15,7 @@ import { blockFileOf } from '../../support/blocks.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
-import { startNode, type RunningNode } from '../../../src/shell/server.ts';
+import type { RunningNode } from '../../../src/shell/server.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import { encodeNode } from '../../../src/format/dag.ts';
 import { startAnvil } from '../../../anchor/anvil.ts';
@@ -26,6 +26,7 @@ import { verifyReceipt, type ReceiptCheckName } from '../../../anchor/verify-rec
 import { stow } from '../../support/dicomweb.ts';
 import { run as runCli } from '../../support/process.ts';
 import { useSharedChain, type TestChain } from '../../support/anvil.ts';
+import { startNodeWithTester } from '../../support/node.ts';
 
 const dirs: string[] = [];
 async function tempDir(): Promise<string> {
@@ -75,7 +76,7 @@ beforeAll(async () => {
     },
     {},
   );
-  node = await startNode(options, createLogger('silent'), { anchoring: true, anchorService: { pollIntervalMs: 20 } });
+  node = await startNodeWithTester(options, createLogger('silent'), { anchoring: true, anchorService: { pollIntervalMs: 20 } });
   const confirmed = once(node.anchoring!.service, 'confirmed');
   for (const seed of [101, 102, 103]) {
     const s = await smallStudy(seed);
@@ -284,7 +285,10 @@ describe('a node whose chain is unreachable', () => {
       },
       {},
     );
-    const down = await startNode(options, createLogger('silent'), { anchoring: true, anchorService: { pollIntervalMs: 20, retryMinMs: 20, retryMaxMs: 40 } });
+    const down = await startNodeWithTester(options, createLogger('silent'), {
+      anchoring: true,
+      anchorService: { pollIntervalMs: 20, retryMinMs: 20, retryMaxMs: 40 },
+    });
     try {
       const s = await smallStudy(201);
       expect((await stow(down.url, s.parts)).status).toBe(200);

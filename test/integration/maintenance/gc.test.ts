@@ -13,7 +13,7 @@ import { CID } from 'multiformats/cid';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
-import { startNode, type RunningNode } from '../../../src/shell/server.ts';
+import type { RunningNode } from '../../../src/shell/server.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import { verifyStudy } from '../../../src/read/verify.ts';
 import { rawCid } from '../../../storage/cid.ts';
@@ -22,6 +22,7 @@ import { DEFAULT_GRACE_S, MIN_GRACE_S, type CollectReport } from '../../../src/m
 import type { IpfsBlockStore, GcReport } from '../../../storage/ipfs.ts';
 import { retrieve, stow, failuresIn } from '../../support/dicomweb.ts';
 import { run } from '../../support/process.ts';
+import { startNodeWithTester } from '../../support/node.ts';
 
 const CHUNK = 4096;
 const DAY_S = 24 * 3600;
@@ -34,7 +35,7 @@ let store: IpfsBlockStore | FsBlockStore;
 async function startOn(storeKind: 'ipfs' | 'fs'): Promise<void> {
   kind = storeKind;
   dataDir = await mkdtemp(path.join(tmpdir(), `dicom-vault-gc-${kind}-`));
-  node = await startNode(
+  node = await startNodeWithTester(
     resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': String(CHUNK), store: kind, 'dimse-port': 'off' }, {}),
     createLogger('silent'),
   );

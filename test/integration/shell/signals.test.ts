@@ -16,6 +16,8 @@ import { BIN } from '../../../bench/node-process.ts';
 import { freePort } from '../../../bench/orthanc.ts';
 import { bytesOf } from '../../support/generated.ts';
 import { multipartBody } from '../../support/dicomweb.ts';
+import { registerToken } from '../../support/auth.ts';
+import { prepareTester } from '../../support/process.ts';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -67,6 +69,7 @@ async function start(how: 'npm start' | 'bin' | 'system node', dataDir: string, 
     DICOM_VAULT_DIMSE_PORT: '0',
     DICOM_VAULT_LOG_LEVEL: 'warn',
   };
+  const token = prepareTester(dataDir);
   const child =
     how === 'npm start'
       ? spawn('npm', ['start', '--silent', '--', ...extra], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] })
@@ -75,7 +78,10 @@ async function start(how: 'npm start' | 'bin' | 'system node', dataDir: string, 
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   for (const end = Date.now() + 60_000; Date.now() < end; ) {
     const m = /serving (http:\/\/\S+)/.exec(err);
-    if (m) return { child, url: m[1]!, stderr: () => err };
+    if (m) {
+      registerToken(m[1]!, token);
+      return { child, url: m[1]!, stderr: () => err };
+    }
     if (child.exitCode !== null) throw new Error(`exited: ${err}`);
     await sleep(50);
   }

@@ -13,7 +13,7 @@ import { sha256 } from 'multiformats/hashes/sha2';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
-import { startNode, type RunningNode } from '../../../src/shell/server.ts';
+import type { RunningNode } from '../../../src/shell/server.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import { verifyStudy } from '../../../src/read/verify.ts';
 import { decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
@@ -24,6 +24,7 @@ import { getVerified } from '../../../storage/verified.ts';
 import { DEFAULT_GRACE_S } from '../../../src/maintenance/gc.ts';
 import { retrieve, stow } from '../../support/dicomweb.ts';
 import { blockStoreConformance, expectCode, expectSameBytes } from '../../support/storage-conformance.ts';
+import { startNodeWithTester } from '../../support/node.ts';
 
 // The FsBlockStore layout under <repo>/blocks (see fs-store.test.ts).
 function shardOf(repo: string, cid: CID): string {
@@ -68,7 +69,7 @@ describe('a node on --store ipfs', () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'dicom-vault-ipfs-node-'));
     const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': '4096', store: 'ipfs', 'dimse-port': 'off' }, {});
     logs = [];
-    node = await startNode(options, createLogger('warn', { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }));
+    node = await startNodeWithTester(options, createLogger('warn', { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }));
     store = node.vault.store as IpfsBlockStore;
   });
   afterEach(async () => {

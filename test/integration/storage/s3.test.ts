@@ -42,6 +42,7 @@ import {
 } from '../../support/s3.ts';
 import { blockStoreConformance, expectCode, expectSameBytes } from '../../support/storage-conformance.ts';
 import { collectS3 } from '../../../src/maintenance/gc.ts';
+import { startNodeWithTester } from '../../support/node.ts';
 
 const MiB = 1024 * 1024;
 
@@ -650,7 +651,7 @@ describe('a node on --store s3', () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'dicom-vault-s3-node-'));
     dirs.push(dataDir);
     const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'chunk-size': '4096', 'dimse-port': 'off' }, env);
-    const node = await startNode(options, createLogger('warn', logSink));
+    const node = await startNodeWithTester(options, createLogger('warn', logSink));
     nodes.push(node);
     return node;
   }
@@ -710,7 +711,7 @@ describe('a node on --store s3', () => {
     expect(verified.stdout).toContain('OK: every block and instance verified');
     expect(verified.code).toBe(0);
     const options = resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'dimse-port': 'off' }, env);
-    const again = await startNode(options, createLogger('warn', logSink));
+    const again = await startNodeWithTester(options, createLogger('warn', logSink));
     nodes.push(again);
     await expectStudy(again, study, parts);
     // gc beside it: everything is reached, nothing goes.

@@ -10,7 +10,7 @@ import { CID } from 'multiformats/cid';
 import { afterEach, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedInstance, type GeneratedStudy } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
-import { startNode, type RunningNode } from '../../../src/shell/server.ts';
+import type { RunningNode } from '../../../src/shell/server.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import { verifyStudy } from '../../../src/read/verify.ts';
 import { decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
@@ -21,6 +21,7 @@ import * as dagCbor from '@ipld/dag-cbor';
 import { retrieve, stow } from '../../support/dicomweb.ts';
 import { run } from '../../support/process.ts';
 import { expectCode } from '../../support/storage-conformance.ts';
+import { startNodeWithTester } from '../../support/node.ts';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -35,7 +36,10 @@ async function tempDir(): Promise<string> {
 
 async function node(store: 'fs' | 'ipfs', dataDir?: string): Promise<RunningNode & { dataDir: string }> {
   const dir = dataDir ?? (await tempDir());
-  const n = await startNode(resolveNodeOptions({ port: '0', 'data-dir': dir, 'chunk-size': '4096', store, 'dimse-port': 'off' }, {}), createLogger('silent'));
+  const n = await startNodeWithTester(
+    resolveNodeOptions({ port: '0', 'data-dir': dir, 'chunk-size': '4096', store, 'dimse-port': 'off' }, {}),
+    createLogger('silent'),
+  );
   let closed = false;
   const close = async (): Promise<void> => {
     if (!closed) await n.close();
