@@ -103,7 +103,7 @@ export function createOidcVerifier(options: OidcOptions): OidcVerifier {
       if (typeof alg !== 'string' || !algorithms.includes(alg)) {
         throw unauthorized(`the token's algorithm ${shown(alg)} is not allowed (allowed: ${algorithms.join(', ')})`);
       }
-      const typ = header.typ === undefined ? undefined : String(header.typ).toLowerCase().replace(/^application\//, '');
+      const typ = typeOf(header.typ);
       if (typ !== undefined && !ACCESS_TOKEN_TYPES.has(typ)) throw unauthorized(`a token of type ${shown(header.typ)} is not an access token`);
       if (unverified.iss !== issuer) throw unauthorized(`the token was issued by ${shown(unverified.iss)}, not by ${issuer}`);
 
@@ -144,6 +144,13 @@ export function createOidcVerifier(options: OidcOptions): OidcVerifier {
 
 /** RFC 9068 `at+jwt`, or the generic `JWT` many providers put on access tokens; not a logout token, a DPoP proof, an ID token typed as such. */
 const ACCESS_TOKEN_TYPES = new Set(['jwt', 'at+jwt']);
+
+/** A JWS `typ`, lower case, without the `application/` it may be written with (RFC 7515 section 4.1.9). */
+function typeOf(typ: unknown): string | undefined {
+  if (typ === undefined) return undefined;
+  const t = String(typ).toLowerCase();
+  return t.startsWith('application/') ? t.slice('application/'.length) : t;
+}
 
 /** The node roles a token's claims give: every role one of whose values the claim holds; none: grantee. */
 export function rolesFromClaims(payload: Readonly<Record<string, unknown>>, claim: string, mapping: RoleMapping): Role[] {
