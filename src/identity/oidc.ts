@@ -69,6 +69,8 @@ export function createOidcVerifier(options: OidcOptions): OidcVerifier {
   if (typeof audience !== 'string' || audience === '') throw new VaultError('CONFIG_INVALID', 'an OpenID audience is required');
   const algorithms = checkedAlgorithms(options.algorithms ?? DEFAULT_OIDC_ALGORITHMS);
   const tolerance = options.clockToleranceS ?? DEFAULT_OIDC_CLOCK_TOLERANCE_S;
+  if (!Number.isFinite(tolerance) || tolerance < 0 || tolerance > 600)
+    throw new VaultError('CONFIG_INVALID', `an OpenID clock tolerance of ${tolerance} s is not 0 to 600 s`);
   const roleClaim = options.roleClaim ?? DEFAULT_OIDC_ROLE_CLAIM;
   const mapping = options.roles ?? {};
   const timeoutMs = options.timeoutMs ?? 5000;
@@ -142,7 +144,7 @@ export function createOidcVerifier(options: OidcOptions): OidcVerifier {
   };
 }
 
-/** RFC 9068 `at+jwt`, or the generic `JWT` many providers put on access tokens; not a logout token, a DPoP proof, an ID token typed as such. */
+/** RFC 9068 `at+jwt`, or the generic `JWT` many providers put on access tokens; not another explicitly typed JWT (logout+jwt, dpop+jwt, ...: RFC 8725 section 3.11). */
 const ACCESS_TOKEN_TYPES = new Set(['jwt', 'at+jwt']);
 
 /** A JWS `typ`, lower case, without the `application/` it may be written with (RFC 7515 section 4.1.9). */

@@ -109,4 +109,12 @@ describe('OpenID configuration', () => {
     expect(configError(() => make([]))).toMatch(/no JWS algorithm/);
     expect(make(['ES384', 'PS512', 'Ed25519']).issuer).toBe('https://idp.example.org');
   });
+
+  it('takes a clock tolerance of 0 to 600 s', () => {
+    const make = (clockToleranceS: number) => createOidcVerifier({ issuer: 'https://idp.example.org', audience: 'a', clockToleranceS });
+    expect(configError(() => make(-1))).toMatch(/clock tolerance of -1 s is not 0 to 600 s/);
+    expect(configError(() => make(Number.NaN))).toMatch(/clock tolerance/);
+    expect(configError(() => make(3600))).toMatch(/clock tolerance/);
+    expect(make(0).issuer).toBe('https://idp.example.org');
+  });
 });
