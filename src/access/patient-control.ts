@@ -9,12 +9,15 @@
 // that rests on grants is cut when one of them is revoked or ends (src/shell/app.ts).
 import type { FastifyRequest } from 'fastify';
 import type { ScopeClause } from '../catalog/scope.ts';
-import { VaultError } from '../core/errors.ts';
 import type { EnforcedGrant, GrantsForAccess } from '../grants/model.ts';
+import { unauthorized } from '../identity/challenge.ts';
 import type { Principal } from '../identity/principal.ts';
 import type { IdentityStore } from '../identity/store.ts';
 import type { AccessDecision, AccessPolicy, AccessResource } from './policy.ts';
 import { clauseOf, neededAction, ownClause } from './scope-of.ts';
+
+// Built in src/identity (below this part) so that every source of callers refuses alike.
+export { unauthorized };
 
 export interface PatientControlDeps {
   identity: Pick<IdentityStore, 'lookupToken' | 'user' | 'patientIds'>;
@@ -27,15 +30,6 @@ export interface PatientControlDeps {
    */
   secureTransport(request: FastifyRequest): boolean;
   now?: () => Date;
-}
-
-const REALM = 'dicom-vault';
-
-/** 401 with the RFC 6750 challenge a client needs (the app's error handler sends it as WWW-Authenticate). */
-export function unauthorized(description: string, error: 'invalid_request' | 'invalid_token' = 'invalid_token'): VaultError {
-  return new VaultError('UNAUTHORIZED', description, {
-    details: { wwwAuthenticate: `Bearer realm="${REALM}", error="${error}", error_description="${description.replace(/["\\]/g, '')}"` },
-  });
 }
 
 export class PatientControlPolicy implements AccessPolicy {

@@ -15,6 +15,7 @@ import {
 } from './limits.ts';
 import { DEFAULT_CHUNK_SIZE } from '../format/dag.ts';
 import { ANCHOR_FLAGS, resolveAnchorConfig, type AnchorConfig } from '../../anchor/config.ts';
+import { DEFAULT_OIDC_ALGORITHMS, DEFAULT_OIDC_CLOCK_TOLERANCE_S, DEFAULT_OIDC_ROLE_CLAIM, resolveOidcOptions, type OidcOptions } from '../identity/oidc.ts';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 8080;
@@ -58,6 +59,8 @@ export interface NodeOptions {
   limits: LimitOptions;
   /** The DIMSE Storage SCP (C-STORE, C-ECHO); absent when turned off (--dimse-port off). */
   dimse?: DimseOptions;
+  /** A hospital's OpenID provider whose JWTs are taken as bearer tokens (src/identity/oidc.ts); absent: none. */
+  oidc?: OidcOptions;
 }
 
 export interface DimseOptions {
@@ -154,6 +157,29 @@ export const FLAGS = {
     default: String(DEFAULT_KEEP_ALIVE_TIMEOUT_S),
   },
   'allowed-aes': { env: 'DICOM_VAULT_ALLOWED_AES', arg: 'list', help: 'comma-separated calling AE titles allowed to associate over DIMSE', default: 'any' },
+  'oidc-issuer': {
+    env: 'DICOM_VAULT_OIDC_ISSUER',
+    arg: 'url',
+    help: `OpenID provider whose JWTs are taken as bearer tokens (discovery at <url>/.well-known/openid-configuration; signatures ${DEFAULT_OIDC_ALGORITHMS.join(', ')} against its JWKS; ${DEFAULT_OIDC_CLOCK_TOLERANCE_S} s clock tolerance); https, http only on loopback`,
+    default: 'none',
+  },
+  'oidc-audience': {
+    env: 'DICOM_VAULT_OIDC_AUDIENCE',
+    arg: 'aud',
+    help: "the audience (aud) the provider's tokens for this node carry; required with --oidc-issuer",
+  },
+  'oidc-role-claim': {
+    env: 'DICOM_VAULT_OIDC_ROLE_CLAIM',
+    arg: 'claim',
+    help: "token claim holding the caller's roles or groups; a dotted path reaches into objects (realm_access.roles)",
+    default: DEFAULT_OIDC_ROLE_CLAIM,
+  },
+  'oidc-roles': {
+    env: 'DICOM_VAULT_OIDC_ROLES',
+    arg: 'mapping',
+    help: 'node roles from claim values, role=value,value;role=value (e.g. staff=radiologist,clinician;admin=pacs-admin); a caller with none is a grantee',
+    default: 'none',
+  },
   ...ANCHOR_FLAGS,
 } as const satisfies Record<string, FlagSpec>;
 
@@ -195,6 +221,7 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
     ...(get('public-url') !== undefined ? { publicUrl: validatePublicUrl(get('public-url')!) } : {}),
     trustedProxies: get('trusted-proxies') === 'none' ? [] : checkedProxies(list(get('trusted-proxies'))),
     ...resolveDimse(get),
+    ...resolveOidc(get),
     limits: {
       maxIngests: get('max-ingests') === undefined ? DEFAULT_MAX_INGESTS : int('max-ingests', get('max-ingests')!, 1, 10_000),
       maxIngestsPerClient:
@@ -227,6 +254,17 @@ function resolveDimse(get: (name: FlagName) => string | undefined): { dimse?: Di
     if (!AE_TITLE.test(ae) || ae.trim() === '') throw new VaultError('CONFIG_INVALID', `"${ae}" is not an AE title (1-16 printable characters, no backslash)`);
   }
   return { dimse: { port: port === undefined ? DEFAULT_DIMSE_PORT : int('dimse-port', port, 0, 65535), aeTitle, allowedCallingAeTitles: allowed } };
+}
+
+function resolveOidc(get: (name: FlagName) => string | undefined): { oidc?: OidcOptions } {
+  const issuer = get('oidc-issuer');
+  const oidc = resolveOidcOptions({
+    issuer: issuer === 'none' ? undefined : issuer,
+    audience: get('oidc-audience'),
+    roleClaim: get('oidc-role-claim'),
+    roles: get('oidc-roles'),
+  });
+  return oidc === undefined ? {} : { oidc };
 }
 
 function checkedProxies(entries: string[]): string[] {
