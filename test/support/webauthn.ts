@@ -27,10 +27,12 @@ export class SoftAuthenticator {
   #counter = 0;
   userHandle: string | undefined;
 
-  constructor(
-    readonly rpId: string,
-    readonly origin: string,
-  ) {
+  readonly rpId: string;
+  readonly origin: string;
+
+  constructor(rpId: string, origin: string) {
+    this.rpId = rpId;
+    this.origin = origin;
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     this.#privateKey = privateKey;
     this.#publicKey = publicKey;

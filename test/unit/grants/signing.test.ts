@@ -122,7 +122,7 @@ describe('a passkey signature (WebAuthn)', () => {
   });
 
   it('refuses, with the same verdict both ways, every assertion that is not the patient signing this statement here', async () => {
-    const cases: Array<[string, GrantProof, RegExp, WebAuthnRp?]> = [
+    const cases: Array<[string, GrantProof, RegExp, (WebAuthnRp | undefined)?]> = [
       ['another statement', auth.proof(statementChallenge({ ...statement, scope: {} })), /signed another challenge/],
       ['another origin', auth.proof(challenge, { origin: 'https://evil.example' }), /not on this node's origin/],
       ['another relying party', auth.proof(challenge, { rpId: 'evil.example' }), /another relying party/],
