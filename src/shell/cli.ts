@@ -10,6 +10,7 @@ import { doctorCommand } from './commands/doctor.ts';
 import { exportCommand } from './commands/export.ts';
 import { gcCommand } from './commands/gc.ts';
 import { ingestCommand } from './commands/ingest.ts';
+import { patientCommands } from './commands/patient.ts';
 import { EXIT, stdio, type Io } from './commands/io.ts';
 import { serveCommand } from './commands/serve.ts';
 import { verifyCommand } from './commands/verify.ts';
@@ -31,6 +32,7 @@ export function buildProgram(io: Io = stdio): Command {
   gcCommand(program, io);
   doctorCommand(program, io);
   anchorCommands(program, io);
+  patientCommands(program, io);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput({ outputError: () => undefined });
   return program;
 }

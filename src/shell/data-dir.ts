@@ -65,7 +65,8 @@ export function writeIdentity(dir: string, masterKey: Uint8Array): void {
 /** This node's id (node.json), made and recorded on first use in a directory of an older release. */
 export function nodeIdOf(dir: string): string {
   const identity = readIdentity(dir);
-  if (identity === undefined) throw new VaultError('DATA_DIR_INCOMPLETE', `${join(dir, NODE_FILE)} is missing: the data directory has not been opened yet (dicom-vault serve writes it)`);
+  if (identity === undefined)
+    throw new VaultError('DATA_DIR_INCOMPLETE', `${join(dir, NODE_FILE)} is missing: the data directory has not been opened yet (dicom-vault serve writes it)`);
   if (typeof identity.nodeId === 'string' && identity.nodeId !== '') return identity.nodeId;
   const nodeId = randomUUID();
   writeIdentityFile(dir, { ...identity, nodeId });
