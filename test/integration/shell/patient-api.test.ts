@@ -181,7 +181,7 @@ describe('patient API', () => {
     const res = await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: link.json.code, subject_token_type: SHARE_CODE_TOKEN_TYPE });
     expect(res.status).toBe(200);
     expect(res.headers.get('cache-control')).toBe('no-store');
-    const token = await res.json();
+    const token = (await res.json()) as any;
     expect(token).toEqual({
       access_token: expect.stringMatching(/^dvl_/),
       issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',

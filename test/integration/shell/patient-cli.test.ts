@@ -151,7 +151,7 @@ describe('dicom-vault patient', () => {
   it('names a grant written into the database by hand as not enforced, and exits 3', async () => {
     const db = new DatabaseSync(join(dataDir, GRANTS_DB_FILE));
     const row = db.prepare('SELECT * FROM grants WHERE id = ?').get(grantId) as Record<string, string>;
-    const statement = { ...JSON.parse(row.statement), id: '11111111-2222-4333-8444-555555555555', scope: {} };
+    const statement = { ...JSON.parse(row.statement!), id: '11111111-2222-4333-8444-555555555555', scope: {} };
     db.prepare('INSERT INTO grants (id, patient, grantee, statement, proof, not_before, not_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
       statement.id,
       row.patient!,
