@@ -12,7 +12,7 @@ import { VaultError } from '../core/errors.ts';
 import type { IdentityStore } from '../identity/store.ts';
 import { canonicalJson } from './canonical.ts';
 import type { EnforcedGrant, GrantProof, GrantRecord, GrantStatement, GrantsForAccess } from './model.ts';
-import { checkProofNow, keyForProof, verifyProofForSigning, type WebAuthnRp } from './signing.ts';
+import { checkProofNow, keyForProof, normalizeProof, verifyProofForSigning, type WebAuthnRp } from './signing.ts';
 import { checkStatement, granteePrincipal } from './statement.ts';
 import { type GrantStore, markVerified, SHARE_CODE_MAX_TTL_MS } from './store.ts';
 
@@ -122,7 +122,8 @@ export class GrantService implements GrantsForAccess {
    */
   async add(signed: { statement: unknown; proof: unknown }, account: string, now = new Date()): Promise<GrantRecord> {
     const statement = checkStatement(signed.statement);
-    const proof = signed.proof as GrantProof;
+    // Only the fields a proof has are kept: nothing else a client sends rides along into grants.db.
+    const proof = normalizeProof(signed.proof) ?? (signed.proof as GrantProof);
     if (statement.patient !== account) throw new VaultError('GRANT_INVALID', "the statement is for another patient account than the signer's");
     const stale = this.#scopeProblem(statement);
     if (stale !== undefined) throw new VaultError('GRANT_INVALID', stale);

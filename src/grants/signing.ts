@@ -193,6 +193,15 @@ function checkProofShape(proof: unknown): string | undefined {
   return "the signature is neither a key file's (ed25519) nor a passkey's (webauthn)";
 }
 
+/** The proof with only the fields of its kind (what is stored and exported), or undefined when it is not a proof. */
+export function normalizeProof(proof: unknown): GrantProof | undefined {
+  if (checkProofShape(proof) !== undefined) return undefined;
+  const p = proof as GrantProof;
+  return p.kind === 'ed25519'
+    ? { kind: 'ed25519', keyId: p.keyId, signature: p.signature }
+    : { kind: 'webauthn', credentialId: p.credentialId, authenticatorData: p.authenticatorData, clientDataJSON: p.clientDataJSON, signature: p.signature };
+}
+
 /**
  * Whether `proof` is the patient's signature of `statement` under one of `keys` (the account's
  * registered keys), now. Pure: the same inputs give the same verdict (what the service caches).

@@ -179,6 +179,10 @@ describe('GrantService', () => {
     const nobody = statement(alice, { grantee: parseGrantee('user:nobody') });
     expect(await refusal(service.add({ statement: nobody, proof: signStatement(nobody, alice.key) }, alice.account, T0))).toMatch(/no user nobody/);
     expect(store.forPatient(alice.account)).toEqual([]);
+    // What rides along with a good proof is not stored.
+    const ok = statement(alice);
+    await service.add({ statement: ok, proof: { ...signStatement(ok, alice.key), note: 'x'.repeat(1000) } }, alice.account, T0);
+    expect(Object.keys(store.get(ok.id)!.proof).sort()).toEqual(['keyId', 'kind', 'signature']);
   });
 
   it('does not enforce a grant written straight into the database, and says why', async () => {
