@@ -16,6 +16,7 @@ export const ERRORS = {
   INVALID_FRAME_LIST: { status: 400, title: 'Invalid frame list' },
   CAR_INVALID: { status: 400, title: 'Not a valid CAR file of a study' },
   RECEIPT_MALFORMED: { status: 400, title: 'Not a valid dicom-vault anchor receipt' },
+  GRANT_INVALID: { status: 400, title: "A grant's statement or the patient's signature of it does not hold" },
   // 401 / 403: the access seam (src/access/policy.ts)
   UNAUTHORIZED: { status: 401, title: 'Caller not identified' },
   FORBIDDEN: { status: 403, title: 'Access not granted' },

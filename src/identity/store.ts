@@ -119,6 +119,21 @@ const MIGRATIONS: readonly string[] = [
     used_at    TEXT
   ) STRICT;
   `,
+  // A STRICT table's PRIMARY KEY columns are NOT NULL, so a Patient ID without an issuer (null:
+  // any issuer) was dropped silently by createPatient's INSERT OR IGNORE. Uniqueness moves to an
+  // index that treats a null issuer as one value.
+  `
+  CREATE TABLE patient_ids_v2 (
+    account    TEXT NOT NULL REFERENCES patients (account),
+    patient_id TEXT NOT NULL,
+    issuer     TEXT
+  ) STRICT;
+  INSERT INTO patient_ids_v2 (account, patient_id, issuer) SELECT account, patient_id, issuer FROM patient_ids;
+  DROP TABLE patient_ids;
+  ALTER TABLE patient_ids_v2 RENAME TO patient_ids;
+  CREATE UNIQUE INDEX patient_ids_unique ON patient_ids (account, patient_id, ifnull(issuer, ''));
+  CREATE INDEX patient_ids_by_id ON patient_ids (patient_id);
+  `,
 ];
 
 export function hashSecret(secret: string): string {
@@ -152,7 +167,9 @@ export class SqliteIdentityStore implements IdentityStore {
       const existing = this.user(name);
       if (existing !== undefined && existing.revokedAt === null) throw new VaultError('CONFLICT', `user ${name} exists`);
       this.#stmts
-        .get('INSERT INTO users (name, roles, created_at, revoked_at) VALUES (?, ?, ?, NULL) ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, created_at = excluded.created_at, revoked_at = NULL')
+        .get(
+          'INSERT INTO users (name, roles, created_at, revoked_at) VALUES (?, ?, ?, NULL) ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, created_at = excluded.created_at, revoked_at = NULL',
+        )
         .run(name, JSON.stringify([...new Set(roles)]), new Date().toISOString());
       return { token: this.issueToken('user', name) };
     });
@@ -192,7 +209,10 @@ export class SqliteIdentityStore implements IdentityStore {
   }
 
   revokeTokens(kind: TokenKind, subject: string): number {
-    return Number(this.#stmts.get('UPDATE tokens SET revoked_at = ? WHERE kind = ? AND subject = ? AND revoked_at IS NULL').run(new Date().toISOString(), kind, subject).changes);
+    return Number(
+      this.#stmts.get('UPDATE tokens SET revoked_at = ? WHERE kind = ? AND subject = ? AND revoked_at IS NULL').run(new Date().toISOString(), kind, subject)
+        .changes,
+    );
   }
 
   createPatient(patientIds: readonly PatientRef[]): string {
@@ -200,19 +220,25 @@ export class SqliteIdentityStore implements IdentityStore {
     const account = randomUUID();
     transaction(this.#db, () => {
       this.#stmts.get('INSERT INTO patients (account, created_at) VALUES (?, ?)').run(account, new Date().toISOString());
-      for (const ref of patientIds) this.#stmts.get('INSERT OR IGNORE INTO patient_ids (account, patient_id, issuer) VALUES (?, ?, ?)').run(account, ref.id, ref.issuer);
+      for (const ref of patientIds)
+        this.#stmts.get('INSERT OR IGNORE INTO patient_ids (account, patient_id, issuer) VALUES (?, ?, ?)').run(account, ref.id, ref.issuer);
     });
     return account;
   }
 
   patientIds(account: string): PatientRef[] {
-    return (this.#stmts.get('SELECT patient_id, issuer FROM patient_ids WHERE account = ? ORDER BY patient_id, issuer').all(account) as unknown as Array<{ patient_id: string; issuer: string | null }>).map(
-      (r) => ({ id: r.patient_id, issuer: r.issuer }),
-    );
+    return (
+      this.#stmts.get('SELECT patient_id, issuer FROM patient_ids WHERE account = ? ORDER BY patient_id, issuer').all(account) as unknown as Array<{
+        patient_id: string;
+        issuer: string | null;
+      }>
+    ).map((r) => ({ id: r.patient_id, issuer: r.issuer }));
   }
 
   accountsFor(ref: PatientRef): string[] {
-    const rows = this.#stmts.get('SELECT DISTINCT account FROM patient_ids WHERE patient_id = ? AND (? IS NULL OR issuer IS NULL OR issuer = ?)').all(ref.id, ref.issuer, ref.issuer) as unknown as Array<{
+    const rows = this.#stmts
+      .get('SELECT DISTINCT account FROM patient_ids WHERE patient_id = ? AND (? IS NULL OR issuer IS NULL OR issuer = ?)')
+      .all(ref.id, ref.issuer, ref.issuer) as unknown as Array<{
       account: string;
     }>;
     return rows.map((r) => r.account);
@@ -220,7 +246,9 @@ export class SqliteIdentityStore implements IdentityStore {
 
   createEnrollment(account: string, expiresAt: Date): string {
     const code = newSecret('dve_');
-    this.#stmts.get('INSERT INTO enrollments (hash, account, expires_at, used_at) VALUES (?, ?, ?, NULL)').run(hashSecret(code), account, expiresAt.toISOString());
+    this.#stmts
+      .get('INSERT INTO enrollments (hash, account, expires_at, used_at) VALUES (?, ?, ?, NULL)')
+      .run(hashSecret(code), account, expiresAt.toISOString());
     return code;
   }
 
@@ -242,7 +270,9 @@ export class SqliteIdentityStore implements IdentityStore {
   }
 
   patientKeys(account: string): PatientKey[] {
-    const rows = this.#stmts.get('SELECT key_id, kind, public_key, credential_id, counter, created_at FROM patient_keys WHERE account = ? ORDER BY created_at').all(account) as unknown as Array<{
+    const rows = this.#stmts
+      .get('SELECT key_id, kind, public_key, credential_id, counter, created_at FROM patient_keys WHERE account = ? ORDER BY created_at')
+      .all(account) as unknown as Array<{
       key_id: string;
       kind: 'ed25519' | 'webauthn';
       public_key: string;

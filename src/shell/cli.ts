@@ -10,6 +10,7 @@ import { doctorCommand } from './commands/doctor.ts';
 import { exportCommand } from './commands/export.ts';
 import { gcCommand } from './commands/gc.ts';
 import { ingestCommand } from './commands/ingest.ts';
+import { patientCommands } from './commands/patient.ts';
 import { EXIT, stdio, type Io } from './commands/io.ts';
 import { serveCommand } from './commands/serve.ts';
 import { userCommands } from './commands/user.ts';
@@ -33,6 +34,7 @@ export function buildProgram(io: Io = stdio): Command {
   doctorCommand(program, io);
   userCommands(program, io);
   anchorCommands(program, io);
+  patientCommands(program, io);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput({ outputError: () => undefined });
   return program;
 }

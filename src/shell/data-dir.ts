@@ -6,7 +6,7 @@
 // The directory records its identity in node.json (0600): the format and the master key's
 // fingerprint (a hash of the key, never the key). A data directory written by an older release
 // gets its node.json on first start, once its keys are seen to open with the key present.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync, fsyncSync, openSync, closeSync, renameSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { dirname, join } from 'node:path';
@@ -26,6 +26,8 @@ export interface DataDirIdentity {
   /** masterKeyFingerprint() of the key the directory's data keys are wrapped with. */
   masterKeyFingerprint: string;
   createdAt: string;
+  /** A random UUID naming this node, made once: what a patient's grant is signed for (src/grants). Absent in a node.json of an older release until nodeIdOf() adds it. */
+  nodeId?: string;
 }
 
 export interface Finding {
@@ -57,9 +59,23 @@ export function readIdentity(dir: string): DataDirIdentity | undefined {
 }
 
 export function writeIdentity(dir: string, masterKey: Uint8Array): void {
+  writeIdentityFile(dir, { format: FORMAT, masterKeyFingerprint: masterKeyFingerprint(masterKey), createdAt: new Date().toISOString(), nodeId: randomUUID() });
+}
+
+/** This node's id (node.json), made and recorded on first use in a directory of an older release. */
+export function nodeIdOf(dir: string): string {
+  const identity = readIdentity(dir);
+  if (identity === undefined)
+    throw new VaultError('DATA_DIR_INCOMPLETE', `${join(dir, NODE_FILE)} is missing: the data directory has not been opened yet (dicom-vault serve writes it)`);
+  if (typeof identity.nodeId === 'string' && identity.nodeId !== '') return identity.nodeId;
+  const nodeId = randomUUID();
+  writeIdentityFile(dir, { ...identity, nodeId });
+  return nodeId;
+}
+
+function writeIdentityFile(dir: string, identity: DataDirIdentity): void {
   const path = join(dir, NODE_FILE);
   const tmp = `${path}.tmp`;
-  const identity: DataDirIdentity = { format: FORMAT, masterKeyFingerprint: masterKeyFingerprint(masterKey), createdAt: new Date().toISOString() };
   writeFileSync(tmp, `${JSON.stringify(identity, null, 2)}\n`, { mode: 0o600 });
   const fd = openSync(tmp, 'r');
   try {
