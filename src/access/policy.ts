@@ -73,6 +73,14 @@ export interface AccessRouteConfig {
   access: { action: AccessAction; dataType?: RetrievedData };
 }
 
+// Named on fastify's route config too: @fastify/swagger (the /api's OpenAPI) adds optional fields
+// to it, and TypeScript then checks every route's config against them (a "weak type").
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    access?: AccessRouteConfig['access'];
+  }
+}
+
 /** The resource a request names, from its route config and URL parameters. */
 export function resourceOf(action: AccessAction, params: Record<string, string | undefined>, dataType?: RetrievedData): AccessResource {
   const r: AccessResource = {

@@ -16,6 +16,7 @@ import { PublicUrls } from './dicomweb/public-url.ts';
 import type { NodeMetrics } from './metrics.ts';
 import { REDACTING_SERIALIZERS } from './log.ts';
 import type { GrantWatch } from '../access/grant-watch.ts';
+import { patientApi, type PatientApiDeps } from './api/patient.ts';
 import { DEFAULT_LIMITS, IngestLimiter, type LimitOptions } from './limits.ts';
 import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -46,6 +47,8 @@ export interface AppDeps extends QidoDeps {
   tls?: { cert: Buffer; key: Buffer };
   /** Cuts responses that rest on a grant once it is revoked or ends (src/access/grant-watch.ts). */
   grantWatch?: Pick<GrantWatch, 'watch'>;
+  /** The patients' API under /api (enrollment, keys, grants, share links, token exchange); absent: none (open mode). */
+  patientApi?: PatientApiDeps;
 }
 
 export interface ReadinessCheck {
@@ -194,6 +197,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     },
     { prefix: DICOMWEB_PREFIX },
   );
+  if (deps.patientApi !== undefined) void app.register(patientApi(deps.patientApi), { prefix: '/api' });
 
   return app;
 }

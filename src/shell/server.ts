@@ -3,6 +3,9 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { VaultError } from '../core/errors.ts';
 import { PatientControlPolicy } from '../access/patient-control.ts';
+import { GrantWatch } from '../access/grant-watch.ts';
+import { createOidcVerifier } from '../identity/oidc.ts';
+import { webauthnRpOf } from './api/patient.ts';
 import type { Logger } from 'pino';
 import { openPolicy, type AccessPolicy, type AuditSink } from '../access/policy.ts';
 import { logAuditSink } from './log.ts';
@@ -83,14 +86,16 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     await vault.close();
     throw new VaultError('CONFIG_INVALID', `cannot read --tls-cert or --tls-key: ${(cause as Error).message}`, { cause });
   }
-  const access =
-    extras.access ??
-    (options.open
-      ? openPolicy
-      : new PatientControlPolicy({
-          identity: vault.identity,
-          secureTransport: (request) => secureTransport(request, urls),
-        }));
+  const secure = (request: FastifyRequest): boolean => secureTransport(request, urls);
+  const webauthn = webauthnRpOf(options.publicUrl);
+  const oidc = options.oidc === undefined ? undefined : createOidcVerifier(options.oidc);
+  // A wrong issuer shows at start, in the log; the node serves local tokens meanwhile and asks again at the next JWT.
+  oidc?.discover().catch((err: unknown) => logger.warn({ err, issuer: options.oidc?.issuer }, 'OpenID provider not reachable yet'));
+  const policy = options.open
+    ? undefined
+    : new PatientControlPolicy({ identity: vault.identity, grants: vault.grants, secureTransport: secure, ...(oidc !== undefined ? { oidc } : {}) });
+  const access = extras.access ?? policy ?? openPolicy;
+  const grantWatch = new GrantWatch(vault.grants);
   const app = buildApp({
     logger,
     ...(tls === undefined ? {} : { tls }),
@@ -105,7 +110,20 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     writer: vault.writer,
     chunkSize: options.chunkSize,
     access,
+    grantWatch,
     audit: extras.audit ?? logAuditSink(logger),
+    ...(policy === undefined
+      ? {}
+      : {
+          patientApi: {
+            identity: vault.identity,
+            grants: vault.grants,
+            identify: (request: FastifyRequest) => policy.identify(request),
+            secureTransport: secure,
+            ...(webauthn !== undefined ? { webauthn } : {}),
+            ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}),
+          },
+        }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
   });
   // The crypto workers start now, not on the first request that needs them (a WADO's first
@@ -114,6 +132,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
   try {
     await app.listen({ host: options.host, port: options.port });
   } catch (err) {
+    grantWatch.close();
     metrics.close();
     await anchoring?.close();
     await vault.close();
@@ -132,6 +151,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       });
     } catch (err) {
       await app.close();
+      grantWatch.close();
       metrics.close();
       await anchoring?.close();
       await vault.close();
@@ -160,6 +180,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       // New work stops on both doors at once; what is in flight finishes (or is broken off by
       // the caller's timeout) before the stores close.
       await Promise.all([app.close(), dimse?.close()]);
+      grantWatch.close();
       metrics.close();
       await anchoring?.close();
       await vault.close();

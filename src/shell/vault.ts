@@ -4,7 +4,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { createLogger } from './log.ts';
-import { CATALOG_FILE, checkDataDir, readIdentity, writeIdentity } from './data-dir.ts';
+import { CATALOG_FILE, checkDataDir, nodeIdOf, readIdentity, writeIdentity } from './data-dir.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import type { NodeOptions } from './config.ts';
 import { KeyStore, KEY_DB_FILE, MASTER_KEY_FILE, loadOrCreateMasterKey } from '../format/keys.ts';
@@ -12,6 +12,9 @@ import { openBlockStore, resolveBlockStoreConfig } from '../../storage/open.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { StudyWriter } from '../../ingest/study.ts';
 import { IDENTITY_DB_FILE, SqliteIdentityStore, type IdentityStore } from '../identity/store.ts';
+import { GrantService } from '../grants/service.ts';
+import { GRANTS_DB_FILE, SqliteGrantStore, type GrantStore } from '../grants/store.ts';
+import { webauthnRpOf } from './api/patient.ts';
 
 export { BLOCKS_DIR, CATALOG_FILE } from './data-dir.ts';
 
@@ -22,13 +25,15 @@ export interface Vault {
   keys: KeyStore;
   /** Accounts, tokens, patients (identity.db). */
   identity: IdentityStore;
+  /** Patients' signed grants (grants.db), enforced only while their signatures verify. */
+  grants: GrantService;
   writer: StudyWriter;
   logger: Logger;
   close(): Promise<void>;
 }
 
 export async function openVault(
-  options: Pick<NodeOptions, 'dataDir' | 'chunkSize' | 'store'> & Partial<Pick<NodeOptions, 'blockStore'>>,
+  options: Pick<NodeOptions, 'dataDir' | 'chunkSize' | 'store'> & Partial<Pick<NodeOptions, 'blockStore' | 'publicUrl'>>,
   logger: Logger = createLogger('silent'),
 ): Promise<Vault> {
   // Everything the node writes (databases and their journals, blocks, keys, the chain's state)
@@ -64,10 +69,25 @@ export async function openVault(
     keys.close();
     throw err;
   }
+  let grantStore: GrantStore;
+  let grants: GrantService;
+  try {
+    grantStore = SqliteGrantStore.open(join(options.dataDir, GRANTS_DB_FILE));
+    // Passkeys are bound to the node's public origin: without an https --public-url (or localhost),
+    // grants signed with a passkey do not verify here, and key-file grants still do.
+    const rp = webauthnRpOf(options.publicUrl);
+    grants = new GrantService({ store: grantStore, identity, nodeId: nodeIdOf(options.dataDir), ...(rp !== undefined ? { webauthn: rp } : {}), logger });
+  } catch (err) {
+    identity.close();
+    catalog.close();
+    keys.close();
+    throw err;
+  }
   let store: BlockStore;
   try {
     store = await openBlockStore(options.blockStore ?? resolveBlockStoreConfig(options.store, options.dataDir));
   } catch (err) {
+    grantStore.close();
     identity.close();
     catalog.close();
     keys.close();
@@ -80,10 +100,12 @@ export async function openVault(
     catalog,
     keys,
     identity,
+    grants,
     writer,
     logger,
     async close() {
       await store.close?.();
+      grantStore.close();
       identity.close();
       catalog.close();
       keys.close();

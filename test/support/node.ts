@@ -112,7 +112,7 @@ export async function startTestApp(extra: Omit<TestNodeOptions, 'dataDir'> & { w
     catalog: vault.catalog,
     writer: vault.writer,
     chunkSize: options.chunkSize,
-    access: extra.access ?? new PatientControlPolicy({ identity: vault.identity, secureTransport: () => true }),
+    access: extra.access ?? new PatientControlPolicy({ identity: vault.identity, grants: vault.grants, secureTransport: () => true }),
     audit: extra.audit ?? logAuditSink(logger),
   });
   await app.listen({ host: '127.0.0.1', port: 0 });

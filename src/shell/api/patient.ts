@@ -34,7 +34,7 @@ import {
   verifyRegistrationResponse,
 } from '@simplewebauthn/server';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import type { AccessPolicy, AccessRouteConfig } from '../../access/policy.ts';
+import type { AccessPolicy } from '../../access/policy.ts';
 import { VaultError } from '../../core/errors.ts';
 import { canonicalBytes, canonicalJson } from '../../grants/canonical.ts';
 import { consentBundle, grantToConsent } from '../../grants/fhir.ts';
@@ -53,15 +53,6 @@ import {
 import { draftStatement, parseGrantee, parseUntil } from '../../grants/statement.ts';
 import { SHARE_CODE_MAX_TTL_MS } from '../../grants/store.ts';
 import type { IdentityStore } from '../../identity/store.ts';
-
-// @fastify/swagger adds optional fields to fastify's route config, which makes TypeScript check every
-// route's config against them (a "weak type"): the DICOMweb routes' `{ access }` (src/access) is named
-// here so that it still type-checks. It belongs beside AccessRouteConfig once this API is wired in.
-declare module 'fastify' {
-  interface FastifyContextConfig {
-    access?: AccessRouteConfig['access'];
-  }
-}
 
 /** A patient session lasts this long. 1 hour. */
 export const DEFAULT_SESSION_TTL_MS = 3_600_000;

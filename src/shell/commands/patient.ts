@@ -13,23 +13,22 @@
 // that needs the node's own API).
 import { accessSync, constants, existsSync } from 'node:fs';
 import { userInfo } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { PatientRef } from '../../catalog/scope.ts';
 import { VaultError } from '../../core/errors.ts';
 import { assertUid } from '../../dicom/uid.ts';
 import { consentBundle } from '../../grants/fhir.ts';
 import { DATA_TYPES, type DataType, GRANT_ACTIONS, type GrantAction, type GrantRecord } from '../../grants/model.ts';
-import { GrantService, type GrantCheck } from '../../grants/service.ts';
+import type { GrantCheck, GrantService } from '../../grants/service.ts';
 import { createKeyFile, type KeyFile, readKeyFile, signStatement } from '../../grants/signing.ts';
 import { draftStatement, granteeLabel, parseGrantee, parseUntil } from '../../grants/statement.ts';
-import { GRANTS_DB_FILE, SHARE_CODE_MAX_TTL_MS, SqliteGrantStore } from '../../grants/store.ts';
-import { IDENTITY_DB_FILE, type IdentityStore, SqliteIdentityStore } from '../../identity/store.ts';
+import { SHARE_CODE_MAX_TTL_MS } from '../../grants/store.ts';
+import type { IdentityStore } from '../../identity/store.ts';
 import type { NodeOptions } from '../config.ts';
-import { nodeIdOf } from '../data-dir.ts';
 import { createLogger } from '../log.ts';
 import { openVault } from '../vault.ts';
-import { webauthnRpOf, shareUrl } from '../api/patient.ts';
+import { shareUrl } from '../api/patient.ts';
 import { EXIT, nodeOptionsOf, stdio, withNodeFlags, type Io } from './io.ts';
 
 /** An enrollment code is good for this long unless told otherwise. 72 hours. */
@@ -46,18 +45,9 @@ async function withContext<T>(options: NodeOptions, fn: (ctx: PatientContext) =>
   const logger = createLogger('warn');
   // The same checks and the same node.json as every command that opens the data directory.
   const vault = await openVault(options, logger);
-  let identity: SqliteIdentityStore | undefined;
-  let store: SqliteGrantStore | undefined;
   try {
-    identity = SqliteIdentityStore.open(join(options.dataDir, IDENTITY_DB_FILE));
-    store = SqliteGrantStore.open(join(options.dataDir, GRANTS_DB_FILE));
-    const nodeId = nodeIdOf(options.dataDir);
-    const rp = webauthnRpOf(options.publicUrl);
-    const grants = new GrantService({ store, identity, nodeId, ...(rp !== undefined ? { webauthn: rp } : {}), logger });
-    return await fn({ identity, grants, nodeId, options });
+    return await fn({ identity: vault.identity, grants: vault.grants, nodeId: vault.grants.nodeId, options });
   } finally {
-    store?.close();
-    identity?.close();
     await vault.close();
   }
 }
