@@ -467,7 +467,7 @@ export class Catalog {
     if (attrs === undefined) {
       const row = this.#stmt('SELECT attributes FROM studies WHERE study_uid = ?').get(study) as { attributes: string } | undefined;
       attrs = row === undefined ? {} : (JSON.parse(row.attributes) as DicomJsonDataset);
-      if (visible !== undefined) attrs = this.#visibleStudy(attrs, study, visible);
+      if (visible !== undefined && !visible.wholeStudies) attrs = this.#visibleStudy(attrs, study, visible);
       cache.set(study, attrs);
     }
     return attrs;
@@ -479,7 +479,7 @@ export class Catalog {
     if (attrs === undefined) {
       const row = this.#stmt('SELECT attributes FROM series WHERE study_uid = ? AND series_uid = ?').get(study, series) as { attributes: string } | undefined;
       attrs = row === undefined ? {} : (JSON.parse(row.attributes) as DicomJsonDataset);
-      if (visible !== undefined) attrs = this.#visibleSeries(attrs, study, series, visible);
+      if (visible !== undefined && !visible.wholeSeries) attrs = this.#visibleSeries(attrs, study, series, visible);
       cache.set(key, attrs);
     }
     return attrs;
@@ -531,7 +531,10 @@ export class Catalog {
     ) as Array<{ study_uid: string; attributes: string }>;
     return rows.map((r) => {
       const attributes = JSON.parse(r.attributes) as DicomJsonDataset;
-      return { studyInstanceUID: r.study_uid, attributes: visible === undefined ? attributes : this.#visibleStudy(attributes, r.study_uid, visible) };
+      return {
+        studyInstanceUID: r.study_uid,
+        attributes: visible === undefined || visible.wholeStudies ? attributes : this.#visibleStudy(attributes, r.study_uid, visible),
+      };
     });
   }
 
@@ -554,7 +557,7 @@ export class Catalog {
       return {
         studyInstanceUID: r.study_uid,
         seriesInstanceUID: r.series_uid,
-        attributes: visible === undefined ? attributes : this.#visibleSeries(attributes, r.study_uid, r.series_uid, visible),
+        attributes: visible === undefined || visible.wholeSeries ? attributes : this.#visibleSeries(attributes, r.study_uid, r.series_uid, visible),
         studyAttributes: this.#studyAttributes(studies, r.study_uid, visible),
       };
     });
@@ -605,12 +608,14 @@ export class Catalog {
  * The attributes a scope changes, as SQL over the query's rows (study `s`, series `se`): what
  * QIDO matches ModalitiesInStudy=CT or NumberOfStudyRelatedInstances against when the caller
  * sees part of a study. Matching the stored values would tell a caller that a hidden CT exists.
+ * Where the scope shows studies (or series) whole, the stored values are the visible ones.
  */
 function visibleElements(visible: ScopeSql): ComputedElement {
   const seriesOfStudy = `FROM series cse WHERE cse.study_uid = s.study_uid AND cse.instance_count > 0 AND (${visible.series({ s: 's', se: 'cse' })})`;
   const instancesOfStudy = `FROM instances ci JOIN series cse ON cse.study_uid = ci.study_uid AND cse.series_uid = ci.series_uid
     WHERE ci.study_uid = s.study_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'cse', i: 'ci' })})`;
   return (tag) => {
+    if (visible.wholeStudies) return undefined;
     switch (tag) {
       case TAGS.ModalitiesInStudy:
         return `(SELECT json_object('vr', 'CS', 'Value', json_group_array(DISTINCT cse.modality)) ${seriesOfStudy} AND cse.modality IS NOT NULL)`;
@@ -621,6 +626,7 @@ function visibleElements(visible: ScopeSql): ComputedElement {
       case TAGS.NumberOfStudyRelatedInstances:
         return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) ${instancesOfStudy})))`;
       case TAGS.NumberOfSeriesRelatedInstances:
+        if (visible.wholeSeries) return undefined;
         return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) FROM instances ci
           WHERE ci.study_uid = se.study_uid AND ci.series_uid = se.series_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'se', i: 'ci' })}))))`;
       default:

@@ -51,6 +51,13 @@ const or = (conds: string[]): string => (conds.length === 0 ? '0' : conds.length
 export class ScopeSql {
   /** The named parameters every condition below refers to. */
   readonly params: Record<string, SQLInputValue> = {};
+  /**
+   * No clause looks below the study (patients and studies only: a patient's own studies): a
+   * visible study is visible whole, and its stored counts are its visible counts.
+   */
+  readonly wholeStudies: boolean;
+  /** No clause looks below the series (no kinds, no key object references): a visible series is visible whole. */
+  readonly wholeSeries: boolean;
   readonly #clauses: Clause[];
 
   constructor(scope: CatalogScope) {
@@ -77,6 +84,9 @@ export class ScopeSql {
       clause.instanceLevel = c.kinds !== undefined || clause.references;
       return clause;
     });
+    const live = this.#live();
+    this.wholeSeries = live.every((c) => !c.instanceLevel);
+    this.wholeStudies = this.wholeSeries && live.every((c) => c.series === undefined && c.modalities === undefined);
   }
 
   /** Whether a row of instance `a.i`, of series `a.se` and study `a.s` (all joined), is visible. */

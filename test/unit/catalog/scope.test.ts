@@ -246,6 +246,41 @@ describe('CatalogScope: counts and derived attributes over the visible instances
     catalog.close();
   });
 
+  it('whole studies keep their stored counts; beside a narrower clause, counts are what any clause shows', () => {
+    const catalog = seeded();
+    const whole = { modalities: ['CT', 'KO', 'MR', 'PR', 'SR'], sopClasses: [SOP.ct, SOP.mr, SOP.pr, SOP.sr, SOP.kos].sort(), series: 5, instances: 8 };
+    expect(studyCounts(catalog, STUDY.a, of({ patients: [{ id: 'P1', issuer: 'HOSP_A' }] }))).toEqual(whole);
+    expect(studyCounts(catalog, STUDY.a, of({ studies: [STUDY.a] }, { series: [SERIES.aMr] }))).toEqual(whole);
+    expect(studyCounts(catalog, STUDY.a, of({ studies: [STUDY.b] }, { series: [SERIES.aMr] }))).toEqual({
+      modalities: ['MR'],
+      sopClasses: [SOP.mr],
+      series: 1,
+      instances: 2,
+    });
+    expect(studyCounts(catalog, STUDY.b, of({ studies: [STUDY.b] }, { series: [SERIES.aMr] }))).toEqual({
+      modalities: ['CT'],
+      sopClasses: [SOP.ct],
+      series: 1,
+      instances: 2,
+    });
+    // Series shown whole (no kinds): their stored counts, also when matched.
+    const scope = of({ studies: [STUDY.a], modalities: ['CT', 'MR'] });
+    const counts = catalog.querySeries({ ...ALL, study: STUDY.a }, scope).map((r) => r.attributes[TAGS.NumberOfSeriesRelatedInstances]?.Value?.[0]);
+    expect(counts).toEqual([3, 2]);
+    const matching = catalog.querySeries(
+      { ...ALL, filters: [filter('NumberOfSeriesRelatedInstances', TAGS.NumberOfSeriesRelatedInstances, 'IS', '2')] },
+      scope,
+    );
+    expect(matching.map((r) => r.seriesInstanceUID)).toEqual([SERIES.aMr]);
+    expect(
+      catalog.queryStudies(
+        { ...ALL, filters: [filter('ModalitiesInStudy', TAGS.ModalitiesInStudy, 'CS', 'SR')] },
+        of({ patients: [{ id: 'P1', issuer: null }] }),
+      ).length,
+    ).toBe(1);
+    catalog.close();
+  });
+
   it('QIDO matches the visible modalities and counts, never the hidden ones', () => {
     const catalog = seeded();
     const scope = of({ series: [SERIES.aMr] });
