@@ -329,6 +329,42 @@ describe('CatalogScope: key object references follow the KOS', () => {
   });
 });
 
+describe('CatalogScope: a malformed key object selection', () => {
+  it('is stored, and only its well-formed references open anything', () => {
+    const catalog = seeded();
+    const kos = catalog.getInstance(a.ko)!;
+    const latest = catalog.latestVersion(STUDY.a)!;
+    const ref = (sop: unknown) => ({ '00081155': { vr: 'UI', Value: [sop] } });
+    const metadata = {
+      ...kos.metadata,
+      '0040A375': {
+        vr: 'SQ',
+        Value: [
+          'not an item',
+          7,
+          null,
+          { '00081115': { vr: 'SQ', Value: 'not a list' } },
+          {
+            '00081115': { vr: 'SQ', Value: [42, { '00081199': { vr: 'SQ', Value: [null, 'x', {}, ref(null), { '00081155': { vr: 'UI' } }, ref(a.mr[0])] } }] },
+          },
+          { '00081115': { vr: 'SQ' } },
+        ],
+      },
+    };
+    catalog.commitStudyVersion({
+      studyInstanceUID: STUDY.a,
+      version: latest.version + 1,
+      root: 'bafyroot-a-2',
+      prev: latest.root,
+      createdAt: latest.createdAt,
+      instances: [{ ...kos, metadata: metadata as typeof kos.metadata, layout: kos.layout, sha256: 'd'.repeat(64) }],
+    });
+    expect(visible(catalog, of({ referencedByKeyObjects: true }))).toEqual([a.mr[0]!]);
+    expect(visible(catalog, of({ kinds: ['key-object'] }))).toEqual([a.ko]);
+    catalog.close();
+  });
+});
+
 describe('CatalogScope: the migration from schema 1', () => {
   it('a catalog written before the scope columns is migrated on open and answers every scope as a new one does', () => {
     const dir = mkdtempSync(join(tmpdir(), 'scope-migration-'));
