@@ -98,8 +98,9 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE instances ADD COLUMN kind TEXT NOT NULL DEFAULT 'other' CHECK (kind IN ('image', 'report', 'key-object', 'other'));
   UPDATE instances SET kind = dv_instance_kind(sop_class_uid);
-  -- A study's or a series' instances of some kinds: from the index alone.
-  CREATE INDEX instances_current_kind ON instances (study_uid, series_uid, kind) WHERE current = 1;
+  -- Whether a series has instances of some kinds, and an instance's kind, from the index alone
+  -- (the column comes after metadata and layout in the row, past their overflow pages).
+  CREATE INDEX instances_current_kind ON instances (study_uid, series_uid, kind, sop_uid) WHERE current = 1;
 
   ALTER TABLE studies ADD COLUMN issuer TEXT;
   UPDATE studies SET issuer = nullif(trim(attributes ->> '$."00100021".Value[0]'), '');

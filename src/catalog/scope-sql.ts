@@ -91,7 +91,7 @@ export class ScopeSql {
 
   /** Whether a row of instance `a.i`, of series `a.se` and study `a.s` (all joined), is visible. */
   instance(a: InstanceAliases): string {
-    return or(this.#live().map((c) => and([...this.#studyConds(c, a.s), ...this.#seriesConds(c, a.se), ...this.#instanceConds(c, a.i)])));
+    return or(this.#live().map((c) => and([...this.#studyConds(c, a.s), ...this.#seriesConds(c, a.se), ...this.#instanceConds(c, a.i, 'row')])));
   }
 
   /** Whether series row `a.se` (its study row `a.s` joined) has a visible current instance. */
@@ -139,10 +139,24 @@ export class ScopeSql {
     return conds;
   }
 
-  #instanceConds(c: Clause, i: string): string[] {
+  /**
+   * The clause's instance-level condition on `i`: a row read from the table ('row'), or one read
+   * from the kind index ('index'). A row's kind is checked in the index too: kind is the table's
+   * last column, stored after metadata and layout, and reading it from the row would walk the
+   * row's overflow pages (+0.2 ms per instance whose metadata is 300 KB, measured).
+   */
+  #instanceConds(c: Clause, i: string, from: 'row' | 'index'): string[] {
     if (!c.instanceLevel) return [];
     const alternatives: string[] = [];
-    if (c.kinds !== undefined) alternatives.push(`${i}.kind IN (SELECT value FROM json_each(${c.kinds}))`);
+    if (c.kinds !== undefined) {
+      const kinds = `IN (SELECT value FROM json_each(${c.kinds}))`;
+      alternatives.push(
+        from === 'index'
+          ? `${i}.kind ${kinds}`
+          : `EXISTS (SELECT 1 FROM instances sc_k INDEXED BY instances_current_kind WHERE sc_k.study_uid = ${i}.study_uid` +
+              ` AND sc_k.series_uid = ${i}.series_uid AND sc_k.kind ${kinds} AND sc_k.sop_uid = ${i}.sop_uid AND sc_k.current = 1)`,
+      );
+    }
     if (c.references) {
       alternatives.push(`EXISTS (SELECT 1 FROM key_object_references sc_r WHERE sc_r.study_uid = ${i}.study_uid AND sc_r.referenced_sop_uid = ${i}.sop_uid)`);
     }
@@ -153,7 +167,8 @@ export class ScopeSql {
   #instancesOf(c: Clause, se: string): string[] {
     if (!c.instanceLevel) return [];
     return [
-      `EXISTS (SELECT 1 FROM instances sc_i WHERE sc_i.study_uid = ${se}.study_uid AND sc_i.series_uid = ${se}.series_uid AND sc_i.current = 1 AND ${and(this.#instanceConds(c, 'sc_i'))})`,
+      `EXISTS (SELECT 1 FROM instances sc_i INDEXED BY instances_current_kind WHERE sc_i.study_uid = ${se}.study_uid AND sc_i.series_uid = ${se}.series_uid` +
+        ` AND sc_i.current = 1 AND ${and(this.#instanceConds(c, 'sc_i', 'index'))})`,
     ];
   }
 }
