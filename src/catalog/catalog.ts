@@ -7,7 +7,14 @@
 // commitStudyVersion returns, the new version survives a power cut.
 //
 // The parts: schema.ts (migrations), records.ts (what goes in and out), derived.ts (study and
-// series attributes), columns.ts (keys to SQL), src/dicom/matching.ts (PS3.4 matching).
+// series attributes), columns.ts (keys to SQL), src/dicom/matching.ts (PS3.4 matching),
+// scope-sql.ts (what a CatalogScope lets a caller see, as SQL).
+//
+// Every read a request makes takes an optional CatalogScope (scope.ts): given, what it does not
+// cover reads exactly as what does not exist (undefined, [] or false), and the counts and
+// derived attributes of studies and series (NumberOf*Related*, ModalitiesInStudy,
+// SOPClassesInStudy) are those of the visible instances, in results and in matching alike.
+// Without one, the stored values are used and the SQL is that of an unscoped node.
 
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { VaultError } from '../core/errors.ts';
@@ -15,7 +22,8 @@ import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, transaction } fr
 import { TAGS } from '../dicom/attributes.ts';
 import { compileMatcher, matchElement, padMoment, type Matcher } from '../dicom/matching.ts';
 import type { DicomJsonDataset, DicomJsonElement, Tag } from '../dicom/model.ts';
-import { queryConditions } from './columns.ts';
+import { instanceKind } from '../dicom/sop-classes.ts';
+import { queryConditions, type ComputedElement } from './columns.ts';
 import { SERIES_PICK, STUDY_PICK, firstInteger, firstString, mergePicked, sortedDataset, withoutNulls } from './derived.ts';
 import { DEFAULT_LAYOUT_CACHE_BYTES, LayoutCache } from './layout-cache.ts';
 import {
@@ -37,7 +45,9 @@ import {
   type StudyVersion,
   type VersionRow,
 } from './records.ts';
-import { MIGRATIONS } from './schema.ts';
+import { INSERT_KOS_REFERENCES, MIGRATIONS } from './schema.ts';
+import type { CatalogScope } from './scope.ts';
+import { ScopeSql } from './scope-sql.ts';
 
 /** Default wait for another connection's write lock, in milliseconds. */
 export { DEFAULT_BUSY_TIMEOUT_MS };
@@ -51,6 +61,10 @@ export interface CatalogOptions {
 
 /** Compiled dv_match specs kept; the map is emptied when full. */
 const MATCHER_CACHE_LIMIT = 256;
+
+/** An instance row `i` with its series `se` and study `s`, as scope conditions need them. */
+const ROWS = { s: 's', se: 'se', i: 'i' } as const;
+const SCOPE_JOINS = 'JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid';
 
 export class Catalog {
   readonly #db: DatabaseSync;
@@ -68,6 +82,7 @@ export class Catalog {
       path: options.path,
       what: 'catalog',
       migrations: MIGRATIONS,
+      functions: { dv_instance_kind: (uid: unknown) => instanceKind(String(uid)) },
       ...(options.busyTimeoutMs !== undefined ? { busyTimeoutMs: options.busyTimeoutMs } : {}),
     });
     const catalog = new Catalog(db);
@@ -100,21 +115,46 @@ export class Catalog {
 
   // -- reads ------------------------------------------------------------------------------
 
-  getInstance(sopInstanceUID: string, scope: { study?: string; series?: string } = {}): CatalogInstance | undefined {
+  getInstance(sopInstanceUID: string, where: { study?: string; series?: string } = {}, scope?: CatalogScope): CatalogInstance | undefined {
     const params: SQLInputValue[] = [sopInstanceUID];
+    const visible = scope === undefined ? undefined : new ScopeSql(scope);
     // Metadata and layout are read only when used (a frame request needs the layout alone, and
     // that from the cache after the first frame).
-    let sql = `SELECT ${INSTANCE_KEY_COLUMNS} FROM instances i WHERE i.sop_uid = ? AND i.current = 1`;
-    if (scope.study !== undefined) {
+    let sql =
+      visible === undefined
+        ? `SELECT ${INSTANCE_KEY_COLUMNS} FROM instances i WHERE i.sop_uid = ? AND i.current = 1`
+        : `SELECT ${INSTANCE_KEY_COLUMNS} FROM instances i ${SCOPE_JOINS} WHERE i.sop_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})`;
+    if (where.study !== undefined) {
       sql += ' AND i.study_uid = ?';
-      params.push(scope.study);
+      params.push(where.study);
     }
-    if (scope.series !== undefined) {
+    if (where.series !== undefined) {
       sql += ' AND i.series_uid = ?';
-      params.push(scope.series);
+      params.push(where.series);
     }
-    const row = this.#stmt(`${sql} ORDER BY i.id DESC LIMIT 1`).get(...params) as KeyRow | undefined;
+    const statement = this.#stmt(`${sql} ORDER BY i.id DESC LIMIT 1`);
+    const row = (visible === undefined ? statement.get(...params) : statement.get(visible.params, ...params)) as KeyRow | undefined;
     return row === undefined ? undefined : this.#readLater(row);
+  }
+
+  /**
+   * The SOP Instance UIDs of the current instances `where` names that `scope` covers: for a
+   * response that sends some instances' bulk data and others' attributes only.
+   */
+  visibleInstances(where: { study: string; series?: string; instance?: string }, scope: CatalogScope): Set<string> {
+    const visible = new ScopeSql(scope);
+    const params: SQLInputValue[] = [where.study];
+    let sql = `SELECT i.sop_uid FROM instances i ${SCOPE_JOINS} WHERE i.current = 1 AND i.study_uid = ? AND (${visible.instance(ROWS)})`;
+    if (where.series !== undefined) {
+      sql += ' AND i.series_uid = ?';
+      params.push(where.series);
+    }
+    if (where.instance !== undefined) {
+      sql += ' AND i.sop_uid = ?';
+      params.push(where.instance);
+    }
+    const rows = this.#stmt(sql).all(visible.params, ...params) as unknown as Array<{ sop_uid: string }>;
+    return new Set(rows.map((r) => r.sop_uid));
   }
 
   /** An instance whose metadata and layout are read from its row when first used. */
@@ -140,13 +180,16 @@ export class Catalog {
     return rows.map((r) => ({ instance: toInstance(r), version: r.version, replacedIn: r.replaced_in }));
   }
 
-  latestVersion(studyInstanceUID: string): StudyVersion | undefined {
+  /** The study's newest version; a study `scope` does not show has none. */
+  latestVersion(studyInstanceUID: string, scope?: CatalogScope): StudyVersion | undefined {
+    if (scope !== undefined && !this.hasStudy(studyInstanceUID, scope)) return undefined;
     const row = this.#stmt('SELECT * FROM study_versions WHERE study_uid = ? ORDER BY version DESC LIMIT 1').get(studyInstanceUID) as VersionRow | undefined;
     return row === undefined ? undefined : toVersion(row);
   }
 
-  /** All versions, oldest first. */
-  versions(studyInstanceUID: string): StudyVersion[] {
+  /** All versions, oldest first; a study `scope` does not show has none. */
+  versions(studyInstanceUID: string, scope?: CatalogScope): StudyVersion[] {
+    if (scope !== undefined && !this.hasStudy(studyInstanceUID, scope)) return [];
     const rows = this.#stmt('SELECT * FROM study_versions WHERE study_uid = ? ORDER BY version').all(studyInstanceUID) as unknown as VersionRow[];
     return rows.map(toVersion);
   }
@@ -157,30 +200,50 @@ export class Catalog {
    * for callers that send the bytes (a multi-frame instance's metadata can be half a MiB of JSON;
    * reading it for a 16-instance study cost ~80 ms before a WADO response's first byte).
    */
-  listInstances(scope: { study: string; series?: string }, options: { metadata?: boolean } = {}): CatalogInstance[] {
-    const params: SQLInputValue[] = [scope.study];
-    let where = 'i.current = 1 AND i.study_uid = ?';
-    if (scope.series !== undefined) {
-      where += ' AND i.series_uid = ?';
-      params.push(scope.series);
+  listInstances(where: { study: string; series?: string }, options: { metadata?: boolean } = {}, scope?: CatalogScope): CatalogInstance[] {
+    const params: SQLInputValue[] = [where.study];
+    const visible = scope === undefined ? undefined : new ScopeSql(scope);
+    let conds = 'i.current = 1 AND i.study_uid = ?';
+    if (where.series !== undefined) {
+      conds += ' AND i.series_uid = ?';
+      params.push(where.series);
     }
+    if (visible !== undefined) conds += ` AND (${visible.instance(ROWS)})`;
     const eager = options.metadata !== false;
-    const rows = this.#stmt(
+    const statement = this.#stmt(
       `SELECT ${eager ? INSTANCE_COLUMNS : INSTANCE_KEY_COLUMNS} FROM instances i
        LEFT JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid
-       WHERE ${where}
+       ${visible === undefined ? '' : 'JOIN studies s ON s.study_uid = i.study_uid'}
+       WHERE ${conds}
        ORDER BY se.series_number NULLS LAST, i.series_uid, i.instance_number NULLS LAST, i.sop_uid`,
-    ).all(...params) as unknown[];
+    );
+    const rows = (visible === undefined ? statement.all(...params) : statement.all(visible.params, ...params)) as unknown[];
     return eager ? (rows as InstanceRow[]).map(toInstance) : (rows as KeyRow[]).map((r) => this.#readLater(r));
   }
 
-  hasStudy(studyInstanceUID: string): boolean {
-    return this.#stmt('SELECT 1 FROM studies WHERE study_uid = ? AND instance_count > 0').get(studyInstanceUID) !== undefined;
+  /** Whether the study has current instances (that `scope` shows). */
+  hasStudy(studyInstanceUID: string, scope?: CatalogScope): boolean {
+    if (scope === undefined) return this.#stmt('SELECT 1 FROM studies WHERE study_uid = ? AND instance_count > 0').get(studyInstanceUID) !== undefined;
+    const visible = new ScopeSql(scope);
+    return (
+      this.#stmt(`SELECT 1 FROM studies s WHERE s.study_uid = ? AND s.instance_count > 0 AND (${visible.study('s')})`).get(visible.params, studyInstanceUID) !==
+      undefined
+    );
   }
 
-  hasSeries(studyInstanceUID: string, seriesInstanceUID: string): boolean {
+  /** Whether the series has current instances (that `scope` shows). */
+  hasSeries(studyInstanceUID: string, seriesInstanceUID: string, scope?: CatalogScope): boolean {
+    if (scope === undefined) {
+      return (
+        this.#stmt('SELECT 1 FROM series WHERE study_uid = ? AND series_uid = ? AND instance_count > 0').get(studyInstanceUID, seriesInstanceUID) !== undefined
+      );
+    }
+    const visible = new ScopeSql(scope);
     return (
-      this.#stmt('SELECT 1 FROM series WHERE study_uid = ? AND series_uid = ? AND instance_count > 0').get(studyInstanceUID, seriesInstanceUID) !== undefined
+      this.#stmt(
+        `SELECT 1 FROM series se JOIN studies s ON s.study_uid = se.study_uid
+         WHERE se.study_uid = ? AND se.series_uid = ? AND se.instance_count > 0 AND (${visible.series(ROWS)})`,
+      ).get(visible.params, studyInstanceUID, seriesInstanceUID) !== undefined
     );
   }
 
@@ -239,36 +302,53 @@ export class Catalog {
       const studyAttrs: DicomJsonDataset = studyRow === undefined ? {} : (JSON.parse(studyRow.attributes) as DicomJsonDataset);
 
       const touchedSeries = new Map<string, DicomJsonDataset>(); // series UID -> incoming attributes
-      const findCurrent = this.#stmt('SELECT id, sha256, series_uid FROM instances WHERE sop_uid = ? AND study_uid = ? AND current = 1');
+      const findCurrent = this.#stmt('SELECT id, sha256, series_uid, kind FROM instances WHERE sop_uid = ? AND study_uid = ? AND current = 1');
       const retire = this.#stmt('UPDATE instances SET current = 0, replaced_in = ? WHERE id = ?');
       const refresh = this.#stmt(
-        `UPDATE instances SET node_cid = ?, size = ?, sop_class_uid = ?, transfer_syntax_uid = ?, instance_number = ?,
+        `UPDATE instances SET node_cid = ?, size = ?, sop_class_uid = ?, kind = ?, transfer_syntax_uid = ?, instance_number = ?,
            metadata = ?, layout = ?, version = ? WHERE id = ?`,
       );
       const insert = this.#stmt(
-        `INSERT INTO instances (study_uid, series_uid, sop_uid, sop_class_uid, transfer_syntax_uid, instance_number,
+        `INSERT INTO instances (study_uid, series_uid, sop_uid, sop_class_uid, kind, transfer_syntax_uid, instance_number,
            size, sha256, node_cid, metadata, layout, version, current)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
       );
+      const forgetReferences = this.#stmt('DELETE FROM key_object_references WHERE study_uid = ? AND kos_sop_uid = ?');
+      const recordReferences = this.#stmt(`${INSERT_KOS_REFERENCES} AND i.id = ?`);
       for (const inst of input.instances) {
         const metadata = inst.metadata;
-        const existing = findCurrent.get(inst.sopInstanceUID, study) as { id: number; sha256: string; series_uid: string } | undefined;
+        const existing = findCurrent.get(inst.sopInstanceUID, study) as { id: number; sha256: string; series_uid: string; kind: string } | undefined;
         const instanceNumber = firstInteger(metadata, TAGS.InstanceNumber);
         const metadataText = JSON.stringify(metadata);
         const layoutText = JSON.stringify(inst.layout);
+        const kind = instanceKind(inst.sopClassUID);
+        let id: number | bigint;
         if (existing !== undefined && existing.sha256 === inst.sha256 && existing.series_uid === inst.seriesInstanceUID) {
           // Same bytes again (e.g. a retried STOW): point at the newest DAG node, no history.
-          refresh.run(inst.nodeCid, inst.size, inst.sopClassUID, inst.transferSyntaxUID, instanceNumber, metadataText, layoutText, input.version, existing.id);
+          refresh.run(
+            inst.nodeCid,
+            inst.size,
+            inst.sopClassUID,
+            kind,
+            inst.transferSyntaxUID,
+            instanceNumber,
+            metadataText,
+            layoutText,
+            input.version,
+            existing.id,
+          );
+          id = existing.id;
         } else {
           if (existing !== undefined) {
             retire.run(input.version, existing.id);
             if (!touchedSeries.has(existing.series_uid)) touchedSeries.set(existing.series_uid, {});
           }
-          insert.run(
+          id = insert.run(
             study,
             inst.seriesInstanceUID,
             inst.sopInstanceUID,
             inst.sopClassUID,
+            kind,
             inst.transferSyntaxUID,
             instanceNumber,
             inst.size,
@@ -277,8 +357,11 @@ export class Catalog {
             metadataText,
             layoutText,
             input.version,
-          );
+          ).lastInsertRowid;
         }
+        // A key object selection's references are those of its current bytes.
+        if (kind === 'key-object' || existing?.kind === 'key-object') forgetReferences.run(study, inst.sopInstanceUID);
+        if (kind === 'key-object') recordReferences.run(id);
         mergePicked(studyAttrs, metadata, STUDY_PICK);
         let seriesAttrs = touchedSeries.get(inst.seriesInstanceUID);
         if (seriesAttrs === undefined) {
@@ -364,10 +447,11 @@ export class Catalog {
     const date = firstString(attrs, TAGS.StudyDate);
     const time = firstString(attrs, TAGS.StudyTime);
     this.#stmt(
-      `UPDATE studies SET patient_id = ?, study_date = ?, study_time = ?, accession_number = ?,
+      `UPDATE studies SET patient_id = ?, issuer = ?, study_date = ?, study_time = ?, accession_number = ?,
          series_count = ?, instance_count = ?, attributes = ? WHERE study_uid = ?`,
     ).run(
       firstString(attrs, TAGS.PatientID),
+      firstString(attrs, TAGS.IssuerOfPatientID),
       date === null ? null : (padMoment('DA', date, false) ?? null),
       time === null ? null : (padMoment('TM', time, false) ?? time),
       firstString(attrs, TAGS.AccessionNumber),
@@ -381,72 +465,127 @@ export class Catalog {
 
   // -- QIDO queries -----------------------------------------------------------------------
 
-  #studyAttributes(cache: Map<string, DicomJsonDataset>, study: string): DicomJsonDataset {
+  #studyAttributes(cache: Map<string, DicomJsonDataset>, study: string, visible?: ScopeSql): DicomJsonDataset {
     let attrs = cache.get(study);
     if (attrs === undefined) {
       const row = this.#stmt('SELECT attributes FROM studies WHERE study_uid = ?').get(study) as { attributes: string } | undefined;
       attrs = row === undefined ? {} : (JSON.parse(row.attributes) as DicomJsonDataset);
+      if (visible !== undefined && !visible.wholeStudies) attrs = this.#visibleStudy(attrs, study, visible);
       cache.set(study, attrs);
     }
     return attrs;
   }
 
-  #seriesAttributes(cache: Map<string, DicomJsonDataset>, study: string, series: string): DicomJsonDataset {
+  #seriesAttributes(cache: Map<string, DicomJsonDataset>, study: string, series: string, visible?: ScopeSql): DicomJsonDataset {
     const key = `${study}/${series}`;
     let attrs = cache.get(key);
     if (attrs === undefined) {
       const row = this.#stmt('SELECT attributes FROM series WHERE study_uid = ? AND series_uid = ?').get(study, series) as { attributes: string } | undefined;
       attrs = row === undefined ? {} : (JSON.parse(row.attributes) as DicomJsonDataset);
+      if (visible !== undefined && !visible.wholeSeries) attrs = this.#visibleSeries(attrs, study, series, visible);
       cache.set(key, attrs);
     }
     return attrs;
   }
 
-  /** Studies matching all filters, most recent StudyDate/StudyTime first. */
-  queryStudies(query: CatalogQuery): StudyRecord[] {
-    const params: SQLInputValue[] = [];
-    const where = queryConditions('study', query, params);
+  /** A study's attributes with ModalitiesInStudy, SOPClassesInStudy and its counts over the instances `visible` shows. */
+  #visibleStudy(attrs: DicomJsonDataset, study: string, visible: ScopeSql): DicomJsonDataset {
     const rows = this.#stmt(
-      `SELECT s.study_uid, s.attributes FROM studies s WHERE s.instance_count > 0 ${where}
-       ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid LIMIT ? OFFSET ?`,
-    ).all(...params, query.limit, query.offset) as unknown as Array<{ study_uid: string; attributes: string }>;
-    return rows.map((r) => ({ studyInstanceUID: r.study_uid, attributes: JSON.parse(r.attributes) as DicomJsonDataset }));
+      `SELECT i.series_uid, se.modality, i.sop_class_uid, count(*) AS n FROM instances i ${SCOPE_JOINS}
+       WHERE i.study_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})
+       GROUP BY i.series_uid, i.sop_class_uid`,
+    ).all(visible.params, study) as unknown as Array<{ series_uid: string; modality: string | null; sop_class_uid: string; n: number }>;
+    const modalities = [...new Set(rows.flatMap((r) => (r.modality === null ? [] : [r.modality])))].sort();
+    return {
+      ...attrs,
+      [TAGS.ModalitiesInStudy]: modalities.length > 0 ? { vr: 'CS', Value: modalities } : { vr: 'CS' },
+      [TAGS.SOPClassesInStudy]: { vr: 'UI', Value: [...new Set(rows.map((r) => r.sop_class_uid))].sort() },
+      [TAGS.NumberOfStudyRelatedSeries]: { vr: 'IS', Value: [new Set(rows.map((r) => r.series_uid)).size] },
+      [TAGS.NumberOfStudyRelatedInstances]: { vr: 'IS', Value: [rows.reduce((n, r) => n + r.n, 0)] },
+    };
   }
 
-  /** Series matching all filters (study keys match the series' study), by study, SeriesNumber. */
-  querySeries(query: CatalogQuery): SeriesRecord[] {
+  /** A series' attributes with NumberOfSeriesRelatedInstances over the instances `visible` shows. */
+  #visibleSeries(attrs: DicomJsonDataset, study: string, series: string, visible: ScopeSql): DicomJsonDataset {
+    const { n } = this.#stmt(
+      `SELECT count(*) AS n FROM instances i ${SCOPE_JOINS}
+       WHERE i.study_uid = ? AND i.series_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})`,
+    ).get(visible.params, study, series) as { n: number };
+    return { ...attrs, [TAGS.NumberOfSeriesRelatedInstances]: { vr: 'IS', Value: [n] } };
+  }
+
+  /** Runs a query statement, with the scope's named parameters first when there is one. */
+  #all(sql: string, visible: ScopeSql | undefined, params: SQLInputValue[]): unknown[] {
+    const statement = this.#stmt(sql);
+    return visible === undefined ? statement.all(...params) : statement.all(visible.params, ...params);
+  }
+
+  /** Studies matching all filters (and shown by `scope`), most recent StudyDate/StudyTime first. */
+  queryStudies(query: CatalogQuery, scope?: CatalogScope): StudyRecord[] {
+    const visible = scope === undefined ? undefined : new ScopeSql(scope);
     const params: SQLInputValue[] = [];
-    const where = queryConditions('series', query, params);
-    const rows = this.#stmt(
+    const where = queryConditions('study', query, params, visible && visibleElements(visible));
+    const rows = this.#all(
+      `SELECT s.study_uid, s.attributes FROM studies s WHERE s.instance_count > 0 ${where}
+       ${visible === undefined ? '' : `AND (${visible.study('s')})`}
+       ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid LIMIT ? OFFSET ?`,
+      visible,
+      [...params, query.limit, query.offset],
+    ) as Array<{ study_uid: string; attributes: string }>;
+    return rows.map((r) => {
+      const attributes = JSON.parse(r.attributes) as DicomJsonDataset;
+      return {
+        studyInstanceUID: r.study_uid,
+        attributes: visible === undefined || visible.wholeStudies ? attributes : this.#visibleStudy(attributes, r.study_uid, visible),
+      };
+    });
+  }
+
+  /** Series matching all filters (study keys match the series' study; shown by `scope`), by study, SeriesNumber. */
+  querySeries(query: CatalogQuery, scope?: CatalogScope): SeriesRecord[] {
+    const visible = scope === undefined ? undefined : new ScopeSql(scope);
+    const params: SQLInputValue[] = [];
+    const where = queryConditions('series', query, params, visible && visibleElements(visible));
+    const rows = this.#all(
       `SELECT se.study_uid, se.series_uid, se.attributes FROM series se JOIN studies s ON s.study_uid = se.study_uid
        WHERE se.instance_count > 0 ${where}
+       ${visible === undefined ? '' : `AND (${visible.series(ROWS)})`}
        ORDER BY se.study_uid, se.series_number NULLS LAST, se.series_uid LIMIT ? OFFSET ?`,
-    ).all(...params, query.limit, query.offset) as unknown as Array<{ study_uid: string; series_uid: string; attributes: string }>;
+      visible,
+      [...params, query.limit, query.offset],
+    ) as Array<{ study_uid: string; series_uid: string; attributes: string }>;
     const studies = new Map<string, DicomJsonDataset>();
-    return rows.map((r) => ({
-      studyInstanceUID: r.study_uid,
-      seriesInstanceUID: r.series_uid,
-      attributes: JSON.parse(r.attributes) as DicomJsonDataset,
-      studyAttributes: this.#studyAttributes(studies, r.study_uid),
-    }));
+    return rows.map((r) => {
+      const attributes = JSON.parse(r.attributes) as DicomJsonDataset;
+      return {
+        studyInstanceUID: r.study_uid,
+        seriesInstanceUID: r.series_uid,
+        attributes: visible === undefined || visible.wholeSeries ? attributes : this.#visibleSeries(attributes, r.study_uid, r.series_uid, visible),
+        studyAttributes: this.#studyAttributes(studies, r.study_uid, visible),
+      };
+    });
   }
 
-  /** Current instances matching all filters, in listInstances order. */
-  queryInstances(query: CatalogQuery): InstanceRecord[] {
+  /** Current instances matching all filters (and shown by `scope`), in listInstances order. */
+  queryInstances(query: CatalogQuery, scope?: CatalogScope): InstanceRecord[] {
+    const visible = scope === undefined ? undefined : new ScopeSql(scope);
     const params: SQLInputValue[] = [];
-    const where = queryConditions('instance', query, params);
+    const where = queryConditions('instance', query, params, visible && visibleElements(visible));
     const fields = query.instanceFields;
     // json_object(tag, metadata -> path, ...) keeps each element's JSON; absent ones are null.
     const metadataColumn = fields === undefined ? 'i.metadata' : `json_object(${fields.map(() => '?, i.metadata -> ?').join(', ')})`;
     const fieldParams: SQLInputValue[] = fields === undefined ? [] : fields.flatMap((tag) => [tag, `$."${tag}"`]);
-    const rows = this.#stmt(
+    const rows = this.#all(
       `SELECT i.study_uid, i.series_uid, i.sop_uid, i.transfer_syntax_uid, ${metadataColumn} AS metadata FROM instances i
        JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid
        JOIN studies s ON s.study_uid = i.study_uid
        WHERE i.current = 1 ${where}
+       ${visible === undefined ? '' : `AND (${visible.instance(ROWS)})`}
        ORDER BY i.study_uid, se.series_number NULLS LAST, i.series_uid, i.instance_number NULLS LAST, i.sop_uid
        LIMIT ? OFFSET ?`,
-    ).all(...fieldParams, ...params, query.limit, query.offset) as unknown as Array<{
+      visible,
+      [...fieldParams, ...params, query.limit, query.offset],
+    ) as Array<{
       study_uid: string;
       series_uid: string;
       sop_uid: string;
@@ -462,8 +601,39 @@ export class Catalog {
       transferSyntaxUID: r.transfer_syntax_uid,
       metadata:
         fields === undefined ? (JSON.parse(r.metadata) as DicomJsonDataset) : withoutNulls(JSON.parse(r.metadata) as Record<Tag, DicomJsonElement | null>),
-      seriesAttributes: this.#seriesAttributes(series, r.study_uid, r.series_uid),
-      studyAttributes: this.#studyAttributes(studies, r.study_uid),
+      seriesAttributes: this.#seriesAttributes(series, r.study_uid, r.series_uid, visible),
+      studyAttributes: this.#studyAttributes(studies, r.study_uid, visible),
     }));
   }
+}
+
+/**
+ * The attributes a scope changes, as SQL over the query's rows (study `s`, series `se`): what
+ * QIDO matches ModalitiesInStudy=CT or NumberOfStudyRelatedInstances against when the caller
+ * sees part of a study. Matching the stored values would tell a caller that a hidden CT exists.
+ * Where the scope shows studies (or series) whole, the stored values are the visible ones.
+ */
+function visibleElements(visible: ScopeSql): ComputedElement {
+  const seriesOfStudy = `FROM series cse WHERE cse.study_uid = s.study_uid AND cse.instance_count > 0 AND (${visible.series({ s: 's', se: 'cse' })})`;
+  const instancesOfStudy = `FROM instances ci JOIN series cse ON cse.study_uid = ci.study_uid AND cse.series_uid = ci.series_uid
+    WHERE ci.study_uid = s.study_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'cse', i: 'ci' })})`;
+  return (tag) => {
+    if (visible.wholeStudies) return undefined;
+    switch (tag) {
+      case TAGS.ModalitiesInStudy:
+        return `(SELECT json_object('vr', 'CS', 'Value', json_group_array(DISTINCT cse.modality)) ${seriesOfStudy} AND cse.modality IS NOT NULL)`;
+      case TAGS.SOPClassesInStudy:
+        return `(SELECT json_object('vr', 'UI', 'Value', json_group_array(DISTINCT ci.sop_class_uid)) ${instancesOfStudy})`;
+      case TAGS.NumberOfStudyRelatedSeries:
+        return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) ${seriesOfStudy})))`;
+      case TAGS.NumberOfStudyRelatedInstances:
+        return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) ${instancesOfStudy})))`;
+      case TAGS.NumberOfSeriesRelatedInstances:
+        if (visible.wholeSeries) return undefined;
+        return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) FROM instances ci
+          WHERE ci.study_uid = se.study_uid AND ci.series_uid = se.series_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'se', i: 'ci' })}))))`;
+      default:
+        return undefined;
+    }
+  };
 }

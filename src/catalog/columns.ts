@@ -93,11 +93,19 @@ function attributeColumn(filter: AttributeFilter, level: QueryLevel): string {
 }
 
 /**
+ * An SQL expression giving the DICOM JSON element of `tag` for the rows of a query, in place of
+ * the stored one; undefined: the stored one. A scoped query matches the counts and
+ * ModalitiesInStudy over what its caller may see, not over the whole study.
+ */
+export type ComputedElement = (tag: Tag) => string | undefined;
+
+/**
  * The WHERE conditions of a query at `level` (after 'AND'), its values appended to `params`.
  * A key with an indexed column at or above the level is matched on the column when the column
- * can answer it exactly; every other key through dv_match on the stored JSON.
+ * can answer it exactly; every other key through dv_match on the stored JSON (or on the
+ * element `computed` gives for it).
  */
-export function queryConditions(level: QueryLevel, query: CatalogQuery, params: SQLInputValue[]): string {
+export function queryConditions(level: QueryLevel, query: CatalogQuery, params: SQLInputValue[], computed?: ComputedElement): string {
   const conds: string[] = [];
   if (query.study !== undefined) {
     conds.push(level === 'study' ? 's.study_uid = ?' : level === 'series' ? 'se.study_uid = ?' : 'i.study_uid = ?');
@@ -118,6 +126,12 @@ export function queryConditions(level: QueryLevel, query: CatalogQuery, params: 
         conds.push(cond);
         continue;
       }
+    }
+    const element = computed?.(filter.tag);
+    if (element !== undefined) {
+      conds.push(`dv_match(?, ${element}) = 1`);
+      params.push(JSON.stringify([filter.vr, filter.value]));
+      continue;
     }
     conds.push(`dv_match(?, json_extract(${jsonColumn}, ?)) = 1`);
     params.push(JSON.stringify([filter.vr, filter.value]), `$."${filter.tag}"`);

@@ -1,6 +1,27 @@
 // The catalog's SQLite schema. Studies, series and instances carry the attributes QIDO-RS
 // answers with (as DICOM JSON text) and a few indexed columns for common keys (columns.ts);
-// study_versions holds every DAG root, anchor_queue the roots still to be anchored.
+// study_versions holds every DAG root, anchor_queue the roots still to be anchored. What a
+// CatalogScope filters on (scope.ts) has columns of its own: each instance's kind, each study's
+// Issuer of Patient ID, and key_object_references, the instances each key object selection names.
+
+/**
+ * The references of key object selections, as rows of key_object_references, for the current
+ * instances `i` that the caller's WHERE (appended) picks: each SOP Instance UID in Current
+ * Requested Procedure Evidence Sequence > Referenced Series Sequence > Referenced SOP Sequence
+ * (PS3.3 C.17.2) of the instance's DICOM JSON metadata. Evidence items naming another study are
+ * passed over: a reference opens instances of the selection's own study only. The CASEs keep
+ * json_each and ->> to items that are objects, whatever a malformed file put in the sequence.
+ */
+export const INSERT_KOS_REFERENCES = `
+  INSERT OR IGNORE INTO key_object_references (study_uid, kos_sop_uid, referenced_sop_uid)
+  SELECT i.study_uid, i.sop_uid, CASE WHEN sop.type = 'object' THEN sop.value ->> '$."00081155".Value[0]' END
+  FROM instances i,
+    json_each(i.metadata, '$."0040A375".Value') ev,
+    json_each(CASE WHEN ev.type = 'object' THEN ev.value END, '$."00081115".Value') rs,
+    json_each(CASE WHEN rs.type = 'object' THEN rs.value END, '$."00081199".Value') sop
+  WHERE CASE WHEN sop.type = 'object' THEN sop.value ->> '$."00081155".Value[0]' END IS NOT NULL
+    AND coalesce(CASE WHEN ev.type = 'object' THEN ev.value ->> '$."0020000D".Value[0]' END, i.study_uid) = i.study_uid
+    AND i.current = 1`;
 
 /** MIGRATIONS[n] takes the schema from user_version n to n + 1. Append only. */
 export const MIGRATIONS: readonly string[] = [
@@ -71,6 +92,31 @@ export const MIGRATIONS: readonly string[] = [
     version     INTEGER NOT NULL,
     enqueued_at TEXT NOT NULL
   ) STRICT;
+  `,
+  // 2: what a CatalogScope filters on. dv_instance_kind is src/dicom/sop-classes.ts's
+  // instanceKind, registered by Catalog.open before the migrations run.
+  `
+  ALTER TABLE instances ADD COLUMN kind TEXT NOT NULL DEFAULT 'other' CHECK (kind IN ('image', 'report', 'key-object', 'other'));
+  UPDATE instances SET kind = dv_instance_kind(sop_class_uid);
+  -- Whether a series has instances of some kinds, and an instance's kind, from the index alone
+  -- (the column comes after metadata and layout in the row, past their overflow pages).
+  CREATE INDEX instances_current_kind ON instances (study_uid, series_uid, kind, sop_uid) WHERE current = 1;
+
+  ALTER TABLE studies ADD COLUMN issuer TEXT;
+  UPDATE studies SET issuer = nullif(trim(attributes ->> '$."00100021".Value[0]'), '');
+  DROP INDEX studies_patient_id;
+  CREATE INDEX studies_patient ON studies (patient_id, issuer);
+
+  -- The instances each current key object selection references, by study: rows of a selection
+  -- are replaced whenever it is stored again.
+  CREATE TABLE key_object_references (
+    study_uid          TEXT NOT NULL,
+    kos_sop_uid        TEXT NOT NULL,
+    referenced_sop_uid TEXT NOT NULL,
+    PRIMARY KEY (study_uid, referenced_sop_uid, kos_sop_uid)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX key_object_references_kos ON key_object_references (study_uid, kos_sop_uid);
+  ${INSERT_KOS_REFERENCES} AND i.kind = 'key-object';
   `,
 ];
 

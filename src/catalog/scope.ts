@@ -3,6 +3,8 @@
 // A scope is a list of clauses, any of which makes an instance visible; within a clause every
 // given field must match. An empty list of clauses shows nothing; no scope at all shows everything.
 
+import type { InstanceKind } from '../dicom/sop-classes.ts';
+
 /** A patient as the catalog knows them: Patient ID, and Issuer of Patient ID when it is recorded. */
 export interface PatientRef {
   id: string;
@@ -10,8 +12,8 @@ export interface PatientRef {
   issuer: string | null;
 }
 
-/** What kind of object an instance is, by its SOP Class (src/dicom/sop-classes.ts). */
-export type InstanceKind = 'image' | 'report' | 'key-object' | 'other';
+/** What kind of object an instance is, by its SOP Class (defined in src/dicom/sop-classes.ts). */
+export type { InstanceKind } from '../dicom/sop-classes.ts';
 
 export interface ScopeClause {
   /** Studies of these patients. */

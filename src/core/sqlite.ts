@@ -2,7 +2,7 @@
 // WAL, synchronous=FULL (an answer means durable), foreign keys, a busy timeout for a second
 // process (a CLI next to the server), and schema migrations applied in order. Each keeps its
 // prepared statements in a StatementCache and writes through transaction().
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { DatabaseSync, type SQLOutputValue, type StatementSync } from 'node:sqlite';
 import { VaultError } from './errors.ts';
 
 /** How long a writer waits for another process's lock. Default 5,000 ms. */
@@ -17,6 +17,8 @@ export interface OpenDatabaseOptions {
   busyTimeoutMs?: number;
   /** Extra PRAGMAs, e.g. 'secure_delete = ON'. */
   pragmas?: readonly string[];
+  /** Deterministic SQL functions, registered before the migrations run (a migration may fill a column with one). */
+  functions?: Readonly<Record<string, (...args: never[]) => SQLOutputValue>>;
 }
 
 export function openDatabase(options: OpenDatabaseOptions): DatabaseSync {
@@ -32,6 +34,8 @@ export function openDatabase(options: OpenDatabaseOptions): DatabaseSync {
     db.exec('PRAGMA journal_mode = WAL');
     db.exec('PRAGMA synchronous = FULL');
     for (const p of options.pragmas ?? []) db.exec(`PRAGMA ${p}`);
+    for (const [name, fn] of Object.entries(options.functions ?? {}))
+      db.function(name, { deterministic: true }, fn as (...args: SQLOutputValue[]) => SQLOutputValue);
     migrate(db, options.what, options.migrations);
   } catch (err) {
     db.close();

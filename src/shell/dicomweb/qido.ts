@@ -351,24 +351,28 @@ export function qidoService(deps: QidoDeps, options: QidoOptions = {}): FastifyP
       if (study !== undefined) catalogQuery.study = study;
       if (series !== undefined) catalogQuery.series = series;
 
+      // What the access seam lets this request see (absent: everything); the catalog applies it.
+      const scope = request.access?.scope;
       const root = base(request);
       const studyUrl = (s: string): string => `${root}/studies/${s}`;
       const seriesUrl = (s: string, se: string): string => `${studyUrl(s)}/series/${se}`;
       let results: DicomJsonDataset[];
       if (level === 'study') {
         const ctx: FormatContext = { level, query, withStudy: false, withSeries: false };
-        results = deps.catalog.queryStudies(catalogQuery).map((r: StudyRecord) => formatResult(ctx, { study: r.attributes }, studyUrl(r.studyInstanceUID), {}));
+        results = deps.catalog
+          .queryStudies(catalogQuery, scope)
+          .map((r: StudyRecord) => formatResult(ctx, { study: r.attributes }, studyUrl(r.studyInstanceUID), {}));
       } else if (level === 'series') {
         const ctx: FormatContext = { level, query, withStudy: study === undefined, withSeries: false };
         results = deps.catalog
-          .querySeries(catalogQuery)
+          .querySeries(catalogQuery, scope)
           .map((r: SeriesRecord) =>
             formatResult(ctx, { study: r.studyAttributes, series: r.attributes }, seriesUrl(r.studyInstanceUID, r.seriesInstanceUID), {}),
           );
       } else {
         const ctx: FormatContext = { level, query, withStudy: study === undefined, withSeries: series === undefined };
         if (!query.includeAll) catalogQuery.instanceFields = neededTags(ctx);
-        results = deps.catalog.queryInstances(catalogQuery).map((r: InstanceRecord) => {
+        results = deps.catalog.queryInstances(catalogQuery, scope).map((r: InstanceRecord) => {
           const url = `${seriesUrl(r.studyInstanceUID, r.seriesInstanceUID)}/instances/${r.sopInstanceUID}`;
           return formatResult(ctx, { study: r.studyAttributes, series: r.seriesAttributes, instance: r.metadata, instanceUrl: url }, url, {
             [TAGS.AvailableTransferSyntaxUID]: { vr: 'UI', Value: [r.transferSyntaxUID] },
@@ -377,8 +381,9 @@ export function qidoService(deps: QidoDeps, options: QidoOptions = {}): FastifyP
       }
 
       if (results.length === 0) {
-        if (study !== undefined && !deps.catalog.hasStudy(study)) throw new VaultError('STUDY_NOT_FOUND', 'no such study');
-        if (study !== undefined && series !== undefined && !deps.catalog.hasSeries(study, series)) {
+        // Out of the caller's scope reads as unknown: 404, as for a study never stored.
+        if (study !== undefined && !deps.catalog.hasStudy(study, scope)) throw new VaultError('STUDY_NOT_FOUND', 'no such study');
+        if (study !== undefined && series !== undefined && !deps.catalog.hasSeries(study, series, scope)) {
           throw new VaultError('SERIES_NOT_FOUND', 'no such series in this study');
         }
         return reply.code(204).send();

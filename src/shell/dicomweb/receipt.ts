@@ -38,13 +38,15 @@ export function receiptService(deps: ReceiptDeps): FastifyPluginAsync {
     const config: AccessRouteConfig = { access: { action: 'retrieve', dataType: 'receipt' } };
     app.get<{ Params: { study: string }; Querystring: { version?: string } }>('/studies/:study/receipt', { config }, async (request, reply) => {
       const study = assertUid(request.params.study, 'Study Instance UID');
-      const latest = deps.catalog.latestVersion(study);
+      // A study outside the caller's scope has no versions: 404 as for one never stored.
+      const scope = request.access?.scope;
+      const latest = deps.catalog.latestVersion(study, scope);
       if (!latest) throw new VaultError('STUDY_NOT_FOUND', 'no such study');
       let version = latest;
       const asked = request.query.version;
       if (asked !== undefined) {
         if (!/^[1-9]\d{0,8}$/.test(asked)) throw new VaultError('INVALID_QUERY', 'version must be a positive whole number');
-        const found = deps.catalog.versions(study).find((v) => v.version === Number(asked));
+        const found = deps.catalog.versions(study, scope).find((v) => v.version === Number(asked));
         if (!found) throw new VaultError('RECEIPT_NOT_FOUND', `study has no version ${asked}`);
         version = found;
       }

@@ -164,7 +164,7 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
       app.get<{ Params: Params; Querystring: Query }>(url, { config }, async (request, reply) => {
         const { format } = negotiateRendered(request);
         const options = renderOptions(request.query, format);
-        const images = instancesOf(request.params, { metadata: false }).filter(renderable);
+        const images = instancesOf(request, { metadata: false }).filter(renderable);
         if (images.length === 0)
           throw new VaultError(
             'NOT_ACCEPTABLE',
@@ -182,7 +182,7 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
     app.get<{ Params: Params; Querystring: Query }>('/studies/:study/series/:series/instances/:instance/rendered', { config }, async (request, reply) => {
       const { format, multipart } = negotiateRendered(request);
       const options = renderOptions(request.query, format);
-      const [inst] = instancesOf(request.params);
+      const [inst] = instancesOf(request);
       if (!hasPixelData(inst!)) throw noPixelData(inst!, `image to render as ${format}`);
       const signal = requestSignal(request, reply);
       if (!multipart) return sendImage(reply, format, await render(inst!, 1, options, signal));
@@ -199,7 +199,7 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
         const { format, multipart } = negotiateRendered(request);
         const options = renderOptions(request.query, format);
         const numbers = parseFrameList(request.params.frames ?? '');
-        const [inst] = instancesOf(request.params);
+        const [inst] = instancesOf(request);
         if (!hasPixelData(inst!)) throw noPixelData(inst!, `frames to render as ${format}`);
         const signal = requestSignal(request, reply);
         if (numbers.length === 1 && !multipart) return sendImage(reply, format, await render(inst!, numbers[0]!, options, signal));
@@ -223,7 +223,7 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
     };
     for (const url of ['/studies/:study/thumbnail', '/studies/:study/series/:series/thumbnail']) {
       app.get<{ Params: Params; Querystring: Query }>(url, { config }, async (request, reply) => {
-        const inst = representative(instancesOf(request.params, { metadata: false }));
+        const inst = representative(instancesOf(request, { metadata: false }));
         if (inst === undefined)
           throw new VaultError(
             'NOT_ACCEPTABLE',
@@ -233,7 +233,7 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
       });
     }
     app.get<{ Params: Params; Querystring: Query }>('/studies/:study/series/:series/instances/:instance/thumbnail', { config }, async (request, reply) => {
-      const [inst] = instancesOf(request.params);
+      const [inst] = instancesOf(request);
       if (!hasPixelData(inst!)) throw noPixelData(inst!, 'thumbnail');
       return thumbnail(request, reply, inst!, 'middle');
     });
@@ -242,7 +242,7 @@ export function renderedService(deps: WadoDeps): FastifyPluginAsync {
       { config },
       async (request, reply) => {
         const numbers = parseFrameList(request.params.frames ?? '');
-        const [inst] = instancesOf(request.params);
+        const [inst] = instancesOf(request);
         if (!hasPixelData(inst!)) throw noPixelData(inst!, 'thumbnail');
         return thumbnail(request, reply, inst!, numbers[0]!);
       },

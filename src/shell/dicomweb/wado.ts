@@ -26,7 +26,7 @@ import type { PublicUrls } from './public-url.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
 
 export interface WadoDeps extends ReaderDeps {
-  catalog: Pick<Catalog, 'getInstance' | 'listInstances'>;
+  catalog: Pick<Catalog, 'getInstance' | 'listInstances' | 'visibleInstances'>;
   urls: Pick<PublicUrls, 'base'>;
 }
 
@@ -41,20 +41,25 @@ export interface Params {
 /** What to send for each instance: as stored, or transcoded (and its frames decoded when it is compressed). */
 type Representation = { transferSyntaxUID: string; transcode: boolean; decode: boolean };
 
-/** The instances a URL names (404 when none); `metadata: false` when their metadata is read only if used. */
-export type InstanceLookup = (p: Params, options?: { metadata?: boolean }) => CatalogInstance[];
+/**
+ * The instances a request's URL names that its access scope shows (404 when none: what is out of
+ * scope reads as unknown); `metadata: false` when their metadata is read only if used.
+ */
+export type InstanceLookup = (request: FastifyRequest<{ Params: Params }>, options?: { metadata?: boolean }) => CatalogInstance[];
 
 export function instanceLookup(deps: Pick<WadoDeps, 'catalog'>): InstanceLookup {
-  return (p, options = {}) => {
+  return (request, options = {}) => {
+    const p = request.params;
+    const scope = request.access?.scope;
     const study = assertUid(p.study, 'Study Instance UID');
     if (p.instance !== undefined) {
       const series = assertUid(p.series!, 'Series Instance UID');
-      const one = deps.catalog.getInstance(assertUid(p.instance, 'SOP Instance UID'), { study, series });
+      const one = deps.catalog.getInstance(assertUid(p.instance, 'SOP Instance UID'), { study, series }, scope);
       if (!one) throw new VaultError('INSTANCE_NOT_FOUND', 'no such instance in this study and series');
       return [one];
     }
     const series = p.series === undefined ? undefined : assertUid(p.series, 'Series Instance UID');
-    const list = deps.catalog.listInstances(series === undefined ? { study } : { study, series }, options);
+    const list = deps.catalog.listInstances(series === undefined ? { study } : { study, series }, options, scope);
     if (list.length === 0)
       throw new VaultError(
         series === undefined ? 'STUDY_NOT_FOUND' : 'SERIES_NOT_FOUND',
@@ -75,7 +80,7 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
 
     for (const url of ['/studies/:study', '/studies/:study/series/:series', '/studies/:study/series/:series/instances/:instance']) {
       app.get<{ Params: Params }>(url, { config: retrieve }, async (request, reply) => {
-        const instances = instancesOf(request.params, { metadata: false });
+        const instances = instancesOf(request, { metadata: false });
         const reps = negotiateInstances(request.headers.accept, instances);
         const signal = requestSignal(request, reply);
         // The transcoder may hold on to pieces: lent ones only go straight to the socket.
@@ -98,15 +103,17 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
 
     for (const url of ['/studies/:study/metadata', '/studies/:study/series/:series/metadata', '/studies/:study/series/:series/instances/:instance/metadata']) {
       app.get<{ Params: Params }>(url, { config: metadata }, async (request, reply) => {
-        const instances = instancesOf(request.params);
+        const instances = instancesOf(request);
         negotiateJson(request.headers.accept);
         const base = deps.urls.base(request);
+        const withBulk = bulkAllowed(deps, request, instances);
         // Stored BulkDataURIs are relative ('bulk/<path>'): made absolute here, by text, which is
         // much cheaper than walking every data set (a 1,000-instance series is one response).
         const body =
           '[' +
           instances
             .map((inst) => {
+              if (withBulk !== undefined && !withBulk.has(inst.sopInstanceUID)) return JSON.stringify(withoutBulkData(inst.metadata));
               const url = `${base}/studies/${inst.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}/`;
               return JSON.stringify(withPixelDataUri(inst)).replaceAll('"BulkDataURI":"bulk/', `"BulkDataURI":"${url}bulk/`);
             })
@@ -162,12 +169,12 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
     };
 
     app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/frames/:frames', { config: frames }, async (request, reply) => {
-      const [inst] = instancesOf(request.params);
+      const [inst] = instancesOf(request);
       return sendFrames(request, reply, inst!, parseFrameList(request.params.frames ?? ''));
     });
 
     app.get<{ Params: Params }>('/studies/:study/series/:series/instances/:instance/bulk/*', { config: bulk }, async (request, reply) => {
-      const [inst] = instancesOf(request.params);
+      const [inst] = instancesOf(request);
       const path = request.params['*'] ?? '';
       const range = inst!.layout.bulk[path];
       if (!range && path === PIXEL_DATA && inst!.layout.pixelData?.encapsulated === true) {
@@ -305,6 +312,45 @@ function scannedOf(inst: CatalogInstance): ScannedInstance {
 
 /** Metadata with Pixel Data present as a BulkDataURI when it can be fetched as bulk data. */
 const PIXEL_DATA = '7FE00010';
+
+/**
+ * Of the instances a metadata response sends, those whose bulk data the request's `bulkScope`
+ * opens; undefined: all of them (no bulkScope: as its scope, which showed them all).
+ */
+function bulkAllowed(deps: Pick<WadoDeps, 'catalog'>, request: FastifyRequest<{ Params: Params }>, instances: CatalogInstance[]): Set<string> | undefined {
+  const bulkScope = request.access?.bulkScope;
+  if (bulkScope === undefined || instances.length === 0) return undefined;
+  if (bulkScope.clauses.length === 0) return new Set();
+  const first = instances[0]!;
+  const p = request.params;
+  return deps.catalog.visibleInstances(
+    {
+      study: first.studyInstanceUID,
+      ...(p.series === undefined ? {} : { series: first.seriesInstanceUID }),
+      ...(p.instance === undefined ? {} : { instance: first.sopInstanceUID }),
+    },
+    bulkScope,
+  );
+}
+
+/**
+ * An instance's attributes without its bulk data: every element that carries a BulkDataURI or
+ * InlineBinary (Pixel Data, overlays, an icon image, encapsulated documents, waveform samples...),
+ * at any depth, is left out, for a caller allowed the attributes and not the pixels. Left out
+ * rather than sent empty: an empty Pixel Data would claim an image of no pixels.
+ */
+export function withoutBulkData(ds: DicomJsonDataset): DicomJsonDataset {
+  const out: DicomJsonDataset = {};
+  for (const [tag, el] of Object.entries(ds)) {
+    if (el.BulkDataURI !== undefined || el.InlineBinary !== undefined) continue;
+    if (el.vr === 'SQ' && el.Value !== undefined) {
+      out[tag] = { ...el, Value: el.Value.map((item) => (typeof item === 'object' && item !== null ? withoutBulkData(item as DicomJsonDataset) : item)) };
+      continue;
+    }
+    out[tag] = el;
+  }
+  return out;
+}
 
 /**
  * Pixel Data in metadata: a BulkDataURI, native (its bytes) or encapsulated (its frames); for a
