@@ -281,6 +281,53 @@ function writeBigFile(path: string, frames: number): void {
   if (r.status !== 0) throw new Error(`could not write ${path}: ${r.stderr}`);
 }
 
+/** The A-ASSOCIATE-RQ echoscu sends calling `aeTitle`, caught by a listener that answers nothing. */
+async function capturedAssociateRq(aeTitle: string): Promise<Buffer> {
+  const { createServer } = await import('node:net');
+  const listener = createServer();
+  await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
+  const caught = new Promise<Buffer>((resolve) =>
+    listener.once('connection', (socket) => {
+      let got = Buffer.alloc(0);
+      socket.on('data', (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+        if (got.length >= 6 && got.length >= 6 + got.readUInt32BE(2)) {
+          socket.destroy();
+          resolve(got.subarray(0, 6 + got.readUInt32BE(2)));
+        }
+      });
+    }),
+  );
+  const echo = runTool(ECHOSCU, ['-aec', aeTitle, '-ta', '5', '127.0.0.1', String((listener.address() as { port: number }).port)]);
+  const rq = await caught;
+  await echo;
+  await new Promise<void>((r) => listener.close(() => r()));
+  expect(rq[0]).toBe(0x01);
+  return rq;
+}
+
+/** Associates with the SCP by replaying `rq`, sends `then`, and collects what the SCP sends until it closes. */
+async function afterAssociation(port: number, rq: Buffer, then: Buffer): Promise<{ replies: Buffer; ms: number }> {
+  const socket = connect(port, '127.0.0.1');
+  let replies = Buffer.alloc(0);
+  let sent = false;
+  let t0 = 0;
+  socket.on('data', (d: Buffer) => {
+    replies = Buffer.concat([replies, d]);
+    // Once the A-ASSOCIATE-AC is in, the offending PDU goes out.
+    if (!sent && replies.length >= 6 && replies.length >= 6 + replies.readUInt32BE(2)) {
+      sent = true;
+      t0 = performance.now();
+      socket.write(then);
+    }
+  });
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  socket.write(rq);
+  await once(socket, 'close');
+  return { replies, ms: performance.now() - t0 };
+}
+
 /** A port nothing listens on right now, for dcmtk's storescp (which cannot be told to pick one). */
 async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');
@@ -518,6 +565,36 @@ describe('DIMSE Storage SCP with dcmtk storescu/echoscu', () => {
     const sent = await result;
     expect(sent.code).not.toBe(0);
     expect(sent.output).not.toMatch(/Received Store Response \(Success\)/);
+  });
+
+  it('aborts an association whose P-DATA-TF lengths do not add up (A-ABORT), and serves on', async () => {
+    const rq = await capturedAssociateRq(AE);
+    const before = ingest.received.length;
+    const pDataTf = (pduLength: number, itemLength: number): Buffer => {
+      const b = Buffer.alloc(12 + 16);
+      b[0] = 0x04;
+      b.writeUInt32BE(pduLength, 2);
+      b.writeUInt32BE(itemLength, 6);
+      b[10] = 1;
+      b[11] = 0x03;
+      return b;
+    };
+    for (const [what, bad] of [
+      ['a PDV longer than its PDU', pDataTf(22, 1000)],
+      ['a P-DATA-TF longer than the SCP took', pDataTf(1 << 30, 18)],
+      ['an unknown PDU type', Buffer.from([0x42, 0, 0, 0, 0, 0])],
+    ] as const) {
+      const { replies, ms } = await afterAssociation(server.port, rq, bad);
+      expect(replies[0], what).toBe(0x02); // A-ASSOCIATE-AC
+      const abort = replies.subarray(6 + replies.readUInt32BE(2));
+      // A-ABORT from the service provider (source 2), with the reason, then the connection closed.
+      expect([...abort], what).toEqual([0x07, 0, 0, 0, 0, 4, 0, 0, 2, what.startsWith('an unknown') ? 1 : 6]);
+      expect(ms, what).toBeLessThan(2000);
+    }
+    expect(logs.find('DIMSE protocol error', 40)).not.toHaveLength(0);
+    expect(ingest.received.length).toBe(before);
+    const echo = await runTool(ECHOSCU, ['-aec', AE, '127.0.0.1', String(server.port)]);
+    expect(echo.code, echo.output).toBe(0);
   });
 
   it('drops a connection that stays silent past the idle timeout', async () => {

@@ -1,4 +1,6 @@
 // What the Storage SCP accepts at association, and the Part 10 header it puts before a data set.
+// @ts-expect-error dcmjs ships no type declarations; its File Meta writer is the referee below.
+import dcmjs from 'dcmjs';
 import { describe, expect, it } from 'vitest';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, part10Header } from '../../../../src/shell/dimse/file-meta.ts';
 import { VERIFICATION_SOP_CLASS, chooseTransferSyntax, isStorageSopClass } from '../../../../src/shell/dimse/presentation.ts';
@@ -108,5 +110,32 @@ describe('part10Header', () => {
     // Every value has even length (PS3.5 7.1.1): odd UIDs padded with NUL.
     for (const [tag, [, v]] of elements) expect(v.length % 2, tag).toBe(0);
     expect(elements.get('0003')![1].at(-1)).toBe(0);
+  });
+
+  it('is byte for byte what dcmjs writes for the same fields', () => {
+    const { DicomDict } = (dcmjs as { data: { DicomDict: new (meta: Record<string, unknown>) => { write(): ArrayBuffer } } }).data;
+    // Odd and even lengths of every variable value, an AE title of one and of sixteen characters.
+    for (const sopInstanceUid of ['1.2.3.456', '1.2.3.4567']) {
+      for (const [transferSyntaxUid, sourceAeTitle] of [
+        [J2K, 'CT01'],
+        [EXPLICIT, 'A'],
+        [IMPLICIT, 'SIXTEEN_CHARS_AE'],
+        [DEFLATED, 'PACS 2'],
+      ]) {
+        for (const sopClassUid of ['1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.5.1.4.1.1.4.1']) {
+          const theirs = new DicomDict({
+            '00020001': { vr: 'OB', Value: [new Uint8Array([0, 1]).buffer] },
+            '00020002': { vr: 'UI', Value: [sopClassUid] },
+            '00020003': { vr: 'UI', Value: [sopInstanceUid] },
+            '00020010': { vr: 'UI', Value: [transferSyntaxUid] },
+            '00020012': { vr: 'UI', Value: [IMPLEMENTATION_CLASS_UID] },
+            '00020013': { vr: 'SH', Value: [IMPLEMENTATION_VERSION_NAME] },
+            '00020016': { vr: 'AE', Value: [sourceAeTitle] },
+          }).write();
+          const ours = part10Header({ sopClassUid, sopInstanceUid, transferSyntaxUid: transferSyntaxUid!, sourceAeTitle: sourceAeTitle! });
+          expect(Buffer.from(ours).toString('hex'), `${sopInstanceUid} ${transferSyntaxUid} ${sourceAeTitle}`).toBe(Buffer.from(theirs).toString('hex'));
+        }
+      }
+    }
   });
 });
