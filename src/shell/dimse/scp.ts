@@ -281,6 +281,8 @@ class StorageScp extends Scp {
     const last = end && (control & 0x02) !== 0;
     if ((control & 0x01) !== 0) {
       if (this.#message !== null) throw pduError('a command arrived in the middle of a data set', AbortReason.UnexpectedPdu);
+      // No asynchronous operations were negotiated: one operation at a time (PS3.7 D.3.3.3).
+      if (this.#awaitingIngest) throw pduError('a command arrived before the last C-STORE was answered', AbortReason.UnexpectedPdu);
       if (this.#commandContext !== -1 && this.#commandContext !== contextId) {
         throw pduError('the fragments of a command came on different presentation contexts', AbortReason.InvalidPduParameterValue);
       }

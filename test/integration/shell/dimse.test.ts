@@ -16,6 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import dimse from 'dcmjs-dimse';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { startDimseServer, type DimseIngest, type DimseServer } from '../../../src/shell/dimse/scp.ts';
@@ -281,8 +282,8 @@ function writeBigFile(path: string, frames: number): void {
   if (r.status !== 0) throw new Error(`could not write ${path}: ${r.stderr}`);
 }
 
-/** The A-ASSOCIATE-RQ echoscu sends calling `aeTitle`, caught by a listener that answers nothing. */
-async function capturedAssociateRq(aeTitle: string): Promise<Buffer> {
+/** The A-ASSOCIATE-RQ a dcmtk tool sends (`args` of the listener's port), caught by a listener that answers nothing. */
+async function capturedAssociateRq(tool: string, args: (port: number) => string[]): Promise<Buffer> {
   const { createServer } = await import('node:net');
   const listener = createServer();
   await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
@@ -298,9 +299,9 @@ async function capturedAssociateRq(aeTitle: string): Promise<Buffer> {
       });
     }),
   );
-  const echo = runTool(ECHOSCU, ['-aec', aeTitle, '-ta', '5', '127.0.0.1', String((listener.address() as { port: number }).port)]);
+  const ran = runTool(tool, args((listener.address() as { port: number }).port));
   const rq = await caught;
-  await echo;
+  await ran;
   await new Promise<void>((r) => listener.close(() => r()));
   expect(rq[0]).toBe(0x01);
   return rq;
@@ -568,7 +569,7 @@ describe('DIMSE Storage SCP with dcmtk storescu/echoscu', () => {
   });
 
   it('aborts an association whose P-DATA-TF lengths do not add up (A-ABORT), and serves on', async () => {
-    const rq = await capturedAssociateRq(AE);
+    const rq = await capturedAssociateRq(ECHOSCU, (port) => ['-aec', AE, '-ta', '5', '127.0.0.1', String(port)]);
     const before = ingest.received.length;
     const pDataTf = (pduLength: number, itemLength: number): Buffer => {
       const b = Buffer.alloc(12 + 16);
@@ -595,6 +596,52 @@ describe('DIMSE Storage SCP with dcmtk storescu/echoscu', () => {
     expect(ingest.received.length).toBe(before);
     const echo = await runTool(ECHOSCU, ['-aec', AE, '127.0.0.1', String(server.port)]);
     expect(echo.code, echo.output).toBe(0);
+  });
+
+  it('aborts an association that sends a command before its C-STORE was answered (no asynchronous operations)', async () => {
+    // storescu's A-ASSOCIATE-RQ for CT_small.dcm alone: presentation context 1 is CT Image Storage.
+    const ct = join(TEST_FILES, 'CT_small.dcm');
+    const rq = await capturedAssociateRq(STORESCU, (port) => ['-aec', AE, '-R', '-ta', '5', '127.0.0.1', String(port), ct]);
+    const pdv = (control: number, value: Buffer): Buffer => {
+      const b = Buffer.alloc(12);
+      b[0] = 0x04;
+      b.writeUInt32BE(6 + value.length, 2);
+      b.writeUInt32BE(2 + value.length, 6);
+      b[10] = 1;
+      b[11] = control;
+      return Buffer.concat([b, value]);
+    };
+    const store = new dimse.requests.CStoreRequest(
+      new dimse.Dataset({ SOPClassUID: '1.2.840.10008.5.1.4.1.1.2', SOPInstanceUID: '1.2.3.4', _meta: {} }, '1.2.840.10008.1.2'),
+    );
+    store.setMessageId(1);
+    const echo = new dimse.requests.CEchoRequest();
+    echo.setMessageId(2);
+    const command = (r: { getCommandDataset(): unknown }): Buffer =>
+      (r.getCommandDataset() as { getDenaturalizedCommandDataset(): Buffer }).getDenaturalizedCommandDataset();
+
+    const before = ingest.received.length;
+    // The ingest holds its answer back for a while once the data set is in.
+    ingest.mode = { kind: 'store', pause: { after: 0, ms: 1500 } };
+    const socket = connect(server.port, '127.0.0.1');
+    let replies = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => (replies = Buffer.concat([replies, d])));
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    socket.write(rq);
+    while (replies.length < 6 || replies.length < 6 + replies.readUInt32BE(2)) await sleep(10);
+    expect(replies[0]).toBe(0x02);
+    const acLength = replies.length;
+    socket.write(Buffer.concat([pdv(0x03, command(store)), pdv(0x02, Buffer.alloc(64, 7))]));
+    while (ingest.received.length === before || ingest.received[before]!.bytes === 0) await sleep(10);
+    socket.write(pdv(0x03, command(echo)));
+    await once(socket, 'close');
+    // A-ABORT, unexpected PDU; no C-STORE or C-ECHO response before it.
+    expect([...replies.subarray(acLength)]).toEqual([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 2]);
+    const rec = ingest.received[before]!;
+    await rec.settled;
+    expect(rec.outcome).toBe('aborted');
+    expect(logs.find('before the last C-STORE was answered', 40)).not.toHaveLength(0);
   });
 
   it('drops a connection that stays silent past the idle timeout', async () => {
