@@ -10,8 +10,8 @@
 // - an abort (the client gone, the request broken off) discards everything not yet committed.
 import { isVaultError, VaultError, type ErrorCode } from '../src/core/errors.ts';
 import { STORE_FAILURE, type StoreFailureStatus } from '../src/dicom/status.ts';
-import { discardInstances, keysOncePerStudy, readInstance, WriteWindow, type IngestDeps, type IngestedInstance } from './instance.ts';
-import type { StudyWriter } from './study.ts';
+import { discardInstances, keysOncePerStudy, readInstance, WriteWindow, type IngestDeps, type IngestedInstance, type ReadInstance } from './instance.ts';
+import type { CommitResult, StudyWriter } from './study.ts';
 import type { DicomScannerOptions } from '../src/dicom/scanner.ts';
 
 /** Where instances came in: recorded with each new study version. */
@@ -110,7 +110,7 @@ export class IngestSession {
   async add(body: AsyncIterable<Uint8Array>, label: string): Promise<InstanceFailure | undefined> {
     if (this.#closed) throw new VaultError('INTERNAL', 'ingest session already closed');
     const { chunkSize, signal, expectedStudyInstanceUID } = this.#options;
-    let read;
+    let read: ReadInstance;
     try {
       read = await readInstance(body, this.#deps, {
         chunkSize,
@@ -158,7 +158,10 @@ export class IngestSession {
     const pending = [...this.#byStudy.values()].flat();
     this.#byStudy.clear();
     const settled = await Promise.allSettled(pending.map((p) => p.completed));
-    await discardInstances(this.#deps.store, settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])));
+    await discardInstances(
+      this.#deps.store,
+      settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])),
+    );
   }
 
   #fail(failure: InstanceFailure): InstanceFailure {
@@ -182,7 +185,7 @@ export class IngestSession {
     if (items.length === 0) return;
     // The fast path: one version for all of them, its manifest written while their last blocks
     // sync. Should one of them not become durable, it is dropped and the rest committed.
-    let result;
+    let result: CommitResult;
     try {
       result = await this.#deps.writer.commit(study, items);
     } catch (err) {

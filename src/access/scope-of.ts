@@ -32,7 +32,11 @@ export function kindsFor(dataTypes: readonly DataType[], data: RetrievedData | u
 }
 
 /** The clause of one grant for a request needing `action` on `data`; undefined when the grant does not allow it. */
-export function clauseOf(grant: Pick<EnforcedGrant, 'patientIds' | 'scope' | 'dataTypes' | 'actions'>, action: GrantAction, data: RetrievedData | undefined): ScopeClause | undefined {
+export function clauseOf(
+  grant: Pick<EnforcedGrant, 'patientIds' | 'scope' | 'dataTypes' | 'actions'>,
+  action: GrantAction,
+  data: RetrievedData | undefined,
+): ScopeClause | undefined {
   if (!grant.actions.includes(action)) return undefined;
   const { kinds, keyImages } = kindsFor(grant.dataTypes, data);
   if (kinds.length === 0 && !keyImages) return undefined;

@@ -300,6 +300,13 @@ export class Catalog {
         this.#stmt("INSERT INTO studies (study_uid, attributes) VALUES (?, '{}')").run(study);
       }
       const studyAttrs: DicomJsonDataset = studyRow === undefined ? {} : (JSON.parse(studyRow.attributes) as DicomJsonDataset);
+      // The study's SOP classes so far, as the last commit listed them: this one's are added to
+      // them, rather than read again from every current instance of the study (a scan that grew
+      // with the study: 0.4 ms of a one-instance commit's CPU at 500 instances, 2.2 ms at 3000,
+      // which DIMSE, a version per instance, pays on every C-STORE). Read again when an instance
+      // is retired, whose class may have been the last of its kind.
+      const listed = studyRow === undefined ? [] : studyAttrs[TAGS.SOPClassesInStudy]?.Value;
+      let retired = false;
 
       const touchedSeries = new Map<string, DicomJsonDataset>(); // series UID -> incoming attributes
       const findCurrent = this.#stmt('SELECT id, sha256, series_uid, kind FROM instances WHERE sop_uid = ? AND study_uid = ? AND current = 1');
@@ -341,6 +348,7 @@ export class Catalog {
         } else {
           if (existing !== undefined) {
             retire.run(input.version, existing.id);
+            retired = true;
             if (!touchedSeries.has(existing.series_uid)) touchedSeries.set(existing.series_uid, {});
           }
           id = insert.run(
@@ -372,7 +380,9 @@ export class Catalog {
       }
 
       this.#updateSeries(study, touchedSeries);
-      const instanceCount = this.#updateStudy(study, studyAttrs);
+      const sopClasses =
+        retired || listed === undefined ? undefined : [...new Set([...(listed as string[]), ...input.instances.map((i) => i.sopClassUID)])].sort();
+      const instanceCount = this.#updateStudy(study, studyAttrs, sopClasses);
 
       this.#stmt('INSERT INTO study_versions (study_uid, version, root, prev, created_at, instance_count) VALUES (?, ?, ?, ?, ?, ?)').run(
         study,
@@ -421,8 +431,11 @@ export class Catalog {
     }
   }
 
-  /** Rewrites the study row with merged and computed attributes; returns its instance count. */
-  #updateStudy(study: string, attrs: DicomJsonDataset): number {
+  /**
+   * Rewrites the study row with merged and computed attributes; returns its instance count.
+   * `knownSopClasses`: the study's SOP classes (sorted), when the caller knows them.
+   */
+  #updateStudy(study: string, attrs: DicomJsonDataset, knownSopClasses?: string[]): number {
     const totals = this.#stmt('SELECT count(*) AS series, coalesce(sum(instance_count), 0) AS instances FROM series WHERE study_uid = ?').get(study) as {
       series: number;
       instances: number;
@@ -432,11 +445,13 @@ export class Catalog {
         modality: string;
       }>
     ).map((r) => r.modality);
-    const sopClasses = (
-      this.#stmt('SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid = ? AND current = 1 ORDER BY sop_class_uid').all(study) as unknown as Array<{
-        sop_class_uid: string;
-      }>
-    ).map((r) => r.sop_class_uid);
+    const sopClasses =
+      knownSopClasses ??
+      (
+        this.#stmt('SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid = ? AND current = 1 ORDER BY sop_class_uid').all(study) as unknown as Array<{
+          sop_class_uid: string;
+        }>
+      ).map((r) => r.sop_class_uid);
 
     attrs[TAGS.StudyInstanceUID] = { vr: 'UI', Value: [study] };
     attrs[TAGS.ModalitiesInStudy] = modalities.length > 0 ? { vr: 'CS', Value: modalities } : { vr: 'CS' };

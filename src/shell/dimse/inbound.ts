@@ -1,22 +1,23 @@
-// The Writable dcmjs-dimse writes a C-STORE data set into, PDV by PDV as P-DATA-TF PDUs arrive
-// (Scp.createStoreWritableStream), turned into the pull side the ingest reads with `take()`.
+// One C-STORE data set on its way from the socket to the ingest: the SCP pushes the PDV pieces
+// as they arrive (views of the socket's buffers, not copies), the ingest pulls them with take().
 //
-// Backpressure: dcmjs-dimse reads its socket with 'data' events and never pauses it; it waits
-// for 'drain' only after the first write of a data set (Network._processPDataTf). So the
-// inbound itself pauses the socket whenever a write finds its buffer full, and resumes it on
-// 'drain'. TCP then holds the sender back, and what sits in memory per association is bounded by
-// the high-water mark, one socket read and one PDU.
-import { Writable } from 'node:stream';
+// Backpressure: once `highWaterMark` bytes wait here, the socket is paused (TCP then holds the
+// sender back); it is resumed when the reader has taken them down to half of that, so the
+// socket refills while the reader still has bytes to work on. What one association holds is
+// bounded by the high-water mark and one socket read.
 
 export interface FlowControl {
   pause(): void;
   resume(): void;
 }
 
-export class InstanceInbound extends Writable {
+export class InstanceInbound {
+  readonly #highWaterMark: number;
   readonly #flow: FlowControl;
-  #chunk: Buffer | null = null;
-  #release: (() => void) | null = null;
+  readonly #queue: Buffer[] = [];
+  /** Index of the next piece to take in #queue (shifting an array per piece costs more). */
+  #head = 0;
+  #queued = 0;
   #wake: (() => void) | null = null;
   #ended = false;
   #failure: Error | null = null;
@@ -28,58 +29,53 @@ export class InstanceInbound extends Writable {
   taken = 0;
 
   constructor(highWaterMark: number, flow: FlowControl) {
-    super({ highWaterMark, decodeStrings: true });
+    this.#highWaterMark = highWaterMark;
     this.#flow = flow;
   }
 
-  override write(
-    chunk: unknown,
-    encoding?: BufferEncoding | ((error: Error | null | undefined) => void),
-    cb?: (error: Error | null | undefined) => void,
-  ): boolean {
-    if (Buffer.isBuffer(chunk)) this.received += chunk.length;
-    const ok = super.write(chunk, encoding as BufferEncoding, cb);
-    if (!ok && !this.#paused) {
+  /** The next piece of the data set. */
+  push(piece: Buffer): void {
+    this.received += piece.length;
+    if (this.#discarding || piece.length === 0) return;
+    this.#queue.push(piece);
+    this.#queued += piece.length;
+    if (this.#queued >= this.#highWaterMark && !this.#paused) {
       this.#paused = true;
       this.#flow.pause();
-      // 'drain' never comes once end() has been called (the last PDV's write may be the one
-      // that filled the buffer); 'finish' then says the same.
-      const resume = (): void => {
-        this.off('drain', resume);
-        this.off('finish', resume);
-        if (!this.#paused) return;
-        this.#paused = false;
-        this.#flow.resume();
-      };
-      this.on('drain', resume);
-      this.on('finish', resume);
     }
-    return ok;
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.#discarding) return callback();
-    this.#chunk = chunk;
-    this.#release = () => callback();
     this.#wakeReader();
   }
 
-  override _final(callback: (error?: Error | null) => void): void {
+  /** The data set's last piece has been pushed. */
+  end(): void {
     this.#ended = true;
     this.#wakeReader();
-    callback();
   }
 
-  /** The next chunk of the data set, or null at its end; throws the reason once failed. */
+  /** Whether end() has been called. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** The next piece of the data set, or null at its end; throws the reason once failed. */
   async take(): Promise<Buffer | null> {
     for (;;) {
       if (this.#failure) throw this.#failure;
-      const chunk = this.#chunk;
-      if (chunk) {
-        this.#chunk = null;
-        this.taken += chunk.length;
-        this.#releaseChunk();
-        return chunk;
+      if (this.#head < this.#queue.length) {
+        const piece = this.#queue[this.#head]!;
+        this.#queue[this.#head++] = EMPTY;
+        if (this.#head === this.#queue.length) {
+          this.#queue.length = 0;
+          this.#head = 0;
+        } else if (this.#head >= 1024) {
+          // A reader that never quite catches up: the taken slots are dropped now and then.
+          this.#queue.splice(0, this.#head);
+          this.#head = 0;
+        }
+        this.#queued -= piece.length;
+        this.taken += piece.length;
+        if (this.#paused && this.#queued <= this.#highWaterMark / 2) this.#resume();
+        return piece;
       }
       if (this.#ended) return null;
       await new Promise<void>((resolve) => {
@@ -90,7 +86,7 @@ export class InstanceInbound extends Writable {
 
   /** All of the data set has been received and taken. */
   get complete(): boolean {
-    return this.#ended && this.#chunk === null && this.#failure === null && !this.#discarding;
+    return this.#ended && this.#queued === 0 && this.#failure === null && !this.#discarding;
   }
 
   /** The association broke off: the reader's next take() throws `reason`; what still comes is dropped. */
@@ -103,14 +99,15 @@ export class InstanceInbound extends Writable {
   /** The reader stopped early: the rest of the data set is received and dropped, so the socket flows on. */
   discard(): void {
     this.#discarding = true;
-    this.#chunk = null;
-    this.#releaseChunk();
+    this.#queue.length = 0;
+    this.#head = 0;
+    this.#queued = 0;
+    if (this.#paused) this.#resume();
   }
 
-  #releaseChunk(): void {
-    const release = this.#release;
-    this.#release = null;
-    release?.();
+  #resume(): void {
+    this.#paused = false;
+    this.#flow.resume();
   }
 
   #wakeReader(): void {
@@ -119,3 +116,5 @@ export class InstanceInbound extends Writable {
     wake?.();
   }
 }
+
+const EMPTY = Buffer.alloc(0);

@@ -1,11 +1,6 @@
 // Which presentation contexts the Storage SCP accepts, and in which transfer syntax. Pure
 // functions of the A-ASSOCIATE-RQ's proposals, so they are tested without a network.
-import {
-  EXPLICIT_VR_BE,
-  EXPLICIT_VR_LE,
-  IMPLICIT_VR_LE,
-  isKnownTransferSyntax,
-} from '../../dicom/transfer-syntax.ts';
+import { EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, isKnownTransferSyntax } from '../../dicom/transfer-syntax.ts';
 
 export const VERIFICATION_SOP_CLASS = '1.2.840.10008.1.1';
 

@@ -1,39 +1,38 @@
 // The DIMSE Storage SCP: modalities and PACS push with C-STORE (and check with C-ECHO). Each
-// instance's data set flows, PDU by PDU as it arrives, behind a Part 10 header built here, into
+// instance's data set flows, PDV by PDV as it arrives, behind a Part 10 header built here, into
 // the same streaming ingest STOW-RS feeds; the C-STORE is answered only once the ingest says the
 // instance is durable (or why it is not). An association that breaks off mid-instance aborts
 // the ingest's signal, and nothing of that instance counts as stored.
 //
-// The protocol (PDUs, association negotiation, DIMSE commands) is dcmjs-dimse's. Where its
-// defaults do not fit a node that takes GB instances, they are replaced here through its own
-// hooks rather than patched:
-// - C-STORE data sets: its default Writable is an in-memory stream read whole at the end; the
-//   Scp hooks it exposes for this (createStoreWritableStream and
-//   createDatasetFromStoreWritableStream) hand each data set to the ingest as a stream instead
-//   (inbound.ts), and pause the socket when the ingest falls behind, which dcmjs-dimse never does.
+// Association negotiation, release and abort are dcmjs-dimse's. The rest is done here, for
+// speed, where a C-STORE spends its time (profiled: bench/README.md's DIMSE scenario):
+// - P-DATA-TF PDUs are read from the socket by pdu-reader.ts, which hands each PDV's value on
+//   in pieces as it arrives, rather than by dcmjs-dimse, which gathers every PDU whole by
+//   concatenating socket reads; only the other PDUs (small) reach dcmjs-dimse, whole.
+// - Command sets are read and responses written by command.ts, not through dcmjs's Dataset.
+// - A data set's pieces go straight into the ingest's inbound queue (inbound.ts), which pauses
+//   the socket when the ingest falls behind.
+// Where dcmjs-dimse's defaults do not fit a node that takes GB instances, they are replaced
+// through its own hooks rather than patched:
 // - Its Server listens on every interface, with no way to name a host; a plain net.Server here
 //   makes one Scp per connection, as dcmjs-dimse's Server does.
 // - It advertises the smaller of its and the peer's max PDU length; the node advertises its own.
 // - Its timeouts count time the SCP itself is busy (an fsync, a paused socket) as the peer's
 //   silence, so they are set out of reach and an idle watchdog of our own replaces them.
 import net, { type AddressInfo, type Socket } from 'node:net';
-import type { Writable } from 'node:stream';
 import dimse from 'dcmjs-dimse';
-import type { association as dimseAssociation, requests as dimseRequests, responses as dimseResponses } from 'dcmjs-dimse';
+import type { association as dimseAssociation } from 'dcmjs-dimse';
 import type { Logger } from 'pino';
 import { VaultError, isVaultError } from '../../core/errors.ts';
+import { CommandField, MAX_COMMAND_BYTES, UNRECOGNIZED_OPERATION, commandPdu, decodeCommand, encodeResponse, type CommandSet } from './command.ts';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, part10Header } from './file-meta.ts';
 import { InstanceInbound } from './inbound.ts';
+import { AbortReason, PduReader, abortReasonOf, pduError } from './pdu-reader.ts';
 import { VERIFICATION_SOP_CLASS, chooseTransferSyntax, isStorageSopClass } from './presentation.ts';
 
 type Association = dimseAssociation.Association;
-type PresentationContext = dimseAssociation.PresentationContext;
-type CStoreRequest = dimseRequests.CStoreRequest;
-type CEchoRequest = dimseRequests.CEchoRequest;
-type CStoreResponse = dimseResponses.CStoreResponse;
-type CEchoResponse = dimseResponses.CEchoResponse;
 
-const { Scp, Dataset, Implementation, constants, responses } = dimse;
+const { Scp, Implementation, constants } = dimse;
 const { PresentationContextResult, RejectResult, RejectSource, RejectReason, Status } = constants;
 
 /** Address the SCP listens on by default: loopback, like the HTTP side. */
@@ -44,8 +43,8 @@ export const DEFAULT_DIMSE_PORT = 11112;
 export const DEFAULT_AE_TITLE = 'DICOMVAULT';
 /**
  * Largest PDU the peer may send us, in bytes, advertised in A-ASSOCIATE-AC (256 KiB, as
- * dcmjs-dimse's own default). Larger PDUs mean fewer per-PDU costs, but dcmjs-dimse gathers
- * each PDU by concatenating socket reads, which costs more copying the larger a PDU gets.
+ * dcmjs-dimse's own default). PDUs are read as they arrive, never gathered whole, so their
+ * size costs no memory here.
  */
 export const DEFAULT_MAX_PDU_LENGTH = 256 * 1024;
 /**
@@ -122,6 +121,19 @@ interface InboundStore {
   outcome: Promise<Outcome>;
 }
 
+/** A presentation context proposed in the association: its abstract syntax and, if accepted, its transfer syntax. */
+interface ContextInfo {
+  abstractSyntax: string;
+  transferSyntax: string | undefined;
+}
+
+/** A message whose data set is being received: a C-STORE's goes to its store, any other's is dropped. */
+interface Message {
+  contextId: number;
+  command: CommandSet;
+  store: InboundStore | null;
+}
+
 // dcmjs-dimse's own timers, set out of reach (the watchdog below replaces them). Its options
 // treat 0 as "use the default", hence a large number rather than 0.
 const NEVER_MS = 2 ** 31 - 1;
@@ -130,7 +142,16 @@ class StorageScp extends Scp {
   readonly #socket: Socket;
   readonly #ctx: ServerContext;
   readonly #log: Logger;
-  readonly #stores = new WeakMap<CStoreRequest, InboundStore>();
+  readonly #reader: PduReader;
+  /** dcmjs-dimse's reader of the socket, which is handed every PDU other than P-DATA-TF, whole. */
+  readonly #dcmjsRead: (pdu: Buffer) => void;
+  /** Presentation contexts by ID, once the association is accepted. */
+  #contexts: Map<number, ContextInfo> | null = null;
+  /** The fragments of the command being received. */
+  #commandPieces: Buffer[] = [];
+  #commandBytes = 0;
+  #commandContext = -1;
+  #message: Message | null = null;
   #current: InboundStore | null = null;
   #callingAeTitle = '';
   #lastHeard = Date.now();
@@ -145,14 +166,32 @@ class StorageScp extends Scp {
     this.#socket = socket;
     this.#ctx = ctx;
     this.#log = ctx.logger.child({ peer: `${socket.remoteAddress}:${socket.remotePort}` });
+    // dcmjs-dimse's constructor put its reader on the socket; the socket's reads come here
+    // instead (pdu-reader.ts says why), and it gets the PDUs it still handles from us.
+    const dcmjsListeners = socket.listeners('data');
+    if (dcmjsListeners.length !== 1) throw new VaultError('INTERNAL', `dcmjs-dimse put ${dcmjsListeners.length} readers on the socket, not 1`);
+    this.#dcmjsRead = dcmjsListeners[0] as (pdu: Buffer) => void;
+    socket.off('data', this.#dcmjsRead);
+    this.#reader = new PduReader(
+      {
+        pdu: (bytes) => this.#dcmjsRead(bytes),
+        pdv: (contextId, control, piece, end) => this.#pdv(contextId, control, piece, end),
+      },
+      ctx.maxPduLength,
+    );
     // dcmjs-dimse set the socket's inactivity timeout to connectTimeout; a socket paused for
     // backpressure is inactive through no fault of the peer.
     socket.setTimeout(0);
     // Each C-STORE waits on its small response: without this, Nagle's algorithm and the peer's
     // delayed ACK can hold every response back ~40 ms.
     socket.setNoDelay(true);
-    socket.on('data', () => {
+    socket.on('data', (chunk: Buffer) => {
       this.#lastHeard = Date.now();
+      try {
+        this.#reader.push(chunk);
+      } catch (err) {
+        this.#protocolError(err);
+      }
     });
     this.on('close', () => {
       this.#closed = true;
@@ -196,10 +235,11 @@ class StorageScp extends Scp {
     // One operation at a time: each C-STORE is answered before the next is read.
     association.setNegotiateAsyncOps(false);
 
-    let accepted = 0;
+    const contexts = new Map<number, ContextInfo>();
     for (const { id } of association.getPresentationContexts()) {
       const pc = association.getPresentationContext(id);
       const abstractSyntax = pc.getAbstractSyntaxUid();
+      contexts.set(id, { abstractSyntax, transferSyntax: undefined });
       if (abstractSyntax !== VERIFICATION_SOP_CLASS && !isStorageSopClass(abstractSyntax)) {
         pc.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
         continue;
@@ -210,14 +250,13 @@ class StorageScp extends Scp {
         continue;
       }
       pc.setResult(PresentationContextResult.Accept, transferSyntax);
+      contexts.set(id, { abstractSyntax, transferSyntax });
       // SCP/SCU role selection: the node is only ever the SCP of what it accepts.
       if ((pc.getProviderRole() as boolean | undefined) !== undefined) pc.setProviderRole(false);
-      accepted++;
     }
-    this.#log.info(
-      { callingAeTitle: calling, calledAeTitle: called, accepted, proposed: association.getPresentationContexts().length },
-      'association accepted',
-    );
+    const accepted = [...contexts.values()].filter((c) => c.transferSyntax !== undefined).length;
+    this.#log.info({ callingAeTitle: calling, calledAeTitle: called, accepted, proposed: contexts.size }, 'association accepted');
+    this.#contexts = contexts;
     this.sendAssociationAccept();
   }
 
@@ -232,74 +271,124 @@ class StorageScp extends Scp {
     this.#socket.destroy();
   }
 
-  override cEchoRequest(request: CEchoRequest, callback: (response: CEchoResponse) => void): void {
-    const response = responses.CEchoResponse.fromRequest(request);
-    response.setStatus(Status.Success);
-    callback(response);
+  /** A piece of a PDV (pdu-reader.ts): the fragments of a command, or of the data set that follows it. */
+  #pdv(contextId: number, control: number, piece: Buffer, end: boolean): void {
+    if (this.#contexts === null) throw pduError('P-DATA-TF before an association was accepted', AbortReason.UnexpectedPdu);
+    if (!this.#contexts.has(contextId)) {
+      throw pduError(`PDV on presentation context ${contextId}, which was not proposed`, AbortReason.InvalidPduParameterValue);
+    }
+    // PS3.8 E.2: bit 0 set for a command fragment, bit 1 for the last fragment.
+    const last = end && (control & 0x02) !== 0;
+    if ((control & 0x01) !== 0) {
+      if (this.#message !== null) throw pduError('a command arrived in the middle of a data set', AbortReason.UnexpectedPdu);
+      // No asynchronous operations were negotiated: one operation at a time (PS3.7 D.3.3.3).
+      if (this.#awaitingIngest) throw pduError('a command arrived before the last C-STORE was answered', AbortReason.UnexpectedPdu);
+      if (this.#commandContext !== -1 && this.#commandContext !== contextId) {
+        throw pduError('the fragments of a command came on different presentation contexts', AbortReason.InvalidPduParameterValue);
+      }
+      this.#commandContext = contextId;
+      this.#commandBytes += piece.length;
+      if (this.#commandBytes > MAX_COMMAND_BYTES) throw pduError(`a command set over ${MAX_COMMAND_BYTES} bytes`, AbortReason.InvalidPduParameterValue);
+      if (piece.length > 0) this.#commandPieces.push(piece);
+      if (!last) return;
+      const bytes = this.#commandPieces.length === 1 ? this.#commandPieces[0]! : Buffer.concat(this.#commandPieces);
+      this.#commandPieces = [];
+      this.#commandBytes = 0;
+      this.#commandContext = -1;
+      this.#command(contextId, decodeCommand(bytes));
+      return;
+    }
+    const message = this.#message;
+    if (message === null) throw pduError('a data set arrived without a command before it', AbortReason.UnexpectedPdu);
+    if (message.contextId !== contextId)
+      throw pduError('a data set came on another presentation context than its command', AbortReason.InvalidPduParameterValue);
+    message.store?.inbound.push(piece);
+    if (!last) return;
+    this.#message = null;
+    this.#dataSetReceived(message);
   }
 
-  /**
-   * dcmjs-dimse calls this when the first PDV of a C-STORE data set arrives, and writes every PDV
-   * of it to the Writable returned, ending it after the last. The ingest starts now, reading
-   * those bytes as they come.
-   */
-  override createStoreWritableStream(context: PresentationContext, request: CStoreRequest): Writable {
+  #command(contextId: number, command: CommandSet): void {
+    const { commandField } = command;
+    if (commandField === CommandField.CStoreRq) {
+      if (!command.hasDataSet) {
+        this.#respond(contextId, command, CANNOT_UNDERSTAND, 'C-STORE request without a data set');
+        return;
+      }
+      this.#message = { contextId, command, store: this.#startStore(this.#contexts!.get(contextId)!, command) };
+      return;
+    }
+    if ((commandField & 0x8000) !== 0 || commandField === CommandField.CCancelRq) {
+      // A response (the node sends no requests) or a C-CANCEL (nothing here to cancel): nothing to answer.
+      this.#log.warn({ callingAeTitle: this.#callingAeTitle, commandField: hex(commandField) }, 'DIMSE command ignored');
+    }
+    // A C-ECHO is answered, any other request refused, once the data set (if any) has passed.
+    if (command.hasDataSet) this.#message = { contextId, command, store: null };
+    else this.#answerOther(contextId, command);
+  }
+
+  #answerOther(contextId: number, command: CommandSet): void {
+    const { commandField } = command;
+    if (commandField === CommandField.CEchoRq) this.#respond(contextId, command, Status.Success, '');
+    else if ((commandField & 0x8000) === 0 && commandField !== CommandField.CCancelRq) {
+      this.#log.warn({ callingAeTitle: this.#callingAeTitle, commandField: hex(commandField) }, 'DIMSE request refused: not an operation of a Storage SCP');
+      this.#respond(contextId, command, UNRECOGNIZED_OPERATION, 'not an operation of this Storage SCP');
+    }
+  }
+
+  /** The last fragment of a message's data set is in: a C-STORE is answered once its ingest has settled. */
+  #dataSetReceived(message: Message): void {
+    const store = message.store;
+    if (store === null) {
+      this.#answerOther(message.contextId, message.command);
+      return;
+    }
+    store.inbound.end();
+    this.#awaitingIngest = true;
+    void store.outcome.then((outcome) => {
+      if (this.#current === store) this.#current = null;
+      this.#awaitingIngest = false;
+      this.#lastHeard = Date.now();
+      if (outcome.answer && !this.#closed) this.#respond(message.contextId, message.command, outcome.status, outcome.comment);
+    });
+  }
+
+  #respond(contextId: number, request: CommandSet, status: number, comment: string): void {
+    if (this.#socket.destroyed) return;
+    const command = encodeResponse({
+      commandField: request.commandField | 0x8000,
+      messageIdBeingRespondedTo: request.messageId,
+      sopClassUid: request.sopClassUid,
+      sopInstanceUid: request.sopInstanceUid,
+      status,
+      errorComment: status === Status.Success ? '' : errorComment(comment),
+    });
+    this.#socket.write(commandPdu(contextId, command));
+  }
+
+  #startStore(context: ContextInfo, request: CommandSet): InboundStore {
     const inbound = new InstanceInbound(INBOUND_HIGH_WATER_MARK, {
       pause: () => this.#pauseSocket(),
       resume: () => this.#resumeSocket(),
     });
-    const store = this.#startStore(context, request, inbound);
-    this.#stores.set(request, store);
-    this.#current = store;
-    return inbound;
-  }
-
-  /**
-   * Called after the data set's last PDV. dcmjs-dimse wants a Dataset to pass to cStoreRequest;
-   * the bytes went to the ingest, so an empty one stands in for them.
-   */
-  override createDatasetFromStoreWritableStream(
-    _writable: Writable,
-    context: PresentationContext,
-    callback: (dataset: InstanceType<typeof Dataset>) => void,
-  ): void {
-    callback(new Dataset({}, context.getAcceptedTransferSyntaxUid()));
-  }
-
-  override cStoreRequest(request: CStoreRequest, callback: (response: CStoreResponse) => void): void {
-    const store = this.#stores.get(request);
-    if (store === undefined) {
-      // A C-STORE-RQ whose command says it has no data set: nothing to store.
-      callback(storeResponse(request, CANNOT_UNDERSTAND, 'C-STORE request without a data set'));
-      return;
-    }
-    this.#awaitingIngest = true;
-    void store.outcome.then((outcome) => {
-      this.#stores.delete(request);
-      if (this.#current === store) this.#current = null;
-      this.#awaitingIngest = false;
-      this.#lastHeard = Date.now();
-      if (outcome.answer && !this.#closed) callback(storeResponse(request, outcome.status, outcome.comment));
-    });
-  }
-
-  #startStore(context: PresentationContext, request: CStoreRequest, inbound: InstanceInbound): InboundStore {
     const controller = new AbortController();
-    const sopClassUid = uidValue(request.getAffectedSopClassUid());
-    const transferSyntaxUid = context.getAcceptedTransferSyntaxUid() ?? '';
-    const log = this.#log.child({ callingAeTitle: this.#callingAeTitle, sopClassUid, transferSyntaxUid });
+    const { sopClassUid } = request;
+    const transferSyntaxUid = context.transferSyntax ?? '';
+    // Bound into each line logged rather than a child logger per C-STORE (pino serialises a child's bindings at once).
+    const where = { callingAeTitle: this.#callingAeTitle, sopClassUid, transferSyntaxUid };
+    const log = this.#log;
     const started = performance.now();
 
     let outcome: Promise<Outcome>;
-    if (sopClassUid !== context.getAbstractSyntaxUid() || context.getResult() !== PresentationContextResult.Accept) {
+    if (sopClassUid !== context.abstractSyntax || context.transferSyntax === undefined) {
       // PS3.7 9.3.1.1: the Affected SOP Class is that of an accepted presentation context.
       inbound.discard();
-      log.warn({ abstractSyntax: context.getAbstractSyntaxUid() }, 'C-STORE refused: SOP class not that of an accepted presentation context');
+      log.warn({ ...where, abstractSyntax: context.abstractSyntax }, 'C-STORE refused: SOP class not that of an accepted presentation context');
       outcome = Promise.resolve({ answer: true, status: SOP_CLASS_NOT_SUPPORTED, comment: 'SOP Class not accepted in this presentation context' });
     } else {
       const header = part10Header({
         sopClassUid,
-        sopInstanceUid: uidValue(request.getAffectedSopInstanceUid()),
+        sopInstanceUid: request.sopInstanceUid,
         transferSyntaxUid,
         sourceAeTitle: this.#callingAeTitle,
       });
@@ -307,7 +396,7 @@ class StorageScp extends Scp {
       outcome = this.#ctx.ingest.store(part10, { callingAeTitle: this.#callingAeTitle, signal: controller.signal }).then(
         (result): Outcome => {
           const ms = performance.now() - started;
-          const figures = { bytes: inbound.received, ms: Math.round(ms) };
+          const figures = { ...where, bytes: inbound.received, ms: Math.round(ms) };
           if (result.status === 'stored') {
             if (controller.signal.aborted) {
               log.warn(figures, 'instance stored, but the association ended before the C-STORE could be answered');
@@ -332,7 +421,7 @@ class StorageScp extends Scp {
         },
         (err: unknown): Outcome => {
           inbound.discard();
-          const figures = { bytes: inbound.received, ms: Math.round(performance.now() - started) };
+          const figures = { ...where, bytes: inbound.received, ms: Math.round(performance.now() - started) };
           if (controller.signal.aborted) {
             log.warn(figures, 'C-STORE not stored: the association ended mid-instance');
             return { answer: false };
@@ -346,7 +435,9 @@ class StorageScp extends Scp {
     }
     const settled = outcome.finally(() => this.#ctx.pending.delete(settled));
     this.#ctx.pending.add(settled);
-    return { inbound, controller, outcome };
+    const store = { inbound, controller, outcome };
+    this.#current = store;
+    return store;
   }
 
   #abortCurrent(why: string): void {
@@ -356,6 +447,19 @@ class StorageScp extends Scp {
     const reason = new VaultError('ABORTED', why);
     store.controller.abort(reason);
     store.inbound.fail(reason);
+  }
+
+  /** The peer broke the protocol (or a PDU could not be read): A-ABORT, and the connection closes. */
+  #protocolError(err: unknown): void {
+    this.#log.warn(
+      { callingAeTitle: this.#callingAeTitle, err: err instanceof Error ? err.message : String(err) },
+      'DIMSE protocol error; aborting the association',
+    );
+    this.#abortCurrent('the association was aborted on a protocol error');
+    if (this.#contexts !== null) this.sendAbort(constants.AbortSource.ServiceProvider, abortReasonOf(err));
+    // Closed once the A-ABORT is written; destroyed anyway should the peer not close its side.
+    this.#socket.end();
+    setTimeout(() => this.#socket.destroy(), 1000).unref();
   }
 
   #reject(reason: number): void {
@@ -386,7 +490,7 @@ class StorageScp extends Scp {
   }
 }
 
-/** The Part 10 stream the ingest reads: the header, then the data set's PDVs as they arrive. */
+/** The Part 10 stream the ingest reads: the header, then the data set's pieces as they arrive. */
 async function* part10Stream(header: Uint8Array, inbound: InstanceInbound): AsyncGenerator<Uint8Array> {
   try {
     yield header;
@@ -401,17 +505,12 @@ async function* part10Stream(header: Uint8Array, inbound: InstanceInbound): Asyn
   }
 }
 
-function storeResponse(request: CStoreRequest, status: number, comment: string): CStoreResponse {
-  const response = new responses.CStoreResponse(status, status === Status.Success ? '' : comment.slice(0, MAX_ERROR_COMMENT));
-  response.setMessageIdBeingRespondedTo(request.getMessageId());
-  response.setAffectedSopClassUid(request.getAffectedSopClassUid());
-  response.setAffectedSopInstanceUid(request.getAffectedSopInstanceUid());
-  return response;
-}
-
-/** UIDs in a command may carry their padding (PS3.5 9.1). */
-function uidValue(uid: string | undefined): string {
-  return (uid ?? '').replace(/[\0 ]+$/, '');
+/** ErrorComment is LO: at most 64 characters, no backslash or control characters (PS3.5 6.2). */
+function errorComment(comment: string): string {
+  return comment
+    .replace(/[\\\x00-\x1f\x7f]/g, ' ')
+    .slice(0, MAX_ERROR_COMMENT)
+    .trimEnd();
 }
 
 function hex(status: number): string {

@@ -275,6 +275,22 @@ describe('Catalog: derived attributes and listing', () => {
     catalog.close();
   });
 
+  it('keeps SOP Classes in Study right over one-instance versions, and drops a class whose last instance was replaced', () => {
+    const catalog = Catalog.open({ path: ':memory:' });
+    const classes = () => catalog.queryStudies({ filters: [], limit: 10, offset: 0 })[0]!.attributes['00080062'];
+    commit(catalog, STUDY, [inst(STUDY, SERIES_A, `${SERIES_A}.1`)]);
+    commit(catalog, STUDY, [inst(STUDY, SERIES_A, `${SERIES_A}.2`, { sopClass: MR_IMAGE })]);
+    commit(catalog, STUDY, [inst(STUDY, SERIES_A, `${SERIES_A}.3`)]);
+    commit(catalog, STUDY, [inst(STUDY, SERIES_A, `${SERIES_A}.3`)]);
+    expect(classes()).toEqual(str('UI', CT_IMAGE, MR_IMAGE));
+    // The only MR instance sent again, now as CT: MR is gone from the study.
+    commit(catalog, STUDY, [inst(STUDY, SERIES_A, `${SERIES_A}.2`, { bytes: 'as CT' })]);
+    expect(classes()).toEqual(str('UI', CT_IMAGE));
+    commit(catalog, STUDY, [inst(STUDY, SERIES_B, `${SERIES_B}.1`, { sopClass: MR_IMAGE })]);
+    expect(classes()).toEqual(str('UI', CT_IMAGE, MR_IMAGE));
+    catalog.close();
+  });
+
   it('moves a re-sent instance to its new series and drops the emptied series', () => {
     const catalog = Catalog.open({ path: ':memory:' });
     const sop = `${STUDY}.9.1`;

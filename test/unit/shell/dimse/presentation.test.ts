@@ -1,4 +1,6 @@
 // What the Storage SCP accepts at association, and the Part 10 header it puts before a data set.
+// @ts-expect-error dcmjs ships no type declarations; its File Meta writer is the referee below.
+import dcmjs from 'dcmjs';
 import { describe, expect, it } from 'vitest';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, part10Header } from '../../../../src/shell/dimse/file-meta.ts';
 import { VERIFICATION_SOP_CLASS, chooseTransferSyntax, isStorageSopClass } from '../../../../src/shell/dimse/presentation.ts';
@@ -53,7 +55,7 @@ describe('chooseTransferSyntax', () => {
     expect(chooseTransferSyntax([BIG_ENDIAN, IMPLICIT])).toBe(BIG_ENDIAN);
   });
 
-  it("takes a compressed syntax the proposer put first, so nothing is re-encoded", () => {
+  it('takes a compressed syntax the proposer put first, so nothing is re-encoded', () => {
     expect(chooseTransferSyntax([J2K, EXPLICIT, IMPLICIT])).toBe(J2K);
     expect(chooseTransferSyntax([RLE])).toBe(RLE);
     expect(chooseTransferSyntax([JPEG_BASELINE, EXPLICIT])).toBe(JPEG_BASELINE);
@@ -75,7 +77,10 @@ describe('part10Header', () => {
     const elements = new Map<string, [string, Buffer]>();
     let at = 132;
     while (at < b.length && b.readUInt16LE(at) === 0x0002) {
-      const tag = b.readUInt16LE(at + 2).toString(16).padStart(4, '0');
+      const tag = b
+        .readUInt16LE(at + 2)
+        .toString(16)
+        .padStart(4, '0');
       const vr = b.toString('latin1', at + 4, at + 6);
       const long = vr === 'OB';
       const len = long ? b.readUInt32LE(at + 8) : b.readUInt16LE(at + 6);
@@ -97,7 +102,11 @@ describe('part10Header', () => {
     expect(end).toBe(b.length);
     const groupLength = elements.get('0000')![1].readUInt32LE(0);
     expect(b.length).toBe(132 + 12 + groupLength);
-    const text = (tag: string): string => elements.get(tag)![1].toString('latin1').replace(/[\0 ]+$/, '');
+    const text = (tag: string): string =>
+      elements
+        .get(tag)![1]
+        .toString('latin1')
+        .replace(/[\0 ]+$/, '');
     expect([...elements.get('0001')![1]]).toEqual([0, 1]);
     expect(text('0002')).toBe('1.2.840.10008.5.1.4.1.1.2');
     expect(text('0003')).toBe('1.2.3.456');
@@ -108,5 +117,32 @@ describe('part10Header', () => {
     // Every value has even length (PS3.5 7.1.1): odd UIDs padded with NUL.
     for (const [tag, [, v]] of elements) expect(v.length % 2, tag).toBe(0);
     expect(elements.get('0003')![1].at(-1)).toBe(0);
+  });
+
+  it('is byte for byte what dcmjs writes for the same fields', () => {
+    const { DicomDict } = (dcmjs as { data: { DicomDict: new (meta: Record<string, unknown>) => { write(): ArrayBuffer } } }).data;
+    // Odd and even lengths of every variable value, an AE title of one and of sixteen characters.
+    for (const sopInstanceUid of ['1.2.3.456', '1.2.3.4567']) {
+      for (const [transferSyntaxUid, sourceAeTitle] of [
+        [J2K, 'CT01'],
+        [EXPLICIT, 'A'],
+        [IMPLICIT, 'SIXTEEN_CHARS_AE'],
+        [DEFLATED, 'PACS 2'],
+      ]) {
+        for (const sopClassUid of ['1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.5.1.4.1.1.4.1']) {
+          const theirs = new DicomDict({
+            '00020001': { vr: 'OB', Value: [new Uint8Array([0, 1]).buffer] },
+            '00020002': { vr: 'UI', Value: [sopClassUid] },
+            '00020003': { vr: 'UI', Value: [sopInstanceUid] },
+            '00020010': { vr: 'UI', Value: [transferSyntaxUid] },
+            '00020012': { vr: 'UI', Value: [IMPLEMENTATION_CLASS_UID] },
+            '00020013': { vr: 'SH', Value: [IMPLEMENTATION_VERSION_NAME] },
+            '00020016': { vr: 'AE', Value: [sourceAeTitle] },
+          }).write();
+          const ours = part10Header({ sopClassUid, sopInstanceUid, transferSyntaxUid: transferSyntaxUid!, sourceAeTitle: sourceAeTitle! });
+          expect(Buffer.from(ours).toString('hex'), `${sopInstanceUid} ${transferSyntaxUid} ${sourceAeTitle}`).toBe(Buffer.from(theirs).toString('hex'));
+        }
+      }
+    }
   });
 });
