@@ -14,6 +14,8 @@ interface Cuttable {
 }
 
 export class GrantWatch {
+  /** Each running response, and the grants that allow it (any one of them suffices). */
+  readonly #replies = new Map<Cuttable, string[]>();
   readonly #byGrant = new Map<string, Set<Cuttable>>();
   readonly #unsubscribe: () => void;
   readonly #grants: Pick<GrantsForAccess, 'onRevoked' | 'activeById'>;
@@ -23,50 +25,63 @@ export class GrantWatch {
   constructor(grants: Pick<GrantsForAccess, 'onRevoked' | 'activeById'>, options: { pollMs?: number } = {}) {
     this.#grants = grants;
     this.#pollMs = options.pollMs ?? DEFAULT_GRANT_POLL_MS;
-    this.#unsubscribe = grants.onRevoked((id) => this.#cutAll(id, `grant ${id} was revoked`));
+    this.#unsubscribe = grants.onRevoked((id) => this.#recheck(this.#byGrant.get(id) ?? [], `grant ${id} was revoked`));
   }
 
-  #cutAll(id: string, why: string): void {
-    for (const reply of this.#byGrant.get(id) ?? []) cut(reply, why);
-  }
-
-  /** Looks up every watched grant again: one no longer in force (revoked elsewhere, no longer verifying) cuts its responses. */
-  #check(): void {
+  /** Cuts each of `replies` that no grant of its own allows any more. */
+  #recheck(replies: Iterable<Cuttable>, why: string): void {
     const now = new Date();
-    for (const id of [...this.#byGrant.keys()]) {
-      if (this.#grants.activeById(id, now) === undefined) this.#cutAll(id, `grant ${id} is no longer in force`);
+    const inForce = new Map<string, boolean>();
+    const active = (id: string) => {
+      let yes = inForce.get(id);
+      if (yes === undefined) {
+        yes = this.#grants.activeById(id, now) !== undefined;
+        inForce.set(id, yes);
+      }
+      return yes;
+    };
+    for (const reply of [...replies]) {
+      const ids = this.#replies.get(reply);
+      if (ids !== undefined && !ids.some(active)) cut(reply, why);
     }
   }
 
   #schedule(): void {
-    if (this.#byGrant.size === 0) {
+    if (this.#replies.size === 0) {
       if (this.#poll !== undefined) clearInterval(this.#poll);
       this.#poll = undefined;
     } else if (this.#poll === undefined) {
-      this.#poll = setInterval(() => this.#check(), this.#pollMs);
+      // The poll finds revocations made elsewhere, grants that stopped verifying, and ends.
+      this.#poll = setInterval(() => this.#recheck(this.#replies.keys(), 'the grant is no longer in force'), this.#pollMs);
       this.#poll.unref();
     }
   }
 
-  /** Cuts `reply` when any of `grants` is revoked, or at the earliest end among them. */
+  /** Cuts `reply` once none of `grants` allows it: when revoked (here or elsewhere), or at the last one's end. */
   watch(grants: ReadonlyArray<{ id: string; notAfter: Date | null }>, reply: Cuttable): void {
-    for (const g of grants) {
-      let set = this.#byGrant.get(g.id);
-      if (set === undefined) this.#byGrant.set(g.id, (set = new Set()));
+    const ids = grants.map((g) => g.id);
+    this.#replies.set(reply, ids);
+    for (const id of ids) {
+      const set = this.#byGrant.get(id) ?? new Set();
+      this.#byGrant.set(id, set);
       set.add(reply);
     }
     this.#schedule();
     const ends = grants.map((g) => g.notAfter?.getTime()).filter((t): t is number => t !== undefined);
-    // Any grant of the set allows the access, so the response stands until the last one ends.
+    // Any grant of the set allows the access, so the response stands until the last one ends. A
+    // timer cuts at that moment to the millisecond; one beyond setTimeout's range (24.8 days) is
+    // left to the poll, which sees the end as well.
     const end = ends.length === grants.length && ends.length > 0 ? Math.max(...ends) : undefined;
-    const timer = end === undefined ? undefined : setTimeout(() => cut(reply, 'the grant ended'), Math.max(0, end - Date.now()));
+    const delay = end === undefined ? undefined : Math.max(0, end - Date.now());
+    const timer = delay === undefined || delay > MAX_TIMEOUT_MS ? undefined : setTimeout(() => cut(reply, 'the grant ended'), delay);
     timer?.unref();
     reply.raw.once('close', () => {
       if (timer !== undefined) clearTimeout(timer);
-      for (const g of grants) {
-        const set = this.#byGrant.get(g.id);
+      this.#replies.delete(reply);
+      for (const id of ids) {
+        const set = this.#byGrant.get(id);
         set?.delete(reply);
-        if (set?.size === 0) this.#byGrant.delete(g.id);
+        if (set?.size === 0) this.#byGrant.delete(id);
       }
       this.#schedule();
     });
@@ -78,6 +93,9 @@ export class GrantWatch {
     this.#poll = undefined;
   }
 }
+
+/** The longest delay setTimeout keeps (a signed 32-bit count of ms); a longer one fires at once. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 function cut(reply: Cuttable, why: string): void {
   if (!reply.raw.destroyed) reply.raw.destroy(new Error(why));
