@@ -31,21 +31,8 @@ import {
 } from '../../dicom/render/index.ts';
 import { parseAccept, requestSignal } from './http.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
-import {
-  closing,
-  decodeFailure,
-  hasPixelData,
-  instanceLookup,
-  mapAhead,
-  noPixelData,
-  openFrames,
-  parseFrameList,
-  sendCommittedLate,
-  single,
-  type InstanceFrames,
-  type Params,
-  type WadoDeps,
-} from './wado.ts';
+import { closing, decodeFailure, hasPixelData, mapAhead, noPixelData, openFrames, single, type InstanceFrames } from './frames.ts';
+import { instanceLookup, parseFrameList, sendCommittedLate, type Params, type WadoDeps } from './wado.ts';
 
 /** Instances rendered at once for a study or series: enough to keep the decode pool's workers busy. */
 const RENDER_AHEAD = 2;
