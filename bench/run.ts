@@ -39,7 +39,8 @@ import { formatNumber, ofLimit, ratioText } from './report.ts';
 import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMarkdown, type Footprint, type MeasuredScale } from './scale.ts';
 import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
 import { ScratchSpace } from './scratch.ts';
-import { runSoak, soakMarkdown, soakTargets, type SoakResult } from './soak.ts';
+import { runSoak } from './soak.ts';
+import { soakMarkdown, soakTargets, type SoakResult } from './soak-report.ts';
 
 const started = new Date();
 const t0 = performance.now();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classifyFault, paceDelayMs, SoakTally, soakMarkdown, soakTargets, type SoakResult } from '../soak.ts';
+import { classifyFault, paceDelayMs, SoakTally, soakMarkdown, soakTargets, type SoakResult } from '../soak-report.ts';
 
 describe('the soak tally', () => {
   const tally = new SoakTally();
