@@ -19,7 +19,7 @@
 // Runs on whichever `node` npm's script PATH gives (the pinned one, or the system's when the pinned
 // runtime failed to install), so it is plain JavaScript that any Node >= 18 loads.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import semver from 'semver';
@@ -99,4 +99,13 @@ if (missing.length > 0) {
   fail(
     `npm left out ${missing.join(', ')} (see its warnings above); run \`npm ci\` again, or \`PATH=node_modules/.bin:$PATH npm ci\` to run npm itself on the pinned Node.`,
   );
+}
+
+// 4. The pinned runtime's C headers (node_modules/node/node_modules/node-<os>-<arch>/include: 67 MB
+//    of a 709 MB node_modules) serve only to build native addons, which this project has none of
+//    and does not allow; node-gyp, should anyone run it, downloads its own. The `node` package
+//    installs that runtime from its own install script, so its files are not in the lockfile.
+const runtimes = join(root, 'node_modules', 'node', 'node_modules');
+for (const name of existsSync(runtimes) ? readdirSync(runtimes) : []) {
+  if (name.startsWith('node-') && existsSync(join(runtimes, name, 'include'))) rmSync(join(runtimes, name, 'include'), { recursive: true, force: true });
 }
