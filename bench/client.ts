@@ -44,6 +44,8 @@ export interface StowOptions {
   agent?: http.Agent;
   /** Send a Content-Length header in each part. Default true; some PACS omit it. */
   partContentLength?: boolean;
+  /** A bearer token for a node with identity on (an `ingest` account). */
+  authorization?: string;
 }
 
 export interface StowResult {
@@ -93,8 +95,8 @@ export async function stow(opts: StowOptions): Promise<StowResult> {
       const index = next++;
       const batch = batches[index]!;
       const t0 = performance.now();
-      let outcome = await stowBatch(url, batch, agent, signal, opts.partContentLength ?? true, pool);
-      if (outcome.staleSocket) outcome = await stowBatch(url, batch, agent, signal, opts.partContentLength ?? true, pool);
+      let outcome = await stowBatch(url, batch, agent, signal, opts.partContentLength ?? true, pool, opts.authorization);
+      if (outcome.staleSocket) outcome = await stowBatch(url, batch, agent, signal, opts.partContentLength ?? true, pool, opts.authorization);
       result.requestMs[index] = performance.now() - t0;
       const key = outcome.status === undefined ? 'error' : String(outcome.status);
       result.statusCounts[key] = (result.statusCounts[key] ?? 0) + 1;
@@ -130,6 +132,7 @@ async function stowBatch(
   signal: AbortSignal | undefined,
   partContentLength: boolean,
   pool: BlockPool,
+  authorization: string | undefined,
 ): Promise<BatchOutcome> {
   const boundary = `dvbench-${randomBytes(12).toString('hex')}`;
   const heads = batch.map((inst) =>
@@ -147,6 +150,7 @@ async function stowBatch(
       'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`,
       'Content-Length': length,
       Accept: 'application/dicom+json',
+      ...bearer(authorization),
     },
   });
   let res: IncomingMessage | undefined;
@@ -517,7 +521,7 @@ async function timedGet(
   try {
     await leanGet(
       url,
-      { Accept: accept, ...(opts.authorization === undefined ? {} : { Authorization: `Bearer ${opts.authorization}` }) },
+      { Accept: accept, ...bearer(opts.authorization) },
       {
         onHead(res) {
           out.headersMs = performance.now() - t0;
@@ -568,6 +572,8 @@ export interface QidoOptions {
   agent?: http.Agent;
   /** Largest response read, bytes. Default DEFAULT_MAX_RESPONSE_BYTES; the metadata of a big series is larger. */
   maxResponseBytes?: number;
+  /** A bearer token for a node with identity on. */
+  authorization?: string;
 }
 
 /**
@@ -577,7 +583,7 @@ export interface QidoOptions {
 export async function qido(baseUrl: string, query: string, opts: QidoOptions = {}): Promise<QidoResult> {
   const url = endpoint(baseUrl, query);
   const t0 = performance.now();
-  const res = await get(url, { Accept: 'application/dicom+json' }, opts);
+  const res = await get(url, { Accept: 'application/dicom+json', ...bearer(opts.authorization) }, opts);
   const raw = await readBody(res, opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES);
   const ms = performance.now() - t0;
   if (res.statusCode === 204) return { status: 204, ms, results: 0, body: [] };
@@ -731,6 +737,11 @@ export class MultipartError extends Error {
 }
 
 // ---------- helpers ----------
+
+/** The Authorization header of a bearer token; none without a token (a node run with --open). */
+function bearer(token: string | undefined): Record<string, string> {
+  return token === undefined ? {} : { Authorization: `Bearer ${token}` };
+}
 
 function endpoint(baseUrl: string, path: string): URL {
   const base = new URL(baseUrl);

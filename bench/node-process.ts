@@ -21,22 +21,25 @@ export interface ServedNode {
  * Starts `dicom-vault serve` on a free port; resolves once it announces its URL. `open` (default
  * true): without identity, as the benchmark's scenarios measure the node (its cost of identity is
  * the `auth` scenario's figure); tests run with identity on (test/support/process.ts).
+ * `logLevel` (default warn) and `onLog` (each chunk of its log, which the node writes to stdout):
+ * the auth scenario reads the node's audit records.
  */
 export function serveNode(
   dataDir: string,
   extraArgs: string[] = [],
   env: NodeJS.ProcessEnv = {},
-  { open = true }: { open?: boolean } = {},
+  { open = true, logLevel = 'warn', onLog }: { open?: boolean; logLevel?: string; onLog?: (chunk: string) => void } = {},
 ): Promise<ServedNode> {
   const child = spawn(
     process.execPath,
-    [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--log-level', 'warn', ...(open ? ['--open'] : []), ...extraArgs],
+    [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--log-level', logLevel, ...(open ? ['--open'] : []), ...extraArgs],
     {
       // No chain and no DIMSE unless asked for: anchoring has its own benchmark (bench/anchor.ts).
       env: { DICOM_VAULT_CHAIN: 'none', DICOM_VAULT_DIMSE_PORT: 'off', ...process.env, ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', onLog ? 'pipe' : 'ignore', 'pipe'],
     },
   );
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => onLog?.(d));
   return new Promise((resolve, reject) => {
     let err = '';
     const timer = setTimeout(() => reject(new Error(`node did not start within 60 s: ${err}`)), 60_000);

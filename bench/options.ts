@@ -6,11 +6,11 @@ import { parseArgs } from 'node:util';
 // A type import only: backends.ts loads the S3 SDK, which parsing arguments does not need.
 import type { Backend } from './backends.ts';
 
-export type Scenario = 'huge' | 'small' | 'concurrent' | 'dimse' | 'decode' | 'soak';
+export type Scenario = 'huge' | 'small' | 'concurrent' | 'dimse' | 'decode' | 'auth' | 'soak';
 /** Every scenario, in run order. */
-export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'soak'];
+export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'soak'];
 /** What `--scenario all` (the default) runs: the soak lasts half an hour and runs only when named. */
-export const ALL_SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode'];
+export const ALL_SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth'];
 export type Peer = 'orthanc';
 /** The block stores (as bench/backends.ts BACKENDS), fs first. */
 export const STORES: readonly Backend[] = ['fs', 'ipfs', 's3'];
@@ -52,6 +52,12 @@ export const DEFAULT_SOAK_MINUTES = 30;
  * correct under a steady mix, not about peak rate; at 10 MB/s half an hour stores ~18 GB.
  */
 export const DEFAULT_SOAK_INGEST_MBPS = 10;
+/** Instances of the granted series in the auth scenario (the issue's 1,000). */
+export const DEFAULT_AUTH_INSTANCES = 1_000;
+/** Rounds of the auth scenario: an open node, then a node with identity on (the order alternating). */
+export const DEFAULT_AUTH_ROUNDS = 3;
+/** Revocations the auth scenario times through the node's API, and as many with the CLI. */
+export const DEFAULT_AUTH_REVOCATIONS = 3;
 /** The largest instance count the generator packs into its pixel patterns. */
 const MAX_INSTANCES = 2 ** 24;
 
@@ -92,14 +98,18 @@ export interface BenchOptions {
   decodeConcurrency: number;
   soakMinutes: number;
   soakIngestMBps: number;
+  /** The auth scenario: instances of the granted series, rounds of open and identity nodes, revocations timed per path. */
+  authInstances: number;
+  authRounds: number;
+  authRevocations: number;
   help: boolean;
 }
 
 export const HELP = `npm run bench -- [options]
 
 Scenarios (each on a fresh node with an empty data directory, then on a fresh peer):
-  --scenario LIST        huge,small,concurrent,dimse,decode,soak | all | none (default all: every
-                         one but soak)
+  --scenario LIST        huge,small,concurrent,dimse,decode,auth,soak | all | none (default all:
+                         every one but soak)
                            huge:       a few multi-frame instances (Enhanced MR, 512x512x16 bit
                                        frames; at least 4 per study, at most --max-instance-gib each),
                                        one instance per STOW request; frame latency inside one
@@ -117,6 +127,11 @@ Scenarios (each on a fresh node with an empty data directory, then on a fresh pe
                                        instances fetched decoded (WADO-RS frames, transfer-syntax
                                        1.2.840.10008.1.2.1): all frames of an instance per
                                        request, then one frame per request
+                           auth:       identity off (--open) and on, same data, nodes alternating:
+                                       QIDO, one frame and the metadata of a --auth-instances
+                                       series as staff and as a grantee under a series grant the
+                                       patient signed; revocation during a running WADO stream,
+                                       through the node's API and with the CLI
                            soak:       one node under a mixed load for --soak-minutes: STOW of
                                        small and huge instances, QIDO, WADO of studies and frames,
                                        malformed and abandoned uploads; every stored study
@@ -135,6 +150,10 @@ Scenarios (each on a fresh node with an empty data directory, then on a fresh pe
   --decode-frames N      frames per instance in the decode scenario (default ${DEFAULT_DECODE_FRAMES})
   --decode-instances N   instances per transfer syntax in the decode scenario (default ${DEFAULT_DECODE_INSTANCES})
   --decode-concurrency N frame requests in flight in the decode scenario (default ${DEFAULT_DECODE_CONCURRENCY})
+  --auth-instances N     instances of the granted series in the auth scenario (default ${DEFAULT_AUTH_INSTANCES})
+  --auth-rounds N        rounds of an open node and a node with identity (default ${DEFAULT_AUTH_ROUNDS})
+  --auth-revocations N   revocations timed through the node's API, and as many with the CLI
+                         (default ${DEFAULT_AUTH_REVOCATIONS}; 0: none)
   --soak-minutes N       length of the soak (default ${DEFAULT_SOAK_MINUTES}; 2 for a check)
   --soak-ingest-mbps N   DICOM MB/s the soak's uploaders aim at together (default ${DEFAULT_SOAK_INGEST_MBPS})
 
@@ -211,6 +230,14 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     ),
     soakMinutes: one('--soak-minutes', values['soak-minutes'], (v) => v >= 0.5 && v <= 7 * 24 * 60, 'a number of minutes from 0.5 to 10080 (a week)'),
     soakIngestMBps: one('--soak-ingest-mbps', values['soak-ingest-mbps'], (v) => v > 0 && v <= 10_000, 'a rate in MB/s above 0'),
+    authInstances: one(
+      '--auth-instances',
+      values['auth-instances'],
+      (v) => Number.isSafeInteger(v) && v >= 1 && v <= 100_000,
+      'a whole number from 1 to 100000',
+    ),
+    authRounds: one('--auth-rounds', values['auth-rounds'], (v) => Number.isSafeInteger(v) && v >= 1 && v <= 20, 'a whole number from 1 to 20'),
+    authRevocations: one('--auth-revocations', values['auth-revocations'], (v) => Number.isSafeInteger(v) && v >= 0 && v <= 50, 'a whole number from 0 to 50'),
     help: values.help,
   };
 }
@@ -246,6 +273,9 @@ function parseOptions(argv: readonly string[]) {
         'decode-concurrency': { type: 'string', default: String(DEFAULT_DECODE_CONCURRENCY) },
         'soak-minutes': { type: 'string', default: String(DEFAULT_SOAK_MINUTES) },
         'soak-ingest-mbps': { type: 'string', default: String(DEFAULT_SOAK_INGEST_MBPS) },
+        'auth-instances': { type: 'string', default: String(DEFAULT_AUTH_INSTANCES) },
+        'auth-rounds': { type: 'string', default: String(DEFAULT_AUTH_ROUNDS) },
+        'auth-revocations': { type: 'string', default: String(DEFAULT_AUTH_REVOCATIONS) },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });

@@ -32,6 +32,8 @@ export interface ReportInput {
   scale: string | null;
   /** soakMarkdown's output (bench/soak.ts), or null: no soak ran. */
   soak?: string | null;
+  /** authMarkdown's output (bench/auth-scenario.ts), or null: the auth scenario did not run. */
+  auth?: string | null;
   notes: string[];
 }
 
@@ -71,6 +73,7 @@ export function reportMarkdown(r: ReportInput): string {
     out.push(targetsTable(r.targets), '');
   }
 
+  if (r.auth) out.push('#### Access control: identity off and on, revocation', '', r.auth.trimEnd(), '');
   if (r.soak) out.push('#### Soak', '', r.soak.trimEnd(), '');
 
   if (r.limits) {

@@ -31,6 +31,7 @@ import {
 import { limitsTable, measureLimits, type MachineLimits } from './limits.ts';
 import { serveNode } from './node-process.ts';
 import { BenchUsageError, HELP, parseBenchArgs, type BenchOptions } from './options.ts';
+import { authFailed, authMarkdown, authTargets, runAuthScenario, type AuthResult } from './auth-scenario.ts';
 import { decodeFigures, decodeTargets, runDecodeScenario, type DecodeResult } from './decode-scenario.ts';
 import { dimseIngest, NODE_AE, ORTHANC_AE, writeStudyFiles } from './dimse.ts';
 import { freePort, startOrthanc } from './orthanc.ts';
@@ -132,6 +133,28 @@ async function main(): Promise<void> {
     }
   }
 
+  let auth: AuthResult | null = null;
+  if (o.scenarios.includes('auth')) {
+    log(`scenario auth: identity off and on, ${o.authRounds} rounds, a ${o.authInstances}-instance series, ${o.authRevocations} revocations each way`);
+    try {
+      const env = o.store === 's3' ? await s3Environment(undefined, (l) => log(`s3: ${l}`)) : {};
+      auth = await runAuthScenario({
+        instances: o.authInstances,
+        rounds: o.authRounds,
+        revocations: o.authRevocations,
+        store: o.store,
+        env,
+        workDir,
+        scratch,
+        keep: o.keep,
+        log,
+      });
+    } catch (err) {
+      log(`auth failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+  }
+
   let soak: SoakResult | null = null;
   if (o.scenarios.includes('soak')) {
     log(`scenario soak: ${o.soakMinutes} min at ${o.soakIngestMBps} MB/s of uploads, one node`);
@@ -169,7 +192,12 @@ async function main(): Promise<void> {
   // ---------- figures and files ----------
   const fl = limits ? figureLimits(limits) : null;
   const figures: Figure[] = [...results.flatMap((s) => scenarioFigures(s, fl)), ...(decode ? decodeFigures(decode, fl?.roundTripMs ?? null) : [])];
-  const targets = [...checkTargets(results, fl), ...(decode ? decodeTargets(decode) : []), ...(soak ? soakTargets(soak) : [])];
+  const targets = [
+    ...checkTargets(results, fl),
+    ...(decode ? decodeTargets(decode) : []),
+    ...(auth ? authTargets(auth) : []),
+    ...(soak ? soakTargets(soak) : []),
+  ];
   const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
   const loadAfter = loadavg();
 
@@ -222,6 +250,7 @@ async function main(): Promise<void> {
     anchor,
     scale: scaleMd,
     soak: soak ? soakMarkdown(soak) : null,
+    auth: auth ? authMarkdown(auth) : null,
     notes,
   });
   writeFileSync(files.report, report);
@@ -244,6 +273,7 @@ async function main(): Promise<void> {
         limits,
         scenarios: results,
         decode,
+        auth,
         soak,
         figures,
         targets,
@@ -264,6 +294,7 @@ async function main(): Promise<void> {
   if (targets.length > 0) process.stdout.write(`\nTargets\n${targetsTable(targets)}\n\n`);
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
+  if (auth) process.stdout.write(`\nAccess control (auth)\n${authMarkdown(auth)}\n`);
   if (soak) process.stdout.write(`\nSoak\n${soakMarkdown(soak)}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
   process.stdout.write(`\nresults: ${relative(process.cwd(), files.json)}\nreport:  ${relative(process.cwd(), files.report)}\n`);
@@ -274,7 +305,8 @@ async function main(): Promise<void> {
   const oursFailed =
     results.some((s) => runFailed(s.runs[0]!)) || (decode !== null && (decode.runs[0]!.errors.length > 0 || decode.runs[0]!.syntaxes.some((x) => !x.ok)));
   const soakFailed = soak !== null && soakTargets(soak).some((t) => t.met === false);
-  if (oursFailed || soakFailed || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null)) process.exitCode = 1;
+  if (oursFailed || soakFailed || (auth !== null && authFailed(auth)) || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null))
+    process.exitCode = 1;
 }
 
 /**

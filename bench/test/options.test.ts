@@ -5,7 +5,10 @@ import { BenchUsageError, DEFAULT_INSTANCES, DEFAULT_SIZES_GIB, HELP, parseBench
 describe('npm run bench options', () => {
   it('defaults: every scenario but the soak at the issue sizes, fs, limits on, no peer, no extras', () => {
     const o = parseBenchArgs([]);
-    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent', 'dimse', 'decode']);
+    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth']);
+    expect(o.authInstances).toBe(1000);
+    expect(o.authRounds).toBe(3);
+    expect(o.authRevocations).toBe(3);
     expect(o.storescu).toBe('/usr/bin/storescu');
     expect(o.decodeFrames).toBe(100);
     expect(o.decodeInstances).toBe(4);
@@ -87,6 +90,14 @@ describe('npm run bench options', () => {
     expect(o.storescu).toBe('/opt/dcmtk/bin/storescu');
   });
 
+  it('the auth scenario takes its series size, rounds and revocations', () => {
+    const o = parseBenchArgs(['--scenario', 'auth', '--auth-instances', '200', '--auth-rounds', '1', '--auth-revocations', '0']);
+    expect(o.scenarios).toEqual(['auth']);
+    expect(o.authInstances).toBe(200);
+    expect(o.authRounds).toBe(1);
+    expect(o.authRevocations).toBe(0);
+  });
+
   it('lists keep their order and drop repeats', () => {
     expect(parseBenchArgs(['--size', '16,1,4,1']).sizesGiB).toEqual([16, 1, 4]);
     expect(parseBenchArgs(['--instances', '10000, 1000']).instances).toEqual([10000, 1000]);
@@ -131,6 +142,9 @@ describe('npm run bench options', () => {
       [['--soak-minutes', '0'], /--soak-minutes/],
       [['--soak-minutes', 'long'], /--soak-minutes/],
       [['--soak-ingest-mbps', '0'], /--soak-ingest-mbps/],
+      [['--auth-instances', '0'], /--auth-instances/],
+      [['--auth-rounds', '1.5'], /--auth-rounds/],
+      [['--auth-revocations', '-1'], /--auth-revocations/],
       [['--frobnicate'], /frobnicate/],
       [['positional'], /positional/],
     ];
@@ -166,6 +180,9 @@ describe('npm run bench options', () => {
       '--decode-concurrency',
       '--soak-minutes',
       '--soak-ingest-mbps',
+      '--auth-instances',
+      '--auth-rounds',
+      '--auth-revocations',
     ]) {
       expect(HELP).toContain(flag);
     }
