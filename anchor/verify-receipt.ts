@@ -400,7 +400,7 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
     try {
       return Number((await pub.getBlock({ blockTag: 'finalized' })).number);
     } catch (err) {
-      if (err instanceof BlockNotFoundError || isRpcRefusal(err)) return undefined;
+      if (err instanceof BlockNotFoundError || isUnknownTag(err)) return undefined;
       throw toChainError(err, 'reading the finalized block');
     }
   }
@@ -469,6 +469,18 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
 }
 
 const iso = (t: number | bigint): string => new Date(Number(t) * 1000).toISOString();
+
+/**
+ * The RPC does not know the `finalized` tag: invalid params or an unknown method (how geth before
+ * the merge, Besu/Quorum consortium chains and others refuse it), or a message naming the tag.
+ * Other JSON-RPC errors (a rate limit, say) are failures to answer, not "no tag".
+ */
+function isUnknownTag(err: unknown): boolean {
+  if (!(err instanceof BaseError)) return false;
+  const rpc = err.walk((e) => e instanceof RpcRequestError);
+  if (!(rpc instanceof RpcRequestError)) return false;
+  return rpc.code === -32602 || rpc.code === -32601 || /finalized|block tag|unknown block|invalid block/i.test(rpc.details ?? '');
+}
 
 /** The RPC answered with a JSON-RPC error (an unknown tag, a pruned state), rather than failing to answer. */
 function isRpcRefusal(err: unknown): boolean {

@@ -118,7 +118,13 @@ async function runAnchorCommand(command: string, args: string[], values: AnchorC
         if (values.json) {
           io.out(
             JSON.stringify(
-              { chain: options.anchor?.mode ?? 'none', catalogQueue: inCatalog.length, ...stats, recentBatches: batches },
+              {
+                chain: options.anchor?.mode ?? 'none',
+                selfAttested: selfAttestedNote(options) !== '',
+                catalogQueue: inCatalog.length,
+                ...stats,
+                recentBatches: batches,
+              },
               (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v),
               2,
             ),

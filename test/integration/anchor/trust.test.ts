@@ -18,7 +18,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CID } from 'multiformats/cid';
-import { bytesToHex, encodeAbiParameters, keccak256, toHex, type Address, type Hex } from 'viem';
+import { bytesToHex, createTestClient, encodeAbiParameters, http, keccak256, parseEther, toHex, type Address, type Hex } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import { BIN } from '../../../bench/node-process.ts';
@@ -254,7 +254,6 @@ describe('the back-dated genesis', () => {
     const fake = await startAnvil({ port: 0, chainId: PUBLIC_ID, genesisTimestamp: Y2020 });
     chains.push(fake);
     const deployer = real.client(0).account!;
-    const { createTestClient, http, parseEther } = await import('viem');
     await createTestClient({ mode: 'anvil', transport: http(fake.rpcUrl) }).setBalance({ address: deployer.address, value: parseEther('10') });
     const onFake = createChainClient({ rpcUrl: fake.rpcUrl, account: deployer });
     expect((await deployAnchorContract({ client: onFake })).address).toBe(real.contract);
@@ -303,6 +302,10 @@ describe('the back-dated genesis', () => {
     expect(new Date(receipt.time * 1000).toISOString()).toMatch(/^2020-01-01T/);
 
     const status = await run(['anchor', 'status', '--data-dir', dataDir, ...flagsOf(nodeFlags)]);
+    expect(JSON.parse((await run(['anchor', 'status', '--json', '--data-dir', dataDir, ...flagsOf(nodeFlags)])).stdout)).toMatchObject({
+      chain: 'external',
+      selfAttested: true,
+    });
     expect(status.stdout).toMatch(/^chain: external \(\S+\) - SELF-ATTESTED: chain id 31337 is the development chain id of anvil and hardhat/m);
     const printed = await run(['anchor', 'trust-file', '--data-dir', dataDir, ...flagsOf(nodeFlags)]);
     expect(printed.code, printed.stderr).toBe(0);
@@ -362,6 +365,8 @@ describe('keys', () => {
 describe('a chain without a finalized block tag', () => {
   let proxy: Server;
   let proxyUrl: string;
+  /** How the front answers the finalized tag: as a chain without it, or as a rate-limited provider. */
+  let refuse: 'unknown-tag' | 'rate-limit' = 'unknown-tag';
   beforeAll(async () => {
     // A JSON-RPC front for the real chain that, like chains before the merge and some consortium
     // chains, does not know the "finalized" and "safe" tags.
@@ -372,7 +377,11 @@ describe('a chain without a finalized block tag', () => {
       const call = JSON.parse(body) as { id: number; method: string; params?: unknown[] };
       res.setHeader('content-type', 'application/json');
       if (call.method === 'eth_getBlockByNumber' && (call.params?.[0] === 'finalized' || call.params?.[0] === 'safe')) {
-        res.end(JSON.stringify({ jsonrpc: '2.0', id: call.id, error: { code: -32602, message: `invalid block tag ${call.params[0]}` } }));
+        const error =
+          refuse === 'unknown-tag'
+            ? { code: -32602, message: `invalid block tag ${call.params[0]}` }
+            : { code: -32005, message: 'daily request limit exceeded' };
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: call.id, error }));
         return;
       }
       const upstream = await fetch(real.rpcUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
@@ -403,6 +412,12 @@ describe('a chain without a finalized block tag', () => {
     // The trust file's depth serves when the verifier states none.
     const pinnedDepth = await verifyReceipt({ receipt, client, trust: [{ ...realPin, confirmations: 4 }] });
     expect(pinnedDepth).toMatchObject({ verdict: 'holds', finality: { rule: 'depth', depth: 4, final: true } });
+    // A provider refusing for another reason (a rate limit) is not a chain without the tag: no verdict.
+    refuse = 'rate-limit';
+    const limited = await run(['verify-receipt', file, '--rpc', proxyUrl, '--trust', trust, '--depth', '4', '--wait', '0']);
+    refuse = 'unknown-tag';
+    expect(limited.code, limited.stdout).toBe(1);
+    expect(limited.stderr).toMatch(/CHAIN_ERROR: reading the finalized block/);
   });
 });
 
