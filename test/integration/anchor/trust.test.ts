@@ -218,7 +218,7 @@ describe('a node on a chain others run', () => {
     const unpinned = await run(['verify-receipt', file, '--rpc', real.rpcUrl]);
     expect(unpinned.code).toBe(2);
     expect(unpinned.stderr).toMatch(/--trust/);
-  });
+  }, 180_000); // six CLI processes and a node: slow on a loaded machine
 
   it('refuses the same bytecode at another address', async () => {
     const other = await deployAnchorContract({ client: real.client(2) });
@@ -230,6 +230,13 @@ describe('a node on a chain others run', () => {
       new RegExp(`^FAIL +contract +receipt names contract ${other.address}; the trust file pins ${real.contract} on chain ${PUBLIC_ID}`, 'm'),
     );
     expect(r.stdout).toMatch(/^FAILED: contract$/m);
+  });
+
+  it('without pins, the verdict is at best "unpinned", never a vouched time', async () => {
+    const receipt = await anchorFresh(real.client(4), real.contract);
+    const v = await verifyReceipt({ receipt, client: real.client(0) });
+    expect(v).toMatchObject({ ok: true, verdict: 'unpinned', timeVouched: false, selfAttested: [] });
+    expect(v.pinned).toBeUndefined();
   });
 
   it('refuses a receipt from another chain id', async () => {
@@ -333,7 +340,7 @@ describe('the back-dated genesis', () => {
     const { attest: _attest, ...v1 } = { ...receipt, v: 'dicom-vault-receipt/1' };
     const old = await verifyReceipt({ receipt: v1, client: dev.client(0), trust: [await trustAnchorOf(dev.client(0), contract)] });
     expect(old).toMatchObject({ ok: true, verdict: 'self-attested', timeVouched: false });
-  });
+  }, 180_000);
 });
 
 describe('keys', () => {
