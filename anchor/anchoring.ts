@@ -12,8 +12,10 @@ import { ANVIL_CHAIN_ID, ANVIL_DEV_KEY, startAnvil, type AnvilProcess } from './
 import { accountFromKey, createChainClient, hasCode, readKeyFile, toChainError, type ChainClient } from './chain/client.ts';
 import { deployAnchorContract } from './chain/deploy-contract.ts';
 import type { AnchorConfig } from './config.ts';
+import { assertSignerAllowed, devChainReason } from './dev-chain.ts';
 import { AnchorService, type AnchorServiceOptions } from './service.ts';
 import { ANCHOR_DB_FILE, AnchorState } from './state.ts';
+import { trustAnchorOf, type TrustAnchor } from './trust.ts';
 
 /** The embedded chain's pid file, beside its state (anvil.ts). */
 export const ANVIL_PID_FILE = 'anvil.pid';
@@ -40,6 +42,8 @@ export interface Anchoring {
   rpcUrl: string;
   /** The embedded chain, when the node runs one. */
   anvil: AnvilProcess | undefined;
+  /** Why this node's anchors are self-attested (a development chain), in words; undefined when they are not. */
+  selfAttested: string | undefined;
   close(): Promise<void>;
 }
 
@@ -126,8 +130,12 @@ export async function startAnchoring(p: StartAnchoringParameters): Promise<Ancho
       throw new VaultError('CONFIG_INVALID', 'anchoring on an external chain needs --chain-key-file (the signer of anchor transactions)');
     if (config.contract === undefined)
       throw new VaultError('CONFIG_INVALID', 'anchoring on an external chain needs --contract: deploy one with `dicom-vault deploy-contract`');
-    client = createChainClient({ rpcUrl: config.rpcUrl!, account: readKeyFile(config.keyFile) });
+    const account = readKeyFile(config.keyFile);
+    client = createChainClient({ rpcUrl: config.rpcUrl!, account });
     contract = config.contract;
+    // A public development key may sign only on a local development chain. Checked against the
+    // stated --chain-id at once, and against the chain the RPC serves whenever it answers.
+    if (config.chainId !== undefined) assertSignerAllowed(account.address, config.chainId, 'anchoring');
     if (config.chainId !== undefined) chainId = config.chainId;
     else {
       try {
@@ -139,6 +147,16 @@ export async function startAnchoring(p: StartAnchoringParameters): Promise<Ancho
       }
     }
   }
+  if (client.account) {
+    const served = await client.public.getChainId().catch(() => undefined);
+    if (served !== undefined) assertSignerAllowed(client.account.address, served, 'anchoring');
+  }
+  const selfAttested = config.mode === 'embedded' ? `the node's own embedded chain (${devChainReason(chainId)})` : devChainReason(chainId);
+  if (selfAttested !== undefined)
+    log.warn(
+      { chainId },
+      `anchoring on a development chain: receipts are self-attested (${selfAttested}); they prove nothing to anyone but this node's operator. Anchor on a chain others run with --chain-rpc`,
+    );
   const state = openAnchorState(p.dataDir);
   const service = new AnchorService(
     { state, catalog: p.catalog, client, chainId, contract, logger: p.logger },
@@ -152,6 +170,7 @@ export async function startAnchoring(p: StartAnchoringParameters): Promise<Ancho
     contract,
     rpcUrl: client.rpcUrl,
     anvil,
+    selfAttested,
     async close() {
       await service.stop();
       state.close();
@@ -186,4 +205,25 @@ export async function openChainReader(config: AnchorConfig, dataDir: string): Pr
   if (!existsSync(statePath)) return undefined;
   const anvil = await startAnvil({ port: 0, loadStateOnly: statePath });
   return { client: createChainClient({ rpcUrl: anvil.rpcUrl }), close: () => anvil.stop() };
+}
+
+/**
+ * What this node anchors to, as a trust pin: for the node's own `verify` (no chain asked: the
+ * embedded chain's record, or the configured --chain-id and --contract), or, with `withGenesis`,
+ * for `anchor trust-file` (the external chain's genesis read from its RPC). Undefined when the
+ * node does not know enough (anchoring off, no record yet, external without --contract).
+ */
+export async function nodeTrustAnchor(config: AnchorConfig, dataDir: string, withGenesis = false): Promise<TrustAnchor | undefined> {
+  if (config.mode === 'none') return undefined;
+  if (config.mode === 'embedded') {
+    const record = readContractRecord(dataDir);
+    if (!record) return undefined;
+    return { chainId: record.chainId, genesisHash: record.genesisHash, contract: record.address, label: "this node's embedded development chain" };
+  }
+  if (config.contract === undefined) return undefined;
+  if (!withGenesis) return config.chainId === undefined ? undefined : { chainId: config.chainId, contract: config.contract };
+  const pin = await trustAnchorOf(createChainClient({ rpcUrl: config.rpcUrl! }), config.contract, { confirmations: config.confirmations });
+  if (config.chainId !== undefined && pin.chainId !== config.chainId)
+    throw new VaultError('CONFIG_INVALID', `the RPC serves chain ${pin.chainId}, not --chain-id ${config.chainId}`);
+  return pin;
 }

@@ -43,6 +43,8 @@ export interface AnvilOptions {
   chainId?: number;
   /** Seconds between blocks; default: a block per transaction (automine). */
   blockTime?: number;
+  /** Timestamp of the genesis block, seconds (anvil --timestamp); default: now. Tests stage a back-dated chain with it. */
+  genesisTimestamp?: number;
   /** anvil binary; default resolveAnvilBinary(). */
   binary?: string;
   /** Wait for the RPC to listen, ms. Default DEFAULT_START_TIMEOUT_MS. */
@@ -106,6 +108,7 @@ export async function startAnvil(options: AnvilOptions = {}): Promise<AnvilProce
   if (options.statePath) args.push('--state', options.statePath, '--state-interval', String(options.stateIntervalS ?? DEFAULT_STATE_INTERVAL_S));
   else if (options.loadStateOnly) args.push('--load-state', options.loadStateOnly);
   if (options.blockTime !== undefined) args.push('--block-time', String(options.blockTime));
+  if (options.genesisTimestamp !== undefined) args.push('--timestamp', String(options.genesisTimestamp));
   if (options.pidFile !== undefined) await stopStaleChain(options.pidFile, options.statePath);
   // Only the banner goes to stdout (with anvil's well-known dev keys): read for the port, never logged.
   const setpriv = pdeathsigWrapper();

@@ -1,6 +1,7 @@
 // The anchor receipt of one study version: the proof that its root CID was in a Merkle batch
-// whose root a given chain recorded in a given block. Format "dicom-vault-receipt/1", described
-// in anchor/README.md; this module is its only reader and writer.
+// whose root a given chain recorded in a given block. Format "dicom-vault-receipt/2" (version 1
+// without `attest` is still read), described in anchor/README.md; this module is its only reader
+// and writer.
 //
 // The JSON is compact on purpose: at 10,000 studies per batch the inclusion path alone is 14
 // hashes (448 bytes), and the receipt must stay under 1 KiB. So every 32-byte hash is unpadded
@@ -9,14 +10,33 @@
 import { CID } from 'multiformats/cid';
 import { getAddress, isAddress, type Address, type Hex } from 'viem';
 import { VaultError } from '../src/core/errors.ts';
+import { isDevChainId } from './dev-chain.ts';
 import { HASH_SIZE } from './merkle.ts';
 
-export const RECEIPT_TYPE = 'dicom-vault-receipt/1';
+/** The format the node writes. */
+export const RECEIPT_TYPE = 'dicom-vault-receipt/2';
+/** The first format (no `attest`): still read and verified. */
+export const RECEIPT_TYPE_V1 = 'dicom-vault-receipt/1';
+
+/**
+ * Who vouches for the anchor: `self-attested` when it sits on a local development chain (the
+ * node's own embedded anvil, or any chain with a development chain id: dev-chain.ts), where the
+ * operator can rewrite blocks and times at will; `chain` otherwise (whether that chain deserves
+ * trust is the verifier's call: its trust file).
+ */
+export type Attestation = 'self-attested' | 'chain';
+
+/** The attestation a receipt on `chainId` carries. */
+export function attestationOf(chainId: number): Attestation {
+  return isDevChainId(chainId) ? 'self-attested' : 'chain';
+}
 
 /** The receipt as JSON: what `dicom-vault receipt` prints and the HTTP route returns. */
 export interface ReceiptJson {
   /** Format and version. */
-  v: typeof RECEIPT_TYPE;
+  v: typeof RECEIPT_TYPE | typeof RECEIPT_TYPE_V1;
+  /** (version 2) Who vouches for the anchor: `self-attested` on a development chain. */
+  attest?: Attestation;
   /** The study version's root CID (CIDv1 dag-cbor sha2-256), the Merkle leaf's data. */
   cid: string;
   /** Leaf index in the batch, from 0. */
@@ -43,6 +63,10 @@ export interface ReceiptJson {
 
 /** The receipt with its fields decoded, as the verifier works with them. */
 export interface Receipt {
+  /** Format version read (encodeReceipt always writes 2). */
+  version?: 1 | 2;
+  /** As the receipt says (version 2); encodeReceipt derives it from chainId when absent. */
+  attest?: Attestation;
   cid: CID;
   index: number;
   size: number;
@@ -56,7 +80,7 @@ export interface Receipt {
   time: number;
 }
 
-const FIELDS = ['v', 'cid', 'index', 'size', 'path', 'root', 'chainId', 'contract', 'tx', 'block', 'blockHash', 'time'] as const;
+const FIELDS = ['v', 'attest', 'cid', 'index', 'size', 'path', 'root', 'chainId', 'contract', 'tx', 'block', 'blockHash', 'time'] as const;
 export type ReceiptField = (typeof FIELDS)[number];
 
 export function toBase64url(bytes: Uint8Array): string {
@@ -71,6 +95,7 @@ export function hexToBase64url(hex: Hex): string {
 export function encodeReceipt(r: Receipt): ReceiptJson {
   return {
     v: RECEIPT_TYPE,
+    attest: r.attest ?? attestationOf(r.chainId),
     cid: r.cid.toString(),
     index: r.index,
     size: r.size,
@@ -127,7 +152,14 @@ export function parseReceipt(input: unknown): Receipt {
     if (!(FIELDS as readonly string[]).includes(key))
       throw new VaultError('RECEIPT_MALFORMED', `receipt has an unknown field "${key}"`, { details: { field: key } });
   }
-  if (o.v !== RECEIPT_TYPE) throw malformed('v', `must be "${RECEIPT_TYPE}" (got ${JSON.stringify(o.v)})`);
+  if (o.v !== RECEIPT_TYPE && o.v !== RECEIPT_TYPE_V1) throw malformed('v', `must be "${RECEIPT_TYPE}" or "${RECEIPT_TYPE_V1}" (got ${JSON.stringify(o.v)})`);
+  const version = o.v === RECEIPT_TYPE ? 2 : 1;
+  let attest: Attestation | undefined;
+  if (version === 1) {
+    if ('attest' in o)
+      throw new VaultError('RECEIPT_MALFORMED', `receipt has an unknown field "attest" (not in ${RECEIPT_TYPE_V1})`, { details: { field: 'attest' } });
+  } else if (o.attest === 'self-attested' || o.attest === 'chain') attest = o.attest;
+  else throw malformed('attest', `must be "self-attested" or "chain" (got ${JSON.stringify(o.attest)})`);
   let cid: CID;
   try {
     if (typeof o.cid !== 'string') throw new TypeError('not a string');
@@ -151,5 +183,5 @@ export function parseReceipt(input: unknown): Receipt {
   const blockNumber = count('block', o.block, 0);
   const blockHash = `0x${base64url('blockHash', o.blockHash, HASH_SIZE).toString('hex')}` as Hex;
   const time = count('time', o.time, 1);
-  return { cid, index, size, path, root, chainId, contract, txHash, blockNumber, blockHash, time };
+  return { version, ...(attest ? { attest } : {}), cid, index, size, path, root, chainId, contract, txHash, blockNumber, blockHash, time };
 }

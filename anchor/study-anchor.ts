@@ -10,6 +10,7 @@ import { decodeStudyManifest } from '../src/format/dag.ts';
 import type { ChainReader } from './anchoring.ts';
 import type { ReceiptJson } from './receipt.ts';
 import type { AnchorState, LeafState } from './state.ts';
+import type { TrustAnchor } from './trust.ts';
 import { verifyReceipt, type VerifyReceiptReturnType } from './verify-receipt.ts';
 
 export interface StudyAnchorDeps {
@@ -19,6 +20,8 @@ export interface StudyAnchorDeps {
   state: Pick<AnchorState, 'studyLeaves' | 'leaf' | 'receipt'> | undefined;
   /** Opens a read-only chain connection, only when a receipt is to be checked. */
   openChain: () => Promise<ChainReader | undefined>;
+  /** The node's own chain and contract, when it knows them: the receipt is checked against them, not against itself. */
+  trust?: TrustAnchor | undefined;
 }
 
 export interface StudyAnchorProblem {
@@ -96,7 +99,7 @@ export async function checkStudyAnchor(deps: StudyAnchorDeps, studyInstanceUID: 
       if (!reader)
         report.problems.push({ check: 'chain', message: 'no chain to check the receipt against (anchoring is off or the embedded chain state is gone)' });
       else {
-        const v = await verifyReceipt({ receipt, client: reader.client, expectedCid: latest.root });
+        const v = await verifyReceipt({ receipt, client: reader.client, expectedCid: latest.root, ...(deps.trust ? { trust: [deps.trust] } : {}) });
         report.verification = v;
         for (const c of v.checks) if (!c.ok) report.problems.push({ check: c.check, message: c.message });
       }

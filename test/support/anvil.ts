@@ -48,7 +48,9 @@ export async function useSharedChain(): Promise<TestChain> {
   return chain;
 }
 
-export async function startTestChain(options: Pick<AnvilOptions, 'chainId' | 'statePath'> & { port?: number } = {}): Promise<PrivateTestChain> {
+export async function startTestChain(
+  options: Pick<AnvilOptions, 'chainId' | 'statePath' | 'genesisTimestamp'> & { port?: number } = {},
+): Promise<PrivateTestChain> {
   const anvil = await startAnvil({ port: options.port ?? 0, ...options });
   try {
     return { anvil, ...(await prepare(anvil.rpcUrl, () => anvil.stop())) };

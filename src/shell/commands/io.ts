@@ -21,8 +21,10 @@ export const EXIT = {
   USAGE: 2,
   /** A check found problems (verify, verify-receipt, reindex), or ingest refused some files. */
   PROBLEMS: 3,
-  /** Not yet: the version asked for is not anchored yet. */
+  /** Not yet: the version asked for is not anchored yet, or its anchor is not final yet. */
   PENDING: 4,
+  /** verify-receipt: consistent with the chain, but the chain is a development chain (or the key a public one). */
+  SELF_ATTESTED: 5,
 } as const;
 
 /** The node's flags (config.ts FLAGS) on a command: each with its environment variable and default in --help. */

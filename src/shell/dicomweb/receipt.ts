@@ -3,7 +3,8 @@
 // documented in anchor/README.md, so whoever retrieves a study can check it against the chain
 // with `dicom-vault verify-receipt`.
 //
-//   200 application/json  the receipt (dicom-vault-receipt/1), once its batch is confirmed
+//   200 application/json  the receipt (dicom-vault-receipt/2: `attest` says "self-attested" on a
+//                         development chain), once its batch is confirmed
 //   202 application/json  { state: pending | submitted, ... } while it is on its way; Retry-After
 //   404                   STUDY_NOT_FOUND, RECEIPT_NOT_FOUND (no such version), ANCHOR_DISABLED
 import type { FastifyPluginAsync } from 'fastify';

@@ -81,10 +81,16 @@ describe('dicom-vault deploy-contract', () => {
     // Checked with nothing but the receipt and the chain, and by the node's own `verify`.
     const file = join(dataDir, 'receipt.json');
     await writeFile(file, JSON.stringify(receipt));
-    const holds = await run(['verify-receipt', file, '--rpc', chain.rpcUrl, '--cid', receipt.cid]);
-    expect(holds.code, holds.stdout + holds.stderr).toBe(0);
+    const pinned = await run(['anchor', 'trust-file', '--data-dir', dataDir, ...flags]);
+    expect(pinned.code, pinned.stderr).toBe(0);
+    expect(JSON.parse(pinned.stdout)).toMatchObject({ v: 'dicom-vault-trust/1', anchors: [{ chainId: chain.chainId, contract: address }] });
+    const trust = join(dataDir, 'trust.json');
+    await writeFile(trust, pinned.stdout);
+    const holds = await run(['verify-receipt', file, '--rpc', chain.rpcUrl, '--trust', trust, '--cid', receipt.cid]);
+    // The run's chain has anvil's chain id 31337: consistent, and labelled self-attested.
+    expect(holds.code, holds.stdout + holds.stderr).toBe(5);
     expect(holds.stdout).toMatch(/^OK {4}contract/m);
-    expect(holds.stdout).toContain(`HOLDS: ${receipt.cid} was anchored on chain ${chain.chainId} by contract ${address} `);
+    expect(holds.stdout).toContain(`SELF-ATTESTED: ${receipt.cid} was anchored on chain ${chain.chainId} by contract ${address} `);
     const verified = await run(['verify', study.studyInstanceUID, '--data-dir', dataDir, ...flags]);
     expect(verified.code, verified.stdout + verified.stderr).toBe(0);
     expect(verified.stdout).toMatch(/receipt holds/);

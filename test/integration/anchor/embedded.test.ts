@@ -67,9 +67,15 @@ describe('embedded chain (the default)', () => {
     const file = join(dataDir, 'receipt.json');
     await writeFile(file, JSON.stringify(receipt));
     const rpc = `http://127.0.0.1:${port}`;
-    const holds = await run(['verify-receipt', file, '--rpc', rpc]);
-    expect(holds.code, holds.stdout + holds.stderr).toBe(0);
-    expect(holds.stdout).toMatch(/^HOLDS: .* on chain 31337 /m);
+    // The node's own pin of its embedded chain, with the warning that it is a development chain.
+    const pinned = await run(['anchor', 'trust-file', '--data-dir', dataDir], env);
+    expect(pinned.code, pinned.stderr).toBe(0);
+    expect(pinned.stderr).toMatch(/warning: this pins a development chain/);
+    const trust = join(dataDir, 'trust.json');
+    await writeFile(trust, pinned.stdout);
+    const holds = await run(['verify-receipt', file, '--rpc', rpc, '--trust', trust]);
+    expect(holds.code, holds.stdout + holds.stderr).toBe(5);
+    expect(holds.stdout).toMatch(/^SELF-ATTESTED: .* on chain 31337 /m);
     await stop(first);
 
     // The chain lives in the data directory.
@@ -79,15 +85,15 @@ describe('embedded chain (the default)', () => {
     // With the node stopped, `verify` loads the chain from its state file, read-only.
     const offline = await run(['verify', s.studyInstanceUID, '--data-dir', dataDir], env);
     expect(offline.code, offline.stdout + offline.stderr).toBe(0);
-    expect(offline.stdout).toMatch(/receipt holds/);
+    expect(offline.stdout).toMatch(/receipt holds \(SELF-ATTESTED: chain id 31337 is the development chain id of anvil and hardhat; .*not vouched for/);
 
     // Restarted: same chain, same contract (not deployed again), same receipt, still holding.
     const second = await serve(dataDir, [], env);
     children.push(second);
     expect(await receiptOf(`${second.url}/studies/${s.studyInstanceUID}/receipt`)).toEqual(receipt);
     expect(JSON.parse(await readFile(join(dataDir, 'chain', 'contract.json'), 'utf8'))).toEqual(contract);
-    const again = await run(['verify-receipt', file, '--rpc', rpc]);
-    expect(again.code, again.stdout).toBe(0);
+    const again = await run(['verify-receipt', file, '--rpc', rpc, '--trust', trust]);
+    expect(again.code, again.stdout).toBe(5);
     await stop(second);
   });
 });

@@ -19,6 +19,7 @@ import { startAnvil } from '../../../anchor/anvil.ts';
 import { createChainClient, type ChainClient } from '../../../anchor/chain/client.ts';
 import { AnchorService, type AnchorEvents, type AnchorServiceOptions } from '../../../anchor/service.ts';
 import { AnchorState } from '../../../anchor/state.ts';
+import { encodeTrustFile, trustAnchorOf } from '../../../anchor/trust.ts';
 import { verifyReceipt, type VerifyReceiptReturnType } from '../../../anchor/verify-receipt.ts';
 import { startTestChain, useSharedChain, type PrivateTestChain, type TestChain } from '../../support/anvil.ts';
 import { run } from '../../support/process.ts';
@@ -245,17 +246,21 @@ describe('anchor service on the shared chain', () => {
     expect(receipts.map((r) => [r.index, r.size, Buffer.from(r.path, 'base64url').length / 32])).toEqual(pathLengths[n]!.map((len, i) => [i, n, len]));
     expect(new Set(receipts.map((r) => r.tx)).size).toBe(1);
     // Each receipt checked by the command a radiologist runs: a file, the RPC, nothing else.
+    const trust = join(rig.dir, 'trust.json');
+    await writeFile(trust, JSON.stringify(encodeTrustFile([await trustAnchorOf(shared.client(0), shared.contract)])));
     const verdicts = await mapLimit(roots, 2, async (root, i) => {
       const file = join(rig.dir, `receipt-${i}.json`);
       await writeFile(file, JSON.stringify(receipts[i]));
-      return run(['verify-receipt', file, '--rpc', shared.rpcUrl, '--cid', root, '--json'], { DICOM_VAULT_CHAIN: '' });
+      return run(['verify-receipt', file, '--rpc', shared.rpcUrl, '--trust', trust, '--cid', root, '--json'], { DICOM_VAULT_CHAIN: '' });
     });
     for (const [i, v] of verdicts.entries()) {
-      expect(v.code, v.stdout + v.stderr).toBe(0);
+      // The run's chain has anvil's chain id 31337: every check holds, and the anchor is self-attested.
+      expect(v.code, v.stdout + v.stderr).toBe(5);
       const result = JSON.parse(v.stdout) as VerifyReceiptReturnType;
       expect(result.checks.filter((c) => !c.ok)).toEqual([]);
+      expect(result.verdict).toBe('self-attested');
       expect(result.checks.map((c) => c.check).sort()).toEqual(
-        ['blockHash', 'block', 'chainId', 'cid', 'contract', 'format', 'inclusion', 'root', 'time', 'tx'].sort(),
+        ['attest', 'blockHash', 'block', 'chainId', 'cid', 'contract', 'format', 'genesis', 'inclusion', 'root', 'time', 'tx'].sort(),
       );
       expect(result.anchor).toMatchObject({ cid: roots[i], txHash: batch!.txHash, blockNumber: batch!.blockNumber });
     }

@@ -22,6 +22,7 @@ import { startAnvil } from '../../../anchor/anvil.ts';
 import { createChainClient } from '../../../anchor/chain/client.ts';
 import { deployAnchorContract } from '../../../anchor/chain/deploy-contract.ts';
 import type { ReceiptJson } from '../../../anchor/receipt.ts';
+import { encodeTrustFile, trustAnchorOf } from '../../../anchor/trust.ts';
 import { verifyReceipt, type ReceiptCheckName } from '../../../anchor/verify-receipt.ts';
 import { stow } from '../../support/dicomweb.ts';
 import { run as runCli } from '../../support/process.ts';
@@ -104,7 +105,7 @@ describe('receipts of a running node', () => {
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toMatch(/application\/json/);
       const receipt = (await res.json()) as ReceiptJson;
-      expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/1', cid: s.root, size: 3, chainId: chain.chainId });
+      expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/2', attest: 'self-attested', cid: s.root, size: 3, chainId: chain.chainId });
       s.receipt = receipt;
       const v1 = await fetch(`${node.url}/studies/${s.studyUID}/receipt?version=1`);
       expect(await v1.json()).toEqual(receipt);
@@ -135,19 +136,22 @@ describe('receipts of a running node', () => {
     expect(one.stdout).toMatch(new RegExp(`version 1 confirmed +${studies[0]!.root}`));
   });
 
-  it('`verify-receipt` checks a receipt with only the chain: no node, data directory or keys', async () => {
+  it('`verify-receipt` checks a receipt with only the chain and a trust file: no node, data directory or keys', async () => {
     const cwd = await tempDir();
     const file = join(cwd, 'receipt.json');
+    const trust = join(cwd, 'trust.json');
     await writeFile(file, JSON.stringify(studies[1]!.receipt));
-    const child = await runIn(cwd, ['verify-receipt', file, '--rpc', chain.rpcUrl]);
-    expect(child.code, child.stderr).toBe(0);
+    await writeFile(trust, JSON.stringify(encodeTrustFile([await trustAnchorOf(chain.client(0), chain.contract)])));
+    const child = await runIn(cwd, ['verify-receipt', file, '--rpc', chain.rpcUrl, '--trust', trust]);
+    // The run's chain is anvil under chain id 31337: consistent, and labelled self-attested.
+    expect(child.code, child.stderr).toBe(5);
     expect(child.stdout).toMatch(
-      /^HOLDS: bafy\S+ was anchored on chain 31337 by contract 0x[0-9a-fA-F]{40} at \S+Z, block \d+ \(0x[0-9a-f]{64}\), tx 0x[0-9a-f]{64}; \d+ confirmations$/m,
+      /^SELF-ATTESTED: bafy\S+ was anchored on chain 31337 by contract 0x[0-9a-fA-F]{40} at \S+Z, block \d+ \(0x[0-9a-f]{64}\), tx 0x[0-9a-f]{64}; \d+ confirmations\. This is a development chain/m,
     );
     expect(existsSync(join(cwd, 'data'))).toBe(false);
     // The same receipt edited in one place: the failing check is named.
     await writeFile(file, JSON.stringify({ ...studies[1]!.receipt, blockHash: Buffer.from(randomBytes(32)).toString('base64url') }));
-    const bad = await runIn(cwd, ['verify-receipt', file, '--rpc', chain.rpcUrl]);
+    const bad = await runIn(cwd, ['verify-receipt', file, '--rpc', chain.rpcUrl, '--trust', trust]);
     expect(bad.code).toBe(3);
     expect(bad.stdout).toMatch(/^FAIL {2}blockHash/m);
     expect(bad.stdout).toMatch(/^FAILED: blockHash$/m);

@@ -6,13 +6,13 @@ import { bytesToHex, type Hex } from 'viem';
 import { describe, expect, it } from 'vitest';
 import { encodeNode } from '../../../src/format/dag.ts';
 import { MerkleTree } from '../../../anchor/merkle.ts';
-import { encodeReceipt, parseReceipt, receiptBytes, RECEIPT_TYPE, type ReceiptJson } from '../../../anchor/receipt.ts';
+import { encodeReceipt, parseReceipt, receiptBytes, RECEIPT_TYPE, RECEIPT_TYPE_V1, type ReceiptJson } from '../../../anchor/receipt.ts';
 import { isVaultError } from '../../../src/core/errors.ts';
 
 const cids = (n: number): CID[] => Array.from({ length: n }, (_, i) => encodeNode({ version: i, salt: randomBytes(16) }).cid);
 const hex32 = (): Hex => bytesToHex(randomBytes(32));
 
-function receiptFor(n: number, index: number): ReceiptJson {
+function receiptFor(n: number, index: number, chainId = 42161): ReceiptJson {
   const leaves = cids(n);
   const tree = MerkleTree.fromLeaves(leaves.map((c) => c.bytes));
   return encodeReceipt({
@@ -22,7 +22,7 @@ function receiptFor(n: number, index: number): ReceiptJson {
     path: tree.inclusionPath(index),
     root: bytesToHex(tree.head),
     // Large but real-world values: chain ids and block numbers of busy chains.
-    chainId: 42161,
+    chainId,
     contract: '0x5FbDB2315678afecb367f032d93F642f64180aa3',
     txHash: hex32(),
     blockNumber: 412_345_678,
@@ -41,7 +41,7 @@ function malformedField(json: unknown): string | undefined {
   }
 }
 
-describe('receipt format dicom-vault-receipt/1', () => {
+describe('receipt format dicom-vault-receipt/2', () => {
   it('round-trips through JSON text', () => {
     const r = receiptFor(7, 3);
     const back = encodeReceipt(parseReceipt(JSON.stringify(r)));
@@ -53,13 +53,37 @@ describe('receipt format dicom-vault-receipt/1', () => {
   it('stays under 1 KiB at 10,000 studies per batch, for the longest proof', () => {
     const r = receiptFor(10_000, 0); // leaf 0 has the longest path: 14 hashes
     expect(Buffer.from(r.path, 'base64url').length).toBe(14 * 32);
+    expect(r.attest).toBe('chain');
     expect(receiptBytes(r)).toBeLessThan(1024);
+    // The longer label on a development chain still fits.
+    const dev = receiptFor(10_000, 0, 31337);
+    expect(dev.attest).toBe('self-attested');
+    expect(receiptBytes(dev)).toBeLessThan(1024);
+  });
+
+  it('says "self-attested" plainly for an anchor on a development chain, "chain" elsewhere', () => {
+    expect(receiptFor(2, 0, 31337).attest).toBe('self-attested');
+    expect(receiptFor(2, 0, 1337).attest).toBe('self-attested');
+    expect(receiptFor(2, 0, 8453).attest).toBe('chain');
+    expect(JSON.stringify(receiptFor(2, 0, 31337))).toMatch(/^\{"v":"dicom-vault-receipt\/2","attest":"self-attested",/);
+  });
+
+  it('still reads a dicom-vault-receipt/1 (no attest), and refuses attest in one', () => {
+    const { attest: _a, ...v1 } = { ...receiptFor(3, 1), v: RECEIPT_TYPE_V1 };
+    const r = parseReceipt(v1);
+    expect(r.version).toBe(1);
+    expect(r.attest).toBeUndefined();
+    expect(malformedField({ ...v1, attest: 'chain' })).toBe('attest');
+    // Re-encoded, it becomes a version 2 receipt of the same anchor.
+    expect(encodeReceipt(r)).toEqual({ ...v1, v: RECEIPT_TYPE, attest: 'chain' });
   });
 
   it('names the field that is missing, unknown or malformed', () => {
     const good = receiptFor(3, 2);
     const cases: Array<[string, Record<string, unknown>]> = [
-      ['v', { v: 'dicom-vault-receipt/2' }],
+      ['v', { v: 'dicom-vault-receipt/3' }],
+      ['attest', { attest: 'public' }],
+      ['attest', { attest: undefined }],
       ['cid', { cid: 'not-a-cid' }],
       ['cid', { cid: undefined }],
       ['index', { index: -1 }],
