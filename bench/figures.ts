@@ -91,8 +91,10 @@ export interface RepeatRun {
 }
 
 /** Whether anything of a run failed: the bench then exits non-zero. */
-export function runFailed(r: SystemRun): boolean {
-  return r.errors.length > 0 || !r.ingest?.ok || !r.retrieve?.ok || r.qido?.ok === false || r.seriesMetadata?.ok === false || r.frames?.ok === false;
+/** Whether a run failed. `retrieves`: the scenario reads back (all but DIMSE, which only ingests); a missing retrieval then fails it. */
+export function runFailed(r: SystemRun, retrieves = true): boolean {
+  const retrieval = retrieves ? r.retrieve?.ok === true : r.retrieve?.ok !== false;
+  return r.errors.length > 0 || !r.ingest?.ok || !retrieval || r.qido?.ok === false || r.seriesMetadata?.ok === false || r.frames?.ok === false;
 }
 
 /**
@@ -100,7 +102,7 @@ export function runFailed(r: SystemRun): boolean {
  * middle one of an even count), with every run's ingest listed in `repeats`. A run that failed
  * is reported instead, so that no failure hides behind a good repeat.
  */
-export function medianRun(runs: readonly SystemRun[]): SystemRun {
+export function medianRun(runs: readonly SystemRun[], retrieves = true): SystemRun {
   if (runs.length === 0) throw new RangeError('no runs');
   if (runs.length === 1) return runs[0]!;
   const rate = (r: SystemRun): number | null => (r.ingest?.ok && r.ingest.seconds > 0 ? r.ingest.instances / r.ingest.seconds : null);
@@ -112,7 +114,7 @@ export function medianRun(runs: readonly SystemRun[]): SystemRun {
       cpuSeconds: r.ingest?.cpuSeconds ?? null,
     };
   });
-  const failed = runs.find(runFailed);
+  const failed = runs.find((r) => runFailed(r, retrieves));
   if (failed !== undefined) return { ...failed, repeats };
   const ranked = [...runs].sort((a, b) => rate(a)! - rate(b)!);
   return { ...ranked[Math.floor((ranked.length - 1) / 2)]!, repeats };

@@ -10,6 +10,7 @@ import {
   hugeStudyShape,
   measuredScale,
   medianRun,
+  runFailed,
   peakRss,
   percentile,
   sampleLatencies,
@@ -507,5 +508,13 @@ describe('repeated scenarios', () => {
     expect(noIngest.repeats!.map((r) => r.instancesPerSecond)).toEqual([1000 / 3, null, 250]);
     const badRetrieval = medianRun([small(3), small(5, { retrieve: null })]);
     expect(badRetrieval.retrieve).toBeNull();
+  });
+
+  it('a DIMSE scenario only ingests: no retrieval is no failure, and its median run is reported', () => {
+    const dimse = [small(3, { retrieve: null }), small(5, { retrieve: null }), small(4, { retrieve: null })];
+    expect(dimse.some((r) => runFailed(r, false))).toBe(false);
+    expect(medianRun(dimse, false).detail).toBe('4 s');
+    expect(runFailed(small(3, { retrieve: null }))).toBe(true);
+    expect(runFailed(small(3, { retrieve: null, errors: ['storescu exited 1'] }), false)).toBe(true);
   });
 });
