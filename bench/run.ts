@@ -31,7 +31,8 @@ import {
 import { limitsTable, measureLimits, type MachineLimits } from './limits.ts';
 import { serveNode } from './node-process.ts';
 import { BenchUsageError, HELP, parseBenchArgs, type BenchOptions } from './options.ts';
-import { authFailed, authMarkdown, authTargets, runAuthScenario, type AuthResult } from './auth-scenario.ts';
+import { authFailed, authMarkdown, authTargets, type AuthResult } from './auth-report.ts';
+import { runAuthScenario } from './auth-scenario.ts';
 import { decodeFigures, decodeTargets, runDecodeScenario, type DecodeResult } from './decode-scenario.ts';
 import { dimseIngest, NODE_AE, ORTHANC_AE, writeStudyFiles } from './dimse.ts';
 import { freePort, startOrthanc } from './orthanc.ts';

@@ -2,17 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  AUTH_MODES,
-  AUTH_OPS,
-  authFailed,
-  authMarkdown,
-  authTargets,
-  compareMedians,
-  runAuthScenario,
-  summarizeAuth,
-  type AuthResult,
-} from '../auth-scenario.ts';
+import { AUTH_MODES, AUTH_OPS, authFailed, authMarkdown, authTargets, compareMedians, summarizeAuth, type AuthResult } from '../auth-report.ts';
+import { runAuthScenario } from '../auth-scenario.ts';
 import { ScratchSpace } from '../scratch.ts';
 
 describe('the auth scenario: statistics', () => {
