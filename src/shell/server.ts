@@ -39,6 +39,8 @@ export interface RunningNode {
   url: string;
   /** Study root anchoring, when the node runs it. */
   anchoring?: Anchoring;
+  /** The audit repository's syslog sink (--audit-syslog), when configured: its stats() count what was sent and dropped. */
+  auditSyslog?: SyslogAuditSink;
   close(): Promise<void>;
 }
 
@@ -189,6 +191,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     app,
     url: `${scheme}://${host}:${port}${DICOMWEB_PREFIX}`,
     ...(anchoring ? { anchoring } : {}),
+    ...(auditSyslog ? { auditSyslog } : {}),
     ...(dimse ? { dimse: { port: dimse.port } } : {}),
     async close() {
       // New work stops on both doors at once; what is in flight finishes (or is broken off by
