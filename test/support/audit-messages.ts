@@ -43,6 +43,8 @@ const plain = new XMLParser({
   attributeNamePrefix: '',
   parseAttributeValue: false,
   parseTagValue: false,
+  // Numeric character references (&#10;) too, as every XML parser decodes them.
+  htmlEntities: true,
   isArray: (name) =>
     [
       'ActiveParticipant',
