@@ -12,6 +12,7 @@
 // write RFC 5425 frames without backpressure or a bounded queue, and the framing is one line.
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { isIP } from 'node:net';
+import { Gauge, type Registry } from 'prom-client';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { AuditEvent, AuditSink } from '../access/policy.ts';
 import { VaultError } from '../core/errors.ts';
@@ -329,4 +330,28 @@ export class SyslogAuditSink implements AuditSink {
       this.#reconnectTimer.unref();
     });
   }
+}
+
+/** The sink's counts on the node's /metrics: what an operator alerts on when the repository falls behind. */
+export function registerSyslogMetrics(sink: SyslogAuditSink, registry: Registry): void {
+  new Gauge({
+    name: 'dicomvault_audit_syslog_messages',
+    help: 'Audit messages for the audit repository (--audit-syslog), by state: queued now; sent and dropped since start',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const s = sink.stats();
+      this.set({ state: 'queued' }, s.queued);
+      this.set({ state: 'sent' }, s.sent);
+      this.set({ state: 'dropped' }, s.dropped);
+    },
+  });
+  new Gauge({
+    name: 'dicomvault_audit_syslog_connected',
+    help: 'Whether the TLS connection to the audit repository is up (1; UDP: always 1)',
+    registers: [registry],
+    collect() {
+      this.set(sink.stats().connected ? 1 : 0);
+    },
+  });
 }

@@ -28,7 +28,7 @@ import { sharedCryptoPool } from '../format/crypto-pool.ts';
 import { hostname } from 'node:os';
 import { composeSinks } from '../audit/compose.ts';
 import { catalogPatients } from '../audit/patients.ts';
-import { SyslogAuditSink } from '../audit/syslog.ts';
+import { registerSyslogMetrics, SyslogAuditSink } from '../audit/syslog.ts';
 
 export interface RunningNode {
   /** The DIMSE Storage SCP, when it runs: its port. */
@@ -95,7 +95,9 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
   let auditSyslog: SyslogAuditSink | undefined;
   try {
     auditSyslog = options.auditSyslog === undefined ? undefined : openAuditSyslog(options.auditSyslog, vault, logger);
+    if (auditSyslog !== undefined) registerSyslogMetrics(auditSyslog, metrics.registry);
   } catch (err) {
+    metrics.close();
     await anchoring?.close();
     await vault.close();
     throw err;

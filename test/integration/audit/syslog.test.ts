@@ -167,6 +167,11 @@ describe('the repository away', () => {
     expect(reads).toHaveLength(5);
     expect(sink.stats()).toMatchObject({ connected: true, queued: 0, dropped: 0 });
     expect(sink.stats().sent).toBe(sentBefore + 5);
+    // And on /metrics, for the operator's alerts.
+    const metrics = await (await fetch(`${new URL(node.url).origin}/metrics`)).text();
+    expect(metrics).toContain(`dicomvault_audit_syslog_messages{state="sent"} ${sink.stats().sent}`);
+    expect(metrics).toContain('dicomvault_audit_syslog_messages{state="dropped"} 0');
+    expect(metrics).toContain('dicomvault_audit_syslog_connected 1');
   }, 60_000);
 
   it('a full queue drops new events and counts them, never blocking the caller; the queued ones arrive after', async () => {
