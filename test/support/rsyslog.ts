@@ -19,6 +19,11 @@ export interface Rsyslog {
   tlsPort: number;
   /** PEM of the repository's self-signed certificate: the CA the node must trust. */
   caFile: string;
+  /** TLS that also asks the client for a certificate signed by caFile (mutual TLS, as ATNA's Secure Node does). */
+  mtlsPort: number;
+  /** A client certificate and key signed by caFile, for the node. */
+  clientCertFile: string;
+  clientKeyFile: string;
   /** PEM of another self-signed certificate: a CA the repository's certificate does not chain to. */
   otherCaFile: string;
   /** Every message received so far, as received (header and MSG), oldest first. */
@@ -99,7 +104,19 @@ export async function startRsyslog(): Promise<Rsyslog> {
   selfSigned(cert, key);
   const otherCa = join(dir, 'other.pem');
   selfSigned(otherCa, join(dir, 'other.key'));
-  const [udpPort, tlsPort] = [await freeUdpPort(), await freeTcpPort()];
+  // The node's client certificate, signed by the repository's (self-signed, CA:TRUE) certificate.
+  const clientKey = join(dir, 'client.key');
+  const clientCert = join(dir, 'client.pem');
+  const csr = join(dir, 'client.csr');
+  execFileSync(
+    'openssl',
+    ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', clientKey, '-out', csr, '-subj', '/CN=dicom-vault-node'],
+    {
+      stdio: 'ignore',
+    },
+  );
+  execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', cert, '-CAkey', key, '-CAcreateserial', '-out', clientCert, '-days', '1'], { stdio: 'ignore' });
+  const [udpPort, tlsPort, mtlsPort] = [await freeUdpPort(), await freeTcpPort(), await freeTcpPort()];
   const out = join(dir, 'received.log');
   const conf = join(dir, 'rsyslog.conf');
   // rawmsg: the message exactly as it came (for TLS, without the octet count), so the test reads
@@ -112,6 +129,7 @@ module(load="imudp")
 module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
 input(type="imudp" address="127.0.0.1" port="${udpPort}")
 input(type="imtcp" address="127.0.0.1" port="${tlsPort}")
+input(type="imtcp" address="127.0.0.1" port="${mtlsPort}" streamDriver.authMode="x509/certvalid")
 template(name="raw" type="string" string="%rawmsg%\\n")
 *.* action(type="omfile" file="${out}" template="raw")
 `,
@@ -127,7 +145,7 @@ template(name="raw" type="string" string="%rawmsg%\\n")
     child = c;
     const deadline = Date.now() + 10_000;
     // Ready when the TLS port accepts and a UDP probe comes out in the file (both inputs are up).
-    while (!(await tcpAccepts(tlsPort))) {
+    while (!(await tcpAccepts(tlsPort)) || !(await tcpAccepts(mtlsPort))) {
       if (c.exitCode !== null || Date.now() > deadline) throw new Error(`rsyslogd did not start: ${stderr}`);
       await sleep(50);
     }
@@ -158,7 +176,10 @@ template(name="raw" type="string" string="%rawmsg%\\n")
   return {
     udpPort,
     tlsPort,
+    mtlsPort,
     caFile: cert,
+    clientCertFile: clientCert,
+    clientKeyFile: clientKey,
     otherCaFile: otherCa,
     messages,
     async waitFor(match, count = 1, timeoutMs = 10_000) {

@@ -132,6 +132,38 @@ for (const transport of ['udp', 'tls'] as const) {
   });
 }
 
+describe('mutual TLS, as ATNA asks of a secure node', () => {
+  it('a repository that requires a client certificate takes the messages of a node with --audit-syslog-cert and -key, and none without', async () => {
+    const withCert = await startTestNode({
+      flags: {
+        'audit-syslog': `tls://localhost:${repo.mtlsPort}`,
+        'audit-syslog-ca': repo.caFile,
+        'audit-syslog-cert': repo.clientCertFile,
+        'audit-syslog-key': repo.clientKeyFile,
+        'audit-source-id': 'vault-mtls',
+      },
+    });
+    const without = await startTestNode({
+      flags: { 'audit-syslog': `tls://localhost:${repo.mtlsPort}`, 'audit-syslog-ca': repo.caFile, 'audit-source-id': 'vault-no-cert' },
+    });
+    try {
+      for (const node of [withCert, without]) {
+        // No such patient: 204, recorded all the same.
+        const res = await fetch(`${node.url}/studies?PatientID=MTLS`, { headers: { accept: 'application/dicom+json' } });
+        expect(res.status).toBe(204);
+      }
+      const [m] = await received('vault-mtls', (x) => x.eventId.code === '110112');
+      expect(m!.objects[0]!.query).toContain('PatientID=MTLS');
+      // The node without a certificate: the repository closes each connection; the sink keeps trying, nothing arrives.
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(repo.messages().filter((l) => l.includes('vault-no-cert'))).toEqual([]);
+    } finally {
+      await withCert.stop();
+      await without.stop();
+    }
+  }, 60_000);
+});
+
 describe('the repository away', () => {
   it('a node keeps serving at full speed while the repository is down; the reconnected sink delivers what it queued meanwhile', async () => {
     const node = nodes.tls!;
