@@ -134,7 +134,8 @@ export function toBalp(event: AuditEvent, source: AuditSource, patient?: AuditPa
   ];
 
   const entity: Json[] = [];
-  if (attempted === 'query') {
+  // The query, also of a refused or unauthenticated search: what was attempted.
+  if (r.action === 'search') {
     entity.push({
       type: { system: ENTITY_TYPE, code: '2', display: 'System Object' },
       role: { system: OBJECT_ROLE, code: '24', display: 'Query' },

@@ -150,8 +150,9 @@ export function toPs315(event: AuditEvent, source: AuditSource, patient?: AuditP
   };
 
   const objects: El[] = [];
-  if (kind === 'query') {
-    // The query as sent (base64, so that a hostile query survives unchanged), under the SOP Class it is the web form of.
+  if (r.action === 'search') {
+    // The query as sent (base64, so that a hostile query survives unchanged), under the SOP Class
+    // it is the web form of; for a refused or unauthenticated search too: what was attempted.
     objects.push({
       name: 'ParticipantObjectIdentification',
       attrs: { ParticipantObjectID: STUDY_ROOT_FIND, ParticipantObjectTypeCode: '2', ParticipantObjectTypeCodeRole: '3' },

@@ -164,6 +164,38 @@ describe('mutual TLS, as ATNA asks of a secure node', () => {
   }, 60_000);
 });
 
+describe('a flood', () => {
+  it('2,000 failed authentications from 16 clients: each answered 401, each in the repository or counted as dropped', async () => {
+    const node = nodes.tls!;
+    const sink = node.auditSyslog!;
+    const before = { ...sink.stats() };
+    const marker = `flood-${Date.now()}`;
+    let next = 0;
+    const statuses = new Map<number, number>();
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        for (let i = next++; i < 2_000; i = next++) {
+          const res = await fetch(`${node.url}/studies?AccessionNumber=${marker}-${i}`, { headers: { authorization: 'Bearer flood' } });
+          await res.arrayBuffer();
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+        }
+      }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    expect([...statuses]).toEqual([[401, 2_000]]);
+    expect(await sink.flush(20_000)).toBe(true);
+    const after = sink.stats();
+    expect(after.sent - before.sent + (after.dropped - before.dropped)).toBe(2_000);
+    // Each sent message arrives: a User Authentication failure carrying the query it tried.
+    const sent = after.sent - before.sent;
+    const isFlood = (l: string) =>
+      l.includes('vault-tls') && l.includes('110114') && (parseAuditMessage(parseSyslog5424(l).msg).message.objects[0]?.query ?? '').includes(marker);
+    expect(await repo.waitFor(isFlood, sent, 30_000)).toHaveLength(sent);
+    console.info(`flood: 2,000 refusals in ${seconds.toFixed(1)} s; ${after.sent - before.sent} sent, ${after.dropped - before.dropped} dropped`);
+  }, 120_000);
+});
+
 describe('the repository away', () => {
   it('a node keeps serving at full speed while the repository is down; the reconnected sink delivers what it queued meanwhile', async () => {
     const node = nodes.tls!;

@@ -53,6 +53,13 @@ const store = event({
 });
 const refused = event({ status: 403, basis: undefined, principal: { id: 'user:clerk', roles: ['admin'], method: 'token', name: 'clerk' } });
 const unauthenticated = event({ status: 401, basis: undefined, principal: { id: 'unidentified', roles: [], method: 'none' } });
+const unauthenticatedSearch = event({
+  status: 401,
+  basis: undefined,
+  principal: { id: 'unidentified', roles: [], method: 'none' },
+  resource: { action: 'search', level: 'studies' },
+  url: '/dicom-web/studies?PatientID=PID-9',
+});
 const brokenOff = event({ complete: false });
 const corrupt = event({ status: 500, complete: false });
 
@@ -64,6 +71,7 @@ const cases: Array<[string, AuditEvent, AuditPatient | undefined]> = [
   ['a STOW', store, PATIENT],
   ['a refusal', refused, PATIENT],
   ['a failed authentication', unauthenticated, undefined],
+  ['a failed authentication of a search', unauthenticatedSearch, undefined],
   ['a read broken off', brokenOff, PATIENT],
   ['a read that failed on a corrupt block', corrupt, PATIENT],
 ];
@@ -167,6 +175,9 @@ describe('BALP export (FHIR R4 AuditEvent)', () => {
       'HTTP 401: caller not identified',
     ]);
     expect(auth.entity[0].what.identifier.value).toBe(`urn:oid:${STUDY}`);
+    // What an unauthenticated search tried, as a query entity like a search's.
+    const authSearch = toBalp(unauthenticatedSearch, SOURCE) as any;
+    expect(Buffer.from(authSearch.entity.find((x: any) => x.role.code === '24').query, 'base64').toString()).toBe('/dicom-web/studies?PatientID=PID-9');
     const cut = toBalp(brokenOff, SOURCE, PATIENT) as any;
     expect([cut.meta, cut.outcome]).toEqual([undefined, '4']);
     expect(cut.outcomeDesc).toMatch(/^HTTP 200: response broken off before its end/);

@@ -146,6 +146,10 @@ describe('PS3.15 A.5 audit messages', () => {
     ]);
     expect(role(m, 'unidentified')).toMatchObject({ requestor: true, address: '10.1.2.3' });
     expect(m.objects[0]!.id).toBe(STUDY);
+    // A refused or unauthenticated search names what it tried, as a query does.
+    const url = '/dicom-web/studies?PatientID=PID-9';
+    const search = read(event({ status: 403, basis: undefined, resource: { action: 'search', level: 'studies' }, url }));
+    expect([search.eventId.code, search.objects[0]!.query]).toEqual(['110113', url]);
   });
 
   it('broken off: minor failure that says so; the node failing: serious failure', () => {
