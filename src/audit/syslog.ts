@@ -81,6 +81,10 @@ const MSG_ID = 'IHE+RFC-3881';
 const MAX_DATAGRAM = 65_507;
 /** How often a run of drops is reported in the log, ms. */
 const DROP_REPORT_MS = 10_000;
+/** How often failed connection attempts are reported in the log, ms. */
+const CONNECTION_REPORT_MS = 60_000;
+/** A connection that lasted this long resets the reconnect delay, ms. */
+const STABLE_CONNECTION_MS = 5_000;
 /** What an event weighs in the queue beyond its URL (its message is ~1.5 KiB). */
 const EVENT_OVERHEAD = 2_048;
 
@@ -114,6 +118,9 @@ export class SyslogAuditSink implements AuditSink {
   #tlsBlocked = false;
   #backoff: number;
   #reconnectTimer: NodeJS.Timeout | undefined;
+  #connectedAt = 0;
+  #connectionFailures = 0;
+  #lastConnectionReport = 0;
 
   constructor(options: SyslogSinkOptions) {
     this.#o = options;
@@ -311,19 +318,32 @@ export class SyslogAuditSink implements AuditSink {
     socket.on('secureConnect', () => {
       this.#tlsReady = true;
       this.#tlsBlocked = false;
-      this.#backoff = this.#o.reconnect?.minMs ?? 200;
+      this.#connectedAt = Date.now();
       this.#schedule();
     });
     // The repository sends nothing on this connection; reading keeps a close from it noticed.
     socket.on('data', () => {});
     socket.on('error', (err) => {
-      if (!this.#closed) this.#o.logger?.warn({ err, target: `tls://${host}:${port}` }, 'audit syslog connection failed; reconnecting');
+      if (this.#closed) return;
+      // One warning per CONNECTION_REPORT_MS at most, with the count: a repository that is down
+      // for an hour is one line every few minutes, not one per attempt.
+      this.#connectionFailures++;
+      const now = Date.now();
+      if (now - this.#lastConnectionReport >= CONNECTION_REPORT_MS) {
+        this.#o.logger?.warn({ err, target: `tls://${host}:${port}`, failures: this.#connectionFailures }, 'audit syslog connection failed; reconnecting');
+        this.#lastConnectionReport = now;
+        this.#connectionFailures = 0;
+      }
     });
     socket.on('close', () => {
       if (this.#tls !== socket) return;
       this.#tlsReady = false;
       this.#tls = undefined;
       if (this.#closed) return;
+      // The delay starts over only after a connection that lasted: a repository that accepts and
+      // then closes at once (a refused client certificate under TLS 1.3) is retried with backoff.
+      if (this.#connectedAt > 0 && Date.now() - this.#connectedAt >= STABLE_CONNECTION_MS) this.#backoff = this.#o.reconnect?.minMs ?? 200;
+      this.#connectedAt = 0;
       const delay = this.#backoff;
       this.#backoff = Math.min(this.#backoff * 2, this.#o.reconnect?.maxMs ?? 30_000);
       this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
