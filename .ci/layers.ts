@@ -3,6 +3,7 @@
 // it); anything else fails with the importing file, the imported file and the rule.
 //
 //   src/shell                                    HTTP app, DICOMweb and DIMSE, commands, wiring
+//   src/audit                                    the record of every access and its exports (BALP, PS3.15, syslog)
 //   src/access                                   the access seam: identity and grants decide what a request sees
 //   src/transfer  src/maintenance                features over the parts below
 //   src/identity  src/grants                     who is calling; what patients granted
@@ -33,6 +34,7 @@ const PARTS = [
   'src/identity',
   'src/grants',
   'src/access',
+  'src/audit',
   'src/transfer',
   'src/maintenance',
   'src/shell',
@@ -53,10 +55,36 @@ export const ALLOWED: Record<string, string[]> = {
   'src/identity': ['src/core', 'src/catalog'],
   'src/grants': ['src/core', 'src/dicom', 'src/catalog', 'src/identity'],
   'src/access': ['src/core', 'src/dicom', 'src/catalog', 'src/identity', 'src/grants'],
+  'src/audit': ['src/core', 'src/dicom', 'src/catalog', 'src/identity', 'src/grants', 'src/access'],
   'src/transfer': [...LOWER, 'src/read'],
   'src/maintenance': [...LOWER, 'src/read'],
-  'src/shell': [...LOWER, 'ingest', 'src/read', 'anchor', 'src/identity', 'src/grants', 'src/access', 'src/transfer', 'src/maintenance', 'package.json'],
-  bench: [...LOWER, 'ingest', 'src/read', 'anchor', 'src/identity', 'src/grants', 'src/access', 'src/transfer', 'src/maintenance', 'src/shell', 'bin'],
+  'src/shell': [
+    ...LOWER,
+    'ingest',
+    'src/read',
+    'anchor',
+    'src/identity',
+    'src/grants',
+    'src/access',
+    'src/audit',
+    'src/transfer',
+    'src/maintenance',
+    'package.json',
+  ],
+  bench: [
+    ...LOWER,
+    'ingest',
+    'src/read',
+    'anchor',
+    'src/identity',
+    'src/grants',
+    'src/access',
+    'src/audit',
+    'src/transfer',
+    'src/maintenance',
+    'src/shell',
+    'bin',
+  ],
   test: [...PARTS.filter((p) => p !== 'test'), 'package.json'],
   bin: ['src/shell', 'package.json'],
 };

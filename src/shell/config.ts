@@ -15,6 +15,7 @@ import {
 } from './limits.ts';
 import { DEFAULT_CHUNK_SIZE } from '../format/dag.ts';
 import { ANCHOR_FLAGS, resolveAnchorConfig, type AnchorConfig } from '../../anchor/config.ts';
+import { parseSyslogTarget, type SyslogTarget } from '../audit/syslog.ts';
 import { DEFAULT_OIDC_ALGORITHMS, DEFAULT_OIDC_CLOCK_TOLERANCE_S, DEFAULT_OIDC_ROLE_CLAIM, resolveOidcOptions, type OidcOptions } from '../identity/oidc.ts';
 
 export const DEFAULT_HOST = '127.0.0.1';
@@ -61,6 +62,20 @@ export interface NodeOptions {
   dimse?: DimseOptions;
   /** A hospital's OpenID provider whose JWTs are taken as bearer tokens (src/identity/oidc.ts); absent: none. */
   oidc?: OidcOptions;
+  /** The hospital's audit record repository (IHE ATNA): PS3.15 messages over syslog; absent: none. */
+  auditSyslog?: AuditSyslogOptions;
+}
+
+export interface AuditSyslogOptions {
+  target: SyslogTarget;
+  /** TLS: PEM files of the repository's CA, and of the node's own certificate and key (mutual TLS). */
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  /** AuditSourceID: the node's name in the repository. Default: the host name. */
+  sourceId?: string;
+  /** AuditEnterpriseSiteID: the hospital or department. */
+  siteId?: string;
 }
 
 export interface DimseOptions {
@@ -180,6 +195,25 @@ export const FLAGS = {
     help: 'node roles from claim values, role=value,value;role=value (e.g. staff=radiologist,clinician;admin=pacs-admin); a caller with none is a grantee',
     default: 'none',
   },
+  'audit-syslog': {
+    env: 'DICOM_VAULT_AUDIT_SYSLOG',
+    arg: 'url',
+    help: "the hospital's audit record repository: every access as a DICOM PS3.15 audit message over syslog, tls://host:port (RFC 5425) or udp://host:port (RFC 5426)",
+    default: 'none',
+  },
+  'audit-syslog-ca': {
+    env: 'DICOM_VAULT_AUDIT_SYSLOG_CA',
+    arg: 'file',
+    help: "PEM CA certificate(s) the repository's TLS certificate must chain to; default: the system's",
+  },
+  'audit-syslog-cert': {
+    env: 'DICOM_VAULT_AUDIT_SYSLOG_CERT',
+    arg: 'file',
+    help: "the node's PEM client certificate for the repository (mutual TLS); with --audit-syslog-key",
+  },
+  'audit-syslog-key': { env: 'DICOM_VAULT_AUDIT_SYSLOG_KEY', arg: 'file', help: 'PEM private key of --audit-syslog-cert' },
+  'audit-source-id': { env: 'DICOM_VAULT_AUDIT_SOURCE_ID', arg: 'name', help: "the node's AuditSourceID in audit messages", default: 'the host name' },
+  'audit-site-id': { env: 'DICOM_VAULT_AUDIT_SITE_ID', arg: 'name', help: 'AuditEnterpriseSiteID in audit messages: the hospital or department' },
   ...ANCHOR_FLAGS,
 } as const satisfies Record<string, FlagSpec>;
 
@@ -222,6 +256,7 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
     trustedProxies: get('trusted-proxies') === 'none' ? [] : checkedProxies(list(get('trusted-proxies'))),
     ...resolveDimse(get),
     ...resolveOidc(get),
+    ...resolveAuditSyslog(get),
     limits: {
       maxIngests: get('max-ingests') === undefined ? DEFAULT_MAX_INGESTS : int('max-ingests', get('max-ingests')!, 1, 10_000),
       maxIngestsPerClient:
@@ -265,6 +300,32 @@ function resolveOidc(get: (name: FlagName) => string | undefined): { oidc?: Oidc
     roles: get('oidc-roles'),
   });
   return oidc === undefined ? {} : { oidc };
+}
+
+function resolveAuditSyslog(get: (name: FlagName) => string | undefined): { auditSyslog?: AuditSyslogOptions } {
+  const raw = get('audit-syslog');
+  const tlsFiles = (['audit-syslog-ca', 'audit-syslog-cert', 'audit-syslog-key'] as const).filter((f) => get(f) !== undefined);
+  if (raw === undefined || raw === 'none') {
+    if (tlsFiles.length > 0) throw new VaultError('CONFIG_INVALID', `--${tlsFiles[0]} needs --audit-syslog tls://host:port`);
+    return {};
+  }
+  const target = parseSyslogTarget(raw);
+  if (target.transport === 'udp' && tlsFiles.length > 0) throw new VaultError('CONFIG_INVALID', `--${tlsFiles[0]} goes with a tls:// repository, not ${raw}`);
+  const cert = get('audit-syslog-cert');
+  const key = get('audit-syslog-key');
+  if ((cert === undefined) !== (key === undefined)) throw new VaultError('CONFIG_INVALID', '--audit-syslog-cert and --audit-syslog-key go together');
+  const ca = get('audit-syslog-ca');
+  const sourceId = get('audit-source-id');
+  const siteId = get('audit-site-id');
+  return {
+    auditSyslog: {
+      target,
+      ...(ca !== undefined ? { caFile: resolve(ca) } : {}),
+      ...(cert !== undefined && key !== undefined ? { certFile: resolve(cert), keyFile: resolve(key) } : {}),
+      ...(sourceId !== undefined ? { sourceId } : {}),
+      ...(siteId !== undefined ? { siteId } : {}),
+    },
+  };
 }
 
 function checkedProxies(entries: string[]): string[] {

@@ -25,6 +25,10 @@ import { createLogger } from './log.ts';
 import { startAnchoring, type Anchoring } from '../../anchor/anchoring.ts';
 import type { AnchorServiceOptions } from '../../anchor/service.ts';
 import { sharedCryptoPool } from '../format/crypto-pool.ts';
+import { hostname } from 'node:os';
+import { composeSinks } from '../audit/compose.ts';
+import { catalogPatients } from '../audit/patients.ts';
+import { registerSyslogMetrics, SyslogAuditSink } from '../audit/syslog.ts';
 
 export interface RunningNode {
   /** The DIMSE Storage SCP, when it runs: its port. */
@@ -35,6 +39,8 @@ export interface RunningNode {
   url: string;
   /** Study root anchoring, when the node runs it. */
   anchoring?: Anchoring;
+  /** The audit repository's syslog sink (--audit-syslog), when configured: its stats() count what was sent and dropped. */
+  auditSyslog?: SyslogAuditSink;
   close(): Promise<void>;
 }
 
@@ -86,6 +92,16 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     await vault.close();
     throw new VaultError('CONFIG_INVALID', `cannot read --tls-cert or --tls-key: ${(cause as Error).message}`, { cause });
   }
+  let auditSyslog: SyslogAuditSink | undefined;
+  try {
+    auditSyslog = options.auditSyslog === undefined ? undefined : openAuditSyslog(options.auditSyslog, vault, logger);
+    if (auditSyslog !== undefined) registerSyslogMetrics(auditSyslog, metrics.registry);
+  } catch (err) {
+    metrics.close();
+    await anchoring?.close();
+    await vault.close();
+    throw err;
+  }
   const secure = (request: FastifyRequest): boolean => secureTransport(request, urls);
   const webauthn = webauthnRpOf(options.publicUrl);
   const oidc = options.oidc === undefined ? undefined : createOidcVerifier(options.oidc);
@@ -111,7 +127,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     chunkSize: options.chunkSize,
     access,
     grantWatch,
-    audit: extras.audit ?? logAuditSink(logger),
+    audit: composeSinks([extras.audit ?? logAuditSink(logger), ...(auditSyslog ? [auditSyslog] : [])], (err) => logger.error({ err }, 'an audit sink failed')),
     ...(policy === undefined
       ? {}
       : {
@@ -134,6 +150,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
   } catch (err) {
     grantWatch.close();
     metrics.close();
+    await auditSyslog?.close();
     await anchoring?.close();
     await vault.close();
     throw err;
@@ -153,6 +170,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       await app.close();
       grantWatch.close();
       metrics.close();
+      await auditSyslog?.close();
       await anchoring?.close();
       await vault.close();
       throw err;
@@ -175,6 +193,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     app,
     url: `${scheme}://${host}:${port}${DICOMWEB_PREFIX}`,
     ...(anchoring ? { anchoring } : {}),
+    ...(auditSyslog ? { auditSyslog } : {}),
     ...(dimse ? { dimse: { port: dimse.port } } : {}),
     async close() {
       // New work stops on both doors at once; what is in flight finishes (or is broken off by
@@ -182,10 +201,34 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       await Promise.all([app.close(), dimse?.close()]);
       grantWatch.close();
       metrics.close();
+      // After the last request closed: its audit message is queued, and goes out before the stores close.
+      await auditSyslog?.close();
       await anchoring?.close();
       await vault.close();
     },
   };
+}
+
+/** The syslog sink of --audit-syslog; CONFIG_INVALID when its PEM files cannot be read. */
+function openAuditSyslog(o: NonNullable<NodeOptions['auditSyslog']>, vault: Vault, logger: Logger): SyslogAuditSink {
+  let pem: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  try {
+    pem = {
+      ...(o.caFile !== undefined ? { ca: readFileSync(o.caFile) } : {}),
+      ...(o.certFile !== undefined ? { cert: readFileSync(o.certFile) } : {}),
+      ...(o.keyFile !== undefined ? { key: readFileSync(o.keyFile) } : {}),
+    };
+  } catch (cause) {
+    throw new VaultError('CONFIG_INVALID', `cannot read --audit-syslog-ca, -cert or -key: ${(cause as Error).message}`, { cause });
+  }
+  const host = hostname();
+  return new SyslogAuditSink({
+    target: o.target,
+    ...pem,
+    source: { sourceId: o.sourceId ?? host, host, ...(o.siteId !== undefined ? { enterpriseSiteId: o.siteId } : {}) },
+    patientOf: catalogPatients(vault.catalog),
+    logger: logger.child({ component: 'audit-syslog' }),
+  });
 }
 
 /** A CID no store holds (the identity of zero bytes as a raw block): asking for it touches the store and nothing else. */

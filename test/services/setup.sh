@@ -15,8 +15,9 @@ packages=(
   dcmtk
   # Orthanc with DICOMweb and GDCM, as a peer; tests start their own instances.
   orthanc orthanc-dicomweb orthanc-gdcm
-  # A syslog server for the audit log's syslog output; tests start their own.
-  rsyslog
+  # A syslog server for the audit log's syslog output; tests start their own. Its TLS listener
+  # (RFC 5425, the IHE ATNA transport) needs the GnuTLS network stream driver.
+  rsyslog rsyslog-gnutls
   # A headless browser for the viewer pages.
   chromium
   # Self-signed certificates for the HTTPS tests.
