@@ -68,7 +68,11 @@ export class ScopeSql {
       return `$${name}`;
     };
     this.#clauses = scope.clauses.map((c: ScopeClause): Clause => {
-      const never = [c.patients, c.studies, c.series, c.modalities].some((list) => list !== undefined && list.length === 0);
+      // An empty list matches nothing; so do no kinds without references (also kept out of the
+      // SQL: an instance-level condition of a constant 0 leaves SQLite no plan for INDEXED BY).
+      const never =
+        [c.patients, c.studies, c.series, c.modalities].some((list) => list !== undefined && list.length === 0) ||
+        (c.kinds !== undefined && c.kinds.length === 0 && c.referencedByKeyObjects !== true);
       const clause: Clause = { never, references: c.referencedByKeyObjects === true, instanceLevel: false };
       if (never) return clause;
       if (c.patients !== undefined) {
