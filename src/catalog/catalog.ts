@@ -13,8 +13,10 @@
 // Every read a request makes takes an optional CatalogScope (scope.ts): given, what it does not
 // cover reads exactly as what does not exist (undefined, [] or false), and the counts and
 // derived attributes of studies and series (NumberOf*Related*, ModalitiesInStudy,
-// SOPClassesInStudy) are those of the visible instances, in results and in matching alike.
-// Without one, the stored values are used and the SQL is that of an unscoped node.
+// SOPClassesInStudy) are those of the visible instances, in results and in matching alike:
+// summed from instance_counts where the scope allows it (scope-sql.ts, "Counting"), else counted
+// over the instances. Without one, the stored values are used and the SQL is that of an
+// unscoped node.
 
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { VaultError } from '../core/errors.ts';
@@ -65,6 +67,9 @@ const MATCHER_CACHE_LIMIT = 256;
 /** An instance row `i` with its series `se` and study `s`, as scope conditions need them. */
 const ROWS = { s: 's', se: 'se', i: 'i' } as const;
 const SCOPE_JOINS = 'JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid';
+/** A row `c` of instance_counts with its series `se` and study `s`. */
+const COUNTED = { s: 's', se: 'se', c: 'c' } as const;
+const COUNT_JOINS = 'JOIN series se ON se.study_uid = c.study_uid AND se.series_uid = c.series_uid JOIN studies s ON s.study_uid = c.study_uid';
 
 export class Catalog {
   readonly #db: DatabaseSync;
@@ -505,11 +510,19 @@ export class Catalog {
 
   /** A study's attributes with ModalitiesInStudy, SOPClassesInStudy and its counts over the instances `visible` shows. */
   #visibleStudy(attrs: DicomJsonDataset, study: string, visible: ScopeSql): DicomJsonDataset {
-    const rows = this.#stmt(
-      `SELECT i.series_uid, se.modality, i.sop_class_uid, count(*) AS n FROM instances i ${SCOPE_JOINS}
-       WHERE i.study_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})
-       GROUP BY i.series_uid, i.sop_class_uid`,
-    ).all(visible.params, study) as unknown as Array<{ series_uid: string; modality: string | null; sop_class_uid: string; n: number }>;
+    const sql = visible.countable
+      ? `SELECT c.series_uid, se.modality, c.sop_class_uid, sum(c.n) AS n FROM instance_counts c ${COUNT_JOINS}
+         WHERE c.study_uid = ? AND (${visible.counted(COUNTED)})
+         GROUP BY c.series_uid, c.sop_class_uid`
+      : `SELECT i.series_uid, se.modality, i.sop_class_uid, count(*) AS n FROM instances i ${SCOPE_JOINS}
+         WHERE i.study_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})
+         GROUP BY i.series_uid, i.sop_class_uid`;
+    const rows = this.#stmt(sql).all(visible.params, study) as unknown as Array<{
+      series_uid: string;
+      modality: string | null;
+      sop_class_uid: string;
+      n: number;
+    }>;
     const modalities = [...new Set(rows.flatMap((r) => (r.modality === null ? [] : [r.modality])))].sort();
     return {
       ...attrs,
@@ -522,10 +535,12 @@ export class Catalog {
 
   /** A series' attributes with NumberOfSeriesRelatedInstances over the instances `visible` shows. */
   #visibleSeries(attrs: DicomJsonDataset, study: string, series: string, visible: ScopeSql): DicomJsonDataset {
-    const { n } = this.#stmt(
-      `SELECT count(*) AS n FROM instances i ${SCOPE_JOINS}
-       WHERE i.study_uid = ? AND i.series_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})`,
-    ).get(visible.params, study, series) as { n: number };
+    const sql = visible.countable
+      ? `SELECT coalesce(sum(c.n), 0) AS n FROM instance_counts c ${COUNT_JOINS}
+         WHERE c.study_uid = ? AND c.series_uid = ? AND (${visible.counted(COUNTED)})`
+      : `SELECT count(*) AS n FROM instances i ${SCOPE_JOINS}
+         WHERE i.study_uid = ? AND i.series_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})`;
+    const { n } = this.#stmt(sql).get(visible.params, study, series) as { n: number };
     return { ...attrs, [TAGS.NumberOfSeriesRelatedInstances]: { vr: 'IS', Value: [n] } };
   }
 
@@ -630,23 +645,40 @@ export class Catalog {
  */
 function visibleElements(visible: ScopeSql): ComputedElement {
   const seriesOfStudy = `FROM series cse WHERE cse.study_uid = s.study_uid AND cse.instance_count > 0 AND (${visible.series({ s: 's', se: 'cse' })})`;
-  const instancesOfStudy = `FROM instances ci JOIN series cse ON cse.study_uid = ci.study_uid AND cse.series_uid = ci.series_uid
-    WHERE ci.study_uid = s.study_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'cse', i: 'ci' })})`;
+  // The visible instances of the study and of the series: counted from instance_counts when the
+  // scope is countable (scope-sql.ts), else from the instances themselves.
+  const ofStudy = visible.countable
+    ? {
+        from: `FROM instance_counts cc JOIN series cse ON cse.study_uid = cc.study_uid AND cse.series_uid = cc.series_uid
+          WHERE cc.study_uid = s.study_uid AND (${visible.counted({ s: 's', se: 'cse', c: 'cc' })})`,
+        sopClass: 'cc.sop_class_uid',
+        count: 'coalesce(sum(cc.n), 0)',
+      }
+    : {
+        from: `FROM instances ci JOIN series cse ON cse.study_uid = ci.study_uid AND cse.series_uid = ci.series_uid
+          WHERE ci.study_uid = s.study_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'cse', i: 'ci' })})`,
+        sopClass: 'ci.sop_class_uid',
+        count: 'count(*)',
+      };
+  const ofSeries = visible.countable
+    ? `SELECT coalesce(sum(cc.n), 0) FROM instance_counts cc
+          WHERE cc.study_uid = se.study_uid AND cc.series_uid = se.series_uid AND (${visible.counted({ s: 's', se: 'se', c: 'cc' })})`
+    : `SELECT count(*) FROM instances ci
+          WHERE ci.study_uid = se.study_uid AND ci.series_uid = se.series_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'se', i: 'ci' })})`;
   return (tag) => {
     if (visible.wholeStudies) return undefined;
     switch (tag) {
       case TAGS.ModalitiesInStudy:
         return `(SELECT json_object('vr', 'CS', 'Value', json_group_array(DISTINCT cse.modality)) ${seriesOfStudy} AND cse.modality IS NOT NULL)`;
       case TAGS.SOPClassesInStudy:
-        return `(SELECT json_object('vr', 'UI', 'Value', json_group_array(DISTINCT ci.sop_class_uid)) ${instancesOfStudy})`;
+        return `(SELECT json_object('vr', 'UI', 'Value', json_group_array(DISTINCT ${ofStudy.sopClass})) ${ofStudy.from})`;
       case TAGS.NumberOfStudyRelatedSeries:
         return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) ${seriesOfStudy})))`;
       case TAGS.NumberOfStudyRelatedInstances:
-        return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) ${instancesOfStudy})))`;
+        return `json_object('vr', 'IS', 'Value', json_array((SELECT ${ofStudy.count} ${ofStudy.from})))`;
       case TAGS.NumberOfSeriesRelatedInstances:
         if (visible.wholeSeries) return undefined;
-        return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) FROM instances ci
-          WHERE ci.study_uid = se.study_uid AND ci.series_uid = se.series_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'se', i: 'ci' })}))))`;
+        return `json_object('vr', 'IS', 'Value', json_array((${ofSeries})))`;
       default:
         return undefined;
     }

@@ -19,8 +19,15 @@
 //   kinds / referencedByKeyObjects   the instance's kind (src/dicom/sop-classes.ts), or a
 //               reference to it by a current key object selection of its study; both absent: any
 //   An empty list matches nothing (a patient account bound to no Patient ID sees nothing).
+//
+// Counting: where no clause asks for key object references, every condition reads the study,
+// the series and the instance's kind alone, so all current instances of one (study, series,
+// kind, SOP Class) are visible or none are. Such a scope is `countable`: the visible instances
+// of a study or series are counted from its rows of instance_counts (schema.ts), a few rows
+// rather than every instance. A reference names single instances: those scopes read the instances.
 
 import type { SQLInputValue } from 'node:sqlite';
+import { VaultError } from '../core/errors.ts';
 import type { CatalogScope, ScopeClause } from './scope.ts';
 
 /** Table aliases of the rows a condition is about. */
@@ -30,6 +37,10 @@ export interface InstanceAliases {
   i: string;
 }
 export type SeriesAliases = Omit<InstanceAliases, 'i'>;
+/** Table aliases of a row `c` of instance_counts with its series `se` and study `s`. */
+export interface CountAliases extends SeriesAliases {
+  c: string;
+}
 
 interface Clause {
   /** A given list is empty: the clause matches nothing. */
@@ -58,6 +69,8 @@ export class ScopeSql {
   readonly wholeStudies: boolean;
   /** No clause looks below the series (no kinds, no key object references): a visible series is visible whole. */
   readonly wholeSeries: boolean;
+  /** No clause asks for key object references: visibility is per row of instance_counts (see the header). */
+  readonly countable: boolean;
   readonly #clauses: Clause[];
 
   constructor(scope: CatalogScope) {
@@ -91,11 +104,21 @@ export class ScopeSql {
     const live = this.#live();
     this.wholeSeries = live.every((c) => !c.instanceLevel);
     this.wholeStudies = this.wholeSeries && live.every((c) => c.series === undefined && c.modalities === undefined);
+    this.countable = live.every((c) => !c.references);
   }
 
   /** Whether a row of instance `a.i`, of series `a.se` and study `a.s` (all joined), is visible. */
   instance(a: InstanceAliases): string {
     return or(this.#live().map((c) => and([...this.#studyConds(c, a.s), ...this.#seriesConds(c, a.se), ...this.#instanceConds(c, a.i, 'row')])));
+  }
+
+  /**
+   * Whether the instances row `a.c` of instance_counts counts (of series `a.se` and study `a.s`,
+   * joined) are visible: all of them or none, for a countable scope only.
+   */
+  counted(a: CountAliases): string {
+    if (!this.countable) throw new VaultError('INTERNAL', 'a scope with key object references is not countable');
+    return or(this.#live().map((c) => and([...this.#studyConds(c, a.s), ...this.#seriesConds(c, a.se), ...this.#instanceConds(c, a.c, 'index')])));
   }
 
   /** Whether series row `a.se` (its study row `a.s` joined) has a visible current instance. */
