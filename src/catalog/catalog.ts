@@ -147,9 +147,9 @@ export class Catalog {
    * response that sends some instances' bulk data and others' attributes only.
    */
   visibleInstances(where: { study: string; series?: string; instance?: string }, scope: CatalogScope): Set<string> {
-    const visible = new ScopeSql(scope);
+    const visible = new ScopeSql(scope).instanceWithin(ROWS, where);
     const params: SQLInputValue[] = [where.study];
-    let sql = `SELECT i.sop_uid FROM instances i ${SCOPE_JOINS} WHERE i.current = 1 AND i.study_uid = ? AND (${visible.instance(ROWS)})`;
+    let sql = `SELECT i.sop_uid FROM instances i ${SCOPE_JOINS} WHERE i.current = 1 AND i.study_uid = ? AND ${visible.sql}`;
     if (where.series !== undefined) {
       sql += ' AND i.series_uid = ?';
       params.push(where.series);
@@ -207,13 +207,13 @@ export class Catalog {
    */
   listInstances(where: { study: string; series?: string }, options: { metadata?: boolean } = {}, scope?: CatalogScope): CatalogInstance[] {
     const params: SQLInputValue[] = [where.study];
-    const visible = scope === undefined ? undefined : new ScopeSql(scope);
+    const visible = scope === undefined ? undefined : new ScopeSql(scope).instanceWithin(ROWS, where);
     let conds = 'i.current = 1 AND i.study_uid = ?';
     if (where.series !== undefined) {
       conds += ' AND i.series_uid = ?';
       params.push(where.series);
     }
-    if (visible !== undefined) conds += ` AND (${visible.instance(ROWS)})`;
+    if (visible !== undefined) conds += ` AND ${visible.sql}`;
     const eager = options.metadata !== false;
     const statement = this.#stmt(
       `SELECT ${eager ? INSTANCE_COLUMNS : INSTANCE_KEY_COLUMNS} FROM instances i
@@ -545,9 +545,9 @@ export class Catalog {
   }
 
   /** Runs a query statement, with the scope's named parameters first when there is one. */
-  #all(sql: string, visible: ScopeSql | undefined, params: SQLInputValue[]): unknown[] {
+  #all(sql: string, named: Record<string, SQLInputValue> | undefined, params: SQLInputValue[]): unknown[] {
     const statement = this.#stmt(sql);
-    return visible === undefined ? statement.all(...params) : statement.all(visible.params, ...params);
+    return named === undefined ? statement.all(...params) : statement.all(named, ...params);
   }
 
   /** Studies matching all filters (and shown by `scope`), most recent StudyDate/StudyTime first. */
@@ -559,7 +559,7 @@ export class Catalog {
       `SELECT s.study_uid, s.attributes FROM studies s WHERE s.instance_count > 0 ${where}
        ${visible === undefined ? '' : `AND (${visible.study('s')})`}
        ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid LIMIT ? OFFSET ?`,
-      visible,
+      visible?.params,
       [...params, query.limit, query.offset],
     ) as Array<{ study_uid: string; attributes: string }>;
     return rows.map((r) => {
@@ -581,7 +581,7 @@ export class Catalog {
        WHERE se.instance_count > 0 ${where}
        ${visible === undefined ? '' : `AND (${visible.series(ROWS)})`}
        ORDER BY se.study_uid, se.series_number NULLS LAST, se.series_uid LIMIT ? OFFSET ?`,
-      visible,
+      visible?.params,
       [...params, query.limit, query.offset],
     ) as Array<{ study_uid: string; series_uid: string; attributes: string }>;
     const studies = new Map<string, DicomJsonDataset>();
@@ -601,6 +601,13 @@ export class Catalog {
     const visible = scope === undefined ? undefined : new ScopeSql(scope);
     const params: SQLInputValue[] = [];
     const where = queryConditions('instance', query, params, visible && visibleElements(visible));
+    // Within one study, the per-instance check is skipped when none of its instances is hidden.
+    const rowsVisible =
+      visible === undefined
+        ? undefined
+        : query.study === undefined
+          ? { sql: `(${visible.instance(ROWS)})`, params: visible.params }
+          : visible.instanceWithin(ROWS, { study: query.study, series: query.series });
     const fields = query.instanceFields;
     // json_object(tag, metadata -> path, ...) keeps each element's JSON; absent ones are null.
     const metadataColumn = fields === undefined ? 'i.metadata' : `json_object(${fields.map(() => '?, i.metadata -> ?').join(', ')})`;
@@ -610,10 +617,10 @@ export class Catalog {
        JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid
        JOIN studies s ON s.study_uid = i.study_uid
        WHERE i.current = 1 ${where}
-       ${visible === undefined ? '' : `AND (${visible.instance(ROWS)})`}
+       ${rowsVisible === undefined ? '' : `AND ${rowsVisible.sql}`}
        ORDER BY i.study_uid, se.series_number NULLS LAST, i.series_uid, i.instance_number NULLS LAST, i.sop_uid
        LIMIT ? OFFSET ?`,
-      visible,
+      rowsVisible?.params,
       [...fieldParams, ...params, query.limit, query.offset],
     ) as Array<{
       study_uid: string;

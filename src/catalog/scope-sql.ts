@@ -24,7 +24,8 @@
 // the series and the instance's kind alone, so all current instances of one (study, series,
 // kind, SOP Class) are visible or none are. Such a scope is `countable`: the visible instances
 // of a study or series are counted from its rows of instance_counts (schema.ts), a few rows
-// rather than every instance. A reference names single instances: those scopes read the instances.
+// rather than every instance, and a listing whose study (series) has no hidden group skips the
+// per-instance check. A reference names single instances: those scopes read the instances.
 
 import type { SQLInputValue } from 'node:sqlite';
 import { VaultError } from '../core/errors.ts';
@@ -110,6 +111,28 @@ export class ScopeSql {
   /** Whether a row of instance `a.i`, of series `a.se` and study `a.s` (all joined), is visible. */
   instance(a: InstanceAliases): string {
     return or(this.#live().map((c) => and([...this.#studyConds(c, a.s), ...this.#seriesConds(c, a.se), ...this.#instanceConds(c, a.i, 'row')])));
+  }
+
+  /**
+   * `instance(a)` for a listing of the current instances of `range` (a study, or one series of
+   * it), with the parameters to bind (the scope's and the range's): true for every row at once
+   * when none of the range's instances is hidden, which one uncorrelated lookup in
+   * instance_counts tells (SQLite runs it once per statement, and skips the per-row condition
+   * after it).
+   */
+  instanceWithin(a: InstanceAliases, range: { study: string; series?: string | undefined }): { sql: string; params: Record<string, SQLInputValue> } {
+    if (!this.countable) return { sql: `(${this.instance(a)})`, params: this.params };
+    const params: Record<string, SQLInputValue> = { ...this.params, sc_study: range.study };
+    let where = 'sc_c.study_uid = $sc_study';
+    if (range.series !== undefined) {
+      params.sc_series = range.series;
+      where += ' AND sc_c.series_uid = $sc_series';
+    }
+    // IS NOT TRUE: a condition that is NULL (a study without a Patient ID) hides, as in a WHERE.
+    const hidden =
+      'SELECT 1 FROM instance_counts sc_c JOIN series sc_cse ON sc_cse.study_uid = sc_c.study_uid AND sc_cse.series_uid = sc_c.series_uid' +
+      ` JOIN studies sc_cs ON sc_cs.study_uid = sc_c.study_uid WHERE ${where} AND (${this.counted({ s: 'sc_cs', se: 'sc_cse', c: 'sc_c' })}) IS NOT TRUE`;
+    return { sql: `(NOT EXISTS (${hidden}) OR (${this.instance(a)}))`, params };
   }
 
   /**
