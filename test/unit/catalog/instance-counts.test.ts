@@ -98,10 +98,37 @@ function countsOf(path: string): { stored: unknown[]; recounted: unknown[] } {
   }
 }
 
+/** The unscoped counts and SOP Classes the study and series rows store (commits read them from instance_counts). */
+function storedOf(path: string): { stored: unknown[]; recounted: unknown[] } {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return {
+      stored: db
+        .prepare(
+          `SELECT se.study_uid, se.series_uid, se.instance_count AS n, s.instance_count AS study_n, s.attributes -> '$."00080062".Value' AS classes
+           FROM series se JOIN studies s ON s.study_uid = se.study_uid ORDER BY 1, 2`,
+        )
+        .all(),
+      recounted: db
+        .prepare(
+          `SELECT i.study_uid, i.series_uid, count(*) AS n,
+             (SELECT count(*) FROM instances x WHERE x.study_uid = i.study_uid AND x.current = 1) AS study_n,
+             (SELECT json_group_array(sop_class_uid) FROM (SELECT DISTINCT sop_class_uid FROM instances x WHERE x.study_uid = i.study_uid AND x.current = 1 ORDER BY 1)) AS classes
+           FROM instances i WHERE i.current = 1 GROUP BY 1, 2 ORDER BY 1, 2`,
+        )
+        .all(),
+    };
+  } finally {
+    db.close();
+  }
+}
+
 function expectCountsCurrent(path: string): void {
   const { stored, recounted } = countsOf(path);
   expect(stored.length).toBeGreaterThan(0);
   expect(stored).toEqual(recounted);
+  const rows = storedOf(path);
+  expect(rows.stored).toEqual(rows.recounted);
 }
 
 const filter = (key: string, tag: string, vr: string, value: string): AttributeFilter => ({ key, tag, vr, value });
