@@ -13,8 +13,10 @@
 // Every read a request makes takes an optional CatalogScope (scope.ts): given, what it does not
 // cover reads exactly as what does not exist (undefined, [] or false), and the counts and
 // derived attributes of studies and series (NumberOf*Related*, ModalitiesInStudy,
-// SOPClassesInStudy) are those of the visible instances, in results and in matching alike.
-// Without one, the stored values are used and the SQL is that of an unscoped node.
+// SOPClassesInStudy) are those of the visible instances, in results and in matching alike:
+// summed from instance_counts where the scope allows it (scope-sql.ts, "Counting"), else counted
+// over the instances. Without one, the stored values are used and the SQL is that of an
+// unscoped node.
 
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { VaultError } from '../core/errors.ts';
@@ -65,6 +67,9 @@ const MATCHER_CACHE_LIMIT = 256;
 /** An instance row `i` with its series `se` and study `s`, as scope conditions need them. */
 const ROWS = { s: 's', se: 'se', i: 'i' } as const;
 const SCOPE_JOINS = 'JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid';
+/** A row `c` of instance_counts with its series `se` and study `s`. */
+const COUNTED = { s: 's', se: 'se', c: 'c' } as const;
+const COUNT_JOINS = 'JOIN series se ON se.study_uid = c.study_uid AND se.series_uid = c.series_uid JOIN studies s ON s.study_uid = c.study_uid';
 
 export class Catalog {
   readonly #db: DatabaseSync;
@@ -142,9 +147,9 @@ export class Catalog {
    * response that sends some instances' bulk data and others' attributes only.
    */
   visibleInstances(where: { study: string; series?: string; instance?: string }, scope: CatalogScope): Set<string> {
-    const visible = new ScopeSql(scope);
+    const visible = new ScopeSql(scope).instanceWithin(ROWS, where);
     const params: SQLInputValue[] = [where.study];
-    let sql = `SELECT i.sop_uid FROM instances i ${SCOPE_JOINS} WHERE i.current = 1 AND i.study_uid = ? AND (${visible.instance(ROWS)})`;
+    let sql = `SELECT i.sop_uid FROM instances i ${SCOPE_JOINS} WHERE i.current = 1 AND i.study_uid = ? AND ${visible.sql}`;
     if (where.series !== undefined) {
       sql += ' AND i.series_uid = ?';
       params.push(where.series);
@@ -202,13 +207,13 @@ export class Catalog {
    */
   listInstances(where: { study: string; series?: string }, options: { metadata?: boolean } = {}, scope?: CatalogScope): CatalogInstance[] {
     const params: SQLInputValue[] = [where.study];
-    const visible = scope === undefined ? undefined : new ScopeSql(scope);
+    const visible = scope === undefined ? undefined : new ScopeSql(scope).instanceWithin(ROWS, where);
     let conds = 'i.current = 1 AND i.study_uid = ?';
     if (where.series !== undefined) {
       conds += ' AND i.series_uid = ?';
       params.push(where.series);
     }
-    if (visible !== undefined) conds += ` AND (${visible.instance(ROWS)})`;
+    if (visible !== undefined) conds += ` AND ${visible.sql}`;
     const eager = options.metadata !== false;
     const statement = this.#stmt(
       `SELECT ${eager ? INSTANCE_COLUMNS : INSTANCE_KEY_COLUMNS} FROM instances i
@@ -303,8 +308,8 @@ export class Catalog {
       // The study's SOP classes so far, as the last commit listed them: this one's are added to
       // them, rather than read again from every current instance of the study (a scan that grew
       // with the study: 0.4 ms of a one-instance commit's CPU at 500 instances, 2.2 ms at 3000,
-      // which DIMSE, a version per instance, pays on every C-STORE). Read again when an instance
-      // is retired, whose class may have been the last of its kind.
+      // which DIMSE, a version per instance, pays on every C-STORE). Read again, from
+      // instance_counts, when an instance is retired, whose class may have been the last of its kind.
       const listed = studyRow === undefined ? [] : studyAttrs[TAGS.SOPClassesInStudy]?.Value;
       let retired = false;
 
@@ -406,7 +411,9 @@ export class Catalog {
 
   #updateSeries(study: string, touched: Map<string, DicomJsonDataset>): void {
     const read = this.#stmt('SELECT attributes FROM series WHERE study_uid = ? AND series_uid = ?');
-    const count = this.#stmt('SELECT count(*) AS n FROM instances WHERE study_uid = ? AND series_uid = ? AND current = 1');
+    // From instance_counts, which the triggers have brought up to date with this transaction's
+    // writes: a few rows, where counting the series' index entries grew with the series.
+    const count = this.#stmt('SELECT coalesce(sum(n), 0) AS n FROM instance_counts WHERE study_uid = ? AND series_uid = ?');
     const upsert = this.#stmt(
       `INSERT INTO series (study_uid, series_uid, modality, series_number, instance_count, attributes)
        VALUES (?, ?, ?, ?, ?, ?)
@@ -448,7 +455,7 @@ export class Catalog {
     const sopClasses =
       knownSopClasses ??
       (
-        this.#stmt('SELECT DISTINCT sop_class_uid FROM instances WHERE study_uid = ? AND current = 1 ORDER BY sop_class_uid').all(study) as unknown as Array<{
+        this.#stmt('SELECT DISTINCT sop_class_uid FROM instance_counts WHERE study_uid = ? ORDER BY sop_class_uid').all(study) as unknown as Array<{
           sop_class_uid: string;
         }>
       ).map((r) => r.sop_class_uid);
@@ -505,11 +512,19 @@ export class Catalog {
 
   /** A study's attributes with ModalitiesInStudy, SOPClassesInStudy and its counts over the instances `visible` shows. */
   #visibleStudy(attrs: DicomJsonDataset, study: string, visible: ScopeSql): DicomJsonDataset {
-    const rows = this.#stmt(
-      `SELECT i.series_uid, se.modality, i.sop_class_uid, count(*) AS n FROM instances i ${SCOPE_JOINS}
-       WHERE i.study_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})
-       GROUP BY i.series_uid, i.sop_class_uid`,
-    ).all(visible.params, study) as unknown as Array<{ series_uid: string; modality: string | null; sop_class_uid: string; n: number }>;
+    const sql = visible.countable
+      ? `SELECT c.series_uid, se.modality, c.sop_class_uid, sum(c.n) AS n FROM instance_counts c ${COUNT_JOINS}
+         WHERE c.study_uid = ? AND (${visible.counted(COUNTED)})
+         GROUP BY c.series_uid, c.sop_class_uid`
+      : `SELECT i.series_uid, se.modality, i.sop_class_uid, count(*) AS n FROM instances i ${SCOPE_JOINS}
+         WHERE i.study_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})
+         GROUP BY i.series_uid, i.sop_class_uid`;
+    const rows = this.#stmt(sql).all(visible.params, study) as unknown as Array<{
+      series_uid: string;
+      modality: string | null;
+      sop_class_uid: string;
+      n: number;
+    }>;
     const modalities = [...new Set(rows.flatMap((r) => (r.modality === null ? [] : [r.modality])))].sort();
     return {
       ...attrs,
@@ -522,17 +537,19 @@ export class Catalog {
 
   /** A series' attributes with NumberOfSeriesRelatedInstances over the instances `visible` shows. */
   #visibleSeries(attrs: DicomJsonDataset, study: string, series: string, visible: ScopeSql): DicomJsonDataset {
-    const { n } = this.#stmt(
-      `SELECT count(*) AS n FROM instances i ${SCOPE_JOINS}
-       WHERE i.study_uid = ? AND i.series_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})`,
-    ).get(visible.params, study, series) as { n: number };
+    const sql = visible.countable
+      ? `SELECT coalesce(sum(c.n), 0) AS n FROM instance_counts c ${COUNT_JOINS}
+         WHERE c.study_uid = ? AND c.series_uid = ? AND (${visible.counted(COUNTED)})`
+      : `SELECT count(*) AS n FROM instances i ${SCOPE_JOINS}
+         WHERE i.study_uid = ? AND i.series_uid = ? AND i.current = 1 AND (${visible.instance(ROWS)})`;
+    const { n } = this.#stmt(sql).get(visible.params, study, series) as { n: number };
     return { ...attrs, [TAGS.NumberOfSeriesRelatedInstances]: { vr: 'IS', Value: [n] } };
   }
 
   /** Runs a query statement, with the scope's named parameters first when there is one. */
-  #all(sql: string, visible: ScopeSql | undefined, params: SQLInputValue[]): unknown[] {
+  #all(sql: string, named: Record<string, SQLInputValue> | undefined, params: SQLInputValue[]): unknown[] {
     const statement = this.#stmt(sql);
-    return visible === undefined ? statement.all(...params) : statement.all(visible.params, ...params);
+    return named === undefined ? statement.all(...params) : statement.all(named, ...params);
   }
 
   /** Studies matching all filters (and shown by `scope`), most recent StudyDate/StudyTime first. */
@@ -544,7 +561,7 @@ export class Catalog {
       `SELECT s.study_uid, s.attributes FROM studies s WHERE s.instance_count > 0 ${where}
        ${visible === undefined ? '' : `AND (${visible.study('s')})`}
        ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid LIMIT ? OFFSET ?`,
-      visible,
+      visible?.params,
       [...params, query.limit, query.offset],
     ) as Array<{ study_uid: string; attributes: string }>;
     return rows.map((r) => {
@@ -566,7 +583,7 @@ export class Catalog {
        WHERE se.instance_count > 0 ${where}
        ${visible === undefined ? '' : `AND (${visible.series(ROWS)})`}
        ORDER BY se.study_uid, se.series_number NULLS LAST, se.series_uid LIMIT ? OFFSET ?`,
-      visible,
+      visible?.params,
       [...params, query.limit, query.offset],
     ) as Array<{ study_uid: string; series_uid: string; attributes: string }>;
     const studies = new Map<string, DicomJsonDataset>();
@@ -586,6 +603,13 @@ export class Catalog {
     const visible = scope === undefined ? undefined : new ScopeSql(scope);
     const params: SQLInputValue[] = [];
     const where = queryConditions('instance', query, params, visible && visibleElements(visible));
+    // Within one study, the per-instance check is skipped when none of its instances is hidden.
+    const rowsVisible =
+      visible === undefined
+        ? undefined
+        : query.study === undefined
+          ? { sql: `(${visible.instance(ROWS)})`, params: visible.params }
+          : visible.instanceWithin(ROWS, { study: query.study, series: query.series });
     const fields = query.instanceFields;
     // json_object(tag, metadata -> path, ...) keeps each element's JSON; absent ones are null.
     const metadataColumn = fields === undefined ? 'i.metadata' : `json_object(${fields.map(() => '?, i.metadata -> ?').join(', ')})`;
@@ -595,10 +619,10 @@ export class Catalog {
        JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid
        JOIN studies s ON s.study_uid = i.study_uid
        WHERE i.current = 1 ${where}
-       ${visible === undefined ? '' : `AND (${visible.instance(ROWS)})`}
+       ${rowsVisible === undefined ? '' : `AND ${rowsVisible.sql}`}
        ORDER BY i.study_uid, se.series_number NULLS LAST, i.series_uid, i.instance_number NULLS LAST, i.sop_uid
        LIMIT ? OFFSET ?`,
-      visible,
+      rowsVisible?.params,
       [...fieldParams, ...params, query.limit, query.offset],
     ) as Array<{
       study_uid: string;
@@ -630,23 +654,40 @@ export class Catalog {
  */
 function visibleElements(visible: ScopeSql): ComputedElement {
   const seriesOfStudy = `FROM series cse WHERE cse.study_uid = s.study_uid AND cse.instance_count > 0 AND (${visible.series({ s: 's', se: 'cse' })})`;
-  const instancesOfStudy = `FROM instances ci JOIN series cse ON cse.study_uid = ci.study_uid AND cse.series_uid = ci.series_uid
-    WHERE ci.study_uid = s.study_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'cse', i: 'ci' })})`;
+  // The visible instances of the study and of the series: counted from instance_counts when the
+  // scope is countable (scope-sql.ts), else from the instances themselves.
+  const ofStudy = visible.countable
+    ? {
+        from: `FROM instance_counts cc JOIN series cse ON cse.study_uid = cc.study_uid AND cse.series_uid = cc.series_uid
+          WHERE cc.study_uid = s.study_uid AND (${visible.counted({ s: 's', se: 'cse', c: 'cc' })})`,
+        sopClass: 'cc.sop_class_uid',
+        count: 'coalesce(sum(cc.n), 0)',
+      }
+    : {
+        from: `FROM instances ci JOIN series cse ON cse.study_uid = ci.study_uid AND cse.series_uid = ci.series_uid
+          WHERE ci.study_uid = s.study_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'cse', i: 'ci' })})`,
+        sopClass: 'ci.sop_class_uid',
+        count: 'count(*)',
+      };
+  const ofSeries = visible.countable
+    ? `SELECT coalesce(sum(cc.n), 0) FROM instance_counts cc
+          WHERE cc.study_uid = se.study_uid AND cc.series_uid = se.series_uid AND (${visible.counted({ s: 's', se: 'se', c: 'cc' })})`
+    : `SELECT count(*) FROM instances ci
+          WHERE ci.study_uid = se.study_uid AND ci.series_uid = se.series_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'se', i: 'ci' })})`;
   return (tag) => {
     if (visible.wholeStudies) return undefined;
     switch (tag) {
       case TAGS.ModalitiesInStudy:
         return `(SELECT json_object('vr', 'CS', 'Value', json_group_array(DISTINCT cse.modality)) ${seriesOfStudy} AND cse.modality IS NOT NULL)`;
       case TAGS.SOPClassesInStudy:
-        return `(SELECT json_object('vr', 'UI', 'Value', json_group_array(DISTINCT ci.sop_class_uid)) ${instancesOfStudy})`;
+        return `(SELECT json_object('vr', 'UI', 'Value', json_group_array(DISTINCT ${ofStudy.sopClass})) ${ofStudy.from})`;
       case TAGS.NumberOfStudyRelatedSeries:
         return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) ${seriesOfStudy})))`;
       case TAGS.NumberOfStudyRelatedInstances:
-        return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) ${instancesOfStudy})))`;
+        return `json_object('vr', 'IS', 'Value', json_array((SELECT ${ofStudy.count} ${ofStudy.from})))`;
       case TAGS.NumberOfSeriesRelatedInstances:
         if (visible.wholeSeries) return undefined;
-        return `json_object('vr', 'IS', 'Value', json_array((SELECT count(*) FROM instances ci
-          WHERE ci.study_uid = se.study_uid AND ci.series_uid = se.series_uid AND ci.current = 1 AND (${visible.instance({ s: 's', se: 'se', i: 'ci' })}))))`;
+        return `json_object('vr', 'IS', 'Value', json_array((${ofSeries})))`;
       default:
         return undefined;
     }

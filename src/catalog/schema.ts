@@ -2,7 +2,8 @@
 // answers with (as DICOM JSON text) and a few indexed columns for common keys (columns.ts);
 // study_versions holds every DAG root, anchor_queue the roots still to be anchored. What a
 // CatalogScope filters on (scope.ts) has columns of its own: each instance's kind, each study's
-// Issuer of Patient ID, and key_object_references, the instances each key object selection names.
+// Issuer of Patient ID, and key_object_references, the instances each key object selection names;
+// instance_counts holds the current instances per study, series, kind and SOP Class.
 
 /**
  * The references of key object selections, as rows of key_object_references, for the current
@@ -117,6 +118,46 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT, WITHOUT ROWID;
   CREATE INDEX key_object_references_kos ON key_object_references (study_uid, kos_sop_uid);
   ${INSERT_KOS_REFERENCES} AND i.kind = 'key-object';
+  `,
+  // 3: how many current instances each (study, series, kind, SOP Class) has, so that a scope
+  // whose instance-level condition is kinds alone counts a study's or a series' visible
+  // instances from a few rows instead of every instance (scope-sql.ts, catalog.ts). Triggers keep
+  // it in the transaction of every write to instances, whichever statement makes it; a row
+  // leaves when its count reaches 0. Filled here from the kind index (the kind column sits past
+  // the rows' metadata overflow pages; sop_class_uid is near the head of the row).
+  `
+  CREATE TABLE instance_counts (
+    study_uid     TEXT NOT NULL,
+    series_uid    TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    n             INTEGER NOT NULL CHECK (n > 0),
+    PRIMARY KEY (study_uid, series_uid, kind, sop_class_uid)
+  ) STRICT, WITHOUT ROWID;
+  INSERT INTO instance_counts (study_uid, series_uid, kind, sop_class_uid, n)
+  SELECT study_uid, series_uid, kind, sop_class_uid, count(*) FROM instances INDEXED BY instances_current_kind
+  WHERE current = 1 GROUP BY study_uid, series_uid, kind, sop_class_uid;
+
+  CREATE TRIGGER instance_counts_insert AFTER INSERT ON instances WHEN NEW.current = 1 BEGIN
+    INSERT INTO instance_counts (study_uid, series_uid, kind, sop_class_uid, n) VALUES (NEW.study_uid, NEW.series_uid, NEW.kind, NEW.sop_class_uid, 1)
+      ON CONFLICT DO UPDATE SET n = n + 1;
+  END;
+  CREATE TRIGGER instance_counts_delete AFTER DELETE ON instances WHEN OLD.current = 1 BEGIN
+    DELETE FROM instance_counts WHERE study_uid = OLD.study_uid AND series_uid = OLD.series_uid AND kind = OLD.kind AND sop_class_uid = OLD.sop_class_uid AND n = 1;
+    UPDATE instance_counts SET n = n - 1 WHERE study_uid = OLD.study_uid AND series_uid = OLD.series_uid AND kind = OLD.kind AND sop_class_uid = OLD.sop_class_uid;
+  END;
+  -- A row retired (current 1 -> 0), made current again, or whose counted columns changed: out
+  -- of its old group, into its new one.
+  CREATE TRIGGER instance_counts_update AFTER UPDATE OF study_uid, series_uid, kind, sop_class_uid, current ON instances
+  WHEN OLD.current IS NOT NEW.current OR (NEW.current = 1 AND (OLD.study_uid IS NOT NEW.study_uid OR OLD.series_uid IS NOT NEW.series_uid
+    OR OLD.kind IS NOT NEW.kind OR OLD.sop_class_uid IS NOT NEW.sop_class_uid)) BEGIN
+    DELETE FROM instance_counts WHERE OLD.current = 1 AND study_uid = OLD.study_uid AND series_uid = OLD.series_uid AND kind = OLD.kind
+      AND sop_class_uid = OLD.sop_class_uid AND n = 1;
+    UPDATE instance_counts SET n = n - 1 WHERE OLD.current = 1 AND study_uid = OLD.study_uid AND series_uid = OLD.series_uid AND kind = OLD.kind
+      AND sop_class_uid = OLD.sop_class_uid;
+    INSERT INTO instance_counts (study_uid, series_uid, kind, sop_class_uid, n) SELECT NEW.study_uid, NEW.series_uid, NEW.kind, NEW.sop_class_uid, 1
+      WHERE NEW.current = 1 ON CONFLICT DO UPDATE SET n = n + 1;
+  END;
   `,
 ];
 

@@ -19,8 +19,16 @@
 //   kinds / referencedByKeyObjects   the instance's kind (src/dicom/sop-classes.ts), or a
 //               reference to it by a current key object selection of its study; both absent: any
 //   An empty list matches nothing (a patient account bound to no Patient ID sees nothing).
+//
+// Counting: where no clause asks for key object references, every condition reads the study,
+// the series and the instance's kind alone, so all current instances of one (study, series,
+// kind, SOP Class) are visible or none are. Such a scope is `countable`: the visible instances
+// of a study or series are counted from its rows of instance_counts (schema.ts), a few rows
+// rather than every instance, and a listing whose study (series) has no hidden group skips the
+// per-instance check. A reference names single instances: those scopes read the instances.
 
 import type { SQLInputValue } from 'node:sqlite';
+import { VaultError } from '../core/errors.ts';
 import type { CatalogScope, ScopeClause } from './scope.ts';
 
 /** Table aliases of the rows a condition is about. */
@@ -30,6 +38,10 @@ export interface InstanceAliases {
   i: string;
 }
 export type SeriesAliases = Omit<InstanceAliases, 'i'>;
+/** Table aliases of a row `c` of instance_counts with its series `se` and study `s`. */
+export interface CountAliases extends SeriesAliases {
+  c: string;
+}
 
 interface Clause {
   /** A given list is empty: the clause matches nothing. */
@@ -58,6 +70,8 @@ export class ScopeSql {
   readonly wholeStudies: boolean;
   /** No clause looks below the series (no kinds, no key object references): a visible series is visible whole. */
   readonly wholeSeries: boolean;
+  /** No clause asks for key object references: visibility is per row of instance_counts (see the header). */
+  readonly countable: boolean;
   readonly #clauses: Clause[];
 
   constructor(scope: CatalogScope) {
@@ -68,7 +82,11 @@ export class ScopeSql {
       return `$${name}`;
     };
     this.#clauses = scope.clauses.map((c: ScopeClause): Clause => {
-      const never = [c.patients, c.studies, c.series, c.modalities].some((list) => list !== undefined && list.length === 0);
+      // An empty list matches nothing; so do no kinds without references (also kept out of the
+      // SQL: an instance-level condition of a constant 0 leaves SQLite no plan for INDEXED BY).
+      const never =
+        [c.patients, c.studies, c.series, c.modalities].some((list) => list !== undefined && list.length === 0) ||
+        (c.kinds !== undefined && c.kinds.length === 0 && c.referencedByKeyObjects !== true);
       const clause: Clause = { never, references: c.referencedByKeyObjects === true, instanceLevel: false };
       if (never) return clause;
       if (c.patients !== undefined) {
@@ -87,11 +105,43 @@ export class ScopeSql {
     const live = this.#live();
     this.wholeSeries = live.every((c) => !c.instanceLevel);
     this.wholeStudies = this.wholeSeries && live.every((c) => c.series === undefined && c.modalities === undefined);
+    this.countable = live.every((c) => !c.references);
   }
 
   /** Whether a row of instance `a.i`, of series `a.se` and study `a.s` (all joined), is visible. */
   instance(a: InstanceAliases): string {
     return or(this.#live().map((c) => and([...this.#studyConds(c, a.s), ...this.#seriesConds(c, a.se), ...this.#instanceConds(c, a.i, 'row')])));
+  }
+
+  /**
+   * `instance(a)` for a listing of the current instances of `range` (a study, or one series of
+   * it), with the parameters to bind (the scope's and the range's): true for every row at once
+   * when none of the range's instances is hidden, which one uncorrelated lookup in
+   * instance_counts tells (SQLite runs it once per statement, and skips the per-row condition
+   * after it).
+   */
+  instanceWithin(a: InstanceAliases, range: { study: string; series?: string | undefined }): { sql: string; params: Record<string, SQLInputValue> } {
+    if (!this.countable) return { sql: `(${this.instance(a)})`, params: this.params };
+    const params: Record<string, SQLInputValue> = { ...this.params, sc_study: range.study };
+    let where = 'sc_c.study_uid = $sc_study';
+    if (range.series !== undefined) {
+      params.sc_series = range.series;
+      where += ' AND sc_c.series_uid = $sc_series';
+    }
+    // IS NOT TRUE: a condition that is NULL (a study without a Patient ID) hides, as in a WHERE.
+    const hidden =
+      'SELECT 1 FROM instance_counts sc_c JOIN series sc_cse ON sc_cse.study_uid = sc_c.study_uid AND sc_cse.series_uid = sc_c.series_uid' +
+      ` JOIN studies sc_cs ON sc_cs.study_uid = sc_c.study_uid WHERE ${where} AND (${this.counted({ s: 'sc_cs', se: 'sc_cse', c: 'sc_c' })}) IS NOT TRUE`;
+    return { sql: `(NOT EXISTS (${hidden}) OR (${this.instance(a)}))`, params };
+  }
+
+  /**
+   * Whether the instances row `a.c` of instance_counts counts (of series `a.se` and study `a.s`,
+   * joined) are visible: all of them or none, for a countable scope only.
+   */
+  counted(a: CountAliases): string {
+    if (!this.countable) throw new VaultError('INTERNAL', 'a scope with key object references is not countable');
+    return or(this.#live().map((c) => and([...this.#studyConds(c, a.s), ...this.#seriesConds(c, a.se), ...this.#instanceConds(c, a.c, 'index')])));
   }
 
   /** Whether series row `a.se` (its study row `a.s` joined) has a visible current instance. */

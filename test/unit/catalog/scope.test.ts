@@ -167,6 +167,10 @@ describe('CatalogScope: each field alone', () => {
     expect(visible(catalog, of({ kinds: ['key-object'] }))).toEqual([a.ko]);
     expect(visible(catalog, of({ kinds: ['other'] }))).toEqual([a.pr]);
     expect(visible(catalog, of({ kinds: [] }))).toEqual([]);
+    // At the study and series levels too (it once left SQLite no plan: "no query solution").
+    expect(studies(catalog, of({ kinds: [] }))).toEqual([]);
+    expect(series(catalog, of({ kinds: [] }))).toEqual([]);
+    expect(studies(catalog, of({ kinds: [] }, { studies: [STUDY.c] }))).toEqual([STUDY.c]);
     catalog.close();
   });
 

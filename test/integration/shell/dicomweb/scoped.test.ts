@@ -47,6 +47,21 @@ ds.add_new(0x00091011, 'OB', bytes(4096))
 ds.save_as(out, write_like_original=False)
 `;
 
+/** pydicom's CT_small.dcm as SOP instance `sop` of series `series` again, with other bytes, and optionally another SOP Class. */
+const SENT_AGAIN = `
+import sys, pydicom
+src, out, study, series, sop, comment, sop_class = sys.argv[1:8]
+ds = pydicom.dcmread(src)
+ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.PatientID = study, series, sop, 'PAT-A'
+ds.file_meta.MediaStorageSOPInstanceUID = sop
+ds.ImageComments = comment
+if sop_class:
+    ds.SOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+ds.save_as(out, write_like_original=False)
+`;
+const GRAYSCALE_SOFTCOPY_PRESENTATION_STATE = '1.2.840.10008.5.1.4.1.1.11.1';
+
 describe('DICOMweb under a CatalogScope', () => {
   let node: TestNode;
   /** What the stub policy answers for the next requests: nothing (everything visible) unless a test says. */
@@ -228,5 +243,65 @@ describe('DICOMweb under a CatalogScope', () => {
     const none = await get(`/studies/${STUDY}/series/${x.seriesInstanceUID}/instances/${x0}/metadata`);
     expect(none.json).toHaveLength(1);
     expect(none.json[0]['7FE00010']).toBeUndefined();
+  });
+
+  // Last: it stores series Z's instance again, twice.
+  it('a grant-shaped scope (images of two series): counts and listings follow a re-sent instance and its changed kind', async () => {
+    const scope: CatalogScope = {
+      clauses: [{ patients: [{ id: 'PAT-A', issuer: null }], studies: [STUDY], series: [x.seriesInstanceUID, z.series], kinds: ['image'] }],
+    };
+    const xSops = x.instances.map((i) => i.sopInstanceUID);
+    const counts = async () => {
+      const studies = await get('/studies');
+      expect(studies.json).toHaveLength(1);
+      const series = await get(`/studies/${STUDY}/series`);
+      return {
+        series: first(studies.json[0], '00201206'),
+        instances: first(studies.json[0], '00201208'),
+        modalities: studies.json[0]['00080061']?.Value ?? [],
+        perSeries: series.json.map((se: any) => [first(se, '0020000E'), first(se, '00201209')]),
+      };
+    };
+    const sops = async (path: string) => ((await get(path)).json ?? []).map((i: any) => first(i, '00080018')).sort();
+    const sendAgain = async (comment: string, sopClass = '') => {
+      const dir = mkdtempSync(join(tmpdir(), 'scoped-'));
+      try {
+        const file = join(dir, 'z.dcm');
+        execFileSync('/usr/bin/python3', ['-c', SENT_AGAIN, join(PYDICOM_DATA, 'test_files', 'CT_small.dcm'), file, STUDY, z.series, z.sop, comment, sopClass]);
+        expect((await stow(node.url, [readFileSync(file)])).status).toBe(200);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    };
+    const bothSeries = {
+      series: 2,
+      instances: 3,
+      modalities: ['CT', 'MR'],
+      perSeries: expect.arrayContaining([
+        [x.seriesInstanceUID, 2],
+        [z.series, 1],
+      ]),
+    };
+
+    scoping = { scope };
+    expect(await counts()).toEqual(bothSeries);
+    expect(await sops(`/studies/${STUDY}/metadata`)).toEqual([...xSops, z.sop].sort());
+
+    // Other bytes for Z's instance: its first revision is retired, and not counted.
+    await sendAgain('sent again');
+    expect(await counts()).toEqual(bothSeries);
+    expect(await sops(`/studies/${STUDY}/series/${z.series}/metadata`)).toEqual([z.sop]);
+
+    // Sent again as a presentation state: no longer an image, so hidden, and counted nowhere.
+    await sendAgain('a presentation state now', GRAYSCALE_SOFTCOPY_PRESENTATION_STATE);
+    expect(await counts()).toEqual({ series: 1, instances: 2, modalities: ['MR'], perSeries: [[x.seriesInstanceUID, 2]] });
+    expect(await sops(`/studies/${STUDY}/metadata`)).toEqual(xSops.sort());
+    expect(await sops(`/studies/${STUDY}/instances`)).toEqual(xSops.sort());
+    expect((await get(`/studies/${STUDY}/series/${z.series}/metadata`)).status).toBe(404);
+    expect((await get(`/studies?ModalitiesInStudy=CT`)).status).toBe(204);
+    expect((await get(`/studies?NumberOfStudyRelatedInstances=2`)).json).toHaveLength(1);
+    // Unscoped, the study still holds it.
+    scoping = {};
+    expect(await sops(`/studies/${STUDY}/series/${z.series}/metadata`)).toEqual([z.sop]);
   });
 });
