@@ -5,7 +5,7 @@
 //   src/shell                                    HTTP app, DICOMweb and DIMSE, commands, wiring
 //   src/access                                   the access seam: identity and grants decide what a request sees
 //   src/transfer  src/maintenance                features over the parts below
-//   src/identity  src/grants                     who is calling; what patients granted
+//   src/identity  src/grants  src/audit          who is calling; what patients granted; the audit log
 //   ingest  src/read  anchor                     the write path, the read path, anchoring
 //   storage  src/catalog                         block stores; the catalog
 //   src/dicom  src/format                        the DICOM toolkit; the stored-study format
@@ -32,6 +32,7 @@ const PARTS = [
   'anchor',
   'src/identity',
   'src/grants',
+  'src/audit',
   'src/access',
   'src/transfer',
   'src/maintenance',
@@ -52,11 +53,38 @@ export const ALLOWED: Record<string, string[]> = {
   anchor: ['src/core', 'src/catalog', 'src/format', 'storage'],
   'src/identity': ['src/core', 'src/catalog'],
   'src/grants': ['src/core', 'src/dicom', 'src/catalog', 'src/identity'],
+  // The audit log: its tree is anchor/merkle.ts's hashing; its signing key file is made as src/format makes keys.
+  'src/audit': ['src/core', 'src/format', 'anchor'],
   'src/access': ['src/core', 'src/dicom', 'src/catalog', 'src/identity', 'src/grants'],
   'src/transfer': [...LOWER, 'src/read'],
   'src/maintenance': [...LOWER, 'src/read'],
-  'src/shell': [...LOWER, 'ingest', 'src/read', 'anchor', 'src/identity', 'src/grants', 'src/access', 'src/transfer', 'src/maintenance', 'package.json'],
-  bench: [...LOWER, 'ingest', 'src/read', 'anchor', 'src/identity', 'src/grants', 'src/access', 'src/transfer', 'src/maintenance', 'src/shell', 'bin'],
+  'src/shell': [
+    ...LOWER,
+    'ingest',
+    'src/read',
+    'anchor',
+    'src/identity',
+    'src/grants',
+    'src/audit',
+    'src/access',
+    'src/transfer',
+    'src/maintenance',
+    'package.json',
+  ],
+  bench: [
+    ...LOWER,
+    'ingest',
+    'src/read',
+    'anchor',
+    'src/identity',
+    'src/grants',
+    'src/audit',
+    'src/access',
+    'src/transfer',
+    'src/maintenance',
+    'src/shell',
+    'bin',
+  ],
   test: [...PARTS.filter((p) => p !== 'test'), 'package.json'],
   bin: ['src/shell', 'package.json'],
 };
