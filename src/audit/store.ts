@@ -56,10 +56,17 @@ export interface AuditLogStore {
   query(q: EntryQuery): StoredEntry[];
   /** A complete subtree's hash; throws when the log does not have it (a proof asked beyond the log). */
   node(level: number, index: number): Uint8Array;
+  /** Adds a signed head, and queues it to be anchored. */
   addHead(head: StoredHead): void;
+  /** Heads waiting to be handed to the anchor service, oldest first. */
+  pendingHeadAnchors(limit: number): Array<{ cid: string; size: number; enqueuedAt: string }>;
+  /** Heads the anchor service took; returns how many left the queue. */
+  markHeadsHandedOver(cids: readonly string[]): number;
   /** All heads, oldest first. */
   heads(): StoredHead[];
   latestHead(): StoredHead | undefined;
+  /** The latest heads, newest first. */
+  recentHeads(limit: number): StoredHead[];
   /** The first head covering entry `index` (size > index). */
   headCovering(index: number): StoredHead | undefined;
   head(size: number): StoredHead | undefined;
@@ -86,6 +93,11 @@ const MIGRATIONS = [
      signature BLOB NOT NULL,
      cid       TEXT NOT NULL UNIQUE,
      proof     BLOB NOT NULL
+   ) STRICT;
+   CREATE TABLE head_anchor_queue (
+     cid         TEXT PRIMARY KEY,
+     size        INTEGER NOT NULL,
+     enqueued_at TEXT NOT NULL
    ) STRICT;`,
 ];
 
@@ -167,9 +179,30 @@ export class SqliteAuditLogStore implements AuditLogStore {
   }
 
   addHead(head: StoredHead): void {
-    this.#stmts
-      .get('INSERT INTO heads (size, body, signature, cid, proof) VALUES (?, ?, ?, ?, ?)')
-      .run(head.size, head.body, head.signature, head.cid, Buffer.concat(head.proof));
+    transaction(this.#db, () => {
+      this.#stmts
+        .get('INSERT INTO heads (size, body, signature, cid, proof) VALUES (?, ?, ?, ?, ?)')
+        .run(head.size, head.body, head.signature, head.cid, Buffer.concat(head.proof));
+      this.#stmts.get('INSERT OR IGNORE INTO head_anchor_queue (cid, size, enqueued_at) VALUES (?, ?, ?)').run(head.cid, head.size, head.time);
+    });
+  }
+
+  pendingHeadAnchors(limit: number): Array<{ cid: string; size: number; enqueuedAt: string }> {
+    return (
+      this.#stmts.get('SELECT cid, size, enqueued_at FROM head_anchor_queue ORDER BY size LIMIT ?').all(limit) as Array<{
+        cid: string;
+        size: number;
+        enqueued_at: string;
+      }>
+    ).map((r) => ({ cid: r.cid, size: r.size, enqueuedAt: r.enqueued_at }));
+  }
+
+  markHeadsHandedOver(cids: readonly string[]): number {
+    let n = 0;
+    transaction(this.#db, () => {
+      for (const cid of cids) n += Number(this.#stmts.get('DELETE FROM head_anchor_queue WHERE cid = ?').run(cid).changes);
+    });
+    return n;
   }
 
   heads(): StoredHead[] {
@@ -179,6 +212,10 @@ export class SqliteAuditLogStore implements AuditLogStore {
   latestHead(): StoredHead | undefined {
     const r = this.#stmts.get('SELECT size, body, signature, cid, proof FROM heads ORDER BY size DESC LIMIT 1').get() as HeadRow | undefined;
     return r === undefined ? undefined : toHead(r);
+  }
+
+  recentHeads(limit: number): StoredHead[] {
+    return (this.#stmts.get('SELECT size, body, signature, cid, proof FROM heads ORDER BY size DESC LIMIT ?').all(limit) as HeadRow[]).map(toHead);
   }
 
   headCovering(index: number): StoredHead | undefined {

@@ -61,6 +61,8 @@ export interface NodeOptions {
   dimse?: DimseOptions;
   /** A hospital's OpenID provider whose JWTs are taken as bearer tokens (src/identity/oidc.ts); absent: none. */
   oidc?: OidcOptions;
+  /** The audit log (src/audit): ms between signed heads while entries arrive (0: after every batch). Default 2,000. */
+  audit?: { headIntervalMs: number };
 }
 
 export interface DimseOptions {
@@ -180,6 +182,12 @@ export const FLAGS = {
     help: 'node roles from claim values, role=value,value;role=value (e.g. staff=radiologist,clinician;admin=pacs-admin); a caller with none is a grantee',
     default: 'none',
   },
+  'audit-head-interval': {
+    env: 'DICOM_VAULT_AUDIT_HEAD_INTERVAL',
+    arg: 'ms',
+    help: 'the audit log signs a tree head at least this often while entries arrive (0: after every batch)',
+    default: '2000',
+  },
   ...ANCHOR_FLAGS,
 } as const satisfies Record<string, FlagSpec>;
 
@@ -222,6 +230,7 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
     trustedProxies: get('trusted-proxies') === 'none' ? [] : checkedProxies(list(get('trusted-proxies'))),
     ...resolveDimse(get),
     ...resolveOidc(get),
+    ...(get('audit-head-interval') !== undefined ? { audit: { headIntervalMs: int('audit-head-interval', get('audit-head-interval')!, 0, 3_600_000) } } : {}),
     limits: {
       maxIngests: get('max-ingests') === undefined ? DEFAULT_MAX_INGESTS : int('max-ingests', get('max-ingests')!, 1, 10_000),
       maxIngestsPerClient:

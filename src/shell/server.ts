@@ -9,6 +9,9 @@ import { webauthnRpOf } from './api/patient.ts';
 import type { Logger } from 'pino';
 import { openPolicy, type AccessPolicy, type AuditSink } from '../access/policy.ts';
 import { logAuditSink } from './log.ts';
+import { accessAuditSink, anchorHandOver, auditContext, StudyPatients } from './audit.ts';
+import { auditApi } from './api/audit.ts';
+import type { DimseIngest } from './dimse/scp.ts';
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import { identity } from 'multiformats/hashes/identity';
@@ -45,7 +48,7 @@ export interface StartNodeExtras {
   anchorService?: AnchorServiceOptions;
   /** Who may do what (src/access/policy.ts). Default: patient control (tokens, roles, grants), or with options.open the open policy. */
   access?: AccessPolicy;
-  /** Where every access is recorded. Default: the node's log (logAuditSink). */
+  /** Where every access is recorded. Default: the audit log (src/shell/audit.ts), and a line in the node's log. */
   audit?: AuditSink;
 }
 
@@ -57,7 +60,8 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       anchoring = await startAnchoring({
         config: options.anchor,
         dataDir: options.dataDir,
-        catalog: vault.catalog,
+        // The audit log's signed heads ride along with the study roots: one leaf each, no transaction of their own.
+        catalog: anchorHandOver(vault.catalog, vault.audit.store),
         logger,
         ...(extras.anchorService ? { service: extras.anchorService } : {}),
       });
@@ -111,7 +115,12 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     chunkSize: options.chunkSize,
     access,
     grantWatch,
-    audit: extras.audit ?? logAuditSink(logger),
+    audit:
+      extras.audit ??
+      bothSinks(
+        accessAuditSink({ audit: vault.audit, patients: new StudyPatients(vault.catalog), identity: vault.identity, grants: vault.grants }),
+        logAuditSink(logger),
+      ),
     ...(policy === undefined
       ? {}
       : {
@@ -122,6 +131,12 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
             secureTransport: secure,
             ...(webauthn !== undefined ? { webauthn } : {}),
             ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}),
+            audit: auditApi({
+              audit: vault.audit,
+              identity: vault.identity,
+              identify: (request: FastifyRequest) => policy.identify(request),
+              ...(anchoring ? { receipts: anchoring.state } : {}),
+            }),
           },
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
@@ -147,7 +162,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         aeTitle: options.dimse.aeTitle,
         ...(options.dimse.allowedCallingAeTitles.length > 0 ? { allowedCallingAeTitles: options.dimse.allowedCallingAeTitles } : {}),
         logger,
-        ingest: dimseIngest(vault, options.chunkSize, { ingests, metrics }),
+        ingest: auditedDimse(dimseIngest(vault, options.chunkSize, { ingests, metrics })),
       });
     } catch (err) {
       await app.close();
@@ -185,6 +200,23 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       await anchoring?.close();
       await vault.close();
     },
+  };
+}
+
+function bothSinks(audit: ReturnType<typeof accessAuditSink>, log: AuditSink): AuditSink {
+  return {
+    admit: (event) => audit.admit(event),
+    record(event) {
+      audit.record(event);
+      log.record(event);
+    },
+  };
+}
+
+/** C-STOREs run in the audit context of their calling AE title: the study versions they make name it. */
+function auditedDimse(inner: DimseIngest): DimseIngest {
+  return {
+    store: (part10, o) => auditContext.run({ who: { id: `ae:${o.callingAeTitle}`, method: 'dimse' }, source: 'dimse' }, () => inner.store(part10, o)),
   };
 }
 
