@@ -37,12 +37,18 @@ export interface NodeAudit {
   close(): void;
 }
 
-export function openNodeAudit(dataDir: string, masterKey: Buffer, origin: string, options: AuditLogOptions = {}): NodeAudit {
+/** `storePragmas`: extra PRAGMAs for audit.db (tests bound it with max_page_count to meet a full disk). */
+export function openNodeAudit(
+  dataDir: string,
+  masterKey: Buffer,
+  origin: string,
+  options: AuditLogOptions & { storePragmas?: readonly string[] } = {},
+): NodeAudit {
   const keys = SqliteAuditKeyStore.open(join(dataDir, AUDIT_KEYS_DB_FILE), masterKey);
   let store: AuditLogStore;
   let signer: HeadSigner;
   try {
-    store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE));
+    store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE), options.storePragmas ? { pragmas: options.storePragmas } : {});
     signer = HeadSigner.loadOrCreate(join(dataDir, AUDIT_SIGNING_KEY_FILE));
   } catch (err) {
     keys.close();

@@ -62,7 +62,11 @@ export interface NodeOptions {
   /** A hospital's OpenID provider whose JWTs are taken as bearer tokens (src/identity/oidc.ts); absent: none. */
   oidc?: OidcOptions;
   /** The audit log (src/audit): ms between signed heads while entries arrive (0: after every batch). Default 2,000. */
-  audit?: { headIntervalMs: number };
+  audit?: {
+    headIntervalMs: number;
+    /** Extra PRAGMAs for audit.db; tests bound it (max_page_count) to meet a full disk. */
+    storePragmas?: readonly string[];
+  };
 }
 
 export interface DimseOptions {
