@@ -11,7 +11,7 @@
 // The header (everything before the IV) is the GCM additional data: a ciphertext moved to
 // another place, time or patient no longer opens. Index and previous hash let `audit verify`
 // name the first entry dropped, inserted or swapped without any other copy of the log.
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject, randomFillSync } from 'node:crypto';
 import { VaultError } from '../core/errors.ts';
 import { HASH_SIZE } from './tree.ts';
 
@@ -93,11 +93,36 @@ function header(index: number, time: number, subject: string, prev: Uint8Array):
   return h;
 }
 
+// Random IVs drawn from a pool filled 4 KiB at a time: one randomBytes(12) per entry cost more than
+// the encryption itself on a busy machine.
+const ivPool = Buffer.alloc(4096);
+let ivAt = ivPool.length;
+function nextIv(): Buffer {
+  if (ivAt + IV_BYTES > ivPool.length) {
+    randomFillSync(ivPool);
+    ivAt = 0;
+  }
+  const iv = Buffer.from(ivPool.subarray(ivAt, ivAt + IV_BYTES));
+  ivAt += IV_BYTES;
+  return iv;
+}
+
+// A raw key is imported into a KeyObject once, not at every entry.
+const keyObjects = new WeakMap<Uint8Array, KeyObject>();
+function keyObject(key: Uint8Array): KeyObject {
+  let k = keyObjects.get(key);
+  if (k === undefined) {
+    k = createSecretKey(key);
+    keyObjects.set(key, k);
+  }
+  return k;
+}
+
 /** Seals `record` as leaf `index` written at `time`, about `subject`, under `key`, after the leaf whose hash is `prev` (undefined for entry 0). */
 export function sealLeaf(record: AuditRecord, index: number, time: number, subject: string, prev: Uint8Array | undefined, key: Uint8Array): Uint8Array {
   const h = header(index, time, subject, prev ?? ZERO_HASH);
-  const iv = randomBytes(IV_BYTES);
-  const c = createCipheriv('aes-256-gcm', key, iv);
+  const iv = nextIv();
+  const c = createCipheriv('aes-256-gcm', keyObject(key), iv);
   c.setAAD(h);
   const ct = Buffer.concat([c.update(JSON.stringify(record), 'utf8'), c.final(), c.getAuthTag()]);
   return Buffer.concat([h, iv, ct]);
