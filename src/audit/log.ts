@@ -206,25 +206,20 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
    */
   signHead(): StoredHead | undefined {
     const { store, signer, origin } = this.#deps;
-    const size = store.size();
-    const last = store.latestHead();
-    if (size === 0 || (last !== undefined && last.size >= size)) return undefined;
-    const f = this.#frontier?.size === size ? this.#frontier : Frontier.of(this.#read, size);
-    const signed = signer.sign({
-      origin,
-      size,
-      root: f.root(),
-      time: new Date(this.#now()).toISOString(),
-      prevSize: last?.size ?? 0,
-      prevHash: last === undefined ? undefined : headHash(last.body),
+    const head = store.addHead((last, size) => {
+      if (size === 0 || (last !== undefined && last.size >= size)) return undefined;
+      const f = this.#frontier?.size === size ? this.#frontier : Frontier.of(this.#read, size);
+      const signed = signer.sign({
+        origin,
+        size,
+        root: f.root(),
+        time: new Date(this.#now()).toISOString(),
+        prevSize: last?.size ?? 0,
+        prevHash: last === undefined ? undefined : headHash(last.body),
+      });
+      return { ...signed, cid: headCid(signed.body).toString(), proof: last === undefined ? [] : consistencyProof(this.#read, last.size, size) };
     });
-    const head: StoredHead = {
-      ...signed,
-      cid: headCid(signed.body).toString(),
-      proof: last === undefined ? [] : consistencyProof(this.#read, last.size, size),
-    };
-    store.addHead(head);
-    this.emit('head', head);
+    if (head !== undefined) this.emit('head', head);
     return head;
   }
 

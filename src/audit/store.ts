@@ -56,8 +56,12 @@ export interface AuditLogStore {
   query(q: EntryQuery): StoredEntry[];
   /** A complete subtree's hash; throws when the log does not have it (a proof asked beyond the log). */
   node(level: number, index: number): Uint8Array;
-  /** Adds a signed head, and queues it to be anchored. */
-  addHead(head: StoredHead): void;
+  /**
+   * Adds a signed head and queues it to be anchored. `build` runs under the write lock with the
+   * latest head and the log's size at that moment (two processes never sign two heads after the
+   * same one); it returns the head, or undefined when there is nothing new to sign.
+   */
+  addHead(build: (latest: StoredHead | undefined, size: number) => StoredHead | undefined): StoredHead | undefined;
   /** Heads waiting to be handed to the anchor service, oldest first. */
   pendingHeadAnchors(limit: number): Array<{ cid: string; size: number; enqueuedAt: string }>;
   /** Heads the anchor service took; returns how many left the queue. */
@@ -178,12 +182,15 @@ export class SqliteAuditLogStore implements AuditLogStore {
     return r.hash;
   }
 
-  addHead(head: StoredHead): void {
-    transaction(this.#db, () => {
+  addHead(build: (latest: StoredHead | undefined, size: number) => StoredHead | undefined): StoredHead | undefined {
+    return transaction(this.#db, () => {
+      const head = build(this.latestHead(), this.size());
+      if (head === undefined) return undefined;
       this.#stmts
         .get('INSERT INTO heads (size, body, signature, cid, proof) VALUES (?, ?, ?, ?, ?)')
         .run(head.size, head.body, head.signature, head.cid, Buffer.concat(head.proof));
       this.#stmts.get('INSERT OR IGNORE INTO head_anchor_queue (cid, size, enqueued_at) VALUES (?, ?, ?)').run(head.cid, head.size, head.time);
+      return head;
     });
   }
 

@@ -97,7 +97,7 @@ export async function openVault(
     throw err;
   }
   audit.log.on('failed', (err) =>
-    logger.error({ code: err.code, reason: err.message }, 'the audit log cannot be written: access is refused (503) until it can'),
+    logger.error({ code: err.code, reason: err.message }, 'the audit log could not be written (an access it could not record was refused with 503)'),
   );
   let store: BlockStore;
   try {
