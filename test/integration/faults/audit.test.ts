@@ -5,9 +5,9 @@
 // one head and an auditor another is caught against the anchored head; `audit verify` and
 // `patient audit --verify` on the live data directory; a flood of refusals; a full log refuses
 // service (503); after SIGKILL every access that was answered is in the log.
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,6 +28,7 @@ import { resolveNodeOptions } from '../../../src/shell/config.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import type { RunningNode } from '../../../src/shell/server.ts';
 import { useSharedChain, type TestChain } from '../../support/anvil.ts';
+import { storescu } from '../../support/dcmtk.ts';
 import { stow } from '../../support/dicomweb.ts';
 import { bytesOf } from '../../support/generated.ts';
 import { enrollTester, startNodeWithTester } from '../../support/node.ts';
@@ -181,6 +182,12 @@ describe('the audit log of a running node', () => {
     const theirList = (await get(`${node.url.replace('/dicom-web', '')}/api/patient/audit`, session2)).json.entries;
     expect(theirList.map((e: any) => e.index)).toContain(theirs.index);
     expect(theirList.some((e: any) => list.some((m: any) => m.index === e.index))).toBe(false);
+    // The operators' view: every entry, for admins only.
+    const admin = await get(`${node.url.replace('/dicom-web', '')}/api/audit/entries?limit=1000`, tester);
+    expect(admin.status).toBe(200);
+    expect(admin.json.entries.map((e: any) => e.index)).toEqual(expect.arrayContaining([theirs.index, list[0].index]));
+    expect((await get(`${node.url.replace('/dicom-web', '')}/api/audit/entries`, drWho)).status).toBe(403);
+    expect((await get(`${node.url.replace('/dicom-web', '')}/api/audit/entries`, session)).status).toBe(403);
   });
 
   it('anchors heads as leaves of the study-root batches; a receipt verifies on the chain; a split view is caught against it', async () => {
@@ -285,6 +292,50 @@ describe('the audit log of a running node', () => {
   });
 });
 
+describe('study versions name their source', () => {
+  it('dimse with the calling AE title, cli with the operating user; the log verifies', async () => {
+    const dataDir = await tempDir();
+    const node = await startNodeWithTester(
+      resolveNodeOptions({ port: '0', 'data-dir': dataDir, 'dimse-port': '0', 'ae-title': 'VAULT' }, {}),
+      createLogger('silent'),
+    );
+    const viaDimse = planStudy({ kind: 'single', instances: 1, rows: 16, columns: 16, seed: 2403, patientId: 'AUD-3' });
+    const file = join(dataDir, 'one.dcm');
+    writeFileSync(file, await bytesOf(viaDimse.instances[0]!));
+    try {
+      const r = await storescu(node.dimse!.port, [file], ['-aet', 'MODALITY1'], 'VAULT');
+      expect(r.code, r.output).toBe(0);
+    } finally {
+      await node.close();
+    }
+    const viaCli = planStudy({ kind: 'single', instances: 1, rows: 16, columns: 16, seed: 2404, patientId: 'AUD-3' });
+    const input = join(dataDir, 'in');
+    mkdirSync(input);
+    writeFileSync(join(input, 'a.dcm'), await bytesOf(viaCli.instances[0]!));
+    const ingest = await run(['ingest', input, '--data-dir', dataDir]);
+    expect(ingest.code, ingest.stderr).toBe(0);
+    const master = readFileSync(join(dataDir, MASTER_KEY_FILE));
+    const store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE));
+    const keys = SqliteAuditKeyStore.open(join(dataDir, AUDIT_KEYS_DB_FILE), master);
+    try {
+      const versions = store
+        .scan(0, store.size())
+        .map((e) => openLeaf(e.leaf, keys.key(e.subject)!))
+        .filter((r) => r?.kind === 'version');
+      expect(versions.find((r) => r!.what.study === viaDimse.studyInstanceUID)).toMatchObject({ who: { id: 'ae:MODALITY1' }, what: { source: 'dimse' } });
+      expect(versions.find((r) => r!.what.study === viaCli.studyInstanceUID)).toMatchObject({
+        who: { id: `cli:${userInfo().username}` },
+        what: { source: 'cli' },
+      });
+      const v = await run(['audit', 'verify', '--data-dir', dataDir]);
+      expect(v.stdout).toMatch(/^OK/m);
+    } finally {
+      store.close();
+      keys.close();
+    }
+  });
+});
+
 describe('an audit log that cannot be written', () => {
   it('refuses access with 503 AUDIT_UNAVAILABLE rather than serve it unrecorded', async () => {
     const dataDir = await tempDir();
@@ -331,7 +382,6 @@ describe('after SIGKILL', () => {
     await killed(served.child);
     await Promise.all(pending);
     expect(answered.length).toBeGreaterThanOrEqual(20);
-    const { readFileSync } = await import('node:fs');
     const master = readFileSync(join(dataDir, MASTER_KEY_FILE));
     mkdirSync(dataDir, { recursive: true });
     const store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE));
