@@ -20,6 +20,8 @@ import { consistencyProof, Frontier, inclusionProof, leafHash, type NodeReader, 
 export const DEFAULT_HEAD_INTERVAL_MS = 2_000;
 /** Entries per transaction at most. */
 export const DEFAULT_MAX_BATCH = 10_000;
+/** Entries recorded without waiting (`note`) are written within this many ms, or with the next `append` if sooner. 25 ms. */
+export const DEFAULT_NOTE_DELAY_MS = 25;
 /** Entries waiting beyond this: refusals are counted into one summary entry instead of one entry each. */
 export const DEFAULT_MAX_QUEUED = 50_000;
 
@@ -37,6 +39,8 @@ export interface AuditLogOptions {
   headIntervalMs?: number;
   maxBatch?: number;
   maxQueued?: number;
+  /** Default DEFAULT_NOTE_DELAY_MS. */
+  noteDelayMs?: number;
 }
 
 export interface AuditLogEvents {
@@ -63,6 +67,8 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
   #frontier: Frontier | undefined;
   #queue: Pending[] = [];
   #scheduled: NodeJS.Immediate | undefined;
+  #noteTimer: NodeJS.Timeout | undefined;
+  readonly #noteDelayMs: number;
   /** Refusals counted while the queue was full, by reason. */
   #refusals = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -76,6 +82,7 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
     this.#headIntervalMs = options.headIntervalMs ?? DEFAULT_HEAD_INTERVAL_MS;
     this.#maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
     this.#maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED;
+    this.#noteDelayMs = options.noteDelayMs ?? DEFAULT_NOTE_DELAY_MS;
     this.#read = (level, index) => deps.store.node(level, index);
     if (this.#headIntervalMs > 0) {
       this.#timer = setInterval(() => this.#signQuietly(), this.#headIntervalMs);
@@ -111,11 +118,24 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
     if (record.kind === 'refused' && this.#queue.length >= this.#maxQueued) {
       const why = record.why ?? 'refused';
       this.#refusals.set(why, (this.#refusals.get(why) ?? 0) + 1);
-      this.#schedule();
+      this.#scheduleNote();
       return;
     }
     this.#queue.push({ record, subject, time: this.#now() });
-    this.#schedule();
+    this.#scheduleNote();
+  }
+
+  // A note need not be on disk before anything: it waits a little for the next append (a request
+  // about to be served) to share its transaction, so that a request costs one commit, not two.
+  #scheduleNote(): void {
+    if (this.#noteDelayMs === 0 || this.#queue.length >= this.#maxBatch) {
+      this.#schedule();
+      return;
+    }
+    if (this.#noteTimer === undefined && this.#scheduled === undefined) {
+      this.#noteTimer = setTimeout(() => this.#drain(), this.#noteDelayMs);
+      this.#noteTimer.unref();
+    }
   }
 
   #schedule(): void {
@@ -124,6 +144,8 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
 
   #drain(): void {
     this.#scheduled = undefined;
+    clearTimeout(this.#noteTimer);
+    this.#noteTimer = undefined;
     this.flush();
   }
 
@@ -250,6 +272,8 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
     clearInterval(this.#timer);
     if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
+    clearTimeout(this.#noteTimer);
+    this.#noteTimer = undefined;
     this.flush();
     this.#signQuietly();
     this.#closed = true;

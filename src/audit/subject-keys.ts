@@ -54,6 +54,8 @@ export class SqliteAuditKeyStore implements AuditKeyStore {
   readonly #master: Buffer;
   readonly #tagKey: Buffer;
   readonly #cache = new Map<string, Buffer>();
+  /** Subjects by their tags: a subject never changes once made (destroying empties its key, not the row). */
+  readonly #subjects = new Map<string, string>();
 
   private constructor(db: DatabaseSync, master: Buffer) {
     this.#db = db;
@@ -96,6 +98,16 @@ export class SqliteAuditKeyStore implements AuditKeyStore {
   }
 
   subjectFor(ref: SubjectRef): string {
+    const cacheKey = JSON.stringify([ref.id, ref.issuer]);
+    const cached = this.#subjects.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const subject = this.#subjectFor(ref);
+    if (this.#subjects.size >= 100_000) this.#subjects.clear();
+    this.#subjects.set(cacheKey, subject);
+    return subject;
+  }
+
+  #subjectFor(ref: SubjectRef): string {
     const idTag = this.#tag(ref.id);
     const issuerTag = this.#tag(ref.issuer);
     const find = () =>

@@ -42,13 +42,16 @@ export function openNodeAudit(
   dataDir: string,
   masterKey: Buffer,
   origin: string,
-  options: AuditLogOptions & { storePragmas?: readonly string[] } = {},
+  options: AuditLogOptions & { storePragmas?: readonly string[]; sync?: 'full' | 'normal' } = {},
 ): NodeAudit {
   const keys = SqliteAuditKeyStore.open(join(dataDir, AUDIT_KEYS_DB_FILE), masterKey);
   let store: AuditLogStore;
   let signer: HeadSigner;
   try {
-    store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE), options.storePragmas ? { pragmas: options.storePragmas } : {});
+    // normal (WAL): a commit is in the OS before the access is served, which survives the node
+    // being killed; full also fsyncs it, which survives power loss, at one disk sync per commit.
+    const pragmas = [...((options.sync ?? 'normal') === 'normal' ? ['synchronous = NORMAL'] : []), ...(options.storePragmas ?? [])];
+    store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE), { pragmas });
     signer = HeadSigner.loadOrCreate(join(dataDir, AUDIT_SIGNING_KEY_FILE));
   } catch (err) {
     keys.close();
