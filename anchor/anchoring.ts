@@ -12,7 +12,7 @@ import { ANVIL_CHAIN_ID, ANVIL_DEV_KEY, startAnvil, type AnvilProcess } from './
 import { accountFromKey, createChainClient, hasCode, readKeyFile, toChainError, type ChainClient } from './chain/client.ts';
 import { deployAnchorContract } from './chain/deploy-contract.ts';
 import type { AnchorConfig } from './config.ts';
-import { AnchorService, type AnchorServiceOptions } from './service.ts';
+import { AnchorService, type AnchorServiceDeps, type AnchorServiceOptions } from './service.ts';
 import { ANCHOR_DB_FILE, AnchorState } from './state.ts';
 
 /** The embedded chain's pid file, beside its state (anvil.ts). */
@@ -50,6 +50,8 @@ export interface StartAnchoringParameters {
   logger: Logger;
   /** Service tuning beyond the config (tests). */
   service?: AnchorServiceOptions;
+  /** One more leaf for batches that have room (AnchorServiceDeps.extraLeaf: the audit log's head). */
+  extraLeaf?: AnchorServiceDeps['extraLeaf'];
 }
 
 export function openAnchorState(dataDir: string): AnchorState {
@@ -141,7 +143,7 @@ export async function startAnchoring(p: StartAnchoringParameters): Promise<Ancho
   }
   const state = openAnchorState(p.dataDir);
   const service = new AnchorService(
-    { state, catalog: p.catalog, client, chainId, contract, logger: p.logger },
+    { state, catalog: p.catalog, client, chainId, contract, logger: p.logger, ...(p.extraLeaf !== undefined ? { extraLeaf: p.extraLeaf } : {}) },
     { batchMaxLeaves: config.batchMaxLeaves, batchIntervalS: config.batchIntervalS, confirmations: config.confirmations, ...p.service },
   );
   service.start();

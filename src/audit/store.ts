@@ -62,10 +62,10 @@ export interface AuditLogStore {
    * same one); it returns the head, or undefined when there is nothing new to sign.
    */
   addHead(build: (latest: StoredHead | undefined, size: number) => StoredHead | undefined): StoredHead | undefined;
-  /** Heads waiting to be handed to the anchor service, oldest first. */
-  pendingHeadAnchors(limit: number): Array<{ cid: string; size: number; enqueuedAt: string }>;
-  /** Heads the anchor service took; returns how many left the queue. */
-  markHeadsHandedOver(cids: readonly string[]): number;
+  /** The latest head not yet handed to the anchor service. */
+  latestPendingHeadAnchor(): { cid: string; size: number; enqueuedAt: string } | undefined;
+  /** The anchor service took the head of `size`: it and every earlier head leave the queue (the later head's consistency proofs cover them). */
+  markHeadsHandedOverThrough(size: number): number;
   /** All heads, oldest first. */
   heads(): StoredHead[];
   latestHead(): StoredHead | undefined;
@@ -194,22 +194,15 @@ export class SqliteAuditLogStore implements AuditLogStore {
     });
   }
 
-  pendingHeadAnchors(limit: number): Array<{ cid: string; size: number; enqueuedAt: string }> {
-    return (
-      this.#stmts.get('SELECT cid, size, enqueued_at FROM head_anchor_queue ORDER BY size LIMIT ?').all(limit) as Array<{
-        cid: string;
-        size: number;
-        enqueued_at: string;
-      }>
-    ).map((r) => ({ cid: r.cid, size: r.size, enqueuedAt: r.enqueued_at }));
+  latestPendingHeadAnchor(): { cid: string; size: number; enqueuedAt: string } | undefined {
+    const r = this.#stmts.get('SELECT cid, size, enqueued_at FROM head_anchor_queue ORDER BY size DESC LIMIT 1').get() as
+      | { cid: string; size: number; enqueued_at: string }
+      | undefined;
+    return r === undefined ? undefined : { cid: r.cid, size: r.size, enqueuedAt: r.enqueued_at };
   }
 
-  markHeadsHandedOver(cids: readonly string[]): number {
-    let n = 0;
-    transaction(this.#db, () => {
-      for (const cid of cids) n += Number(this.#stmts.get('DELETE FROM head_anchor_queue WHERE cid = ?').run(cid).changes);
-    });
-    return n;
+  markHeadsHandedOverThrough(size: number): number {
+    return Number(this.#stmts.get('DELETE FROM head_anchor_queue WHERE size <= ?').run(size).changes);
   }
 
   heads(): StoredHead[] {

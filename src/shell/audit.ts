@@ -26,6 +26,7 @@ import type { GrantService } from '../grants/service.ts';
 import { granteePrincipal } from '../grants/statement.ts';
 import type { IdentityStore } from '../identity/store.ts';
 import { StudyWriter } from '../../ingest/study.ts';
+import type { AnchorServiceDeps } from '../../anchor/service.ts';
 
 export interface NodeAudit {
   log: AuditLog;
@@ -336,26 +337,23 @@ export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(even
   };
 }
 
-/**
- * What the anchor service takes its roots from: the catalog's queue of study roots, with the audit
- * log's signed heads (as CIDs) after them. A head is one more leaf of the next batch: no
- * transaction of its own. Its receipt is anchor.db's, under the study name `audit-log`.
- */
+/** The study name under which anchor.db keeps the audit log's heads (and their receipts). */
 export const AUDIT_ANCHOR_STUDY = 'audit-log';
 
-export function anchorHandOver(
-  catalog: Pick<Catalog, 'pendingAnchors' | 'markAnchored'>,
-  store: AuditLogStore,
-): Pick<Catalog, 'pendingAnchors' | 'markAnchored'> {
-  return {
-    pendingAnchors(limit) {
-      const roots = catalog.pendingAnchors(limit);
-      if (roots.length >= limit) return roots;
-      const heads = store.pendingHeadAnchors(limit - roots.length);
-      return [...roots, ...heads.map((h) => ({ root: h.cid, studyInstanceUID: AUDIT_ANCHOR_STUDY, version: h.size, enqueuedAt: h.enqueuedAt }))];
-    },
-    markAnchored(roots) {
-      return catalog.markAnchored(roots) + store.markHeadsHandedOver(roots);
-    },
+/**
+ * The anchor service's extra leaf: the latest signed head not yet anchored, for a batch of study
+ * roots that has room for it. Earlier heads waiting with it are dropped from the wait: the head
+ * taken is linked to each of them by consistency proofs. A node that ingests nothing anchors no
+ * head (no transaction of the audit log's own): its heads wait for the next batch.
+ */
+export function auditHeadLeaf(store: AuditLogStore): NonNullable<AnchorServiceDeps['extraLeaf']> {
+  return (room) => {
+    if (room <= 0) return undefined;
+    const head = store.latestPendingHeadAnchor();
+    if (head === undefined) return undefined;
+    return {
+      leaf: { root: head.cid, studyInstanceUID: AUDIT_ANCHOR_STUDY, version: head.size, enqueuedAt: head.enqueuedAt },
+      taken: () => void store.markHeadsHandedOverThrough(head.size),
+    };
   };
 }

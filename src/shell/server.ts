@@ -9,7 +9,7 @@ import { webauthnRpOf } from './api/patient.ts';
 import type { Logger } from 'pino';
 import { openPolicy, type AccessPolicy, type AuditSink } from '../access/policy.ts';
 import { logAuditSink } from './log.ts';
-import { accessAuditSink, anchorHandOver, auditContext, StudyPatients } from './audit.ts';
+import { accessAuditSink, auditContext, auditHeadLeaf, StudyPatients } from './audit.ts';
 import { auditApi } from './api/audit.ts';
 import type { DimseIngest } from './dimse/scp.ts';
 import { CID } from 'multiformats/cid';
@@ -60,8 +60,9 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       anchoring = await startAnchoring({
         config: options.anchor,
         dataDir: options.dataDir,
-        // The audit log's signed heads ride along with the study roots: one leaf each, no transaction of their own.
-        catalog: anchorHandOver(vault.catalog, vault.audit.store),
+        catalog: vault.catalog,
+        // The audit log's latest head rides in batches of study roots that have room: no transaction of its own.
+        extraLeaf: auditHeadLeaf(vault.audit.store),
         logger,
         ...(extras.anchorService ? { service: extras.anchorService } : {}),
       });
