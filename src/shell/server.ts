@@ -142,6 +142,22 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
   });
+  // The patient API's refusals (a session that fails to open, a request without a patient
+  // session) are audit facts too; the DICOMweb seam records its own.
+  app.addHook('onError', async (request, _reply, error) => {
+    request.auditReason = error.message;
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    if (!request.url.startsWith('/api/') || (reply.statusCode !== 401 && reply.statusCode !== 403)) return;
+    const route = request.routeOptions.url ?? request.url.split('?')[0]!;
+    vault.audit.log.note({
+      kind: 'refused',
+      who: { id: request.principal?.id ?? 'unidentified' },
+      what: { action: `${request.method} ${route}`, status: reply.statusCode },
+      where: { address: request.ip, method: request.method, url: route },
+      ...(request.auditReason !== undefined ? { why: request.auditReason } : {}),
+    });
+  });
   // The crypto workers start now, not on the first request that needs them (a WADO's first
   // byte after a start waited ~150 ms for them).
   sharedCryptoPool().warm();

@@ -188,6 +188,19 @@ describe('the audit log of a running node', () => {
     expect(admin.json.entries.map((e: any) => e.index)).toEqual(expect.arrayContaining([theirs.index, list[0].index]));
     expect((await get(`${node.url.replace('/dicom-web', '')}/api/audit/entries`, drWho)).status).toBe(403);
     expect((await get(`${node.url.replace('/dicom-web', '')}/api/audit/entries`, session)).status).toBe(403);
+    // A patient session that fails to open is recorded with its reason.
+    const login = await fetch(`${node.url.replace('/dicom-web', '')}/api/patient/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ account, keyId: 'k', challenge: 'not-issued', signature: 'AA' }),
+    });
+    expect(login.status).toBe(401);
+    await sleep(50);
+    expect(
+      entries(node).some(
+        (e) => e.r?.kind === 'refused' && e.r.what.action === 'POST /api/patient/session' && e.r.why === 'the challenge is unknown, used or expired',
+      ),
+    ).toBe(true);
   });
 
   it('anchors heads as leaves of the study-root batches; a receipt verifies on the chain; a split view is caught against it', async () => {
