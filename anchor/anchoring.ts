@@ -13,7 +13,7 @@ import { accountFromKey, createChainClient, hasCode, readKeyFile, toChainError, 
 import { deployAnchorContract } from './chain/deploy-contract.ts';
 import type { AnchorConfig } from './config.ts';
 import { assertSignerAllowed, devChainReason } from './dev-chain.ts';
-import { AnchorService, type AnchorServiceOptions } from './service.ts';
+import { AnchorService, type AnchorServiceDeps, type AnchorServiceOptions } from './service.ts';
 import { ANCHOR_DB_FILE, AnchorState } from './state.ts';
 import { trustAnchorOf, type TrustAnchor } from './trust.ts';
 
@@ -54,6 +54,8 @@ export interface StartAnchoringParameters {
   logger: Logger;
   /** Service tuning beyond the config (tests). */
   service?: AnchorServiceOptions;
+  /** One more leaf for batches that have room (AnchorServiceDeps.extraLeaf: the audit log's head). */
+  extraLeaf?: AnchorServiceDeps['extraLeaf'];
 }
 
 export function openAnchorState(dataDir: string): AnchorState {
@@ -159,7 +161,7 @@ export async function startAnchoring(p: StartAnchoringParameters): Promise<Ancho
     );
   const state = openAnchorState(p.dataDir);
   const service = new AnchorService(
-    { state, catalog: p.catalog, client, chainId, contract, logger: p.logger },
+    { state, catalog: p.catalog, client, chainId, contract, logger: p.logger, ...(p.extraLeaf !== undefined ? { extraLeaf: p.extraLeaf } : {}) },
     { batchMaxLeaves: config.batchMaxLeaves, batchIntervalS: config.batchIntervalS, confirmations: config.confirmations, ...p.service },
   );
   service.start();

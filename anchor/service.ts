@@ -17,7 +17,7 @@ import { anchorArtifact } from './contract/abi.ts';
 import { hasCode, toChainError, type ChainClient } from './chain/client.ts';
 import { findAnchoring, getReceipt, type Anchoring } from './chain/find-anchoring.ts';
 import { sendAnchorTransaction } from './chain/send-anchor-transaction.ts';
-import type { AnchorState, BatchRecord } from './state.ts';
+import type { AnchorState, BatchRecord, QueuedRoot } from './state.ts';
 
 /** A batch closes once this many roots wait. */
 export const DEFAULT_BATCH_MAX_LEAVES = 1000;
@@ -57,6 +57,12 @@ export interface AnchorServiceDeps {
   state: AnchorState;
   catalog: Pick<Catalog, 'pendingAnchors' | 'markAnchored'>;
   client: ChainClient;
+  /**
+   * One more leaf for a batch about to close with `room` leaves to spare (the audit log's latest
+   * signed head): it rides in a batch that goes anyway, never making a transaction of its own nor
+   * taking a study's place. `taken` is called once it is queued.
+   */
+  extraLeaf?: (room: number) => { leaf: QueuedRoot; taken(): void } | undefined;
   /** Chain id the node is configured for; the RPC must serve this chain. */
   chainId: number;
   contract: Address;
@@ -197,6 +203,11 @@ export class AnchorService extends EventEmitter<AnchorEvents> {
     if (q.count === 0 || q.oldestEnqueuedAt === null) return;
     const waitedMs = this.#now() - Date.parse(q.oldestEnqueuedAt);
     if (q.count < this.#maxLeaves && waitedMs < this.#intervalMs) return;
+    const extra = q.count < this.#maxLeaves ? this.#deps.extraLeaf?.(this.#maxLeaves - q.count) : undefined;
+    if (extra !== undefined) {
+      state.enqueue([extra.leaf]);
+      extra.taken();
+    }
     const batch = state.closeBatch(this.#maxLeaves, new Date(this.#now()).toISOString());
     if (!batch) return;
     this.#log.info({ batch: batch.id, size: batch.size, root: batch.root }, 'batch closed');

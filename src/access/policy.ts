@@ -50,6 +50,14 @@ export interface AuditEvent {
   remoteAddress: string;
   /** Why it was allowed, or why refused. */
   basis?: string;
+  /** The request's id within the process: pairs an access recorded before serving with how it ended. */
+  id?: string;
+  /** Refused: the reason given (failed identity included), where `basis` says nothing. */
+  reason?: string;
+  /** Bytes written to the client's connection for this response, headers included. */
+  bytes?: number;
+  /** The grants the access rested on (their ids). */
+  grants?: string[];
 }
 
 export interface AccessPolicy {
@@ -59,7 +67,14 @@ export interface AccessPolicy {
 }
 
 export interface AuditSink {
+  /** How a request ended, or its refusal; never waits. */
   record(event: AuditEvent): void;
+  /**
+   * An allowed request, before it is served: resolves once it is recorded durably, and rejects
+   * (AUDIT_UNAVAILABLE) when it cannot be: the request is then refused rather than served
+   * unrecorded. Absent: a sink that only records (the log).
+   */
+  admit?(event: AuditEvent): Promise<void>;
 }
 
 /** Everyone may do everything: `--open`, for development on loopback only. */

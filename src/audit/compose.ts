@@ -2,10 +2,17 @@
 // log, the hospital's audit repository): one sink that hands each event to all of them.
 import type { AuditSink } from '../access/policy.ts';
 
-/** Several sinks as one: each event goes to all, and one sink's failure never keeps it from the others nor fails the request. */
+/**
+ * Several sinks as one: each event goes to all, and one sink's failure to record never keeps it
+ * from the others nor fails the request. `admit` (an access that must be on record before it is
+ * served) waits for every sink that admits, and fails when one of them cannot: the request is
+ * then refused rather than served unrecorded.
+ */
 export function composeSinks(sinks: readonly AuditSink[], onError?: (err: unknown) => void): AuditSink {
   if (sinks.length === 1) return sinks[0]!;
+  const admitting = sinks.filter((s) => s.admit !== undefined);
   return {
+    ...(admitting.length === 0 ? {} : { admit: async (event) => void (await Promise.all(admitting.map((s) => s.admit!(event)))) }),
     record(event) {
       for (const sink of sinks) {
         try {

@@ -49,6 +49,7 @@ export const ERRORS = {
   DECODE_BUSY: { status: 503, title: 'Too many frames waiting to be decoded; retry' },
   CHAIN_UNAVAILABLE: { status: 503, title: 'The anchoring chain is unreachable' },
   CHAIN_ERROR: { status: 502, title: 'The anchoring chain refused or failed a request' },
+  AUDIT_UNAVAILABLE: { status: 503, title: 'The audit log cannot be written: no access is served unrecorded' },
   IDP_UNAVAILABLE: { status: 503, title: 'The OpenID provider could not be reached or gave no usable keys; retry' },
   CONFIG_INVALID: { status: 500, title: 'Invalid configuration' },
   DATA_DIR_INCOMPLETE: { status: 500, title: 'A part of the data directory is missing' },

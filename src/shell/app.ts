@@ -4,7 +4,8 @@
 // DICOMweb: /healthz (alive), /readyz (catalog, block store and chain reachable) and /metrics.
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { type AccessPolicy, type AccessRouteConfig, type AuditSink, resourceOf } from '../access/policy.ts';
+import { type AccessPolicy, type AccessRouteConfig, type AuditEvent, type AuditSink, resourceOf } from '../access/policy.ts';
+import { auditContext, whoOf } from './audit.ts';
 import { DICOMWEB_PREFIX } from './config.ts';
 import { VaultError, isVaultError } from '../core/errors.ts';
 import { qidoService, type QidoDeps } from './dicomweb/qido.ts';
@@ -64,6 +65,8 @@ declare module 'fastify' {
     principal?: import('../access/policy.ts').Principal;
     /** The access seam's decision for this request: what of the catalog it may see (routes pass `scope` down). */
     access?: import('../access/policy.ts').AccessDecision;
+    /** Why identifying the caller failed (for the audit log). */
+    auditReason?: string;
   }
 }
 
@@ -162,31 +165,41 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       scope.addHook('preHandler', async (request, reply) => {
         const declared = (request.routeOptions.config as Partial<AccessRouteConfig>).access;
         if (!declared) throw new VaultError('FORBIDDEN', 'route declares no access rule');
-        const principal = await deps.access.identify(request);
+        let principal: import('../access/policy.ts').Principal;
+        try {
+          principal = await deps.access.identify(request);
+        } catch (err) {
+          // Recorded with the request: a failed identity's reason is an audit fact.
+          request.auditReason = err instanceof Error ? err.message : String(err);
+          throw err;
+        }
         request.principal = principal;
         const resource = resourceOf(declared.action, request.params as Record<string, string>, declared.dataType);
         const decision = await deps.access.authorize(principal, resource);
         request.access = decision;
         if (!decision.allowed) throw new VaultError('FORBIDDEN', decision.reason ?? 'access not granted');
+        // Recorded on disk before a byte is served; a log that cannot be written refuses (503).
+        if (deps.audit.admit !== undefined) await deps.audit.admit(auditEventOf(request, reply, declared));
         if (decision.grants !== undefined && decision.grants.length > 0) deps.grantWatch?.watch(decision.grants, reply);
+      });
+      // Who stores, for the study versions a STOW makes (src/shell/audit.ts): its handler runs in
+      // that context.
+      scope.addHook('onRoute', (route) => {
+        if ((route.config as Partial<AccessRouteConfig> | undefined)?.access?.action !== 'store') return;
+        const handler = route.handler;
+        route.handler = function (this: FastifyInstance, request, reply) {
+          const who = request.principal === undefined ? { id: 'unidentified' } : whoOf(request.principal);
+          return auditContext.run({ who, source: 'stow', address: request.ip }, () => handler.call(this, request, reply));
+        };
       });
       // Recorded when the response closes, not on fastify's onResponse: that needs 'finish', and
       // a response broken off mid-stream (a corrupt block, the client gone) never finishes.
       scope.addHook('onRequest', async (request, reply) => {
+        const written = request.raw.socket?.bytesWritten ?? 0;
         reply.raw.once('close', () => {
           const declared = (request.routeOptions.config as Partial<AccessRouteConfig>).access;
           if (!declared) return;
-          deps.audit.record({
-            time: new Date().toISOString(),
-            principal: request.principal ?? { id: 'unidentified', roles: [], method: 'none' },
-            resource: resourceOf(declared.action, request.params as Record<string, string>, declared.dataType),
-            method: request.method,
-            url: request.url,
-            status: reply.statusCode,
-            complete: reply.raw.writableFinished,
-            remoteAddress: request.ip,
-            ...(request.access?.basis !== undefined ? { basis: request.access.basis } : {}),
-          });
+          deps.audit.record({ ...auditEventOf(request, reply, declared), bytes: Math.max(0, (request.raw.socket?.bytesWritten ?? written) - written) });
         });
       });
       await scope.register(stowService({ ...deps, urls, ingests, limits }));
@@ -200,6 +213,26 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   if (deps.patientApi !== undefined) void app.register(patientApi(deps.patientApi), { prefix: '/api' });
 
   return app;
+}
+
+/** The access seam's record of a request as it stands. */
+function auditEventOf(request: FastifyRequest, reply: FastifyReply, declared: AccessRouteConfig['access']): AuditEvent {
+  const reason = request.auditReason ?? (request.access?.allowed === false ? request.access.reason : undefined);
+  const grants = request.access?.grants?.map((g) => g.id);
+  return {
+    time: new Date().toISOString(),
+    principal: request.principal ?? { id: 'unidentified', roles: [], method: 'none' },
+    resource: resourceOf(declared.action, request.params as Record<string, string>, declared.dataType),
+    method: request.method,
+    url: request.url,
+    status: reply.statusCode,
+    complete: reply.raw.writableFinished,
+    remoteAddress: request.ip,
+    id: request.id,
+    ...(request.access?.basis !== undefined ? { basis: request.access.basis } : {}),
+    ...(reason !== undefined ? { reason } : {}),
+    ...(grants !== undefined && grants.length > 0 ? { grants } : {}),
+  };
 }
 
 /** Fastify's own errors (bad content type, malformed URL...) mapped into the catalogue. */

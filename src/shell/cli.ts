@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import pkg from '../../package.json' with { type: 'json' };
 import { isVaultError } from '../core/errors.ts';
 import { anchorCommands } from './commands/anchor.ts';
+import { auditCommands } from './commands/audit.ts';
 import { carCommands } from './commands/car.ts';
 import { doctorCommand } from './commands/doctor.ts';
 import { exportCommand } from './commands/export.ts';
@@ -34,6 +35,7 @@ export function buildProgram(io: Io = stdio): Command {
   doctorCommand(program, io);
   userCommands(program, io);
   anchorCommands(program, io);
+  auditCommands(program, io);
   patientCommands(program, io);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput({ outputError: () => undefined });
   return program;

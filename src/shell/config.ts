@@ -64,6 +64,14 @@ export interface NodeOptions {
   oidc?: OidcOptions;
   /** The hospital's audit record repository (IHE ATNA): PS3.15 messages over syslog; absent: none. */
   auditSyslog?: AuditSyslogOptions;
+  /** The audit log (src/audit): ms between signed heads while entries arrive (0: after every batch). Default 2,000. */
+  audit?: {
+    headIntervalMs: number;
+    /** normal: an entry is in the OS before the access is served (survives the process being killed); full: on the disk (survives power loss), at a cost per request. Default normal. */
+    sync?: 'full' | 'normal';
+    /** Extra PRAGMAs for audit.db; tests bound it (max_page_count) to meet a full disk. */
+    storePragmas?: readonly string[];
+  };
 }
 
 export interface AuditSyslogOptions {
@@ -214,6 +222,18 @@ export const FLAGS = {
   'audit-syslog-key': { env: 'DICOM_VAULT_AUDIT_SYSLOG_KEY', arg: 'file', help: 'PEM private key of --audit-syslog-cert' },
   'audit-source-id': { env: 'DICOM_VAULT_AUDIT_SOURCE_ID', arg: 'name', help: "the node's AuditSourceID in audit messages", default: 'the host name' },
   'audit-site-id': { env: 'DICOM_VAULT_AUDIT_SITE_ID', arg: 'name', help: 'AuditEnterpriseSiteID in audit messages: the hospital or department' },
+  'audit-head-interval': {
+    env: 'DICOM_VAULT_AUDIT_HEAD_INTERVAL',
+    arg: 'ms',
+    help: 'the audit log signs a tree head at least this often while entries arrive (0: after every batch)',
+    default: '2000',
+  },
+  'audit-sync': {
+    env: 'DICOM_VAULT_AUDIT_SYNC',
+    arg: 'mode',
+    help: 'normal: an access is recorded in the OS before it is served (no access is lost if the node is killed); full: fsynced first (none lost on power loss either), at about one disk sync per request',
+    default: 'normal',
+  },
   ...ANCHOR_FLAGS,
 } as const satisfies Record<string, FlagSpec>;
 
@@ -257,6 +277,7 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
     ...resolveDimse(get),
     ...resolveOidc(get),
     ...resolveAuditSyslog(get),
+    ...resolveAudit(get),
     limits: {
       maxIngests: get('max-ingests') === undefined ? DEFAULT_MAX_INGESTS : int('max-ingests', get('max-ingests')!, 1, 10_000),
       maxIngestsPerClient:
@@ -267,6 +288,16 @@ export function resolveNodeOptions(flags: Partial<Record<FlagName, string>>, env
       keepAliveTimeoutS:
         get('keep-alive-timeout') === undefined ? DEFAULT_KEEP_ALIVE_TIMEOUT_S : int('keep-alive-timeout', get('keep-alive-timeout')!, 1, 3600),
     },
+  };
+}
+
+function resolveAudit(get: (name: FlagName) => string | undefined): { audit?: NonNullable<NodeOptions['audit']> } {
+  const interval = get('audit-head-interval');
+  const sync = get('audit-sync');
+  if (interval === undefined && sync === undefined) return {};
+  if (sync !== undefined && sync !== 'full' && sync !== 'normal') throw new VaultError('CONFIG_INVALID', `--audit-sync must be full or normal (got "${sync}")`);
+  return {
+    audit: { headIntervalMs: interval === undefined ? 2_000 : int('audit-head-interval', interval, 0, 3_600_000), ...(sync !== undefined ? { sync } : {}) },
   };
 }
 

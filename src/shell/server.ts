@@ -9,6 +9,9 @@ import { webauthnRpOf } from './api/patient.ts';
 import type { Logger } from 'pino';
 import { openPolicy, type AccessPolicy, type AuditSink } from '../access/policy.ts';
 import { logAuditSink } from './log.ts';
+import { accessAuditSink, auditContext, auditHeadLeaf, StudyPatients } from './audit.ts';
+import { auditApi } from './api/audit.ts';
+import type { DimseIngest } from './dimse/scp.ts';
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import { identity } from 'multiformats/hashes/identity';
@@ -51,7 +54,7 @@ export interface StartNodeExtras {
   anchorService?: AnchorServiceOptions;
   /** Who may do what (src/access/policy.ts). Default: patient control (tokens, roles, grants), or with options.open the open policy. */
   access?: AccessPolicy;
-  /** Where every access is recorded. Default: the node's log (logAuditSink). */
+  /** Where every access is recorded. Default: the audit log (src/shell/audit.ts), and a line in the node's log. */
   audit?: AuditSink;
 }
 
@@ -64,6 +67,8 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         config: options.anchor,
         dataDir: options.dataDir,
         catalog: vault.catalog,
+        // The audit log's latest head rides in batches of study roots that have room: no transaction of its own.
+        extraLeaf: auditHeadLeaf(vault.audit.store),
         logger,
         ...(extras.anchorService ? { service: extras.anchorService } : {}),
       });
@@ -127,7 +132,18 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     chunkSize: options.chunkSize,
     access,
     grantWatch,
-    audit: composeSinks([extras.audit ?? logAuditSink(logger), ...(auditSyslog ? [auditSyslog] : [])], (err) => logger.error({ err }, 'an audit sink failed')),
+    audit: composeSinks(
+      [
+        ...(extras.audit !== undefined
+          ? [extras.audit]
+          : [
+              accessAuditSink({ audit: vault.audit, patients: new StudyPatients(vault.catalog), identity: vault.identity, grants: vault.grants }),
+              logAuditSink(logger),
+            ]),
+        ...(auditSyslog ? [auditSyslog] : []),
+      ],
+      (err) => logger.error({ err }, 'an audit sink failed'),
+    ),
     ...(policy === undefined
       ? {}
       : {
@@ -138,9 +154,31 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
             secureTransport: secure,
             ...(webauthn !== undefined ? { webauthn } : {}),
             ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}),
+            audit: auditApi({
+              audit: vault.audit,
+              identity: vault.identity,
+              identify: (request: FastifyRequest) => policy.identify(request),
+              ...(anchoring ? { receipts: anchoring.state } : {}),
+            }),
           },
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
+  });
+  // The patient API's refusals (a session that fails to open, a request without a patient
+  // session) are audit facts too; the DICOMweb seam records its own.
+  app.addHook('onError', async (request, _reply, error) => {
+    request.auditReason = error.message;
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    if (!request.url.startsWith('/api/') || (reply.statusCode !== 401 && reply.statusCode !== 403)) return;
+    const route = request.routeOptions.url ?? request.url.split('?')[0]!;
+    vault.audit.log.note({
+      kind: 'refused',
+      who: { id: request.principal?.id ?? 'unidentified' },
+      what: { action: `${request.method} ${route}`, status: reply.statusCode },
+      where: { address: request.ip, method: request.method, url: route },
+      ...(request.auditReason !== undefined ? { why: request.auditReason } : {}),
+    });
   });
   // The crypto workers start now, not on the first request that needs them (a WADO's first
   // byte after a start waited ~150 ms for them).
@@ -164,7 +202,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         aeTitle: options.dimse.aeTitle,
         ...(options.dimse.allowedCallingAeTitles.length > 0 ? { allowedCallingAeTitles: options.dimse.allowedCallingAeTitles } : {}),
         logger,
-        ingest: dimseIngest(vault, options.chunkSize, { ingests, metrics }),
+        ingest: auditedDimse(dimseIngest(vault, options.chunkSize, { ingests, metrics })),
       });
     } catch (err) {
       await app.close();
@@ -229,6 +267,13 @@ function openAuditSyslog(o: NonNullable<NodeOptions['auditSyslog']>, vault: Vaul
     patientOf: catalogPatients(vault.catalog),
     logger: logger.child({ component: 'audit-syslog' }),
   });
+}
+
+/** C-STOREs run in the audit context of their calling AE title: the study versions they make name it. */
+function auditedDimse(inner: DimseIngest): DimseIngest {
+  return {
+    store: (part10, o) => auditContext.run({ who: { id: `ae:${o.callingAeTitle}`, method: 'dimse' }, source: 'dimse' }, () => inner.store(part10, o)),
+  };
 }
 
 /** A CID no store holds (the identity of zero bytes as a raw block): asking for it touches the store and nothing else. */

@@ -10,7 +10,8 @@ import type { NodeOptions } from './config.ts';
 import { KeyStore, KEY_DB_FILE, MASTER_KEY_FILE, loadOrCreateMasterKey } from '../format/keys.ts';
 import { openBlockStore, resolveBlockStoreConfig } from '../../storage/open.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
-import { StudyWriter } from '../../ingest/study.ts';
+import type { StudyWriter } from '../../ingest/study.ts';
+import { AuditedStudyWriter, auditedGrants, auditedIdentity, type NodeAudit, openNodeAudit, StudyPatients } from './audit.ts';
 import { IDENTITY_DB_FILE, SqliteIdentityStore, type IdentityStore } from '../identity/store.ts';
 import { GrantService } from '../grants/service.ts';
 import { GRANTS_DB_FILE, SqliteGrantStore, type GrantStore } from '../grants/store.ts';
@@ -28,12 +29,14 @@ export interface Vault {
   /** Patients' signed grants (grants.db), enforced only while their signatures verify. */
   grants: GrantService;
   writer: StudyWriter;
+  /** The tamper-evident audit log (audit.db, audit-keys.db, audit-signing.key): identity, grants and writer above record into it. */
+  audit: NodeAudit;
   logger: Logger;
   close(): Promise<void>;
 }
 
 export async function openVault(
-  options: Pick<NodeOptions, 'dataDir' | 'chunkSize' | 'store'> & Partial<Pick<NodeOptions, 'blockStore' | 'publicUrl'>>,
+  options: Pick<NodeOptions, 'dataDir' | 'chunkSize' | 'store'> & Partial<Pick<NodeOptions, 'blockStore' | 'publicUrl' | 'audit'>>,
   logger: Logger = createLogger('silent'),
 ): Promise<Vault> {
   // Everything the node writes (databases and their journals, blocks, keys, the chain's state)
@@ -83,9 +86,9 @@ export async function openVault(
     keys.close();
     throw err;
   }
-  let store: BlockStore;
+  let audit: NodeAudit;
   try {
-    store = await openBlockStore(options.blockStore ?? resolveBlockStoreConfig(options.store, options.dataDir));
+    audit = openNodeAudit(options.dataDir, masterKey, nodeIdOf(options.dataDir), options.audit ?? {});
   } catch (err) {
     grantStore.close();
     identity.close();
@@ -93,18 +96,34 @@ export async function openVault(
     keys.close();
     throw err;
   }
-  const writer = new StudyWriter({ store, catalog, keys });
+  audit.log.on('failed', (err) =>
+    logger.error({ code: err.code, reason: err.message }, 'the audit log could not be written (an access it could not record was refused with 503)'),
+  );
+  let store: BlockStore;
+  try {
+    store = await openBlockStore(options.blockStore ?? resolveBlockStoreConfig(options.store, options.dataDir));
+  } catch (err) {
+    audit.close();
+    grantStore.close();
+    identity.close();
+    catalog.close();
+    keys.close();
+    throw err;
+  }
+  const writer = new AuditedStudyWriter({ store, catalog, keys }, audit, new StudyPatients(catalog));
   return {
     options,
     store,
     catalog,
     keys,
-    identity,
-    grants,
+    identity: auditedIdentity(identity, audit),
+    grants: auditedGrants(grants, audit),
     writer,
+    audit,
     logger,
     async close() {
       await store.close?.();
+      audit.close();
       grantStore.close();
       identity.close();
       catalog.close();

@@ -81,6 +81,8 @@ export interface PatientApiDeps {
   publicUrl?: string;
   sessionTtlMs?: number;
   now?: () => Date;
+  /** More routes under the same /api and OpenAPI document (the audit log's: src/shell/api/audit.ts). */
+  audit?: FastifyPluginAsync;
 }
 
 /** The passkeys' relying party from the node's public URL: its origin, and its host name as RP ID. WebAuthn needs a secure context: https, or http on localhost. */
@@ -271,6 +273,7 @@ export function patientApi(deps: PatientApiDeps): FastifyPluginAsync {
     };
 
     api.get('/openapi.json', { schema: { hide: true } }, async () => api.swagger());
+    if (deps.audit !== undefined) await api.register(deps.audit);
 
     // ---- enrollment and keys ----
 

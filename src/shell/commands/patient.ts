@@ -30,6 +30,12 @@ import { createLogger } from '../log.ts';
 import { openVault } from '../vault.ts';
 import { shareUrl } from '../api/patient.ts';
 import { EXIT, nodeOptionsOf, stdio, withNodeFlags, type Io } from './io.ts';
+import { verifyInclusion } from '../../../anchor/merkle.ts';
+import { openLeaf } from '../../audit/entry.ts';
+import { verifyHeadSignature } from '../../audit/head.ts';
+import { verifyConsistency } from '../../audit/tree.ts';
+import type { NodeAudit } from '../audit.ts';
+import { anchoredAuditHeads, auditPublicKey } from './audit.ts';
 
 /** An enrollment code is good for this long unless told otherwise. 72 hours. */
 export const DEFAULT_ENROLLMENT_HOURS = 72;
@@ -39,6 +45,7 @@ interface PatientContext {
   grants: GrantService;
   nodeId: string;
   options: NodeOptions;
+  audit: NodeAudit;
 }
 
 async function withContext<T>(options: NodeOptions, fn: (ctx: PatientContext) => T | Promise<T>): Promise<T> {
@@ -46,7 +53,7 @@ async function withContext<T>(options: NodeOptions, fn: (ctx: PatientContext) =>
   // The same checks and the same node.json as every command that opens the data directory.
   const vault = await openVault(options, logger);
   try {
-    return await fn({ identity: vault.identity, grants: vault.grants, nodeId: vault.grants.nodeId, options });
+    return await fn({ identity: vault.identity, grants: vault.grants, nodeId: vault.grants.nodeId, options, audit: vault.audit });
   } finally {
     await vault.close();
   }
@@ -112,6 +119,10 @@ interface Flags {
   openEnded?: boolean;
   baseUrl?: string;
   json?: boolean;
+  verify?: boolean;
+  grantee?: string;
+  limit?: string;
+  auditKey?: string;
 }
 
 function seriesOf(flags: Flags): { studies?: string[]; series?: Array<{ study: string; series: string }> } {
@@ -287,6 +298,80 @@ async function exportFhir(ctx: PatientContext, flags: Flags, io: Io): Promise<nu
   return EXIT.OK;
 }
 
+/**
+ * (the patient) Who accessed their imaging: their audit entries, newest first; with --verify, each
+ * entry's inclusion proof, the head's signature under the node's key, and the head's consistency
+ * with the latest anchored head, whose receipt is checked on the chain.
+ */
+async function auditOf(ctx: PatientContext, flags: Flags, io: Io): Promise<number> {
+  const account = patientOf(ctx, readKeyFile(resolve(flags.keyFile!)));
+  const { audit } = ctx;
+  const subjects = audit.keys.subjectsOf(ctx.identity.patientIds(account));
+  const limit = flags.limit === undefined ? 100 : Number(flags.limit);
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new VaultError('BAD_REQUEST', '--limit must be a whole number above 0');
+  const rows = audit.store
+    .query({ subjects, limit: 100_000 })
+    .map((e) => ({ e, r: openLeaf(e.leaf, audit.keys.key(e.subject) ?? Buffer.alloc(32)) }))
+    .filter(({ r }) => flags.grantee === undefined || r?.who.id === flags.grantee || r?.who.grant === flags.grantee || r?.what.grant === flags.grantee)
+    .filter(({ r }) => flags.study === undefined || flags.study.includes(r?.what.study ?? ''))
+    .slice(0, limit);
+  audit.log.note({ kind: 'audit-read', who: { id: `patient:${account}`, roles: ['patient'] }, what: { action: 'audit log read (cli)' } }, subjects[0]);
+  audit.log.flush();
+  const head = audit.log.signHead() ?? audit.store.latestHead();
+  const problems: string[] = [];
+  let anchoredSize = 0;
+  if (flags.verify === true && head !== undefined) {
+    const key = auditPublicKey(ctx.options.dataDir, flags.auditKey);
+    if (!verifyHeadSignature(head, key)) problems.push(`the head of ${head.size} entries is not signed by the node's audit key`);
+    const { heads: anchors, onChain } = await anchoredAuditHeads(ctx.options);
+    for (const a of anchors.filter((x) => !x.ok)) problems.push(`anchored head ${a.cid}: ${a.detail}`);
+    const anchored = audit.store
+      .heads()
+      .filter((h) => anchors.some((a) => a.ok && a.cid === h.cid))
+      .at(-1);
+    if (anchored !== undefined) {
+      if (!verifyConsistency(anchored.size, head.size, audit.log.consistency(anchored.size, head.size), anchored.root, head.root))
+        problems.push(`the head of ${head.size} entries is not consistent with the anchored head of ${anchored.size}: two histories`);
+      else anchoredSize = anchored.size;
+      if (!onChain) io.err('note: anchored heads checked against the anchor database only (no chain reachable)');
+    }
+    for (const { e } of rows) {
+      if (e.index >= head.size || !verifyInclusion(e.leaf, e.index, head.size, audit.log.inclusion(e.index, head.size), head.root))
+        problems.push(`entry ${e.index} is not in the signed head of ${head.size} entries`);
+    }
+  }
+  if (flags.json) {
+    io.out(
+      JSON.stringify(
+        {
+          account,
+          head: head === undefined ? null : { size: head.size, root: Buffer.from(head.root).toString('base64'), time: head.time, cid: head.cid },
+          ...(flags.verify === true ? { verified: problems.length === 0, anchoredThrough: anchoredSize, problems } : {}),
+          entries: rows.map(({ e, r }) => ({ index: e.index, time: new Date(e.time).toISOString(), record: r ?? null })),
+        },
+        null,
+        2,
+      ),
+    );
+  } else {
+    for (const { e, r } of rows) {
+      const when = new Date(e.time).toISOString();
+      if (r === undefined) io.out(`${e.index} ${when} (unreadable: its key was destroyed)`);
+      else
+        io.out(
+          `${e.index} ${when} ${r.kind} ${r.who.id} ${r.what.action}${r.what.dataType ? `/${r.what.dataType}` : ''}${r.what.study ? ` study ${r.what.study}` : ''}${r.what.status ? ` -> ${r.what.status}` : ''}${r.why ? ` (${r.why})` : ''}${e.index < anchoredSize ? ' [anchored]' : ''}`,
+        );
+    }
+    if (flags.verify === true)
+      io.out(
+        problems.length === 0
+          ? `OK: ${rows.length} entries proven in the signed head of ${head?.size ?? 0} entries${anchoredSize > 0 ? `, anchored through entry ${anchoredSize - 1}` : ''}`
+          : `FAILED:\n${problems.join('\n')}`,
+      );
+  }
+  return problems.length === 0 ? EXIT.OK : EXIT.PROBLEMS;
+}
+
 export function patientCommands(program: Command, io: Io = stdio): void {
   const patient = program.command('patient').description("patients' control of who sees their imaging: enrollment, keys, grants, share links");
   const flags = ['data-dir', 'store', 'public-url'] as const;
@@ -363,6 +448,19 @@ export function patientCommands(program: Command, io: Io = stdio): void {
       .option('--json', 'print as JSON'),
     flags,
   ).action(runWith((ctx, g, o) => link(ctx, g, o, io)));
+  withNodeFlags(
+    patient
+      .command('audit')
+      .description('(the patient) who accessed your imaging: your audit entries, newest first; --verify checks every proof (exit 3 on a failure)')
+      .requiredOption('--key-file <file>', 'your key file')
+      .option('--verify', "check each entry's inclusion proof, the head's signature, and its consistency with the anchored head (on the chain)")
+      .option('--grantee <principal>', 'only entries of this principal (user:NAME, link:GRANT) or grant id')
+      .option('--study <uid>', 'only entries about this study; repeat for more', list)
+      .option('--limit <n>', 'at most this many entries (default 100)')
+      .option('--audit-key <base64>', "the node's audit public key as you pinned it (GET /api/audit/key); default: the data directory's")
+      .option('--json', 'print as JSON'),
+    [...flags, 'chain', 'chain-port', 'chain-rpc', 'chain-id', 'contract'],
+  ).action(run((ctx, o) => auditOf(ctx, o, io)));
   withNodeFlags(
     patient
       .command('export')
