@@ -180,6 +180,8 @@ async function main(): Promise<void> {
       log(`viewer failed: ${describe(err)}`);
       process.exitCode = 1;
     }
+    // The report's systems line names the peer even when no other scenario ran one.
+    peerName ??= viewer?.systems[1]?.detail ?? null;
   }
 
   let soak: SoakResult | null = null;
