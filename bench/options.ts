@@ -6,11 +6,11 @@ import { parseArgs } from 'node:util';
 // A type import only: backends.ts loads the S3 SDK, which parsing arguments does not need.
 import type { Backend } from './backends.ts';
 
-export type Scenario = 'huge' | 'small' | 'concurrent' | 'dimse' | 'decode' | 'auth' | 'soak';
+export type Scenario = 'huge' | 'small' | 'concurrent' | 'dimse' | 'decode' | 'auth' | 'viewer' | 'soak';
 /** Every scenario, in run order. */
-export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'soak'];
+export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer', 'soak'];
 /** What `--scenario all` (the default) runs: the soak lasts half an hour and runs only when named. */
-export const ALL_SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth'];
+export const ALL_SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer'];
 export type Peer = 'orthanc';
 /** The block stores (as bench/backends.ts BACKENDS), fs first. */
 export const STORES: readonly Backend[] = ['fs', 'ipfs', 's3'];
@@ -58,6 +58,12 @@ export const DEFAULT_AUTH_INSTANCES = 1_000;
 export const DEFAULT_AUTH_ROUNDS = 3;
 /** Revocations the auth scenario times through the node's API, and as many with the CLI. */
 export const DEFAULT_AUTH_REVOCATIONS = 3;
+/** Instances of the series the viewer scenario opens (issue 27: a 500-instance CT series). */
+export const DEFAULT_VIEWER_INSTANCES = 500;
+/** Rounds of the viewer scenario: each system started on its stored data, the order alternating. */
+export const DEFAULT_VIEWER_ROUNDS = 3;
+/** Openings of the series per system and round in the viewer scenario. */
+export const DEFAULT_VIEWER_OPENINGS = 3;
 /** The largest instance count the generator packs into its pixel patterns. */
 const MAX_INSTANCES = 2 ** 24;
 
@@ -102,13 +108,17 @@ export interface BenchOptions {
   authInstances: number;
   authRounds: number;
   authRevocations: number;
+  /** The viewer scenario: instances of the series, rounds, openings per system and round. */
+  viewerInstances: number;
+  viewerRounds: number;
+  viewerOpenings: number;
   help: boolean;
 }
 
 export const HELP = `npm run bench -- [options]
 
 Scenarios (each on a fresh node with an empty data directory, then on a fresh peer):
-  --scenario LIST        huge,small,concurrent,dimse,decode,auth,soak | all | none (default all:
+  --scenario LIST        huge,small,concurrent,dimse,decode,auth,viewer,soak | all | none (default all:
                          every one but soak)
                            huge:       a few multi-frame instances (Enhanced MR, 512x512x16 bit
                                        frames; at least 4 per study, at most --max-instance-gib each),
@@ -132,6 +142,11 @@ Scenarios (each on a fresh node with an empty data directory, then on a fresh pe
                                        series as staff and as a grantee under a series grant the
                                        patient signed; revocation during a running WADO stream,
                                        through the node's API and with the CLI
+                           viewer:     OHIF opening a --viewer-instances series: study QIDO,
+                                       series QIDO, series metadata, then every frame over 6
+                                       keep-alive connections, the middle image first and its
+                                       neighbours outward; time to the first image and to the
+                                       whole series, node with identity and audit log on
                            soak:       one node under a mixed load for --soak-minutes: STOW of
                                        small and huge instances, QIDO, WADO of studies and frames,
                                        malformed and abandoned uploads; every stored study
@@ -154,6 +169,9 @@ Scenarios (each on a fresh node with an empty data directory, then on a fresh pe
   --auth-rounds N        rounds of an open node and a node with identity (default ${DEFAULT_AUTH_ROUNDS})
   --auth-revocations N   revocations timed through the node's API, and as many with the CLI
                          (default ${DEFAULT_AUTH_REVOCATIONS}; 0: none)
+  --viewer-instances N   instances of the series the viewer scenario opens (default ${DEFAULT_VIEWER_INSTANCES})
+  --viewer-rounds N      rounds of the viewer scenario, each system restarted (default ${DEFAULT_VIEWER_ROUNDS})
+  --viewer-openings N    openings of the series per system and round (default ${DEFAULT_VIEWER_OPENINGS})
   --soak-minutes N       length of the soak (default ${DEFAULT_SOAK_MINUTES}; 2 for a check)
   --soak-ingest-mbps N   DICOM MB/s the soak's uploaders aim at together (default ${DEFAULT_SOAK_INGEST_MBPS})
 
@@ -238,6 +256,14 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     ),
     authRounds: one('--auth-rounds', values['auth-rounds'], (v) => Number.isSafeInteger(v) && v >= 1 && v <= 20, 'a whole number from 1 to 20'),
     authRevocations: one('--auth-revocations', values['auth-revocations'], (v) => Number.isSafeInteger(v) && v >= 0 && v <= 50, 'a whole number from 0 to 50'),
+    viewerInstances: one(
+      '--viewer-instances',
+      values['viewer-instances'],
+      (v) => Number.isSafeInteger(v) && v >= 1 && v <= 100_000,
+      'a whole number from 1 to 100000',
+    ),
+    viewerRounds: one('--viewer-rounds', values['viewer-rounds'], (v) => Number.isSafeInteger(v) && v >= 1 && v <= 20, 'a whole number from 1 to 20'),
+    viewerOpenings: one('--viewer-openings', values['viewer-openings'], (v) => Number.isSafeInteger(v) && v >= 1 && v <= 50, 'a whole number from 1 to 50'),
     help: values.help,
   };
 }
@@ -276,6 +302,9 @@ function parseOptions(argv: readonly string[]) {
         'auth-instances': { type: 'string', default: String(DEFAULT_AUTH_INSTANCES) },
         'auth-rounds': { type: 'string', default: String(DEFAULT_AUTH_ROUNDS) },
         'auth-revocations': { type: 'string', default: String(DEFAULT_AUTH_REVOCATIONS) },
+        'viewer-instances': { type: 'string', default: String(DEFAULT_VIEWER_INSTANCES) },
+        'viewer-rounds': { type: 'string', default: String(DEFAULT_VIEWER_ROUNDS) },
+        'viewer-openings': { type: 'string', default: String(DEFAULT_VIEWER_OPENINGS) },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });

@@ -34,6 +34,8 @@ export interface ReportInput {
   soak?: string | null;
   /** authMarkdown's output (bench/auth-scenario.ts), or null: the auth scenario did not run. */
   auth?: string | null;
+  /** viewerMarkdown's output (bench/viewer.ts), or null: the viewer scenario did not run. */
+  viewer?: string | null;
   notes: string[];
 }
 
@@ -74,6 +76,7 @@ export function reportMarkdown(r: ReportInput): string {
   }
 
   if (r.auth) out.push('#### Access control: identity off and on, revocation', '', r.auth.trimEnd(), '');
+  if (r.viewer) out.push('#### A viewer opening a series (OHIF)', '', r.viewer.trimEnd(), '');
   if (r.soak) out.push('#### Soak', '', r.soak.trimEnd(), '');
 
   if (r.limits) {

@@ -42,6 +42,7 @@ import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMa
 import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
 import { ScratchSpace } from './scratch.ts';
 import { runSoak } from './soak.ts';
+import { runViewerScenario, viewerFailed, viewerMarkdown, viewerTargets, type ViewerResult } from './viewer.ts';
 import { soakMarkdown, soakTargets, type SoakResult } from './soak-report.ts';
 
 const started = new Date();
@@ -158,6 +159,32 @@ async function main(): Promise<void> {
     }
   }
 
+  let viewer: ViewerResult | null = null;
+  if (o.scenarios.includes('viewer')) {
+    log(`scenario viewer: a ${o.viewerInstances}-instance series opened as OHIF does, ${o.viewerRounds} rounds of ${o.viewerOpenings} openings`);
+    try {
+      const env = o.store === 's3' ? await s3Environment(undefined, (l) => log(`s3: ${l}`)) : {};
+      viewer = await runViewerScenario({
+        instances: o.viewerInstances,
+        rounds: o.viewerRounds,
+        openings: o.viewerOpenings,
+        peer: o.peer,
+        store: o.store,
+        env,
+        workDir,
+        scratch,
+        keep: o.keep,
+        ...(o.cpuProf === undefined ? {} : { cpuProf: o.cpuProf }),
+        log,
+      });
+    } catch (err) {
+      log(`viewer failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+    // The report's systems line names the peer even when no other scenario ran one.
+    peerName ??= viewer?.systems[1]?.detail ?? null;
+  }
+
   let soak: SoakResult | null = null;
   if (o.scenarios.includes('soak')) {
     log(`scenario soak: ${o.soakMinutes} min at ${o.soakIngestMBps} MB/s of uploads, one node`);
@@ -199,6 +226,7 @@ async function main(): Promise<void> {
     ...checkTargets(results, fl),
     ...(decode ? decodeTargets(decode) : []),
     ...(auth ? authTargets(auth) : []),
+    ...(viewer ? viewerTargets(viewer) : []),
     ...(soak ? soakTargets(soak) : []),
   ];
   const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
@@ -254,6 +282,7 @@ async function main(): Promise<void> {
     scale: scaleMd,
     soak: soak ? soakMarkdown(soak) : null,
     auth: auth ? authMarkdown(auth) : null,
+    viewer: viewer ? viewerMarkdown(viewer) : null,
     notes,
   });
   writeFileSync(files.report, report);
@@ -277,6 +306,7 @@ async function main(): Promise<void> {
         scenarios: results,
         decode,
         auth,
+        viewer,
         soak,
         figures,
         targets,
@@ -298,6 +328,7 @@ async function main(): Promise<void> {
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
   if (auth) process.stdout.write(`\nAccess control (auth)\n${authMarkdown(auth)}\n`);
+  if (viewer) process.stdout.write(`\nA viewer opening a series (viewer)\n${viewerMarkdown(viewer)}\n`);
   if (soak) process.stdout.write(`\nSoak\n${soakMarkdown(soak)}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
   process.stdout.write(`\nresults: ${relative(process.cwd(), files.json)}\nreport:  ${relative(process.cwd(), files.report)}\n`);
@@ -309,7 +340,14 @@ async function main(): Promise<void> {
     results.some((s) => runFailed(s.runs[0]!, s.kind !== 'dimse')) ||
     (decode !== null && (decode.runs[0]!.errors.length > 0 || decode.runs[0]!.syntaxes.some((x) => !x.ok)));
   const soakFailed = soak !== null && soakTargets(soak).some((t) => t.met === false);
-  if (oursFailed || soakFailed || (auth !== null && authFailed(auth)) || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null))
+  if (
+    oursFailed ||
+    soakFailed ||
+    (auth !== null && authFailed(auth)) ||
+    (viewer !== null && viewerFailed(viewer)) ||
+    backends?.some((b) => !b.ok) === true ||
+    (o.anchor && anchor === null)
+  )
     process.exitCode = 1;
 }
 

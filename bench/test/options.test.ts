@@ -5,8 +5,11 @@ import { BenchUsageError, DEFAULT_INSTANCES, DEFAULT_SIZES_GIB, HELP, parseBench
 describe('npm run bench options', () => {
   it('defaults: every scenario but the soak at the issue sizes, fs, limits on, no peer, no extras', () => {
     const o = parseBenchArgs([]);
-    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth']);
+    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer']);
     expect(o.authInstances).toBe(1000);
+    expect(o.viewerInstances).toBe(500);
+    expect(o.viewerRounds).toBe(3);
+    expect(o.viewerOpenings).toBe(3);
     expect(o.authRounds).toBe(3);
     expect(o.authRevocations).toBe(3);
     expect(o.storescu).toBe('/usr/bin/storescu');
@@ -98,6 +101,12 @@ describe('npm run bench options', () => {
     expect(o.authRevocations).toBe(0);
   });
 
+  it('the viewer scenario takes its series size, rounds and openings', () => {
+    const o = parseBenchArgs(['--scenario', 'viewer', '--viewer-instances', '50', '--viewer-rounds', '2', '--viewer-openings', '4']);
+    expect(o.scenarios).toEqual(['viewer']);
+    expect([o.viewerInstances, o.viewerRounds, o.viewerOpenings]).toEqual([50, 2, 4]);
+  });
+
   it('lists keep their order and drop repeats', () => {
     expect(parseBenchArgs(['--size', '16,1,4,1']).sizesGiB).toEqual([16, 1, 4]);
     expect(parseBenchArgs(['--instances', '10000, 1000']).instances).toEqual([10000, 1000]);
@@ -145,6 +154,9 @@ describe('npm run bench options', () => {
       [['--auth-instances', '0'], /--auth-instances/],
       [['--auth-rounds', '1.5'], /--auth-rounds/],
       [['--auth-revocations', '-1'], /--auth-revocations/],
+      [['--viewer-instances', '0'], /--viewer-instances/],
+      [['--viewer-rounds', '1.5'], /--viewer-rounds/],
+      [['--viewer-openings', '0'], /--viewer-openings/],
       [['--frobnicate'], /frobnicate/],
       [['positional'], /positional/],
     ];

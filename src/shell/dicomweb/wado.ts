@@ -200,7 +200,8 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
         );
       }
       // A deflated instance's values have no stored offsets: cut out of its data set, inflated.
-      const deflated = describeTransferSyntax(inst!.transferSyntaxUID).deflated;
+      const facts = describeTransferSyntax(inst!.transferSyntaxUID);
+      const deflated = facts.deflated;
       if (!range && !deflated) throw new VaultError('BULKDATA_NOT_FOUND', `no bulk data at ${path}`);
       const accept = parseAccept(request.headers.accept);
       if (!accept.some((r) => ['*/*', 'multipart/related', 'multipart/*', 'application/octet-stream'].includes(r.type))) {
@@ -210,9 +211,14 @@ export function wadoService(deps: WadoDeps): FastifyPluginAsync {
       const loans = new PieceLoans();
       const opened = await openInstance(deps, inst!, { signal });
       const boundary = newBoundary();
+      // The part names the byte order of what it carries, as frames do (PS3.18 8.7.3.5): a native
+      // Pixel Data fetched by its BulkDataURI is a frame stack, and a reader given no transfer
+      // syntax (cornerstone) takes it for Implicit VR Little Endian. Values go out as stored, so a
+      // big-endian instance's say so; inflated values of a deflated one are little endian.
+      const bytesSyntax = facts.littleEndian ? EXPLICIT_VR_LE : inst!.transferSyntaxUID;
       const parts = (async function* (): AsyncGenerator<OutgoingPart> {
         yield {
-          contentType: 'application/octet-stream',
+          contentType: `application/octet-stream; transfer-syntax=${bytesSyntax}`,
           body: range ? readRanges(opened, [range], { signal, loans }, 0) : deflatedValue(opened.read(undefined, { signal }), path),
         };
       })();

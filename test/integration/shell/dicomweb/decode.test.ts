@@ -309,6 +309,7 @@ describe('WADO-RS decodes compressed instances', () => {
     const bulk = await retrieve(meta!['7FE00010']!.BulkDataURI!, OCTETS);
     expect(bulk.status).toBe(200);
     expect(bulk.parts).toHaveLength(1);
+    expect(bulk.parts[0]!.headers['content-type']).toBe(`application/octet-stream; transfer-syntax=${EXPLICIT_VR_LE}`);
     expect(bulk.parts[0]!.body.equals(expected)).toBe(true);
     const frame = await retrieve(`${url}/frames/1`, OCTETS);
     expect(frame.status).toBe(200);

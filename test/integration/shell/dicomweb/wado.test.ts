@@ -51,9 +51,14 @@ function bulkUris(ds: Dataset, prefix = ''): Array<{ path: string; uri: string }
   return out;
 }
 
-async function fetchBulk(uri: string, accept = OCTETS): Promise<{ status: number; parts: Buffer[]; json: any }> {
+async function fetchBulk(uri: string, accept = OCTETS): Promise<{ status: number; parts: Buffer[]; types: string[]; json: any }> {
   const r = await retrieve(uri, accept);
-  return { status: r.status, parts: r.parts.map((p) => p.body), json: r.status === 200 ? undefined : JSON.parse(r.raw.toString()) };
+  return {
+    status: r.status,
+    parts: r.parts.map((p) => p.body),
+    types: r.parts.map((p) => p.headers['content-type'] ?? ''),
+    json: r.status === 200 ? undefined : JSON.parse(r.raw.toString()),
+  };
 }
 
 describe('WADO-RS over HTTP', () => {
@@ -89,6 +94,9 @@ describe('WADO-RS over HTTP', () => {
       const got = await fetchBulk(uri!);
       expect(got.status).toBe(200);
       expect(got.parts).toHaveLength(1);
+      // The frame stack names its transfer syntax, as a frame does: without one, cornerstone
+      // takes it for Implicit VR Little Endian.
+      expect(got.types).toEqual(['application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1']);
       const file = bytes.get(inst.sopInstanceUID)!;
       expect(Buffer.compare(got.parts[0]!, file.subarray(inst.pixelDataOffset, inst.pixelDataOffset + inst.frameBytes))).toBe(0);
     }
@@ -210,6 +218,9 @@ describe('WADO-RS over HTTP', () => {
           // big-endian instance should be sent in is an open question, see the report).
           if (tsuid !== undefined && BIG_ENDIAN.has(tsuid)) expect(got.parts[0]!.length, `${name} ${tagPath}`).toBe(expected.length);
           else expect(Buffer.compare(got.parts[0]!, expected), `${name} ${tagPath}`).toBe(0);
+          // The part says which byte order it carries: big endian as stored, else little endian.
+          const carried = tsuid !== undefined && BIG_ENDIAN.has(tsuid) ? tsuid : '1.2.840.10008.1.2.1';
+          expect(got.types, `${name} ${tagPath}`).toEqual([`application/octet-stream; transfer-syntax=${carried}`]);
           checked++;
         }
       }
