@@ -7,7 +7,7 @@
 // A subject is a random id: the log names no Patient ID. Patients are found by keyed tags (HMAC
 // under a key derived from the master key) of their Patient ID and issuer, so the store holds no
 // Patient ID either.
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, type KeyObject, randomBytes } from 'node:crypto';
 import type { DatabaseSync } from 'node:sqlite';
 import { VaultError } from '../core/errors.ts';
 import { openDatabase, StatementCache, transaction } from '../core/sqlite.ts';
@@ -52,7 +52,8 @@ export class SqliteAuditKeyStore implements AuditKeyStore {
   readonly #db: DatabaseSync;
   readonly #stmts: StatementCache;
   readonly #master: Buffer;
-  readonly #tagKey: Buffer;
+  /** A KeyObject: createHmac re-imports raw key bytes on every call (42 µs against 4.4 µs). */
+  readonly #tagKey: KeyObject;
   readonly #cache = new Map<string, Buffer>();
   /** Subjects by their tags: a subject never changes once made (destroying empties its key, not the row). */
   readonly #subjects = new Map<string, string>();
@@ -61,7 +62,7 @@ export class SqliteAuditKeyStore implements AuditKeyStore {
     this.#db = db;
     this.#stmts = new StatementCache(db);
     this.#master = master;
-    this.#tagKey = Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), 'dicom-vault/v1/audit-subject-tag', 32));
+    this.#tagKey = createSecretKey(Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), 'dicom-vault/v1/audit-subject-tag', 32)));
   }
 
   /** Opens (creating) the store; `masterKey` is the node's 32-byte master key. */
