@@ -109,3 +109,12 @@ const runtimes = join(root, 'node_modules', 'node', 'node_modules');
 for (const name of existsSync(runtimes) ? readdirSync(runtimes) : []) {
   if (name.startsWith('node-') && existsSync(join(runtimes, name, 'include'))) rmSync(join(runtimes, name, 'include'), { recursive: true, force: true });
 }
+
+// 5. npm before 10.4 (Debian 12 ships 9.2) does not read the lockfile's `libc` field, so it installs
+//    the optional native packages of both C libraries: Biome's and rolldown's musl builds beside the
+//    glibc ones (116 MB). Those of the other C library are removed; nothing here can load them.
+for (const [path, entry] of Object.entries(packages)) {
+  if (entry.optional && entry.libc && !entry.libc.includes(libc) && path.startsWith('node_modules/') && installed(path)) {
+    rmSync(join(root, path), { recursive: true, force: true });
+  }
+}

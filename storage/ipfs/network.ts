@@ -116,7 +116,7 @@ async function startBitswap(libp2p: Libp2p, blockstore: Blockstore): Promise<Blo
     addBlockBroker: (broker: BlockBroker) => void brokers.push(broker),
   };
   // The host stands in for a HeliaWithLibp2p, whose type @helia/bitswap takes from @helia/libp2p
-  // (not installed: see package.json "overrides" and storage/ipfs.ts).
+  // (not installed: storage/ipfs/helia-libp2p-types stands in for it, types only).
   withBitswap(host as never);
   for (const mixin of mixins) await mixin.start?.(host);
   const broker = brokers.find((b) => b.name === 'bitswap');
