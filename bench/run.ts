@@ -42,7 +42,8 @@ import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMa
 import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
 import { ScratchSpace } from './scratch.ts';
 import { runSoak } from './soak.ts';
-import { runViewerScenario, viewerFailed, viewerMarkdown, viewerTargets, type ViewerResult } from './viewer.ts';
+import { runViewerScenario, type ViewerResult } from './viewer.ts';
+import { viewerFailed, viewerMarkdown, viewerTargets } from './viewer-report.ts';
 import { soakMarkdown, soakTargets, type SoakResult } from './soak-report.ts';
 
 const started = new Date();

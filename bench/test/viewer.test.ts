@@ -6,17 +6,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KeepAlivePool } from '../keep-alive.ts';
 import { ScratchSpace } from '../scratch.ts';
-import {
-  firstShown,
-  outwardOrder,
-  runViewerScenario,
-  viewerFailed,
-  viewerMarkdown,
-  viewerTargets,
-  type ViewerOpening,
-  type ViewerResult,
-  type ViewerSystemRun,
-} from '../viewer.ts';
+import { firstShown, outwardOrder, runViewerScenario, type ViewerOpening, type ViewerResult, type ViewerSystemRun } from '../viewer.ts';
+import { viewerFailed, viewerMarkdown, viewerTargets } from '../viewer-report.ts';
 
 describe('the viewer scenario: the order a viewer asks for the images', () => {
   it('from the image shown outward, as cornerstone prefetches: +1, -1, +2, -2, ...', () => {
