@@ -37,6 +37,7 @@ describe('ingestInstance', () => {
         return store.put(cid, bytes, options);
       },
       delete: store.delete.bind(store),
+      get: store.get.bind(store),
       flush: store.flush.bind(store),
     };
     const [generated] = planStudy({ kind: 'single', instances: 1, rows: 512, columns: 600, seed: 3 }).instances;

@@ -147,7 +147,7 @@ describe('a node on --store ipfs', () => {
     expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
     const inst = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
     const nodeCid = CID.parse(inst.nodeCid);
-    const chunk = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks[0]!;
+    const chunk = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).links[0]!;
     await rm(blockPath(path.join(dataDir, 'ipfs'), chunk));
     const err = await expectCode(getVerified(store, chunk), 'BLOCK_NOT_FOUND');
     expect(err.details).toMatchObject({ cid: chunk.toString() });
@@ -161,7 +161,7 @@ describe('a node on --store ipfs', () => {
     expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
     const inst = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
     const nodeCid = CID.parse(inst.nodeCid);
-    const chunks = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks;
+    const chunks = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).links;
     expect(chunks.length).toBeGreaterThan(4);
     const url = `${node.url}/studies/${study.studyInstanceUID}`;
 
@@ -347,7 +347,7 @@ async function dagBlocks(store: IpfsBlockStore, root: CID): Promise<CID[]> {
     const manifest = decodeStudyManifest(await getVerified(store, cursor), cursor);
     out.push(cursor);
     for (const nodeCid of manifest.added) {
-      out.push(nodeCid, ...decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks);
+      out.push(nodeCid, ...decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).links);
     }
     cursor = manifest.prev;
   }
