@@ -207,6 +207,35 @@ describe('forged nodes, without the key: refused when opened, before any chunk i
   });
 });
 
+describe('forged manifests, without the key', () => {
+  it('any field edited (version, prev, key id, added instances, fanout) no longer opens: history cannot be re-linked', async () => {
+    const dataKey = keys.require(STUDY);
+    const first = buildStudyManifest(
+      dataKey.key,
+      { version: 1, prev: null, keyId: dataKey.keyId, fanout: 1024, tree: { depth: 0, count: 1, links: [cidOf(flat)] } },
+      { studyInstanceUID: STUDY, createdAt: '2026-12-07T00:00:00.000Z' },
+    );
+    const second = buildStudyManifest(
+      dataKey.key,
+      { version: 2, prev: first.cid, keyId: dataKey.keyId, fanout: 1024, tree: { depth: 0, count: 2, links: [cidOf(deep), cidOf(other)] } },
+      { studyInstanceUID: STUDY, createdAt: '2026-12-07T00:00:01.000Z' },
+    );
+    const value = dagCbor.decode(second.bytes) as Record<string, unknown>;
+    expect(openStudyEnvelope(dataKey.key, decodeStudyManifest(second.bytes, second.cid)).studyInstanceUID).toBe(STUDY);
+    const edits: Array<[string, Record<string, unknown>]> = [
+      ['version', { ...value, version: 3 }],
+      ['prev', { ...value, prev: null }],
+      ['keyId', { ...value, keyId: 'another' }],
+      ['added', { ...value, count: 1, added: [cidOf(deep)] }],
+      ['fanout', { ...value, fanout: 512 }],
+    ];
+    for (const [what, edited] of edits) {
+      const forged = encodeNode(edited);
+      expect(() => openStudyEnvelope(dataKey.key, decodeStudyManifest(forged.bytes, forged.cid)), what).toThrow(/authentication/);
+    }
+  });
+});
+
 describe('forged nodes re-sealed with the key: the chunks refuse, before any of their bytes is served', () => {
   it('last chunk dropped and size shrunk: the new last chunk was not sealed as last', async () => {
     const links = await chunkCids(flat);
