@@ -8,8 +8,7 @@ import type { Catalog } from '../src/catalog/catalog.ts';
 import type { CatalogInstance, StudyVersion } from '../src/catalog/records.ts';
 import type { DataKey } from '../src/format/keys.ts';
 import type { BlockStore } from '../storage/block-store.ts';
-import { buildStudyManifest, DEFAULT_FANOUT, type EncodedNode } from '../src/format/dag.ts';
-import { LinkTreeBuilder } from '../src/format/tree.ts';
+import { buildStudyManifest } from '../src/format/dag.ts';
 import { discardInstances, type IngestedInstance } from './instance.ts';
 
 /** How often a commit is retried when another writer (another process) moved the study on. */
@@ -37,9 +36,7 @@ export interface CommitOptions {
 }
 
 export interface StudyWriterDeps {
-  store: Pick<BlockStore, 'put' | 'delete' | 'get'>;
-  /** Links per node of a manifest's tree of added instances. Default DEFAULT_FANOUT (1024); tests use small ones. */
-  fanout?: number;
+  store: Pick<BlockStore, 'put' | 'delete'>;
   catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion'>;
   keys: { require(studyInstanceUID: string): DataKey };
 }
@@ -110,32 +107,22 @@ export class StudyWriter {
 
       const latest = catalog.latestVersion(studyInstanceUID);
       const dataKey = keys.require(studyInstanceUID);
-      // The added instances as a tree of link nodes (tree.ts): a version adding 100,000 small
-      // instances makes link nodes of 1,024 links, not one block of 4 MiB.
-      const tree = new LinkTreeBuilder(this.#deps.fanout ?? DEFAULT_FANOUT);
-      const linkNodes: EncodedNode[] = [];
-      for (const f of fresh) linkNodes.push(...tree.push(f.ingested.node.cid));
-      const top = tree.finish();
-      linkNodes.push(...top.nodes);
       const manifest = buildStudyManifest(
         dataKey.key,
         {
           version: (latest?.version ?? 0) + 1,
           prev: latest ? CID.parse(latest.root) : null,
           keyId: dataKey.keyId,
-          fanout: tree.fanout,
-          tree: top,
+          added: fresh.map((f) => f.ingested.node.cid),
         },
         { studyInstanceUID, createdAt: new Date().toISOString() },
       );
-      const written = [...linkNodes, manifest];
-      const removeWritten = (): Promise<unknown> => Promise.allSettled(written.map((n) => store.delete(n.cid)));
       // The manifest is written (durably) while the instances' last blocks are synced, rather
       // than after (2-4 ms more on every STOW answer of 100 small instances, measured here).
-      const [put, synced] = await Promise.allSettled([Promise.all(written.map((n) => store.put(n.cid, n.bytes))), durable]);
-      if (put.status === 'rejected' || synced.status === 'rejected') {
-        await removeWritten();
-        throw synced.status === 'rejected' ? synced.reason : (put as PromiseRejectedResult).reason;
+      const [written, synced] = await Promise.allSettled([store.put(manifest.cid, manifest.bytes), durable]);
+      if (written.status === 'rejected' || synced.status === 'rejected') {
+        if (written.status === 'fulfilled') await store.delete(manifest.cid).catch(() => undefined);
+        throw synced.status === 'rejected' ? synced.reason : (written as PromiseRejectedResult).reason;
       }
       try {
         const version = catalog.commitStudyVersion({
@@ -149,7 +136,7 @@ export class StudyWriter {
         await discardInstances(store, discard);
         return { studyInstanceUID, version, outcomes };
       } catch (err) {
-        await removeWritten();
+        await store.delete(manifest.cid).catch(() => undefined);
         if (isVaultError(err, 'CONFLICT') && attempt < DEFAULT_COMMIT_ATTEMPTS) continue;
         throw err;
       }

@@ -1,6 +1,6 @@
 // How a study moves between nodes and providers: a CAR file (CARv1, the IPFS archive format) of
 // every block of its DAG, from the latest manifest through `prev` to the first version, each
-// version's instance nodes and their chunks, with the link nodes of both trees (format 2, tree.ts). Any IPFS tool can read or import it (`ipfs dag
+// version's instance nodes and their chunks. Any IPFS tool can read or import it (`ipfs dag
 // import`); another dicom-vault node imports it, re-hashing every block, and the study is
 // verifiable there at once.
 //
@@ -38,19 +38,8 @@ import type { Catalog } from '../catalog/catalog.ts';
 import type { CatalogInstance } from '../catalog/records.ts';
 import { createSecretFileOnce, type DataKey } from '../format/keys.ts';
 import { scanInstance } from '../dicom/scanner.ts';
-import {
-  addedTree,
-  chunkAadOf,
-  chunkTree,
-  decodeInstanceNode,
-  decodeStudyManifest,
-  encodeNode,
-  instanceKeyOf,
-  openInstanceEnvelope,
-  openStudyEnvelope,
-  type StudyManifest,
-} from '../format/dag.ts';
-import { openChunk } from '../format/seal.ts';
+import { decodeInstanceNode, decodeStudyManifest, encodeNode, openInstanceEnvelope, openStudyEnvelope, type StudyManifest } from '../format/dag.ts';
+import { deriveKey, openChunk } from '../format/seal.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { cidMatches } from '../../storage/cid.ts';
 import { getVerified } from '../../storage/verified.ts';
@@ -152,12 +141,6 @@ export async function exportStudyCar(deps: ExportDeps, studyInstanceUID: string,
     report.blocks++;
     report.bytes += bytes.byteLength;
   };
-  // A link node is written as the walk reads it (each is read once: the trees are walked in order).
-  const getAndPut = async (cid: CID): Promise<Uint8Array> => {
-    const bytes = await get(cid);
-    await put(cid, bytes);
-    return bytes;
-  };
   try {
     const walk = (async () => {
       if (envelope !== undefined) await writer.put(envelope);
@@ -166,12 +149,12 @@ export async function exportStudyCar(deps: ExportDeps, studyInstanceUID: string,
         const manifest = decodeStudyManifest(bytes, cursor);
         await put(cursor, bytes);
         report.versions++;
-        for await (const { cid: nodeCid } of addedTree(manifest, cursor, getAndPut).leaves()) {
+        for (const nodeCid of manifest.added) {
           const nodeBytes = await get(nodeCid);
           const node = decodeInstanceNode(nodeBytes, nodeCid);
           await put(nodeCid, nodeBytes);
           report.instances++;
-          for await (const { cid: chunk } of chunkTree(node, nodeCid, getAndPut).leaves()) await put(chunk, await get(chunk));
+          for (const chunk of node.chunks) await put(chunk, await get(chunk));
         }
         cursor = manifest.prev;
       }
@@ -309,9 +292,9 @@ async function checkComplete(store: Pick<BlockStore, 'get' | 'has'>, root: CID, 
   for (let cursor: CID | null = root; cursor !== null; ) {
     const manifest = decodeStudyManifest(await fetch(cursor), cursor);
     manifests.push({ ...manifest, cid: cursor });
-    for await (const { cid: nodeCid } of addedTree(manifest, cursor, fetch).leaves()) {
+    for (const nodeCid of manifest.added) {
       const node = decodeInstanceNode(await fetch(nodeCid), nodeCid);
-      for await (const { cid: chunk } of chunkTree(node, nodeCid, fetch).leaves()) if (!(await store.has(chunk, opts))) throw missing(chunk);
+      for (const chunk of node.chunks) if (!(await store.has(chunk, opts))) throw missing(chunk);
     }
     cursor = manifest.prev;
   }
@@ -335,9 +318,7 @@ async function rebuildCatalog(
   for (const manifest of oldestFirst) {
     if (known.has(manifest.cid.toString())) continue;
     const instances: CatalogInstance[] = [];
-    const read = (cid: CID): Promise<Uint8Array> => getVerified(deps.store, cid, signal ? { signal } : {});
-    for await (const { cid: nodeCid } of addedTree(manifest, manifest.cid, read).leaves())
-      instances.push(await readInstance(deps.store, dataKey, nodeCid, signal));
+    for (const nodeCid of manifest.added) instances.push(await readInstance(deps.store, dataKey, nodeCid, signal));
     deps.catalog.commitStudyVersion({
       studyInstanceUID,
       version: manifest.version,
@@ -358,13 +339,12 @@ async function readInstance(store: Pick<BlockStore, 'get'>, dataKey: DataKey, no
   const opts = signal ? { signal } : {};
   const node = decodeInstanceNode(await getVerified(store, nodeCid, opts), nodeCid);
   const env = openInstanceEnvelope(dataKey.key, node);
-  const key = instanceKeyOf(dataKey.key, node);
+  const key = deriveKey(dataKey.key, node.salt);
   const hash = createHash('sha256');
   let size = 0;
-  const chunks = chunkTree(node, nodeCid, (cid) => getVerified(store, cid, opts));
   const plaintext = async function* (): AsyncGenerator<Uint8Array> {
-    for await (const { index: i, cid } of chunks.leaves()) {
-      const plain = openChunk(key, i, await getVerified(store, cid, opts), chunkAadOf(node, i));
+    for (const [i, cid] of node.chunks.entries()) {
+      const plain = openChunk(key, i, await getVerified(store, cid, opts));
       hash.update(plain);
       size += plain.length;
       yield plain;
