@@ -3,7 +3,7 @@
 // catalog commits the version (and queues its root for anchoring) in one transaction. History is
 // append-only: nothing stored is ever overwritten.
 import { CID } from 'multiformats/cid';
-import { isVaultError } from '../src/core/errors.ts';
+import { VaultError, isVaultError } from '../src/core/errors.ts';
 import type { Catalog } from '../src/catalog/catalog.ts';
 import type { CatalogInstance, StudyVersion } from '../src/catalog/records.ts';
 import type { DataKey } from '../src/format/keys.ts';
@@ -38,7 +38,7 @@ export interface CommitOptions {
 export interface StudyWriterDeps {
   store: Pick<BlockStore, 'put' | 'delete'>;
   catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion'>;
-  keys: { require(studyInstanceUID: string): DataKey };
+  keys: { get(studyInstanceUID: string): DataKey | undefined };
 }
 
 /**
@@ -106,7 +106,14 @@ export class StudyWriter {
       }
 
       const latest = catalog.latestVersion(studyInstanceUID);
-      const dataKey = keys.require(studyInstanceUID);
+      // The key the chunks were sealed with must still be the study's: an erasure in between
+      // destroyed it (and a later send may have made a new one). The instances are then dropped
+      // whole rather than committed under a key that cannot open them.
+      const dataKey = keys.get(studyInstanceUID);
+      if (dataKey === undefined || fresh.some((f) => f.ingested.keyId !== dataKey.keyId)) {
+        await discardInstances(store, ingested);
+        throw new VaultError('STUDY_ERASED', 'the study was erased while these instances were being stored: nothing of them was kept; send them again');
+      }
       const manifest = buildStudyManifest(
         dataKey.key,
         {

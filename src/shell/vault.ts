@@ -63,6 +63,16 @@ export async function openVault(
     throw err;
   }
   try {
+    // Keys of release 0.1 (one per study under the master key) move under their patients' keys,
+    // in one transaction (src/format/keys.ts KeyStore.migrate); a no-op once done.
+    const moved = keys.migrate((study) => catalog.patientOf(study));
+    if (moved > 0) logger.info({ keys: moved }, "study keys migrated under their patients' keys");
+  } catch (err) {
+    catalog.close();
+    keys.close();
+    throw err;
+  }
+  try {
     identity = SqliteIdentityStore.open(join(options.dataDir, IDENTITY_DB_FILE));
   } catch (err) {
     catalog.close();
