@@ -443,6 +443,14 @@ export class KeyStore {
     return study === undefined ? undefined : this.get(study);
   }
 
+  /**
+   * The study's anchor salt (anchor/commitment.ts), read from its row without unwrapping
+   * anything; undefined once erased (and for a row of release 0.1 not yet migrated).
+   */
+  anchorSalt(studyInstanceUID: string): Uint8Array | undefined {
+    return this.#rows.studyKey(studyInstanceUID)?.anchorSalt ?? undefined;
+  }
+
   /** Study UIDs whose keys are wrapped under this patient's key. */
   studiesOf(patient: PatientRef): string[] {
     return this.#rows.studiesOf(patient);

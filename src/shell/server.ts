@@ -59,6 +59,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         dataDir: options.dataDir,
         catalog: vault.catalog,
         logger,
+        saltOf: (study) => vault.keys.anchorSalt(study),
         ...(extras.anchorService ? { service: extras.anchorService } : {}),
       });
     } catch (err) {
