@@ -4,7 +4,7 @@
 //
 //   src/shell                                    HTTP app, DICOMweb and DIMSE, commands, wiring
 //   src/access                                   the access seam: identity and grants decide what a request sees
-//   src/transfer  src/maintenance                features over the parts below
+//   src/transfer  src/maintenance  src/erasure   features over the parts below
 //   src/identity  src/grants                     who is calling; what patients granted
 //   ingest  src/read  anchor                     the write path, the read path, anchoring
 //   storage  src/catalog                         block stores; the catalog
@@ -35,6 +35,7 @@ const PARTS = [
   'src/access',
   'src/transfer',
   'src/maintenance',
+  'src/erasure',
   'src/shell',
   'bench',
   'test',
@@ -55,8 +56,34 @@ export const ALLOWED: Record<string, string[]> = {
   'src/access': ['src/core', 'src/dicom', 'src/catalog', 'src/identity', 'src/grants'],
   'src/transfer': [...LOWER, 'src/read'],
   'src/maintenance': [...LOWER, 'src/read'],
-  'src/shell': [...LOWER, 'ingest', 'src/read', 'anchor', 'src/identity', 'src/grants', 'src/access', 'src/transfer', 'src/maintenance', 'package.json'],
-  bench: [...LOWER, 'ingest', 'src/read', 'anchor', 'src/identity', 'src/grants', 'src/access', 'src/transfer', 'src/maintenance', 'src/shell', 'bin'],
+  'src/erasure': LOWER,
+  'src/shell': [
+    ...LOWER,
+    'ingest',
+    'src/read',
+    'anchor',
+    'src/identity',
+    'src/grants',
+    'src/access',
+    'src/transfer',
+    'src/maintenance',
+    'src/erasure',
+    'package.json',
+  ],
+  bench: [
+    ...LOWER,
+    'ingest',
+    'src/read',
+    'anchor',
+    'src/identity',
+    'src/grants',
+    'src/access',
+    'src/transfer',
+    'src/maintenance',
+    'src/erasure',
+    'src/shell',
+    'bin',
+  ],
   test: [...PARTS.filter((p) => p !== 'test'), 'package.json'],
   bin: ['src/shell', 'package.json'],
 };

@@ -61,8 +61,16 @@ export class StudyWriter {
   async commit(studyInstanceUID: string, ingested: IngestedInstance[], options: CommitOptions = {}): Promise<CommitResult> {
     const durable = options.durable ?? Promise.all(ingested.map((i) => i.durable));
     durable.catch(() => undefined); // awaited in #commitLocked; until then a failure must not be "unhandled"
+    return this.exclusive(studyInstanceUID, () => this.#commitLocked(studyInstanceUID, ingested, durable));
+  }
+
+  /**
+   * Runs `fn` while no commit of the study runs in this process (an erasure: a commit in flight
+   * finishes first; one that comes after finds the key gone and stores nothing).
+   */
+  async exclusive<T>(studyInstanceUID: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.#locks.get(studyInstanceUID) ?? Promise.resolve();
-    const run = previous.then(() => this.#commitLocked(studyInstanceUID, ingested, durable));
+    const run = previous.then(fn);
     const settled = run.catch(() => undefined);
     this.#locks.set(studyInstanceUID, settled);
     try {

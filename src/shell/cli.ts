@@ -7,6 +7,7 @@ import { isVaultError } from '../core/errors.ts';
 import { anchorCommands } from './commands/anchor.ts';
 import { carCommands } from './commands/car.ts';
 import { doctorCommand } from './commands/doctor.ts';
+import { eraseCommands } from './commands/erase.ts';
 import { exportCommand } from './commands/export.ts';
 import { gcCommand } from './commands/gc.ts';
 import { ingestCommand } from './commands/ingest.ts';
@@ -35,6 +36,7 @@ export function buildProgram(io: Io = stdio): Command {
   userCommands(program, io);
   anchorCommands(program, io);
   patientCommands(program, io);
+  eraseCommands(program, io);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput({ outputError: () => undefined });
   return program;
 }

@@ -123,6 +123,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
             secureTransport: secure,
             ...(webauthn !== undefined ? { webauthn } : {}),
             ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}),
+            erasure: { service: vault.erasure, catalog: vault.catalog },
           },
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),

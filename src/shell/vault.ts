@@ -15,6 +15,11 @@ import { IDENTITY_DB_FILE, SqliteIdentityStore, type IdentityStore } from '../id
 import { GrantService } from '../grants/service.ts';
 import { GRANTS_DB_FILE, SqliteGrantStore, type GrantStore } from '../grants/store.ts';
 import { webauthnRpOf } from './api/patient.ts';
+import { ErasureService, type ErasureDeps, type PatientKeyEraser } from '../erasure/service.ts';
+import { ERASURE_DB_FILE, SqliteErasureStore } from '../erasure/store.ts';
+import { SIGNING_KEY_FILE, loadSigningKey } from '../erasure/certificate.ts';
+import { openAnchorState } from '../../anchor/anchoring.ts';
+import { ANCHOR_DB_FILE } from '../../anchor/state.ts';
 
 export { BLOCKS_DIR, CATALOG_FILE } from './data-dir.ts';
 
@@ -28,13 +33,24 @@ export interface Vault {
   /** Patients' signed grants (grants.db), enforced only while their signatures verify. */
   grants: GrantService;
   writer: StudyWriter;
+  /** Retention holds, patients' erasure requests, erasure (src/erasure). */
+  erasure: ErasureService;
   logger: Logger;
   close(): Promise<void>;
+}
+
+/** What the shell wires into a vault beyond its options. */
+export interface VaultExtras {
+  /** Other stores' per-patient keys to destroy with a patient (the audit log's, issue 24). */
+  patientKeyErasers?: readonly PatientKeyEraser[];
+  /** Tests: called after each erasure step (throwing there leaves the erasure as a crash would). */
+  afterErasureStep?: ErasureDeps['afterStep'];
 }
 
 export async function openVault(
   options: Pick<NodeOptions, 'dataDir' | 'chunkSize' | 'store'> & Partial<Pick<NodeOptions, 'blockStore' | 'publicUrl'>>,
   logger: Logger = createLogger('silent'),
+  extras: VaultExtras = {},
 ): Promise<Vault> {
   // Everything the node writes (databases and their journals, blocks, keys, the chain's state)
   // is for this user alone, whatever the umask it was started with.
@@ -104,6 +120,36 @@ export async function openVault(
     throw err;
   }
   const writer = new StudyWriter({ store, catalog, keys });
+  let erasures: SqliteErasureStore;
+  let erasure: ErasureService;
+  try {
+    erasures = new SqliteErasureStore(join(options.dataDir, ERASURE_DB_FILE));
+    erasure = new ErasureService({
+      catalog,
+      keys,
+      store,
+      // S3: the packs that held erased blocks are rewritten without them (every pack with a dead
+      // block; until then the ciphertext stays in the pack object, unreadable without the key).
+      ...(hasCompaction(store) ? { afterBlocksDeleted: async () => void (await store.compact({ maxLiveFraction: 1 })) } : {}),
+      erasures,
+      writer,
+      openAnchorLeaves: () => (existsSync(join(options.dataDir, ANCHOR_DB_FILE)) ? openAnchorState(options.dataDir) : undefined),
+      patientKeyErasers: extras.patientKeyErasers ?? [],
+      signingKey: loadSigningKey(join(options.dataDir, SIGNING_KEY_FILE)),
+      nodeId: nodeIdOf(options.dataDir),
+      logger,
+      ...(extras.afterErasureStep ? { afterStep: extras.afterErasureStep } : {}),
+    });
+    // An erasure a crash interrupted is finished before anything else is served.
+    await erasure.resume();
+  } catch (err) {
+    await store.close?.();
+    grantStore.close();
+    identity.close();
+    catalog.close();
+    keys.close();
+    throw err;
+  }
   return {
     options,
     store,
@@ -112,8 +158,10 @@ export async function openVault(
     identity,
     grants,
     writer,
+    erasure,
     logger,
     async close() {
+      erasures.close();
       await store.close?.();
       grantStore.close();
       identity.close();
@@ -121,4 +169,8 @@ export async function openVault(
       keys.close();
     },
   };
+}
+
+function hasCompaction(store: BlockStore): store is BlockStore & { compact(o: { maxLiveFraction: number }): Promise<unknown> } {
+  return typeof (store as { compact?: unknown }).compact === 'function';
 }

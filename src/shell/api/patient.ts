@@ -15,6 +15,9 @@
 //   POST /api/patient/grants/{id}/revoke     revoke at once
 //   POST /api/patient/grants/{id}/links      a share link (single-use code, at most 10 minutes)
 //   GET  /api/patient/grants/fhir, /{id}/fhir   FHIR R4 Consent(s)
+//   POST /api/patient/erasure-requests       ask for the erasure of one study or of all (an operator approves or refuses)
+//   GET  /api/patient/erasure-requests       the account's requests and where each stands
+//   GET  /api/patient/erasure-requests/{id}/certificate   the signed erasure certificate, once done
 //   POST /api/token                          RFC 8693 token exchange: a share code for a bearer token bound to its grant
 //
 // Patients authenticate with a bearer session token in the Authorization header, identified by the
@@ -53,6 +56,9 @@ import {
 import { draftStatement, parseGrantee, parseUntil } from '../../grants/statement.ts';
 import { SHARE_CODE_MAX_TTL_MS } from '../../grants/store.ts';
 import type { IdentityStore } from '../../identity/store.ts';
+import type { Catalog } from '../../catalog/catalog.ts';
+import type { ErasureService } from '../../erasure/service.ts';
+import type { ErasureRequest } from '../../erasure/store.ts';
 
 /** A patient session lasts this long. 1 hour. */
 export const DEFAULT_SESSION_TTL_MS = 3_600_000;
@@ -81,6 +87,11 @@ export interface PatientApiDeps {
   publicUrl?: string;
   sessionTtlMs?: number;
   now?: () => Date;
+  /** Patients' erasure requests (issue 25); absent: those routes answer 404. */
+  erasure?: {
+    service: Pick<ErasureService, 'request' | 'store'>;
+    catalog: Pick<Catalog, 'patientOf'>;
+  };
 }
 
 /** The passkeys' relying party from the node's public URL: its origin, and its host name as RP ID. WebAuthn needs a secure context: https, or http on localhost. */
@@ -788,6 +799,104 @@ export function patientApi(deps: PatientApiDeps): FastifyPluginAsync {
         const { code, expiresAt } = deps.grants.createShareCode(account, (request.params as { id: string }).id, now(), SHARE_CODE_MAX_TTL_MS);
         const base = deps.publicUrl ?? `${request.protocol}://${request.host}`;
         return reply.code(201).send({ url: shareUrl(base, code), code, expiresAt: expiresAt.toISOString() });
+      },
+    );
+
+    // ---- erasure (GDPR Art. 17) ----
+
+    const requestView = {
+      type: 'object',
+      properties: {
+        id: { type: 'string' },
+        scope: { type: 'string', enum: ['patient', 'study'] },
+        study: { type: ['string', 'null'], description: 'the study asked for (scope study); null once erased' },
+        state: { type: 'string', enum: ['pending', 'refused', 'approved', 'done', 'failed'] },
+        reason: { type: ['string', 'null'], description: "the operator's reason for a refusal" },
+        decidedAt: { type: ['string', 'null'] },
+        createdAt: { type: 'string' },
+        certificate: { type: ['string', 'null'], description: 'the certificate id, once done' },
+      },
+    } as const;
+    const toView = (r: ErasureRequest): object => ({
+      id: r.id,
+      scope: r.scope,
+      study: r.studyInstanceUID,
+      state: r.state,
+      reason: r.reason,
+      decidedAt: r.decidedAt,
+      createdAt: r.createdAt,
+      certificate: r.certificateId,
+    });
+    const erasureOf = (): NonNullable<PatientApiDeps['erasure']> => {
+      if (deps.erasure === undefined) throw new VaultError('NOT_FOUND', 'this node takes no erasure requests');
+      return deps.erasure;
+    };
+
+    api.post(
+      '/patient/erasure-requests',
+      {
+        schema: {
+          summary: 'Ask for the erasure of one of your studies, or of all of them',
+          description:
+            'Recorded as pending: an operator approves it (the studies are erased: keys destroyed, records and blocks deleted, a signed certificate issued) ' +
+            'or refuses it with a reason (a retention duty of health law, for instance). A study under a retention hold is refused with the hold named.',
+          tags: ['erasure'],
+          security: session,
+          body: { type: 'object', properties: { study: { ...uid, description: 'one study; absent: every study of your Patient IDs' } } },
+          response: { 202: requestView, ...errors },
+        },
+      },
+      async (request, reply) => {
+        const account = await patientOf(request);
+        const e = erasureOf();
+        const study = (request.body as { study?: string } | undefined)?.study;
+        if (study !== undefined) {
+          // Only one's own study: one of another patient answers as one never stored.
+          const p = e.catalog.patientOf(study);
+          const own = deps.identity.patientIds(account).some((r) => p !== undefined && r.id === p.patientId && (r.issuer === null || r.issuer === p.issuer));
+          if (!own) throw new VaultError('STUDY_NOT_FOUND', 'no such study among yours');
+        }
+        const r = e.service.request(account, study === undefined ? 'patient' : 'study', study);
+        return reply.code(202).send(toView(r));
+      },
+    );
+
+    api.get(
+      '/patient/erasure-requests',
+      {
+        schema: {
+          summary: 'Your erasure requests and where each stands',
+          tags: ['erasure'],
+          security: session,
+          response: { 200: { type: 'object', properties: { requests: { type: 'array', items: requestView } } }, ...errors },
+        },
+      },
+      async (request) => {
+        const account = await patientOf(request);
+        return { requests: erasureOf().service.store.requests({ account }).map(toView) };
+      },
+    );
+
+    api.get(
+      '/patient/erasure-requests/:id/certificate',
+      {
+        schema: {
+          summary: 'The signed erasure certificate of a request carried out',
+          description: "dicom-vault-erasure/1: what was erased by its commitments (never by UID), when, on whose request, signed with the node's Ed25519 key.",
+          tags: ['erasure'],
+          security: session,
+          params: grantIdParams,
+          response: { 200: anyObject, ...errors },
+        },
+      },
+      async (request) => {
+        const account = await patientOf(request);
+        const e = erasureOf();
+        const r = e.service.store.request((request.params as { id: string }).id);
+        if (r === undefined || r.account !== account) throw new VaultError('NOT_FOUND', 'no such erasure request of yours');
+        const json = r.certificateId === null ? undefined : e.service.store.certificate(r.certificateId);
+        if (json === undefined) throw new VaultError('NOT_FOUND', `the request is ${r.state}: no certificate yet`);
+        return JSON.parse(json) as object;
       },
     );
 
