@@ -128,9 +128,10 @@ export async function openVault(
       catalog,
       keys,
       store,
-      // S3: the packs that held erased blocks are rewritten without them (every pack with a dead
-      // block; until then the ciphertext stays in the pack object, unreadable without the key).
-      ...(hasCompaction(store) ? { afterBlocksDeleted: async () => void (await store.compact({ maxLiveFraction: 1 })) } : {}),
+      // S3: packs left at most half live are rewritten, as gc does. Erased blocks in a fuller pack
+      // stay in its object until it is: ciphertext under a destroyed key, naming nothing in clear
+      // (rewriting every pack at each erasure would cost O(bucket)).
+      ...(hasCompaction(store) ? { afterBlocksDeleted: async () => void (await store.compact({})) } : {}),
       erasures,
       writer,
       openAnchorLeaves: () => (existsSync(join(options.dataDir, ANCHOR_DB_FILE)) ? openAnchorState(options.dataDir) : undefined),
@@ -171,6 +172,6 @@ export async function openVault(
   };
 }
 
-function hasCompaction(store: BlockStore): store is BlockStore & { compact(o: { maxLiveFraction: number }): Promise<unknown> } {
+function hasCompaction(store: BlockStore): store is BlockStore & { compact(o: object): Promise<unknown> } {
   return typeof (store as { compact?: unknown }).compact === 'function';
 }
