@@ -72,7 +72,8 @@ interface ErasurePlan {
 export interface ErasureDeps {
   catalog: Pick<Catalog, 'hasStudy' | 'versions' | 'patientOf' | 'studiesOfPatient' | 'purgeStudy'>;
   keys: Pick<KeyStore, 'get' | 'anchorSalt' | 'studiesOf' | 'destroy'>;
-  store: Pick<BlockStore, 'get' | 'delete'>;
+  /** `unpin` (IPFS): the version roots are unpinned before any block goes (unpinning walks the DAG). */
+  store: Pick<BlockStore, 'get' | 'delete'> & { unpin?(root: CID): Promise<void> };
   /** After the blocks are deleted: what the store needs to let go of their bytes (S3: compaction). */
   afterBlocksDeleted?: () => Promise<void>;
   erasures: ErasureStore;
@@ -318,6 +319,16 @@ export class ErasureService {
         throw err;
       }
     };
+    if (store.unpin !== undefined) {
+      for (const r of roots) {
+        try {
+          await store.unpin(CID.parse(r));
+        } catch (err) {
+          // A resumed erasure: the manifest (or a block under it) went before the crash, with its pin.
+          if (!isVaultError(err, 'BLOCK_NOT_FOUND')) throw err;
+        }
+      }
+    }
     const manifests: CID[] = [];
     const seen = new Set<string>();
     let deleted = 0;
