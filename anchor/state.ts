@@ -14,6 +14,7 @@ import { bytesToHex, type Address, type Hex } from 'viem';
 import { VaultError } from '../src/core/errors.ts';
 import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, scrubWal, transaction } from '../src/core/sqlite.ts';
 import { anchorCommitment, type SaltLookup } from './commitment.ts';
+import { CERTIFICATE_ANCHOR_STUDY } from '../src/format/keys.ts';
 import { MerkleTree } from './merkle.ts';
 import { encodeReceipt, type ReceiptJson } from './receipt.ts';
 
@@ -329,7 +330,7 @@ export class AnchorState {
       let added = 0;
       for (const r of roots) {
         let leafData: Uint8Array | null = null;
-        if (this.#saltOf !== undefined) {
+        if (this.#saltOf !== undefined && r.studyInstanceUID !== CERTIFICATE_ANCHOR_STUDY) {
           const salt = this.#saltOf(r.studyInstanceUID);
           if (salt === undefined || salt.length === 0) continue; // erased since its commit (or not migrated): nothing to anchor
           leafData = anchorCommitment(salt, CID.parse(r.root));

@@ -274,6 +274,11 @@ export class Catalog {
 
   // -- erasure ----------------------------------------------------------------------------
 
+  /** Queues a root that is no study's version for anchoring (an erasure certificate: `study` names its kind). */
+  queueAnchor(root: string, study: string, at: string): void {
+    this.#stmt('INSERT INTO anchor_queue (root, study_uid, version, enqueued_at) VALUES (?, ?, 0, ?)').run(root, study, at);
+  }
+
   /** The study's Patient ID and Issuer of Patient ID ('' when absent); undefined for a study not here. */
   patientOf(studyInstanceUID: string): { patientId: string; issuer: string } | undefined {
     const row = this.#stmt('SELECT patient_id, issuer FROM studies WHERE study_uid = ?').get(studyInstanceUID) as

@@ -3,6 +3,10 @@
 // the data directory, made once). Format "dicom-vault-erasure/1", canonical JSON (RFC 8785) under
 // the signature.
 //
+// The certificate is anchored like a study version's root: its CID (certificateCid) joins the
+// anchor queue, and its receipt (format 2: a certificate names nothing to salt) proves it existed
+// by the anchoring block's time.
+//
 // Per study it names the study commitment SHA-256("dicom-vault/erasure-commitment/v1" || 0x00 ||
 // salt || Study Instance UID) and the anchored commitments of its versions (anchor/commitment.ts).
 // The salt is destroyed by the erasure, so the certificate links to no study by itself; a patient
@@ -12,6 +16,8 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sig
 import { existsSync, readFileSync } from 'node:fs';
 import canonicalize from 'canonicalize';
 import { VaultError } from '../core/errors.ts';
+import type { CID } from 'multiformats/cid';
+import { encodeNode } from '../format/dag.ts';
 import { createSecretFileOnce } from '../format/keys.ts';
 
 export const CERTIFICATE_TYPE = 'dicom-vault-erasure/1';
@@ -47,6 +53,11 @@ export interface ErasureCertificate {
   patientKey: boolean;
   studies: ErasedStudy[];
   signature: { alg: 'Ed25519'; publicKey: string; value: string };
+}
+
+/** The certificate's CID (CIDv1 dag-cbor sha2-256 of it): what is anchored for it, recomputable by anyone who holds it. */
+export function certificateCid(cert: ErasureCertificate): CID {
+  return encodeNode(cert).cid;
 }
 
 export function studyCommitment(salt: Uint8Array, studyInstanceUID: string): string {

@@ -20,7 +20,7 @@ import { VaultError, isVaultError } from '../core/errors.ts';
 import { childLinks, isStudyManifest } from '../format/dag.ts';
 import type { KeyStore, PatientRef } from '../format/keys.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
-import { CERTIFICATE_TYPE, signCertificate, studyCommitment, type ErasedStudy, type ErasureCertificate } from './certificate.ts';
+import { CERTIFICATE_TYPE, certificateCid, signCertificate, studyCommitment, type ErasedStudy, type ErasureCertificate } from './certificate.ts';
 import type { ErasureRequest, ErasureStore, RetentionHold } from './store.ts';
 
 /**
@@ -87,7 +87,9 @@ export interface ErasureDeps {
   logger: Logger;
   /** Called after each step (tests stop an erasure there, as a crash would). */
   afterStep?: (step: ErasureStep, plan: { id: string }) => void | Promise<void>;
-  /** Called with each finished certificate (the shell records it as an audit entry). */
+  /** Queues the certificate's CID for anchoring (the catalog's anchor queue), before it is stored. */
+  anchorCertificate?: (cid: string, at: string) => void;
+  /** Called with each finished certificate (the shell may record it as an audit entry). */
   onErased?: (certificate: ErasureCertificate) => void;
   now?: () => Date;
 }
@@ -301,6 +303,9 @@ export class ErasureService {
         .sort((a, b) => a.commitment.localeCompare(b.commitment)),
     };
     const certificate = signCertificate(body, this.#deps.signingKey);
+    // Queued before the journal row goes: a crash in between anchors the certificate of the
+    // resumed erasure as well (at least once, never not at all).
+    this.#deps.anchorCertificate?.(certificateCid(certificate).toString(), certificate.issuedAt);
     erasures.finish(plan.id, { id: certificate.id, json: JSON.stringify(certificate), issuedAt: certificate.issuedAt }, plan.origin.requestId);
     this.#deps.logger.info({ erasure: certificate.id, scope: certificate.scope, studies: certificate.studies.length }, 'erasure done');
     this.#deps.onErased?.(certificate);

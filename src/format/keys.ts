@@ -37,6 +37,12 @@ const LEGACY_WRAP_AAD_PREFIX = 'dicom-vault/v1/wrapped-data-key/';
 /** Bytes of a study's anchor salt (anchor/commitment.ts). */
 export const ANCHOR_SALT_BYTES = 32;
 
+/**
+ * The study column of anchor queue rows that are no study's version: an erasure certificate
+ * (src/erasure/certificate.ts), anchored as its bare CID (it names nothing to hide), with no salt.
+ */
+export const CERTIFICATE_ANCHOR_STUDY = 'dicom-vault/erasure-certificate';
+
 export interface DataKey {
   /** Random id; it names the key in manifests without naming the study. */
   keyId: string;

@@ -123,7 +123,11 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
             secureTransport: secure,
             ...(webauthn !== undefined ? { webauthn } : {}),
             ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}),
-            erasure: { service: vault.erasure, catalog: vault.catalog },
+            erasure: {
+              service: vault.erasure,
+              catalog: vault.catalog,
+              ...(anchoring ? { receiptOf: (cid: string) => anchoring.state.receipt(cid) } : {}),
+            },
           },
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),

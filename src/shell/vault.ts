@@ -7,7 +7,7 @@ import { createLogger } from './log.ts';
 import { CATALOG_FILE, checkDataDir, nodeIdOf, readIdentity, writeIdentity } from './data-dir.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import type { NodeOptions } from './config.ts';
-import { KeyStore, KEY_DB_FILE, MASTER_KEY_FILE, loadOrCreateMasterKey } from '../format/keys.ts';
+import { CERTIFICATE_ANCHOR_STUDY, KeyStore, KEY_DB_FILE, MASTER_KEY_FILE, loadOrCreateMasterKey } from '../format/keys.ts';
 import { openBlockStore, resolveBlockStoreConfig } from '../../storage/open.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { StudyWriter } from '../../ingest/study.ts';
@@ -136,6 +136,7 @@ export async function openVault(
       writer,
       openAnchorLeaves: () => (existsSync(join(options.dataDir, ANCHOR_DB_FILE)) ? openAnchorState(options.dataDir) : undefined),
       patientKeyErasers: extras.patientKeyErasers ?? [],
+      anchorCertificate: (cid, at) => catalog.queueAnchor(cid, CERTIFICATE_ANCHOR_STUDY, at),
       signingKey: loadSigningKey(join(options.dataDir, SIGNING_KEY_FILE)),
       nodeId: nodeIdOf(options.dataDir),
       logger,

@@ -18,6 +18,7 @@
 //   POST /api/patient/erasure-requests       ask for the erasure of one study or of all (an operator approves or refuses)
 //   GET  /api/patient/erasure-requests       the account's requests and where each stands
 //   GET  /api/patient/erasure-requests/{id}/certificate   the signed erasure certificate, once done
+//   GET  /api/patient/erasure-requests/{id}/receipt       the certificate's anchor receipt (202 while on its way)
 //   POST /api/token                          RFC 8693 token exchange: a share code for a bearer token bound to its grant
 //
 // Patients authenticate with a bearer session token in the Authorization header, identified by the
@@ -57,6 +58,7 @@ import { draftStatement, parseGrantee, parseUntil } from '../../grants/statement
 import { SHARE_CODE_MAX_TTL_MS } from '../../grants/store.ts';
 import type { IdentityStore } from '../../identity/store.ts';
 import type { Catalog } from '../../catalog/catalog.ts';
+import { certificateCid, type ErasureCertificate } from '../../erasure/certificate.ts';
 import type { ErasureService } from '../../erasure/service.ts';
 import type { ErasureRequest } from '../../erasure/store.ts';
 
@@ -91,6 +93,8 @@ export interface PatientApiDeps {
   erasure?: {
     service: Pick<ErasureService, 'request' | 'store'>;
     catalog: Pick<Catalog, 'patientOf'>;
+    /** The anchor receipt of a certificate's CID once confirmed; absent: the node does not anchor. */
+    receiptOf?: (cid: string) => object | undefined;
   };
 }
 
@@ -897,6 +901,35 @@ export function patientApi(deps: PatientApiDeps): FastifyPluginAsync {
         const json = r.certificateId === null ? undefined : e.service.store.certificate(r.certificateId);
         if (json === undefined) throw new VaultError('NOT_FOUND', `the request is ${r.state}: no certificate yet`);
         return JSON.parse(json) as object;
+      },
+    );
+
+    api.get(
+      '/patient/erasure-requests/:id/receipt',
+      {
+        schema: {
+          summary: "The anchor receipt of a request's erasure certificate",
+          description:
+            'The certificate is anchored like a study version: its CID (CIDv1 dag-cbor sha2-256 of the certificate JSON) is a leaf of a batch on chain. ' +
+            '200: the receipt (check it with `dicom-vault verify-receipt --cid <the certificate CID>`); 202 while it is on its way; 404 ANCHOR_DISABLED on a node that does not anchor.',
+          tags: ['erasure'],
+          security: session,
+          params: grantIdParams,
+          response: { 200: anyObject, 202: anyObject, ...errors },
+        },
+      },
+      async (request, reply) => {
+        const account = await patientOf(request);
+        const e = erasureOf();
+        const r = e.service.store.request((request.params as { id: string }).id);
+        if (r === undefined || r.account !== account) throw new VaultError('NOT_FOUND', 'no such erasure request of yours');
+        const json = r.certificateId === null ? undefined : e.service.store.certificate(r.certificateId);
+        if (json === undefined) throw new VaultError('NOT_FOUND', `the request is ${r.state}: no certificate yet`);
+        if (e.receiptOf === undefined) throw new VaultError('ANCHOR_DISABLED', 'this node does not anchor');
+        const cid = certificateCid(JSON.parse(json) as ErasureCertificate).toString();
+        const receipt = e.receiptOf(cid);
+        if (receipt === undefined) return reply.code(202).header('retry-after', '10').send({ state: 'pending', cid });
+        return receipt;
       },
     );
 

@@ -10,6 +10,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import { anchorCommitment } from '../../../anchor/commitment.ts';
+import { certificateCid } from '../../../src/erasure/certificate.ts';
 import { parseReceipt, type ReceiptJson } from '../../../anchor/receipt.ts';
 import { ANCHOR_DB_FILE } from '../../../anchor/state.ts';
 import { verifyReceipt } from '../../../anchor/verify-receipt.ts';
@@ -83,7 +84,11 @@ describe('erasing an anchored study', () => {
     const parsed = parseReceipt(goneReceipt);
     const commitment = Buffer.from(anchorCommitment(parsed.salt!, parsed.cid)).toString('hex');
 
-    const cert = await node.vault.erasure.erase({ kind: 'patient', patientId: 'ANCHOR-GONE' }, { requestedBy: 'test' });
+    // The patient asks; an operator approves.
+    const account = node.vault.identity.createPatient([{ id: 'ANCHOR-GONE', issuer: null }]);
+    const token = node.vault.identity.issueToken('patient', account);
+    const request = node.vault.erasure.request(account, 'patient');
+    const cert = await node.vault.erasure.approve(request.id, 'operator:dpo', [{ kind: 'patient', patientId: 'ANCHOR-GONE' }]);
     // The certificate names the anchored commitment the patient's receipt leads to, and no CID or UID.
     expect(cert.studies).toHaveLength(1);
     expect(cert.studies[0]!.anchored).toEqual([commitment]);
@@ -127,5 +132,23 @@ describe('erasing an anchored study', () => {
     expect((await verifyReceipt({ receipt: goneReceipt, client: chain.client(0) })).failed).toEqual([]);
     const { salt: _salt, ...unsalted } = goneReceipt;
     expect((await verifyReceipt({ receipt: { ...unsalted, v: 'dicom-vault-receipt/2' }, client: chain.client(0) })).failed).toEqual(['inclusion']);
+
+    // The certificate is anchored like any head: queued at once, in the next batch.
+    const api = node.url.replace(/\/dicom-web$/, '/api');
+    const receiptRoute = async (): Promise<Response> =>
+      fetch(`${api}/patient/erasure-requests/${request.id}/receipt`, { headers: { authorization: `Bearer ${token}` } });
+    const pending = await receiptRoute();
+    expect(pending.status).toBe(202);
+    const cid = certificateCid(cert).toString();
+    expect(await pending.json()).toEqual({ state: 'pending', cid });
+    const next = once(node.anchoring!.service, 'confirmed');
+    const third = planStudy({ kind: 'single', instances: 1, rows: 32, columns: 32, seed: 9303, patientId: 'ANCHOR-THIRD' });
+    expect((await stow(node.url, [await bytesOf(third.instances[0]!)])).status).toBe(200);
+    await next;
+    const res = await receiptRoute();
+    expect(res.status).toBe(200);
+    const certReceipt = (await res.json()) as ReceiptJson;
+    expect(certReceipt).toMatchObject({ v: 'dicom-vault-receipt/2', cid, size: 2 });
+    expect((await verifyReceipt({ receipt: certReceipt, client: chain.client(0), expectedCid: cid })).failed).toEqual([]);
   });
 });
