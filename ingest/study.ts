@@ -37,7 +37,7 @@ export interface CommitOptions {
 
 export interface StudyWriterDeps {
   store: Pick<BlockStore, 'put' | 'delete'>;
-  catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion'>;
+  catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion' | 'purgeStudy'>;
   keys: { get(studyInstanceUID: string): DataKey | undefined };
 }
 
@@ -148,9 +148,20 @@ export class StudyWriter {
           instances: fresh.map((f) => f.record),
           createdAt: new Date().toISOString(),
         });
+        // An erasure by another process (a CLI next to the server) may have destroyed the key
+        // and purged the catalog while this commit waited for its blocks: a first version then
+        // lands with nothing to compare against. Erasure destroys keys before it purges, so
+        // the key's absence now says so; the rows just written go again, and the blocks.
+        if (keys.get(studyInstanceUID)?.keyId !== dataKey.keyId) {
+          catalog.purgeStudy(studyInstanceUID);
+          await discardInstances(store, ingested);
+          await store.delete(manifest.cid).catch(() => undefined);
+          throw new VaultError('STUDY_ERASED', 'the study was erased while these instances were being stored: nothing of them was kept; send them again');
+        }
         await discardInstances(store, discard);
         return { studyInstanceUID, version, outcomes };
       } catch (err) {
+        if (isVaultError(err, 'STUDY_ERASED')) throw err;
         await store.delete(manifest.cid).catch(() => undefined);
         if (isVaultError(err, 'CONFLICT') && attempt < DEFAULT_COMMIT_ATTEMPTS) continue;
         throw err;

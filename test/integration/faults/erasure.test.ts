@@ -14,6 +14,7 @@ import { ERASURE_DB_FILE } from '../../../src/erasure/store.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import { openVault } from '../../../src/shell/vault.ts';
+import { ingestInstance } from '../../../ingest/instance.ts';
 import { bytesOf } from '../../support/generated.ts';
 import { retrieve, stow } from '../../support/dicomweb.ts';
 import { startTestNode, type TestNode } from '../../support/node.ts';
@@ -172,6 +173,34 @@ describe('erasure: bad input and attacks', () => {
     const left: string[] = [];
     for await (const cid of node.vault.store.list!()) left.push(cid.toString());
     expect(left).toEqual([]);
+  });
+
+  it("an erasure by another process (a CLI beside the node) while the study's first version commits: the commit undoes itself (STUDY_ERASED)", async () => {
+    const node = await start();
+    const s = planStudy({ kind: 'single', instances: 1, rows: 64, columns: 64, seed: 9225, patientId: 'OTHER-PROC' });
+    const i = s.instances[0]!;
+    // The node's ingest: the instance's blocks are written, the key made; its commit waits for "durable".
+    const ingested = await ingestInstance(i.open(), { store: node.vault.store, keys: node.vault.keys }, { chunkSize: 4096 });
+    let release!: () => void;
+    const durable = new Promise<void>((r) => (release = r));
+    const commit = node.vault.writer.commit(s.studyInstanceUID, [ingested], { durable });
+    // Meanwhile another process opens the same data directory and erases the study (known by its key).
+    const other = await openVault(resolveNodeOptions({ 'data-dir': node.dataDir, 'chunk-size': '4096' }, {}), createLogger('silent'));
+    try {
+      const cert = await other.erasure.erase({ kind: 'study', studyInstanceUID: s.studyInstanceUID }, { requestedBy: 'cli' });
+      expect(cert.studies).toHaveLength(1);
+    } finally {
+      await other.close();
+    }
+    release();
+    await expect(commit).rejects.toMatchObject({ code: 'STUDY_ERASED' });
+    // Nothing of the study: no catalog row (names, IDs), no block.
+    expect(node.vault.catalog.patientOf(s.studyInstanceUID)).toBeUndefined();
+    expect(node.vault.catalog.versions(s.studyInstanceUID)).toEqual([]);
+    const left: string[] = [];
+    for await (const cid of node.vault.store.list!()) left.push(cid.toString());
+    expect(left).toEqual([]);
+    expect((await retrieve(`${node.url}/studies/${s.studyInstanceUID}/series/${i.seriesInstanceUID}/instances/${i.sopInstanceUID}`)).status).toBe(404);
   });
 
   for (const step of ['journaled', 'keys', 'anchors', 'catalog', 'blocks'] as const) {
