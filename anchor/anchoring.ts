@@ -72,13 +72,16 @@ export function openAnchorStateWithSalts(dataDir: string): AnchorState {
   const keysPath = join(dataDir, KEY_DB_FILE);
   if (!existsSync(keysPath)) return openAnchorState(dataDir);
   const rows = new SqliteKeyRows(keysPath);
-  const state = openAnchorState(dataDir, (study) => rows.studyKey(study)?.anchorSalt ?? undefined);
-  const close = state.close.bind(state);
-  state.close = () => {
-    close();
+  try {
+    return AnchorState.open({
+      path: join(dataDir, ANCHOR_DB_FILE),
+      saltOf: (study) => rows.studyKey(study)?.anchorSalt ?? undefined,
+      onClose: () => rows.close(),
+    });
+  } catch (err) {
     rows.close();
-  };
-  return state;
+    throw err;
+  }
 }
 
 function readContractRecord(dataDir: string): ContractRecord | undefined {

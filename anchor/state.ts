@@ -37,6 +37,8 @@ export interface AnchorStateOptions {
    * tests), roots are anchored bare (version 2).
    */
   saltOf?: SaltLookup;
+  /** Called by close(), after the database is closed (whatever `saltOf` reads from). */
+  onClose?: () => void;
 }
 
 /** A study version root waiting to be anchored, as the catalog hands it over. */
@@ -286,13 +288,15 @@ export class AnchorState {
   readonly #db: DatabaseSync;
   readonly #statements: StatementCache;
   readonly #saltOf: SaltLookup | undefined;
+  readonly #onClose: (() => void) | undefined;
   /** The last batch tree built for receipts: a study's receipts are often asked for in a row. */
   #tree: { batchId: number; tree: MerkleTree } | undefined;
 
-  private constructor(db: DatabaseSync, saltOf: SaltLookup | undefined) {
+  private constructor(db: DatabaseSync, saltOf: SaltLookup | undefined, onClose: (() => void) | undefined) {
     this.#db = db;
     this.#statements = new StatementCache(db);
     this.#saltOf = saltOf;
+    this.#onClose = onClose;
   }
 
   static open(options: AnchorStateOptions): AnchorState {
@@ -304,12 +308,13 @@ export class AnchorState {
       pragmas: ['secure_delete = ON'],
       ...(options.busyTimeoutMs !== undefined ? { busyTimeoutMs: options.busyTimeoutMs } : {}),
     });
-    return new AnchorState(db, options.saltOf);
+    return new AnchorState(db, options.saltOf, options.onClose);
   }
 
   close(): void {
     this.#statements.clear();
     this.#db.close();
+    this.#onClose?.();
   }
 
   #stmt(sql: string): StatementSync {
