@@ -71,7 +71,7 @@ interface ErasurePlan {
 
 export interface ErasureDeps {
   catalog: Pick<Catalog, 'hasStudy' | 'versions' | 'patientOf' | 'studiesOfPatient' | 'purgeStudy'>;
-  keys: Pick<KeyStore, 'get' | 'anchorSalt' | 'studiesOf' | 'destroy'>;
+  keys: Pick<KeyStore, 'get' | 'anchorSalt' | 'studiesOf' | 'hasPatientKey' | 'destroy'>;
   /** `unpin` (IPFS): the version roots are unpinned before any block goes (unpinning walks the DAG). */
   store: Pick<BlockStore, 'get' | 'delete'> & { unpin?(root: CID): Promise<void> };
   /** After the blocks are deleted: what the store needs to let go of their bytes (S3: compaction). */
@@ -204,7 +204,9 @@ export class ErasureService {
         patients.set(JSON.stringify([issuer, t.patientId]), p);
         for (const s of keys.studiesOf(p)) studies.add(s);
       }
-      if (studies.size === 0) throw new VaultError('NOT_FOUND', 'no study of this patient on this node (never stored, or erased already)');
+      // No study left, but the patient's key (its studies erased one by one): that key goes alone.
+      if (studies.size === 0 && ![...patients.values()].some((p) => keys.hasPatientKey(p)))
+        throw new VaultError('NOT_FOUND', 'no study and no key of this patient on this node (never stored, or erased already)');
     }
     const list = [...studies].sort();
     const holds = this.#deps.erasures.holds(this.#now().toISOString(), list);
@@ -243,6 +245,7 @@ export class ErasureService {
   async #begin(plan: ErasurePlan): Promise<ErasureCertificate> {
     // A commit may have added a version while the plan waited for the locks.
     for (const s of plan.studies) s.roots = [...new Set([...s.roots, ...this.#deps.catalog.versions(s.studyInstanceUID).map((v) => v.root)])];
+    plan.erasedAt = this.#now().toISOString();
     this.#deps.erasures.begin({ id: plan.id, plan: JSON.stringify(plan), startedAt: plan.erasedAt });
     await this.#deps.afterStep?.('journaled', plan);
     return this.#steps(plan);

@@ -457,6 +457,11 @@ export class KeyStore {
     return this.#rows.studyKey(studyInstanceUID)?.anchorSalt ?? undefined;
   }
 
+  /** Whether this patient has a key here. */
+  hasPatientKey(patient: PatientRef): boolean {
+    return this.#rows.patientKey(patient) !== undefined;
+  }
+
   /** Study UIDs whose keys are wrapped under this patient's key. */
   studiesOf(patient: PatientRef): string[] {
     return this.#rows.studiesOf(patient);

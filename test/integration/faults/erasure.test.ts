@@ -79,6 +79,13 @@ describe('erasure: bad input and attacks', () => {
     expect(await rejection(node.vault.erasure.erase({ kind: 'study', studyInstanceUID: s.study }, { requestedBy: 'test' }))).toMatchObject({
       code: 'STUDY_NOT_FOUND',
     });
+    // The patient's key outlived that study's erasure: the patient's erasure takes it alone, once.
+    const patient = { patientId: 'TWICE', issuer: '' };
+    expect(node.vault.keys.hasPatientKey(patient)).toBe(true);
+    const alone = await node.vault.erasure.erase({ kind: 'patient', patientId: 'TWICE' }, { requestedBy: 'test' });
+    expect(alone).toMatchObject({ patientKey: true, studies: [] });
+    expect(node.vault.keys.hasPatientKey(patient)).toBe(false);
+    expect(await rejection(node.vault.erasure.erase({ kind: 'patient', patientId: 'TWICE' }, { requestedBy: 'test' }))).toMatchObject({ code: 'NOT_FOUND' });
   });
 
   it('refuses a study under a retention hold (409 RETENTION_HOLD, the hold named) and erases nothing, of a patient either; lifted, it erases', async () => {
