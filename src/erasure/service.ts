@@ -39,6 +39,20 @@ export interface AnchorLeaves {
   close(): void;
 }
 
+/**
+ * Patients' grants that would outlive an erasure (src/grants; the shell wires it): revoked with
+ * it, so that a study sent again after its erasure is not opened by a grant given for the erased
+ * one. Idempotent.
+ */
+export interface GrantRevoker {
+  /**
+   * `patients`: every grant of their accounts goes (a patient erased whole); `studies`: every grant
+   * of `studyPatients`' accounts that names an erased study goes, also when it names others too
+   * (fail closed: the patient grants those again).
+   */
+  revokeForErasure(what: { studies: readonly string[]; patients: readonly PatientRef[]; studyPatients: readonly PatientRef[]; by: string }): number;
+}
+
 export type ErasureTarget = { kind: 'study'; studyInstanceUID: string } | { kind: 'patient'; patientId: string; issuer?: string };
 
 export interface ErasureOrigin {
@@ -54,6 +68,8 @@ export type ErasureStep = 'journaled' | 'keys' | 'anchors' | 'catalog' | 'blocks
 
 interface PlannedStudy {
   studyInstanceUID: string;
+  /** Its patient as the catalog says (for the grants to revoke); kept only while the erasure runs. */
+  patient?: PatientRef;
   commitment: string;
   roots: string[];
 }
@@ -82,6 +98,7 @@ export interface ErasureDeps {
   /** Opens anchor.db when the node has one (it may be written by the running node too). */
   openAnchorLeaves?: () => AnchorLeaves | undefined;
   patientKeyErasers?: readonly PatientKeyEraser[];
+  grants?: GrantRevoker;
   signingKey: KeyObject;
   nodeId: string;
   logger: Logger;
@@ -226,6 +243,7 @@ export class ErasureService {
       patients: [...patients.values()],
       studies: list.map((s) => ({
         studyInstanceUID: s,
+        ...(catalog.patientOf(s) !== undefined ? { patient: catalog.patientOf(s)! } : {}),
         // Without a salt (a key row of release 0.1 not migrated, or none), a random one: the commitment then names nothing.
         commitment: studyCommitment(keys.anchorSalt(s) ?? globalThis.crypto.getRandomValues(new Uint8Array(32)), s),
         roots: catalog.versions(s).map((v) => v.root),
@@ -259,6 +277,12 @@ export class ErasureService {
     keys.destroy({ studies: studyUIDs });
     for (const p of plan.patients) keys.destroy({ studies: [], patient: p });
     for (const eraser of this.#deps.patientKeyErasers ?? []) for (const p of plan.patients) await eraser.erasePatientKeys(p, studyUIDs);
+    this.#deps.grants?.revokeForErasure({
+      studies: studyUIDs,
+      patients: plan.patients,
+      studyPatients: plan.studies.flatMap((s) => (s.patient ? [s.patient] : [])),
+      by: `erasure:${plan.id}`,
+    });
     await this.#deps.afterStep?.('keys', plan);
 
     // 2. The anchor leaves forget their study (the commitments stay, unlinkable without the salt).

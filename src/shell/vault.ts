@@ -7,7 +7,7 @@ import { createLogger } from './log.ts';
 import { CATALOG_FILE, checkDataDir, nodeIdOf, readIdentity, writeIdentity } from './data-dir.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import type { NodeOptions } from './config.ts';
-import { CERTIFICATE_ANCHOR_STUDY, KeyStore, KEY_DB_FILE, MASTER_KEY_FILE, loadOrCreateMasterKey } from '../format/keys.ts';
+import { CERTIFICATE_ANCHOR_STUDY, KeyStore, KEY_DB_FILE, MASTER_KEY_FILE, loadOrCreateMasterKey, type PatientRef } from '../format/keys.ts';
 import { openBlockStore, resolveBlockStoreConfig } from '../../storage/open.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { StudyWriter } from '../../ingest/study.ts';
@@ -15,7 +15,7 @@ import { IDENTITY_DB_FILE, SqliteIdentityStore, type IdentityStore } from '../id
 import { GrantService } from '../grants/service.ts';
 import { GRANTS_DB_FILE, SqliteGrantStore, type GrantStore } from '../grants/store.ts';
 import { webauthnRpOf } from './api/patient.ts';
-import { ErasureService, type ErasureDeps, type PatientKeyEraser } from '../erasure/service.ts';
+import { ErasureService, type ErasureDeps, type GrantRevoker, type PatientKeyEraser } from '../erasure/service.ts';
 import { ERASURE_DB_FILE, SqliteErasureStore } from '../erasure/store.ts';
 import { SIGNING_KEY_FILE, loadSigningKey } from '../erasure/certificate.ts';
 import { openAnchorState } from '../../anchor/anchoring.ts';
@@ -137,6 +137,7 @@ export async function openVault(
       openAnchorLeaves: () => (existsSync(join(options.dataDir, ANCHOR_DB_FILE)) ? openAnchorState(options.dataDir) : undefined),
       patientKeyErasers: extras.patientKeyErasers ?? [],
       anchorCertificate: (cid, at) => catalog.queueAnchor(cid, CERTIFICATE_ANCHOR_STUDY, at),
+      grants: grantRevoker(identity, grants),
       signingKey: loadSigningKey(join(options.dataDir, SIGNING_KEY_FILE)),
       nodeId: nodeIdOf(options.dataDir),
       logger,
@@ -175,4 +176,27 @@ export async function openVault(
 
 function hasCompaction(store: BlockStore): store is BlockStore & { compact(o: object): Promise<unknown> } {
   return typeof (store as { compact?: unknown }).compact === 'function';
+}
+
+/** The grants an erasure revokes (ErasureService's GrantRevoker), over the identity and grant stores. */
+function grantRevoker(identity: IdentityStore, grants: GrantService): GrantRevoker {
+  const accountsOf = (patients: readonly PatientRef[]): Set<string> =>
+    new Set(patients.flatMap((p) => identity.accountsFor({ id: p.patientId, issuer: p.issuer === '' ? null : p.issuer })));
+  return {
+    revokeForErasure({ studies, patients, studyPatients, by }) {
+      const erased = new Set(studies);
+      const whole = accountsOf(patients);
+      let revoked = 0;
+      for (const account of new Set([...whole, ...accountsOf(studyPatients)])) {
+        for (const g of grants.forPatient(account, new Date())) {
+          if (g.revokedAt !== null) continue;
+          const named = [...(g.statement.scope.studies ?? []), ...(g.statement.scope.series ?? []).map((s) => s.study)];
+          if (whole.has(account) || named.some((s) => erased.has(s))) {
+            if (grants.revoke(g.statement.id, by)) revoked++;
+          }
+        }
+      }
+      return revoked;
+    },
+  };
 }

@@ -15,6 +15,8 @@ import { resolveNodeOptions } from '../../../src/shell/config.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import { openVault } from '../../../src/shell/vault.ts';
 import { ingestInstance } from '../../../ingest/instance.ts';
+import { createKeyFile, readKeyFile, signStatement } from '../../../src/grants/signing.ts';
+import { draftStatement } from '../../../src/grants/statement.ts';
 import { bytesOf } from '../../support/generated.ts';
 import { retrieve, stow } from '../../support/dicomweb.ts';
 import { startTestNode, type TestNode } from '../../support/node.ts';
@@ -279,6 +281,47 @@ describe('erasure: bad input and attacks', () => {
     expect(latest.root).not.toBe(oldRoot);
     const r = await retrieve(s.url);
     expect(r.parts[0]!.body.equals(s.bytes)).toBe(true);
+  });
+
+  it('revokes the grants an erasure would leave open: a study sent again is not shown to whom the erased one was granted', async () => {
+    const node = await start();
+    const s1 = await storeStudy(node, 9261, 'GRANT-PAT');
+    const s2 = await storeStudy(node, 9262, 'GRANT-PAT');
+    const account = node.vault.identity.createPatient([{ id: 'GRANT-PAT', issuer: null }]);
+    const keyPath = join(await freshDir(), 'patient.key');
+    const made = createKeyFile(keyPath, { account, node: node.vault.grants.nodeId });
+    node.vault.identity.addPatientKey(account, { keyId: made.keyId, kind: 'ed25519', publicKey: made.publicKeyPem });
+    const key = readKeyFile(keyPath);
+    const dr = node.vault.identity.addUser('dr.erasure', ['grantee']).token;
+    const grant = async (studies: string[]): Promise<string> => {
+      const statement = draftStatement(
+        { nodeId: node.vault.grants.nodeId, account, patientIds: node.vault.identity.patientIds(account), now: new Date() },
+        { grantee: { kind: 'user', id: 'dr.erasure' }, studies, actions: ['search', 'view', 'download'] },
+      );
+      await node.vault.grants.add({ statement, proof: signStatement(statement, key) }, account);
+      return statement.id;
+    };
+    const g1 = await grant([s1.study]);
+    const g12 = await grant([s1.study, s2.study]);
+    const g2 = await grant([s2.study]);
+    const asDr = (url: string): Promise<number> =>
+      fetch(url, { headers: { authorization: `Bearer ${dr}`, accept: 'application/dicom' } }).then((r) => r.status);
+    expect(await asDr(s1.url)).toBe(200);
+
+    await node.vault.erasure.erase({ kind: 'study', studyInstanceUID: s1.study }, { requestedBy: 'test' });
+    const state = (id: string): string | null => node.vault.grants.forPatient(account, new Date()).find((g) => g.statement.id === id)!.revokedBy;
+    // Every grant naming the erased study is revoked (also one naming another study too); the rest stand.
+    expect(state(g1)).toMatch(/^erasure:/);
+    expect(state(g12)).toMatch(/^erasure:/);
+    expect(state(g2)).toBeNull();
+    expect(await asDr(s2.url)).toBe(200);
+    // Sent again: stored anew, and not shown through the grants given for the erased study.
+    expect((await stow(node.url, [s1.bytes])).status).toBe(200);
+    expect((await retrieve(s1.url)).status).toBe(200);
+    expect(await asDr(s1.url)).not.toBe(200);
+    // The patient erased whole: every grant of theirs goes.
+    await node.vault.erasure.erase({ kind: 'patient', patientId: 'GRANT-PAT' }, { requestedBy: 'test' });
+    expect(state(g2)).toMatch(/^erasure:/);
   });
 
   it("a patient's request: refused with a reason the patient sees; approved, carried out, with a certificate the patient can fetch", async () => {
