@@ -5,7 +5,7 @@
 //   src/shell                                    HTTP app, DICOMweb and DIMSE, commands, wiring
 //   src/audit                                    the record of every access and its exports (BALP, PS3.15, syslog)
 //   src/access                                   the access seam: identity and grants decide what a request sees
-//   src/transfer  src/maintenance                features over the parts below
+//   src/transfer  src/maintenance  src/erasure   features over the parts below
 //   src/identity  src/grants                     who is calling; what patients granted
 //   ingest  src/read  anchor                     the write path, the read path, anchoring
 //   storage  src/catalog                         block stores; the catalog
@@ -37,6 +37,7 @@ const PARTS = [
   'src/audit',
   'src/transfer',
   'src/maintenance',
+  'src/erasure',
   'src/shell',
   'bench',
   'test',
@@ -60,6 +61,7 @@ export const ALLOWED: Record<string, string[]> = {
   'src/audit': ['src/core', 'src/dicom', 'src/format', 'anchor', 'src/catalog', 'src/identity', 'src/grants', 'src/access'],
   'src/transfer': [...LOWER, 'src/read'],
   'src/maintenance': [...LOWER, 'src/read'],
+  'src/erasure': LOWER,
   'src/shell': [
     ...LOWER,
     'ingest',
@@ -71,6 +73,7 @@ export const ALLOWED: Record<string, string[]> = {
     'src/audit',
     'src/transfer',
     'src/maintenance',
+    'src/erasure',
     'package.json',
   ],
   bench: [
@@ -84,6 +87,7 @@ export const ALLOWED: Record<string, string[]> = {
     'src/audit',
     'src/transfer',
     'src/maintenance',
+    'src/erasure',
     'src/shell',
     'bin',
   ],

@@ -15,6 +15,8 @@ import type { AnchorConfig } from './config.ts';
 import { assertSignerAllowed, devChainReason } from './dev-chain.ts';
 import { AnchorService, type AnchorServiceDeps, type AnchorServiceOptions } from './service.ts';
 import { ANCHOR_DB_FILE, AnchorState } from './state.ts';
+import type { SaltLookup } from './commitment.ts';
+import { KEY_DB_FILE, SqliteKeyRows } from '../src/format/keys.ts';
 import { trustAnchorOf, type TrustAnchor } from './trust.ts';
 
 /** The embedded chain's pid file, beside its state (anvil.ts). */
@@ -56,10 +58,32 @@ export interface StartAnchoringParameters {
   service?: AnchorServiceOptions;
   /** One more leaf for batches that have room (AnchorServiceDeps.extraLeaf: the audit log's head). */
   extraLeaf?: AnchorServiceDeps['extraLeaf'];
+  /** The studies' anchor salts (the vault's key store): roots are anchored as salted commitments. */
+  saltOf?: SaltLookup;
 }
 
-export function openAnchorState(dataDir: string): AnchorState {
-  return AnchorState.open({ path: join(dataDir, ANCHOR_DB_FILE) });
+export function openAnchorState(dataDir: string, saltOf?: SaltLookup): AnchorState {
+  return AnchorState.open({ path: join(dataDir, ANCHOR_DB_FILE), ...(saltOf ? { saltOf } : {}) });
+}
+
+/**
+ * The anchor state of a data directory for a tool beside the node (receipts, status, verify),
+ * with the salts read from keys.db's rows (no key is unwrapped: no master key needed).
+ */
+export function openAnchorStateWithSalts(dataDir: string): AnchorState {
+  const keysPath = join(dataDir, KEY_DB_FILE);
+  if (!existsSync(keysPath)) return openAnchorState(dataDir);
+  const rows = new SqliteKeyRows(keysPath);
+  try {
+    return AnchorState.open({
+      path: join(dataDir, ANCHOR_DB_FILE),
+      saltOf: (study) => rows.studyKey(study)?.anchorSalt ?? undefined,
+      onClose: () => rows.close(),
+    });
+  } catch (err) {
+    rows.close();
+    throw err;
+  }
 }
 
 function readContractRecord(dataDir: string): ContractRecord | undefined {
@@ -159,7 +183,7 @@ export async function startAnchoring(p: StartAnchoringParameters): Promise<Ancho
       { chainId },
       `anchoring on a development chain: receipts are self-attested (${selfAttested}); they prove nothing to anyone but this node's operator. Anchor on a chain others run with --chain-rpc`,
     );
-  const state = openAnchorState(p.dataDir);
+  const state = openAnchorState(p.dataDir, p.saltOf);
   const service = new AnchorService(
     { state, catalog: p.catalog, client, chainId, contract, logger: p.logger, ...(p.extraLeaf !== undefined ? { extraLeaf: p.extraLeaf } : {}) },
     { batchMaxLeaves: config.batchMaxLeaves, batchIntervalS: config.batchIntervalS, confirmations: config.confirmations, ...p.service },

@@ -1,7 +1,9 @@
 // The anchor receipt of one study version: the proof that its root CID was in a Merkle batch
-// whose root a given chain recorded in a given block. Format "dicom-vault-receipt/2" (version 1
-// without `attest` is still read), described in anchor/README.md; this module is its only reader
-// and writer.
+// whose root a given chain recorded in a given block. Format "dicom-vault-receipt/3" (the leaf is
+// the salted commitment of commitment.ts, the receipt carries the salt), written for every
+// version anchored since salted anchors; "/2" (the leaf is the bare root CID) is still written for
+// versions queued before, and "/2" and "/1" (without `attest`) are still read. Described in
+// anchor/README.md; this module is its only reader and writer.
 //
 // The JSON is compact on purpose: at 10,000 studies per batch the inclusion path alone is 14
 // hashes (448 bytes), and the receipt must stay under 1 KiB. So every 32-byte hash is unpadded
@@ -11,10 +13,13 @@ import { CID } from 'multiformats/cid';
 import { getAddress, isAddress, type Address, type Hex } from 'viem';
 import { VaultError } from '../src/core/errors.ts';
 import { isDevChainId } from './dev-chain.ts';
+import { ANCHOR_SALT_SIZE, anchorCommitment } from './commitment.ts';
 import { HASH_SIZE } from './merkle.ts';
 
-/** The format the node writes. */
-export const RECEIPT_TYPE = 'dicom-vault-receipt/2';
+/** The format the node writes: a salted commitment as the leaf. */
+export const RECEIPT_TYPE = 'dicom-vault-receipt/3';
+/** The bare root CID as the leaf (versions queued before salted anchors): still written for them, and read. */
+export const RECEIPT_TYPE_V2 = 'dicom-vault-receipt/2';
 /** The first format (no `attest`): still read and verified. */
 export const RECEIPT_TYPE_V1 = 'dicom-vault-receipt/1';
 
@@ -34,11 +39,13 @@ export function attestationOf(chainId: number): Attestation {
 /** The receipt as JSON: what `dicom-vault receipt` prints and the HTTP route returns. */
 export interface ReceiptJson {
   /** Format and version. */
-  v: typeof RECEIPT_TYPE | typeof RECEIPT_TYPE_V1;
+  v: typeof RECEIPT_TYPE | typeof RECEIPT_TYPE_V2 | typeof RECEIPT_TYPE_V1;
   /** (version 2) Who vouches for the anchor: `self-attested` on a development chain. */
   attest?: Attestation;
-  /** The study version's root CID (CIDv1 dag-cbor sha2-256), the Merkle leaf's data. */
+  /** The study version's root CID (CIDv1 dag-cbor sha2-256); the Merkle leaf's data in versions 1 and 2. */
   cid: string;
+  /** (version 3) The study's anchor salt, base64url (32 bytes): the leaf's data is anchorCommitment(salt, cid). */
+  salt?: string;
   /** Leaf index in the batch, from 0. */
   index: number;
   /** Leaves in the batch (RFC 9162 tree_size). */
@@ -63,11 +70,13 @@ export interface ReceiptJson {
 
 /** The receipt with its fields decoded, as the verifier works with them. */
 export interface Receipt {
-  /** Format version read (encodeReceipt always writes 2). */
-  version?: 1 | 2;
+  /** Format version read (encodeReceipt writes 3 with a salt, else 2). */
+  version?: 1 | 2 | 3;
   /** As the receipt says (version 2); encodeReceipt derives it from chainId when absent. */
   attest?: Attestation;
   cid: CID;
+  /** (version 3) The anchor salt: the leaf is the commitment to `cid` under it. */
+  salt?: Uint8Array;
   index: number;
   size: number;
   path: Uint8Array[];
@@ -80,7 +89,7 @@ export interface Receipt {
   time: number;
 }
 
-const FIELDS = ['v', 'attest', 'cid', 'index', 'size', 'path', 'root', 'chainId', 'contract', 'tx', 'block', 'blockHash', 'time'] as const;
+const FIELDS = ['v', 'attest', 'cid', 'salt', 'index', 'size', 'path', 'root', 'chainId', 'contract', 'tx', 'block', 'blockHash', 'time'] as const;
 export type ReceiptField = (typeof FIELDS)[number];
 
 export function toBase64url(bytes: Uint8Array): string {
@@ -94,9 +103,10 @@ export function hexToBase64url(hex: Hex): string {
 /** Encodes a decoded receipt as its JSON form. */
 export function encodeReceipt(r: Receipt): ReceiptJson {
   return {
-    v: RECEIPT_TYPE,
+    v: r.salt === undefined ? RECEIPT_TYPE_V2 : RECEIPT_TYPE,
     attest: r.attest ?? attestationOf(r.chainId),
     cid: r.cid.toString(),
+    ...(r.salt === undefined ? {} : { salt: toBase64url(r.salt) }),
     index: r.index,
     size: r.size,
     path: toBase64url(Buffer.concat(r.path)),
@@ -152,8 +162,13 @@ export function parseReceipt(input: unknown): Receipt {
     if (!(FIELDS as readonly string[]).includes(key))
       throw new VaultError('RECEIPT_MALFORMED', `receipt has an unknown field "${key}"`, { details: { field: key } });
   }
-  if (o.v !== RECEIPT_TYPE && o.v !== RECEIPT_TYPE_V1) throw malformed('v', `must be "${RECEIPT_TYPE}" or "${RECEIPT_TYPE_V1}" (got ${JSON.stringify(o.v)})`);
-  const version = o.v === RECEIPT_TYPE ? 2 : 1;
+  if (o.v !== RECEIPT_TYPE && o.v !== RECEIPT_TYPE_V2 && o.v !== RECEIPT_TYPE_V1)
+    throw malformed('v', `must be "${RECEIPT_TYPE}", "${RECEIPT_TYPE_V2}" or "${RECEIPT_TYPE_V1}" (got ${JSON.stringify(o.v)})`);
+  const version = o.v === RECEIPT_TYPE ? 3 : o.v === RECEIPT_TYPE_V2 ? 2 : 1;
+  let salt: Uint8Array | undefined;
+  if (version === 3) salt = base64url('salt', o.salt, ANCHOR_SALT_SIZE);
+  else if ('salt' in o)
+    throw new VaultError('RECEIPT_MALFORMED', `receipt has an unknown field "salt" (not in ${String(o.v)})`, { details: { field: 'salt' } });
   let attest: Attestation | undefined;
   if (version === 1) {
     if ('attest' in o)
@@ -183,5 +198,25 @@ export function parseReceipt(input: unknown): Receipt {
   const blockNumber = count('block', o.block, 0);
   const blockHash = `0x${base64url('blockHash', o.blockHash, HASH_SIZE).toString('hex')}` as Hex;
   const time = count('time', o.time, 1);
-  return { version, ...(attest ? { attest } : {}), cid, index, size, path, root, chainId, contract, txHash, blockNumber, blockHash, time };
+  return {
+    version,
+    ...(attest ? { attest } : {}),
+    cid,
+    ...(salt ? { salt } : {}),
+    index,
+    size,
+    path,
+    root,
+    chainId,
+    contract,
+    txHash,
+    blockNumber,
+    blockHash,
+    time,
+  };
+}
+
+/** The Merkle leaf's data of a receipt: the salted commitment (version 3), else the root CID's bytes. */
+export function receiptLeafData(r: Pick<Receipt, 'cid' | 'salt'>): Uint8Array {
+  return r.salt === undefined ? r.cid.bytes : anchorCommitment(r.salt, r.cid);
 }

@@ -12,7 +12,9 @@ import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { CID } from 'multiformats/cid';
 import { bytesToHex, type Address, type Hex } from 'viem';
 import { VaultError } from '../src/core/errors.ts';
-import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, transaction } from '../src/core/sqlite.ts';
+import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, scrubWal, transaction } from '../src/core/sqlite.ts';
+import { anchorCommitment, type SaltLookup } from './commitment.ts';
+import { UNSALTED_ANCHOR_STUDIES } from '../src/format/keys.ts';
 import { MerkleTree } from './merkle.ts';
 import { encodeReceipt, type ReceiptJson } from './receipt.ts';
 
@@ -28,6 +30,15 @@ export interface AnchorStateOptions {
   path: string;
   /** Wait for a lock held by another connection (a CLI next to a running node), ms. Default DEFAULT_BUSY_TIMEOUT_MS. */
   busyTimeoutMs?: number;
+  /**
+   * The studies' anchor salts (the key store's): with it, each root handed over is anchored as
+   * its salted commitment (commitment.ts) and its receipt is of version 3; a root whose study has
+   * no salt any more (erased since its commit) is not anchored at all. Without it (tools, older
+   * tests), roots are anchored bare (version 2).
+   */
+  saltOf?: SaltLookup;
+  /** Called by close(), after the database is closed (whatever `saltOf` reads from). */
+  onClose?: () => void;
 }
 
 /** A study version root waiting to be anchored, as the catalog hands it over. */
@@ -72,6 +83,8 @@ export interface BatchRecord {
 }
 
 export interface LeafRecord extends QueuedRoot {
+  /** The salted commitment anchored for this root; null when the bare root CID was (version 2). */
+  leafData: Uint8Array | null;
   state: LeafState;
   batchId: number | null;
   index: number | null;
@@ -158,6 +171,30 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX batch_txs_batch ON batch_txs (batch_id);
   `,
+  // 2: salted anchors and erasure. leaf_data is what the Merkle tree hashes for the leaf: the
+  // salted commitment (NULL: the root CID's bytes, as before). An erased study's leaves keep only
+  // leaf_data (the batch's tree must still be rebuilt for the other leaves' receipts): root,
+  // study and version become NULL, which their old NOT NULL did not allow, hence the new table.
+  `
+  CREATE TABLE leaves_v2 (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    root        TEXT UNIQUE,
+    study_uid   TEXT,
+    version     INTEGER,
+    enqueued_at TEXT NOT NULL,
+    batch_id    INTEGER REFERENCES batches (id),
+    leaf_index  INTEGER,
+    leaf_data   BLOB,
+    erased_at   TEXT
+  ) STRICT;
+  INSERT INTO leaves_v2 (seq, root, study_uid, version, enqueued_at, batch_id, leaf_index)
+    SELECT seq, root, study_uid, version, enqueued_at, batch_id, leaf_index FROM leaves;
+  DROP TABLE leaves;
+  ALTER TABLE leaves_v2 RENAME TO leaves;
+  CREATE INDEX leaves_unbatched ON leaves (seq) WHERE batch_id IS NULL;
+  CREATE INDEX leaves_batch ON leaves (batch_id, leaf_index);
+  CREATE INDEX leaves_study ON leaves (study_uid, version);
+  `,
 ];
 
 interface BatchRow {
@@ -185,6 +222,7 @@ interface BatchRow {
 
 interface LeafRow {
   root: string;
+  leaf_data: Uint8Array | null;
   study_uid: string;
   version: number;
   enqueued_at: string;
@@ -221,6 +259,7 @@ function toBatch(r: BatchRow): BatchRecord {
 function toLeaf(r: LeafRow): LeafRecord {
   return {
     root: r.root,
+    leafData: r.leaf_data,
     studyInstanceUID: r.study_uid,
     version: r.version,
     enqueuedAt: r.enqueued_at,
@@ -230,18 +269,34 @@ function toLeaf(r: LeafRow): LeafRecord {
   };
 }
 
-const LEAF_SELECT = `SELECT l.root, l.study_uid, l.version, l.enqueued_at, l.batch_id, l.leaf_index, b.state
+interface LeafDataRow {
+  seq: number;
+  root: string | null;
+  leaf_data: Uint8Array | null;
+}
+
+function leafDataOf(r: LeafDataRow): Uint8Array {
+  if (r.leaf_data !== null) return r.leaf_data;
+  if (r.root === null) throw new VaultError('INTERNAL', `anchor leaf ${r.seq} has neither root nor leaf data`);
+  return CID.parse(r.root).bytes;
+}
+
+const LEAF_SELECT = `SELECT l.root, l.leaf_data, l.study_uid, l.version, l.enqueued_at, l.batch_id, l.leaf_index, b.state
   FROM leaves l LEFT JOIN batches b ON b.id = l.batch_id`;
 
 export class AnchorState {
   readonly #db: DatabaseSync;
   readonly #statements: StatementCache;
+  readonly #saltOf: SaltLookup | undefined;
+  readonly #onClose: (() => void) | undefined;
   /** The last batch tree built for receipts: a study's receipts are often asked for in a row. */
   #tree: { batchId: number; tree: MerkleTree } | undefined;
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, saltOf: SaltLookup | undefined, onClose: (() => void) | undefined) {
     this.#db = db;
     this.#statements = new StatementCache(db);
+    this.#saltOf = saltOf;
+    this.#onClose = onClose;
   }
 
   static open(options: AnchorStateOptions): AnchorState {
@@ -249,14 +304,17 @@ export class AnchorState {
       path: options.path,
       what: 'anchor database',
       migrations: MIGRATIONS,
+      // An erased study's leaves are overwritten, not merely unlinked (eraseStudy).
+      pragmas: ['secure_delete = ON'],
       ...(options.busyTimeoutMs !== undefined ? { busyTimeoutMs: options.busyTimeoutMs } : {}),
     });
-    return new AnchorState(db);
+    return new AnchorState(db, options.saltOf, options.onClose);
   }
 
   close(): void {
     this.#statements.clear();
     this.#db.close();
+    this.#onClose?.();
   }
 
   #stmt(sql: string): StatementSync {
@@ -273,9 +331,17 @@ export class AnchorState {
   enqueue(roots: readonly QueuedRoot[]): number {
     if (roots.length === 0) return 0;
     return this.#transaction(() => {
-      const insert = this.#stmt('INSERT OR IGNORE INTO leaves (root, study_uid, version, enqueued_at) VALUES (?, ?, ?, ?)');
+      const insert = this.#stmt('INSERT OR IGNORE INTO leaves (root, study_uid, version, enqueued_at, leaf_data) VALUES (?, ?, ?, ?, ?)');
       let added = 0;
-      for (const r of roots) added += Number(insert.run(r.root, r.studyInstanceUID, r.version, r.enqueuedAt).changes);
+      for (const r of roots) {
+        let leafData: Uint8Array | null = null;
+        if (this.#saltOf !== undefined && !UNSALTED_ANCHOR_STUDIES.has(r.studyInstanceUID)) {
+          const salt = this.#saltOf(r.studyInstanceUID);
+          if (salt === undefined || salt.length === 0) continue; // erased since its commit (or not migrated): nothing to anchor
+          leafData = anchorCommitment(salt, CID.parse(r.root));
+        }
+        added += Number(insert.run(r.root, r.studyInstanceUID, r.version, r.enqueuedAt, leafData).changes);
+      }
       return added;
     });
   }
@@ -311,12 +377,9 @@ export class AnchorState {
    */
   closeBatch(maxLeaves: number, closedAt: string): BatchRecord | undefined {
     return this.#transaction(() => {
-      const rows = this.#stmt('SELECT seq, root FROM leaves WHERE batch_id IS NULL ORDER BY seq LIMIT ?').all(maxLeaves) as unknown as Array<{
-        seq: number;
-        root: string;
-      }>;
+      const rows = this.#stmt('SELECT seq, root, leaf_data FROM leaves WHERE batch_id IS NULL ORDER BY seq LIMIT ?').all(maxLeaves) as unknown as LeafDataRow[];
       if (rows.length === 0) return undefined;
-      const tree = MerkleTree.fromLeaves(rows.map((r) => CID.parse(r.root).bytes));
+      const tree = MerkleTree.fromLeaves(rows.map(leafDataOf));
       const root = bytesToHex(tree.head);
       const info = this.#stmt("INSERT INTO batches (root, size, state, closed_at) VALUES (?, ?, 'pending', ?)").run(root, rows.length, closedAt);
       const id = Number(info.lastInsertRowid);
@@ -350,9 +413,39 @@ export class AnchorState {
     return (this.#stmt(sql).all(...params) as unknown as BatchRow[]).map(toBatch);
   }
 
-  /** Root CIDs of a batch's leaves, by leaf index. */
+  /** Root CIDs of a batch's leaves, by leaf index ('' for a leaf of an erased study). */
   batchLeaves(id: number): string[] {
-    return (this.#stmt('SELECT root FROM leaves WHERE batch_id = ? ORDER BY leaf_index').all(id) as unknown as Array<{ root: string }>).map((r) => r.root);
+    return (this.#stmt('SELECT root FROM leaves WHERE batch_id = ? ORDER BY leaf_index').all(id) as unknown as Array<{ root: string | null }>).map(
+      (r) => r.root ?? '',
+    );
+  }
+
+  /** What the batch's tree hashes for each leaf, by leaf index. */
+  #batchLeafData(id: number): Uint8Array[] {
+    return (this.#stmt('SELECT seq, root, leaf_data FROM leaves WHERE batch_id = ? ORDER BY leaf_index').all(id) as unknown as LeafDataRow[]).map(leafDataOf);
+  }
+
+  // -- erasure ----------------------------------------------------------------------------
+
+  /**
+   * Forgets which leaves were the study's: leaves not yet in a batch are deleted (an erased study
+   * is not anchored); batched ones keep only the data the tree hashes (the salted commitment,
+   * unlinkable once the salt is gone; for a bare-root leaf of version 2, the CID's bytes, which
+   * stay linkable by whoever holds that CID), so the batch's other receipts still verify. The
+   * WAL is then checkpointed and truncated. Returns the commitments (hex) of the study's
+   * anchored leaves, for the erasure certificate.
+   */
+  eraseStudy(studyInstanceUID: string, at: string): { anchored: string[]; dropped: number } {
+    const result = this.#transaction(() => {
+      const dropped = Number(this.#stmt('DELETE FROM leaves WHERE study_uid = ? AND batch_id IS NULL').run(studyInstanceUID).changes);
+      const rows = this.#stmt('SELECT seq, root, leaf_data FROM leaves WHERE study_uid = ? ORDER BY seq').all(studyInstanceUID) as unknown as LeafDataRow[];
+      const keep = this.#stmt('UPDATE leaves SET leaf_data = ?, root = NULL, study_uid = NULL, version = NULL, erased_at = ? WHERE seq = ?');
+      for (const r of rows) keep.run(leafDataOf(r), at, r.seq);
+      return { anchored: rows.filter((r) => r.leaf_data !== null).map((r) => Buffer.from(r.leaf_data!).toString('hex')), dropped };
+    });
+    this.#tree = undefined;
+    scrubWal(this.#db, 'anchor database');
+    return result;
   }
 
   /** Every transaction signed for a batch, oldest first. */
@@ -426,7 +519,10 @@ export class AnchorState {
     return (this.#stmt(`${LEAF_SELECT} WHERE l.study_uid = ? ORDER BY l.version`).all(studyInstanceUID) as unknown as LeafRow[]).map(toLeaf);
   }
 
-  /** The receipt of a root once its batch is confirmed; undefined before. */
+  /**
+   * The receipt of a root once its batch is confirmed; undefined before, and for a salted leaf
+   * whose study's salt is gone (erased).
+   */
   receipt(root: string): ReceiptJson | undefined {
     const leaf = this.leaf(root);
     if (!leaf || leaf.batchId === null || leaf.index === null || leaf.state !== 'confirmed') return undefined;
@@ -443,12 +539,21 @@ export class AnchorState {
     }
     let cached = this.#tree;
     if (cached?.batchId !== batch.id) {
-      cached = { batchId: batch.id, tree: MerkleTree.fromLeaves(this.batchLeaves(batch.id).map((r) => CID.parse(r).bytes)) };
+      cached = { batchId: batch.id, tree: MerkleTree.fromLeaves(this.#batchLeafData(batch.id)) };
       this.#tree = cached;
     }
     if (bytesToHex(cached.tree.head) !== batch.root) throw new VaultError('INTERNAL', `batch ${batch.id}'s leaves no longer hash to its root`);
+    const cid = CID.parse(root);
+    let salt: Uint8Array | undefined;
+    if (leaf.leafData !== null) {
+      salt = this.#saltOf?.(leaf.studyInstanceUID);
+      if (salt === undefined || salt.length === 0) return undefined;
+      if (!Buffer.from(anchorCommitment(salt, cid)).equals(leaf.leafData))
+        throw new VaultError('INTERNAL', `the anchor salt of study version ${root} does not give its anchored commitment`);
+    }
     return encodeReceipt({
-      cid: CID.parse(root),
+      cid,
+      ...(salt === undefined ? {} : { salt }),
       index: leaf.index,
       size: batch.size,
       path: cached.tree.inclusionPath(leaf.index),

@@ -3,9 +3,9 @@
 // one field fails the check named for that field (the transaction on chain is the reference the
 // other fields are compared against):
 //
-//   format     the JSON is a dicom-vault-receipt/2 or /1 (the failing field is named)
+//   format     the JSON is a dicom-vault-receipt/3, /2 or /1 (the failing field is named)
 //   cid        (optional) the receipt is for the root the caller expects
-//   inclusion  cid, index, size and path lead to root (RFC 9162 inclusion proof, then the tree head)
+//   inclusion  cid (with salt, version 3), index, size and path lead to root (RFC 9162 inclusion proof, then the tree head)
 //   chainId    the trust file pins the receipt's chain, and the RPC serves it
 //   genesis    the RPC's block 0 is the pinned genesis (not a chain started anew under the same id)
 //   contract   the pinned contract is the receipt's; DicomVaultAnchor's code is there now and was
@@ -30,7 +30,7 @@ import { toChainError, type ChainClient } from './chain/client.ts';
 import { getReceipt } from './chain/find-anchoring.ts';
 import { devAccountIndex, devChainReason } from './dev-chain.ts';
 import { leafHash, rootFromInclusionPath, treeHead } from './merkle.ts';
-import { parseReceipt, type Receipt } from './receipt.ts';
+import { parseReceipt, receiptLeafData, type Receipt } from './receipt.ts';
 import type { TrustAnchor } from './trust.ts';
 
 export type ReceiptCheckName = 'format' | 'cid' | 'inclusion' | 'chainId' | 'genesis' | 'contract' | 'root' | 'tx' | 'block' | 'blockHash' | 'time' | 'attest';
@@ -204,7 +204,8 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
     else checks.fail('cid', `receipt is for ${r.cid}, not for the expected root ${expected}`);
   }
 
-  const mth = rootFromInclusionPath(leafHash(r.cid.bytes), r.index, r.size, r.path);
+  // Version 3: the leaf is the salted commitment to the CID (commitment.ts); before, the CID itself.
+  const mth = rootFromInclusionPath(leafHash(receiptLeafData(r)), r.index, r.size, r.path);
   const computedHex = mth === undefined ? undefined : bytesToHex(treeHead(r.size, mth));
 
   // The pin: the verifier's own word on which chain and contract count, never the receipt's.
@@ -370,7 +371,7 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
     } else if (mth === undefined) {
       checks.fail('inclusion', `a path of ${r.path.length} hashes cannot belong to leaf ${r.index} of a tree of ${r.size}: index, size or path was changed`);
     } else {
-      checks.fail('inclusion', `cid, index, size and path lead to ${computedHex}, not to the root ${r.root}: one of them was changed`);
+      checks.fail('inclusion', `cid, salt, index, size and path lead to ${computedHex}, not to the root ${r.root}: one of them was changed`);
     }
   }
 

@@ -90,6 +90,8 @@ export interface BenchOptions {
   limitsGiB: number;
   /** The anchoring benchmark (bench/anchor.ts). */
   anchor: boolean;
+  /** The erasure benchmark (bench/erasure.ts): a patient of --sizes' first GiB, and one of 10,000 instances. */
+  erasure: boolean;
   /** JSON results; the chart, report and scale files are written next to it. undefined: bench/out/results-<time>.json */
   out: string | undefined;
   /** Where data directories and scratch files go (the filesystem under test). */
@@ -184,6 +186,8 @@ Systems:
   --backends [LIST]      also ingest and retrieve the first --size study on each block store
                          (default fs,ipfs,s3)
   --anchor               also the anchoring benchmark (gas per batch and per study, receipts)
+  --erasure              also the erasure benchmark (a patient of the first --size GiB, and one of
+                         10,000 instances: until keys are gone, until blocks are freed)
 
 Limits and output:
   --limits / --no-limits measure the machine's limits first (default on): crypto, disk, loopback
@@ -228,6 +232,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     limits: values.limits,
     limitsGiB: one('--limits-gib', values['limits-gib'], (v) => v > 0 && v <= 64, 'a size factor above 0 (at most 64)'),
     anchor: values.anchor,
+    erasure: values.erasure,
     out: values.out,
     workDir: values['work-dir'],
     keep: values.keep,
@@ -287,6 +292,7 @@ function parseOptions(argv: readonly string[]) {
         peer: { type: 'string' },
         backends: { type: 'string' },
         anchor: { type: 'boolean', default: false },
+        erasure: { type: 'boolean', default: false },
         limits: { type: 'boolean', default: true },
         'limits-gib': { type: 'string', default: String(DEFAULT_LIMITS_GIB) },
         out: { type: 'string' },

@@ -10,6 +10,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { formatAnchorBench, runAnchorBench, type AnchorBenchResult } from './anchor.ts';
+import { formatErasureBench, runErasureBench, type ErasureBenchRow } from './erasure.ts';
 import { benchBackends, s3Environment, type BackendBenchRow } from './backends.ts';
 import { renderChart } from './chart.ts';
 import {
@@ -220,6 +221,17 @@ async function main(): Promise<void> {
     }
   }
 
+  let erasure: ErasureBenchRow[] | null = null;
+  if (o.erasure) {
+    log('erasure of a patient');
+    try {
+      erasure = await runErasureBench({ gib: o.sizesGiB[0]!, workDir });
+    } catch (err) {
+      log(`erasure failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+  }
+
   // ---------- figures and files ----------
   const fl = limits ? figureLimits(limits) : null;
   const figures: Figure[] = [...results.flatMap((s) => scenarioFigures(s, fl)), ...(decode ? decodeFigures(decode, fl?.roundTripMs ?? null) : [])];
@@ -313,6 +325,7 @@ async function main(): Promise<void> {
         targets,
         backends,
         anchor,
+        erasure,
         scale: scale ? { measured: scale } : null,
         notes,
         files: { ...files, chart: wroteChart ? files.chart : null, scale: scaleMd ? files.scale : null },
@@ -328,6 +341,7 @@ async function main(): Promise<void> {
   if (targets.length > 0) process.stdout.write(`\nTargets\n${targetsTable(targets)}\n\n`);
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
+  if (erasure) process.stdout.write(`${formatErasureBench(erasure)}\n`);
   if (auth) process.stdout.write(`\nAccess control (auth)\n${authMarkdown(auth)}\n`);
   if (viewer) process.stdout.write(`\nA viewer opening a series (viewer)\n${viewerMarkdown(viewer)}\n`);
   if (soak) process.stdout.write(`\nSoak\n${soakMarkdown(soak)}\n`);
@@ -347,7 +361,8 @@ async function main(): Promise<void> {
     (auth !== null && authFailed(auth)) ||
     (viewer !== null && viewerFailed(viewer)) ||
     backends?.some((b) => !b.ok) === true ||
-    (o.anchor && anchor === null)
+    (o.anchor && anchor === null) ||
+    (o.erasure && erasure === null)
   )
     process.exitCode = 1;
 }

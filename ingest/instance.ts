@@ -12,7 +12,7 @@ import * as Digest from 'multiformats/hashes/digest';
 import { VaultError } from '../src/core/errors.ts';
 import { abortError } from '../src/core/abort.ts';
 import type { ScannedInstance } from '../src/dicom/model.ts';
-import type { DataKey } from '../src/format/keys.ts';
+import type { DataKey, PatientRef } from '../src/format/keys.ts';
 import { copyInto } from '../src/core/aligned-memory.ts';
 import type { BlockStore } from '../storage/block-store.ts';
 import { DicomScanner, type DicomScannerOptions } from '../src/dicom/scanner.ts';
@@ -65,7 +65,8 @@ export interface IngestDeps {
    * promise has settled (FsBlockStore writes them and lets go).
    */
   store: Pick<BlockStore, 'put' | 'delete'> & Partial<Pick<BlockStore, 'flush'>>;
-  keys: { getOrCreate(studyInstanceUID: string): DataKey };
+  /** `patient`: the instance's Patient ID and issuer, under whose key a new study's key is filed. */
+  keys: { getOrCreate(studyInstanceUID: string, patient?: PatientRef): DataKey };
   /** Where chunks are sealed. Default: the process's shared pool (sharedCryptoPool). */
   crypto?: CryptoPool;
 }
@@ -79,10 +80,10 @@ export interface IngestDeps {
 export function keysOncePerStudy(keys: IngestDeps['keys']): IngestDeps['keys'] {
   const seen = new Map<string, DataKey>();
   return {
-    getOrCreate(studyInstanceUID: string): DataKey {
+    getOrCreate(studyInstanceUID: string, patient?: PatientRef): DataKey {
       let key = seen.get(studyInstanceUID);
       if (key === undefined) {
-        key = keys.getOrCreate(studyInstanceUID);
+        key = keys.getOrCreate(studyInstanceUID, patient);
         seen.set(studyInstanceUID, key);
       }
       return key;
@@ -235,7 +236,7 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
         details: { sopInstanceUID: identity.sopInstanceUID },
       });
     }
-    dataKey = deps.keys.getOrCreate(identity.studyInstanceUID);
+    dataKey = deps.keys.getOrCreate(identity.studyInstanceUID, scanner.patient());
     instanceKey = deriveKey(dataKey.key, salt);
     while (waiting.length > 0) await dispatch(nextIndex++, waiting.shift()!, chunkSize);
   };

@@ -3,7 +3,7 @@
 // catalog commits the version (and queues its root for anchoring) in one transaction. History is
 // append-only: nothing stored is ever overwritten.
 import { CID } from 'multiformats/cid';
-import { isVaultError } from '../src/core/errors.ts';
+import { VaultError, isVaultError } from '../src/core/errors.ts';
 import type { Catalog } from '../src/catalog/catalog.ts';
 import type { CatalogInstance, StudyVersion } from '../src/catalog/records.ts';
 import type { DataKey } from '../src/format/keys.ts';
@@ -37,8 +37,8 @@ export interface CommitOptions {
 
 export interface StudyWriterDeps {
   store: Pick<BlockStore, 'put' | 'delete'>;
-  catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion'>;
-  keys: { require(studyInstanceUID: string): DataKey };
+  catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion' | 'purgeStudy'>;
+  keys: { get(studyInstanceUID: string): DataKey | undefined };
 }
 
 /**
@@ -61,8 +61,16 @@ export class StudyWriter {
   async commit(studyInstanceUID: string, ingested: IngestedInstance[], options: CommitOptions = {}): Promise<CommitResult> {
     const durable = options.durable ?? Promise.all(ingested.map((i) => i.durable));
     durable.catch(() => undefined); // awaited in #commitLocked; until then a failure must not be "unhandled"
+    return this.exclusive(studyInstanceUID, () => this.#commitLocked(studyInstanceUID, ingested, durable));
+  }
+
+  /**
+   * Runs `fn` while no commit of the study runs in this process (an erasure: a commit in flight
+   * finishes first; one that comes after finds the key gone and stores nothing).
+   */
+  async exclusive<T>(studyInstanceUID: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.#locks.get(studyInstanceUID) ?? Promise.resolve();
-    const run = previous.then(() => this.#commitLocked(studyInstanceUID, ingested, durable));
+    const run = previous.then(fn);
     const settled = run.catch(() => undefined);
     this.#locks.set(studyInstanceUID, settled);
     try {
@@ -106,7 +114,14 @@ export class StudyWriter {
       }
 
       const latest = catalog.latestVersion(studyInstanceUID);
-      const dataKey = keys.require(studyInstanceUID);
+      // The key the chunks were sealed with must still be the study's: an erasure in between
+      // destroyed it (and a later send may have made a new one). The instances are then dropped
+      // whole rather than committed under a key that cannot open them.
+      const dataKey = keys.get(studyInstanceUID);
+      if (dataKey === undefined || fresh.some((f) => f.ingested.keyId !== dataKey.keyId)) {
+        await discardInstances(store, ingested);
+        throw new VaultError('STUDY_ERASED', 'the study was erased while these instances were being stored: nothing of them was kept; send them again');
+      }
       const manifest = buildStudyManifest(
         dataKey.key,
         {
@@ -133,9 +148,20 @@ export class StudyWriter {
           instances: fresh.map((f) => f.record),
           createdAt: new Date().toISOString(),
         });
+        // An erasure by another process (a CLI next to the server) may have destroyed the key
+        // and purged the catalog while this commit waited for its blocks: a first version then
+        // lands with nothing to compare against. Erasure destroys keys before it purges, so
+        // the key's absence now says so; the rows just written go again, and the blocks.
+        if (keys.get(studyInstanceUID)?.keyId !== dataKey.keyId) {
+          catalog.purgeStudy(studyInstanceUID);
+          await discardInstances(store, ingested);
+          await store.delete(manifest.cid).catch(() => undefined);
+          throw new VaultError('STUDY_ERASED', 'the study was erased while these instances were being stored: nothing of them was kept; send them again');
+        }
         await discardInstances(store, discard);
         return { studyInstanceUID, version, outcomes };
       } catch (err) {
+        if (isVaultError(err, 'STUDY_ERASED')) throw err;
         await store.delete(manifest.cid).catch(() => undefined);
         if (isVaultError(err, 'CONFLICT') && attempt < DEFAULT_COMMIT_ATTEMPTS) continue;
         throw err;

@@ -20,7 +20,7 @@
 
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { VaultError } from '../core/errors.ts';
-import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, transaction } from '../core/sqlite.ts';
+import { DEFAULT_BUSY_TIMEOUT_MS, StatementCache, openDatabase, scrubWal, transaction } from '../core/sqlite.ts';
 import { TAGS } from '../dicom/attributes.ts';
 import { compileMatcher, matchElement, padMoment, type Matcher } from '../dicom/matching.ts';
 import type { DicomJsonDataset, DicomJsonElement, Tag } from '../dicom/model.ts';
@@ -88,6 +88,8 @@ export class Catalog {
       what: 'catalog',
       migrations: MIGRATIONS,
       functions: { dv_instance_kind: (uid: unknown) => instanceKind(String(uid)) },
+      // An erased study's rows (names, IDs, UIDs) are overwritten, not merely unlinked (purgeStudy).
+      pragmas: ['secure_delete = ON'],
       ...(options.busyTimeoutMs !== undefined ? { busyTimeoutMs: options.busyTimeoutMs } : {}),
     });
     const catalog = new Catalog(db);
@@ -273,6 +275,48 @@ export class Catalog {
       for (const root of roots) removed += Number(del.run(root).changes);
     });
     return removed;
+  }
+
+  // -- erasure ----------------------------------------------------------------------------
+
+  /** Queues a root that is no study's version for anchoring (an erasure certificate: `study` names its kind). */
+  queueAnchor(root: string, study: string, at: string): void {
+    this.#stmt('INSERT INTO anchor_queue (root, study_uid, version, enqueued_at) VALUES (?, ?, 0, ?)').run(root, study, at);
+  }
+
+  /** The study's Patient ID and Issuer of Patient ID ('' when absent); undefined for a study not here. */
+  patientOf(studyInstanceUID: string): { patientId: string; issuer: string } | undefined {
+    const row = this.#stmt('SELECT patient_id, issuer FROM studies WHERE study_uid = ?').get(studyInstanceUID) as
+      | { patient_id: string | null; issuer: string | null }
+      | undefined;
+    return row === undefined ? undefined : { patientId: row.patient_id ?? '', issuer: row.issuer ?? '' };
+  }
+
+  /** The studies of a patient (by Patient ID; and issuer when given), in UID order. */
+  studiesOfPatient(patientId: string, issuer?: string): string[] {
+    const rows = (issuer === undefined
+      ? this.#stmt('SELECT study_uid FROM studies WHERE patient_id = ? ORDER BY study_uid').all(patientId)
+      : this.#stmt("SELECT study_uid FROM studies WHERE patient_id = ? AND coalesce(issuer, '') = ? ORDER BY study_uid").all(
+          patientId,
+          issuer,
+        )) as unknown as Array<{ study_uid: string }>;
+    return rows.map((r) => r.study_uid);
+  }
+
+  /**
+   * Removes every row of the study (instances and their history, series, versions, queued
+   * anchors, key object references) in one transaction, then checkpoints and truncates the WAL:
+   * with secure_delete on, no copy of the rows is left in catalog.db or its WAL. Returns whether
+   * the study was here.
+   */
+  purgeStudy(studyInstanceUID: string): boolean {
+    const found = this.#transaction(() => {
+      for (const table of ['key_object_references', 'anchor_queue', 'instances', 'study_versions', 'series'])
+        this.#stmt(`DELETE FROM ${table} WHERE study_uid = ?`).run(studyInstanceUID);
+      return this.#stmt('DELETE FROM studies WHERE study_uid = ?').run(studyInstanceUID).changes > 0;
+    });
+    scrubWal(this.#db, 'catalog');
+    return found;
   }
 
   // -- commit -----------------------------------------------------------------------------

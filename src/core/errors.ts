@@ -33,6 +33,9 @@ export const ERRORS = {
   NOT_ACCEPTABLE: { status: 406, title: 'Cannot produce any accepted representation' },
   REQUEST_TIMEOUT: { status: 408, title: 'The request did not arrive fast enough' },
   CONFLICT: { status: 409, title: 'The study changed concurrently; retry' },
+  RETENTION_HOLD: { status: 409, title: 'The study is under a retention hold and cannot be erased' },
+  STUDY_ERASED: { status: 409, title: 'The study was erased while its instances were being stored; send them again' },
+  ERASURE_REQUEST_STATE: { status: 409, title: 'The erasure request is not in a state that allows this' },
   TOO_LARGE: { status: 413, title: 'Request exceeds a configured size limit' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
   // 499: the client went away; nothing is sent

@@ -137,3 +137,19 @@ export class StatementCache {
     this.#statements.clear();
   }
 }
+
+/**
+ * Moves every page of the WAL into the database and truncates the WAL to zero bytes, so that a
+ * row deleted under secure_delete (zeroed in its page) leaves no older copy of that page in the
+ * WAL. Another connection reading at that moment holds the WAL: retried for up to 5 s, then
+ * INTERNAL (an erasure is journaled and finished on the next start).
+ */
+export function scrubWal(db: DatabaseSync, what: string): void {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const r = db.prepare('PRAGMA wal_checkpoint(TRUNCATE)').get() as { busy: number; log: number; checkpointed: number };
+    if (r.busy === 0 && (r.log === 0 || r.log === r.checkpointed)) return;
+    if (Date.now() > deadline) throw new VaultError('INTERNAL', `the ${what}'s WAL could not be truncated: another process keeps reading it`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  }
+}

@@ -13,6 +13,7 @@ import { GrowableBuffer } from './growable-buffer.ts';
 import { ScanSink } from './scan-sink.ts';
 import { DicomTokenizer } from './tokenizer.ts';
 import { describeTransferSyntax } from './transfer-syntax.ts';
+import { firstString } from './metadata.ts';
 import { malformed, truncated } from './wire.ts';
 
 const MiB = 1024 * 1024;
@@ -146,6 +147,16 @@ export class DicomScanner {
     const identity = this.#sink?.identity;
     if (identity === undefined) throw new VaultError('INTERNAL', 'DicomScanner.identity() called before the instance was identified');
     return { ...identity };
+  }
+
+  /**
+   * Patient ID and Issuer of Patient ID ('' when absent), once `identified`: both precede the
+   * UIDs identity waits for (tags come in ascending order), so ingest can file the study's key
+   * under its patient (src/format/keys.ts) before the first chunk is sealed.
+   */
+  patient(): { patientId: string; issuer: string } {
+    const root = this.#sink?.root;
+    return { patientId: firstString(root?.['00100020']) ?? '', issuer: firstString(root?.['00100021']) ?? '' };
   }
 
   /** Feeds the next bytes; throws NOT_DICOM, DICOM_MALFORMED, INVALID_UID or TOO_LARGE as soon as they are known bad. */

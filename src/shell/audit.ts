@@ -27,6 +27,7 @@ import { granteePrincipal } from '../grants/statement.ts';
 import type { IdentityStore } from '../identity/store.ts';
 import { StudyWriter } from '../../ingest/study.ts';
 import type { AnchorServiceDeps } from '../../anchor/service.ts';
+import { AUDIT_ANCHOR_STUDY } from '../format/keys.ts';
 
 export interface NodeAudit {
   log: AuditLog;
@@ -338,7 +339,7 @@ export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(even
 }
 
 /** The study name under which anchor.db keeps the audit log's heads (and their receipts). */
-export const AUDIT_ANCHOR_STUDY = 'audit-log';
+export { AUDIT_ANCHOR_STUDY };
 
 /**
  * The anchor service's extra leaf: the latest signed head not yet anchored, for a batch of study

@@ -8,6 +8,7 @@ import { anchorCommands } from './commands/anchor.ts';
 import { auditCommands } from './commands/audit.ts';
 import { carCommands } from './commands/car.ts';
 import { doctorCommand } from './commands/doctor.ts';
+import { eraseCommands } from './commands/erase.ts';
 import { exportCommand } from './commands/export.ts';
 import { gcCommand } from './commands/gc.ts';
 import { ingestCommand } from './commands/ingest.ts';
@@ -37,6 +38,7 @@ export function buildProgram(io: Io = stdio): Command {
   anchorCommands(program, io);
   auditCommands(program, io);
   patientCommands(program, io);
+  eraseCommands(program, io);
   for (const cmd of program.commands) cmd.exitOverride().configureOutput({ outputError: () => undefined });
   return program;
 }

@@ -70,6 +70,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         // The audit log's latest head rides in batches of study roots that have room: no transaction of its own.
         extraLeaf: auditHeadLeaf(vault.audit.store),
         logger,
+        saltOf: (study) => vault.keys.anchorSalt(study),
         ...(extras.anchorService ? { service: extras.anchorService } : {}),
       });
     } catch (err) {
@@ -160,6 +161,11 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
               identify: (request: FastifyRequest) => policy.identify(request),
               ...(anchoring ? { receipts: anchoring.state } : {}),
             }),
+            erasure: {
+              service: vault.erasure,
+              catalog: vault.catalog,
+              ...(anchoring ? { receiptOf: (cid: string) => anchoring.state.receipt(cid) } : {}),
+            },
           },
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),

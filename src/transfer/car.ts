@@ -5,8 +5,8 @@
 // verifiable there at once.
 //
 // The blocks are ciphertext. For the study to be readable on the other node its data key must
-// travel too: `exportStudyCar` with a recipient seals it to that node's X25519 public key (ECIES:
-// ephemeral X25519 + HKDF-SHA256 + AES-256-GCM, all node:crypto) in one extra dag-cbor block
+// travel too: `exportStudyCar` with a recipient seals it to that node's X25519 public key (HPKE,
+// RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM; @hpke/core) in one extra dag-cbor block
 // named as the CAR's second root. Importing unwraps it with the node's private key, stores it in
 // the KeyStore and rebuilds the catalog entries by re-reading every instance. Without the key
 // envelope (or sealed for another node), the import still stores and checks every block and
@@ -14,18 +14,8 @@
 //
 // Memory stays bounded: blocks stream one at a time in both directions (CarWriter waits for its
 // output to drain; CarBlockIterator reads the file as it goes).
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHash,
-  createPrivateKey,
-  createPublicKey,
-  diffieHellman,
-  generateKeyPairSync,
-  hkdfSync,
-  randomBytes,
-  type KeyObject,
-} from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
@@ -46,8 +36,10 @@ import { getVerified } from '../../storage/verified.ts';
 
 /** The node's transport key pair (X25519, PKCS#8 PEM, 0600), beside master.key. */
 export const TRANSPORT_KEY_FILE = 'transport.key';
-export const KEY_ENVELOPE_TYPE = 'dicom-vault/key-envelope@1';
-const HKDF_INFO = 'dicom-vault/v1/car-key-envelope';
+export const KEY_ENVELOPE_TYPE = 'dicom-vault/key-envelope@2';
+/** Release 0.1's envelope (hand-written ECIES): recognised, and refused with what to do. */
+const LEGACY_KEY_ENVELOPE_TYPE = 'dicom-vault/key-envelope@1';
+const HPKE_INFO = new TextEncoder().encode('dicom-vault/car-key-envelope/2');
 /** Block puts in flight during an import. */
 export const DEFAULT_IMPORT_CONCURRENCY = 8;
 
@@ -128,7 +120,7 @@ export async function exportStudyCar(deps: ExportDeps, studyInstanceUID: string,
   const roots = [root];
   let envelope: { cid: CID; bytes: Uint8Array } | undefined;
   if (options.recipient !== undefined) {
-    envelope = sealKeyEnvelope(deps.keys.require(studyInstanceUID), studyInstanceUID, root, options.recipient);
+    envelope = await sealKeyEnvelope(deps.keys.require(studyInstanceUID), studyInstanceUID, root, options.recipient);
     roots.push(envelope.cid);
     report.keyIncluded = true;
   }
@@ -259,7 +251,7 @@ export async function importStudyCar(deps: ImportDeps, path: string, options: { 
 
   if (envelopeBytes === undefined) return { ...report, reason: 'the CAR carries no data key: the study is verifiable here but not readable' };
   if (deps.transportKey === undefined) return { ...report, reason: 'this node has no transport key to open the data key with' };
-  const opened = openKeyEnvelope(envelopeBytes, root, deps.transportKey);
+  const opened = await openKeyEnvelope(envelopeBytes, root, deps.transportKey);
   if (typeof opened === 'string') return { ...report, reason: opened };
   const { studyInstanceUID, dataKey } = opened;
   const newest = manifests[0]!;
@@ -373,80 +365,70 @@ async function readInstance(store: Pick<BlockStore, 'get'>, dataKey: DataKey, no
 
 interface KeyEnvelope {
   type: typeof KEY_ENVELOPE_TYPE;
-  /** The study root this key opens (also bound as AAD). */
+  /** The study root this key opens (also bound as the AEAD's associated data). */
   root: CID;
   /** SHA-256 of the recipient's SPKI public key: tells a node whether it is meant for it. */
   recipient: Uint8Array;
-  /** The sender's ephemeral X25519 public key, SPKI DER. */
-  ephemeral: Uint8Array;
-  iv: Uint8Array;
-  /** AES-256-GCM ciphertext and tag of dag-cbor { studyInstanceUID, keyId, key }. */
+  /** HPKE's encapsulated key (the sender's ephemeral X25519 public key, 32 bytes). */
+  enc: Uint8Array;
+  /** HPKE ciphertext (AES-256-GCM, tag included) of dag-cbor { studyInstanceUID, keyId, key }. */
   sealed: Uint8Array;
 }
 
-function envelopeKey(shared: Buffer, ephemeral: Buffer, recipient: Buffer): Buffer {
-  return Buffer.from(hkdfSync('sha256', shared, Buffer.concat([ephemeral, recipient]), HKDF_INFO, 32));
+/**
+ * RFC 9180 HPKE, base mode: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, from @hpke/core
+ * (the maintained implementation of the hpke-js family, WebCrypto underneath); it replaces the
+ * hand-written ECIES of release 0.1 (key-envelope@1).
+ */
+const HPKE = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+
+function rawX25519(key: KeyObject): Uint8Array {
+  return spki(key).subarray(-32); // SPKI DER of X25519: a 12-byte header, then the 32-byte key
 }
 
-export function sealKeyEnvelope(dataKey: DataKey, studyInstanceUID: string, root: CID, recipient: KeyObject): { cid: CID; bytes: Uint8Array } {
-  const ephemeral = generateKeyPairSync('x25519');
-  const ephemeralDer = spki(ephemeral.publicKey);
-  const recipientDer = spki(recipient);
-  const key = envelopeKey(diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient }), ephemeralDer, recipientDer);
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
-  cipher.setAAD(root.bytes);
+export async function sealKeyEnvelope(dataKey: DataKey, studyInstanceUID: string, root: CID, recipient: KeyObject): Promise<{ cid: CID; bytes: Uint8Array }> {
+  const recipientKey = await HPKE.kem.deserializePublicKey(rawX25519(recipient));
   const plain = dagCbor.encode({ studyInstanceUID, keyId: dataKey.keyId, key: new Uint8Array(dataKey.key) });
-  const sealed = Buffer.concat([cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
+  const { enc, ct } = await HPKE.seal({ recipientPublicKey: recipientKey, info: HPKE_INFO }, plain, root.bytes);
   const envelope: KeyEnvelope = {
     type: KEY_ENVELOPE_TYPE,
     root,
-    recipient: createHash('sha256').update(recipientDer).digest(),
-    ephemeral: ephemeralDer,
-    iv,
-    sealed,
+    recipient: createHash('sha256').update(spki(recipient)).digest(),
+    enc: new Uint8Array(enc),
+    sealed: new Uint8Array(ct),
   };
   return encodeNode(envelope);
 }
 
 /** The study UID and data key, or the reason it cannot be opened here. */
-export function openKeyEnvelope(bytes: Uint8Array, root: CID, transportKey: TransportKey): { studyInstanceUID: string; dataKey: DataKey } | string {
-  let env: Partial<KeyEnvelope>;
+export async function openKeyEnvelope(
+  bytes: Uint8Array,
+  root: CID,
+  transportKey: TransportKey,
+): Promise<{ studyInstanceUID: string; dataKey: DataKey } | string> {
+  let env: Omit<Partial<KeyEnvelope>, 'type'> & { type?: unknown };
   try {
-    env = dagCbor.decode(bytes) as Partial<KeyEnvelope>;
+    env = dagCbor.decode(bytes) as Omit<Partial<KeyEnvelope>, 'type'> & { type?: unknown };
   } catch (cause) {
     throw new VaultError('CAR_INVALID', 'the key envelope is not dag-cbor', { cause });
   }
-  if (
-    env.type !== KEY_ENVELOPE_TYPE ||
-    !(env.recipient instanceof Uint8Array) ||
-    !(env.ephemeral instanceof Uint8Array) ||
-    !(env.iv instanceof Uint8Array) ||
-    !(env.sealed instanceof Uint8Array)
-  ) {
+  if (env.type === LEGACY_KEY_ENVELOPE_TYPE)
+    return `the data key in the CAR is in the envelope of release 0.1 (${LEGACY_KEY_ENVELOPE_TYPE}): export the study again from the sending node`;
+  if (env.type !== KEY_ENVELOPE_TYPE || !(env.recipient instanceof Uint8Array) || !(env.enc instanceof Uint8Array) || !(env.sealed instanceof Uint8Array)) {
     throw new VaultError('CAR_INVALID', "the CAR's second root is not a dicom-vault key envelope");
   }
   if (CID.asCID(env.root)?.equals(root) !== true) throw new VaultError('CAR_INVALID', 'the key envelope belongs to another study root');
-  const ours = spki(transportKey.publicKey);
-  if (!Buffer.from(env.recipient).equals(createHash('sha256').update(ours).digest())) {
+  if (!Buffer.from(env.recipient).equals(createHash('sha256').update(spki(transportKey.publicKey)).digest())) {
     return 'the data key in the CAR is sealed to another node: the study is verifiable here but not readable';
   }
-  const key = envelopeKey(
-    diffieHellman({ privateKey: transportKey.privateKey, publicKey: createPublicKey({ key: Buffer.from(env.ephemeral), format: 'der', type: 'spki' }) }),
-    Buffer.from(env.ephemeral),
-    ours,
-  );
-  const sealed = Buffer.from(env.sealed);
-  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(env.iv));
-  decipher.setAAD(root.bytes);
-  decipher.setAuthTag(sealed.subarray(sealed.length - 16));
-  let plain: Buffer;
+  let plain: ArrayBuffer;
   try {
-    plain = Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - 16)), decipher.final()]);
+    const recipientKey = await HPKE.kem.importKey('jwk', transportKey.privateKey.export({ format: 'jwk' }), false);
+    plain = await HPKE.open({ recipientKey, enc: env.enc, info: HPKE_INFO }, env.sealed, root.bytes);
   } catch (cause) {
     throw new VaultError('CAR_INVALID', 'the key envelope fails authentication', { cause });
   }
-  const value = dagCbor.decode(plain) as { studyInstanceUID?: unknown; keyId?: unknown; key?: unknown };
+  const value = dagCbor.decode(new Uint8Array(plain)) as { studyInstanceUID?: unknown; keyId?: unknown; key?: unknown };
   if (typeof value.studyInstanceUID !== 'string' || typeof value.keyId !== 'string' || !(value.key instanceof Uint8Array)) {
     throw new VaultError('CAR_INVALID', 'the key envelope holds no data key');
   }

@@ -8,6 +8,8 @@ import { DATA_TYPES, GRANT_ACTIONS, GRANT_VERSION, type GrantRecord } from '../.
 import type { GrantCheck, GrantService } from '../../grants/service.ts';
 import { ed25519KeyId, ed25519PublicKey, type WebAuthnRp } from '../../grants/signing.ts';
 import type { IdentityStore } from '../../identity/store.ts';
+import type { Catalog } from '../../catalog/catalog.ts';
+import type { ErasureService } from '../../erasure/service.ts';
 
 /** A patient session lasts this long. 1 hour. */
 export const DEFAULT_SESSION_TTL_MS = 3_600_000;
@@ -38,6 +40,13 @@ export interface PatientApiDeps {
   now?: () => Date;
   /** More routes under the same /api and OpenAPI document (the audit log's: src/shell/api/audit.ts). */
   audit?: FastifyPluginAsync;
+  /** Patients' erasure requests (issue 25); absent: those routes answer 404. */
+  erasure?: {
+    service: Pick<ErasureService, 'request' | 'store'>;
+    catalog: Pick<Catalog, 'patientOf'>;
+    /** The anchor receipt of a certificate's CID once confirmed; absent: the node does not anchor. */
+    receiptOf?: (cid: string) => object | undefined;
+  };
 }
 
 /** The passkeys' relying party from the node's public URL: its origin, and its host name as RP ID. WebAuthn needs a secure context: https, or http on localhost. */

@@ -15,6 +15,10 @@
 //   POST /api/patient/grants/{id}/revoke     revoke at once
 //   POST /api/patient/grants/{id}/links      a share link (single-use code, at most 10 minutes)
 //   GET  /api/patient/grants/fhir, /{id}/fhir   FHIR R4 Consent(s)
+//   POST /api/patient/erasure-requests       ask for the erasure of one study or of all (an operator approves or refuses)
+//   GET  /api/patient/erasure-requests       the account's requests and where each stands
+//   GET  /api/patient/erasure-requests/{id}/certificate   the signed erasure certificate, once done
+//   GET  /api/patient/erasure-requests/{id}/receipt       the certificate's anchor receipt (202 while on its way)
 //   POST /api/token                          RFC 8693 token exchange: a share code for a bearer token bound to its grant
 //
 // Patients authenticate with a bearer session token in the Authorization header, identified by the
@@ -24,12 +28,14 @@
 // secure transport (HTTPS, loopback, a trusted proxy).
 //
 // The routes live in patient-sessions.ts (enrollment, keys, sessions) and patient-grants.ts (the
-// account, grants, share links, FHIR; the token exchange); what they share in patient-common.ts.
+// account, grants, share links, FHIR; the token exchange) and patient-erasure.ts; what they share
+// in patient-common.ts.
 // Register it on the app with `app.register(patientApi(deps), { prefix: '/api' })`.
 import swagger from '@fastify/swagger';
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { VaultError } from '../../core/errors.ts';
 import { Challenges, type NewKey, type PatientApiDeps, type PatientRoutesContext, oauthError } from './patient-common.ts';
+import { erasureRoutes } from './patient-erasure.ts';
 import { grantRoutes, tokenRoutes } from './patient-grants.ts';
 import { sessionRoutes } from './patient-sessions.ts';
 
@@ -63,6 +69,11 @@ export function patientApi(deps: PatientApiDeps): FastifyPluginAsync {
         components: {
           securitySchemes: {
             patientSession: { type: 'http', scheme: 'bearer', description: 'a patient session token (dvp_...) from POST /api/patient/session' },
+            bearer: {
+              type: 'http',
+              scheme: 'bearer',
+              description: "a node account's bearer token (`dicom-vault user add`) or the hospital OpenID provider's JWT",
+            },
           },
         },
       },
@@ -109,6 +120,7 @@ export function patientApi(deps: PatientApiDeps): FastifyPluginAsync {
     const ctx: PatientRoutesContext = { deps, now, challenges, rp, addKey, patientOf };
     await sessionRoutes(api, ctx);
     await grantRoutes(api, ctx);
+    await erasureRoutes(api, ctx);
     await tokenRoutes(api, ctx);
   };
 }

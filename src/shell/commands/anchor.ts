@@ -20,7 +20,7 @@ import { assertUid } from '../../dicom/uid.ts';
 import type { Vault } from '../vault.ts';
 import type { Command } from 'commander';
 import { EXIT, nodeOptionsOf, stdio, withNodeFlags, type Io } from './io.ts';
-import { nodeTrustAnchor, openAnchorState, openChainReader } from '../../../anchor/anchoring.ts';
+import { nodeTrustAnchor, openAnchorStateWithSalts, openChainReader } from '../../../anchor/anchoring.ts';
 import { createChainClient, readKeyFile, toChainError } from '../../../anchor/chain/client.ts';
 import { deployAnchorContract } from '../../../anchor/chain/deploy-contract.ts';
 import { assertSignerAllowed, devChainReason } from '../../../anchor/dev-chain.ts';
@@ -57,7 +57,7 @@ function openCatalog(dataDir: string): Catalog {
 }
 
 function openStateIfAny(dataDir: string): AnchorState | undefined {
-  return existsSync(join(dataDir, ANCHOR_DB_FILE)) ? openAnchorState(dataDir) : undefined;
+  return existsSync(join(dataDir, ANCHOR_DB_FILE)) ? openAnchorStateWithSalts(dataDir) : undefined;
 }
 
 function describeBatch(b: BatchRecord, required?: number): string {

@@ -9,7 +9,7 @@ import { isVaultError } from '../../core/errors.ts';
 import { BLOCKS_DIR, inspectDataDir, type Finding } from '../data-dir.ts';
 import { EXIT, nodeOptionsOf, stdio, withNodeFlags, type Io } from './io.ts';
 
-const DATABASES = ['catalog.db', 'keys.db', 'identity.db', 'grants.db', 'anchor.db', 's3-index.db'];
+const DATABASES = ['catalog.db', 'keys.db', 'identity.db', 'grants.db', 'anchor.db', 's3-index.db', 'erasure.db'];
 
 export function doctorCommand(program: Command, io: Io = stdio): void {
   withNodeFlags(

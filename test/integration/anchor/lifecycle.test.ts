@@ -327,8 +327,15 @@ describe('what public chains do to transactions (a private chain, mined by hand)
       await confirmed;
       await rig.service.stop();
       for (const root of roots) {
-        const v = await verifyReceipt({ receipt: rig.state.receipt(root), client: createChainClient({ rpcUrl: back.rpcUrl }) });
+        const receipt = rig.state.receipt(root)!;
+        const v = await verifyReceipt({ receipt, client: createChainClient({ rpcUrl: back.rpcUrl }) });
         expect(v.failed).toEqual([]);
+        // A state without salts anchors bare roots: format 2; its format 1 form still verifies too.
+        expect(receipt.v).toBe('dicom-vault-receipt/2');
+        const { attest: _attest, ...v1 } = { ...receipt, v: 'dicom-vault-receipt/1' };
+        const old = await verifyReceipt({ receipt: v1, client: createChainClient({ rpcUrl: back.rpcUrl }) });
+        expect(old.failed).toEqual([]);
+        expect(old.verdict).toBe(v.verdict);
       }
     } finally {
       await rig.close();

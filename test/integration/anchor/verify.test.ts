@@ -105,7 +105,9 @@ describe('receipts of a running node', () => {
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toMatch(/application\/json/);
       const receipt = (await res.json()) as ReceiptJson;
-      expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/2', attest: 'self-attested', cid: s.root, size: 3, chainId: chain.chainId });
+      // Version 3: the leaf is the salted commitment; the salt is the study's, from the key store.
+      expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/3', attest: 'self-attested', cid: s.root, size: 3, chainId: chain.chainId });
+      expect(receipt.salt).toBe(Buffer.from(node.vault.keys.anchorSalt(s.studyUID)!).toString('base64url'));
       s.receipt = receipt;
       const v1 = await fetch(`${node.url}/studies/${s.studyUID}/receipt?version=1`);
       expect(await v1.json()).toEqual(receipt);
@@ -185,6 +187,7 @@ describe('tamper evidence', () => {
       ['inclusion', { size: 4 }],
       ['inclusion', { size: 2 }],
       ['inclusion', { path: path.toString('base64url') }],
+      ['inclusion', { salt: b64() }],
       ['root', { root: b64() }],
       ['chainId', { chainId: 1 }],
       ['contract', { contract: '0x000000000000000000000000000000000000dEaD' }],

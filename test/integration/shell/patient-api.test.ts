@@ -300,6 +300,9 @@ describe('patient API', () => {
       [
         '/api/patient',
         '/api/patient/enrollment',
+        '/api/patient/erasure-requests',
+        '/api/patient/erasure-requests/{id}/certificate',
+        '/api/patient/erasure-requests/{id}/receipt',
         '/api/patient/grants',
         '/api/patient/grants/draft',
         '/api/patient/grants/fhir',
