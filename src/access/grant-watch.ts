@@ -59,6 +59,10 @@ export class GrantWatch {
 
   /** Cuts `reply` once none of `grants` allows it: when revoked (here or elsewhere), or at the last one's end. */
   watch(grants: ReadonlyArray<{ id: string; notAfter: Date | null }>, reply: Cuttable): void {
+    // A client gone while its access was checked (the audit write is awaited first): its 'close'
+    // has been emitted already and would never come again, so the reply would stay in the maps
+    // and keep the poll running for the life of the process. There is nothing left to cut.
+    if (reply.raw.destroyed) return;
     const ids = grants.map((g) => g.id);
     this.#replies.set(reply, ids);
     for (const id of ids) {

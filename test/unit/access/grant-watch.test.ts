@@ -107,4 +107,29 @@ describe('GrantWatch', () => {
     expect(reply.destroyed).toBe(true);
     expect(reply.reason).toContain('ended');
   });
+
+  it('keeps nothing of a response whose client left before it was watched, and stops polling', async () => {
+    // The access check awaits the audit write before watch(): a client may be gone by then,
+    // its 'close' already emitted. Held, it stayed in the maps and the poll ran for good.
+    const g = grants();
+    let lookups = 0;
+    watch = new GrantWatch(
+      {
+        onRevoked: g.onRevoked,
+        activeById: (id) => {
+          lookups++;
+          return g.activeById(id);
+        },
+      },
+      { pollMs: 10 },
+    );
+    const gone = new Reply();
+    gone.destroy();
+    watch.watch([{ id: 'a', notAfter: null }], gone);
+    const live = new Reply();
+    watch.watch([{ id: 'b', notAfter: null }], live);
+    live.destroy(); // a response that ends while watched is forgotten on its close
+    await sleep(100);
+    expect(lookups).toBe(0);
+  });
 });
