@@ -2,8 +2,8 @@
 // AES-256-GCM and SHA-256 through node:crypto, disk writes with fsync (one big file, and 1 MiB
 // files the way the fs block store writes them), sequential reads, and loopback HTTP to a sink in
 // another process. Every figure is the median of a few runs, in MB/s (10^6 bytes per second).
-// Mirrors ../shared/peers/orthanc/physical_limits.sh, minus `openssl speed` and `dd` (Node's
-// figures are the ones our node can reach), in about 30-60 s at the default size.
+// The same limits the Orthanc peer's own benchmark scripts measure, minus `openssl speed` and `dd`
+// (Node's figures are the ones our node can reach), in about 30-60 s at the default size.
 //
 //   node bench/limits.ts [--gib 1] [--runs 3] [--work-dir DIR]
 import { spawn } from 'node:child_process';

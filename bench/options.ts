@@ -26,7 +26,7 @@ export const DEFAULT_CONCURRENCY = 4;
 /**
  * Largest instance of the huge scenario, GiB: a study is cut into at least 4 instances, and into
  * more when they would be larger than this. 1 GiB is the largest instance Orthanc was seen to
- * take (../shared/peers/orthanc/huge_instance_probe.sh, 3.1 GiB RSS).
+ * take (a probe of growing instances against Debian's Orthanc 1.10: 3.1 GiB RSS at 1 GiB).
  */
 export const DEFAULT_MAX_INSTANCE_GIB = 1;
 /** Size factor of the machine-limit measurements (bench/limits.ts). */

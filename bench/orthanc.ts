@@ -1,6 +1,6 @@
 // Orthanc (Debian's packages) as the peer the benchmark compares against, started as a plain
-// background process with its own config and empty storage, the way
-// ../shared/peers/orthanc/orthanc_ctl.sh does it: no systemd, no auth, DIMSE off unless `config`
+// background process with its own config and empty storage, as the Orthanc peer's own control
+// script does: no systemd, no auth, DIMSE off unless `config`
 // turns it on (the dimse scenario), the GDCM plugin only when asked (the decode one), fsync per file
 // (SyncStorageArea, Orthanc's default, so a stored answer means durable as ours does).
 //

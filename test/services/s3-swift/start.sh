@@ -3,7 +3,7 @@
 # on loopback, from Debian bookworm's packages (swift 2.30.1), the S3 gateway production Swift
 # clusters run. It checks SigV4 signatures and supports multipart uploads, range GETs and
 # ListObjectsV2 with path-style addressing. tempauth, 1 replica, a plain directory (needs user
-# xattrs, as ext4 and tmpfs have). Taken from ../shared/services/s3-swift and now the project's own.
+# xattrs, as ext4 and tmpfs have). The project's own script; nothing outside the repository is read.
 #
 #   S3 credentials: accessKeyId "test:tester", secretAccessKey "testing", region "us-east-1"
 #   Endpoint: http://127.0.0.1:$PORT (forcePathStyle: true), PORT as in BASE_DIR/ports
