@@ -49,8 +49,9 @@ describe('browser tools', () => {
     });
     const held = await authenticator.credentials();
     expect(held).toHaveLength(1);
-    expect(Buffer.from(held[0].credentialId, 'base64').toString('base64url')).toBe(id);
-    expect(held[0].rpId).toBe('localhost');
+    const [passkey] = held;
+    expect(Buffer.from(passkey?.credentialId ?? '', 'base64').toString('base64url')).toBe(id);
+    expect(passkey?.rpId).toBe('localhost');
     await page.close();
   });
 
