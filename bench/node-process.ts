@@ -14,6 +14,8 @@ export interface ServedNode {
   /** e.g. http://127.0.0.1:43121/dicom-web */
   url: string;
   pid: number;
+  /** With `inspect`: the node's inspector (bench/heap-probe.ts), `ws://127.0.0.1:PORT/UUID`. */
+  inspectorUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -22,17 +24,30 @@ export interface ServedNode {
  * true): without identity, as the benchmark's scenarios measure the node (its cost of identity is
  * the `auth` scenario's figure); tests run with identity on (test/support/process.ts).
  * `logLevel` (default warn) and `onLog` (each chunk of its log, which the node writes to stdout):
- * the auth scenario reads the node's audit records.
+ * the auth scenario reads the node's audit records. `inspect`: the node's inspector on a free
+ * loopback port, for the soak's post-GC heap (bench/heap-probe.ts); off by default.
  */
 export function serveNode(
   dataDir: string,
   extraArgs: string[] = [],
   env: NodeJS.ProcessEnv = {},
-  { open = true, logLevel = 'warn', onLog }: { open?: boolean; logLevel?: string; onLog?: (chunk: string) => void } = {},
+  { open = true, logLevel = 'warn', onLog, inspect = false }: { open?: boolean; logLevel?: string; onLog?: (chunk: string) => void; inspect?: boolean } = {},
 ): Promise<ServedNode> {
   const child = spawn(
     process.execPath,
-    [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--log-level', logLevel, ...(open ? ['--open'] : []), ...extraArgs],
+    [
+      ...(inspect ? ['--inspect=127.0.0.1:0'] : []),
+      BIN,
+      'serve',
+      '--port',
+      '0',
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      logLevel,
+      ...(open ? ['--open'] : []),
+      ...extraArgs,
+    ],
     {
       // No chain and no DIMSE unless asked for: anchoring has its own benchmark (bench/anchor.ts).
       env: { DICOM_VAULT_CHAIN: 'none', DICOM_VAULT_DIMSE_PORT: 'off', ...process.env, ...env },
@@ -49,7 +64,10 @@ export function serveNode(
       const m = /serving (http:\/\/\S+)/.exec(err);
       if (m && child.pid !== undefined) {
         clearTimeout(timer);
-        resolve({ child, url: m[1]!, pid: child.pid, stop: () => stopProcess(child) });
+        // The last one announced: bin/dicom-vault.js re-executes itself (execve), and the
+        // process it became opened its own inspector.
+        const inspector = [...err.slice(0, m.index).matchAll(/Debugger listening on (ws:\/\/\S+)/g)].at(-1)?.[1];
+        resolve({ child, url: m[1]!, pid: child.pid, ...(inspector !== undefined ? { inspectorUrl: inspector } : {}), stop: () => stopProcess(child) });
       }
     });
     child.once('exit', (code, signal) => {

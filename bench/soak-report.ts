@@ -21,6 +21,8 @@ export const WADO_STUDY_INTERVAL_MS = 3000;
 export const FRAME_INTERVAL_MS = 500;
 /** Pause of the faulty client between its uploads, ms. */
 export const FAULT_INTERVAL_MS = 5000;
+/** How often the node's heap is measured after a forced full GC, ms (each GC pauses the node for some ms). */
+export const HEAP_SAMPLE_INTERVAL_MS = 15_000;
 /** How long a stalled upload waits for the node to close it (its idle timeout is 30 s by default). */
 export const STALL_CAP_MS = 75_000;
 
@@ -56,6 +58,12 @@ export interface SoakMinute {
   unexpected: number;
   /** Peak node RSS sampled in the minute; null without a sample. */
   peakRssMiB: number | null;
+  /** Lowest node RSS sampled in the minute (the floor: what it holds with the least in flight); null without a sample. */
+  floorRssMiB: number | null;
+  /** Lowest V8 heap in use right after a forced full GC in the minute; null without a sample. */
+  heapMiB: number | null;
+  /** External memory (Buffers, ArrayBuffers) at that sample's GC; null without a sample. */
+  externalMiB: number | null;
   /** Node CPU seconds spent in the minute; null without two samples. */
   nodeCpuSeconds: number | null;
 }
@@ -66,6 +74,7 @@ const zeroKinds = (): Record<SoakKind, number> => Object.fromEntries(SOAK_KINDS.
 export class SoakTally {
   readonly #events: SoakEvent[] = [];
   readonly #samples: Array<{ at: number; rssMiB: number; cpuSeconds: number }> = [];
+  readonly #heap: Array<{ at: number; heapMiB: number; externalMiB: number }> = [];
 
   record(e: SoakEvent): void {
     this.#events.push(e);
@@ -76,13 +85,19 @@ export class SoakTally {
     this.#samples.push({ at, rssMiB, cpuSeconds });
   }
 
+  /** A sample of the node's V8 heap in use and its external memory, right after a forced full GC. */
+  sampleHeap(at: number, heapMiB: number, externalMiB: number): void {
+    this.#heap.push({ at, heapMiB, externalMiB });
+  }
+
   /**
    * One row per minute from the first to the last with an event or a sample; with `untilMs`
    * (the load's length), what came after it (the last requests finishing, the closing sample)
-   * counts in the load's last minute rather than in a minute of its own.
+   * counts in the load's last minute rather than in a minute of its own, except in its floors
+   * (RSS, post-GC heap): those are the node's under load.
    */
   minutes(untilMs?: number): SoakMinute[] {
-    const last = untilMs ?? Math.max(0, ...this.#events.map((e) => e.at), ...this.#samples.map((s) => s.at));
+    const last = untilMs ?? Math.max(0, ...this.#events.map((e) => e.at), ...this.#samples.map((s) => s.at), ...this.#heap.map((s) => s.at));
     const n = Math.floor(Math.max(0, last - 1) / 60_000) + 1;
     const row = (at: number): SoakMinute => rows[Math.min(n - 1, Math.floor(at / 60_000))]!;
     const rows: SoakMinute[] = Array.from({ length: n }, (_, i) => ({
@@ -94,6 +109,9 @@ export class SoakTally {
       expected: 0,
       unexpected: 0,
       peakRssMiB: null,
+      floorRssMiB: null,
+      heapMiB: null,
+      externalMiB: null,
       nodeCpuSeconds: null,
     }));
     for (const e of this.#events) {
@@ -109,8 +127,18 @@ export class SoakTally {
     for (const s of this.#samples) {
       const r = row(s.at);
       r.peakRssMiB = Math.max(r.peakRssMiB ?? 0, s.rssMiB);
+      // The floor is the node's under load: a sample after the load (an idle node) is no floor of its last minute.
+      if (untilMs === undefined || s.at <= untilMs) r.floorRssMiB = Math.min(r.floorRssMiB ?? Number.POSITIVE_INFINITY, s.rssMiB);
       if (previous) r.nodeCpuSeconds = round((r.nodeCpuSeconds ?? 0) + s.cpuSeconds - previous.cpuSeconds, 2);
       previous = s;
+    }
+    for (const h of this.#heap) {
+      if (untilMs !== undefined && h.at > untilMs) continue;
+      const r = row(h.at);
+      if (r.heapMiB === null || h.heapMiB < r.heapMiB) {
+        r.heapMiB = round(h.heapMiB, 1);
+        r.externalMiB = round(h.externalMiB, 1);
+      }
     }
     for (const r of rows) {
       r.MBIn = round(r.MBIn, 1);
@@ -153,6 +181,12 @@ export class SoakTally {
       peakMiB: s.length === 0 ? null : Math.max(...s.map((x) => x.rssMiB)),
       lastMiB: s.at(-1)?.rssMiB ?? null,
     };
+  }
+
+  /** Post-GC heap over the run; null without a sample. */
+  heap(): { firstMiB: number; lastMiB: number; samples: number } | null {
+    const h = this.#heap;
+    return h.length === 0 ? null : { firstMiB: round(h[0]!.heapMiB, 1), lastMiB: round(h.at(-1)!.heapMiB, 1), samples: h.length };
   }
 
   cpuSeconds(): number | null {
@@ -199,6 +233,8 @@ export interface SoakResult {
   perMinute: SoakMinute[];
   totals: ReturnType<SoakTally['totals']>;
   rss: { startMiB: number | null; peakMiB: number | null; finalMiB: number | null };
+  /** The node's V8 heap in use after a forced full GC (bench/heap-probe.ts), first and last sample; null: not measured. */
+  heap: ReturnType<SoakTally['heap']>;
   nodeCpuSeconds: number | null;
   errors: { expected: Record<string, number>; unexpected: Record<string, number>; examples: string[] };
   verification: {
@@ -217,7 +253,12 @@ export interface SoakResult {
 
 export const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
 
-/** RSS counts as flat when the last full minute's peak is within this of the second minute's (the first warms up). */
+/**
+ * RSS counts as flat when the last full minute's floor (its lowest sample) is within this of the
+ * second minute's (the first warms up). The floor, not the peak: a minute's peak is whatever
+ * happened to be in flight at once (huge uploads' chunk windows, a study being served), which
+ * moves by tens of MiB from one minute to the next; memory that is kept raises the floor.
+ */
 export const SOAK_RSS_GROWTH = { fraction: 0.1, minMiB: 32 };
 /** Below this many full minutes a trend in RSS cannot be told from warm-up. */
 const MIN_MINUTES_FOR_TREND = 5;
@@ -256,17 +297,20 @@ export function soakTargets(r: SoakResult): TargetCheck[] {
     },
     { target: 'soak: the node stays up', scenario, measured: r.nodeUpAtEnd ? 'up at the end' : 'not up at the end', met: r.nodeUpAtEnd },
   ];
-  const full = r.perMinute.filter((m) => m.minute * 60 <= r.seconds && m.peakRssMiB !== null);
+  const full = r.perMinute.filter((m) => m.minute * 60 <= r.seconds && m.floorRssMiB !== null && m.peakRssMiB !== null);
   const second = full[1];
   const last = full.at(-1);
   const enough = full.length >= MIN_MINUTES_FOR_TREND && second !== undefined && last !== undefined;
+  const mib = (v: number | null): string => (v === null ? '?' : String(Math.round(v)));
+  const heap =
+    enough && second.heapMiB !== null && last.heapMiB !== null ? `post-GC heap ${mib(second.heapMiB)} → ${mib(last.heapMiB)} MiB` : 'post-GC heap not measured';
   out.push({
-    target: "soak: no memory growth (last minute's peak RSS within 10% or 32 MiB of the second minute's)",
+    target: "soak: no memory growth (last full minute's RSS floor within 10% or 32 MiB of the second minute's)",
     scenario,
     measured: enough
-      ? `${Math.round(second.peakRssMiB!)} → ${Math.round(last.peakRssMiB!)} MiB`
+      ? `RSS floor ${mib(second.floorRssMiB)} → ${mib(last.floorRssMiB)} MiB (peak ${mib(second.peakRssMiB)} → ${mib(last.peakRssMiB)} MiB; ${heap})`
       : `${full.length} full minutes (${MIN_MINUTES_FOR_TREND} needed)`,
-    met: enough ? last.peakRssMiB! - second.peakRssMiB! <= Math.max(SOAK_RSS_GROWTH.fraction * second.peakRssMiB!, SOAK_RSS_GROWTH.minMiB) : null,
+    met: enough ? last.floorRssMiB! - second.floorRssMiB! <= Math.max(SOAK_RSS_GROWTH.fraction * second.floorRssMiB!, SOAK_RSS_GROWTH.minMiB) : null,
   });
   return out;
 }
@@ -286,7 +330,10 @@ export function soakMarkdown(r: SoakResult): string {
     `- Stored: ${formatNumber(t.instancesStored)} instances, ${formatNumber(t.bytesIn / 1e6)} MB in (${formatNumber(t.bytesIn / 1e6 / r.seconds)} MB/s); ` +
       `${formatNumber(t.bytesOut / 1e6)} MB out.`,
     `- Node RSS: ${fmtMiB(r.rss.startMiB)} at the start, peak ${fmtMiB(r.rss.peakMiB)}, ${fmtMiB(r.rss.finalMiB)} at the end of the load; ` +
-      `node CPU ${r.nodeCpuSeconds === null ? 'n/a' : `${formatNumber(r.nodeCpuSeconds)} s`}.`,
+      `node CPU ${r.nodeCpuSeconds === null ? 'n/a' : `${formatNumber(r.nodeCpuSeconds)} s`}; ` +
+      (r.heap === null
+        ? 'post-GC V8 heap not measured.'
+        : `post-GC V8 heap ${fmtMiB(r.heap.firstMiB)} at the first sample, ${fmtMiB(r.heap.lastMiB)} at the last (${r.heap.samples} samples).`),
     `- Verification: ${formatNumber(v.wado.instancesVerified)} of ${formatNumber(v.instancesAcknowledged)} acknowledged instances of ${v.studies} studies ` +
       `byte-exact over WADO (sha256)${v.wado.failures.length > 0 ? `, failures: ${v.wado.failures.slice(0, 3).join('; ')}` : ''}; ` +
       (v.verifier === null || v.cli === null
@@ -312,7 +359,10 @@ export function soakMarkdown(r: SoakResult): string {
         'abandoned',
         'expected refusals',
         'unexpected',
-        'node peak RSS MiB',
+        'node RSS peak MiB',
+        'RSS floor MiB',
+        'post-GC heap MiB',
+        'external MiB',
         'node CPU-s',
       ],
       r.perMinute.map((m) => [
@@ -326,12 +376,18 @@ export function soakMarkdown(r: SoakResult): string {
         m.expected,
         m.unexpected,
         m.peakRssMiB === null ? '' : Math.round(m.peakRssMiB),
+        m.floorRssMiB === null ? '' : Math.round(m.floorRssMiB),
+        m.heapMiB === null ? '' : Math.round(m.heapMiB),
+        m.externalMiB === null ? '' : Math.round(m.externalMiB),
         m.nodeCpuSeconds === null ? '' : m.nodeCpuSeconds,
       ]),
-      Array.from({ length: 16 }, (_, i) => (i === 0 ? 'left' : 'right')),
+      Array.from({ length: 19 }, (_, i) => (i === 0 ? 'left' : 'right')),
     ),
     '',
-    'Requests are counted in the minute they finished (a huge upload, with its bytes, in the minute it was acknowledged).',
+    'Requests are counted in the minute they finished (a huge upload, with its bytes, in the minute it was acknowledged). ' +
+      "RSS is sampled every second: the peak and the floor (lowest sample) of each minute. The post-GC heap is the minute's lowest " +
+      'V8 heap in use right after a full GC the benchmark forces in the node (over its inspector) every ' +
+      `${HEAP_SAMPLE_INTERVAL_MS / 1000} s, with the external memory (Buffers) at that GC. Memory growth is judged on the RSS floor.`,
     '',
   );
   const rows = [

@@ -30,6 +30,7 @@ import { planStudy, type GeneratedInstance, type GeneratedStudy } from './genera
 import { verifyStudy } from '../src/read/verify.ts';
 import { resolveNodeOptions } from '../src/shell/config.ts';
 import { openVault } from '../src/shell/vault.ts';
+import { openHeapProbe, type HeapProbe } from './heap-probe.ts';
 import { BIN, serveNode } from './node-process.ts';
 import { formatNumber } from './report.ts';
 import { readCpuSeconds, readProcMemory } from './rss.ts';
@@ -42,6 +43,7 @@ import {
   HUGE_FRAMES,
   HUGE_STUDY_INSTANCES,
   HUGE_SHARE,
+  HEAP_SAMPLE_INTERVAL_MS,
   QIDO_INTERVAL_MS,
   WADO_STUDY_INTERVAL_MS,
   FRAME_INTERVAL_MS,
@@ -105,7 +107,15 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   }
   const dataDir = await mkdtemp(join(opts.workDir, 'dicom-vault-bench-soak-'));
   const env = { ...(opts.env ?? {}) };
-  const node = await serveNode(dataDir, ['--store', opts.store], env);
+  // With its inspector, so that the post-GC heap can be read (bench/heap-probe.ts).
+  const node = await serveNode(dataDir, ['--store', opts.store], env, { inspect: true });
+  let probe: HeapProbe | undefined;
+  try {
+    if (node.inspectorUrl === undefined) throw new Error('the node announced no inspector');
+    probe = await openHeapProbe(node.inspectorUrl);
+  } catch (err) {
+    log(`soak: post-GC heap not measured: ${(err as Error).message}`);
+  }
   const tally = new SoakTally();
   const studies: StoredStudy[] = [];
   const refusedStudies: string[] = [];
@@ -132,9 +142,26 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       // exited: the end checks say so
     }
   };
+  let heapInFlight: Promise<void> | undefined;
+  const sampleHeap = (): Promise<void> => {
+    if (probe === undefined) return Promise.resolve();
+    heapInFlight ??= probe
+      .postGc()
+      .then(
+        (m) => tally.sampleHeap(now(), m.heapUsedBytes / 2 ** 20, m.externalBytes / 2 ** 20),
+        (err: unknown) => log(`soak: a post-GC heap sample failed: ${(err as Error).message}`),
+      )
+      .finally(() => {
+        heapInFlight = undefined;
+      });
+    return heapInFlight;
+  };
   sampleNode();
+  await sampleHeap();
   const sampler = setInterval(sampleNode, SAMPLE_INTERVAL_MS);
   sampler.unref();
+  const heapSampler = setInterval(() => void sampleHeap(), HEAP_SAMPLE_INTERVAL_MS);
+  heapSampler.unref();
   log(`soak: node ${node.url} (PID ${node.pid}), ${formatNumber(opts.minutes)} min at ${formatNumber(opts.ingestMBps)} MB/s of uploads`);
   const progress = setInterval(() => {
     const t = tally.totals();
@@ -290,6 +317,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const seconds = now() / 1000;
   clearInterval(progress);
   clearInterval(sampler);
+  clearInterval(heapSampler);
+  await heapInFlight;
+  await sampleHeap();
   sampleNode();
   const rss = tally.rss();
   const finalMiB = alive(node.pid) ? rss.lastMiB : null;
@@ -331,6 +361,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       (r) => r.status === 200 || r.status === 204,
       () => false,
     ));
+  probe?.close();
   await node.stop();
 
   let verifier: SoakResult['verification']['verifier'] = null;
@@ -374,6 +405,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     perMinute: tally.minutes(deadline),
     totals: tally.totals(),
     rss: { startMiB: rss.startMiB, peakMiB: rss.peakMiB, finalMiB },
+    heap: tally.heap(),
     nodeCpuSeconds: tally.cpuSeconds(),
     errors: { ...errors, examples },
     verification: {

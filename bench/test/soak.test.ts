@@ -16,18 +16,54 @@ describe('the soak tally', () => {
     [0, 100, 1],
     [30_000, 150, 4],
     [90_000, 180, 10],
+    [100_000, 160, 11],
     [121_000, 170, 12],
+    // After the load: idle, it is no floor of the last minute.
+    [122_000, 90, 12],
   ] as const)
     tally.sample(at, rss, cpu);
+  // The node's V8 heap and external memory after a forced full GC.
+  for (const [at, heap, external] of [
+    [15_000, 40, 12],
+    [45_000, 38, 11],
+    [75_000, 44, 12],
+    [105_000, 42, 13],
+    [125_000, 30, 9],
+  ] as const)
+    tally.sampleHeap(at, heap, external);
 
-  it('counts by minute: requests, instances, MB, refusals apart from failures, peak RSS and CPU', () => {
+  it('counts by minute: requests, instances, MB, refusals apart from failures, RSS peak and floor, post-GC heap, CPU', () => {
     const m = tally.minutes(120_000);
     expect(m).toHaveLength(2);
-    expect(m[0]).toMatchObject({ minute: 1, instancesStored: 21, MBIn: 278, MBOut: 0, expected: 0, unexpected: 0, peakRssMiB: 150, nodeCpuSeconds: 3 });
+    expect(m[0]).toMatchObject({
+      minute: 1,
+      instancesStored: 21,
+      MBIn: 278,
+      MBOut: 0,
+      expected: 0,
+      unexpected: 0,
+      peakRssMiB: 150,
+      floorRssMiB: 100,
+      heapMiB: 38,
+      externalMiB: 11,
+      nodeCpuSeconds: 3,
+    });
     expect(m[0]!.requests['stow-small']).toBe(1);
     expect(m[0]!.requests['stow-huge']).toBe(1);
     // What finished after the load's end counts in its last minute.
-    expect(m[1]).toMatchObject({ minute: 2, instancesStored: 20, MBIn: 10, MBOut: 52, expected: 3, unexpected: 1, peakRssMiB: 180, nodeCpuSeconds: 8 });
+    expect(m[1]).toMatchObject({
+      minute: 2,
+      instancesStored: 20,
+      MBIn: 10,
+      MBOut: 52,
+      expected: 3,
+      unexpected: 1,
+      peakRssMiB: 180,
+      floorRssMiB: 160,
+      heapMiB: 42,
+      externalMiB: 13,
+      nodeCpuSeconds: 8,
+    });
     expect(m[1]!.requests.truncated).toBe(2);
     // Without a length, every minute with anything in it has its row.
     expect(tally.minutes()).toHaveLength(3);
@@ -39,7 +75,8 @@ describe('the soak tally', () => {
       expected: { 'truncated: HTTP 400': 2, 'stow-small: busy (503)': 1 },
       unexpected: { 'wado-frame: frame 3: HTTP 500': 1 },
     });
-    expect(tally.rss()).toEqual({ startMiB: 100, peakMiB: 180, lastMiB: 170 });
+    expect(tally.rss()).toEqual({ startMiB: 100, peakMiB: 180, lastMiB: 90 });
+    expect(tally.heap()).toEqual({ firstMiB: 40, lastMiB: 30, samples: 5 });
     expect(tally.cpuSeconds()).toBe(11);
   });
 });
@@ -99,10 +136,14 @@ function result(o: Partial<SoakResult> = {}): SoakResult {
       expected: 0,
       unexpected: 0,
       peakRssMiB: minute === 1 ? 150 : 200 + minute,
+      floorRssMiB: minute === 1 ? 120 : 170 + minute,
+      heapMiB: 40 + minute,
+      externalMiB: 10,
       nodeCpuSeconds: 20,
     })),
     totals: { instancesStored: 60, bytesIn: 360e6, bytesOut: 180e6, requests },
     rss: { startMiB: 120, peakMiB: 206, finalMiB: 200 },
+    heap: { firstMiB: 41, lastMiB: 46, samples: 24 },
     nodeCpuSeconds: 120,
     errors: { expected: { 'truncated: HTTP 400': 3 }, unexpected: {}, examples: [] },
     verification: {
@@ -123,7 +164,21 @@ describe("the soak's targets and report", () => {
   it('all met on a clean run', () => {
     const t = soakTargets(result());
     expect(t.map((x) => x.met)).toEqual([true, true, true, true, true]);
-    expect(t[4]).toMatchObject({ measured: '202 → 206 MiB' });
+    expect(t[4]).toMatchObject({ measured: 'RSS floor 172 → 176 MiB (peak 202 → 206 MiB; post-GC heap 42 → 46 MiB)' });
+  });
+
+  it('memory growth is judged on the RSS floor, not on the peak', () => {
+    const r = result();
+    // Peaks jumping with what happened to overlap in a minute, the floor flat: met.
+    const spiky = soakTargets({ ...r, perMinute: r.perMinute.map((m) => ({ ...m, peakRssMiB: m.minute % 2 === 0 ? 200 : 320 })) })[4]!;
+    expect(spiky.met).toBe(true);
+    // The floor rising by more than 10% and 32 MiB with flat peaks: missed.
+    const leak = soakTargets({ ...r, perMinute: r.perMinute.map((m) => ({ ...m, floorRssMiB: 150 + m.minute * 15 })) })[4]!;
+    expect(leak).toMatchObject({ met: false });
+    expect(leak.measured).toMatch(/^RSS floor 180 → 240 MiB/);
+    // Without post-GC samples (the probe failed) the RSS still judges.
+    const noHeap = soakTargets({ ...r, heap: null, perMinute: r.perMinute.map((m) => ({ ...m, heapMiB: null, externalMiB: null })) })[4]!;
+    expect(noHeap).toMatchObject({ met: true, measured: 'RSS floor 172 → 176 MiB (peak 202 → 206 MiB; post-GC heap not measured)' });
   });
 
   it('an acknowledged instance missing, a failure, a refused upload stored, memory growing: each MISSED', () => {
@@ -136,7 +191,7 @@ describe("the soak's targets and report", () => {
         refused: { uploads: 12, instancesListed: 1, failures: [] },
       },
       errors: { ...r.errors, unexpected: { 'wado-frame: HTTP 500': 1 } },
-      perMinute: r.perMinute.map((m) => ({ ...m, peakRssMiB: m.minute * 60 })),
+      perMinute: r.perMinute.map((m) => ({ ...m, peakRssMiB: m.minute * 60, floorRssMiB: m.minute * 50 })),
       nodeUpAtEnd: false,
     });
     expect(bad.map((x) => x.met)).toEqual([false, false, false, false, false]);
@@ -157,6 +212,9 @@ describe("the soak's targets and report", () => {
       result({ errors: { expected: { 'truncated: HTTP 400': 3 }, unexpected: { 'qido: HTTP 500': 1 }, examples: ['12 s: qido: HTTP 500'] } }),
     );
     expect(md).toContain('| 6 | 10 | 60 | 30 |');
+    // Each minute: RSS peak and floor, post-GC heap and external memory.
+    expect(md).toContain('| 206 | 176 | 46 | 10 | 20 |');
+    expect(md).toContain('post-GC V8 heap 41 MiB at the first sample, 46 MiB at the last (24 samples)');
     expect(md).toContain('| truncated: HTTP 400 | expected refusal | 3 |');
     expect(md).toContain('| qido: HTTP 500 | UNEXPECTED | 1 |');
     expect(md).toContain('60 of 60 acknowledged instances of 4 studies byte-exact');

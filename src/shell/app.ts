@@ -178,6 +178,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
         const decision = await deps.access.authorize(principal, resource);
         request.access = decision;
         if (!decision.allowed) throw new VaultError('FORBIDDEN', decision.reason ?? 'access not granted');
+        // A client gone while it was identified has had its outcome recorded (on 'close'): an
+        // access admitted now would have none, and is served to no one.
+        if (reply.raw.destroyed) throw new VaultError('ABORTED', 'the client closed the connection before it was served');
         // Recorded on disk before a byte is served; a log that cannot be written refuses (503).
         if (deps.audit.admit !== undefined) await deps.audit.admit(auditEventOf(request, reply, declared));
         if (decision.grants !== undefined && decision.grants.length > 0) deps.grantWatch?.watch(decision.grants, reply);

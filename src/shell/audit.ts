@@ -285,6 +285,9 @@ export interface AccessAuditDeps {
  */
 export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(event: AuditEvent): Promise<void> } {
   const admitted = new Map<string, number>();
+  // Admissions on their way to disk: an outcome that comes meanwhile (the client left) waits for
+  // its access's index, so that it is linked and nothing is left in `admitted`.
+  const admitting = new Map<string, Promise<unknown>>();
 
   // The patients an access concerns: the study's; else the patients whose grants it used; else the
   // caller's own (a patient); else none (the node's key).
@@ -321,12 +324,25 @@ export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(even
     ...((event.reason ?? event.basis) !== undefined ? { why: (event.reason ?? event.basis)! } : {}),
   });
 
-  return {
+  const sink: AuditSink & { admit(event: AuditEvent): Promise<void> } = {
     async admit(event) {
-      const indexes = await Promise.all(subjectsOf(event).map((s) => deps.audit.log.append(recordOf('access', { ...event, status: 0 }), s)));
-      if (event.id !== undefined) admitted.set(event.id, indexes[0]!);
+      const written = Promise.all(subjectsOf(event).map((s) => deps.audit.log.append(recordOf('access', { ...event, status: 0 }), s)));
+      if (event.id === undefined) return void (await written);
+      admitting.set(event.id, written);
+      try {
+        admitted.set(event.id, (await written)[0]!);
+      } finally {
+        admitting.delete(event.id);
+      }
     },
     record(event) {
+      const pending = event.id === undefined ? undefined : admitting.get(event.id);
+      if (pending !== undefined) {
+        // Runs after admit's own continuation (registered first): the index is in `admitted`.
+        const later = (): void => sink.record(event);
+        pending.then(later, later);
+        return;
+      }
       const ref = event.id === undefined ? undefined : admitted.get(event.id);
       if (event.id !== undefined) admitted.delete(event.id);
       const refused = ref === undefined && (event.status === 401 || event.status === 403);
@@ -336,6 +352,7 @@ export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(even
       for (const s of ref !== undefined || refused ? subjectsOf(event).slice(0, 1) : subjectsOf(event)) deps.audit.log.note(rec, s);
     },
   };
+  return sink;
 }
 
 /** The study name under which anchor.db keeps the audit log's heads (and their receipts). */

@@ -11,6 +11,9 @@ export function requestSignal(request: FastifyRequest, reply: FastifyReply): Abo
   const abort = (): void => {
     if (!controller.signal.aborted) controller.abort(new VaultError('ABORTED', 'the client closed the connection'));
   };
+  // A response closed already (the client left while the request waited before its handler)
+  // fires no 'close' again: the signal is aborted at once.
+  if (reply.raw.destroyed && !reply.raw.writableFinished) abort();
   request.raw.once('aborted', abort);
   // 'close' also follows a complete response; only a close before the end is an abort.
   reply.raw.once('close', () => {

@@ -38,13 +38,25 @@ export function stowService(deps: StowDeps): FastifyPluginAsync {
 
     const handler = async (request: FastifyRequest<{ Params: { study?: string } }>, reply: FastifyReply): Promise<SessionReport> => {
       const study = request.params.study === undefined ? undefined : assertUid(request.params.study, 'Study Instance UID in the URL');
+      // A client gone while the access seam waited (identity, the audit log's admission) has
+      // nothing left to send or to be answered: no slot, no session.
+      if (reply.raw.destroyed) throw new VaultError('ABORTED', 'the client closed the connection before its upload was taken');
       const slot = deps.ingests?.acquire(request.ip) ?? { release: () => undefined };
       if ('refused' in slot) {
         deps.metrics?.countBusy('stow');
         void reply.header('retry-after', String(RETRY_AFTER_S));
         throw new VaultError('BUSY', `${slot.refused}: retry in ${RETRY_AFTER_S} s`);
       }
-      reply.raw.once('close', slot.release);
+      // Released when the ingest is over, whichever way: a 'close' listener misses a close that
+      // came before it, and would free the slot while a broken-off session still discards.
+      try {
+        return await ingest(request, reply, study);
+      } finally {
+        slot.release();
+      }
+    };
+
+    const ingest = async (request: FastifyRequest, reply: FastifyReply, study: string | undefined): Promise<SessionReport> => {
       const { type, params } = parseContentType(request.headers['content-type']);
       const limits = deps.limits ?? DEFAULT_LIMITS;
       const moving = keepMoving(request.body as Readable, limits.idleTimeoutS, limits.minBodyRate, (reason) => {
