@@ -565,6 +565,12 @@ interface HeadView {
   signature: string;
   receipt: unknown;
 }
+interface HeadCheck {
+  view: HeadView;
+  root: Uint8Array | undefined;
+  problem?: string;
+  anchor?: AnchorResult;
+}
 interface EntryView {
   index: number;
   time: string;
@@ -610,8 +616,7 @@ export async function verifyPatientAudit(o: VerifyAuditOptions): Promise<AuditVe
   const { entries, heads } = listed.body;
 
   // -- the head(s) the entries prove into: signed under the pinned key, fields = signed body ----
-  const headChecks = new Map<number, { view: HeadView; root: Uint8Array | undefined; problem?: string; anchor?: AnchorResult }>();
-  for (const h of heads) {
+  const checkHead = async (h: HeadView): Promise<HeadCheck> => {
     const parsed = parseHeadBody(h.body);
     let problem: string | undefined;
     if (!(await signedBy(key, h.body, h.signature))) problem = `the head of ${h.size} entries is not signed by the node's pinned key`;
@@ -619,17 +624,49 @@ export async function verifyPatientAudit(o: VerifyAuditOptions): Promise<AuditVe
       problem = `the head of ${h.size} entries is not what its signature covers`;
     else if (h.cid !== cidText(await headCidBytes(h.body))) problem = `the head of ${h.size} entries is anchored under a CID that is not its own`;
     if (problem !== undefined) problems.push(problem);
-    headChecks.set(h.size, { view: h, root: parsed?.root, ...(problem !== undefined ? { problem } : {}) });
+    return { view: h, root: parsed?.root, ...(problem !== undefined ? { problem } : {}) };
+  };
+  const anchorOf = async (hc: HeadCheck): Promise<void> => {
+    if (hc.problem !== undefined || hc.view.receipt === null || hc.view.receipt === undefined) return;
+    hc.anchor = await verifyHeadAnchor(hc.view, hc.view.receipt, o.chain, fetchFn, now);
+    if (hc.anchor.status === 'failed') problems.push(`the anchor of the head of ${hc.view.size} entries: ${hc.anchor.reason}`);
+  };
+  const headChecks = new Map<number, HeadCheck>();
+  for (const h of heads) {
+    const hc = await checkHead(h);
+    await anchorOf(hc);
+    headChecks.set(h.size, hc);
   }
-  for (const hc of headChecks.values()) {
-    if (hc.problem === undefined && hc.view.receipt !== null && hc.view.receipt !== undefined)
-      hc.anchor = await verifyHeadAnchor(hc.view, hc.view.receipt, o.chain, fetchFn, now);
-    if (hc.anchor?.status === 'failed') problems.push(`the anchor of the head of ${hc.view.size} entries: ${hc.anchor.reason}`);
+  const shown = heads[0] === undefined ? undefined : headChecks.get(heads[0].size);
+
+  // -- when the head shown is not anchored yet (the newest entries came after the last anchor; the
+  // patient's own last read of the log is one), the latest anchored head still covers the older
+  // entries: the node names it for the oldest entry shown (GET /api/patient/audit/{index} proves
+  // into the latest anchored head that covers it). A consistency proof from it to the head shown
+  // makes every entry below its size an entry of the anchored head too.
+  let bridge: HeadCheck | undefined;
+  const underShown = shown === undefined ? [] : entries.filter((e) => e.head === shown.view.size).map((e) => e.index);
+  if (shown !== undefined && shown.problem === undefined && shown.anchor === undefined && shown.root !== undefined && underShown.length > 0) {
+    const one = await getJson<{ head?: HeadView }>(`/api/patient/audit/${Math.min(...underShown)}`, true);
+    const h = one.body?.head;
+    if (one.status === 200 && h !== undefined && h.size < shown.view.size && h.receipt !== null && h.receipt !== undefined) {
+      const hc = await checkHead(h);
+      if (hc.problem === undefined && hc.root !== undefined) {
+        await anchorOf(hc);
+        const c = await getJson<{ proof: string[] }>(`/api/audit/consistency?first=${h.size}&second=${shown.view.size}`, false);
+        const proof = (c.body?.proof ?? []).map((p) => fromBase64(p) ?? new Uint8Array());
+        if (c.status === 200 && (await verifyConsistency(h.size, shown.view.size, proof, hc.root, shown.root))) bridge = hc;
+        else
+          problems.push(
+            `the head of ${shown.view.size} entries does not extend the anchored head of ${h.size}: the log was rewritten, or it shows different histories to different readers`,
+          );
+      }
+    }
   }
 
   // -- no split view: the node's latest head extends the anchored one -----------------------------
-  const anchoredHead = [...headChecks.values()].find((h) => h.anchor?.status === 'verified' && h.root !== undefined);
-  if (anchoredHead !== undefined) {
+  const anchoredHead = shown?.anchor !== undefined ? shown : bridge;
+  if (anchoredHead?.anchor?.status === 'verified' && anchoredHead.root !== undefined) {
     const latest = await getJson<HeadView>('/api/audit/head', false);
     if (latest.status === 200 && latest.body.size > anchoredHead.view.size) {
       const l = latest.body;
@@ -638,7 +675,7 @@ export async function verifyPatientAudit(o: VerifyAuditOptions): Promise<AuditVe
       const proof = (c.body?.proof ?? []).map((p) => fromBase64(p) ?? new Uint8Array());
       if (!(await signedBy(key, l.body, l.signature)) || lp === undefined || lp.size !== l.size)
         problems.push(`the node's latest head (${l.size} entries) is not signed by the pinned key`);
-      else if (c.status !== 200 || !(await verifyConsistency(anchoredHead.view.size, l.size, proof, anchoredHead.root!, lp.root)))
+      else if (c.status !== 200 || !(await verifyConsistency(anchoredHead.view.size, l.size, proof, anchoredHead.root, lp.root)))
         problems.push(
           `the node's latest head (${l.size} entries) does not extend the anchored head of ${anchoredHead.view.size}: the log was rewritten, or it shows different histories to different readers`,
         );
@@ -701,11 +738,15 @@ export async function verifyPatientAudit(o: VerifyAuditOptions): Promise<AuditVe
       results.push(out('failed', 'the head is signed by a key that is not the one you pinned'));
       continue;
     }
-    const a = hc.anchor;
+    const viaBridge = hc.anchor === undefined && bridge !== undefined && hc === shown && e.index < bridge.view.size;
+    const a = viaBridge ? bridge!.anchor : hc.anchor;
+    const where = viaBridge
+      ? `in the head of ${hc.view.size} entries, which extends the anchored head of ${bridge!.view.size}`
+      : `in the head of ${hc.view.size} entries`;
     if (a === undefined) results.push(out('pending-anchor', `in the signed head of ${hc.view.size} entries; its anchor on the chain is pending`));
     else if (a.status === 'failed') results.push(out('failed', `the anchor of its head does not hold: ${a.reason}`));
-    else if (a.status === 'pending') results.push(out('pending-anchor', `in the signed head of ${hc.view.size} entries; ${a.reason}`));
-    else results.push(out('verified', `in the head of ${hc.view.size} entries, ${a.reason}`));
+    else if (a.status === 'pending') results.push(out('pending-anchor', `${where}; ${a.reason}`));
+    else results.push(out('verified', `${where}, ${a.reason}`));
   }
 
   const failed = results.filter((r) => r.status === 'failed').length;
@@ -717,7 +758,7 @@ export async function verifyPatientAudit(o: VerifyAuditOptions): Promise<AuditVe
       : status === 'pending-anchor'
         ? `${results.length - pending} of ${results.length} entries verified; ${pending} wait for their anchor on the chain`
         : `All ${results.length} entries verified in this browser against the node's pinned key and the chain`;
-  const shown = heads[0] === undefined ? undefined : headChecks.get(heads[0].size);
+  const anchor = shown?.anchor ?? bridge?.anchor;
   return {
     status,
     summary,
@@ -735,7 +776,7 @@ export async function verifyPatientAudit(o: VerifyAuditOptions): Promise<AuditVe
           },
         }
       : {}),
-    ...(shown?.anchor !== undefined ? { anchor: shown.anchor } : {}),
+    ...(anchor !== undefined ? { anchor } : {}),
     problems,
   };
 }
