@@ -44,6 +44,12 @@ export interface VerifyAuditOptions {
   token: string;
   /** The node's audit key (SPKI DER, base64) as the patient pinned it; absent on first use. */
   nodeKey?: string;
+  /**
+   * The keys that seal the patient's entries (subject → raw AES-256 key, base64), when the page
+   * holds them. With a subject's key each entry is opened here and its details compared with what
+   * the node showed; without it the details are the node's word (the proofs cover the ciphertext).
+   */
+  subjectKeys?: Record<string, string>;
   chain: {
     /** JSON-RPC endpoint of the anchoring chain, reachable from the browser (CORS). */
     rpcUrl: string;
@@ -64,6 +70,8 @@ export interface EntryResult {
   subject: string;
   /** The details as the node opened them; null when the patient's key was destroyed (erasure) or the entry does not open. */
   record: Record<string, unknown> | null;
+  /** True when the details were opened in the browser under the patient's key and match the node's; false when they are the node's word. */
+  detailsVerified: boolean;
   status: EntryStatus;
   /** Why, in words a patient can read. */
   reason: string;
@@ -277,6 +285,38 @@ export function parseLeafHeader(leaf: Uint8Array): { index: number; time: number
   const time = view.getBigUint64(9);
   if (index > BigInt(Number.MAX_SAFE_INTEGER) || time > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
   return { index: Number(index), time: Number(time), subject: String.fromCharCode(...leaf.subarray(18, 18 + len)), prev: leaf.subarray(18 + len, ivAt) };
+}
+
+/** JSON with object keys sorted: the same details compare equal whatever order the node wrote them in. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object')
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  return JSON.stringify(v);
+}
+
+/**
+ * Opens a leaf's details under the subject's key (AES-256-GCM, the clear header as additional
+ * data: src/audit/entry.ts openLeaf); undefined when the key does not open it.
+ */
+export async function openLeafDetails(leaf: Uint8Array, rawKey: Uint8Array): Promise<Record<string, unknown> | undefined> {
+  const header = parseLeafHeader(leaf);
+  if (header === undefined) return undefined;
+  const at = 18 + header.subject.length + 32;
+  try {
+    const key = await crypto.subtle.importKey('raw', concat(rawKey), { name: 'AES-GCM' }, false, ['decrypt']);
+    const clear = await crypto.subtle.decrypt(
+      { name: 'AES-GCM', iv: concat(leaf.subarray(at, at + 12)), additionalData: concat(leaf.subarray(0, at)), tagLength: 128 },
+      key,
+      concat(leaf.subarray(at + 12)),
+    );
+    return JSON.parse(new TextDecoder().decode(clear)) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
 }
 
 const HEAD_PREFIX = 'dicom-vault audit log ';
@@ -690,11 +730,14 @@ export async function verifyPatientAudit(o: VerifyAuditOptions): Promise<AuditVe
   }
   const results: EntryResult[] = [];
   for (const e of entries) {
+    let record = e.record ?? null;
+    let detailsVerified = false;
     const out = (status: EntryStatus, reason: string): EntryResult => ({
       index: e.index,
       time: e.time,
       subject: e.subject,
-      record: e.record ?? null,
+      record,
+      detailsVerified,
       status,
       reason,
       ...(e.head !== undefined ? { head: e.head } : {}),
@@ -713,6 +756,22 @@ export async function verifyPatientAudit(o: VerifyAuditOptions): Promise<AuditVe
         ),
       );
       continue;
+    }
+    // The details: opened here when the page holds the subject's key, else the node's word.
+    const subjectKey = o.subjectKeys?.[e.subject];
+    if (subjectKey !== undefined) {
+      const opened = await openLeafDetails(leaf, fromBase64(subjectKey) ?? new Uint8Array());
+      if (opened === undefined) {
+        results.push(out('failed', `entry ${e.index} does not open under your key: it was changed`));
+        continue;
+      }
+      if (record !== null && canonical(opened) !== canonical(record)) {
+        record = opened;
+        results.push(out('failed', `the node showed details for entry ${e.index} that are not what the entry holds (shown here: what it holds)`));
+        continue;
+      }
+      record = opened;
+      detailsVerified = true;
     }
     const hc = e.head === undefined ? undefined : headChecks.get(e.head);
     if (hc === undefined || e.proof === undefined) {

@@ -293,10 +293,49 @@ describe("a patient's audit log, verified by the page's module against a real no
       expect(doctorRows(v).access?.status).toBe('verified');
       expect(doctorRows(v).refusal?.status).toBe('verified');
       expect(v.anchor).toMatchObject({ status: 'verified', chainId: chain.chainId });
+      // The details opened in the browser too (WebCrypto AES-GCM), when the page holds the keys.
+      const subjectKeys = Object.fromEntries([...new Set(v.entries.map((e) => e.subject))].map((s) => [s, node.vault.audit.keys.key(s)!.toString('base64')]));
+      const opened = (await page.evaluate(
+        (o) => (globalThis as unknown as { AuditVerify: { verifyPatientAudit: typeof verifyPatientAudit } }).AuditVerify.verifyPatientAudit(o),
+        { baseUrl: api, token: session, nodeKey: options.nodeKey!, chain: options.chain, subjectKeys, query: { grantee: 'user:dr.who' } },
+      )) as AuditVerification;
+      expect(opened.status).toBe('verified');
+      expect(opened.entries.length).toBeGreaterThan(0);
+      for (const e of opened.entries) expect(e.detailsVerified).toBe(true);
     } finally {
       await browser.close();
       await rm(out, { recursive: true, force: true });
     }
+  });
+
+  it("with the patient's entry keys the details are opened in the browser; details changed on the way are caught", async () => {
+    const subjects = new Set((await verifyPatientAudit(options)).entries.map((e) => e.subject));
+    const subjectKeys = Object.fromEntries([...subjects].map((s) => [s, node.vault.audit.keys.key(s)!.toString('base64')]));
+    const only = { ...options, subjectKeys, query: { grantee: 'user:dr.who' } };
+    const v = await verifyPatientAudit(only);
+    expect(v.status).toBe('verified');
+    for (const e of v.entries) expect(e.detailsVerified).toBe(true);
+    expect(doctorRows(v).access?.record?.why).toMatch(/^grant /);
+    // A lying node (or anything between it and the page) names another doctor in one entry: the
+    // proofs still hold (they cover the ciphertext), the details opened here do not match.
+    const target = doctorRows(v).access!;
+    const lying: VerifyAuditOptions['fetch'] = async (input, init) => {
+      const res = await fetch(input, init);
+      if (!input.includes('/api/patient/audit?')) return res;
+      const body = (await res.json()) as { entries: Array<{ index: number; record: { who: { id: string } } }> };
+      for (const e of body.entries) if (e.index === target.index) e.record.who.id = 'user:dr.nobody';
+      return new Response(JSON.stringify(body), { status: res.status, headers: { 'content-type': 'application/json' } });
+    };
+    const lied = await verifyPatientAudit({ ...only, fetch: lying });
+    expect(lied.status).toBe('warning');
+    const row = lied.entries.find((e) => e.index === target.index)!;
+    expect(row.status).toBe('failed');
+    expect(row.reason).toBe(`the node showed details for entry ${target.index} that are not what the entry holds (shown here: what it holds)`);
+    expect((row.record!.who as { id: string }).id).toBe('user:dr.who');
+    // Without the keys the same lie goes unseen: the details are the node's word, and say so.
+    const unseen = await verifyPatientAudit({ ...options, query: { grantee: 'user:dr.who' }, fetch: lying });
+    const shown = unseen.entries.find((e) => e.index === target.index)!;
+    expect(shown).toMatchObject({ status: 'verified', detailsVerified: false });
   });
 
   it('a wrongly pinned key: the mismatch is reported and nothing verifies', async () => {
