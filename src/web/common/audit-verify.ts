@@ -556,7 +556,9 @@ export async function verifyHeadAnchor(
     if (codeThen !== undefined && toHex(await sha256(fromHex(codeThen) ?? new Uint8Array())) !== ANCHOR_CODE_SHA256)
       return fail(`the code at ${r.contract} was not DicomVaultAnchor's when the root was anchored`, at);
     // root and time: the contract itself recorded the root, at the block's time.
-    const recorded = BigInt(await rpc<string>('eth_call', [{ to: r.contract, data: ANCHORED_AT_SELECTOR + rootHex.slice(2) }, hexNumber(r.block)]));
+    // (At the latest block, as verify-receipt.ts reads it: a record is never changed once made, and
+    // an RPC that prunes old state still answers.)
+    const recorded = BigInt(await rpc<string>('eth_call', [{ to: r.contract, data: ANCHORED_AT_SELECTOR + rootHex.slice(2) }, 'latest']));
     if (recorded === 0n) return fail(`the contract has no record of the batch root ${rootHex}`, at);
     const blockTime = Number(block.timestamp);
     if (recorded !== BigInt(r.time) || blockTime !== r.time) return fail(`the chain dates the anchor ${iso(blockTime)}, the receipt says ${iso(r.time)}`, at);
