@@ -5,6 +5,7 @@
 //   src/shell                                    HTTP app, DICOMweb and DIMSE, commands, wiring
 //   src/audit                                    the record of every access and its exports (BALP, PS3.15, syslog)
 //   src/access                                   the access seam: identity and grants decide what a request sees
+//   src/web                                      the browser pages (served by the shell; import nothing of ours)
 //   src/transfer  src/maintenance  src/erasure   features over the parts below
 //   src/identity  src/grants                     who is calling; what patients granted
 //   ingest  src/read  anchor                     the write path, the read path, anchoring
@@ -38,6 +39,7 @@ const PARTS = [
   'src/transfer',
   'src/maintenance',
   'src/erasure',
+  'src/web',
   'src/shell',
   'bench',
   'test',
@@ -64,6 +66,9 @@ export const ALLOWED: Record<string, string[]> = {
   'src/transfer': [...LOWER, 'src/read'],
   'src/maintenance': [...LOWER, 'src/read'],
   'src/erasure': LOWER,
+  // The browser pages and their build: nothing of the node's (they talk to it over HTTP only). The
+  // shell serves their bundle (src/web/dist), found by URL.
+  'src/web': [],
   // The shell wires every part below it; the bench drives the shell and the bin.
   'src/shell': [...BELOW_SHELL, 'package.json'],
   bench: [...BELOW_SHELL, 'src/shell', 'bin'],

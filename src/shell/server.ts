@@ -32,6 +32,7 @@ import { hostname } from 'node:os';
 import { composeSinks } from '../audit/compose.ts';
 import { catalogPatients } from '../audit/patients.ts';
 import { registerSyslogMetrics, SyslogAuditSink } from '../audit/syslog.ts';
+import { csrfGuard, loadBundles, webPages } from './web.ts';
 
 export interface RunningNode {
   /** The DIMSE Storage SCP, when it runs: its port. */
@@ -59,6 +60,8 @@ export interface StartNodeExtras {
 }
 
 export async function startNode(options: NodeOptions, logger: Logger = createLogger(options.logLevel), extras: StartNodeExtras = {}): Promise<RunningNode> {
+  // The pages (src/shell/web.ts) go with the patient API: checked first, a missing build stops the start before anything opens.
+  const pages = options.open ? undefined : loadBundles();
   const vault = await openVault(options, logger);
   let anchoring: Anchoring | undefined;
   if (extras.anchoring && options.anchor && options.anchor.mode !== 'none') {
@@ -170,6 +173,10 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
   });
+  if (pages !== undefined) {
+    app.addHook('onRequest', csrfGuard(options.publicUrl));
+    void app.register(webPages({ bundles: pages, secureTransport: secure, ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}) }));
+  }
   // The patient API's refusals (a session that fails to open, a request without a patient
   // session) are audit facts too; the DICOMweb seam records its own.
   app.addHook('onError', async (request, _reply, error) => {
