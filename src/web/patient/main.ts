@@ -245,7 +245,7 @@ function studyList(studies: Study[]): Node {
         figure,
         h(
           'div',
-          {},
+          { class: 'study-text' },
           h('h3', {}, title),
           h(
             'dl',
@@ -585,7 +585,10 @@ function erasureForm(studies: Study[]): HTMLElement {
   const requests = h('div');
   const studyName = (uid: string | null) => (uid === null ? t.erasureEverything : (studies.find((s) => s.uid === uid)?.description ?? uid));
   const list = async (): Promise<void> => {
-    const rows = await call<ErasureRequest[]>('/api/patient/erasure-requests').catch(() => [] as ErasureRequest[]);
+    const rows = await call<{ requests: ErasureRequest[] }>('/api/patient/erasure-requests').then(
+      (r) => r.requests,
+      () => [] as ErasureRequest[],
+    );
     replace(
       requests,
       rows.length === 0
