@@ -281,22 +281,21 @@ async function thumbnail(study: string, title: string): Promise<HTMLImageElement
   }
 }
 
-/** Each version's anchor, latest first: confirmed (a receipt) or on its way. */
+/** Each version's anchor, newest first: confirmed (a receipt) or on its way. Asked version by version (1, 2, ...) until the study has no more. */
+const MAX_VERSIONS_SHOWN = 8;
 async function anchorState(study: string): Promise<string> {
-  const one = async (version?: number): Promise<{ text: string; version?: number }> => {
+  const texts: string[] = [];
+  for (let v = 1; v <= MAX_VERSIONS_SHOWN; v++) {
     try {
-      const res = await request(`/dicom-web/studies/${study}/receipt${version !== undefined ? `?version=${version}` : ''}`);
-      const body = (await res.json()) as { version?: number; state?: string };
-      const v = version ?? body.version;
-      return res.status === 202 ? { text: t.anchorPending(v ?? '?'), ...(v !== undefined ? { version: v } : {}) } : { text: t.anchorConfirmed(v ?? '?') };
+      const res = await request(`/dicom-web/studies/${study}/receipt?version=${v}`);
+      texts.unshift(res.status === 202 ? t.anchorPending(v) : t.anchorConfirmed(v));
     } catch (err) {
-      return { text: err instanceof ApiError && err.code === 'ANCHOR_DISABLED' ? t.anchorOff : t.anchorUnknown };
+      if (err instanceof ApiError && err.code === 'ANCHOR_DISABLED') return t.anchorOff;
+      if (err instanceof ApiError && err.code === 'RECEIPT_NOT_FOUND' && v > 1) break;
+      texts.unshift(t.anchorUnknown);
+      break;
     }
-  };
-  const latest = await one();
-  const texts = [latest.text];
-  // Earlier versions (a study grows by versions): a few, newest first.
-  for (let v = (latest.version ?? 1) - 1; v >= 1 && texts.length < 5; v--) texts.push((await one(v)).text);
+  }
   return texts.join('; ');
 }
 

@@ -6,8 +6,11 @@
 // screenshots in test-artifacts/). Attacks: a forged cross-origin request, markup in a study
 // description and a patient name, another patient's passkey, an expired session, plain HTTP from
 // the network.
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error dcmjs ships no type declarations; only DicomMessage.readFile and DicomDict.write are used (typed below).
 import dcmjsModule from 'dcmjs';
@@ -15,7 +18,11 @@ import { type GeneratedStudy, planStudy } from '../../../bench/generate.ts';
 import { bytesOf } from '../../support/generated.ts';
 import { stow } from '../../support/dicomweb.ts';
 import { addVirtualAuthenticator, axeViolations, type Browser, type BrowserContext, launchBrowser, type Page, screenshot } from '../../support/browser.ts';
-import { startTestNode, type TestNode } from '../../support/node.ts';
+import { resolveNodeOptions } from '../../../src/shell/config.ts';
+import { createLogger } from '../../../src/shell/log.ts';
+import type { RunningNode } from '../../../src/shell/server.ts';
+import { type TestChain, useSharedChain } from '../../support/anvil.ts';
+import { startNodeWithTester } from '../../support/node.ts';
 
 const dcmjs = dcmjsModule as {
   data: { DicomMessage: { readFile(buffer: ArrayBuffer): { dict: Record<string, unknown>; write(): ArrayBuffer } } };
@@ -52,7 +59,9 @@ function networkAddress(): string {
 const value = (item: any, tag: string): unknown => item?.[tag]?.Value?.[0];
 
 describe("the patient's page", () => {
-  let node: TestNode;
+  let node: RunningNode;
+  let chain: TestChain;
+  let dataDir: string | undefined;
   let browser: Browser;
   let origin: string;
   let api: string;
@@ -66,9 +75,29 @@ describe("the patient's page", () => {
 
   beforeAll(async () => {
     const port = await freePort();
-    // Listening on every interface: loopback for the browser (passkeys need https or localhost),
-    // the network address for the plain-HTTP test.
-    node = await startTestNode({ flags: { port: String(port), host: '0.0.0.0', 'public-url': `http://localhost:${port}` } });
+    chain = await useSharedChain();
+    dataDir = await mkdtemp(join(tmpdir(), 'dv-patient-page-'));
+    const options = resolveNodeOptions(
+      {
+        port: String(port),
+        // Every interface: loopback for the browser (passkeys need https or localhost), the network
+        // address for the plain-HTTP test.
+        host: '0.0.0.0',
+        'public-url': `http://localhost:${port}`,
+        'data-dir': dataDir,
+        'dimse-port': 'off',
+        'chain-rpc': chain.rpcUrl,
+        'chain-id': String(chain.chainId),
+        'chain-key-file': await chain.keyFile(0),
+        contract: chain.contract,
+        // Three versions make a batch: the first three stored are confirmed, the fourth waits.
+        'anchor-batch-size': '3',
+        'anchor-interval': '3600',
+        confirmations: '1',
+      },
+      {},
+    );
+    node = await startNodeWithTester(options, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'), { anchoring: true, anchorService: { pollIntervalMs: 20 } });
     origin = `http://localhost:${port}`;
     api = `http://127.0.0.1:${port}`;
     browser = await launchBrowser();
@@ -77,14 +106,18 @@ describe("the patient's page", () => {
     b = planStudy({ kind: 'single', instances: 2, rows: 64, columns: 64, seed: 2613, patientId: 'PAT-WEB' });
     const other = planStudy({ kind: 'single', instances: 1, rows: 64, columns: 64, seed: 2614, patientId: 'PAT-OTHER' });
     const bParts = await Promise.all(b.instances.map(async (i) => withTexts(await bytesOf(i), XSS_DESCRIPTION, `${XSS_FAMILY}^${XSS_GIVEN}`)));
+    // Versions in this order: the other patient's study, study A twice (its two series, one request
+    // each: two versions), then study B, whose version is left waiting for the next batch.
+    const confirmed = once(node.anchoring!.service, 'confirmed');
     for (const parts of [
+      await Promise.all(other.instances.map(bytesOf)),
       await Promise.all(a1.instances.map(bytesOf)),
       await Promise.all(a2.instances.map(bytesOf)),
-      bParts,
-      await Promise.all(other.instances.map(bytesOf)),
     ]) {
       expect((await stow(node.url, parts)).status).toBe(200);
     }
+    await confirmed;
+    expect((await stow(node.url, bParts)).status).toBe(200);
     account = node.vault.identity.createPatient([{ id: 'PAT-WEB', issuer: null }]);
     doctor = node.vault.identity.addUser('dr.web', ['grantee']).token;
     context = await browser.newContext({ viewport: { width: 360, height: 780 } });
@@ -94,7 +127,9 @@ describe("the patient's page", () => {
 
   afterAll(async () => {
     await browser?.close();
-    await node?.stop();
+    await node?.close();
+    await chain?.stop();
+    if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
   });
 
   /** The patient's session token, as the page keeps it. */
@@ -118,9 +153,12 @@ describe("the patient's page", () => {
       const imgs = [...(globalThis as any).document.querySelectorAll('li.study img')] as Array<{ complete: boolean; naturalWidth: number }>;
       return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth > 0);
     });
-    const a = studies.filter({ has: page.locator('dd', { hasText: '5' }) });
-    await expect.poll(() => a.count()).toBe(1);
-    expect(await a.locator('dl').textContent()).toMatch(/MR/);
+    // Each version's anchor: study A's two confirmed on chain, study B's waiting for its batch.
+    const a = studies.filter({ hasText: 'Synthetic benchmark study' });
+    const bRow = studies.filter({ hasText: XSS_DESCRIPTION });
+    await expect.poll(() => a.locator('dl').textContent()).toMatch(/Images5.*version 2: confirmed on chain; version 1: confirmed on chain/);
+    expect(await a.locator('dl').textContent()).toMatch(/ModalityMR/);
+    await expect.poll(() => bRow.locator('dl').textContent()).toMatch(/Images2.*version 1: waiting for confirmation$/);
   });
 
   it('markup in a study description and a patient name shows as text: no element made, no script run', async () => {
