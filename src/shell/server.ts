@@ -112,7 +112,10 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     throw err;
   }
   const secure = (request: FastifyRequest): boolean => secureTransport(request, urls);
-  const webauthn = webauthnRpOf(options.publicUrl);
+  // Passkeys need a secure context: the public URL's, or, for `npm start` on this machine (a loopback
+  // address, a fixed port), http://localhost:PORT, which browsers treat as one.
+  const loopbackHost = options.host === 'localhost' || options.host === '::1' || options.host.startsWith('127.');
+  const webauthn = webauthnRpOf(options.publicUrl ?? (loopbackHost && options.port !== 0 ? `http://localhost:${options.port}` : undefined));
   const oidc = options.oidc === undefined ? undefined : createOidcVerifier(options.oidc);
   // A wrong issuer shows at start, in the log; the node serves local tokens meanwhile and asks again at the next JWT.
   oidc?.discover().catch((err: unknown) => logger.warn({ err, issuer: options.oidc?.issuer }, 'OpenID provider not reachable yet'));

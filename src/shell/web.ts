@@ -1,6 +1,6 @@
 // The browser pages (src/web, bundled by `npm run build:web` into src/web/dist/<name>/) served by
 // the node: the patient's page at `/`, and any other page at its own mount (`{ path: '/doctor',
-// page: 'doctor' }`); each page's files at /web/<page>/<file>. Also the CSRF guard of the API.
+// page: 'doctor' }`); each page's files at /web/<page>/<file>. Also the CSRF guard of every state-changing request.
 //
 // Files are read into memory once, at start: a page is three small files known then, so a static
 // file plugin (and its path handling) would add a dependency for nothing; nothing outside the
@@ -166,16 +166,17 @@ export function webPages(deps: WebDeps): FastifyPluginAsync {
 const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /**
- * CSRF guard of the API, an onRequest hook for the root app: a state-changing /api request that a
- * browser says comes from another origin (Sec-Fetch-Site cross-site or same-site, or an Origin that
- * is neither the node's public URL nor the address it was sent to) is refused, 403, naming why. The
- * API takes bearer tokens only (no cookies), so a forged request carries no credential anyway; this
- * holds even if that ever changes. Requests without these headers (curl, the CLI) are no browser's.
+ * CSRF guard, an onRequest hook for the root app: a state-changing request (the patient API's, and
+ * STOW-RS too) that a browser says comes from another origin (Sec-Fetch-Site cross-site or
+ * same-site, or an Origin that is neither the node's public URL nor the address it was sent to) is
+ * refused, 403, naming why. The node takes bearer tokens only (no cookies), so a forged request
+ * carries no credential anyway; this holds even if that ever changes. Requests without these
+ * headers (curl, the CLI, a PACS) are no browser's.
  */
 export function csrfGuard(publicUrl?: string): (request: FastifyRequest) => Promise<void> {
   const publicOrigin = publicUrl === undefined ? undefined : new URL(publicUrl).origin;
   return async (request) => {
-    if (!STATE_CHANGING.has(request.method) || !request.url.startsWith('/api/')) return;
+    if (!STATE_CHANGING.has(request.method)) return;
     const site = request.headers['sec-fetch-site'];
     if (site === 'cross-site' || site === 'same-site') {
       throw new VaultError('FORBIDDEN', `cross-origin request refused (Sec-Fetch-Site: ${site}): this API changes state only for pages of this node`);

@@ -71,6 +71,7 @@ describe('the pages a node serves', () => {
     const app = Fastify();
     app.addHook('onRequest', csrfGuard('https://vault.example'));
     app.post('/api/x', async () => ({ ok: true }));
+    app.post('/dicom-web/studies', async () => ({ ok: true }));
     app.get('/api/x', async () => ({ ok: true }));
     const post = (headers: Record<string, string>) => app.inject({ method: 'POST', url: '/api/x', headers: { host: 'vault.internal:8080', ...headers } });
     expect((await post({ origin: 'https://evil.example' })).statusCode).toBe(403);
@@ -79,6 +80,10 @@ describe('the pages a node serves', () => {
     expect((await post({ origin: 'https://vault.example', 'sec-fetch-site': 'same-origin' })).statusCode).toBe(200);
     expect((await post({ origin: 'http://vault.internal:8080' })).statusCode).toBe(200);
     expect((await post({})).statusCode).toBe(200);
+    const stow = (headers: Record<string, string>) =>
+      app.inject({ method: 'POST', url: '/dicom-web/studies', headers: { host: 'vault.internal:8080', ...headers } });
+    expect((await stow({ 'sec-fetch-site': 'cross-site' })).statusCode).toBe(403);
+    expect((await stow({})).statusCode).toBe(200);
     expect((await app.inject({ url: '/api/x', headers: { origin: 'https://evil.example' } })).statusCode).toBe(200);
     await app.close();
   });
