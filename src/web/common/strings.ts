@@ -20,6 +20,7 @@ export const en = {
   enrolled: 'Your passkey is ready. Sign in with it below.',
   sessionEnded: (reason: string) => `You have been signed out (${reason}). Please sign in again.`,
   signedOut: 'You are signed out.',
+  sessionExpired: 'Your session has expired, so you have been signed out. Please sign in again.',
   signOut: 'Sign out',
   passkeyUnsupported: 'This browser cannot use passkeys. Please use a current Chrome, Edge, Firefox or Safari.',
   passkeysOff: 'This node is not set up for passkeys (it needs an https address). Ask the hospital.',

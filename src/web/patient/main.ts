@@ -130,7 +130,11 @@ function section(id: string, title: string, ...children: Array<Node | string | n
 
 // ---- signing in ----
 
+/** Ends the page's session when the node says it ends, without waiting for a refused request. */
+let expiry: ReturnType<typeof setTimeout> | undefined;
+
 function showSignIn(message?: string, kind: 'notice' | 'error' = 'notice'): void {
+  clearTimeout(expiry);
   replace(accountBar);
   const signInOut = h('div');
   const signInButton = h('button', { type: 'button', class: 'primary' }, t.signInButton);
@@ -189,6 +193,14 @@ function showSignIn(message?: string, kind: 'notice' | 'error' = 'notice'): void
 
 async function showHome(): Promise<void> {
   replace(main, h('p', { role: 'status' }, t.loading));
+  clearTimeout(expiry);
+  const left = Date.parse(currentSession()?.expiresAt ?? '') - Date.now();
+  if (left > 0 && left < 2 ** 31 - 1) {
+    expiry = setTimeout(() => {
+      clearSession();
+      showSignIn(t.sessionExpired, 'error');
+    }, left);
+  }
   const signOut = h('button', { type: 'button', class: 'link' }, t.signOut);
   signOut.addEventListener('click', async () => {
     try {

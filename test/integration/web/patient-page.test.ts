@@ -326,7 +326,22 @@ describe("the patient's page", () => {
     await theirs.close();
   });
 
-  it('an expired session sends the page back to sign-in, saying so', async () => {
+  it('a session that expires while the page is open sends it back to sign-in, saying so, with no click', async () => {
+    const ttl = 8_000;
+    const expiresAt = new Date(Date.now() + ttl);
+    const short = node.vault.identity.issueToken('patient', account, expiresAt);
+    await page.evaluate(
+      ([token, at]) => sessionStorage.setItem('dicom-vault.session', JSON.stringify({ token, expiresAt: at })),
+      [short, expiresAt.toISOString()],
+    );
+    await page.reload();
+    await page.getByRole('heading', { name: 'Your studies' }).waitFor();
+    await page.getByRole('button', { name: 'Sign in with my passkey' }).waitFor({ timeout: ttl + 10_000 });
+    expect(await page.getByRole('alert').textContent()).toMatch(/session has expired/);
+    expect(await page.evaluate(() => sessionStorage.getItem('dicom-vault.session'))).toBeNull();
+  });
+
+  it('a session the node no longer takes (expired, ended) sends the page back to sign-in on its next request, saying so', async () => {
     const short = node.vault.identity.issueToken('patient', account, new Date(Date.now() + 1_000));
     await page.evaluate((token) => sessionStorage.setItem('dicom-vault.session', JSON.stringify({ token, expiresAt: '' })), short);
     await new Promise((r) => setTimeout(r, 1_500));
