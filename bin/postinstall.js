@@ -118,3 +118,9 @@ for (const [path, entry] of Object.entries(packages)) {
     rmSync(join(root, path), { recursive: true, force: true });
   }
 }
+
+// 6. The browser pages (src/web/<name>/main.ts) bundled into src/web/dist with rolldown, now, offline:
+//    the node serves only what was built here and fails to start, naming `npm run build:web`, without it.
+//    A child process on this (the pinned) Node, which strips the build script's types.
+const web = spawnSync(process.execPath, [join(root, 'src', 'web', 'build.ts')], { cwd: root, stdio: 'inherit' });
+if (web.status !== 0) fail(`building the web pages failed (exit ${web.status ?? web.signal}); see above, then run \`npm run build:web\``);

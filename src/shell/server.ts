@@ -32,6 +32,7 @@ import { hostname } from 'node:os';
 import { composeSinks } from '../audit/compose.ts';
 import { catalogPatients } from '../audit/patients.ts';
 import { registerSyslogMetrics, SyslogAuditSink } from '../audit/syslog.ts';
+import { csrfGuard, loadBundles, webPages } from './web.ts';
 
 export interface RunningNode {
   /** The DIMSE Storage SCP, when it runs: its port. */
@@ -59,6 +60,8 @@ export interface StartNodeExtras {
 }
 
 export async function startNode(options: NodeOptions, logger: Logger = createLogger(options.logLevel), extras: StartNodeExtras = {}): Promise<RunningNode> {
+  // The pages (src/shell/web.ts) go with the patient API: checked first, a missing build stops the start before anything opens.
+  const pages = options.open ? undefined : loadBundles();
   const vault = await openVault(options, logger);
   let anchoring: Anchoring | undefined;
   if (extras.anchoring && options.anchor && options.anchor.mode !== 'none') {
@@ -109,7 +112,10 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     throw err;
   }
   const secure = (request: FastifyRequest): boolean => secureTransport(request, urls);
-  const webauthn = webauthnRpOf(options.publicUrl);
+  // Passkeys need a secure context: the public URL's, or, for `npm start` on this machine (a loopback
+  // address, a fixed port), http://localhost:PORT, which browsers treat as one.
+  const loopbackHost = options.host === 'localhost' || options.host === '::1' || options.host.startsWith('127.');
+  const webauthn = webauthnRpOf(options.publicUrl ?? (loopbackHost && options.port !== 0 ? `http://localhost:${options.port}` : undefined));
   const oidc = options.oidc === undefined ? undefined : createOidcVerifier(options.oidc);
   // A wrong issuer shows at start, in the log; the node serves local tokens meanwhile and asks again at the next JWT.
   oidc?.discover().catch((err: unknown) => logger.warn({ err, issuer: options.oidc?.issuer }, 'OpenID provider not reachable yet'));
@@ -170,6 +176,10 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
   });
+  if (pages !== undefined) {
+    app.addHook('onRequest', csrfGuard(options.publicUrl));
+    void app.register(webPages({ bundles: pages, secureTransport: secure, ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}) }));
+  }
   // The patient API's refusals (a session that fails to open, a request without a patient
   // session) are audit facts too; the DICOMweb seam records its own.
   app.addHook('onError', async (request, _reply, error) => {

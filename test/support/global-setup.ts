@@ -7,6 +7,8 @@
 // chain id is anvil's default, so the receipts the suites check name chain 31337.
 import type { TestProject } from 'vitest/node';
 import { ANVIL_CHAIN_ID, resolveAnvilBinary, startAnvil } from '../../anchor/anvil.ts';
+import { loadBundles } from '../../src/shell/web.ts';
+import { buildWeb } from '../../src/web/build.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -16,6 +18,13 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  // Every node serves the browser pages and refuses to start without their bundle (or with one
+  // older than src/web): built once here when so, as `npm run build:web` would (under a second).
+  try {
+    loadBundles();
+  } catch {
+    await buildWeb();
+  }
   // Only the anchor suites need a chain: a machine without anvil still runs every other suite.
   if (resolveAnvilBinary() === undefined) {
     project.provide('anvil', null);
