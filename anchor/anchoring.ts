@@ -56,7 +56,7 @@ export interface StartAnchoringParameters {
   logger: Logger;
   /** Service tuning beyond the config (tests). */
   service?: AnchorServiceOptions;
-  /** One more leaf for batches that have room (AnchorServiceDeps.extraLeaf: the audit log's head). */
+  /** One more leaf for every batch, beyond its cap of roots (AnchorServiceDeps.extraLeaf: the audit log's head). */
   extraLeaf?: AnchorServiceDeps['extraLeaf'];
   /** The studies' anchor salts (the vault's key store): roots are anchored as salted commitments. */
   saltOf?: SaltLookup;

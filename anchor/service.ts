@@ -58,9 +58,9 @@ export interface AnchorServiceDeps {
   catalog: Pick<Catalog, 'pendingAnchors' | 'markAnchored'>;
   client: ChainClient;
   /**
-   * One more leaf for a batch about to close with `room` leaves to spare (the audit log's latest
-   * signed head): it rides in a batch that goes anyway, never making a transaction of its own nor
-   * taking a study's place. `taken` is called once it is queued.
+   * One more leaf for a batch about to close (the audit log's latest signed head), beyond the
+   * batch's cap of roots (`room`, always 1): it rides in a batch that goes anyway, never making a
+   * transaction of its own nor taking a study's place. `taken` is called once it is queued.
    */
   extraLeaf?: (room: number) => { leaf: QueuedRoot; taken(): void } | undefined;
   /** Chain id the node is configured for; the RPC must serve this chain. */
@@ -203,12 +203,14 @@ export class AnchorService extends EventEmitter<AnchorEvents> {
     if (q.count === 0 || q.oldestEnqueuedAt === null) return;
     const waitedMs = this.#now() - Date.parse(q.oldestEnqueuedAt);
     if (q.count < this.#maxLeaves && waitedMs < this.#intervalMs) return;
-    const extra = q.count < this.#maxLeaves ? this.#deps.extraLeaf?.(this.#maxLeaves - q.count) : undefined;
+    // The extra leaf rides in every batch, one beyond the roots' cap: under steady load every batch
+    // is full, and a head that waited for room would never be anchored.
+    const extra = this.#deps.extraLeaf?.(1);
     if (extra !== undefined) {
       state.enqueue([extra.leaf]);
       extra.taken();
     }
-    const batch = state.closeBatch(this.#maxLeaves, new Date(this.#now()).toISOString());
+    const batch = state.closeBatch(this.#maxLeaves, new Date(this.#now()).toISOString(), extra?.leaf.root);
     if (!batch) return;
     this.#log.info({ batch: batch.id, size: batch.size, root: batch.root }, 'batch closed');
     this.emit('batch-closed', { batch });

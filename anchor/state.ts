@@ -375,9 +375,20 @@ export class AnchorState {
    * Makes a batch of the oldest queued roots, at most `maxLeaves`, in queue order; computes its
    * Merkle root. Undefined when nothing is queued.
    */
-  closeBatch(maxLeaves: number, closedAt: string): BatchRecord | undefined {
+  closeBatch(maxLeaves: number, closedAt: string, alsoRoot?: string): BatchRecord | undefined {
     return this.#transaction(() => {
-      const rows = this.#stmt('SELECT seq, root, leaf_data FROM leaves WHERE batch_id IS NULL ORDER BY seq LIMIT ?').all(maxLeaves) as unknown as LeafDataRow[];
+      // `alsoRoot` (the audit log's head, queued last) joins beyond `maxLeaves`: it never takes a
+      // root's place, nor waits behind a full queue.
+      const rows = this.#stmt('SELECT seq, root, leaf_data FROM leaves WHERE batch_id IS NULL AND root IS NOT ? ORDER BY seq LIMIT ?').all(
+        alsoRoot ?? null,
+        maxLeaves,
+      ) as unknown as LeafDataRow[];
+      if (alsoRoot !== undefined && rows.length > 0) {
+        const extra = this.#stmt('SELECT seq, root, leaf_data FROM leaves WHERE batch_id IS NULL AND root = ?').get(alsoRoot) as unknown as
+          | LeafDataRow
+          | undefined;
+        if (extra !== undefined) rows.push(extra);
+      }
       if (rows.length === 0) return undefined;
       const tree = MerkleTree.fromLeaves(rows.map(leafDataOf));
       const root = bytesToHex(tree.head);

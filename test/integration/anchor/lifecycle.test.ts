@@ -17,7 +17,7 @@ import { encodeNode } from '../../../src/format/dag.ts';
 import { anchorAbi } from '../../../anchor/contract/abi.ts';
 import { startAnvil } from '../../../anchor/anvil.ts';
 import { createChainClient, type ChainClient } from '../../../anchor/chain/client.ts';
-import { AnchorService, type AnchorEvents, type AnchorServiceOptions } from '../../../anchor/service.ts';
+import { AnchorService, type AnchorEvents, type AnchorServiceDeps, type AnchorServiceOptions } from '../../../anchor/service.ts';
 import { AnchorState } from '../../../anchor/state.ts';
 import { encodeTrustFile, trustAnchorOf } from '../../../anchor/trust.ts';
 import { verifyReceipt, type VerifyReceiptReturnType } from '../../../anchor/verify-receipt.ts';
@@ -60,11 +60,19 @@ class Rig {
     return rig;
   }
 
-  open(account: number, options: AnchorServiceOptions = {}, client: ChainClient = this.on.client(account)): void {
+  open(account: number, options: AnchorServiceOptions = {}, client: ChainClient = this.on.client(account), extraLeaf?: AnchorServiceDeps['extraLeaf']): void {
     this.catalog = Catalog.open({ path: join(this.dir, 'catalog.db') });
     this.state = AnchorState.open({ path: join(this.dir, 'anchor.db') });
     this.service = new AnchorService(
-      { state: this.state, catalog: this.catalog, client, chainId: this.on.chainId, contract: this.on.contract, logger: silent },
+      {
+        state: this.state,
+        catalog: this.catalog,
+        client,
+        chainId: this.on.chainId,
+        contract: this.on.contract,
+        logger: silent,
+        ...(extraLeaf !== undefined ? { extraLeaf } : {}),
+      },
       { batchMaxLeaves: 1000, batchIntervalS: 60, confirmations: 1, now: () => this.clock, ...options },
     );
     for (const name of ['batch-closed', 'submitted', 'included', 'confirmed', 'reorged', 'chain-error'] as const) {
@@ -168,6 +176,28 @@ describe('anchor service on the shared chain', () => {
     await rig.expectReceiptsHold(roots);
     // The catalog's queue was handed over; nothing waits there.
     expect(rig.catalog.pendingAnchors(100)).toEqual([]);
+    await rig.close();
+  });
+
+  it("an extra leaf (the audit log's head) rides in every batch, full ones too, beyond the cap of roots", async () => {
+    const rig = await Rig.create(1, { batchMaxLeaves: 3, batchIntervalS: 60 });
+    await rig.close();
+    let heads = 0;
+    const taken: string[] = [];
+    rig.open(1, { batchMaxLeaves: 3, batchIntervalS: 60 }, undefined, (room) => {
+      expect(room).toBe(1);
+      heads += 1;
+      const root = encodeNode({ head: heads }).cid.toString();
+      return { leaf: { root, studyInstanceUID: 'audit-log', version: heads, enqueuedAt: new Date(rig.clock).toISOString() }, taken: () => taken.push(root) };
+    });
+    // Four roots: the first batch is full (3), the head joins as a 4th leaf and takes no root's place.
+    const roots = [rig.commit(study(90)), rig.commit(study(91)), rig.commit(study(92)), rig.commit(study(93))];
+    await rig.tickUntil(() => rig.state.stats().leaves.confirmed === 4);
+    const [first] = rig.state.batches();
+    expect(first!.size).toBe(4);
+    expect(rig.state.batchLeaves(first!.id)).toEqual([...roots.slice(0, 3), taken[0]]);
+    expect(rig.state.stats().queued).toBe(1);
+    await rig.expectReceiptsHold([...roots.slice(0, 3), taken[0]!]);
     await rig.close();
   });
 
