@@ -27,6 +27,11 @@ export const ANCHOR_FLAGS = {
   'chain-id': { env: 'DICOM_VAULT_CHAIN_ID', arg: 'id', help: 'chain id the --chain-rpc endpoint must serve (checked before anchoring)' },
   'chain-key-file': { env: 'DICOM_VAULT_CHAIN_KEY_FILE', arg: 'file', help: "file with the signer's hex private key, mode 0600 (external chain)" },
   contract: { env: 'DICOM_VAULT_CONTRACT', arg: 'address', help: 'anchoring contract address on the external chain (see deploy-contract)' },
+  'browser-chain-rpc': {
+    env: 'DICOM_VAULT_BROWSER_CHAIN_RPC',
+    arg: 'url',
+    help: "JSON-RPC URL (CORS-enabled) that patients' browsers use to check the audit log's anchors; default: the embedded chain's, an external chain's never (its URL may carry an API key)",
+  },
   'anchor-batch-size': {
     env: 'DICOM_VAULT_ANCHOR_BATCH_SIZE',
     arg: 'roots',
@@ -70,6 +75,8 @@ export interface AnchorConfig {
   batchIntervalS: number;
   /** Blocks until confirmed. Default DEFAULT_EMBEDDED_CONFIRMATIONS or DEFAULT_EXTERNAL_CONFIRMATIONS. */
   confirmations: number;
+  /** The RPC patients' browsers call to check anchors themselves (--browser-chain-rpc). */
+  browserRpcUrl?: string;
 }
 
 function int(name: string, raw: string, min: number, max: number): number {
@@ -101,6 +108,13 @@ export function resolveAnchorConfig(get: (name: AnchorFlagName) => string | unde
           : DEFAULT_EMBEDDED_CONFIRMATIONS
         : int('confirmations', raw('confirmations')!, 1, 10_000),
   };
+  const browserRpc = get('browser-chain-rpc');
+  if (browserRpc !== undefined) {
+    if (mode === 'none') throw new VaultError('CONFIG_INVALID', '--browser-chain-rpc needs a chain: the node does not anchor (--chain none)');
+    if (!URL.canParse(browserRpc) || !/^https?:$/.test(new URL(browserRpc).protocol))
+      throw new VaultError('CONFIG_INVALID', `--browser-chain-rpc must be an http(s) URL (got "${browserRpc}")`);
+    config.browserRpcUrl = browserRpc;
+  }
   if (mode !== 'external') {
     for (const name of ['chain-id', 'chain-key-file', 'contract'] as const) {
       if (get(name) !== undefined) throw new VaultError('CONFIG_INVALID', `--${name} applies to an external chain: give --chain-rpc too`);

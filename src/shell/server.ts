@@ -25,14 +25,15 @@ import { startDimseServer, type DimseServer } from './dimse/scp.ts';
 import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
 import { openVault, type Vault } from './vault.ts';
 import { createLogger } from './log.ts';
-import { startAnchoring, type Anchoring } from '../../anchor/anchoring.ts';
+import { nodeTrustAnchor, startAnchoring, type Anchoring } from '../../anchor/anchoring.ts';
+import type { AnchorConfig } from '../../anchor/config.ts';
 import type { AnchorServiceOptions } from '../../anchor/service.ts';
 import { sharedCryptoPool } from '../format/crypto-pool.ts';
 import { hostname } from 'node:os';
 import { composeSinks } from '../audit/compose.ts';
 import { catalogPatients } from '../audit/patients.ts';
 import { registerSyslogMetrics, SyslogAuditSink } from '../audit/syslog.ts';
-import { csrfGuard, loadBundles, webPages } from './web.ts';
+import { csrfGuard, loadBundles, type PageChain, webPages } from './web.ts';
 
 export interface RunningNode {
   /** The DIMSE Storage SCP, when it runs: its port. */
@@ -178,7 +179,15 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
   });
   if (pages !== undefined) {
     app.addHook('onRequest', csrfGuard(options.publicUrl));
-    void app.register(webPages({ bundles: pages, secureTransport: secure, ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}) }));
+    const chain = anchoring === undefined || options.anchor === undefined ? undefined : await pageChain(options.anchor, anchoring.rpcUrl, options.dataDir);
+    void app.register(
+      webPages({
+        bundles: pages,
+        secureTransport: secure,
+        ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {}),
+        ...(chain !== undefined ? { chain } : {}),
+      }),
+    );
   }
   // The patient API's refusals (a session that fails to open, a request without a patient
   // session) are audit facts too; the DICOMweb seam records its own.
@@ -335,4 +344,29 @@ function secureTransport(request: FastifyRequest, urls: PublicUrls): boolean {
       ?.trim()
       .toLowerCase() === 'https';
   return forwarded || xfp;
+}
+
+/**
+ * The chain patients' browsers check the audit log's anchors on (src/shell/web.ts, /web/chain.json):
+ * --browser-chain-rpc, else the embedded chain's own RPC (on loopback: a browser on this machine
+ * reaches it), never an external chain's configured URL, which may carry an API key. The pin is the
+ * one `anchor trust-file` prints, without asking the chain (the page pins it on first use).
+ */
+async function pageChain(config: AnchorConfig, nodeRpcUrl: string, dataDir: string): Promise<PageChain | undefined> {
+  const rpcUrl = config.browserRpcUrl ?? (config.mode === 'embedded' ? nodeRpcUrl : undefined);
+  if (rpcUrl === undefined) return undefined;
+  const pin = await nodeTrustAnchor(config, dataDir);
+  return {
+    rpcUrl,
+    ...(pin !== undefined
+      ? {
+          pin: {
+            chainId: pin.chainId,
+            contract: pin.contract,
+            ...(pin.genesisHash !== undefined ? { genesisHash: pin.genesisHash } : {}),
+            ...(pin.confirmations !== undefined ? { confirmations: pin.confirmations } : {}),
+          },
+        }
+      : {}),
+  };
 }

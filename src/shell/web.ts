@@ -21,19 +21,24 @@ import { VaultError } from '../core/errors.ts';
 const WEB_SOURCES = fileURLToPath(new URL('../web/', import.meta.url));
 const WEB_DIST = fileURLToPath(new URL('../web/dist/', import.meta.url));
 
-export const CONTENT_SECURITY_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' blob: data:",
-  "connect-src 'self'",
-  "font-src 'self'",
-  "manifest-src 'self'",
-  "base-uri 'none'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-  "object-src 'none'",
-].join('; ');
+/** The page's CSP; `connect` adds origins the page may call besides the node (the chain's RPC). */
+export function contentSecurityPolicy(connect: readonly string[] = []): string {
+  return [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' blob: data:",
+    ["connect-src 'self'", ...connect].join(' '),
+    "font-src 'self'",
+    "manifest-src 'self'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+    "object-src 'none'",
+  ].join('; ');
+}
+
+export const CONTENT_SECURITY_POLICY = contentSecurityPolicy();
 
 export const SECURITY_HEADERS: Record<string, string> = {
   'content-security-policy': CONTENT_SECURITY_POLICY,
@@ -66,6 +71,18 @@ export interface WebDeps {
   sourceDir?: string;
   /** The bundles, loaded already (loadBundles: a node checks them before it opens anything). */
   bundles?: Bundles;
+  /**
+   * The chain the node anchors on, for the patient's browser to check the audit log's anchored
+   * heads itself (src/web/common/audit-verify.ts): GET /web/chain.json gives it (the page pins it on
+   * first use), and the pages' CSP lets them call its RPC. Absent: the node does not anchor.
+   */
+  chain?: PageChain;
+}
+
+/** What GET /web/chain.json answers: a JSON-RPC URL browsers can reach, and the trust pin (anchor/trust.ts). */
+export interface PageChain {
+  rpcUrl: string;
+  pin?: { chainId: number; contract: string; genesisHash?: string; confirmations?: number };
 }
 
 export type Bundles = Map<string, Map<string, Asset>>;
@@ -132,8 +149,12 @@ export function webPages(deps: WebDeps): FastifyPluginAsync {
   const bundles = deps.bundles ?? loadBundles(mounts, deps.distDir, deps.sourceDir);
   const httpsBase = deps.publicUrl?.startsWith('https:') ? deps.publicUrl.replace(/\/+$/, '') : undefined;
 
+  const headers: Record<string, string> = {
+    ...SECURITY_HEADERS,
+    ...(deps.chain !== undefined ? { 'content-security-policy': contentSecurityPolicy([new URL(deps.chain.rpcUrl).origin]) } : {}),
+  };
   const send = (reply: FastifyReply, asset: Asset, cache: string): FastifyReply => {
-    for (const [k, v] of Object.entries(SECURITY_HEADERS)) void reply.header(k, v);
+    for (const [k, v] of Object.entries(headers)) void reply.header(k, v);
     return reply.header('cache-control', cache).type(asset.type).send(asset.body);
   };
 
@@ -155,6 +176,10 @@ export function webPages(deps: WebDeps): FastifyPluginAsync {
       // The page itself is checked again at each load (no-cache): a new build shows at once.
       app.get(mount.path, async (_request, reply) => send(reply, index, 'no-cache'));
     }
+    app.get('/web/chain.json', async (_request, reply) => {
+      if (deps.chain === undefined) throw new VaultError('ANCHOR_DISABLED', 'this node does not anchor: there is no chain to check its log against');
+      return reply.header('cache-control', 'no-cache').send(deps.chain);
+    });
     app.get<{ Params: { page: string; file: string } }>('/web/:page/:file', async (request, reply) => {
       const asset = bundles.get(request.params.page)?.get(request.params.file);
       if (asset === undefined) throw new VaultError('NOT_FOUND', 'no such file of a page');

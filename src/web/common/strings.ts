@@ -138,7 +138,13 @@ export const en = {
   auditTitle: 'Who saw what',
   auditHelp: 'Every access to your imaging and every refused attempt, newest first.',
   auditEmpty: 'Nothing recorded yet.',
-  auditNotChecked: 'not yet checked in this browser',
+  auditChecking: 'Checking the log in this browser…',
+  auditVerified: 'verified',
+  auditPending: 'signed; waiting for the chain',
+  auditFailed: (reason: string) => `warning: ${reason}`,
+  auditNoChain: 'This node does not anchor its log on a chain, so no entry can be fully verified.',
+  auditPinsHelp: 'If you know this node moved or changed its key, forget what this browser remembered and check again:',
+  auditForgetPins: 'Forget and check again',
   auditSealed: 'details erased',
 };
 

@@ -7,6 +7,7 @@ import { encode } from 'uqr';
 import { ApiError, call, clearSession, currentSession, request, saveSession, whenSessionEnds } from '../common/api.ts';
 import { type DicomJson, dicomDate, first, personName } from '../common/dicom-json.ts';
 import { h, replace, uniqueId } from '../common/dom.ts';
+import { auditList } from './audit.ts';
 import { stringsFor } from '../common/strings.ts';
 import { createPasskey, PasskeyUnsupported, usePasskey } from '../common/webauthn.ts';
 
@@ -232,7 +233,7 @@ async function showHome(): Promise<void> {
     section('access', t.accessTitle, h('p', { class: 'staff' }, t.staffAccess), grantsList),
     section('grant', t.grantTitle, grantForm(studies, renderGrants)),
     section('erasure', t.erasureTitle, erasureForm(studies)),
-    section('audit', t.auditTitle, auditList()),
+    section('audit', t.auditTitle, auditList(t, when, reasonOf)),
   );
   main.focus();
 }
@@ -646,47 +647,6 @@ function erasureForm(studies: Study[]): HTMLElement {
     });
   });
   return form;
-}
-
-// ---- audit log ----
-
-interface AuditEntry {
-  index: number;
-  time: string;
-  record: { kind?: string; who?: { id?: string }; what?: { action?: string; status?: number; study?: string } } | null;
-}
-
-/** The audit log's entries; each row's status is a placeholder until the in-browser proof check (src/web/common/audit-verify.ts) is wired. */
-function auditList(): HTMLElement {
-  const box = h('div', {}, h('p', {}, t.auditHelp), h('p', { role: 'status' }, t.loading));
-  void call<{ entries: AuditEntry[] }>('/api/patient/audit?limit=50')
-    .then(({ entries }) => {
-      replace(
-        box,
-        h('p', {}, t.auditHelp),
-        entries.length === 0
-          ? h('p', {}, t.auditEmpty)
-          : h(
-              'ul',
-              { class: 'audit' },
-              ...entries.map((e) =>
-                h(
-                  'li',
-                  { 'data-index': e.index },
-                  h('span', { class: 'when' }, when(e.time)),
-                  ' ',
-                  e.record === null
-                    ? t.auditSealed
-                    : [e.record.who?.id, e.record.kind, e.record.what?.action, e.record.what?.status].filter((x) => x !== undefined).join(' · '),
-                  ' ',
-                  h('span', { class: 'verify' }, t.auditNotChecked),
-                ),
-              ),
-            ),
-      );
-    })
-    .catch((err: unknown) => replace(box, h('p', { class: 'error' }, t.failed(reasonOf(err)))));
-  return box;
 }
 
 // ---- start ----

@@ -8,6 +8,7 @@
 // the network.
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { DatabaseSync } from 'node:sqlite';
 import { createServer } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,7 @@ import { stow } from '../../support/dicomweb.ts';
 import { addVirtualAuthenticator, axeViolations, type Browser, type BrowserContext, launchBrowser, type Page, screenshot } from '../../support/browser.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
 import { createLogger } from '../../../src/shell/log.ts';
+import { AUDIT_DB_FILE } from '../../../src/audit/store.ts';
 import type { RunningNode } from '../../../src/shell/server.ts';
 import { type TestChain, useSharedChain } from '../../support/anvil.ts';
 import { startNodeWithTester } from '../../support/node.ts';
@@ -94,6 +96,9 @@ describe("the patient's page", () => {
         'anchor-batch-size': '3',
         'anchor-interval': '3600',
         confirmations: '1',
+        // The browser checks the audit log's anchors on the same chain, straight from the page.
+        'browser-chain-rpc': chain.rpcUrl,
+        'audit-head-interval': '100',
       },
       {},
     );
@@ -361,4 +366,69 @@ describe("the patient's page", () => {
       expect(res.headers.get('content-security-policy')).toMatch(/frame-ancestors 'none'/);
     }
   });
+
+  it("the audit log: the doctor's accesses and the refusal, each verified in the browser; an entry edited on disk turns into a warning", async () => {
+    // Close a batch that carries the latest signed head: two more versions join study B's waiting one.
+    await new Promise((r) => setTimeout(r, 300));
+    node.vault.audit.log.flush();
+    const size = node.vault.audit.store.size();
+    for (const seed of [2615, 2616]) {
+      const other = planStudy({ kind: 'single', instances: 1, rows: 16, columns: 16, seed, patientId: 'PAT-OTHER' });
+      expect((await stow(node.url, await Promise.all(other.instances.map(bytesOf)))).status).toBe(200);
+    }
+    await expect
+      .poll(
+        async () => {
+          for (const h of node.vault.audit.store.recentHeads(20)) {
+            if (h.size < size) return false;
+            const view = (await (await fetch(`${api}/api/audit/head?size=${h.size}`)).json()) as { receipt: unknown };
+            if (view.receipt !== null) return true;
+          }
+          return false;
+        },
+        { timeout: 60_000, interval: 200 },
+      )
+      .toBe(true);
+
+    const status = page.locator('#audit .audit-status');
+    const doctorRows = page.locator('#audit li', { hasText: 'dr.web' });
+    // Signed in again (the tests above ended the session).
+    const expiresAt = new Date(Date.now() + 3_600_000);
+    const token = node.vault.identity.issueToken('patient', account, expiresAt);
+    await page.evaluate(
+      ([t, at]) => sessionStorage.setItem('dicom-vault.session', JSON.stringify({ token: t, expiresAt: at })),
+      [token, expiresAt.toISOString()],
+    );
+    await page.reload();
+    await status.waitFor({ timeout: 60_000 });
+    // The doctor read the granted series, and was refused (404) after the revocation.
+    expect(await doctorRows.count()).toBeGreaterThanOrEqual(2);
+    expect(await page.locator('#audit li', { hasText: 'dr.web' }).filter({ hasText: '404' }).count()).toBeGreaterThanOrEqual(1);
+    for (const s of await doctorRows.evaluateAll((rows) => rows.map((r) => r.getAttribute('data-status')))) expect(s).toBe('verified');
+    expect(await doctorRows.first().locator('.verify').textContent()).toBe('verified');
+    expect(await status.getAttribute('data-status')).not.toBe('warning');
+
+    // One of the doctor's entries edited on disk: that row, and the log's status, say so.
+    const index = Number(await doctorRows.first().getAttribute('data-index'));
+    const db = new DatabaseSync(join(dataDir!, AUDIT_DB_FILE));
+    const { leaf } = db.prepare('SELECT leaf FROM entries WHERE idx = ?').get(index) as { leaf: Uint8Array };
+    const changed = Buffer.from(leaf);
+    changed[changed.length - 5]! ^= 1;
+    db.prepare('UPDATE entries SET leaf = ? WHERE idx = ?').run(changed, index);
+    try {
+      await page.reload();
+      await status.waitFor({ timeout: 60_000 });
+      expect(await status.getAttribute('data-status')).toBe('warning');
+      expect(await status.textContent()).toMatch(/^Warning: 1 of \d+ entries failed verification/);
+      const row = page.locator(`#audit li[data-index="${index}"]`);
+      expect(await row.getAttribute('data-status')).toBe('failed');
+      expect(await row.locator('[role=alert]').textContent()).toMatch(
+        new RegExp(`^warning: entry ${index} was changed: it no longer hashes into the signed head of \\d+ entries$`),
+      );
+      await screenshot(page, 'patient-audit-warning-360');
+    } finally {
+      db.prepare('UPDATE entries SET leaf = ? WHERE idx = ?').run(leaf, index);
+      db.close();
+    }
+  }, 180_000);
 });
