@@ -2,144 +2,35 @@
 // rates, latencies, memory, CPU per GiB and bytes stored per byte, each beside the peer's (ratio
 // ours/peer) and beside the machine limit it runs against. Pure functions over plain results, so
 // every figure and ratio can be tested without running a benchmark.
-import { ingestLimit, type MachineLimits } from './limits.ts';
+//
+// The results it reads are in measured.ts, the sampling that made their latencies in sampling.ts,
+// the limits each figure runs against in figure-limits.ts.
+import type { MachineLimits } from './limits.ts';
 import type { ChartLimit, ChartRow } from './chart.ts';
+import { type FigureLimits, SHORT_LIMIT_LABELS } from './figure-limits.ts';
+import type { LatencyResult, ScenarioResult, SystemRun } from './measured.ts';
 import { advantage, type ComparedFigure, type FigureLimit } from './report.ts';
+import { cpuSecondsPerGiB } from './sampling.ts';
 import { footprintFigures, type Footprint, type MeasuredScale } from './scale.ts';
+
+export { type FigureLimits, figureLimits, SHORT_LIMIT_LABELS } from './figure-limits.ts';
+export {
+  type IngestRun,
+  type Latency,
+  type LatencyResult,
+  medianRun,
+  type RepeatRun,
+  type RetrieveRun,
+  runFailed,
+  type ScenarioResult,
+  type SystemRun,
+} from './measured.ts';
+export { cpuSecondsPerGiB, DEFAULT_SAMPLE_BUDGET_MS, peakRss, percentile, type SampleOptions, sampleLatencies, summarize } from './sampling.ts';
 
 const GiB = 2 ** 30;
 
 export const OURS = 'dicom-vault';
 export const ORTHANC = 'Orthanc';
-
-// ---------- what was measured ----------
-
-/** Latency samples in milliseconds. */
-export interface Latency {
-  median: number;
-  p99: number;
-  n: number;
-}
-
-export interface LatencyResult extends Latency {
-  ok: boolean;
-  /** The first failure, when one failed. */
-  note?: string;
-}
-
-export interface IngestRun {
-  /** DICOM bytes sent (request bodies completed). */
-  bytes: number;
-  seconds: number;
-  instances: number;
-  requests: number;
-  /** Instances the server confirmed. */
-  stored: number;
-  /** Peak RSS of the server process during the ingest. */
-  peakRssMiB: number;
-  /** CPU seconds of the server process during the ingest (null: it had exited). */
-  cpuSeconds: number | null;
-  /** CPU seconds of the benchmark client (generating and sending the studies). */
-  clientCpuSeconds: number;
-  ok: boolean;
-  failures: string[];
-}
-
-export interface RetrieveRun {
-  /** Part (DICOM) bytes received. */
-  bytes: number;
-  seconds: number;
-  parts: number;
-  /** Request sent to first body byte (median over the clients). */
-  ttfbMs: number;
-  peakRssMiB: number;
-  cpuSeconds: number | null;
-  clientCpuSeconds: number;
-  ok: boolean;
-  failures: string[];
-}
-
-/** One system (ours or the peer) through one scenario. */
-export interface SystemRun {
-  system: string;
-  /** e.g. 'Orthanc 1.10.1, DICOMweb 1.7'; 'fs store' */
-  detail: string;
-  ingest: IngestRun | null;
-  retrieve: RetrieveRun | null;
-  qido: LatencyResult | null;
-  seriesMetadata: LatencyResult | null;
-  /** Huge instances only: one frame per request, frames spread over one instance. */
-  frames: LatencyResult | null;
-  /** Bytes allocated on disk by the data directory (ours) or storage directory (peer) after ingest. */
-  storedBytes: number | null;
-  /** What went wrong outside the timed operations (start-up, a thrown error). */
-  errors: string[];
-  /**
-   * A scenario run more than once (--repeat): every run's ingest, in the order they ran. The
-   * other fields are those of the run with the median ingest rate (medianRun).
-   */
-  repeats?: RepeatRun[];
-}
-
-/** One run of a repeated scenario, by its ingest. */
-export interface RepeatRun {
-  /** null: the ingest failed. */
-  instancesPerSecond: number | null;
-  megabytesPerSecond: number | null;
-  /** Node (or peer) CPU seconds of the ingest. */
-  cpuSeconds: number | null;
-}
-
-/** Whether anything of a run failed: the bench then exits non-zero. */
-/** Whether a run failed. `retrieves`: the scenario reads back (all but DIMSE, which only ingests); a missing retrieval then fails it. */
-export function runFailed(r: SystemRun, retrieves = true): boolean {
-  const retrieval = retrieves ? r.retrieve?.ok === true : r.retrieve?.ok !== false;
-  return r.errors.length > 0 || !r.ingest?.ok || !retrieval || r.qido?.ok === false || r.seriesMetadata?.ok === false || r.frames?.ok === false;
-}
-
-/**
- * The run to report of several of one scenario: the one with the median ingest rate (the lower
- * middle one of an even count), with every run's ingest listed in `repeats`. A run that failed
- * is reported instead, so that no failure hides behind a good repeat.
- */
-export function medianRun(runs: readonly SystemRun[], retrieves = true): SystemRun {
-  if (runs.length === 0) throw new RangeError('no runs');
-  if (runs.length === 1) return runs[0]!;
-  const rate = (r: SystemRun): number | null => (r.ingest?.ok && r.ingest.seconds > 0 ? r.ingest.instances / r.ingest.seconds : null);
-  const repeats: RepeatRun[] = runs.map((r) => {
-    const ips = rate(r);
-    return {
-      instancesPerSecond: ips,
-      megabytesPerSecond: ips === null ? null : r.ingest!.bytes / r.ingest!.seconds / 1e6,
-      cpuSeconds: r.ingest?.cpuSeconds ?? null,
-    };
-  });
-  const failed = runs.find((r) => runFailed(r, retrieves));
-  if (failed !== undefined) return { ...failed, repeats };
-  const ranked = [...runs].sort((a, b) => rate(a)! - rate(b)!);
-  return { ...ranked[Math.floor((ranked.length - 1) / 2)]!, repeats };
-}
-
-export interface ScenarioResult {
-  /** e.g. 'huge-1', 'small-1000', 'concurrent-huge', 'dimse-small' */
-  id: string;
-  /** dimse: pushed with C-STORE (bench/dimse.ts), ingest only; the others with STOW-RS. */
-  kind: 'huge' | 'small' | 'concurrent' | 'dimse';
-  /** The instances' shape: few huge multi-frame ones or many small single-frame ones. */
-  shape: 'huge' | 'small';
-  /** e.g. 'huge 1 GiB (4 × 256 MiB)' */
-  label: string;
-  /** Clients pushing at once (one study each). */
-  clients: number;
-  /** DICOM bytes of all studies. */
-  bytes: number;
-  instances: number;
-  perRequest: number;
-  /** Huge shape: the instance the frames were read from. */
-  frameSource?: { instanceBytes: number; numberOfFrames: number };
-  /** Ours first, then the peer if it ran. */
-  runs: SystemRun[];
-}
 
 // ---------- shapes of the generated studies ----------
 
@@ -168,110 +59,6 @@ export function spreadFrames(frames: number, n: number): number[] {
   if (!Number.isSafeInteger(frames) || frames < 1) throw new RangeError('frames must be >= 1');
   const phi = (Math.sqrt(5) - 1) / 2;
   return Array.from({ length: n }, (_, i) => 1 + Math.floor((((i + 1) * phi) % 1) * frames));
-}
-
-// ---------- sampling ----------
-
-/** Nearest-rank percentile (p in 0..100) of unsorted values; NaN for none. */
-export function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
-const round = (n: number, d = 1): number => Math.round(n * 10 ** d) / 10 ** d;
-
-export function summarize(ms: readonly number[]): Latency {
-  return { median: round(percentile(ms, 50), 2), p99: round(percentile(ms, 99), 2), n: ms.length };
-}
-
-export interface SampleOptions {
-  /** Samples wanted. */
-  n: number;
-  /** Samples taken even past the budget. Default 3. */
-  minN?: number;
-  /** Stop early (after minN) once this much time has gone: a slow peer must not take an hour. Default 60 s. */
-  budgetMs?: number;
-  /** Clock, ms. Default performance.now. */
-  now?: () => number;
-}
-
-export const DEFAULT_SAMPLE_BUDGET_MS = 60_000;
-
-/** Calls `fn` one at a time until `n` samples, or `minN` once the budget is spent. */
-export async function sampleLatencies(fn: () => Promise<{ ms: number; ok: boolean; note?: string }>, o: SampleOptions): Promise<LatencyResult> {
-  const now = o.now ?? (() => performance.now());
-  const minN = Math.min(o.n, o.minN ?? 3);
-  const budget = o.budgetMs ?? DEFAULT_SAMPLE_BUDGET_MS;
-  const start = now();
-  const ms: number[] = [];
-  let note: string | undefined;
-  for (let i = 0; i < o.n; i++) {
-    if (i >= minN && now() - start >= budget) break;
-    const r = await fn();
-    ms.push(r.ms);
-    if (!r.ok && note === undefined) note = `sample ${i + 1}: ${r.note ?? 'failed'}`;
-  }
-  return { ...summarize(ms), ok: note === undefined, ...(note !== undefined ? { note } : {}) };
-}
-
-/** The exact kernel peak (VmHWM after a reset) when there is one, else the polled peak. */
-export function peakRss(r: { peakRssMiB: number; hwmMiB: number | null }): number {
-  return r.hwmMiB === null ? r.peakRssMiB : Math.max(r.hwmMiB, r.peakRssMiB);
-}
-
-/** Server CPU seconds per GiB moved; null without CPU figure or bytes. */
-export function cpuSecondsPerGiB(cpuSeconds: number | null, bytes: number): number | null {
-  if (cpuSeconds === null || !(bytes > 0)) return null;
-  return cpuSeconds / (bytes / GiB);
-}
-
-// ---------- limits each figure runs against ----------
-
-export interface FigureLimits {
-  /** Ingest's ceiling: the lower of one core's ingest crypto and the disk as the fs store writes. */
-  ingest: { name: string; MBps: number };
-  /** Retrieval's ceiling: the lower of loopback HTTP and one core of the same crypto (verify + decrypt). */
-  retrieve: { name: string; MBps: number };
-  /** One core's ingest crypto, MB/s: its inverse is the CPU floor per GiB. */
-  cryptoMBps: number;
-  /** Empty loopback request, ms: the floor of every latency. */
-  roundTripMs: number | null;
-  /** RAM of the machine, MiB. */
-  memoryMiB: number;
-}
-
-/**
- * Short names of the limits figures run against, for table cells and chart labels; the limits
- * table (limits.ts LIMIT_LABELS and descriptions) says how each was measured.
- */
-export const SHORT_LIMIT_LABELS = {
-  ingestCrypto: 'ingest crypto, 1 core',
-  diskWrite1MiBFilesParallel: 'disk, 1 MiB files + fsync',
-  loopbackHttp: 'loopback HTTP',
-  // Retrieval verifies (SHA-256 of the block, GCM tag, SHA-256 of the instance) and decrypts:
-  // the same work per byte as ingest's crypto.
-  retrieveCrypto: 'verify + decrypt crypto, 1 core',
-  roundTrip: 'empty loopback request',
-  memory: 'RAM',
-} as const;
-
-export function figureLimits(l: MachineLimits): FigureLimits {
-  const ing = ingestLimit(l);
-  const f = l.figures;
-  const retrieve =
-    f.loopbackHttp.MBps <= f.ingestCrypto.MBps
-      ? { name: SHORT_LIMIT_LABELS.loopbackHttp, MBps: f.loopbackHttp.MBps }
-      : { name: SHORT_LIMIT_LABELS.retrieveCrypto, MBps: f.ingestCrypto.MBps };
-  // Results written before the round trip was measured have none.
-  const trip = (l as Partial<MachineLimits>).roundTrip;
-  return {
-    ingest: { name: ing.name === 'ingestCrypto' ? SHORT_LIMIT_LABELS.ingestCrypto : SHORT_LIMIT_LABELS.diskWrite1MiBFilesParallel, MBps: ing.MBps },
-    retrieve,
-    cryptoMBps: f.ingestCrypto.MBps,
-    roundTripMs: trip ? trip.medianMs : null,
-    memoryMiB: l.machine.memoryGiB * 1024,
-  };
 }
 
 // ---------- figures ----------

@@ -3,163 +3,45 @@
 // run (bytes stored per byte, catalog bytes per instance and per frame, node sizes, peak RSS at
 // two study sizes, ingest MB/s) and from the design (1 MiB chunks, flat lists of 41-byte links).
 // It says where the design must change: an InstanceNode of a huge instance outgrows one IPFS
-// block, a version adding a million instances makes a manifest of the same size, and so on.
-import type { Stats } from 'node:fs';
-import { lstat, readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-import * as dagCbor from '@ipld/dag-cbor';
-import { CID } from 'multiformats/cid';
-import { rawCid } from '../storage/cid.ts';
+// block, a version adding a million instances makes a manifest of the same size, and so on.//
+// Its terms (design, measured figures, projection shapes) are in scale-model.ts, the measuring of a
+// node's data directory in scale-measure.ts, the units it writes in scale-format.ts.
+import { bytes, count, duration, mib } from './scale-format.ts';
+import {
+  type ArchiveProjection,
+  DEFAULT_HELD_BYTES_PER_CHUNK,
+  DEFAULT_SCALE_DESIGN,
+  GiB,
+  type MeasuredScale,
+  MiB,
+  type ScaleDesign,
+  type ScaleProjection,
+  type StudyProjection,
+  TiB,
+} from './scale-model.ts';
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
-const GiB = 1024 * MiB;
-const TiB = 1024 * GiB;
-/** 10^15 bytes, as disks are sold. */
-export const PETABYTE = 1e15;
-
-/** A CIDv1 with a sha2-256 multihash: version, codec, hash code, length, 32 bytes. */
-export const CID_BYTES = 36;
-/** The same CID as a dag-cbor link: tag 42 (2 bytes), byte-string header (2), 0x00 prefix (1). */
-export const DAG_CBOR_LINK_BYTES = CID_BYTES + 5;
-/**
- * Largest DAG node to plan for: Kubo refuses blocks over 2 MiB and Helia's Bitswap messages are
- * at most 2 MiB by default, so 1 MiB leaves room (and matches the chunk size).
- */
-export const DEFAULT_MAX_NODE_BYTES = 1 * MiB;
-/**
- * JS memory per chunk CID while ingest builds (or retrieval decodes) an instance's flat chunk
- * list: a multiformats CID object with its digest views, ~950 B on Node 24 (measureHeldCidBytes).
- */
-export const DEFAULT_HELD_BYTES_PER_CHUNK = 950;
-
-export interface ScaleDesign {
-  /** Plaintext bytes per chunk (one block each). Default 1 MiB. */
-  chunkBytes: number;
-  /** dag-cbor bytes per link in an InstanceNode or manifest. Default 41. */
-  linkBytes: number;
-  /** Default DEFAULT_MAX_NODE_BYTES. */
-  maxNodeBytes: number;
-  /** Huge instances per study in the "few huge instances" shape. Default 4 (the bench's). */
-  hugeInstancesPerStudy: number;
-  /** Bytes of one small instance (512x512x16-bit MR: 525 KB). */
-  smallInstanceBytes: number;
-  /** Instances per STOW request, i.e. per study version, in the small shape. Default 100. */
-  instancesPerVersion: number;
-  /** Frame bytes of a multi-frame instance (512x512x16 bit). */
-  frameBytes: number;
-  /** fs store shard directories (2 base32 characters: 1024). */
-  shardDirs: number;
-  /** Average study size in the archive row. Default 1 GiB. */
-  archiveStudyBytes: number;
-  /** Default 10^15 bytes. */
-  archiveBytes: number;
-}
-
-export const DEFAULT_SCALE_DESIGN: ScaleDesign = {
-  chunkBytes: MiB,
-  linkBytes: DAG_CBOR_LINK_BYTES,
-  maxNodeBytes: DEFAULT_MAX_NODE_BYTES,
-  hugeInstancesPerStudy: 4,
-  smallInstanceBytes: 512 * 512 * 2 + 1090,
-  instancesPerVersion: 100,
-  frameBytes: 512 * 512 * 2,
-  shardDirs: 1024,
-  archiveStudyBytes: GiB,
-  archiveBytes: PETABYTE,
-};
-
-export interface MeasuredScale {
-  /** Block store bytes on disk per byte of DICOM ingested (tags, nodes; e.g. 1.0001). */
-  bytesStoredPerByte: number;
-  /** catalog.db bytes per small instance (row, indexes, DICOM JSON metadata). */
-  catalogBytesPerInstance: number;
-  /** Extra catalog bytes per frame of a multi-frame instance (per-frame metadata, frame layout). Default 0. */
-  catalogBytesPerFrame?: number;
-  /** StudyManifest bytes besides its `added` links. */
-  manifestFixedBytes: number;
-  /** InstanceNode bytes besides its chunk links. */
-  instanceNodeFixedBytes: number;
-  /** Bytes per chunk link in an InstanceNode, measured (design: 41). */
-  instanceNodeBytesPerChunk: number;
-  /** keys.db bytes per study. */
-  keyStoreBytesPerStudy: number;
-  /** Peak RSS of the node while ingesting studies of two or more sizes. */
-  peakRss: Array<{ studyBytes: number; MiB: number }>;
-  /** Ingest rate of huge instances, MB/s (10^6). */
-  ingestMBps: number;
-  /** Memory per chunk CID held in an instance's chunk list (measureHeldCidBytes); default DEFAULT_HELD_BYTES_PER_CHUNK. */
-  heldBytesPerChunk?: number;
-}
-
-export interface StudyProjection {
-  label: string;
-  studyBytes: number;
-  /** 1 MiB chunks (raw blocks) in the few-huge-instances shape. */
-  chunks: number;
-  /** All blocks, few huge instances: chunks + instance nodes + one manifest. */
-  blocksHuge: number;
-  /** All blocks, small instances: each a chunk or two + its node, plus one manifest per version. */
-  blocksSmall: number;
-  storedBytes: number;
-  /** Few huge instances: each instance's size, its InstanceNode's links and bytes. */
-  hugeInstanceBytes: number;
-  hugeNodeLinks: number;
-  hugeNodeBytes: number;
-  /** The whole study as one instance (a whole-slide level, a 4D series in one object). */
-  singleInstanceNodeBytes: number;
-  /** Levels of link nodes a tree would need for the single-instance case (1 = the flat list fits). */
-  singleInstanceTreeLevels: number;
-  /** Largest instance whose flat InstanceNode fits maxNodeBytes. */
-  maxFlatInstanceBytes: number;
-  /** Many small instances. */
-  smallInstances: number;
-  smallVersions: number;
-  manifestBytesPerVersion: number;
-  /** Whole study in one version (one STOW request, or one folder import). */
-  manifestBytesOneVersion: number;
-  catalogBytesSmall: number;
-  catalogBytesHuge: number;
-  /** Metadata+layout bytes in one catalog row of one huge instance. */
-  catalogRowBytesHuge: number;
-  /** Memory of one instance's chunk CID list (few huge / whole study as one instance), MiB. */
-  chunkListMiBHuge: number;
-  chunkListMiBSingle: number;
-  /** The measured (flat or fitted) peak plus the chunk list of one huge instance. */
-  peakRssMiB: number;
-  rssGrowthMiBPerGiB: number;
-  ingestSeconds: number;
-  keyStoreBytes: number;
-  /** Files per fs shard directory (the larger shape). */
-  filesPerShardDir: number;
-}
-
-export interface ArchiveProjection {
-  archiveBytes: number;
-  studies: number;
-  /** All of it in few huge instances / all in small instances. */
-  blocksHuge: number;
-  blocksSmall: number;
-  storedBytes: number;
-  filesPerShardDir: number;
-  smallInstances: number;
-  catalogBytes: number;
-  keyStoreBytes: number;
-  /** One node ingesting at the measured rate, seconds. */
-  ingestSeconds: number;
-  peakRssMiB: number;
-}
-
-export interface ScaleProjection {
-  design: ScaleDesign;
-  measured: MeasuredScale;
-  studies: StudyProjection[];
-  archive: ArchiveProjection;
-  /** Where the design must change, one sentence each. */
-  findings: string[];
-}
+export { bytes, count, duration } from './scale-format.ts';
+export {
+  diskUsage,
+  ESTIMATED_KEY_ROW_BYTES,
+  type Footprint,
+  footprintFigures,
+  measureFootprint,
+  measureHeldCidBytes,
+} from './scale-measure.ts';
+export {
+  type ArchiveProjection,
+  CID_BYTES,
+  DAG_CBOR_LINK_BYTES,
+  DEFAULT_HELD_BYTES_PER_CHUNK,
+  DEFAULT_MAX_NODE_BYTES,
+  DEFAULT_SCALE_DESIGN,
+  type MeasuredScale,
+  PETABYTE,
+  type ScaleDesign,
+  type ScaleProjection,
+  type StudyProjection,
+} from './scale-model.ts';
 
 export const DEFAULT_STUDY_SIZES: ReadonlyArray<{ label: string; bytes: number }> = [
   { label: '1 GiB', bytes: GiB },
@@ -454,206 +336,4 @@ export function scaleMarkdown(p: ScaleProjection): string {
     ),
   ];
   return [...lines, '', ...p.findings.map((f) => `- ${f}`), ''].join('\n');
-}
-
-// ---------- measuring ----------
-
-/**
- * Memory per chunk CID held in a list, measured here: `n` CIDs made the way ingest makes them
- * (storage/cid.ts), heap + external bytes before and after, with a forced GC around both.
- */
-export function measureHeldCidBytes(n = 100_000): number {
-  // gc() is only exposed with --expose-gc; the flag can be set at run time for a new context.
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  const block = Buffer.alloc(64);
-  const used = (): number => {
-    gc();
-    const m = process.memoryUsage();
-    return m.heapUsed + m.external;
-  };
-  const before = used();
-  const held: unknown[] = [];
-  for (let i = 0; i < n; i++) {
-    block.writeUInt32LE(i, 0);
-    held.push(rawCid(block));
-  }
-  const after = used();
-  if (held.length !== n) throw new Error('unreachable');
-  return (after - before) / n;
-}
-
-export interface Footprint {
-  rawBlocks: number;
-  rawBytes: number;
-  instanceNodes: Array<{ bytes: number; links: number }>;
-  manifests: Array<{ bytes: number; links: number }>;
-  /** Every block file, bytes (what `du --apparent-size` of blocks/ would say). */
-  blockBytes: number;
-  /** catalog.db plus its -wal and -shm. */
-  catalogBytes: number;
-  keysBytes: number;
-}
-
-/**
- * Walks a stopped (or idle) node's data directory: block files by codec (the fs store names each
- * file by its full base32 CID), DAG nodes decoded for their link counts, catalog and key store
- * sizes. Needs the fs backend.
- */
-export async function measureFootprint(dataDir: string): Promise<Footprint> {
-  const fp: Footprint = { rawBlocks: 0, rawBytes: 0, instanceNodes: [], manifests: [], blockBytes: 0, catalogBytes: 0, keysBytes: 0 };
-  const blocks = join(dataDir, 'blocks');
-  for (const shard of await readdir(blocks, { withFileTypes: true })) {
-    if (!shard.isDirectory()) continue;
-    for (const name of await readdir(join(blocks, shard.name))) {
-      if (!name.endsWith('.data') || name.startsWith('.')) continue;
-      let cid: CID;
-      try {
-        cid = CID.parse(name.slice(0, -'.data'.length));
-      } catch {
-        continue;
-      }
-      const file = join(blocks, shard.name, name);
-      if (cid.code === dagCbor.code) {
-        const bytes = await readFile(file);
-        fp.blockBytes += bytes.length;
-        const node = dagCbor.decode(bytes) as { type?: unknown; chunks?: unknown[]; added?: unknown[] };
-        if (Array.isArray(node.chunks)) fp.instanceNodes.push({ bytes: bytes.length, links: node.chunks.length });
-        else if (Array.isArray(node.added)) fp.manifests.push({ bytes: bytes.length, links: node.added.length });
-      } else {
-        const { size } = await stat(file);
-        fp.blockBytes += size;
-        fp.rawBlocks++;
-        fp.rawBytes += size;
-      }
-    }
-  }
-  for (const f of ['catalog.db', 'catalog.db-wal', 'catalog.db-shm']) fp.catalogBytes += await sizeOf(join(dataDir, f));
-  for (const f of ['keys.db', 'keys.db-wal', 'keys.db-shm']) fp.keysBytes += await sizeOf(join(dataDir, f));
-  return fp;
-}
-
-/**
- * Bytes a directory tree takes on disk (allocated blocks, as `du` counts them), every file and
- * directory in it; 0 when it does not exist. What an administrator buys disks for.
- */
-export async function diskUsage(dir: string): Promise<number> {
-  let total = 0;
-  const walk = async (path: string): Promise<void> => {
-    let st: Stats;
-    try {
-      st = await lstat(path);
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ENOENT') return; // removed while walking, or never there
-      throw err;
-    }
-    total += st.blocks * 512; // st_blocks is in 512-byte units whatever the filesystem's block size
-    if (st.isDirectory()) for (const name of await readdir(path)) await walk(join(path, name));
-  };
-  await walk(dir);
-  return total;
-}
-
-/**
- * keys.db bytes per study when too few studies were stored to measure it (SQLite grows by 4 KiB
- * pages): study UID ~64 B, key id 36, wrapped key 60 (key, IV, tag), date 24, row header, and the
- * two unique indexes repeating UID and key id.
- */
-export const ESTIMATED_KEY_ROW_BYTES = 320;
-/** Below this many studies a keys.db is mostly empty pages. */
-const MIN_STUDIES_TO_MEASURE_KEYS = 200;
-
-/**
- * The per-unit figures projectScale needs from one footprint: `bytes` of DICOM in `instances`
- * instances of `studies` studies. For multi-frame data, pass `frames` and the per-instance
- * catalog figure of a small-instance run as `catalogBytesPerInstance`: the rest is per frame.
- */
-export function footprintFigures(
-  fp: Footprint,
-  ingested: { bytes: number; instances: number; studies: number; frames?: number; catalogBytesPerInstance?: number },
-  design: Pick<ScaleDesign, 'linkBytes'> = DEFAULT_SCALE_DESIGN,
-): Pick<
-  MeasuredScale,
-  | 'bytesStoredPerByte'
-  | 'catalogBytesPerInstance'
-  | 'catalogBytesPerFrame'
-  | 'manifestFixedBytes'
-  | 'instanceNodeFixedBytes'
-  | 'instanceNodeBytesPerChunk'
-  | 'keyStoreBytesPerStudy'
-> {
-  const fixed = (nodes: Footprint['manifests'], perLink: number): number => median(nodes.map((n) => n.bytes - n.links * perLink));
-  const perChunk = perLinkFit(fp.instanceNodes) ?? design.linkBytes;
-  const base = ingested.catalogBytesPerInstance;
-  const perFrame =
-    ingested.frames !== undefined && ingested.frames > 0 && base !== undefined
-      ? Math.max(0, (fp.catalogBytes - ingested.instances * base) / ingested.frames)
-      : undefined;
-  return {
-    bytesStoredPerByte: fp.blockBytes / ingested.bytes,
-    catalogBytesPerInstance: base ?? fp.catalogBytes / ingested.instances,
-    ...(perFrame !== undefined ? { catalogBytesPerFrame: perFrame } : {}),
-    manifestFixedBytes: fixed(fp.manifests, design.linkBytes),
-    instanceNodeFixedBytes: fixed(fp.instanceNodes, perChunk),
-    instanceNodeBytesPerChunk: perChunk,
-    keyStoreBytesPerStudy: ingested.studies >= MIN_STUDIES_TO_MEASURE_KEYS ? fp.keysBytes / ingested.studies : ESTIMATED_KEY_ROW_BYTES,
-  };
-}
-
-/** Bytes per link from nodes of different link counts (slope between the extremes); undefined if all alike. */
-function perLinkFit(nodes: Footprint['instanceNodes']): number | undefined {
-  if (nodes.length < 2) return undefined;
-  const sorted = [...nodes].sort((x, y) => x.links - y.links);
-  const lo = sorted[0]!;
-  const hi = sorted[sorted.length - 1]!;
-  if (hi.links - lo.links < 16) return undefined; // too close: envelope size noise would dominate
-  return (hi.bytes - lo.bytes) / (hi.links - lo.links);
-}
-
-async function sizeOf(file: string): Promise<number> {
-  try {
-    return (await stat(file)).size;
-  } catch {
-    return 0;
-  }
-}
-
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-// ---------- formatting ----------
-
-/** Binary units (KiB...PiB) unless `decimal` (kB...PB). */
-export function bytes(n: number, decimal = false): string {
-  if (!Number.isFinite(n)) return '?';
-  const base = decimal ? 1000 : 1024;
-  const units = decimal ? ['B', 'kB', 'MB', 'GB', 'TB', 'PB', 'EB'] : ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
-  let u = 0;
-  let v = n;
-  while (Math.abs(v) >= base && u < units.length - 1) {
-    v /= base;
-    u++;
-  }
-  const digits = u === 0 || v >= 100 ? 0 : v >= 10 ? 1 : 2;
-  return `${Number(v.toFixed(digits))} ${units[u]}`;
-}
-
-function mib(n: number): string {
-  return Number.isFinite(n) ? `${n < 10 ? n.toFixed(1) : Math.round(n).toLocaleString('en-US')} MiB` : '?';
-}
-
-export function count(n: number): string {
-  return Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '?';
-}
-
-export function duration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return '?';
-  if (seconds < 90) return `${Math.round(seconds)} s`;
-  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
-  if (seconds < 48 * 3600) return `${(seconds / 3600).toFixed(1)} h`;
-  return `${(seconds / 86400).toFixed(1)} days`;
 }

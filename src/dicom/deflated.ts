@@ -11,7 +11,7 @@ import { parseFileMeta, type FileMeta } from './file-meta.ts';
 import { GrowableBuffer } from './growable-buffer.ts';
 import { DicomTokenizer, type DicomTokenSink, type ElementToken } from './tokenizer.ts';
 import { describeTransferSyntax } from './transfer-syntax.ts';
-import { inflate } from './transcode.ts';
+import { inflate } from './deflate-stream.ts';
 
 /** Values above this many bytes stream through the tokenizer instead of being buffered. */
 const BUFFERED_VALUE_BYTES = 1024;

@@ -9,31 +9,26 @@
 // Neither dcmjs nor dicom-parser can do this: both read and write whole buffers, and a 4 GiB
 // instance must never be held in memory. The structure is walked with the ingest scanner's
 // tokenizer, which knows every element's VR and length.
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
-import { VaultError, isVaultError } from '../core/errors.ts';
+//
+// The parts below the walk live beside it: the frame-decoding plan (decode-plan.ts), the byte
+// writer and File Meta encoding (byte-writer.ts), the deflate streams (deflate-stream.ts).
+import { VaultError } from '../core/errors.ts';
 import { parseFileMeta, type FileMeta } from './file-meta.ts';
 import { GrowableBuffer } from './growable-buffer.ts';
 import { DEFAULT_BULK_DATA_THRESHOLD } from './scanner.ts';
 import { DicomTokenizer, type DicomTokenSink, type ElementToken, type ItemToken } from './tokenizer.ts';
 import { BITS_ALLOCATED, EXTENDED_OFFSET_TABLE, EXTENDED_OFFSET_TABLE_LENGTHS, LONG_LENGTH_VRS, PIXEL_DATA, swapBytes, swapUnit } from './metadata.ts';
 import type { ScannedInstance } from './model.ts';
-import type { DecodedFrame } from './codecs/frame.ts';
-import { decodedLayout, type DecodedLayout } from './decompress.ts';
+import { ByteWriter, encodeFileMeta } from './byte-writer.ts';
+import { decodePlan, type DecodePlan, type FrameDecoder } from './decode-plan.ts';
+import { deflate, inflate } from './deflate-stream.ts';
 import { canTranscode, conversionRefusal, DEFLATED_EXPLICIT_VR_LE, describeTransferSyntax, EXPLICIT_VR_LE, IMPLICIT_VR_LE } from './transfer-syntax.ts';
+
+export { DECODE_AHEAD_BYTES, type FrameDecoder } from './decode-plan.ts';
+export { inflate } from './deflate-stream.ts';
 
 /** Bytes of header output collected before they are yielded as one chunk: 64 KiB. */
 const OUTPUT_CHUNK = 64 * 1024;
-
-/** Decodes the frames of an encapsulated source for `transcode`. */
-export interface FrameDecoder {
-  /**
-   * Frame `number` (1-based) from its encoded bytes (its fragments joined). Rejects with
-   * DECODE_FAILED (or ABORTED, DECODE_BUSY), which ends the transcoding.
-   */
-  decode(encoded: Uint8Array, number: number): Promise<DecodedFrame>;
-}
 
 export interface TranscodeOptions {
   /** One of TRANSCODE_TARGETS (transfer-syntax.ts); default Explicit VR Little Endian. */
@@ -43,13 +38,6 @@ export interface TranscodeOptions {
   /** Frames being decoded at once, at most; default: as many as fit DECODE_AHEAD_BYTES, 1 to 4. */
   decodeAhead?: number;
 }
-
-/**
- * Decoded frames held at once (being decoded, or decoded and waiting for the socket) by one
- * transcoding: 32 MiB. Several frames in flight keep the pool's workers busy (a 512 x 512 CT frame
- * is 512 KiB, so 4 of them); a whole-slide frame of 4096 x 4096 RGB (48 MiB) goes alone.
- */
-export const DECODE_AHEAD_BYTES = 32 * 1024 * 1024;
 
 /**
  * Yields `source` (an instance's original Part 10 bytes) re-encoded as Explicit VR Little
@@ -164,163 +152,6 @@ async function* rewrite(
     yield* writer.drain(true);
   } finally {
     writer.abandon();
-  }
-}
-
-/** What decoding the frames of an encapsulated instance needs, from its record. */
-interface DecodePlan extends DecodedLayout {
-  decoder: FrameDecoder;
-  ahead: number;
-  /** Each fragment's value offset: its frame (0-based) and where its bytes go in that frame's codestream. */
-  fragments: Map<number, { frame: number; at: number; length: number }>;
-  /** Encoded bytes of each frame (its fragments' lengths summed). */
-  encodedLength: number[];
-}
-
-function decodePlan(scanned: ScannedInstance, decoder: FrameDecoder, ahead: number | undefined): DecodePlan {
-  const layout = decodedLayout(scanned.transferSyntaxUID, scanned.metadata);
-  const frames = scanned.layout.frames;
-  if (frames.length !== layout.frames) {
-    throw new VaultError(
-      'NOT_ACCEPTABLE',
-      frames.length === 0
-        ? `the ${layout.frames} frames of its Pixel Data cannot be located among its fragments (a wrong or missing offset table): retrieve it as stored (transfer-syntax=*)`
-        : `its Pixel Data has ${frames.length} frames, its Number of Frames says ${layout.frames}`,
-    );
-  }
-  const fragments = new Map<number, { frame: number; at: number; length: number }>();
-  const encodedLength = frames.map((ranges, frame) => {
-    let at = 0;
-    for (const r of ranges) {
-      fragments.set(r.offset, { frame, at, length: r.length });
-      at += r.length;
-    }
-    return at;
-  });
-  const fit = Math.floor(DECODE_AHEAD_BYTES / Math.max(1, layout.frameLength));
-  return { ...layout, decoder, ahead: ahead ?? Math.min(4, Math.max(1, fit)), fragments, encodedLength };
-}
-
-/** Preamble, 'DICM' and the File Meta with `transferSyntaxUID` as transfer syntax. */
-function encodeFileMeta(preamble: Uint8Array, meta: FileMeta, transferSyntaxUID: string): Uint8Array {
-  const out = new ByteWriter();
-  const body = new ByteWriter();
-  for (const element of meta.elements) {
-    if (element.tag === 0x00020000) continue;
-    const value = element.tag === 0x00020010 ? uidBytes(transferSyntaxUID) : element.value;
-    body.header(element.tag, element.vr, value.length, LONG_LENGTH_VRS.has(element.vr));
-    body.bytes(value);
-  }
-  const bodyBytes = body.take();
-  out.bytes(preamble);
-  out.bytes(new Uint8Array([0x44, 0x49, 0x43, 0x4d]));
-  out.header(0x00020000, 'UL', 4, false);
-  out.uint32(bodyBytes.length);
-  out.bytes(bodyBytes);
-  return out.take();
-}
-
-function uidBytes(uid: string): Uint8Array {
-  const bytes = new Uint8Array(uid.length + (uid.length % 2));
-  for (let i = 0; i < uid.length; i++) bytes[i] = uid.charCodeAt(i);
-  return bytes; // padded with a NUL to even length
-}
-
-/** The raw-deflate stream of a Deflated Explicit VR LE data set, inflated as it streams. */
-export async function* inflate(compressed: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const inflater = zlib.createInflateRaw();
-  const feeding = pipeline(Readable.from(compressed), inflater);
-  // Errors reach the consumer through the iteration below; this only avoids an unhandled rejection.
-  feeding.catch(() => {});
-  try {
-    for await (const chunk of inflater) yield chunk as Buffer;
-    await feeding;
-  } catch (err) {
-    if (isVaultError(err)) throw err;
-    const code = (err as { code?: string }).code;
-    if (code === 'Z_BUF_ERROR') throw new VaultError('DICOM_TRUNCATED', 'deflated data set ends before its deflate stream does', { cause: err });
-    throw new VaultError('DICOM_MALFORMED', 'deflated data set is corrupt', { cause: err });
-  } finally {
-    inflater.destroy();
-  }
-}
-
-async function* deflate(data: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const deflater = zlib.createDeflateRaw();
-  const feeding = pipeline(Readable.from(data), deflater);
-  // Errors reach the consumer through the iteration below; this only avoids an unhandled rejection.
-  feeding.catch(() => {});
-  try {
-    for await (const chunk of deflater) yield chunk as Buffer;
-    await feeding;
-  } finally {
-    deflater.destroy();
-  }
-}
-
-/** Little-endian byte output, grown as needed. */
-class ByteWriter {
-  /** Element headers without VR, with 32-bit lengths (Implicit VR Little Endian). */
-  implicit = false;
-  #buf = new Uint8Array(1024);
-  #view = new DataView(this.#buf.buffer);
-  #length = 0;
-
-  get length(): number {
-    return this.#length;
-  }
-
-  #ensure(n: number): void {
-    if (this.#length + n <= this.#buf.length) return;
-    const grown = new Uint8Array(Math.max(this.#buf.length * 2, this.#length + n));
-    grown.set(this.#buf.subarray(0, this.#length));
-    this.#buf = grown;
-    this.#view = new DataView(grown.buffer);
-  }
-
-  uint16(v: number): void {
-    this.#ensure(2);
-    this.#view.setUint16(this.#length, v, true);
-    this.#length += 2;
-  }
-
-  uint32(v: number): void {
-    this.#ensure(4);
-    this.#view.setUint32(this.#length, v, true);
-    this.#length += 4;
-  }
-
-  bytes(b: Uint8Array): void {
-    this.#ensure(b.length);
-    this.#buf.set(b, this.#length);
-    this.#length += b.length;
-  }
-
-  tag(tag: number): void {
-    this.uint16(tag >>> 16);
-    this.uint16(tag & 0xffff);
-  }
-
-  /** An element header (explicit VR LE unless `implicit`); `length` -1 = undefined. */
-  header(tag: number, vr: string, length: number, longForm: boolean): void {
-    this.tag(tag);
-    if (this.implicit) {
-      this.uint32(length < 0 ? 0xffffffff : length);
-      return;
-    }
-    this.uint16(vr.charCodeAt(0) | (vr.charCodeAt(1) << 8));
-    if (longForm) {
-      this.uint16(0);
-      this.uint32(length < 0 ? 0xffffffff : length);
-    } else {
-      this.uint16(length);
-    }
-  }
-
-  take(): Uint8Array {
-    const out = this.#buf.slice(0, this.#length);
-    this.#length = 0;
-    return out;
   }
 }
 
