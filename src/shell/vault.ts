@@ -157,6 +157,8 @@ export async function openVault(
       patientKeyErasers: [...(extras.patientKeyErasers ?? []), auditKeyEraser(audit)],
       anchorCertificate: (cid, at) => catalog.queueAnchor(cid, CERTIFICATE_ANCHOR_STUDY, at),
       grants: grantRevoker(identity, auditedGrantService),
+      // The patient's account goes too (after the grants, which are found through it).
+      accounts: { forgetPatient: (p) => void identity.forgetPatient({ id: p.patientId, issuer: p.issuer === '' ? null : p.issuer }) },
       signingKey: loadSigningKey(join(options.dataDir, SIGNING_KEY_FILE)),
       nodeId: nodeIdOf(options.dataDir),
       logger,
