@@ -28,7 +28,7 @@ import { deployAnchorContract } from '../../../anchor/chain/deploy-contract.ts';
 import { sendAnchorTransaction } from '../../../anchor/chain/send-anchor-transaction.ts';
 import { compileAnchorContract } from '../../../anchor/contract/compile.ts';
 import { MerkleTree } from '../../../anchor/merkle.ts';
-import { encodeReceipt, type ReceiptJson } from '../../../anchor/receipt.ts';
+import { encodeReceipt, parseReceipt, type ReceiptJson } from '../../../anchor/receipt.ts';
 import { encodeTrustFile, trustAnchorOf, type TrustAnchor } from '../../../anchor/trust.ts';
 import { verifyReceipt, type VerifyReceiptReturnType } from '../../../anchor/verify-receipt.ts';
 import { isVaultError } from '../../../src/core/errors.ts';
@@ -211,7 +211,7 @@ describe('a node on a chain others run', () => {
     const later = await run(['verify-receipt', file, '--rpc', real.rpcUrl, '--trust', trust, '--wait', '0']);
     expect(later.code, later.stdout).toBe(0);
     expect(later.stdout).toMatch(
-      new RegExp(`^HOLDS: ${receipt.cid} was anchored on chain ${PUBLIC_ID} by contract ${real.contract} at \\S+Z, .*; finalized$`, 'm'),
+      new RegExp(`^HOLDS: ${parseReceipt(receipt).cid} was anchored on chain ${PUBLIC_ID} by contract ${real.contract} at \\S+Z, .*; finalized$`, 'm'),
     );
 
     // Without a trust file the verifier refuses to judge.
