@@ -4,9 +4,8 @@
 // patient's audit entries with their inclusion proofs. The archive format is
 // src/transfer/patient-archive.ts; the CLI (`export --patient`) and the patient API use this.
 // The hand-over is recorded in the audit log as a disclosure, under the patient's subject.
-import { createHash, type KeyObject } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { createWriteStream } from 'node:fs';
+import { createHash, randomUUID, type KeyObject } from 'node:crypto';
+import { createWriteStream, existsSync, rmSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -139,4 +138,65 @@ export async function exportPatientPart10(vault: Vault, ref: PatientRef, dir: st
     }
   }
   return { studies: studies.length, instances, bytes };
+}
+
+/** Where prepared exports wait for their download, under the data directory. */
+export const EXPORTS_DIR = 'exports';
+
+/** A patient's export asked through the API: prepared in the background, downloaded by the patient's session. */
+export interface ExportJob {
+  id: string;
+  account: string;
+  patient: PatientRef;
+  state: 'preparing' | 'ready' | 'failed';
+  createdAt: string;
+  report?: PatientExportReport;
+  reason?: string;
+  file: string;
+}
+
+/**
+ * The patients' exports of this process. Jobs live in memory: a node restarted forgets them and
+ * removes their files (the patient asks again), so no archive outlives what its patient can see.
+ */
+export class PatientExports {
+  readonly #vault: Vault;
+  readonly #dir: string;
+  readonly #jobs = new Map<string, ExportJob>();
+  readonly #running = new Set<Promise<void>>();
+
+  constructor(vault: Vault) {
+    this.#vault = vault;
+    this.#dir = join(vault.options.dataDir, EXPORTS_DIR);
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+
+  start(account: string, patient: PatientRef, recipient: KeyObject): ExportJob {
+    const id = randomUUID();
+    const job: ExportJob = { id, account, patient, state: 'preparing', createdAt: new Date().toISOString(), file: join(this.#dir, `${id}.car`) };
+    this.#jobs.set(id, job);
+    const p = (async () => {
+      try {
+        await mkdir(this.#dir, { recursive: true, mode: 0o700 });
+        job.report = await exportPatient(this.#vault, patient, recipient, job.file, `patient:${account}`);
+        job.state = 'ready';
+      } catch (err) {
+        job.state = 'failed';
+        job.reason = err instanceof Error ? err.message : String(err);
+        this.#vault.logger.warn({ export: id, reason: job.reason }, "a patient's export failed");
+      }
+    })();
+    this.#running.add(p);
+    void p.finally(() => this.#running.delete(p));
+    return job;
+  }
+
+  job(id: string): ExportJob | undefined {
+    return this.#jobs.get(id);
+  }
+
+  /** Waits for the exports being prepared (the node closes after them). */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#running]);
+  }
 }

@@ -349,7 +349,8 @@ export async function importPatientArchive(
   await deps.store.flush?.(signal ? { signal } : {});
   const studies: ImportedStudy[] = [];
   for (const { s, dataKey } of plans) {
-    deps.keys.importKey(s.study, dataKey);
+    // Held already under this key (an import repeated after a crash in this pass): kept.
+    if (deps.keys.get(s.study) === undefined) deps.keys.importKey(s.study, dataKey);
     const root = CID.asCID(s.root)!;
     const chain = await checkComplete(deps.store, root, signal);
     const versions = await rebuildCatalog(deps, s.study, dataKey, root, chain.slice().reverse(), signal);

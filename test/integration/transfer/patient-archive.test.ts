@@ -179,6 +179,10 @@ describe('a patient moved to another provider', () => {
     expect(report.audit.entries.length).toBeGreaterThan(0);
     expect(report.audit.entries.every((e) => Array.isArray(e.proof) && e.record !== null)).toBe(true);
     expect(JSON.parse(await readFile(join(report.saved, 'consents.fhir.json'), 'utf8'))).toEqual(report.consents);
+    // Imported again (as after a crash in its second pass): nothing new, nothing broken.
+    const again = await run(['import', archive, '--json', '--data-dir', bDir]);
+    expect(again.code, again.stderr).toBe(0);
+    expect((JSON.parse(again.stdout) as typeof report).studies.map((s) => s.versions)).toEqual([0, 0]);
 
     // B serves the patient's instances byte for byte; the other patient's study did not travel.
     const b = await startNodeWithTester(
@@ -219,6 +223,52 @@ describe('a patient moved to another provider', () => {
     expect(refused.stderr).toMatch(/CAR_INVALID.*sealed to another node/);
     await nothingImported(bDir);
   }, 120_000);
+
+  it("the patient asks through the API: prepared, downloaded by the patient's session, imported on B; another patient's ID is refused", async () => {
+    const bDir = await tempDir();
+    const pem = await readFile(await publicKeyFile(bDir), 'utf8');
+    const api = a.url.replace(/\/dicom-web$/, '/api');
+    const session = a.vault.identity.issueToken('patient', account);
+    const other = a.vault.identity.issueToken('patient', a.vault.identity.createPatient([{ id: OTHER, issuer: null }]));
+    const call = (method: string, path: string, token: string, body?: unknown): Promise<Response> =>
+      fetch(`${api}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+
+    // Another patient's ID: answered as one unknown, nothing prepared.
+    const refused = await call('POST', '/patient/exports', session, { recipientKey: pem, patientId: OTHER });
+    expect(refused.status).toBe(404);
+    expect(((await refused.json()) as { code: string }).code).toBe('NOT_FOUND');
+    // A key that is not an X25519 public key: 400.
+    expect((await call('POST', '/patient/exports', session, { recipientKey: 'not a key' })).status).toBe(400);
+
+    const asked = await call('POST', '/patient/exports', session, { recipientKey: pem });
+    expect(asked.status).toBe(202);
+    const job = (await asked.json()) as { id: string; state: string };
+    expect(job.state).toBe('preparing');
+    let state = job.state;
+    for (let i = 0; i < 600 && state === 'preparing'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      state = ((await (await call('GET', `/patient/exports/${job.id}`, session)).json()) as { state: string }).state;
+    }
+    expect(state).toBe('ready');
+    // Another patient's session does not see it.
+    expect((await call('GET', `/patient/exports/${job.id}`, other)).status).toBe(404);
+    expect((await call('GET', `/patient/exports/${job.id}/archive`, other)).status).toBe(404);
+
+    const download = await call('GET', `/patient/exports/${job.id}/archive`, session);
+    expect(download.status).toBe(200);
+    expect(download.headers.get('content-type')).toBe('application/vnd.ipld.car');
+    const archive = join(await tempDir(), 'from-api.car');
+    await writeFile(archive, Buffer.from(await download.arrayBuffer()));
+    const imported = await run(['import', archive, '--json', '--data-dir', bDir]);
+    expect(imported.code, imported.stderr).toBe(0);
+    expect((JSON.parse(imported.stdout) as { studies: Array<{ study: string }> }).studies.map((s) => s.study).sort()).toEqual(
+      mine.map((m) => m.study.studyInstanceUID).sort(),
+    );
+  }, 180_000);
 
   it('writes plain DICOM Part 10 files for a provider without dicom-vault', async () => {
     const out = await tempDir();
