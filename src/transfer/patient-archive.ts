@@ -36,7 +36,7 @@ import type { DataKey } from '../format/keys.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { cidMatches } from '../../storage/cid.ts';
 import { getVerified } from '../../storage/verified.ts';
-import { checkComplete, HPKE, type ImportDeps, rawX25519, rebuildCatalog, spki, type TransportKey } from './car.ts';
+import { checkComplete, DEFAULT_IMPORT_CONCURRENCY, HPKE, type ImportDeps, rawX25519, rebuildCatalog, spki, type TransportKey } from './car.ts';
 
 export const PATIENT_ARCHIVE_TYPE = 'dicom-vault/patient-archive@1';
 const HPKE_INFO = new TextEncoder().encode('dicom-vault/patient-archive/1');
@@ -340,12 +340,29 @@ export async function importPatientArchive(
   }
 
   // Pass 2: store the blocks (content-addressed; checked again as they go), then the keys and the catalog.
+  // Puts overlap (as the study import's): one flush below makes them all durable.
   const second = await CarBlockIterator.fromIterable(createReadStream(path));
-  for await (const { cid, bytes: b } of second) {
-    if (cid.equals(archiveCid)) continue;
-    if (!cidMatches(cid, b)) throw invalid(`block ${cid} changed while the archive was imported`);
-    await deps.store.put(cid, b, { durable: false, ...(signal ? { signal } : {}) });
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
+  try {
+    for await (const { cid, bytes: b } of second) {
+      if (cid.equals(archiveCid)) continue;
+      if (!cidMatches(cid, b)) throw invalid(`block ${cid} changed while the archive was imported`);
+      const p = deps.store.put(cid, b, { durable: false, ...(signal ? { signal } : {}) }).then(
+        () => void inFlight.delete(p),
+        (err: unknown) => {
+          inFlight.delete(p);
+          failure ??= err;
+        },
+      );
+      inFlight.add(p);
+      while (inFlight.size >= DEFAULT_IMPORT_CONCURRENCY) await Promise.race(inFlight);
+      if (failure !== undefined) throw failure;
+    }
+  } finally {
+    await Promise.allSettled(inFlight);
   }
+  if (failure !== undefined) throw failure;
   await deps.store.flush?.(signal ? { signal } : {});
   const studies: ImportedStudy[] = [];
   for (const { s, dataKey } of plans) {
