@@ -11,6 +11,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedStudy } from '../../../bench/generate.ts';
 import { verifyReceipt } from '../../../anchor/verify-receipt.ts';
+import { openLeaf } from '../../../src/audit/entry.ts';
 import { createKeyFile, readKeyFile, signStatement } from '../../../src/grants/signing.ts';
 import { draftStatement } from '../../../src/grants/statement.ts';
 import { KEY_DB_FILE } from '../../../src/format/keys.ts';
@@ -142,6 +143,14 @@ describe('a patient moved to another provider', () => {
     const exported = await run(['export', '--patient', PATIENT, archive, '--to', pem, '--json', '--data-dir', aDir]);
     expect(exported.code, exported.stderr).toBe(0);
     expect(JSON.parse(exported.stdout)).toMatchObject({ studies: 2, versions: 3, instances: 4, receipts: 3 });
+    // The hand-over is recorded in the patient's audit log, as a disclosure.
+    const audit = a.vault.audit;
+    const disclosures = audit.store
+      .query({ subjects: audit.keys.subjectsOf([{ id: PATIENT, issuer: null }]), limit: 1_000 })
+      .map((e) => openLeaf(e.leaf, audit.keys.key(e.subject)!))
+      .filter((r) => r?.what.action.startsWith('patient data exported for another provider'));
+    expect(disclosures).toHaveLength(1);
+    expect(disclosures[0]).toMatchObject({ kind: 'admin', who: { id: 'cli' } });
     // Whoever else holds the file reads nothing: no UID, no Patient ID in it.
     const file = await readFile(archive);
     for (const needle of [PATIENT, mine[0]!.study.studyInstanceUID, mine[1]!.study.studyInstanceUID, 'dr.port'])
