@@ -3,14 +3,15 @@
 // one field fails the check named for that field (the transaction on chain is the reference the
 // other fields are compared against):
 //
-//   format     the JSON is a dicom-vault-receipt/3, /2 or /1 (the failing field is named)
+//   format     the JSON is a dicom-vault-receipt/4, /3, /2 or /1 (the failing field is named)
 //   cid        (optional) the receipt is for the root the caller expects
 //   inclusion  cid (with salt, version 3), index, size and path lead to root (RFC 9162 inclusion proof, then the tree head)
 //   chainId    the trust file pins the receipt's chain, and the RPC serves it
 //   genesis    the RPC's block 0 is the pinned genesis (not a chain started anew under the same id)
 //   contract   the pinned contract is the receipt's; DicomVaultAnchor's code is there now and was
 //              at the anchoring block; the transaction anchored there
-//   root       the contract recorded `root`, and the transaction anchored that root
+//   root       the contract recorded `root`, and the transaction anchored that root (version 4
+//              has no root field: the root is computed, so a root the chain lacks fails `inclusion`)
 //   tx         the transaction exists, succeeded and emitted Anchored(root)
 //   block      the transaction is in block `block`
 //   blockHash  block `block` on the canonical chain has hash `blockHash`
@@ -22,7 +23,6 @@
 // development key make it self-attested: dev-chain.ts), and finality: the block must be at or
 // below the chain's `finalized` block, or, where the chain has no such tag, have a stated depth
 // of confirmations; the verifier can wait for either.
-import { CID } from 'multiformats/cid';
 import { BaseError, BlockNotFoundError, bytesToHex, getAddress, parseEventLogs, RpcRequestError, type Address, type Hex, type TransactionReceipt } from 'viem';
 import { VaultError, isVaultError } from '../src/core/errors.ts';
 import { anchorAbi, anchorArtifact } from './contract/abi.ts';
@@ -30,7 +30,7 @@ import { toChainError, type ChainClient } from './chain/client.ts';
 import { getReceipt } from './chain/find-anchoring.ts';
 import { devAccountIndex, devChainReason } from './dev-chain.ts';
 import { leafHash, rootFromInclusionPath, treeHead } from './merkle.ts';
-import { parseReceipt, receiptLeafData, type Receipt } from './receipt.ts';
+import { parseCidText, parseReceipt, receiptLeafData, type Receipt } from './receipt.ts';
 import type { TrustAnchor } from './trust.ts';
 
 export type ReceiptCheckName = 'format' | 'cid' | 'inclusion' | 'chainId' | 'genesis' | 'contract' | 'root' | 'tx' | 'block' | 'blockHash' | 'time' | 'attest';
@@ -196,7 +196,7 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
   if (p.expectedCid !== undefined) {
     let expected: string;
     try {
-      expected = CID.parse(p.expectedCid).toString();
+      expected = parseCidText(p.expectedCid).toString();
     } catch (cause) {
       throw new VaultError('BAD_REQUEST', `expected root "${p.expectedCid}" is not a CID`, { cause });
     }
@@ -302,7 +302,13 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
 
   // root: recorded by the contract. If not, and the transaction anchored another root there,
   // the receipt's root is what changed.
-  if (recordedAt === 0n && !checks.failed('contract')) checks.fail('root', `contract ${r.contract} has no record of root ${r.root}`);
+  // Version 4 writes no root: the one checked here is computed from cid, salt, index, size and
+  // path, so a root the chain lacks means one of those was changed.
+  const computedOnly = r.version === 4;
+  const lacking = computedOnly ? 'inclusion' : 'root';
+  const lackingWhy = computedOnly ? `cid, salt, index, size and path lead to root ${r.root}, ` : '';
+  if (recordedAt === 0n && !checks.failed('contract'))
+    checks.fail(lacking, `${lackingWhy}contract ${r.contract} has no record of ${computedOnly ? 'it: one of them was changed' : `root ${r.root}`}`);
   else if (recordedAt !== undefined && recordedAt > 0n) {
     checks.pass('root', 'recorded by the contract');
     if (recordedAt !== BigInt(r.time)) checks.fail('time', `the contract recorded the root at ${recordedAt}, the receipt says ${r.time}`);
@@ -315,7 +321,7 @@ export async function verifyReceipt(p: VerifyReceiptParameters): Promise<VerifyR
   else if (!txAnchors && here.length > 0 && recordedAt !== undefined && recordedAt > 0n) {
     checks.fail('tx', `transaction ${r.txHash} anchored root ${here.map((e) => e.root).join(', ')}; the receipt's root was anchored by another transaction`);
   } else if (!txAnchors && here.length > 0) {
-    checks.fail('root', `transaction ${r.txHash} anchored root ${here.map((e) => e.root).join(', ')}, not the receipt's root ${r.root}`);
+    checks.fail(lacking, `${lackingWhy}transaction ${r.txHash} anchored root ${here.map((e) => e.root).join(', ')}, not the receipt's root ${r.root}`);
   } else if (txAnchors) checks.pass('tx', `transaction ${r.txHash} anchored the root at ${r.contract}`);
 
   // block and blockHash: against the transaction's block when the transaction is the receipt's,

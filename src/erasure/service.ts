@@ -53,6 +53,15 @@ export interface GrantRevoker {
   revokeForErasure(what: { studies: readonly string[]; patients: readonly PatientRef[]; studyPatients: readonly PatientRef[]; by: string }): number;
 }
 
+/**
+ * The identity store's accounts of an erased patient (src/identity; the shell wires it): the
+ * Patient ID unbound, and an account left with none deleted with its keys, passkeys and sessions.
+ * Called after the grants are revoked (the revoker finds the grants through the accounts). Idempotent.
+ */
+export interface AccountEraser {
+  forgetPatient(patient: PatientRef): void;
+}
+
 export type ErasureTarget = { kind: 'study'; studyInstanceUID: string } | { kind: 'patient'; patientId: string; issuer?: string };
 
 export interface ErasureOrigin {
@@ -99,6 +108,7 @@ export interface ErasureDeps {
   openAnchorLeaves?: () => AnchorLeaves | undefined;
   patientKeyErasers?: readonly PatientKeyEraser[];
   grants?: GrantRevoker;
+  accounts?: AccountEraser;
   signingKey: KeyObject;
   nodeId: string;
   logger: Logger;
@@ -283,6 +293,7 @@ export class ErasureService {
       studyPatients: plan.studies.flatMap((s) => (s.patient ? [s.patient] : [])),
       by: `erasure:${plan.id}`,
     });
+    for (const p of plan.patients) this.#deps.accounts?.forgetPatient(p);
     await this.#deps.afterStep?.('keys', plan);
 
     // 2. The anchor leaves forget their study (the commitments stay, unlinkable without the salt).

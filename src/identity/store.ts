@@ -7,7 +7,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { DatabaseSync } from 'node:sqlite';
 import type { PatientRef } from '../catalog/scope.ts';
 import { VaultError } from '../core/errors.ts';
-import { openDatabase, StatementCache, transaction } from '../core/sqlite.ts';
+import { openDatabase, scrubWal, StatementCache, transaction } from '../core/sqlite.ts';
 import type { Role } from './principal.ts';
 
 export const IDENTITY_DB_FILE = 'identity.db';
@@ -71,6 +71,15 @@ export interface IdentityStore {
   patientKeys(account: string): PatientKey[];
   /** WebAuthn: the signature counter after a verified assertion. */
   updateKeyCounter(keyId: string, counter: number): void;
+
+  /**
+   * A patient erased (GDPR Art. 17): unbinds this Patient ID (issuer null: under any issuer; else
+   * that issuer's binding only) from every account, and deletes each account left with no
+   * Patient ID whole: its keys and passkeys, enrollment codes, sessions (patient tokens), the
+   * account row. secure_delete zeroes the rows, the WAL is truncated. Idempotent. Returns the
+   * accounts deleted and those only unbound (still bound to another Patient ID).
+   */
+  forgetPatient(ref: PatientRef): { deleted: string[]; unbound: string[] };
 
   close(): void;
 }
@@ -292,6 +301,39 @@ export class SqliteIdentityStore implements IdentityStore {
 
   updateKeyCounter(keyId: string, counter: number): void {
     this.#stmts.get('UPDATE patient_keys SET counter = ? WHERE key_id = ?').run(counter, keyId);
+  }
+
+  forgetPatient(ref: PatientRef): { deleted: string[]; unbound: string[] } {
+    const result = transaction(this.#db, () => {
+      const accounts = (
+        this.#stmts
+          .get('SELECT DISTINCT account FROM patient_ids WHERE patient_id = ? AND (? IS NULL OR issuer = ?)')
+          .all(ref.id, ref.issuer, ref.issuer) as unknown as Array<{
+          account: string;
+        }>
+      ).map((r) => r.account);
+      const deleted: string[] = [];
+      const unbound: string[] = [];
+      for (const account of accounts) {
+        this.#stmts
+          .get('DELETE FROM patient_ids WHERE account = ? AND patient_id = ? AND (? IS NULL OR issuer = ?)')
+          .run(account, ref.id, ref.issuer, ref.issuer);
+        if (this.patientIds(account).length > 0) {
+          unbound.push(account);
+          continue;
+        }
+        // Nothing of the account stays: no tombstone is needed, since the audit log names the
+        // account only by its random id and the erasure certificate names none.
+        this.#stmts.get("DELETE FROM tokens WHERE kind = 'patient' AND subject = ?").run(account);
+        this.#stmts.get('DELETE FROM patient_keys WHERE account = ?').run(account);
+        this.#stmts.get('DELETE FROM enrollments WHERE account = ?').run(account);
+        this.#stmts.get('DELETE FROM patients WHERE account = ?').run(account);
+        deleted.push(account);
+      }
+      return { deleted, unbound };
+    });
+    scrubWal(this.#db, 'identity store');
+    return result;
   }
 
   close(): void {

@@ -24,6 +24,7 @@ import { dimseIngest } from './dimse/ingest.ts';
 import { startDimseServer, type DimseServer } from './dimse/scp.ts';
 import { DICOMWEB_PREFIX, type NodeOptions } from './config.ts';
 import { openVault, type Vault } from './vault.ts';
+import { PatientExports } from './patient-export.ts';
 import { createLogger } from './log.ts';
 import { nodeTrustAnchor, startAnchoring, type Anchoring } from '../../anchor/anchoring.ts';
 import type { AnchorConfig } from '../../anchor/config.ts';
@@ -125,6 +126,8 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     : new PatientControlPolicy({ identity: vault.identity, grants: vault.grants, secureTransport: secure, ...(oidc !== undefined ? { oidc } : {}) });
   const access = extras.access ?? policy ?? openPolicy;
   const grantWatch = new GrantWatch(vault.grants);
+  // Patients' exports for another provider (GDPR Art. 20): prepared in the background.
+  const patientExports = policy === undefined ? undefined : new PatientExports(vault);
   const app = buildApp({
     logger,
     ...(tls === undefined ? {} : { tls }),
@@ -173,6 +176,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
               catalog: vault.catalog,
               ...(anchoring ? { receiptOf: (cid: string) => anchoring.state.receipt(cid) } : {}),
             },
+            ...(patientExports ? { exports: patientExports } : {}),
           },
         }),
     ...(anchoring ? { receipts: { state: anchoring.state, requiredConfirmations: anchoring.service.requiredConfirmations } } : {}),
@@ -262,6 +266,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
       // New work stops on both doors at once; what is in flight finishes (or is broken off by
       // the caller's timeout) before the stores close.
       await Promise.all([app.close(), dimse?.close()]);
+      await patientExports?.close();
       grantWatch.close();
       metrics.close();
       // After the last request closed: its audit message is queued, and goes out before the stores close.

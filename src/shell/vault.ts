@@ -146,10 +146,11 @@ export async function openVault(
       catalog,
       keys,
       store,
-      // S3: packs left at most half live are rewritten, as gc does. Erased blocks in a fuller pack
-      // stay in its object until it is: ciphertext under a destroyed key, naming nothing in clear
-      // (rewriting every pack at each erasure would cost O(bucket)).
-      ...(hasCompaction(store) ? { afterBlocksDeleted: async () => void (await store.compact({})) } : {}),
+      // S3: every pack that lost a block is rewritten at once, however full it still is, so no
+      // erased block's ciphertext stays in an object until gc. The cost is the live bytes of the
+      // packs with dead blocks (erased ones, and any gc left in packs more than half live), each
+      // dead byte rewritten away once; not O(bucket).
+      ...(hasCompaction(store) ? { afterBlocksDeleted: async () => void (await store.compact({ holed: true })) } : {}),
       erasures,
       writer,
       openAnchorLeaves: () => (existsSync(join(options.dataDir, ANCHOR_DB_FILE)) ? openAnchorState(options.dataDir) : undefined),
@@ -157,6 +158,8 @@ export async function openVault(
       patientKeyErasers: [...(extras.patientKeyErasers ?? []), auditKeyEraser(audit)],
       anchorCertificate: (cid, at) => catalog.queueAnchor(cid, CERTIFICATE_ANCHOR_STUDY, at),
       grants: grantRevoker(identity, auditedGrantService),
+      // The patient's account goes too (after the grants, which are found through it).
+      accounts: { forgetPatient: (p) => void identity.forgetPatient({ id: p.patientId, issuer: p.issuer === '' ? null : p.issuer }) },
       signingKey: loadSigningKey(join(options.dataDir, SIGNING_KEY_FILE)),
       nodeId: nodeIdOf(options.dataDir),
       logger,
@@ -209,7 +212,7 @@ function auditKeyEraser(audit: NodeAudit): PatientKeyEraser {
   };
 }
 
-function hasCompaction(store: BlockStore): store is BlockStore & { compact(o: object): Promise<unknown> } {
+function hasCompaction(store: BlockStore): store is BlockStore & { compact(o: { holed?: boolean }): Promise<unknown> } {
   return typeof (store as { compact?: unknown }).compact === 'function';
 }
 

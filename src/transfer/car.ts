@@ -79,7 +79,7 @@ export function parseRecipientKey(pem: string | Buffer): KeyObject {
   return key;
 }
 
-function spki(key: KeyObject): Buffer {
+export function spki(key: KeyObject): Buffer {
   return key.export({ format: 'der', type: 'spki' });
 }
 
@@ -268,7 +268,11 @@ export async function importStudyCar(deps: ImportDeps, path: string, options: { 
 }
 
 /** Walks the DAG (manifests, instance nodes, chunk presence); newest manifest first. */
-async function checkComplete(store: Pick<BlockStore, 'get' | 'has'>, root: CID, signal: AbortSignal | undefined): Promise<Array<StudyManifest & { cid: CID }>> {
+export async function checkComplete(
+  store: Pick<BlockStore, 'get' | 'has'>,
+  root: CID,
+  signal: AbortSignal | undefined,
+): Promise<Array<StudyManifest & { cid: CID }>> {
   const opts = signal ? { signal } : {};
   const manifests: Array<StudyManifest & { cid: CID }> = [];
   const missing = (cid: CID, err?: unknown): VaultError =>
@@ -297,8 +301,8 @@ async function checkComplete(store: Pick<BlockStore, 'get' | 'has'>, root: CID, 
  * Commits each version the catalog does not have yet, oldest first, re-reading every added
  * instance (decrypted, checked against its SHA-256) to rebuild its DICOM metadata and layout.
  */
-async function rebuildCatalog(
-  deps: ImportDeps,
+export async function rebuildCatalog(
+  deps: Pick<ImportDeps, 'store' | 'catalog'>,
   studyInstanceUID: string,
   dataKey: DataKey,
   root: CID,
@@ -380,9 +384,9 @@ interface KeyEnvelope {
  * (the maintained implementation of the hpke-js family, WebCrypto underneath); it replaces the
  * hand-written ECIES of release 0.1 (key-envelope@1).
  */
-const HPKE = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+export const HPKE = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
 
-function rawX25519(key: KeyObject): Uint8Array {
+export function rawX25519(key: KeyObject): Uint8Array {
   return spki(key).subarray(-32); // SPKI DER of X25519: a 12-byte header, then the 32-byte key
 }
 

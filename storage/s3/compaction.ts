@@ -24,6 +24,17 @@ export interface CompactReport {
 /** Compaction rewrites a pack once its live blocks fill at most this fraction of it. */
 export const DEFAULT_COMPACT_MAX_LIVE = 0.5;
 
+export interface CompactOptions extends AbortOptions {
+  /** Rewrite packs whose live blocks fill at most this fraction (default half): gc's rule. */
+  maxLiveFraction?: number;
+  /**
+   * Rewrite every pack that lost a block, however full it still is: an erasure's rule, so that no
+   * erased block's ciphertext stays in an object until gc (each dead byte is rewritten away once;
+   * the cost is the live bytes of those packs).
+   */
+  holed?: boolean;
+}
+
 /** What compaction needs of the store. */
 export interface CompactionHost {
   readonly index: PackIndex;
@@ -39,18 +50,20 @@ export interface CompactionHost {
 }
 
 /**
- * Rewrites every pack whose live blocks fill at most `maxLiveFraction` of it (default half):
+ * Rewrites every pack whose live blocks fill at most `maxLiveFraction` of it (default half), or
+ * with `holed` every pack that lost a block:
  * its live blocks are read and re-hashed, uploaded as a new pack, the index points them there
  * (one transaction; a block deleted meanwhile stays deleted), and the old pack object is
  * deleted. A reader that looked a block up before the move and finds the old pack gone looks
  * again (get, has). The new pack keeps the old one's landing time, so gc's grace is unchanged
  * for what it holds. A pack with a block that cannot be read intact is left for verify to name.
  */
-export async function compactPacks(host: CompactionHost, options: AbortOptions & { maxLiveFraction?: number }): Promise<CompactReport> {
+export async function compactPacks(host: CompactionHost, options: CompactOptions): Promise<CompactReport> {
   const { signal } = options;
   const { index } = host;
   const report: CompactReport = { packs: 0, blocks: 0, bytesBefore: 0, bytesAfter: 0, skipped: [] };
-  for (const sparse of index.sparsePacks(options.maxLiveFraction ?? DEFAULT_COMPACT_MAX_LIVE)) {
+  const candidates = options.holed === true ? index.holedPacks() : index.sparsePacks(options.maxLiveFraction ?? DEFAULT_COMPACT_MAX_LIVE);
+  for (const sparse of candidates) {
     throwIfAborted(signal);
     const rows = index.following(sparse.id, 0, Number.MAX_SAFE_INTEGER);
     let blocks: Array<{ cid: CID; bytes: Uint8Array }>;

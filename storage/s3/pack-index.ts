@@ -72,6 +72,7 @@ export class PackIndex {
   readonly #touch: StatementSync;
   readonly #totals: StatementSync;
   readonly #sparse: StatementSync;
+  readonly #holed: StatementSync;
   readonly #move: StatementSync;
   readonly #recount: StatementSync;
   readonly #insertBlock: StatementSync;
@@ -101,6 +102,11 @@ export class PackIndex {
       `SELECT p.id AS id, p.bytes AS bytes, p.created AS created, sum(b.size) AS liveBytes
          FROM packs p JOIN blocks b ON b.pack = p.id WHERE p.live > 0
          GROUP BY p.id HAVING sum(b.size) <= p.bytes * ? ORDER BY p.id`,
+    );
+    this.#holed = db.prepare(
+      `SELECT p.id AS id, p.bytes AS bytes, p.created AS created, sum(b.size) AS liveBytes
+         FROM packs p JOIN blocks b ON b.pack = p.id WHERE p.live > 0 AND p.live < p.blocks
+         GROUP BY p.id ORDER BY p.id`,
     );
     this.#move = db.prepare('UPDATE blocks SET pack = ?, start = ? WHERE cid = ? AND pack = ?');
     this.#recount = db.prepare('UPDATE packs SET live = (SELECT count(*) FROM blocks WHERE pack = ?1) WHERE id = ?1 RETURNING live');
@@ -192,6 +198,11 @@ export class PackIndex {
   /** Packs with live blocks whose live bytes are at most `maxLiveFraction` of the object (compaction's candidates), oldest first. */
   sparsePacks(maxLiveFraction: number): Array<{ id: string; bytes: number; created: number; liveBytes: number }> {
     return this.#read(() => this.#sparse.all(maxLiveFraction) as Array<{ id: string; bytes: number; created: number; liveBytes: number }>);
+  }
+
+  /** Packs with live blocks that lost some (deleted since the pack landed): what an erasure compacts at once, oldest first. */
+  holedPacks(): Array<{ id: string; bytes: number; created: number; liveBytes: number }> {
+    return this.#read(() => this.#holed.all() as Array<{ id: string; bytes: number; created: number; liveBytes: number }>);
   }
 
   /**

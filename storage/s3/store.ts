@@ -33,7 +33,7 @@ import { abortError, throwIfAborted } from '../../src/core/abort.ts';
 import type { AbortOptions, BlockStore, PutOptions } from '../block-store.ts';
 import { destroyBody, readBodyIntoTargets } from './body.ts';
 import { callFailure, checkBucket, createClient, errorMessage, httpStatus, probeWrite, runCall, type Operation, type S3Calls, type Subject } from './client.ts';
-import { compactPacks, type CompactReport } from './compaction.ts';
+import { type CompactOptions, compactPacks, type CompactReport } from './compaction.ts';
 import { getObject, putObject, type PartSizes } from './objects.ts';
 import { PACKS_DIR, newPackId, validate, type S3BlockStoreOptions, type Validated } from './options.ts';
 import { PackIndex } from './pack-index.ts';
@@ -305,10 +305,11 @@ export class S3BlockStore implements BlockStore {
   }
 
   /**
-   * Rewrites every pack whose live blocks fill at most `maxLiveFraction` of it (default half) with
-   * only those blocks, re-hashed, and deletes the old pack: see compaction.ts.
+   * Rewrites every pack whose live blocks fill at most `maxLiveFraction` of it (default half), or
+   * with `holed` every pack that lost a block (erasure), with only its live blocks, re-hashed, and
+   * deletes the old pack: see compaction.ts.
    */
-  async compact(options: AbortOptions & { maxLiveFraction?: number } = {}): Promise<CompactReport> {
+  async compact(options: CompactOptions = {}): Promise<CompactReport> {
     const index = this.#index;
     if (index === undefined) throw new VaultError('CONFIG_INVALID', 'compaction needs the pack index (no index path)');
     const host = {

@@ -1,6 +1,6 @@
 // What the patient API's route files share: its dependencies and constants, the open challenges,
 // the request and response schemas (validation and the OpenAPI document), and small helpers.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, type KeyObject } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessPolicy } from '../../access/policy.ts';
 import { VaultError } from '../../core/errors.ts';
@@ -10,6 +10,7 @@ import { ed25519KeyId, ed25519PublicKey, type WebAuthnRp } from '../../grants/si
 import type { IdentityStore } from '../../identity/store.ts';
 import type { Catalog } from '../../catalog/catalog.ts';
 import type { ErasureService } from '../../erasure/service.ts';
+import type { PatientRef } from '../../catalog/scope.ts';
 
 /** A patient session lasts this long. 1 hour. */
 export const DEFAULT_SESSION_TTL_MS = 3_600_000;
@@ -47,6 +48,22 @@ export interface PatientApiDeps {
     /** The anchor receipt of a certificate's CID once confirmed; absent: the node does not anchor. */
     receiptOf?: (cid: string) => object | undefined;
   };
+  /** Patients' exports for another provider (issue 25, GDPR Art. 20; src/shell/patient-export.ts PatientExports); absent: those routes answer 404. */
+  exports?: {
+    start(account: string, patient: PatientRef, recipient: KeyObject): ExportJobView;
+    job(id: string): ExportJobView | undefined;
+  };
+}
+
+/** A patient's export as the API shows it (PatientExports' jobs). */
+export interface ExportJobView {
+  id: string;
+  account: string;
+  state: 'preparing' | 'ready' | 'failed';
+  createdAt: string;
+  report?: { studies: number; bytes: number };
+  reason?: string;
+  file: string;
 }
 
 /** The passkeys' relying party from the node's public URL: its origin, and its host name as RP ID. WebAuthn needs a secure context: https, or http on localhost. */

@@ -1,6 +1,6 @@
 // The patient API's erasure requests (issue 25): ask, follow, fetch the signed certificate and its
 // anchor receipt; an operator approves or refuses (patient.ts wires it; its header lists the routes).
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { VaultError } from '../../core/errors.ts';
 import { certificateCid, type ErasureCertificate } from '../../erasure/certificate.ts';
 import type { ErasureRequest } from '../../erasure/store.ts';
@@ -38,6 +38,23 @@ export async function erasureRoutes(api: FastifyInstance, ctx: PatientRoutesCont
     if (deps.erasure === undefined) throw new VaultError('NOT_FOUND', 'this node takes no erasure requests');
     return deps.erasure;
   };
+
+  // A patient erased whole has no account left (its sessions end with it: src/identity), so a
+  // request's certificate and receipt are also served without a session, to whoever holds the
+  // request id (a random UUID the patient was given when asking): a certificate names no UID,
+  // Patient ID or name. With a patient's session, only the account's own requests.
+  const certificateOf = async (request: FastifyRequest): Promise<{ e: NonNullable<PatientApiDeps['erasure']>; json: string }> => {
+    // A token that no longer opens (an erased account's) still answers 401; another principal's
+    // (an operator's, a grantee's) is no session of a patient: the request id decides.
+    const account = request.headers.authorization === undefined ? undefined : (await deps.identify(request)).patientAccount;
+    const e = erasureOf();
+    const r = e.service.store.request((request.params as { id: string }).id);
+    if (r === undefined || (account !== undefined && r.account !== account)) throw new VaultError('NOT_FOUND', 'no such erasure request of yours');
+    const json = r.certificateId === null ? undefined : e.service.store.certificate(r.certificateId);
+    if (json === undefined) throw new VaultError('NOT_FOUND', `the request is ${r.state}: no certificate yet`);
+    return { e, json };
+  };
+  const sessionOrRequestId = [...session, {}];
 
   api.post(
     '/patient/erasure-requests',
@@ -89,21 +106,17 @@ export async function erasureRoutes(api: FastifyInstance, ctx: PatientRoutesCont
     {
       schema: {
         summary: 'The signed erasure certificate of a request carried out',
-        description: "dicom-vault-erasure/1: what was erased by its commitments (never by UID), when, on whose request, signed with the node's Ed25519 key.",
+        description:
+          "dicom-vault-erasure/1: what was erased by its commitments (never by UID), when, on whose request, signed with the node's Ed25519 key. " +
+          'Without a session too (a patient erased whole has no account left): the request id is the capability.',
         tags: ['erasure'],
-        security: session,
+        security: sessionOrRequestId,
         params: grantIdParams,
         response: { 200: anyObject, ...errors },
       },
     },
     async (request) => {
-      const account = await patientOf(request);
-      const e = erasureOf();
-      const r = e.service.store.request((request.params as { id: string }).id);
-      if (r === undefined || r.account !== account) throw new VaultError('NOT_FOUND', 'no such erasure request of yours');
-      const json = r.certificateId === null ? undefined : e.service.store.certificate(r.certificateId);
-      if (json === undefined) throw new VaultError('NOT_FOUND', `the request is ${r.state}: no certificate yet`);
-      return JSON.parse(json) as object;
+      return JSON.parse((await certificateOf(request)).json) as object;
     },
   );
 
@@ -114,20 +127,16 @@ export async function erasureRoutes(api: FastifyInstance, ctx: PatientRoutesCont
         summary: "The anchor receipt of a request's erasure certificate",
         description:
           'The certificate is anchored like a study version: its CID (CIDv1 dag-cbor sha2-256 of the certificate JSON) is a leaf of a batch on chain. ' +
-          '200: the receipt (check it with `dicom-vault verify-receipt --cid <the certificate CID>`); 202 while it is on its way; 404 ANCHOR_DISABLED on a node that does not anchor.',
+          '200: the receipt (check it with `dicom-vault verify-receipt --cid <the certificate CID>`); 202 while it is on its way; 404 ANCHOR_DISABLED on a node that does not anchor. ' +
+          'Without a session too, as the certificate.',
         tags: ['erasure'],
-        security: session,
+        security: sessionOrRequestId,
         params: grantIdParams,
         response: { 200: anyObject, 202: anyObject, ...errors },
       },
     },
     async (request, reply) => {
-      const account = await patientOf(request);
-      const e = erasureOf();
-      const r = e.service.store.request((request.params as { id: string }).id);
-      if (r === undefined || r.account !== account) throw new VaultError('NOT_FOUND', 'no such erasure request of yours');
-      const json = r.certificateId === null ? undefined : e.service.store.certificate(r.certificateId);
-      if (json === undefined) throw new VaultError('NOT_FOUND', `the request is ${r.state}: no certificate yet`);
+      const { e, json } = await certificateOf(request);
       if (e.receiptOf === undefined) throw new VaultError('ANCHOR_DISABLED', 'this node does not anchor');
       const cid = certificateCid(JSON.parse(json) as ErasureCertificate).toString();
       const receipt = e.receiptOf(cid);

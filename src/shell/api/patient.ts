@@ -19,6 +19,8 @@
 //   GET  /api/patient/erasure-requests       the account's requests and where each stands
 //   GET  /api/patient/erasure-requests/{id}/certificate   the signed erasure certificate, once done
 //   GET  /api/patient/erasure-requests/{id}/receipt       the certificate's anchor receipt (202 while on its way)
+//   POST /api/patient/exports              export every study for another provider, sealed to its node key (prepared in the background)
+//   GET  /api/patient/exports/{id}[/archive]  where it stands; the archive (application/vnd.ipld.car) once ready
 //   POST /api/token                          RFC 8693 token exchange: a share code for a bearer token bound to its grant
 //
 // Patients authenticate with a bearer session token in the Authorization header, identified by the
@@ -36,6 +38,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastif
 import { VaultError } from '../../core/errors.ts';
 import { Challenges, type NewKey, type PatientApiDeps, type PatientRoutesContext, oauthError } from './patient-common.ts';
 import { erasureRoutes } from './patient-erasure.ts';
+import { exportRoutes } from './patient-exports.ts';
 import { grantRoutes, tokenRoutes } from './patient-grants.ts';
 import { sessionRoutes } from './patient-sessions.ts';
 
@@ -121,6 +124,7 @@ export function patientApi(deps: PatientApiDeps): FastifyPluginAsync {
     await sessionRoutes(api, ctx);
     await grantRoutes(api, ctx);
     await erasureRoutes(api, ctx);
+    await exportRoutes(api, ctx);
     await tokenRoutes(api, ctx);
   };
 }

@@ -4,12 +4,13 @@
 //   public-key          print this node's transport public key (what senders pass to --to)
 import type { KeyObject } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { VaultError } from '../../core/errors.ts';
 import { assertUid } from '../../dicom/uid.ts';
 import { TRANSPORT_KEY_FILE, exportStudyCar, importStudyCar, loadOrCreateTransportKey, parseRecipientKey, publicKeyPem } from '../../transfer/car.ts';
+import { importPatientArchive, isPatientArchive } from '../../transfer/patient-archive.ts';
 import type { NodeOptions } from '../config.ts';
 import { createLogger } from '../log.ts';
 import { openVault } from '../vault.ts';
@@ -19,7 +20,9 @@ export function carCommands(program: Command, io: Io = stdio): void {
   withNodeFlags(
     program
       .command('import')
-      .description("store and check a study's blocks from a CAR file; readable here if its data key was sealed to this node")
+      .description(
+        "store and check a study's blocks from a CAR file (readable here if its data key was sealed to this node), or a patient archive (export --patient): all or nothing",
+      )
       .argument('<file.car>', 'the CAR file')
       .option('--json', 'print the report as JSON'),
   ).action(async (file: string, opts: { json?: boolean }, cmd: Command) => {
@@ -27,6 +30,23 @@ export function carCommands(program: Command, io: Io = stdio): void {
     const vault = await openVault(options, createLogger('warn'));
     try {
       const transportKey = loadOrCreateTransportKey(join(options.dataDir, TRANSPORT_KEY_FILE));
+      if (await isPatientArchive(file)) {
+        const r = await importPatientArchive({ store: vault.store, catalog: vault.catalog, keys: vault.keys, transportKey }, file);
+        // What the receiving node keeps of the sender's records: beside its data, for the operator.
+        const dir = join(options.dataDir, 'imports', `${new Date().toISOString().replace(/[:.]/g, '-')}-${r.source.slice(0, 12)}`);
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await writeFile(join(dir, 'receipts.json'), JSON.stringify(r.receipts, null, 2), { mode: 0o600 });
+        await writeFile(join(dir, 'consents.fhir.json'), JSON.stringify(r.consents, null, 2), { mode: 0o600 });
+        await writeFile(join(dir, 'audit.json'), JSON.stringify(r.audit, null, 2), { mode: 0o600 });
+        if (opts.json) io.out(JSON.stringify({ ...r, saved: dir }, null, 2));
+        else {
+          io.out(`imported the patient archive of node ${r.source} (${r.createdAt}): ${r.blocks} blocks (${mb(r.bytes)} MB), every block verified`);
+          for (const s of r.studies) io.out(`readable: study ${s.study}, ${s.versions} versions, ${s.instances} instances`);
+          io.out(`${r.receipts.length} anchor receipts, grants (FHIR Consent) and audit entries saved in ${dir}`);
+        }
+        process.exitCode = EXIT.OK;
+        return;
+      }
       const r = await importStudyCar({ store: vault.store, catalog: vault.catalog, keys: vault.keys, transportKey }, file);
       if (opts.json) io.out(JSON.stringify(r, null, 2));
       else {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import type { ServedNode } from '../../../bench/node-process.ts';
 import { anchorArtifact } from '../../../anchor/contract/abi.ts';
-import type { ReceiptJson } from '../../../anchor/receipt.ts';
+import { parseReceipt, type ReceiptJson } from '../../../anchor/receipt.ts';
 import { useSharedChain, type TestChain } from '../../support/anvil.ts';
 import { stow } from '../../support/dicomweb.ts';
 import { run as runCli, serve } from '../../support/process.ts';
@@ -90,7 +90,7 @@ describe('dicom-vault deploy-contract', () => {
     // The run's chain has anvil's chain id 31337: consistent, and labelled self-attested.
     expect(holds.code, holds.stdout + holds.stderr).toBe(5);
     expect(holds.stdout).toMatch(/^OK {4}contract/m);
-    expect(holds.stdout).toContain(`SELF-ATTESTED: ${receipt.cid} was anchored on chain ${chain.chainId} by contract ${address} `);
+    expect(holds.stdout).toContain(`SELF-ATTESTED: ${parseReceipt(receipt).cid} was anchored on chain ${chain.chainId} by contract ${address} `);
     const verified = await run(['verify', study.studyInstanceUID, '--data-dir', dataDir, ...flags]);
     expect(verified.code, verified.stdout + verified.stderr).toBe(0);
     expect(verified.stdout).toMatch(/receipt holds/);

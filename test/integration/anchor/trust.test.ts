@@ -28,7 +28,7 @@ import { deployAnchorContract } from '../../../anchor/chain/deploy-contract.ts';
 import { sendAnchorTransaction } from '../../../anchor/chain/send-anchor-transaction.ts';
 import { compileAnchorContract } from '../../../anchor/contract/compile.ts';
 import { MerkleTree } from '../../../anchor/merkle.ts';
-import { encodeReceipt, type ReceiptJson } from '../../../anchor/receipt.ts';
+import { encodeReceipt, parseReceipt, type ReceiptJson } from '../../../anchor/receipt.ts';
 import { encodeTrustFile, trustAnchorOf, type TrustAnchor } from '../../../anchor/trust.ts';
 import { verifyReceipt, type VerifyReceiptReturnType } from '../../../anchor/verify-receipt.ts';
 import { isVaultError } from '../../../src/core/errors.ts';
@@ -176,7 +176,7 @@ describe('a node on a chain others run', () => {
     } finally {
       await node.close();
     }
-    expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/3', attest: 'chain', chainId: PUBLIC_ID, contract: real.contract });
+    expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/4', attest: 'chain', chainId: PUBLIC_ID, contract: real.contract });
 
     // The node's pin, as its operator would publish it.
     const printed = await run(['anchor', 'trust-file', '--data-dir', dataDir, ...flagsOf(nodeFlags), '--confirmations', '5']);
@@ -211,7 +211,7 @@ describe('a node on a chain others run', () => {
     const later = await run(['verify-receipt', file, '--rpc', real.rpcUrl, '--trust', trust, '--wait', '0']);
     expect(later.code, later.stdout).toBe(0);
     expect(later.stdout).toMatch(
-      new RegExp(`^HOLDS: ${receipt.cid} was anchored on chain ${PUBLIC_ID} by contract ${real.contract} at \\S+Z, .*; finalized$`, 'm'),
+      new RegExp(`^HOLDS: ${parseReceipt(receipt).cid} was anchored on chain ${PUBLIC_ID} by contract ${real.contract} at \\S+Z, .*; finalized$`, 'm'),
     );
 
     // Without a trust file the verifier refuses to judge.
@@ -305,7 +305,7 @@ describe('the back-dated genesis', () => {
     } finally {
       await node.close();
     }
-    expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/3', attest: 'self-attested', chainId: 31337 });
+    expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/4', attest: 'self-attested', chainId: 31337 });
     expect(new Date(receipt.time * 1000).toISOString()).toMatch(/^2020-01-01T/);
 
     const status = await run(['anchor', 'status', '--data-dir', dataDir, ...flagsOf(nodeFlags)]);
@@ -460,7 +460,7 @@ describe("a development node's cheat RPCs on the pinned chain", () => {
     const { c, trust } = await pinnedChain();
     const receipt = await anchorFresh(c.client(1), c.contract);
     expect((await failedOf(receipt, c, trust)).failed).toEqual([]);
-    const root = `0x${Buffer.from(receipt.root, 'base64url').toString('hex')}` as Hex;
+    const root = `0x${Buffer.from(receipt.root!, 'base64url').toString('hex')}` as Hex;
     // anchoredAt[root] lives at keccak256(root . slot 0).
     const slot = keccak256(encodeAbiParameters([{ type: 'bytes32' }, { type: 'uint256' }], [root, 0n]));
     const snap = await c.test.snapshot();

@@ -21,7 +21,9 @@ import { encodeNode } from '../../../src/format/dag.ts';
 import { startAnvil } from '../../../anchor/anvil.ts';
 import { createChainClient } from '../../../anchor/chain/client.ts';
 import { deployAnchorContract } from '../../../anchor/chain/deploy-contract.ts';
-import type { ReceiptJson } from '../../../anchor/receipt.ts';
+import { base64url } from 'multiformats/bases/base64';
+import { CID } from 'multiformats/cid';
+import { parseReceipt, RECEIPT_TYPE_V3, type ReceiptJson } from '../../../anchor/receipt.ts';
 import { encodeTrustFile, trustAnchorOf } from '../../../anchor/trust.ts';
 import { verifyReceipt, type ReceiptCheckName } from '../../../anchor/verify-receipt.ts';
 import { stow } from '../../support/dicomweb.ts';
@@ -105,8 +107,16 @@ describe('receipts of a running node', () => {
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toMatch(/application\/json/);
       const receipt = (await res.json()) as ReceiptJson;
-      // Version 3: the leaf is the salted commitment; the salt is the study's, from the key store.
-      expect(receipt).toMatchObject({ v: 'dicom-vault-receipt/3', attest: 'self-attested', cid: s.root, size: 3, chainId: chain.chainId });
+      // Version 4: the leaf is the salted commitment; the salt is the study's, from the key store;
+      // the CID in base64url, the batch root computed from the path.
+      expect(receipt).toMatchObject({
+        v: 'dicom-vault-receipt/4',
+        attest: 'self-attested',
+        cid: CID.parse(s.root).toString(base64url),
+        size: 3,
+        chainId: chain.chainId,
+      });
+      expect(receipt.root).toBeUndefined();
       expect(receipt.salt).toBe(Buffer.from(node.vault.keys.anchorSalt(s.studyUID)!).toString('base64url'));
       s.receipt = receipt;
       const v1 = await fetch(`${node.url}/studies/${s.studyUID}/receipt?version=1`);
@@ -180,15 +190,16 @@ describe('tamper evidence', () => {
     path[5]! ^= 1;
     const edits: Array<[ReceiptCheckName, Partial<Record<keyof ReceiptJson, unknown>>]> = [
       ['format', { v: 'dicom-vault-receipt/9' }],
-      ['inclusion', { cid: studies[0]!.root }],
-      ['inclusion', { cid: encodeNode({ x: 1 }).cid.toString() }],
+      ['inclusion', { cid: CID.parse(studies[0]!.root).toString(base64url) }],
+      ['inclusion', { cid: encodeNode({ x: 1 }).cid.toString(base64url) }],
       ['inclusion', { index: 2 }],
       ['inclusion', { index: 0 }],
       ['inclusion', { size: 4 }],
       ['inclusion', { size: 2 }],
       ['inclusion', { path: path.toString('base64url') }],
       ['inclusion', { salt: b64() }],
-      ['root', { root: b64() }],
+      // Format 4 has no root field: one added is refused as malformed.
+      ['format', { root: b64() }],
       ['chainId', { chainId: 1 }],
       ['contract', { contract: '0x000000000000000000000000000000000000dEaD' }],
       ['tx', { tx: b64() }],
@@ -200,6 +211,15 @@ describe('tamper evidence', () => {
     for (const [check, change] of edits) {
       expect(await failedChecks({ ...r, ...change }), JSON.stringify(change)).toEqual([check]);
     }
+  });
+
+  it('still verifies the same anchor written in format 3 (root written, base32 CID), and names its edited root', async () => {
+    const r = studies[1]!.receipt;
+    const parsed = parseReceipt(r);
+    const v3 = { ...r, v: RECEIPT_TYPE_V3, cid: parsed.cid.toString(), root: Buffer.from(parsed.root.slice(2), 'hex').toString('base64url') };
+    expect(await failedChecks(v3)).toEqual([]);
+    expect(await failedChecks({ ...v3, root: b64() })).toEqual(['root']);
+    expect(await failedChecks({ ...v3, cid: studies[0]!.root })).toEqual(['inclusion']);
   });
 
   it('names a receipt from another chain', async () => {

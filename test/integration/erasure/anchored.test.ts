@@ -79,7 +79,7 @@ describe('erasing an anchored study', () => {
     const [gone, kept] = studies as [string, string];
     const goneReceipt = (await receiptOf(gone)).json;
     const keptReceipt = (await receiptOf(kept)).json;
-    expect(goneReceipt.v).toBe('dicom-vault-receipt/3');
+    expect(goneReceipt.v).toBe('dicom-vault-receipt/4');
     expect(goneReceipt.tx).toBe(keptReceipt.tx); // one batch
     const parsed = parseReceipt(goneReceipt);
     const commitment = Buffer.from(anchorCommitment(parsed.salt!, parsed.cid)).toString('hex');
@@ -93,6 +93,7 @@ describe('erasing an anchored study', () => {
     expect(cert.studies).toHaveLength(1);
     expect(cert.studies[0]!.anchored).toEqual([commitment]);
     expect(JSON.stringify(cert)).not.toContain(goneReceipt.cid);
+    expect(JSON.stringify(cert)).not.toContain(parsed.cid.toString());
     expect(JSON.stringify(cert)).not.toContain(gone);
 
     // The node no longer knows the study, nor serves any receipt for it.
@@ -100,7 +101,7 @@ describe('erasing an anchored study', () => {
     // anchor.db keeps the leaf's commitment only: no root, no study, no version.
     const db = new DatabaseSync(join(dataDir, ANCHOR_DB_FILE), { readOnly: true });
     try {
-      expect(db.prepare('SELECT count(*) AS n FROM leaves WHERE root = ? OR study_uid = ?').get(goneReceipt.cid, gone)).toEqual({ n: 0 });
+      expect(db.prepare('SELECT count(*) AS n FROM leaves WHERE root = ? OR study_uid = ?').get(parsed.cid.toString(), gone)).toEqual({ n: 0 });
       // The batch of the two studies (the certificate's leaf may already wait for the next one).
       const rows = db.prepare('SELECT root, study_uid, hex(leaf_data) AS data FROM leaves WHERE batch_id = 1 ORDER BY leaf_index').all() as Array<
         Record<string, unknown>
@@ -112,7 +113,7 @@ describe('erasing an anchored study', () => {
     }
     // Neither the salt nor the root CID is in any file of the data directory: nothing links the commitment to the study.
     const salt = Buffer.from(parsed.salt!);
-    const cidText = Buffer.from(goneReceipt.cid);
+    const cidText = Buffer.from(parsed.cid.toString());
     const cidBytes = Buffer.from(parsed.cid.bytes);
     for (const e of await readdir(dataDir, { withFileTypes: true, recursive: true })) {
       if (!e.isFile() || e.parentPath.includes(`${dataDir}/chain`)) continue;
@@ -120,6 +121,7 @@ describe('erasing an anchored study', () => {
       for (const [what, n] of [
         ['salt', salt],
         ['root CID', cidText],
+        ['root CID (base64url)', Buffer.from(goneReceipt.cid)],
         ['root CID bytes', cidBytes],
         ['study UID', Buffer.from(gone)],
       ] as const)
@@ -134,12 +136,14 @@ describe('erasing an anchored study', () => {
     // without the salt no one can say which study (or which CID) it was.
     expect((await verifyReceipt({ receipt: goneReceipt, client: chain.client(0) })).failed).toEqual([]);
     const { salt: _salt, ...unsalted } = goneReceipt;
-    expect((await verifyReceipt({ receipt: { ...unsalted, v: 'dicom-vault-receipt/2' }, client: chain.client(0) })).failed).toEqual(['inclusion']);
+    const asV2 = { ...unsalted, v: 'dicom-vault-receipt/2', cid: parsed.cid.toString(), root: Buffer.from(parsed.root.slice(2), 'hex').toString('base64url') };
+    expect((await verifyReceipt({ receipt: asV2, client: chain.client(0) })).failed).toEqual(['inclusion']);
 
     // The certificate is anchored like any head: queued at once, in the next batch.
     const api = node.url.replace(/\/dicom-web$/, '/api');
-    const receiptRoute = async (): Promise<Response> =>
-      fetch(`${api}/patient/erasure-requests/${request.id}/receipt`, { headers: { authorization: `Bearer ${token}` } });
+    // The patient's account went with the erasure (its session too): the request id alone fetches the receipt.
+    expect((await fetch(`${api}/patient/erasure-requests/${request.id}/receipt`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+    const receiptRoute = async (): Promise<Response> => fetch(`${api}/patient/erasure-requests/${request.id}/receipt`);
     const pending = await receiptRoute();
     expect(pending.status).toBe(202);
     const cid = certificateCid(cert).toString();

@@ -3,6 +3,7 @@
 // names, IDs, UIDs or pixel bytes; blocks copied out before cannot be decrypted with anything
 // the node still holds; the certificate is signed and names no UID; the other patient's studies
 // still read and verify.
+import { generateKeyPairSync } from 'node:crypto';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -13,6 +14,7 @@ import { publicKeyOf, loadSigningKey, SIGNING_KEY_FILE, verifyCertificate, type 
 import { ERASURE_DB_FILE } from '../../../src/erasure/store.ts';
 import { decodeStudyManifest, openStudyEnvelope } from '../../../src/format/dag.ts';
 import { KEY_DB_FILE } from '../../../src/format/keys.ts';
+import { IDENTITY_DB_FILE } from '../../../src/identity/store.ts';
 import { verifyStudy } from '../../../src/read/verify.ts';
 import { bytesOf } from '../../support/generated.ts';
 import { retrieve, stow } from '../../support/dicomweb.ts';
@@ -100,6 +102,29 @@ describe('erasing a patient', () => {
     const salt = Buffer.from(node.vault.keys.anchorSalt(gone.studyInstanceUID)!);
     needles.push(['anchor salt', salt]);
 
+    // The patient's account: a key file, a passkey, an enrollment code, a session. And one
+    // account bound to both patients (a guardian's, say): it loses the erased ID only.
+    const identity = node.vault.identity;
+    const account = identity.createPatient([{ id: 'ERASE-ME-0001', issuer: null }]);
+    const keyFile = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    identity.addPatientKey(account, { keyId: 'key-file-of-erased', kind: 'ed25519', publicKey: keyFile });
+    identity.addPatientKey(account, {
+      keyId: 'passkey-of-erased',
+      kind: 'webauthn',
+      publicKey: 'pQECAyYgASFYIPASSKEYOFERASED',
+      credentialId: 'CREDIDOFERASED',
+      counter: 1,
+    });
+    identity.createEnrollment(account, new Date(Date.now() + 60_000));
+    const session = identity.issueToken('patient', account);
+    const both = identity.createPatient([
+      { id: 'ERASE-ME-0001', issuer: null },
+      { id: 'KEEP-ME-0002', issuer: null },
+    ]);
+    expect((await fetch(new URL('/api/patient/grants', node.url), { headers: { authorization: `Bearer ${session}` } })).status).toBe(200);
+    needles.push(['account id', Buffer.from(account)], ['passkey', Buffer.from('PASSKEYOFERASED')], ['credential id', Buffer.from('CREDIDOFERASED')]);
+    needles.push(['key file', Buffer.from(keyFile.split('\n')[1]!)]);
+
     // The operator's command, beside the running node.
     const cli = await run(['erase', '--patient', 'ERASE-ME-0001', '--reason', 'patient request (Art. 17)', '--json', '--data-dir', node.dataDir]);
     expect(cli.code, cli.stderr).toBe(0);
@@ -118,11 +143,20 @@ describe('erasing a patient', () => {
     const qido = await fetch(`${node.url}/studies?PatientID=ERASE-ME-0001`);
     expect(qido.status === 204 || ((await qido.json()) as unknown[]).length === 0).toBe(true);
 
+    // The account is gone with its keys and sessions: the session no longer opens the API; the
+    // shared account keeps its other Patient ID only.
+    expect(identity.lookupToken(session)).toBeUndefined();
+    expect(identity.patientKeys(account)).toEqual([]);
+    expect(identity.patientIds(account)).toEqual([]);
+    expect(identity.accountsFor({ id: 'ERASE-ME-0001', issuer: null })).toEqual([]);
+    expect(identity.patientIds(both)).toEqual([{ id: 'KEEP-ME-0002', issuer: null }]);
+    expect((await fetch(new URL('/api/patient/grants', node.url), { headers: { authorization: `Bearer ${session}` } })).status).toBe(401);
+
     // Nothing left in any file under the data directory (databases, WAL and shm files, blocks, keys).
     await stopKeeping(node);
     expect(await scan(node.dataDir, needles)).toEqual([]);
     // The WALs of the databases that held the patient are empty.
-    for (const db of [KEY_DB_FILE, 'catalog.db', ERASURE_DB_FILE]) {
+    for (const db of [KEY_DB_FILE, 'catalog.db', ERASURE_DB_FILE, IDENTITY_DB_FILE]) {
       const wal = await readFile(join(node.dataDir, `${db}-wal`)).catch(() => Buffer.alloc(0));
       expect(wal.length, db).toBe(0);
     }

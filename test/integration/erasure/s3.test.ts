@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CID } from 'multiformats/cid';
+import { decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
@@ -92,4 +93,70 @@ describe('erasure on --store s3', () => {
     expect(r.status).toBe(200);
     expect(r.parts[0]!.body.equals(kept.bytes)).toBe(true);
   });
+
+  it('rewrites at once a pack the erased study shared with another, though it stays more than half live: no erased ciphertext is left in the bucket', async () => {
+    const shared = uniqueBucket('erasure-shared');
+    await createBucket(admin, shared);
+    const dir = await mkdtemp(join(tmpdir(), 'dicom-vault-erasure-s3-shared-'));
+    const options = {
+      ...resolveNodeOptions({ port: '0', 'data-dir': dir, 'chunk-size': '4096', 'dimse-port': 'off' }, {}),
+      // Packs of 1 MiB: both studies, sent in one request, land in one pack.
+      blockStore: { kind: 's3' as const, s3: s3StoreOptions(shared, { indexPath: join(dir, 's3-index.db'), packBytes: 1024 * 1024 }) },
+    };
+    const n = await startNodeWithTester(options, createLogger('silent'));
+    const all = async (): Promise<Map<string, Buffer>> => {
+      const out = new Map<string, Buffer>();
+      for (const key of await listKeys(admin, shared)) {
+        const r = await admin.send(new GetObjectCommand({ Bucket: shared, Key: key }));
+        out.set(key, Buffer.from(await r.Body!.transformToByteArray()));
+      }
+      return out;
+    };
+    try {
+      const gone = planStudy({ kind: 'single', instances: 1, rows: 64, columns: 64, seed: 9511, patientId: 'S3-SHARED-GONE' });
+      const kept = planStudy({ kind: 'single', instances: 6, rows: 64, columns: 64, seed: 9512, patientId: 'S3-SHARED-KEPT' });
+      const keptBytes = await Promise.all(kept.instances.map(bytesOf));
+      expect((await stow(n.url, [await bytesOf(gone.instances[0]!), ...keptBytes])).status).toBe(200);
+      await n.vault.store.flush?.();
+      // Every block of each study, by 48 bytes from its middle (ciphertext: unique to the block).
+      const slices = async (study: string): Promise<Buffer[]> => {
+        const out: Buffer[] = [];
+        for (let cursor: CID | null = CID.parse(n.vault.catalog.latestVersion(study)!.root); cursor !== null; ) {
+          const m = decodeStudyManifest(await n.vault.store.get(cursor), cursor);
+          for (const node of m.added) {
+            for (const c of decodeInstanceNode(await n.vault.store.get(node), node).chunks) out.push(mid(await n.vault.store.get(c)));
+            out.push(mid(await n.vault.store.get(node)));
+          }
+          out.push(mid(await n.vault.store.get(cursor)));
+          cursor = m.prev;
+        }
+        return out;
+      };
+      const goneBlocks = await slices(gone.studyInstanceUID);
+      const keptBlocks = await slices(kept.studyInstanceUID);
+      const before = await all();
+      // One pack holds blocks of both studies, and the kept study's are most of it.
+      const sharedPack = [...before.entries()].find(([, body]) => goneBlocks.some((b) => body.includes(b)) && keptBlocks.some((b) => body.includes(b)));
+      expect(sharedPack, 'a pack with blocks of both studies').toBeDefined();
+
+      await n.vault.erasure.erase({ kind: 'patient', patientId: 'S3-SHARED-GONE' }, { requestedBy: 'test' });
+      const after = await all();
+      expect(after.has(sharedPack![0])).toBe(false); // rewritten, the old object deleted
+      for (const [key, body] of after) for (const b of goneBlocks) expect(body.includes(b), key).toBe(false);
+      // The kept study's blocks moved with it and read intact.
+      for (const b of keptBlocks) expect([...after.values()].some((body) => body.includes(b))).toBe(true);
+      const i = kept.instances[0]!;
+      const r = await retrieve(`${n.url}/studies/${kept.studyInstanceUID}/series/${i.seriesInstanceUID}/instances/${i.sopInstanceUID}`);
+      expect(r.parts[0]!.body.equals(keptBytes[0]!)).toBe(true);
+    } finally {
+      await n.close();
+      await removeBucket(admin, shared);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
+
+function mid(b: Uint8Array): Buffer {
+  const at = Math.max(0, (b.length >> 1) - 24);
+  return Buffer.from(b.subarray(at, at + 48));
+}

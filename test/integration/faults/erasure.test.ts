@@ -378,11 +378,15 @@ describe('erasure: bad input and attacks', () => {
     expect(cert.studies).toHaveLength(2);
     for (const s of [mine, mine2]) expect((await retrieve(s.url)).status).toBe(404);
     expect((await retrieve(theirs.url)).status).toBe(200);
-    const view = (await call('GET', '/patient/erasure-requests')).json.requests.find((r: { id: string }) => r.id === all.json.id);
-    expect(view).toMatchObject({ state: 'done', certificate: cert.id });
-    const fetched = await call('GET', `/patient/erasure-requests/${all.json.id}/certificate`);
+    // Erased whole, the patient has no account left: the session is gone with it, and the
+    // certificate is served to whoever holds the request id, without a session.
+    expect((await call('GET', '/patient/erasure-requests')).status).toBe(401);
+    expect((await call('GET', `/patient/erasure-requests/${all.json.id}/certificate`)).status).toBe(401);
+    const res = await fetch(`${api}/patient/erasure-requests/${all.json.id}/certificate`);
+    const fetched = { status: res.status, json: (await res.json()) as ErasureCertificate };
     expect(fetched.status).toBe(200);
     expect(fetched.json).toEqual(cert);
+    expect((await fetch(`${api}/patient/erasure-requests/${crypto.randomUUID()}/certificate`)).status).toBe(404);
     expect(verifyCertificate(fetched.json, (await run(['erasure', 'key', '--data-dir', node.dataDir])).stdout.trim())).toBe(true);
     // The API is documented.
     const openapi = (await (await fetch(`${api}/openapi.json`)).json()) as { paths: Record<string, unknown> };

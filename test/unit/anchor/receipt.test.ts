@@ -1,6 +1,7 @@
 // The receipt format on its own: round trip, a named error for every malformed field, and its
 // size at the largest batch the node makes by default and at 10,000 leaves.
 import { randomBytes } from 'node:crypto';
+import { base64url } from 'multiformats/bases/base64';
 import { CID } from 'multiformats/cid';
 import { bytesToHex, type Hex } from 'viem';
 import { describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import {
   RECEIPT_TYPE,
   RECEIPT_TYPE_V1,
   RECEIPT_TYPE_V2,
+  RECEIPT_TYPE_V3,
   type ReceiptJson,
 } from '../../../anchor/receipt.ts';
 import { anchorCommitment } from '../../../anchor/commitment.ts';
@@ -93,8 +95,8 @@ describe('receipt format dicom-vault-receipt/2', () => {
   it('names the field that is missing, unknown or malformed', () => {
     const good = receiptFor(3, 2);
     const cases: Array<[string, Record<string, unknown>]> = [
-      ['v', { v: 'dicom-vault-receipt/4' }],
-      // A salt belongs to version 3 only.
+      ['v', { v: 'dicom-vault-receipt/5' }],
+      // A salt belongs to versions 3 and 4 only.
       ['salt', { salt: Buffer.alloc(32).toString('base64url') }],
       ['attest', { attest: 'public' }],
       ['attest', { attest: undefined }],
@@ -132,36 +134,84 @@ describe('receipt format dicom-vault-receipt/2', () => {
   });
 });
 
-describe('receipt format dicom-vault-receipt/3 (salted commitment)', () => {
+/** The same anchor as format 3 wrote it: the root written out, the CID in base32. */
+function asV3(r: ReceiptJson): ReceiptJson {
+  const parsed = parseReceipt(r);
+  return { ...r, v: RECEIPT_TYPE_V3, cid: parsed.cid.toString(), root: Buffer.from(parsed.root.slice(2), 'hex').toString('base64url') };
+}
+
+/** Field order of the node's JSON, for the format 3 receipt built in asV3. */
+function ordered(r: ReceiptJson): string {
+  const { v, attest, cid, salt, index, size, path, root, ...rest } = r;
+  return JSON.stringify({ v, attest, cid, salt, index, size, path, root, ...rest });
+}
+
+describe('receipt format dicom-vault-receipt/4 (salted commitment, root computed)', () => {
   const salt = randomBytes(32);
 
   it('carries the salt; its leaf is the commitment, which leads to the root; round-trips', () => {
     const r = receiptFor(9, 4, 42161, salt);
     expect(r.v).toBe(RECEIPT_TYPE);
+    expect(r.root).toBeUndefined();
+    expect(r.cid).toMatch(/^u[A-Za-z0-9_-]{48}$/);
     expect(Buffer.from(r.salt!, 'base64url').equals(salt)).toBe(true);
     const parsed = parseReceipt(JSON.stringify(r));
-    expect(parsed.version).toBe(3);
+    expect(parsed.version).toBe(4);
     expect(encodeReceipt(parsed)).toEqual(r);
+    // The root parsed is the one the node's tree has: the leaf and path lead to it.
     const mth = rootFromInclusionPath(leafHash(receiptLeafData(parsed)), parsed.index, parsed.size, parsed.path)!;
     expect(bytesToHex(treeHead(parsed.size, mth))).toBe(parsed.root);
     // Without the salt, or with another, the CID leads elsewhere: the leaf is not the bare CID.
     const bare = rootFromInclusionPath(leafHash(parsed.cid.bytes), parsed.index, parsed.size, parsed.path)!;
     expect(bytesToHex(treeHead(parsed.size, bare))).not.toBe(parsed.root);
-    const other = rootFromInclusionPath(leafHash(anchorCommitment(randomBytes(32), parsed.cid)), parsed.index, parsed.size, parsed.path)!;
-    expect(bytesToHex(treeHead(parsed.size, other))).not.toBe(parsed.root);
+    const other = parseReceipt({ ...r, salt: randomBytes(32).toString('base64url') });
+    expect(other.root).not.toBe(parsed.root);
   });
 
-  it('refuses a version 3 receipt without its salt, or with a salt of another length', () => {
-    const r = receiptFor(3, 0, 42161, salt);
+  it('an edited cid, salt, index or path gives another root (which the chain has no record of)', () => {
+    const r = receiptFor(16, 5, 42161, salt);
+    const root = parseReceipt(r).root;
+    const otherCid = encodeNode({ other: 1 }).cid.toString(base64url);
+    const path = Buffer.from(r.path, 'base64url');
+    path[0]! ^= 1;
+    for (const change of [{ cid: otherCid }, { salt: randomBytes(32).toString('base64url') }, { index: 6 }, { path: path.toString('base64url') }])
+      expect(parseReceipt({ ...r, ...change }).root, JSON.stringify(change)).not.toBe(root);
+  });
+
+  it('refuses a root field, a base32 CID; the writer refuses a root the path does not lead to', () => {
+    const r = receiptFor(8, 3, 42161, salt);
+    expect(malformedField({ ...r, root: Buffer.alloc(32).toString('base64url') })).toBe('root');
+    expect(malformedField({ ...r, cid: parseReceipt(r).cid.toString() })).toBe('cid');
+    // A path that cannot belong to the leaf leads to the zero root, which no batch has.
+    expect(parseReceipt({ ...r, path: Buffer.alloc(32).toString('base64url') }).root).toBe(`0x${'00'.repeat(32)}`);
     const { salt: _s, ...noSalt } = r;
     expect(malformedField(noSalt)).toBe('salt');
-    expect(malformedField({ ...r, salt: Buffer.alloc(16).toString('base64url') })).toBe('salt');
+    expect(() => encodeReceipt({ ...parseReceipt(r), root: hex32() })).toThrow(/does not lead to root/);
   });
 
-  it('measures: under 1 KiB at the default batch of 1,000; the salt adds 53 bytes at 10,000', () => {
-    expect(receiptBytes(receiptFor(1000, 0, 31337, salt))).toBeLessThan(1024);
-    const v2 = receiptBytes(receiptFor(10_000, 0, 31337));
-    const v3 = receiptBytes(receiptFor(10_000, 0, 31337, salt));
-    expect(v3 - v2).toBe(53); // "salt":"<43 characters>",
+  it('still reads format 3 (root written, base32 CID): the same anchor, the same root', () => {
+    const r4 = receiptFor(9, 4, 42161, salt);
+    const v3 = parseReceipt(asV3(r4));
+    expect(v3.version).toBe(3);
+    expect(v3.root).toBe(parseReceipt(r4).root);
+    // Re-encoded, a format 3 receipt becomes the format 4 receipt of the same anchor.
+    expect(encodeReceipt(v3)).toEqual(r4);
+    // In format 3 an edited root is read as written (the verifier names it), and it must be there.
+    const { root: _r, ...noRoot } = asV3(r4);
+    expect(malformedField(noRoot)).toBe('root');
+  });
+
+  it('measures: under 1 KiB at 10,000 per batch (1,076 bytes in format 3); sizes at 1,000, 10,000, 100,000', () => {
+    const sizes: Record<number, [number, number]> = {};
+    for (const n of [1_000, 10_000, 100_000]) {
+      const r = receiptFor(n, 0, 31337, salt); // leaf 0: the longest path; chain 31337: the longer "self-attested"
+      sizes[n] = [receiptBytes(r), Buffer.byteLength(ordered(asV3(r)))];
+    }
+    console.log('receipt bytes (format 4, format 3) at 1,000 / 10,000 / 100,000 per batch:', JSON.stringify(sizes));
+    expect(sizes[10_000]![1]).toBe(1076);
+    expect(sizes[10_000]![0]).toBeLessThan(1024);
+    for (const n of [1_000, 10_000, 100_000]) expect(sizes[n]![1] - sizes[n]![0]).toBe(63); // "root":"<43>", and 10 characters of CID
+    // A 13-digit chain id still fits at 10,000.
+    expect(receiptBytes(receiptFor(10_000, 0, 1_234_567_890_123, salt))).toBeLessThan(1024);
   });
 });
