@@ -17,8 +17,9 @@ import { join } from 'node:path';
 import type { AccessResource, AuditEvent, AuditSink, Principal } from '../access/policy.ts';
 import type { AuditRecord } from '../audit/entry.ts';
 import { AUDIT_SIGNING_KEY_FILE, HeadSigner } from '../audit/head.ts';
-import { AuditLog, type AuditLogOptions } from '../audit/log.ts';
+import { AuditLog, type AuditLogOptions, DEFAULT_MAX_BATCH } from '../audit/log.ts';
 import { AUDIT_DB_FILE, type AuditLogStore, SqliteAuditLogStore } from '../audit/store.ts';
+import { ThreadAuditWriter } from '../audit/writer.ts';
 import { AUDIT_KEYS_DB_FILE, type AuditKeyStore, NODE_SUBJECT, SqliteAuditKeyStore, type SubjectRef } from '../audit/subject-keys.ts';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { GrantRecord } from '../grants/model.ts';
@@ -44,22 +45,27 @@ export function openNodeAudit(
   dataDir: string,
   masterKey: Buffer,
   origin: string,
-  options: AuditLogOptions & { storePragmas?: readonly string[]; sync?: 'full' | 'normal' } = {},
+  options: AuditLogOptions & { storePragmas?: readonly string[]; sync?: 'full' | 'normal'; writerThread?: boolean } = {},
 ): NodeAudit {
   const keys = SqliteAuditKeyStore.open(join(dataDir, AUDIT_KEYS_DB_FILE), masterKey);
   let store: AuditLogStore;
   let signer: HeadSigner;
+  let writer: ThreadAuditWriter | undefined;
   try {
     // normal (WAL): a commit is in the OS before the access is served, which survives the node
     // being killed; full also fsyncs it, which survives power loss, at one disk sync per commit.
     const pragmas = [...((options.sync ?? 'normal') === 'normal' ? ['synchronous = NORMAL'] : []), ...(options.storePragmas ?? [])];
     store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE), { pragmas });
     signer = HeadSigner.loadOrCreate(join(dataDir, AUDIT_SIGNING_KEY_FILE));
+    // Entries are sealed and committed by a thread of their own (src/audit/writer.ts); this
+    // thread reads (proofs, queries, heads) on its own connection.
+    if (options.writerThread !== false)
+      writer = new ThreadAuditWriter({ path: join(dataDir, AUDIT_DB_FILE), pragmas, maxBatch: options.maxBatch ?? DEFAULT_MAX_BATCH });
   } catch (err) {
     keys.close();
     throw err;
   }
-  const log = new AuditLog({ store, keys, signer, origin }, options);
+  const log = new AuditLog({ store, keys, signer, origin, ...(writer !== undefined ? { writer } : {}) }, options);
   return {
     log,
     store,
@@ -69,6 +75,7 @@ export function openNodeAudit(
       try {
         log.close();
       } finally {
+        writer?.close();
         store.close();
         keys.close();
       }

@@ -71,6 +71,8 @@ export interface NodeOptions {
     sync?: 'full' | 'normal';
     /** Extra PRAGMAs for audit.db; tests bound it (max_page_count) to meet a full disk. */
     storePragmas?: readonly string[];
+    /** false: commit entries on the main thread, as before the writer thread (the benchmark's comparison). Default true. */
+    writerThread?: boolean;
   };
 }
 
