@@ -57,9 +57,11 @@ export function openNodeAudit(
     const pragmas = [...((options.sync ?? 'normal') === 'normal' ? ['synchronous = NORMAL'] : []), ...(options.storePragmas ?? [])];
     store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE), { pragmas });
     signer = HeadSigner.loadOrCreate(join(dataDir, AUDIT_SIGNING_KEY_FILE));
-    // Entries are sealed and committed by a thread of their own (src/audit/writer.ts); this
-    // thread reads (proofs, queries, heads) on its own connection.
-    if (options.writerThread !== false)
+    // With --audit-writer thread, entries are sealed and committed by a thread of their own
+    // (src/audit/writer.ts) while this one reads (proofs, queries, heads) on its own connection.
+    // Not the default: on this project's busy 2-core machine the thread's two wake-ups per request
+    // cost more than the commit it takes off this thread (README, Audit log).
+    if (options.writerThread === true)
       writer = new ThreadAuditWriter({ path: join(dataDir, AUDIT_DB_FILE), pragmas, maxBatch: options.maxBatch ?? DEFAULT_MAX_BATCH });
   } catch (err) {
     keys.close();
