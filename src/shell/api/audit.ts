@@ -15,7 +15,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { AccessPolicy } from '../../access/policy.ts';
 import { balpBundle } from '../../audit/balp.ts';
-import { balpOfEntries } from '../../audit/balp-export.ts';
+import { toBalpEntries } from '../../audit/balp-export.ts';
 import { type AuditRecord, openLeaf } from '../../audit/entry.ts';
 import type { AuditPatient, AuditSource } from '../../audit/event-kind.ts';
 import { publicKeyText } from '../../audit/head.ts';
@@ -165,17 +165,14 @@ export function auditApi(deps: AuditApiDeps): FastifyPluginAsync {
       ...(q.before !== undefined ? { before: q.before } : {}),
       limit,
     });
-    const outcomeOf = (index: number): AuditRecord | undefined => {
-      for (const e of audit.store.scan(index + 1, index + 1 + OUTCOME_LOOKAHEAD)) {
-        const r = open(e);
-        if (r?.kind === 'outcome' && r.ref === index) return r;
-      }
-      return undefined;
-    };
-    const resources = balpOfEntries(
-      page.map((e) => ({ index: e.index, time: e.time, record: open(e) })),
+    // An access's outcome is written after it: in the page, or just past its newest entry (the
+    // next entries of the log, whoever they concern, looked through once).
+    const after = page.length === 0 ? [] : audit.store.scan(page[0]!.index + 1, page[0]!.index + 1 + OUTCOME_LOOKAHEAD);
+    const resources = toBalpEntries(
+      [...page, ...after].map((e) => ({ index: e.index, time: e.time, record: open(e) })),
+      page.length,
       deps.source ?? { sourceId: 'dicom-vault', host: 'localhost' },
-      { outcomeOf, ...(deps.patientOf !== undefined ? { patientOf: deps.patientOf } : {}) },
+      deps.patientOf,
     );
     let next: string | undefined;
     if (page.length === limit && page.at(-1)!.index > 0) {
