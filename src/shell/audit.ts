@@ -293,7 +293,9 @@ export interface AccessAuditDeps {
  * answers 503); `record` adds how it ended, or the refusal, without waiting.
  */
 export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(event: AuditEvent): Promise<void> } {
-  const admitted = new Map<string, number>();
+  // Each admitted request's access entry, by request id, until the request ends: its outcome points
+  // at it. A promise, as a read is handled (and may end, its client gone) while its entry is written.
+  const admitted = new Map<string, Promise<number | undefined>>();
 
   // The patients an access concerns: the study's; else the patients whose grants it used; else the
   // caller's own (a patient); else none (the node's key).
@@ -332,17 +334,26 @@ export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(even
 
   return {
     async admit(event) {
-      const indexes = await Promise.all(subjectsOf(event).map((s) => deps.audit.log.append(recordOf('access', { ...event, status: 0 }), s)));
-      if (event.id !== undefined) admitted.set(event.id, indexes[0]!);
+      const written = Promise.all(subjectsOf(event).map((s) => deps.audit.log.append(recordOf('access', { ...event, status: 0 }), s))).then((ix) => ix[0]);
+      if (event.id !== undefined)
+        admitted.set(
+          event.id,
+          written.catch(() => undefined),
+        );
+      await written;
     },
     record(event) {
-      const ref = event.id === undefined ? undefined : admitted.get(event.id);
+      const write = (ref: number | undefined) => {
+        const refused = ref === undefined && (event.status === 401 || event.status === 403);
+        const rec = recordOf(ref !== undefined ? 'outcome' : refused ? 'refused' : 'outcome', event);
+        rec.what = { ...rec.what, complete: event.complete, ...(event.bytes !== undefined ? { bytes: event.bytes } : {}) };
+        if (ref !== undefined) rec.ref = ref;
+        for (const s of ref !== undefined || refused ? subjectsOf(event).slice(0, 1) : subjectsOf(event)) deps.audit.log.note(rec, s);
+      };
+      const entry = event.id === undefined ? undefined : admitted.get(event.id);
       if (event.id !== undefined) admitted.delete(event.id);
-      const refused = ref === undefined && (event.status === 401 || event.status === 403);
-      const rec = recordOf(ref !== undefined ? 'outcome' : refused ? 'refused' : 'outcome', event);
-      rec.what = { ...rec.what, complete: event.complete, ...(event.bytes !== undefined ? { bytes: event.bytes } : {}) };
-      if (ref !== undefined) rec.ref = ref;
-      for (const s of ref !== undefined || refused ? subjectsOf(event).slice(0, 1) : subjectsOf(event)) deps.audit.log.note(rec, s);
+      if (entry === undefined) write(undefined);
+      else void entry.then(write);
     },
   };
 }
