@@ -1,15 +1,30 @@
 // Audit log benchmark (issue 24): entries appended per second with heads signed, the wait of a
-// request for its entry to be on disk (what the access seam adds before serving), proof sizes,
-// and bytes of log per access. Real parts: SQLite audit.db (WAL, synchronous=FULL) in a temp
+// request for its entry to be on disk (what the access seam adds before serving), QIDO and frame
+// latencies with the log off and on (in each design, nodes side by side), proof sizes, bytes of
+// log per access, and gas per anchored head (anvil). `npm run bench -- --scenario audit` runs it
+// all (runAuditBench) and keeps the figures with the other results. Real parts: SQLite audit.db (WAL, synchronous=FULL) in a temp
 // directory, AES-256-GCM sealing, Ed25519 heads.
 //
-//   node bench/audit.ts [--entries 20000] [--runs 3] [--part all|append|latency|proofs]
+//   node bench/audit.ts [--entries 20000] [--runs 3] [--part all|append|latency|proofs|gas]
 //
 // Proof sizes: measured on a real log at 10^3 entries; at 10^6 and 10^9 they follow from the
 // tree's shape alone (an RFC 9162 proof's length depends only on the index and the sizes), so
 // they are computed exactly over a tree whose nodes are all one dummy hash: no log of that size
 // is built.
 import { randomBytes } from 'node:crypto';
+import { CID } from 'multiformats/cid';
+import { bytesToHex, formatEther, parseGwei } from 'viem';
+import { mnemonicToAccount } from 'viem/accounts';
+import { startAnvil } from '../anchor/anvil.ts';
+import { createChainClient } from '../anchor/chain/client.ts';
+import { deployAnchorContract } from '../anchor/chain/deploy-contract.ts';
+import { sendAnchorTransaction } from '../anchor/chain/send-anchor-transaction.ts';
+import { MerkleTree } from '../anchor/merkle.ts';
+import { encodeNode } from '../src/format/dag.ts';
+import { DEFAULT_BENCH_GAS_PRICE_GWEI } from './anchor.ts';
+
+/** anvil's well-known development mnemonic: a private chain started for the benchmark only. */
+const DEV_MNEMONIC = 'test test test test test test test test test test test junk';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { planStudy } from './generate.ts';
 import { resolveNodeOptions } from '../src/shell/config.ts';
@@ -25,13 +40,21 @@ import { SqliteAuditLogStore } from '../src/audit/store.ts';
 import { SqliteAuditKeyStore } from '../src/audit/subject-keys.ts';
 import { consistencyProof, HASH_SIZE, inclusionProof } from '../src/audit/tree.ts';
 
-const { values } = parseArgs({
-  options: { entries: { type: 'string', default: '20000' }, runs: { type: 'string', default: '3' }, part: { type: 'string', default: 'all' } },
-});
+const { values } = import.meta.main
+  ? parseArgs({
+      options: { entries: { type: 'string', default: '20000' }, runs: { type: 'string', default: '3' }, part: { type: 'string', default: 'all' } },
+    })
+  : { values: { entries: '20000', runs: '3', part: 'all' } };
 /** all, or one of append, latency, proofs (each well under a minute). */
 const PART = values.part;
 const ENTRIES = Number(values.entries);
 const RUNS = Number(values.runs);
+
+const APPEND_CASES = [
+  ['heads every 2 s (the default), 100 requests per turn', 2_000, 200],
+  ['a head after every batch, 100 requests per turn', 0, 200],
+  ['a head after every batch, 10 requests per turn', 0, 20],
+] as const;
 
 /** What an access through the seam records: the entry before serving, and how it ended. */
 function accessPair(i: number): [AuditRecord, AuditRecord] {
@@ -70,14 +93,14 @@ function stats(xs: number[]): { median: number; min: number; max: number } {
 }
 
 /** Entries/s appending `ENTRIES` entries as a busy node does: many requests per event-loop turn. */
-async function appendRate(headIntervalMs: number, concurrency: number): Promise<{ rate: number; heads: number; bytesPerAccess: number }> {
+async function appendRate(headIntervalMs: number, concurrency: number, entries = ENTRIES): Promise<{ rate: number; heads: number; bytesPerAccess: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'dv-bench-audit-'));
   const o = open(dir, headIntervalMs);
   try {
     const started = performance.now();
-    for (let i = 0; i < ENTRIES; i += concurrency) {
+    for (let i = 0; i < entries; i += concurrency) {
       const waits: Promise<number>[] = [];
-      for (let j = i; j < Math.min(ENTRIES, i + concurrency); j += 2) {
+      for (let j = i; j < Math.min(entries, i + concurrency); j += 2) {
         const [a, b] = accessPair(j);
         waits.push(o.log.append(a, o.subjects[j % 50]));
         o.log.note(b, o.subjects[j % 50]);
@@ -90,7 +113,7 @@ async function appendRate(headIntervalMs: number, concurrency: number): Promise<
     const heads = o.store.heads().length;
     o.close();
     const bytes = ['audit.db', 'audit.db-wal'].reduce((n, f) => n + (statSafe(join(dir, f)) ?? 0), 0);
-    return { rate: ENTRIES / (s / 1000), heads, bytesPerAccess: bytes / (ENTRIES / 2) };
+    return { rate: entries / (s / 1000), heads, bytesPerAccess: bytes / (entries / 2) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -162,106 +185,308 @@ async function proofReal(n: number): Promise<{ inclusionMax: number; consistency
   }
 }
 
+/** A node variant in the latency comparison. */
+export interface LatencyVariant {
+  label: string;
+  /** false: the access seam only logs (no audit log). */
+  audit: boolean;
+  sync?: 'full' | 'normal';
+  /** true: entries committed by the writer thread (--audit-writer thread); else on the main thread. */
+  writerThread?: boolean;
+}
+
+export const LATENCY_VARIANTS: readonly LatencyVariant[] = [
+  { label: 'off', audit: false },
+  { label: 'normal, main thread', audit: true, sync: 'normal' },
+  { label: 'normal, writer thread', audit: true, sync: 'normal', writerThread: true },
+  { label: 'full, main thread', audit: true, sync: 'full' },
+  { label: 'full, writer thread', audit: true, sync: 'full', writerThread: true },
+];
+
+export interface LatencyFigures {
+  variant: LatencyVariant;
+  qido: number;
+  frame: number;
+  /** This variant's median over the `off` variant's, per round: median, min, max. */
+  qidoRatio: { median: number; min: number; max: number };
+  frameRatio: { median: number; min: number; max: number };
+}
+
 /**
- * QIDO and frame latencies of one node with the audit log on (every access on disk before it is
- * served) and off (accesses only logged), in alternating rounds on the same study, sequential
- * requests, median of each.
+ * QIDO and frame latencies of nodes with the audit log off and on in several designs, all
+ * running at once on the same study: requests go to each node in turn (one at a time, the order
+ * rotated each time), so every variant meets the same load on this shared machine. Ratios are
+ * taken per round (each round `perRound` requests to each node) against the `off` node, and
+ * reported as their median and spread over the rounds.
  */
-async function latencyOnOff(sync: 'full' | 'normal', rounds = 6, perRound = 40): Promise<{ qido: [number, number]; frame: [number, number] }> {
-  const dir = mkdtempSync(join(tmpdir(), 'dv-bench-audit-node-'));
-  const options = resolveNodeOptions({ port: '0', 'data-dir': dir, 'dimse-port': 'off', 'audit-sync': sync }, {});
-  const logger = createLogger('silent');
-  const off = await startNode({ ...options, port: 0 }, logger, { audit: logAuditSink(logger) });
-  const token = off.vault.identity.addUser('bench', ['staff', 'ingest']).token;
+export async function latencyOnOff(variants: readonly LatencyVariant[] = LATENCY_VARIANTS, rounds = 8, perRound = 30): Promise<LatencyFigures[]> {
   const study = planStudy({ kind: 'single', instances: 1, rows: 512, columns: 512, seed: 2424, patientId: 'BENCH-AUDIT' });
   const inst = study.instances[0]!;
   const chunks: Buffer[] = [];
   for await (const c of inst.open()) chunks.push(c);
   const boundary = 'b-audit-bench';
   const body = Buffer.concat([Buffer.from(`--${boundary}\r\ncontent-type: application/dicom\r\n\r\n`), ...chunks, Buffer.from(`\r\n--${boundary}--\r\n`)]);
-  const stowed = await fetch(`${off.url}/studies`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${token}`,
-      'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`,
-      accept: 'application/dicom+json',
-    },
-    body,
-  });
-  if (stowed.status !== 200) throw new Error(`STOW answered ${stowed.status}`);
-  await off.close();
-  const offAgain = async () => startNode({ ...options, port: 0 }, logger, { audit: logAuditSink(logger) });
-  const time = async (url: string, accept: string): Promise<number> => {
+  const logger = createLogger('silent');
+  const dirs: string[] = [];
+  const nodes: Array<{ node: Awaited<ReturnType<typeof startNode>>; token: string }> = [];
+  const time = async (url: string, token: string, accept: string): Promise<number> => {
     const t = performance.now();
     const res = await fetch(url, { headers: { authorization: `Bearer ${token}`, accept } });
     await res.arrayBuffer();
     if (res.status !== 200) throw new Error(`${url} answered ${res.status}`);
     return performance.now() - t;
   };
-  const samples = { qido: [[], []] as number[][], frame: [[], []] as number[][] };
+  const samples = variants.map(() => ({ qido: [] as number[][], frame: [] as number[][] }));
   try {
+    for (const v of variants) {
+      const dir = mkdtempSync(join(tmpdir(), 'dv-bench-audit-node-'));
+      dirs.push(dir);
+      const options = resolveNodeOptions({ port: '0', 'data-dir': dir, 'dimse-port': 'off', 'audit-sync': v.sync ?? 'normal' }, {});
+      const audit = { ...options.audit!, writerThread: v.writerThread === true };
+      const node = await startNode({ ...options, audit, port: 0 }, logger, v.audit ? {} : { audit: logAuditSink(logger) });
+      const token = node.vault.identity.addUser('bench', ['staff', 'ingest']).token;
+      nodes.push({ node, token });
+      const stowed = await fetch(`${node.url}/studies`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`,
+          accept: 'application/dicom+json',
+        },
+        body,
+      });
+      if (stowed.status !== 200) throw new Error(`STOW answered ${stowed.status}`);
+    }
+    const urls = nodes.map(({ node }) => ({
+      qido: `${node.url}/studies?PatientID=BENCH-AUDIT`,
+      frame: `${node.url}/studies/${study.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}/frames/1`,
+    }));
+    const FRAME = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
+    for (const [k, u] of urls.entries()) {
+      await time(u.qido, nodes[k]!.token, 'application/dicom+json'); // warm
+      await time(u.frame, nodes[k]!.token, FRAME);
+    }
     for (let r = 0; r < rounds; r++) {
-      for (const [k, start] of [
-        [0, () => startNode({ ...options, port: 0 }, logger)],
-        [1, offAgain],
-      ] as const) {
-        const node = await start();
-        try {
-          const qido = `${node.url}/studies?PatientID=BENCH-AUDIT`;
-          const frame = `${node.url}/studies/${study.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}/frames/1`;
-          await time(qido, 'application/dicom+json'); // warm
-          for (let i = 0; i < perRound; i++) {
-            samples.qido[k]!.push(await time(qido, 'application/dicom+json'));
-            samples.frame[k]!.push(await time(frame, 'multipart/related; type="application/octet-stream"; transfer-syntax=*'));
-          }
-        } finally {
-          await node.close();
+      for (const s of samples) {
+        s.qido.push([]);
+        s.frame.push([]);
+      }
+      for (let i = 0; i < perRound; i++) {
+        for (let j = 0; j < variants.length; j++) {
+          const k = (i + j) % variants.length;
+          samples[k]!.qido[r]!.push(await time(urls[k]!.qido, nodes[k]!.token, 'application/dicom+json'));
+        }
+        for (let j = 0; j < variants.length; j++) {
+          const k = (i + j) % variants.length;
+          samples[k]!.frame[r]!.push(await time(urls[k]!.frame, nodes[k]!.token, FRAME));
         }
       }
     }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    for (const { node } of nodes) await node.close();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
   const med = (xs: number[]) => stats(xs).median;
-  return { qido: [med(samples.qido[0]!), med(samples.qido[1]!)], frame: [med(samples.frame[0]!), med(samples.frame[1]!)] };
+  const base = variants.findIndex((v) => !v.audit);
+  return variants.map((variant, k) => {
+    const ratio = (kind: 'qido' | 'frame') => stats(samples[k]![kind].map((round, r) => med(round) / med(samples[base]![kind][r]!)));
+    return {
+      variant,
+      qido: med(samples[k]!.qido.flat()),
+      frame: med(samples[k]!.frame.flat()),
+      qidoRatio: ratio('qido'),
+      frameRatio: ratio('frame'),
+    };
+  });
 }
 
-const out = (s: string) => process.stdout.write(`${s}\n`);
-out(`audit log benchmark: ${ENTRIES} entries per run (an access is 2 entries), ${RUNS} runs, SQLite WAL synchronous=FULL in ${tmpdir()}`);
-if (PART === 'all' || PART === 'append') {
-  for (const [label, interval, concurrency] of [
-    ['heads every 2 s (the default), 100 requests per turn', 2_000, 200],
-    ['a head after every batch, 100 requests per turn', 0, 200],
-    ['a head after every batch, 10 requests per turn', 0, 20],
-  ] as const) {
-    const runs: Array<{ rate: number; heads: number; bytesPerAccess: number }> = [];
-    for (let r = 0; r < RUNS; r++) runs.push(await appendRate(interval, concurrency));
-    const rate = stats(runs.map((x) => x.rate));
-    const bpa = stats(runs.map((x) => x.bytesPerAccess));
-    out(
-      `append, ${label}: ${Math.round(rate.median)} entries/s (min ${Math.round(rate.min)}, max ${Math.round(rate.max)}), ${runs[0]!.heads} heads signed; log bytes per access ${Math.round(bpa.median)} (min ${Math.round(bpa.min)}, max ${Math.round(bpa.max)})`,
-    );
-  }
-  for (const c of [1, 50]) {
-    const l = await admitLatency(c);
-    out(`wait for an access entry to be on disk, ${c} at once: median ${l.median.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms`);
+/**
+ * Gas per anchored head: the audit log's head rides as one more leaf in a batch of study roots, so
+ * the same batch is sent twice on a private anvil, without the head's leaf and with it, and the
+ * difference is what the head costs. The transaction carries only the batch's 32-byte root, so
+ * the difference is expected to be nil (or the few gas a root's zero bytes save in calldata).
+ */
+export async function headGas(batchSizes: readonly number[] = [1, 100, 1_000], gasPriceGwei = DEFAULT_BENCH_GAS_PRICE_GWEI): Promise<AuditGasRow[]> {
+  const anvil = await startAnvil({ port: 0 });
+  const dir = mkdtempSync(join(tmpdir(), 'dv-bench-audit-gas-'));
+  try {
+    const client = createChainClient({ rpcUrl: anvil.rpcUrl, account: mnemonicToAccount(DEV_MNEMONIC, { addressIndex: 0 }) });
+    const { address: contract, chainId } = await deployAnchorContract({ client });
+    // A real signed head of a real log: its CID is the leaf the anchor service adds.
+    const o = open(dir, 0);
+    await Promise.all(Array.from({ length: 10 }, (_, i) => o.log.append(accessPair(i)[0])));
+    const head = o.store.latestHead()!;
+    o.close();
+    const gasOf = async (leaves: Uint8Array[]): Promise<number> => {
+      const sent = await sendAnchorTransaction({ client, chainId, contract, root: bytesToHex(MerkleTree.fromLeaves(leaves).head), onSigned: () => undefined });
+      if (sent.status !== 'sent') throw new Error('fresh root reported as anchored');
+      return Number((await client.public.waitForTransactionReceipt({ hash: sent.tx.txHash })).gasUsed);
+    };
+    const rows: AuditGasRow[] = [];
+    for (const size of batchSizes) {
+      const without: number[] = [];
+      const withHead: number[] = [];
+      // Three batches each way: a root's zero bytes vary the calldata gas by a few units.
+      for (let k = 0; k < 3; k++) {
+        const roots = Array.from({ length: size }, (_, i) => encodeNode({ audit: i, salt: randomBytes(16) }).cid.bytes);
+        without.push(await gasOf(roots));
+        withHead.push(await gasOf([...roots, CID.parse(head.cid).bytes]));
+      }
+      const perHead = stats(withHead).median - stats(without).median;
+      rows.push({
+        batchSize: size,
+        gasWithout: stats(without),
+        gasWithHead: stats(withHead),
+        gasPerHead: perHead,
+        costPerHead: formatEther(BigInt(Math.max(0, perHead)) * parseGwei(gasPriceGwei)),
+      });
+    }
+    return rows;
+  } finally {
+    await anvil.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
-if (PART === 'all' || PART === 'latency') {
-  for (const sync of ['normal', 'full'] as const) {
-    const lat = await latencyOnOff(sync);
-    out(
-      `latency, audit log on (--audit-sync ${sync}) vs off (same node, alternating rounds, medians): QIDO ${lat.qido[0].toFixed(2)} vs ${lat.qido[1].toFixed(2)} ms (x${(lat.qido[0] / lat.qido[1]).toFixed(2)}), frame ${lat.frame[0].toFixed(2)} vs ${lat.frame[1].toFixed(2)} ms (x${(lat.frame[0] / lat.frame[1]).toFixed(2)})`,
-    );
-  }
+
+export interface AuditGasRow {
+  /** Study roots in the batch (the head is one more leaf). */
+  batchSize: number;
+  gasWithout: { median: number; min: number; max: number };
+  gasWithHead: { median: number; min: number; max: number };
+  /** Median with the head minus median without. */
+  gasPerHead: number;
+  /** gasPerHead at the stated gas price, in ETH. */
+  costPerHead: string;
 }
-if (PART === 'all' || PART === 'proofs') {
-  const real = await proofReal(1_000);
-  out(`proofs at 10^3 (real log): inclusion max ${real.inclusionMax} B, consistency max ${real.consistencyMax} B`);
-  for (const n of [1_000, 1_000_000, 1_000_000_000]) {
-    const p = proofShape(n);
-    out(
-      `proofs at 10^${Math.round(Math.log10(n))} (from the tree's shape): inclusion max ${p.inclusionMax} B (mean ${Math.round(p.inclusionMean)} B), consistency max ${p.consistencyMax} B`,
-    );
+
+export interface AuditBenchResult {
+  entries: number;
+  runs: number;
+  append: Array<{ label: string; rate: { median: number; min: number; max: number }; heads: number; bytesPerAccess: number }>;
+  admit: Array<{ concurrency: number; median: number; p99: number }>;
+  latency: LatencyFigures[];
+  proofs: { real1000: { inclusionMax: number; consistencyMax: number }; shape: Array<{ n: number; inclusionMax: number; consistencyMax: number }> };
+  gasPriceGwei: string;
+  gas: AuditGasRow[];
+  targets: { appendAtLeast5000: boolean; qidoWithin1_1: boolean };
+}
+
+/** The whole audit benchmark (npm run bench -- --scenario audit): each part as the script runs it. */
+export async function runAuditBench(
+  options: { entries?: number; runs?: number; rounds?: number; perRound?: number; gasPriceGwei?: string; log?: (line: string) => void } = {},
+): Promise<AuditBenchResult> {
+  const entries = options.entries ?? 20_000;
+  const runs = options.runs ?? 3;
+  const log = options.log ?? (() => undefined);
+  const append: AuditBenchResult['append'] = [];
+  for (const [label, interval, concurrency] of APPEND_CASES) {
+    const rs: Array<{ rate: number; heads: number; bytesPerAccess: number }> = [];
+    for (let r = 0; r < runs; r++) rs.push(await appendRate(interval, concurrency, entries));
+    append.push({ label, rate: stats(rs.map((x) => x.rate)), heads: rs[0]!.heads, bytesPerAccess: stats(rs.map((x) => x.bytesPerAccess)).median });
+    log(`append, ${label}: ${Math.round(append.at(-1)!.rate.median)} entries/s`);
+  }
+  const admit: AuditBenchResult['admit'] = [];
+  for (const c of [1, 50]) admit.push({ concurrency: c, ...(await admitLatency(c)) });
+  log('latency of nodes side by side');
+  const latency = await latencyOnOff(LATENCY_VARIANTS, options.rounds ?? 6, options.perRound ?? 20);
+  const real1000 = await proofReal(1_000);
+  const shape = [1_000, 1_000_000, 1_000_000_000].map((n) => ({ n, ...proofShape(n) }));
+  log('gas per anchored head on anvil');
+  const gasPriceGwei = options.gasPriceGwei ?? DEFAULT_BENCH_GAS_PRICE_GWEI;
+  const gas = await headGas(undefined, gasPriceGwei);
+  const best = latency.filter((l) => l.variant.audit && l.variant.sync === 'normal');
+  return {
+    entries,
+    runs,
+    append,
+    admit,
+    latency,
+    proofs: { real1000, shape },
+    gasPriceGwei,
+    gas,
+    targets: { appendAtLeast5000: append[0]!.rate.median >= 5_000, qidoWithin1_1: best.some((l) => l.qidoRatio.median <= 1.1) },
+  };
+}
+
+const r2 = (x: { median: number; min: number; max: number }) => `x${x.median.toFixed(2)} (${x.min.toFixed(2)}–${x.max.toFixed(2)})`;
+
+/** The audit benchmark as Markdown, for the report. */
+export function auditMarkdown(r: AuditBenchResult): string {
+  const lines = [
+    `Appends (${r.runs} runs of ${r.entries} entries, SQLite WAL synchronous=FULL, heads signed):`,
+    '',
+    '| case | entries/s (median, min–max) | heads | log bytes per access |',
+    '|---|---|---|---|',
+    ...r.append.map(
+      (a) =>
+        `| ${a.label} | ${Math.round(a.rate.median)} (${Math.round(a.rate.min)}–${Math.round(a.rate.max)}) | ${a.heads} | ${Math.round(a.bytesPerAccess)} |`,
+    ),
+    '',
+    ...r.admit.map((a) => `Wait for an access entry on disk, ${a.concurrency} at once: median ${a.median.toFixed(2)} ms, p99 ${a.p99.toFixed(2)} ms.`),
+    '',
+    'Latency, nodes side by side on the same study, requests to each in turn; ratio to the node without the log per round (median, min–max over rounds):',
+    '',
+    '| audit log | QIDO ms | QIDO ratio | frame ms | frame ratio |',
+    '|---|---|---|---|---|',
+    ...r.latency.map((l) => `| ${l.variant.label} | ${l.qido.toFixed(2)} | ${r2(l.qidoRatio)} | ${l.frame.toFixed(2)} | ${r2(l.frameRatio)} |`),
+    '',
+    `Proofs: at 10^3 on a real log inclusion ≤ ${r.proofs.real1000.inclusionMax} B, consistency ≤ ${r.proofs.real1000.consistencyMax} B; from the tree's shape ${r.proofs.shape.map((p) => `10^${Math.round(Math.log10(p.n))}: ${p.inclusionMax} B / ${p.consistencyMax} B`).join(', ')}.`,
+    '',
+    `Gas per anchored head (anvil, the same batch of study roots sent without and with the head's leaf, 3 each; gas price ${r.gasPriceGwei} gwei):`,
+    '',
+    '| study roots | gas without | gas with the head | per head | cost per head (ETH) |',
+    '|---|---|---|---|---|',
+    ...r.gas.map(
+      (g) =>
+        `| ${g.batchSize} | ${g.gasWithout.median} (${g.gasWithout.min}–${g.gasWithout.max}) | ${g.gasWithHead.median} (${g.gasWithHead.min}–${g.gasWithHead.max}) | ${g.gasPerHead} | ${g.costPerHead} |`,
+    ),
+    '',
+    `Targets: ≥ 5,000 entries/s ${r.targets.appendAtLeast5000 ? 'MET' : 'MISSED'}; QIDO with the log at most x1.1 ${r.targets.qidoWithin1_1 ? 'MET' : 'MISSED'}.`,
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+// Run as a script (bench/run.ts imports the functions above).
+if (import.meta.main) {
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+  out(`audit log benchmark: ${ENTRIES} entries per run (an access is 2 entries), ${RUNS} runs, SQLite WAL synchronous=FULL in ${tmpdir()}`);
+  if (PART === 'all' || PART === 'append') {
+    for (const [label, interval, concurrency] of APPEND_CASES) {
+      const runs: Array<{ rate: number; heads: number; bytesPerAccess: number }> = [];
+      for (let r = 0; r < RUNS; r++) runs.push(await appendRate(interval, concurrency));
+      const rate = stats(runs.map((x) => x.rate));
+      const bpa = stats(runs.map((x) => x.bytesPerAccess));
+      out(
+        `append, ${label}: ${Math.round(rate.median)} entries/s (min ${Math.round(rate.min)}, max ${Math.round(rate.max)}), ${runs[0]!.heads} heads signed; log bytes per access ${Math.round(bpa.median)} (min ${Math.round(bpa.min)}, max ${Math.round(bpa.max)})`,
+      );
+    }
+    for (const c of [1, 50]) {
+      const l = await admitLatency(c);
+      out(`wait for an access entry to be on disk, ${c} at once: median ${l.median.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms`);
+    }
+  }
+  if (PART === 'all' || PART === 'latency') {
+    out('latency of nodes running side by side, requests to each in turn; ratio to `off` per round (median, min-max over rounds):');
+    for (const f of await latencyOnOff()) {
+      const r = (x: { median: number; min: number; max: number }) => `x${x.median.toFixed(2)} (${x.min.toFixed(2)}-${x.max.toFixed(2)})`;
+      out(`  ${f.variant.label}: QIDO ${f.qido.toFixed(2)} ms ${r(f.qidoRatio)}, frame ${f.frame.toFixed(2)} ms ${r(f.frameRatio)}`);
+    }
+  }
+  if (PART === 'all' || PART === 'gas') {
+    for (const g of await headGas()) {
+      out(
+        `gas, ${g.batchSize} study roots: ${g.gasWithout.median} without the head's leaf, ${g.gasWithHead.median} with it: ${g.gasPerHead} per anchored head (${g.costPerHead} ETH at ${DEFAULT_BENCH_GAS_PRICE_GWEI} gwei)`,
+      );
+    }
+  }
+  if (PART === 'all' || PART === 'proofs') {
+    const real = await proofReal(1_000);
+    out(`proofs at 10^3 (real log): inclusion max ${real.inclusionMax} B, consistency max ${real.consistencyMax} B`);
+    for (const n of [1_000, 1_000_000, 1_000_000_000]) {
+      const p = proofShape(n);
+      out(
+        `proofs at 10^${Math.round(Math.log10(n))} (from the tree's shape): inclusion max ${p.inclusionMax} B (mean ${Math.round(p.inclusionMean)} B), consistency max ${p.consistencyMax} B`,
+      );
+    }
   }
 }

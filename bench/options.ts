@@ -6,11 +6,11 @@ import { parseArgs } from 'node:util';
 // A type import only: backends.ts loads the S3 SDK, which parsing arguments does not need.
 import type { Backend } from './backends.ts';
 
-export type Scenario = 'huge' | 'small' | 'concurrent' | 'dimse' | 'decode' | 'auth' | 'viewer' | 'soak';
+export type Scenario = 'huge' | 'small' | 'concurrent' | 'dimse' | 'decode' | 'auth' | 'viewer' | 'audit' | 'soak';
 /** Every scenario, in run order. */
-export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer', 'soak'];
+export const SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer', 'audit', 'soak'];
 /** What `--scenario all` (the default) runs: the soak lasts half an hour and runs only when named. */
-export const ALL_SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer'];
+export const ALL_SCENARIOS: readonly Scenario[] = ['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer', 'audit'];
 export type Peer = 'orthanc';
 /** The block stores (as bench/backends.ts BACKENDS), fs first. */
 export const STORES: readonly Backend[] = ['fs', 'ipfs', 's3'];
@@ -120,7 +120,7 @@ export interface BenchOptions {
 export const HELP = `npm run bench -- [options]
 
 Scenarios (each on a fresh node with an empty data directory, then on a fresh peer):
-  --scenario LIST        huge,small,concurrent,dimse,decode,auth,viewer,soak | all | none (default all:
+  --scenario LIST        huge,small,concurrent,dimse,decode,auth,viewer,audit,soak | all | none (default all:
                          every one but soak)
                            huge:       a few multi-frame instances (Enhanced MR, 512x512x16 bit
                                        frames; at least 4 per study, at most --max-instance-gib each),
@@ -149,6 +149,9 @@ Scenarios (each on a fresh node with an empty data directory, then on a fresh pe
                                        keep-alive connections, the middle image first and its
                                        neighbours outward; time to the first image and to the
                                        whole series, node with identity and audit log on
+                           audit:      the audit log: entries appended per second, QIDO and frame
+                                       latency with the log off and on (nodes side by side, in
+                                       each design), proof sizes, gas per anchored head (anvil)
                            soak:       one node under a mixed load for --soak-minutes: STOW of
                                        small and huge instances, QIDO, WADO of studies and frames,
                                        malformed and abandoned uploads; every stored study

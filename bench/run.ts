@@ -10,6 +10,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { formatAnchorBench, runAnchorBench, type AnchorBenchResult } from './anchor.ts';
+import { auditMarkdown, runAuditBench, type AuditBenchResult } from './audit.ts';
 import { formatErasureBench, runErasureBench, type ErasureBenchRow } from './erasure.ts';
 import { benchBackends, s3Environment, type BackendBenchRow } from './backends.ts';
 import { renderChart } from './chart.ts';
@@ -187,6 +188,17 @@ async function main(): Promise<void> {
     peerName ??= viewer?.systems[1]?.detail ?? null;
   }
 
+  let audit: AuditBenchResult | null = null;
+  if (o.scenarios.includes('audit')) {
+    log('scenario audit: appends, latency with the log off and on (nodes side by side), proofs, gas per anchored head');
+    try {
+      audit = await runAuditBench({ log: (l) => log(`audit: ${l}`) });
+    } catch (err) {
+      log(`audit failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+  }
+
   let soak: SoakResult | null = null;
   if (o.scenarios.includes('soak')) {
     log(`scenario soak: ${o.soakMinutes} min at ${o.soakIngestMBps} MB/s of uploads, one node`);
@@ -298,7 +310,7 @@ async function main(): Promise<void> {
     viewer: viewer ? viewerMarkdown(viewer) : null,
     notes,
   });
-  writeFileSync(files.report, report);
+  writeFileSync(files.report, audit ? `${report.trimEnd()}\n\n#### Audit log\n\n${auditMarkdown(audit)}` : report);
   writeFileSync(
     files.json,
     JSON.stringify(
@@ -320,6 +332,7 @@ async function main(): Promise<void> {
         decode,
         auth,
         viewer,
+        audit,
         soak,
         figures,
         targets,
@@ -344,6 +357,7 @@ async function main(): Promise<void> {
   if (erasure) process.stdout.write(`${formatErasureBench(erasure)}\n`);
   if (auth) process.stdout.write(`\nAccess control (auth)\n${authMarkdown(auth)}\n`);
   if (viewer) process.stdout.write(`\nA viewer opening a series (viewer)\n${viewerMarkdown(viewer)}\n`);
+  if (audit) process.stdout.write(`\nAudit log (audit)\n${auditMarkdown(audit)}\n`);
   if (soak) process.stdout.write(`\nSoak\n${soakMarkdown(soak)}\n`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
   process.stdout.write(`\nresults: ${relative(process.cwd(), files.json)}\nreport:  ${relative(process.cwd(), files.report)}\n`);

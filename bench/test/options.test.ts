@@ -5,7 +5,7 @@ import { BenchUsageError, DEFAULT_INSTANCES, DEFAULT_SIZES_GIB, HELP, parseBench
 describe('npm run bench options', () => {
   it('defaults: every scenario but the soak at the issue sizes, fs, limits on, no peer, no extras', () => {
     const o = parseBenchArgs([]);
-    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer']);
+    expect(o.scenarios).toEqual(['huge', 'small', 'concurrent', 'dimse', 'decode', 'auth', 'viewer', 'audit']);
     expect(o.authInstances).toBe(1000);
     expect(o.viewerInstances).toBe(500);
     expect(o.viewerRounds).toBe(3);

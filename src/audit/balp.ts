@@ -186,11 +186,13 @@ export function toBalp(event: AuditEvent, source: AuditSource, patient?: AuditPa
   };
 }
 
-/** AuditEvents in a Bundle of type collection, for a file export. */
-export function balpBundle(resources: readonly Json[]): Json {
+/** AuditEvents in a Bundle of type collection, for a file export; `next`: the URL of the next page (Bundle.link). */
+export function balpBundle(resources: readonly Json[], options: { next?: string } = {}): Json {
   return {
     resourceType: 'Bundle',
     type: 'collection',
+    timestamp: new Date().toISOString(),
+    ...(options.next !== undefined ? { link: [{ relation: 'next', url: options.next }] } : {}),
     entry: resources.map((resource) => ({ fullUrl: `urn:uuid:${crypto.randomUUID()}`, resource })),
   };
 }

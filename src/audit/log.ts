@@ -6,15 +6,21 @@
 // Batching: everything recorded during one turn of the event loop goes into the next batch (a
 // setImmediate), so under load many requests share one transaction and one fsync, and an idle
 // node writes each entry at once. `append` resolves once its entry is on disk: the access seam
-// awaits it before serving (an access is never served unrecorded; a log that cannot be written
-// refuses service). `note` records without waiting (how a request ended, refusals).
+// awaits it before a response starts (an access is never served unrecorded; a log that cannot be
+// written refuses service). `note` records without waiting (how a request ended, refusals).
+//
+// Where batches are written: on this thread (no `writer`: CLIs, tests), or by a writer thread
+// (writer.ts, the node), which seals and commits while this thread goes on serving; its commits
+// group whatever batches arrived while the previous one was being written.
 import { EventEmitter } from 'node:events';
 import { VaultError } from '../core/errors.ts';
-import { type AuditRecord, sealLeaf } from './entry.ts';
+import { appendSealed, type SealItem } from './batch.ts';
+import type { AuditRecord } from './entry.ts';
 import { type HeadSigner, headCid, headHash } from './head.ts';
-import type { AppendBatch, AuditLogStore, StoredEntry, StoredHead } from './store.ts';
+import type { AuditLogStore, StoredHead } from './store.ts';
 import { NODE_SUBJECT, type AuditKeyStore } from './subject-keys.ts';
-import { consistencyProof, Frontier, inclusionProof, leafHash, type NodeReader, type TreeNode } from './tree.ts';
+import { consistencyProof, Frontier, inclusionProof, type NodeReader } from './tree.ts';
+import type { AuditWriter } from './writer.ts';
 
 /** A head is signed at least this often while entries arrive. 2 s. */
 export const DEFAULT_HEAD_INTERVAL_MS = 2_000;
@@ -32,6 +38,8 @@ export interface AuditLogDeps {
   /** Names the log in its heads: the node's id. */
   origin: string;
   now?: () => number;
+  /** Writes the batches off this thread (the node's writer thread); without it, they are written here. */
+  writer?: AuditWriter;
 }
 
 export interface AuditLogOptions {
@@ -74,6 +82,8 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
   #timer: NodeJS.Timeout | undefined;
   #lastFailure: VaultError | undefined;
   #closed = false;
+  /** Entries handed to the writer thread and not yet answered: with the queue, how far behind the log is. */
+  #posted = 0;
 
   constructor(deps: AuditLogDeps, options: AuditLogOptions = {}) {
     super();
@@ -115,7 +125,7 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
   /** Records an entry without waiting. A refusal that finds the queue full is counted in a summary entry instead. */
   note(record: AuditRecord, subject: string = NODE_SUBJECT): void {
     if (this.#closed) return;
-    if (record.kind === 'refused' && this.#queue.length >= this.#maxQueued) {
+    if (record.kind === 'refused' && this.#queue.length + this.#posted >= this.#maxQueued) {
       const why = record.why ?? 'refused';
       this.#refusals.set(why, (this.#refusals.get(why) ?? 0) + 1);
       this.#scheduleNote();
@@ -146,11 +156,17 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
     this.#scheduled = undefined;
     clearTimeout(this.#noteTimer);
     this.#noteTimer = undefined;
-    this.flush();
+    this.#flush();
   }
 
-  /** Writes what waits now, in batches; returns how many entries were written. */
+  /** Writes what waits now, in batches, and waits for it (a writer thread's too); returns how many entries were handed on. */
   flush(): number {
+    const n = this.#flush();
+    this.#deps.writer?.settleSync();
+    return n;
+  }
+
+  #flush(): number {
     let written = 0;
     while (this.#queue.length > 0 || this.#refusals.size > 0) {
       const items = this.#queue.splice(0, this.#maxBatch);
@@ -168,53 +184,72 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
           time: this.#now(),
         });
       }
+      const writer = this.#deps.writer;
+      if (writer !== undefined) {
+        this.#post(writer, items);
+        written += items.length;
+        continue;
+      }
       try {
         this.#write(items);
         this.#lastFailure = undefined;
       } catch (err) {
-        const error =
-          err instanceof VaultError && err.code === 'AUDIT_UNAVAILABLE'
-            ? err
-            : new VaultError('AUDIT_UNAVAILABLE', `the audit log cannot be written: ${(err as Error).message}`, { cause: err });
-        this.#lastFailure = error;
-        for (const p of items) p.reject?.(error);
-        this.emit('failed', error);
+        this.#failed(items, err);
         break;
       }
       written += items.length;
     }
-    if (written > 0 && this.#headIntervalMs === 0) this.#signQuietly();
+    if (written > 0 && this.#headIntervalMs === 0 && this.#deps.writer === undefined) this.#signQuietly();
     return written;
   }
 
-  #write(items: Pending[]): void {
-    let after: Frontier | undefined;
-    const batch = this.#deps.store.append((size) => {
-      // Another process (a CLI next to the server) may have appended: then start from the store.
-      const f = this.#frontier?.size === size ? this.#frontier.clone() : Frontier.of(this.#read, size);
-      let prev = size === 0 ? undefined : this.#read(0, size - 1);
-      const entries: StoredEntry[] = [];
-      const nodes: TreeNode[] = [];
-      for (const [i, p] of items.entries()) {
-        const index = size + i;
-        let subject = p.subject;
-        let key = this.#deps.keys.key(subject);
-        if (key === undefined) {
-          // The patient's key was destroyed (erased): what still concerns them is the node's to record.
-          subject = NODE_SUBJECT;
-          key = this.#deps.keys.key(NODE_SUBJECT)!;
-        }
-        const leaf = sealLeaf(p.record, index, p.time, subject, prev, key);
-        const hash = leafHash(leaf);
-        for (const n of f.push(hash)) nodes.push(n);
-        entries.push({ index, time: p.time, subject, leaf });
-        prev = hash;
-      }
-      after = f;
-      return { entries, nodes } satisfies AppendBatch;
+  #sealItems(items: Pending[]): SealItem[] {
+    return items.map((p) => {
+      const key = this.#deps.keys.key(p.subject);
+      // The patient's key was destroyed (erased): what still concerns them is the node's to record.
+      if (key === undefined) return { record: p.record, subject: NODE_SUBJECT, time: p.time, key: this.#deps.keys.key(NODE_SUBJECT)! };
+      return { record: p.record, subject: p.subject, time: p.time, key };
     });
-    this.#frontier = after;
+  }
+
+  #write(items: Pending[]): void {
+    const { batch, frontier } = appendSealed(this.#deps.store, this.#frontier, this.#sealItems(items));
+    this.#frontier = frontier;
     for (const [i, p] of items.entries()) p.resolve?.(batch.entries[i]!.index);
+  }
+
+  #failed(items: Pending[], err: unknown): void {
+    const error =
+      err instanceof VaultError && err.code === 'AUDIT_UNAVAILABLE'
+        ? err
+        : new VaultError('AUDIT_UNAVAILABLE', `the audit log cannot be written: ${(err as Error).message}`, { cause: err });
+    this.#lastFailure = error;
+    for (const p of items) p.reject?.(error);
+    this.emit('failed', error);
+  }
+
+  // To the writer thread: answered later, in order; this thread does not wait.
+  #post(writer: AuditWriter, items: Pending[]): void {
+    let sealed: SealItem[];
+    try {
+      sealed = this.#sealItems(items);
+    } catch (err) {
+      this.#failed(items, err);
+      return;
+    }
+    this.#posted += items.length;
+    writer.write(sealed).then(
+      (first) => {
+        this.#posted -= items.length;
+        this.#lastFailure = undefined;
+        for (const [i, p] of items.entries()) p.resolve?.(first + i);
+        if (this.#headIntervalMs === 0) this.#signQuietly();
+      },
+      (err: unknown) => {
+        this.#posted -= items.length;
+        this.#failed(items, err);
+      },
+    );
   }
 
   /** Entries in the log (written). */

@@ -6,6 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import type { Logger } from 'pino';
 import { type AccessPolicy, type AccessRouteConfig, type AuditEvent, type AuditSink, resourceOf } from '../access/policy.ts';
 import { auditContext, whoOf } from './audit.ts';
+import { admitted, admitWhileHandling } from './admitted.ts';
 import { DICOMWEB_PREFIX } from './config.ts';
 import { VaultError, isVaultError } from '../core/errors.ts';
 import { qidoService, type QidoDeps } from './dicomweb/qido.ts';
@@ -182,8 +183,24 @@ export function buildApp(deps: AppDeps): FastifyInstance {
         // access admitted now would have none, and is served to no one.
         if (reply.raw.destroyed) throw new VaultError('ABORTED', 'the client closed the connection before it was served');
         // Recorded on disk before a byte is served; a log that cannot be written refuses (503).
-        if (deps.audit.admit !== undefined) await deps.audit.admit(auditEventOf(request, reply, declared));
+        // A read is handled while its entry is committed (src/shell/admitted.ts); a store waits
+        // for it first, so nothing is stored by an access that was not recorded.
+        if (deps.audit.admit !== undefined) {
+          const admission = deps.audit.admit(auditEventOf(request, reply, declared));
+          if (declared.action === 'store') await admission;
+          else admitWhileHandling(request, admission);
+        }
         if (decision.grants !== undefined && decision.grants.length > 0) deps.grantWatch?.watch(decision.grants, reply);
+      });
+      // The response of an access admitted while handling starts once that access is on record.
+      scope.addHook('onSend', async (request, _reply, payload) => {
+        try {
+          await admitted(request);
+        } catch (err) {
+          if (payload !== null && typeof payload === 'object' && 'destroy' in payload && typeof payload.destroy === 'function') payload.destroy();
+          throw err;
+        }
+        return payload;
       });
       // Who stores, for the study versions a STOW makes (src/shell/audit.ts): its handler runs in
       // that context.

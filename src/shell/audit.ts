@@ -17,8 +17,9 @@ import { join } from 'node:path';
 import type { AccessResource, AuditEvent, AuditSink, Principal } from '../access/policy.ts';
 import type { AuditRecord } from '../audit/entry.ts';
 import { AUDIT_SIGNING_KEY_FILE, HeadSigner } from '../audit/head.ts';
-import { AuditLog, type AuditLogOptions } from '../audit/log.ts';
+import { AuditLog, type AuditLogOptions, DEFAULT_MAX_BATCH } from '../audit/log.ts';
 import { AUDIT_DB_FILE, type AuditLogStore, SqliteAuditLogStore } from '../audit/store.ts';
+import { ThreadAuditWriter } from '../audit/writer.ts';
 import { AUDIT_KEYS_DB_FILE, type AuditKeyStore, NODE_SUBJECT, SqliteAuditKeyStore, type SubjectRef } from '../audit/subject-keys.ts';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { GrantRecord } from '../grants/model.ts';
@@ -44,22 +45,29 @@ export function openNodeAudit(
   dataDir: string,
   masterKey: Buffer,
   origin: string,
-  options: AuditLogOptions & { storePragmas?: readonly string[]; sync?: 'full' | 'normal' } = {},
+  options: AuditLogOptions & { storePragmas?: readonly string[]; sync?: 'full' | 'normal'; writerThread?: boolean } = {},
 ): NodeAudit {
   const keys = SqliteAuditKeyStore.open(join(dataDir, AUDIT_KEYS_DB_FILE), masterKey);
   let store: AuditLogStore;
   let signer: HeadSigner;
+  let writer: ThreadAuditWriter | undefined;
   try {
     // normal (WAL): a commit is in the OS before the access is served, which survives the node
     // being killed; full also fsyncs it, which survives power loss, at one disk sync per commit.
     const pragmas = [...((options.sync ?? 'normal') === 'normal' ? ['synchronous = NORMAL'] : []), ...(options.storePragmas ?? [])];
     store = SqliteAuditLogStore.open(join(dataDir, AUDIT_DB_FILE), { pragmas });
     signer = HeadSigner.loadOrCreate(join(dataDir, AUDIT_SIGNING_KEY_FILE));
+    // With --audit-writer thread, entries are sealed and committed by a thread of their own
+    // (src/audit/writer.ts) while this one reads (proofs, queries, heads) on its own connection.
+    // Not the default: on this project's busy 2-core machine the thread's two wake-ups per request
+    // cost more than the commit it takes off this thread (README, Audit log).
+    if (options.writerThread === true)
+      writer = new ThreadAuditWriter({ path: join(dataDir, AUDIT_DB_FILE), pragmas, maxBatch: options.maxBatch ?? DEFAULT_MAX_BATCH });
   } catch (err) {
     keys.close();
     throw err;
   }
-  const log = new AuditLog({ store, keys, signer, origin }, options);
+  const log = new AuditLog({ store, keys, signer, origin, ...(writer !== undefined ? { writer } : {}) }, options);
   return {
     log,
     store,
@@ -69,6 +77,7 @@ export function openNodeAudit(
       try {
         log.close();
       } finally {
+        writer?.close();
         store.close();
         keys.close();
       }
@@ -284,10 +293,9 @@ export interface AccessAuditDeps {
  * answers 503); `record` adds how it ended, or the refusal, without waiting.
  */
 export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(event: AuditEvent): Promise<void> } {
-  const admitted = new Map<string, number>();
-  // Admissions on their way to disk: an outcome that comes meanwhile (the client left) waits for
-  // its access's index, so that it is linked and nothing is left in `admitted`.
-  const admitting = new Map<string, Promise<unknown>>();
+  // Each admitted request's access entry, by request id, until the request ends: its outcome points
+  // at it. A promise, as a read is handled (and may end, its client gone) while its entry is written.
+  const admitted = new Map<string, Promise<number | undefined>>();
 
   // The patients an access concerns: the study's; else the patients whose grants it used; else the
   // caller's own (a patient); else none (the node's key).
@@ -326,30 +334,26 @@ export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(even
 
   const sink: AuditSink & { admit(event: AuditEvent): Promise<void> } = {
     async admit(event) {
-      const written = Promise.all(subjectsOf(event).map((s) => deps.audit.log.append(recordOf('access', { ...event, status: 0 }), s)));
-      if (event.id === undefined) return void (await written);
-      admitting.set(event.id, written);
-      try {
-        admitted.set(event.id, (await written)[0]!);
-      } finally {
-        admitting.delete(event.id);
-      }
+      const written = Promise.all(subjectsOf(event).map((s) => deps.audit.log.append(recordOf('access', { ...event, status: 0 }), s))).then((ix) => ix[0]);
+      if (event.id !== undefined)
+        admitted.set(
+          event.id,
+          written.catch(() => undefined),
+        );
+      await written;
     },
     record(event) {
-      const pending = event.id === undefined ? undefined : admitting.get(event.id);
-      if (pending !== undefined) {
-        // Runs after admit's own continuation (registered first): the index is in `admitted`.
-        const later = (): void => sink.record(event);
-        pending.then(later, later);
-        return;
-      }
-      const ref = event.id === undefined ? undefined : admitted.get(event.id);
+      const write = (ref: number | undefined) => {
+        const refused = ref === undefined && (event.status === 401 || event.status === 403);
+        const rec = recordOf(ref !== undefined ? 'outcome' : refused ? 'refused' : 'outcome', event);
+        rec.what = { ...rec.what, complete: event.complete, ...(event.bytes !== undefined ? { bytes: event.bytes } : {}) };
+        if (ref !== undefined) rec.ref = ref;
+        for (const s of ref !== undefined || refused ? subjectsOf(event).slice(0, 1) : subjectsOf(event)) deps.audit.log.note(rec, s);
+      };
+      const entry = event.id === undefined ? undefined : admitted.get(event.id);
       if (event.id !== undefined) admitted.delete(event.id);
-      const refused = ref === undefined && (event.status === 401 || event.status === 403);
-      const rec = recordOf(ref !== undefined ? 'outcome' : refused ? 'refused' : 'outcome', event);
-      rec.what = { ...rec.what, complete: event.complete, ...(event.bytes !== undefined ? { bytes: event.bytes } : {}) };
-      if (ref !== undefined) rec.ref = ref;
-      for (const s of ref !== undefined || refused ? subjectsOf(event).slice(0, 1) : subjectsOf(event)) deps.audit.log.note(rec, s);
+      if (entry === undefined) write(undefined);
+      else void entry.then(write);
     },
   };
   return sink;

@@ -33,6 +33,7 @@ import { sharedCryptoPool } from '../format/crypto-pool.ts';
 import { hostname } from 'node:os';
 import { composeSinks } from '../audit/compose.ts';
 import { catalogPatients } from '../audit/patients.ts';
+import type { AuditSource } from '../audit/event-kind.ts';
 import { registerSyslogMetrics, SyslogAuditSink } from '../audit/syslog.ts';
 import { csrfGuard, loadBundles, type PageChain, webPages } from './web.ts';
 
@@ -170,6 +171,8 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
               identity: vault.identity,
               identify: (request: FastifyRequest) => policy.identify(request),
               ...(anchoring ? { receipts: anchoring.state } : {}),
+              source: auditSourceOf(options.auditSyslog),
+              patientOf: catalogPatients(vault.catalog),
             }),
             erasure: {
               service: vault.erasure,
@@ -277,6 +280,12 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
   };
 }
 
+/** The node as audit records name it (--audit-source-id, default the host name; --audit-site-id): the syslog messages and the BALP export alike. */
+function auditSourceOf(o: Pick<NonNullable<NodeOptions['auditSyslog']>, 'sourceId' | 'siteId'> | undefined): AuditSource {
+  const host = hostname();
+  return { sourceId: o?.sourceId ?? host, host, ...(o?.siteId !== undefined ? { enterpriseSiteId: o.siteId } : {}) };
+}
+
 /** The syslog sink of --audit-syslog; CONFIG_INVALID when its PEM files cannot be read. */
 function openAuditSyslog(o: NonNullable<NodeOptions['auditSyslog']>, vault: Vault, logger: Logger): SyslogAuditSink {
   let pem: { ca?: Buffer; cert?: Buffer; key?: Buffer };
@@ -289,11 +298,10 @@ function openAuditSyslog(o: NonNullable<NodeOptions['auditSyslog']>, vault: Vaul
   } catch (cause) {
     throw new VaultError('CONFIG_INVALID', `cannot read --audit-syslog-ca, -cert or -key: ${(cause as Error).message}`, { cause });
   }
-  const host = hostname();
   return new SyslogAuditSink({
     target: o.target,
     ...pem,
-    source: { sourceId: o.sourceId ?? host, host, ...(o.siteId !== undefined ? { enterpriseSiteId: o.siteId } : {}) },
+    source: auditSourceOf(o),
     patientOf: catalogPatients(vault.catalog),
     logger: logger.child({ component: 'audit-syslog' }),
   });

@@ -7,12 +7,17 @@
 //   GET /api/audit/head                    the latest signed head, with its anchor receipt once anchored
 //   GET /api/audit/consistency             the consistency proof between two heads (first, second: sizes)
 //   GET /api/audit/entries                 admins: every entry, newest first (no image data is ever in an entry)
+//   GET /api/audit/balp                    admins: the accesses as a FHIR R4 Bundle of BALP AuditEvents, a time range, paged
+//   GET /api/patient/audit/balp            the same for the patient's own entries
 //
 // Heads and proofs carry no personal data (sizes, hashes, times): anyone may fetch them, which is
 // what lets an auditor and a patient compare the heads they were shown.
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { AccessPolicy } from '../../access/policy.ts';
+import { balpBundle } from '../../audit/balp.ts';
+import { toBalpEntries } from '../../audit/balp-export.ts';
 import { type AuditRecord, openLeaf } from '../../audit/entry.ts';
+import type { AuditPatient, AuditSource } from '../../audit/event-kind.ts';
 import { publicKeyText } from '../../audit/head.ts';
 import type { StoredEntry, StoredHead } from '../../audit/store.ts';
 import { NODE_SUBJECT } from '../../audit/subject-keys.ts';
@@ -31,7 +36,35 @@ export interface AuditApiDeps {
   identify: AccessPolicy['identify'];
   /** Anchor receipts (anchor.db); absent when the node does not anchor. */
   receipts?: { receipt(root: string): object | undefined };
+  /** The node as the BALP export names it (AuditEvent.source, the server agent). Default: `dicom-vault` on localhost. */
+  source?: AuditSource;
+  /** A study's patient, for the export's Patient entity; absent: none named. */
+  patientOf?: (study: string) => AuditPatient | undefined;
 }
+
+/** How far after an access the export looks for its outcome when the page does not hold it. */
+const OUTCOME_LOOKAHEAD = 256;
+
+const balpQuery = {
+  type: 'object',
+  properties: {
+    since: { type: 'string', format: 'date-time', description: 'entries recorded at or after this time' },
+    until: { type: 'string', format: 'date-time', description: 'entries recorded at or before this time' },
+    before: { type: 'integer', minimum: 0, description: 'entries below this index: the next page (Bundle.link next)' },
+    limit: {
+      type: 'integer',
+      minimum: 1,
+      maximum: MAX_AUDIT_PAGE,
+      default: 100,
+      description: 'log entries looked at per page (an access and its outcome make one AuditEvent)',
+    },
+  },
+} as const;
+const bundleSchema = {
+  type: 'object',
+  additionalProperties: true,
+  description: 'FHIR R4 Bundle (type collection) of AuditEvent resources following IHE BALP; link next when there is more',
+} as const;
 
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 
@@ -114,6 +147,42 @@ export function auditApi(deps: AuditApiDeps): FastifyPluginAsync {
     return { account: principal.patientAccount, subjects: audit.keys.subjectsOf(deps.identity.patientIds(principal.patientAccount)) };
   };
 
+  /**
+   * One page of the BALP export, newest first: log entries (of `subjects`, or all) in the time range
+   * below `before`, the accesses among them as AuditEvents, and the link to the next page.
+   */
+  const balpPage = (request: FastifyRequest, subjects: string[] | undefined) => {
+    const q = request.query as { since?: string; until?: string; before?: number; limit?: number };
+    const since = q.since === undefined ? undefined : Date.parse(q.since);
+    const until = q.until === undefined ? undefined : Date.parse(q.until);
+    if (Number.isNaN(since) || Number.isNaN(until)) throw new VaultError('BAD_REQUEST', 'since and until are ISO 8601 times');
+    const limit = q.limit ?? 100;
+    audit.log.flush();
+    const page = audit.store.query({
+      ...(subjects !== undefined ? { subjects } : {}),
+      ...(since !== undefined ? { since } : {}),
+      ...(until !== undefined ? { until } : {}),
+      ...(q.before !== undefined ? { before: q.before } : {}),
+      limit,
+    });
+    // An access's outcome is written after it: in the page, or just past its newest entry (the
+    // next entries of the log, whoever they concern, looked through once).
+    const after = page.length === 0 ? [] : audit.store.scan(page[0]!.index + 1, page[0]!.index + 1 + OUTCOME_LOOKAHEAD);
+    const resources = toBalpEntries(
+      [...page, ...after].map((e) => ({ index: e.index, time: e.time, record: open(e) })),
+      page.length,
+      deps.source ?? { sourceId: 'dicom-vault', host: 'localhost' },
+      deps.patientOf,
+    );
+    let next: string | undefined;
+    if (page.length === limit && page.at(-1)!.index > 0) {
+      const url = new URL(request.url, 'http://node');
+      url.searchParams.set('before', String(page.at(-1)!.index));
+      next = `${url.pathname}${url.search}`;
+    }
+    return balpBundle(resources, next === undefined ? {} : { next });
+  };
+
   return async (api: FastifyInstance) => {
     api.get(
       '/patient/audit',
@@ -188,6 +257,28 @@ export function auditApi(deps: AuditApiDeps): FastifyPluginAsync {
           entries: out.map(({ e, r }) => entryView(e, r, head)),
           heads: head === undefined ? [] : [headView(head)],
         };
+      },
+    );
+
+    api.get(
+      '/patient/audit/balp',
+      {
+        schema: {
+          summary: "The patient's audit entries as a FHIR R4 Bundle of IHE BALP AuditEvents (who read, searched or stored their imaging), newest first, paged",
+          tags: ['audit'],
+          security: session,
+          querystring: balpQuery,
+          response: { 200: bundleSchema, ...errors },
+        },
+      },
+      async (request, reply) => {
+        const { account, subjects } = await patientOf(request);
+        const bundle = balpPage(request, subjects);
+        audit.log.note(
+          { kind: 'audit-read', who: { id: `patient:${account}`, roles: ['patient'] }, what: { action: 'audit log exported (BALP)' } },
+          subjects[0] ?? NODE_SUBJECT,
+        );
+        return reply.type('application/fhir+json').send(bundle);
       },
     );
 
@@ -294,6 +385,25 @@ export function auditApi(deps: AuditApiDeps): FastifyPluginAsync {
         audit.log.note({ kind: 'audit-read', who: { id: principal.id, roles: [...principal.roles] }, what: { action: 'audit log read (admin)' } });
         const head = entries.length === 0 ? undefined : proofHead(entries[0]!.index);
         return { entries: entries.map((e) => entryView(e, open(e), head)) };
+      },
+    );
+    api.get(
+      '/audit/balp',
+      {
+        schema: {
+          summary: 'Admins: the accesses in the audit log as a FHIR R4 Bundle of IHE BALP AuditEvents, for a time range, newest first, paged',
+          tags: ['audit'],
+          security: [{ bearer: [] }],
+          querystring: balpQuery,
+          response: { 200: bundleSchema, ...errors },
+        },
+      },
+      async (request, reply) => {
+        const principal = await deps.identify(request);
+        if (!principal.roles.includes('admin')) throw new VaultError('FORBIDDEN', 'the audit log is for admins (and each patient reads their own)');
+        const bundle = balpPage(request, undefined);
+        audit.log.note({ kind: 'audit-read', who: { id: principal.id, roles: [...principal.roles] }, what: { action: 'audit log exported (BALP, admin)' } });
+        return reply.type('application/fhir+json').send(bundle);
       },
     );
   };

@@ -21,6 +21,7 @@ import { assertUid } from '../../dicom/uid.ts';
 import { openInstance, PieceLoans, readInstances, type ReaderDeps } from '../../read/instance-reader.ts';
 import { dicomJson, parseAccept, requestSignal, type MediaRange } from './http.ts';
 import type { PublicUrls } from './public-url.ts';
+import { admitted } from '../admitted.ts';
 import { multipartBody, multipartContentType, newBoundary, type OutgoingPart } from './multipart-writer.ts';
 import {
   PIXEL_DATA,
@@ -249,6 +250,13 @@ export async function sendCommittedLate(
     const next = await body.next();
     if (next.done) break;
     head.push(next.value);
+  }
+  // Hijacked replies skip onSend: the access must be on record before the first byte here too.
+  try {
+    await admitted(request);
+  } catch (err) {
+    await body.return(undefined);
+    throw err;
   }
   reply.hijack();
   const res = reply.raw;

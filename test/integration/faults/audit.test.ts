@@ -375,9 +375,13 @@ describe('an audit log that cannot be written', () => {
 });
 
 describe('after SIGKILL', () => {
-  it.each(['normal', 'full'])('every access that was answered is in the log (--audit-sync %s)', async (sync) => {
+  it.each([
+    ['normal', 'main'],
+    ['full', 'main'],
+    ['normal', 'thread'],
+  ])('every access that was answered is in the log (--audit-sync %s, --audit-writer %s)', async (sync, writer) => {
     const dataDir = await tempDir();
-    const served = await serve(dataDir, ['--audit-head-interval', '100', '--audit-sync', sync], { DICOM_VAULT_LOG_LEVEL: 'silent' });
+    const served = await serve(dataDir, ['--audit-head-interval', '100', '--audit-sync', sync, '--audit-writer', writer], { DICOM_VAULT_LOG_LEVEL: 'silent' });
     const answered: string[] = [];
     const ask = async (u: string) => {
       const r = await get(u, served.token, JSON_TYPE).catch(() => undefined);

@@ -16,6 +16,7 @@ import { AUDIT_DB_FILE, SqliteAuditLogStore } from '../../../src/audit/store.ts'
 import { AUDIT_KEYS_DB_FILE, NODE_SUBJECT, SqliteAuditKeyStore } from '../../../src/audit/subject-keys.ts';
 import { verifyConsistency } from '../../../src/audit/tree.ts';
 import { verifyLog } from '../../../src/audit/verify.ts';
+import { ThreadAuditWriter } from '../../../src/audit/writer.ts';
 import { isVaultError } from '../../../src/core/errors.ts';
 
 const access = (who: string, study: string): AuditRecord => ({
@@ -30,11 +31,16 @@ let dir: string;
 let master: Buffer;
 const opened: Array<{ close(): void }> = [];
 
-function open(options: { pragmas?: string[]; maxQueued?: number } = {}) {
+/** `thread`: batches written by a writer thread, as the node does. */
+function open(options: { pragmas?: string[]; maxQueued?: number; thread?: boolean } = {}) {
   const store = SqliteAuditLogStore.open(join(dir, AUDIT_DB_FILE), options.pragmas ? { pragmas: options.pragmas } : {});
   const keys = SqliteAuditKeyStore.open(join(dir, AUDIT_KEYS_DB_FILE), master);
   const signer = HeadSigner.loadOrCreate(join(dir, 'audit-signing.key'));
-  const log = new AuditLog({ store, keys, signer, origin: 'test-node' }, { headIntervalMs: 0, ...(options.maxQueued ? { maxQueued: options.maxQueued } : {}) });
+  const writer = options.thread ? new ThreadAuditWriter({ path: join(dir, AUDIT_DB_FILE), pragmas: options.pragmas ?? [], maxBatch: 10_000 }) : undefined;
+  const log = new AuditLog(
+    { store, keys, signer, origin: 'test-node', ...(writer ? { writer } : {}) },
+    { headIntervalMs: 0, ...(options.maxQueued ? { maxQueued: options.maxQueued } : {}) },
+  );
   const all = {
     store,
     keys,
@@ -42,6 +48,7 @@ function open(options: { pragmas?: string[]; maxQueued?: number } = {}) {
     log,
     close() {
       log.close();
+      writer?.close();
       store.close();
       keys.close();
     },
@@ -277,5 +284,49 @@ describe('audit log', () => {
     // What was written is whole: the failed batch left nothing half done.
     expect(parseLeaf(store.entry(before - 1)!.leaf)?.index).toBe(before - 1);
     expect(verifyLog(store, log.publicKey).ok).toBe(true);
+  });
+
+  describe('with a writer thread (as the node writes)', () => {
+    it('appends from many requests at once in order, each resolved with its own index, and heads and proofs verify', async () => {
+      const { log, store, keys, signer } = open({ thread: true });
+      const a = keys.subjectFor({ id: 'PAT-A', issuer: null });
+      const indexes = await Promise.all(Array.from({ length: 300 }, (_, i) => log.append(access('user:dr', `1.2.${i}`), i % 2 === 0 ? a : NODE_SUBJECT)));
+      expect(indexes).toEqual(Array.from({ length: 300 }, (_, i) => i));
+      // Each resolved index is that entry: sealed under its subject's key, with its study.
+      for (const i of [0, 1, 151, 299]) {
+        const e = store.entry(i)!;
+        expect(e.subject).toBe(i % 2 === 0 ? a : NODE_SUBJECT);
+        expect(openLeaf(e.leaf, keys.key(e.subject)!)?.what.study).toBe(`1.2.${i}`);
+      }
+      log.note(access('user:dr', '1.2.note'));
+      log.flush();
+      expect(store.size()).toBe(301);
+      expect(store.heads().length).toBeGreaterThan(0);
+      expect(verifyLog(store, signer.publicKey)).toMatchObject({ ok: true, entries: 301 });
+    });
+
+    it('refuses entries when the file cannot grow (a full disk), and counts a flood of refusals it is behind on', async () => {
+      const full = open({ thread: true, pragmas: ['max_page_count = 40'] });
+      let failure: unknown;
+      for (let i = 0; i < 2_000 && failure === undefined; i++) {
+        await full.log.append(access('user:dr', `1.2.${i}`)).catch((err: unknown) => {
+          failure = err;
+        });
+      }
+      expect(isVaultError(failure, 'AUDIT_UNAVAILABLE')).toBe(true);
+      expect(full.log.failure?.code).toBe('AUDIT_UNAVAILABLE');
+      expect(verifyLog(full.store, full.log.publicKey).ok).toBe(true);
+      full.close();
+      rmSync(dir, { recursive: true, force: true });
+      dir = mkdtempSync(join(tmpdir(), 'audit-log-'));
+
+      const { log, store, keys } = open({ thread: true, maxQueued: 1_000 });
+      const refused: AuditRecord = { kind: 'refused', who: { id: 'unidentified' }, what: { action: 'retrieve', status: 401 }, why: 'unknown token' };
+      for (let i = 0; i < 20_000; i++) log.note(refused);
+      log.flush();
+      const n = store.size();
+      expect(n).toBe(1_001);
+      expect(openLeaf(store.entry(n - 1)!.leaf, keys.key(NODE_SUBJECT)!)).toMatchObject({ kind: 'summary', what: { counts: { 'unknown token': 19_000 } } });
+    });
   });
 });
