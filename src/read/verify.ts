@@ -1,6 +1,8 @@
 // `dicom-vault verify <study>`: walks a study's DAG from its latest root through every version,
-// instance node and chunk; re-hashes every block, checks every GCM tag and every instance's
-// SHA-256; names each missing or corrupt block instead of stopping at the first.
+// instance node, link node and chunk; re-hashes every block, checks every GCM tag and every
+// instance's SHA-256; names each missing or corrupt block instead of stopping at the first (a
+// link node missing is named once and the chunks under it skipped; the other branches are still
+// checked). Walks the trees branch by branch: memory does not grow with an instance.
 import { createHash } from 'node:crypto';
 import { CID } from 'multiformats/cid';
 import { VaultError, isVaultError } from '../core/errors.ts';
@@ -9,15 +11,20 @@ import type { DataKey } from '../format/keys.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { getVerified } from '../../storage/verified.ts';
 import {
+  addedTree,
+  chunkAadOf,
+  chunkTree,
   decodeInstanceNode,
   decodeStudyManifest,
+  instanceKeyOf,
   openInstanceEnvelope,
   openStudyEnvelope,
   type InstanceEnvelope,
   type InstanceNode,
   type StudyManifest,
 } from '../format/dag.ts';
-import { deriveKey, openChunk } from '../format/seal.ts';
+import type { LinkTree } from '../format/tree.ts';
+import { openChunk } from '../format/seal.ts';
 
 export interface VerifyProblem {
   /** missing: the store has no such block; unreadable: the store failed to answer; corrupt: bytes or tag wrong; mismatch: the DAG disagrees with itself or the catalog. */
@@ -78,6 +85,28 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
     }
   };
 
+  // A tree's link nodes: read verified and counted; a failure is the tree's to name (with the branch).
+  const readLinkNode = async (cid: CID): Promise<Uint8Array> => {
+    const bytes = await getVerified(deps.store, cid);
+    report.blocks++;
+    report.bytes += bytes.length;
+    return bytes;
+  };
+  /** Each leaf of `tree`; a link node that fails is named once and its leaves skipped. */
+  const leaves = async function* (tree: LinkTree, owner: CID, where: string): AsyncGenerator<{ index: number; cid: CID }> {
+    for (let index = 0; index < tree.count; ) {
+      try {
+        yield { index, cid: await tree.leaf(index) };
+        index++;
+      } catch (err) {
+        const details = isVaultError(err) ? err.details : undefined;
+        const end = typeof details?.endLeaf === 'number' && details.endLeaf > index ? details.endLeaf : tree.count;
+        problem(err, typeof details?.cid === 'string' ? CID.parse(details.cid) : owner, `${where} link node (leaves ${index}-${end - 1})`);
+        index = end;
+      }
+    }
+  };
+
   const reachable = new Set<string>();
   let cursor: CID | null = CID.parse(latest.root);
   while (cursor) {
@@ -94,7 +123,14 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
       break;
     }
     report.versions++;
-    for (const nodeCid of manifest.added) {
+    let added: LinkTree;
+    try {
+      added = addedTree(manifest, cursor, readLinkNode);
+    } catch (err) {
+      problem(err, cursor, where);
+      break;
+    }
+    for await (const { cid: nodeCid } of leaves(added, cursor, `manifest v${manifest.version}`)) {
       reachable.add(nodeCid.toString());
       await verifyInstance(nodeCid, `instance node (version ${manifest.version})`);
     }
@@ -119,19 +155,24 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
     if (!bytes) return;
     let node: InstanceNode;
     let env: InstanceEnvelope;
+    let chunks: LinkTree;
     try {
       node = decodeInstanceNode(bytes, nodeCid);
       env = openInstanceEnvelope(dataKey.key, node);
+      chunks = chunkTree(node, nodeCid, readLinkNode);
     } catch (err) {
       problem(err, nodeCid, where);
       return;
     }
     report.instances++;
-    const key = deriveKey(dataKey.key, node.salt);
+    const key = instanceKeyOf(dataKey.key, node);
     const hash = createHash('sha256');
     let size = 0;
     let intact = true;
-    for (const [i, cid] of node.chunks.entries()) {
+    let expected = 0;
+    for await (const { index: i, cid } of leaves(chunks, nodeCid, `instance ${env.sopInstanceUID}`)) {
+      if (i !== expected) intact = false; // a branch was skipped
+      expected = i + 1;
       const chunkWhere = `instance ${env.sopInstanceUID} chunk ${i}`;
       const block = await fetch(cid, chunkWhere);
       if (!block) {
@@ -139,7 +180,7 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
         continue;
       }
       try {
-        const plain = openChunk(key, i, block);
+        const plain = openChunk(key, i, block, chunkAadOf(node, i));
         hash.update(plain);
         size += plain.length;
       } catch (err) {
@@ -147,6 +188,7 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
         problem(err, cid, chunkWhere);
       }
     }
+    if (expected !== chunks.count) intact = false;
     if (intact && (size !== node.size || hash.digest('hex') !== env.sha256)) {
       report.problems.push({
         kind: 'mismatch',

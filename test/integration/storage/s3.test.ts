@@ -824,7 +824,7 @@ describe('a node on --store s3', () => {
     expect((await stow(node.url, parts)).status).toBe(200);
     const victim = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
     const nodeCid = CID.parse(victim.nodeCid);
-    const chunk = decodeInstanceNode(await getVerified(node.vault.store, nodeCid), nodeCid).chunks[0]!;
+    const chunk = decodeInstanceNode(await getVerified(node.vault.store, nodeCid), nodeCid).links[0]!;
     const store = node.vault.store as S3BlockStore;
     const packKey = store.locate(chunk).key;
     expect(packKey).toContain('/packs/');
