@@ -23,7 +23,8 @@ import { DicomScanner, type DicomScannerOptions } from '../src/dicom/scanner.ts'
 import { buildInstanceNode, checkFanout, DEFAULT_CHUNK_SIZE, DEFAULT_FANOUT, newInstanceKey, type EncodedNode } from '../src/format/dag.ts';
 import { sharedCryptoPool, TAG_BYTES, type CryptoPool, type Slot } from '../src/format/crypto-pool.ts';
 import { chunkAad } from '../src/format/seal.ts';
-import { deleteTree, LinkTreeBuilder } from '../src/format/tree.ts';
+import { LinkTreeBuilder } from '../src/format/tree.ts';
+import { deleteWritten, WrittenBlocks } from './written.ts';
 
 const SHA2_256 = 0x12;
 
@@ -71,7 +72,7 @@ export interface IngestDeps {
    * Chunks are put from reused buffers: `put` must not keep a reference to `bytes` once its
    * promise has settled (FsBlockStore writes them and lets go).
    */
-  store: Pick<BlockStore, 'put' | 'delete' | 'get'> & Partial<Pick<BlockStore, 'flush'>>;
+  store: Pick<BlockStore, 'put' | 'delete'> & Partial<Pick<BlockStore, 'flush'>>;
   /** `patient`: the instance's Patient ID and issuer, under whose key a new study's key is filed. */
   keys: { getOrCreate(studyInstanceUID: string, patient?: PatientRef): DataKey };
   /** Where chunks are sealed. Default: the process's shared pool (sharedCryptoPool). */
@@ -106,8 +107,10 @@ export interface IngestedInstance {
   keyId: string;
   /** The instance node (its CID is what the study manifest links). */
   node: EncodedNode;
-  /** Levels of link nodes under the instance node (what discardInstances walks to delete them). */
+  /** Levels of link nodes under the instance node. */
   depth: number;
+  /** Every block this ingest put (chunks, link nodes, the node): what discardInstances deletes. */
+  written: WrittenBlocks;
   /** Settles when every block write has: resolves once all are durable, rejects if one failed. */
   durable: Promise<void>;
 }
@@ -186,8 +189,9 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
   // Seals and writes not yet settled: sets, not lists, so that they do not grow with the instance.
   const seals = new Set<Promise<CID>>();
   const writes = new Set<Promise<void>>();
-  // The instance node once written (deleted with the rest if the ingest fails after).
-  let nodeWritten: CID | undefined;
+  // Every block put, recorded before its put starts: a failure deletes them without reading
+  // anything back (the store may be what failed).
+  const written = new WrittenBlocks();
   let failure: unknown;
 
   const track = <T>(set: Set<Promise<T>>, p: Promise<T>): Promise<T> => {
@@ -199,6 +203,7 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
   // Link nodes are small and one per `fanout` chunks: written at once, outside the window.
   const writeNodes = (nodes: EncodedNode[]): void => {
     for (const node of nodes) {
+      written.add(node.cid);
       const p = track(writes, deps.store.put(node.cid, node.bytes, putOptions));
       p.catch((err: unknown) => {
         failure ??= err;
@@ -237,7 +242,12 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
       }),
     );
     sealed.catch(() => undefined); // reported through the write below and awaited at the end
-    return sealed.then((cid) => deps.store.put(cid, slot.bytes.subarray(0, length + TAG_BYTES), putOptions)).finally(() => pool.giveSlot(slot));
+    return sealed
+      .then((cid) => {
+        written.add(cid);
+        return deps.store.put(cid, slot.bytes.subarray(0, length + TAG_BYTES), putOptions);
+      })
+      .finally(() => pool.giveSlot(slot));
   };
 
   // Waits for room in the window; the chunk's seal and write then run while the next is read.
@@ -332,7 +342,7 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
           sha256,
         },
       );
-      nodeWritten = node.cid;
+      written.add(node.cid);
       const { done: nodeWrite } = await window.start(() => deps.store.put(node.cid, node.bytes, putOptions));
       track(writes, nodeWrite).catch((err: unknown) => {
         failure ??= err;
@@ -345,7 +355,7 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
         if (batched) await flush();
       })();
       durable.catch(() => undefined); // the caller awaits it; until then a failure must not be "unhandled"
-      return { scanned, sha256, size, keyId: dataKey!.keyId, node, depth: top.depth, durable };
+      return { scanned, sha256, size, keyId: dataKey!.keyId, node, depth: top.depth, written, durable };
     } catch (err) {
       await cleanUp();
       throw err;
@@ -358,23 +368,21 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
     if (current !== undefined) pool.giveSlot(current);
     for (const slot of waiting.splice(0)) pool.giveSlot(slot);
     while (seals.size + writes.size > 0) await Promise.allSettled([...seals, ...writes]);
-    // What was written hangs off the tree's pending links (chunks sealed out of order besides).
-    const leftover = [...tree.pending(), ...[...sealedAhead.values()].map((cid) => ({ cid, level: 0 }))];
-    await deleteTree(deps.store, leftover);
-    if (nodeWritten !== undefined) await deps.store.delete(nodeWritten).catch(() => undefined);
+    await deleteWritten(deps.store, [written]);
   }
 }
 
 /**
  * Removes the blocks of instances that are not kept (refused, duplicate, or their request
- * failed), once their writes have settled: each instance node and the tree under it (link nodes
- * are read back to find their chunks). The blocks cannot be shared with anything else: every
- * instance has its own salt, hence its own key and ciphertexts.
+ * failed), once their writes have settled: every block each ingest recorded as it put it, so
+ * nothing is read back (a store that is down, the reason a request failed, would leave them all).
+ * The blocks cannot be shared with anything else: every instance has its own salt, hence its own
+ * key and ciphertexts, and link nodes list those.
  */
-export async function discardInstances(store: Pick<BlockStore, 'get' | 'delete'>, instances: readonly IngestedInstance[]): Promise<void> {
+export async function discardInstances(store: Pick<BlockStore, 'delete'>, instances: readonly IngestedInstance[]): Promise<void> {
   await Promise.allSettled(instances.map((i) => i.durable));
-  await deleteTree(
+  await deleteWritten(
     store,
-    instances.map((i) => ({ cid: i.node.cid, level: i.depth + 1 })),
+    instances.map((i) => i.written),
   );
 }

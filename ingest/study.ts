@@ -37,7 +37,7 @@ export interface CommitOptions {
 }
 
 export interface StudyWriterDeps {
-  store: Pick<BlockStore, 'put' | 'delete' | 'get'>;
+  store: Pick<BlockStore, 'put' | 'delete'>;
   /** Links per node of a manifest's tree of added instances. Default DEFAULT_FANOUT (1024); tests use small ones. */
   fanout?: number;
   catalog: Pick<Catalog, 'latestVersion' | 'getInstance' | 'commitStudyVersion' | 'purgeStudy'>;

@@ -122,7 +122,7 @@ export class LinkTreeBuilder {
     return { depth, count: this.#count, links: this.#levels[depth]!, nodes };
   }
 
-  /** What is held now, with each link's level (0: a leaf): what to delete if the ingest fails. */
+  /** What is held now, with each link's level (0: a leaf). */
   pending(): Array<{ cid: CID; level: number }> {
     return this.#levels.flatMap((links, level) => links.map((cid) => ({ cid, level })));
   }
@@ -258,30 +258,3 @@ export class LinkTree {
 export const CHUNK_CODEC = raw.code;
 /** The leaf codec of a manifest's instance tree. */
 export const INSTANCE_CODEC = dagCbor.code;
-
-/**
- * Deletes a tree's blocks below `links` (each at `level`; 0: a leaf), reading link nodes back to
- * find their children: what an ingest that fails, or an instance not kept, leaves behind. A block
- * already gone is skipped. Depth-first, so it holds fanout x depth links at most.
- */
-export async function deleteTree(
-  store: { get(cid: CID): Promise<Uint8Array>; delete(cid: CID): Promise<unknown> },
-  links: Array<{ cid: CID; level: number }>,
-): Promise<void> {
-  for (const { cid, level } of links) {
-    if (level > 0) {
-      let children: CID[] = [];
-      try {
-        const value = dagCbor.decode(await store.get(cid)) as Partial<LinkNode>;
-        children = Array.isArray(value.links) ? value.links.map((l) => CID.asCID(l)).filter((l): l is CID => l !== null) : [];
-      } catch {
-        // missing or unreadable: nothing under it to find
-      }
-      await deleteTree(
-        store,
-        children.map((c) => ({ cid: c, level: level - 1 })),
-      );
-    }
-    await store.delete(cid).catch(() => undefined);
-  }
-}

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import { discardInstances, ingestInstance, keysOncePerStudy } from '../../../ingest/instance.ts';
 import { KeyStore } from '../../../src/format/keys.ts';
+import { VaultError } from '../../../src/core/errors.ts';
 import { isAligned } from '../../../src/core/aligned-memory.ts';
 import { cidMatches } from '../../../storage/cid.ts';
 import { FsBlockStore } from '../../../storage/fs.ts';
@@ -91,9 +92,8 @@ describe('ingestInstance with a chunk tree (format 2)', () => {
       }
     }
     const puts: string[] = [];
+    // No `get`: clean-up must never read back what it wrote (the store may be what failed).
     const recording = {
-      ...own,
-      get: own.get.bind(own),
       delete: own.delete.bind(own),
       flush: own.flush.bind(own),
       put: (cid: CID, b: Uint8Array, o?: { durable?: boolean }) => {
@@ -109,7 +109,34 @@ describe('ingestInstance with a chunk tree (format 2)', () => {
     await whole.durable;
     expect(whole.depth).toBe(3);
     expect((await listed(own)).length).toBeGreaterThan(Math.ceil(whole.size / 1024));
-    await discardInstances(own, [whole]);
+    expect(whole.written.count).toBe((await listed(own)).length);
+    await discardInstances({ delete: own.delete.bind(own) }, [whole]);
+    expect(await listed(own)).toEqual([]);
+  });
+
+  it('leaves nothing behind when the store fails mid-way and cannot be read, once it is back', async () => {
+    const own = await FsBlockStore.open({ path: join(dir, 'outage-blocks') });
+    const [generated] = planStudy({ kind: 'single', instances: 1, rows: 256, columns: 256, seed: 5 }).instances;
+    // The disk fills after 60 blocks (chunks and link nodes of 3 levels by then), and while it
+    // is full nothing can be read either: the failure a discard that reads link nodes back
+    // could not clean up after.
+    let puts = 0;
+    let down = false;
+    const failing = {
+      get: (): Promise<Uint8Array> => Promise.reject(new VaultError('STORE_UNAVAILABLE', 'the store is down')),
+      delete: own.delete.bind(own),
+      flush: own.flush.bind(own),
+      put: (cid: CID, b: Uint8Array, o?: { durable?: boolean }) => {
+        if (down || ++puts > 60) {
+          down = true;
+          return Promise.reject(new VaultError('STORE_UNAVAILABLE', 'no space left on device'));
+        }
+        return own.put(cid, b, o);
+      },
+    };
+    await expect(ingestInstance(generated!.open(), { store: failing, keys }, { chunkSize: 1024, fanout: 4 })).rejects.toThrow('no space left');
+    expect(down).toBe(true);
+    down = false;
     expect(await listed(own)).toEqual([]);
   });
 });
