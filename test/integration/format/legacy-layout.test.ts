@@ -1,7 +1,7 @@
 // A data directory written by the release before the tree layout (format 1: flat chunk and
 // instance lists, no associated data; test/fixtures/v1-data-dir, made by commit 2fe1005) is read,
 // verified, collected, exported and added to by the current code.
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CID } from 'multiformats/cid';
@@ -30,6 +30,8 @@ let node: TestNode;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'dv-legacy-'));
   await cp(FIXTURE, join(dir, 'data'), { recursive: true });
+  // git keeps no file mode but the executable bit, and the node refuses a master key others can read.
+  await chmod(join(dir, 'data', 'master.key'), 0o600);
   node = await startTestNode({ dataDir: join(dir, 'data'), chunkSize: 4096 });
 });
 
