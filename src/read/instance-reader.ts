@@ -55,6 +55,9 @@ export interface ReaderDeps {
 
 export interface InstanceRef {
   studyInstanceUID: string;
+  /** When given (a catalog row), compared with the node's sealed envelope on open. */
+  seriesInstanceUID?: string;
+  sopInstanceUID?: string;
   nodeCid: string;
   sha256: string;
   size: number;
@@ -447,8 +450,19 @@ export async function openInstance(deps: ReaderDeps, ref: InstanceRef, options: 
       details: { cid: cid.toString() },
     });
   }
-  if (envelope.sha256 !== ref.sha256 || node.size !== ref.size || envelope.studyInstanceUID !== ref.studyInstanceUID) {
-    throw new VaultError('INSTANCE_CORRUPT', `instance node ${cid} does not match its catalog entry`, { details: { cid: ref.nodeCid } });
+  // The catalog says what is served (metadata, search, frame offsets): a row edited on disk to
+  // name another instance's node, or this node under other UIDs, is refused here.
+  const mismatch = [
+    envelope.sha256 !== ref.sha256 && 'sha256',
+    node.size !== ref.size && 'size',
+    envelope.studyInstanceUID !== ref.studyInstanceUID && 'studyInstanceUID',
+    ref.seriesInstanceUID !== undefined && envelope.seriesInstanceUID !== ref.seriesInstanceUID && 'seriesInstanceUID',
+    ref.sopInstanceUID !== undefined && envelope.sopInstanceUID !== ref.sopInstanceUID && 'sopInstanceUID',
+  ].filter((f): f is string => f !== false);
+  if (mismatch.length > 0) {
+    throw new VaultError('INSTANCE_CORRUPT', `instance node ${cid} does not match its catalog entry (${mismatch.join(', ')})`, {
+      details: { cid: ref.nodeCid, fields: mismatch },
+    });
   }
   return new OpenedInstance(deps.store, cid, node, envelope, key, deps.crypto ?? sharedCryptoPool(), options.signal);
 }
