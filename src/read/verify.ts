@@ -57,6 +57,9 @@ export interface VerifyProgress {
   bytes: number;
 }
 
+/** The fields of a catalog row that the instance node seals (its envelope, and its size). */
+const CATALOG_FIELDS = ['studyInstanceUID', 'seriesInstanceUID', 'sopInstanceUID', 'sopClassUID', 'transferSyntaxUID', 'sha256', 'size'] as const;
+
 export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
   const latest = deps.catalog.latestVersion(studyInstanceUID);
   if (!latest) throw new VaultError('STUDY_NOT_FOUND', 'no such study');
@@ -107,6 +110,10 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
     }
   };
 
+  // The catalog's current rows, compared with what the DAG's envelopes seal (the catalog alone
+  // answers searches and metadata, so a row edited on disk would change what is served).
+  // By node: two rows naming one node are both compared.
+  const rows = Map.groupBy(deps.catalog.listInstances({ study: studyInstanceUID }), (r) => r.nodeCid);
   const reachable = new Set<string>();
   let cursor: CID | null = CID.parse(latest.root);
   while (cursor) {
@@ -137,7 +144,7 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
     cursor = manifest.prev;
   }
 
-  for (const inst of deps.catalog.listInstances({ study: studyInstanceUID })) {
+  for (const inst of [...rows.values()].flat()) {
     if (!reachable.has(inst.nodeCid)) {
       report.problems.push({
         kind: 'mismatch',
@@ -165,6 +172,18 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
       return;
     }
     report.instances++;
+    for (const row of rows.get(nodeCid.toString()) ?? []) {
+      const sealed = { ...env, size: node.size };
+      const differ = CATALOG_FIELDS.filter((f) => row[f] !== sealed[f]);
+      if (differ.length > 0) {
+        report.problems.push({
+          kind: 'mismatch',
+          cid: nodeCid.toString(),
+          where: `instance ${row.sopInstanceUID}`,
+          message: `the catalog's ${differ.join(', ')} differ from the instance's sealed envelope`,
+        });
+      }
+    }
     const key = instanceKeyOf(dataKey.key, node);
     const hash = createHash('sha256');
     let size = 0;
