@@ -7,7 +7,9 @@
 // Only the header is held until the study UID (and so the study's key) is known; after that at
 // most the window's chunks are being sealed or written while the next ones are read. The chunk
 // CIDs go into a tree of link nodes as their seals finish (src/format/tree.ts): link nodes are
-// written as they fill, so nothing held grows with the instance (1,024 links per level at most).
+// written as they fill, so no list of links grows with the instance (1,024 per level at most);
+// what does is the 36-byte record of each block put, kept to delete them if the ingest fails
+// (written.ts: 37 KiB per GiB).
 // A chunk is sealed once the byte after it arrives or the stream ends, so that the last one is
 // known to be last (its associated data says so and binds the instance's size).
 import { CID } from 'multiformats/cid';
