@@ -71,8 +71,11 @@ export async function measureFootprint(dataDir: string): Promise<Footprint> {
       if (cid.code === dagCbor.code) {
         const bytes = await readFile(file);
         fp.blockBytes += bytes.length;
-        const node = dagCbor.decode(bytes) as { type?: unknown; chunks?: unknown[]; added?: unknown[] };
-        if (Array.isArray(node.chunks)) fp.instanceNodes.push({ bytes: bytes.length, links: node.chunks.length });
+        // Format 1 lists chunks flat (`chunks`); format 2 (src/format/tree.ts) has the top `links` of
+        // its chunk tree, and link nodes (`dicom-vault/links@1`) of its own, not counted as instance nodes.
+        const node = dagCbor.decode(bytes) as { type?: unknown; chunks?: unknown[]; links?: unknown[]; added?: unknown[] };
+        const chunkLinks = node.chunks ?? (node.type === 'dicom-vault/instance@2' ? node.links : undefined);
+        if (Array.isArray(chunkLinks)) fp.instanceNodes.push({ bytes: bytes.length, links: chunkLinks.length });
         else if (Array.isArray(node.added)) fp.manifests.push({ bytes: bytes.length, links: node.added.length });
       } else {
         const { size } = await stat(file);

@@ -5,7 +5,13 @@
 //     CIDv1(raw, sha2-256) of the ciphertext                               (on a worker thread)
 //   → block store, written from the slot, which is then reused
 // Only the header is held until the study UID (and so the study's key) is known; after that at
-// most the window's chunks are being sealed or written while the next ones are read.
+// most the window's chunks are being sealed or written while the next ones are read. The chunk
+// CIDs go into a tree of link nodes as their seals finish (src/format/tree.ts): link nodes are
+// written as they fill, so no list of links grows with the instance (1,024 per level at most);
+// what does is the 36-byte record of each block put, kept to delete them if the ingest fails
+// (written.ts: 37 KiB per GiB).
+// A chunk is sealed once the byte after it arrives or the stream ends, so that the last one is
+// known to be last (its associated data says so and binds the instance's size).
 import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import * as Digest from 'multiformats/hashes/digest';
@@ -16,9 +22,11 @@ import type { DataKey, PatientRef } from '../src/format/keys.ts';
 import { copyInto } from '../src/core/aligned-memory.ts';
 import type { BlockStore } from '../storage/block-store.ts';
 import { DicomScanner, type DicomScannerOptions } from '../src/dicom/scanner.ts';
-import { buildInstanceNode, DEFAULT_CHUNK_SIZE, type EncodedNode } from '../src/format/dag.ts';
+import { buildInstanceNode, checkFanout, DEFAULT_CHUNK_SIZE, DEFAULT_FANOUT, newInstanceKey, type EncodedNode } from '../src/format/dag.ts';
 import { sharedCryptoPool, TAG_BYTES, type CryptoPool, type Slot } from '../src/format/crypto-pool.ts';
-import { deriveKey, newSalt } from '../src/format/seal.ts';
+import { chunkAad } from '../src/format/seal.ts';
+import { LinkTreeBuilder } from '../src/format/tree.ts';
+import { deleteWritten, WrittenBlocks } from './written.ts';
 
 const SHA2_256 = 0x12;
 
@@ -40,6 +48,8 @@ export const DEFAULT_SYNC_EVERY = 16;
 export interface IngestOptions {
   /** Plaintext bytes per chunk. Default DEFAULT_CHUNK_SIZE (1 MiB: IPFS-sized blocks). */
   chunkSize?: number;
+  /** Links per node of the chunk tree. Default DEFAULT_FANOUT (1024); tests use small ones to make deep trees. */
+  fanout?: number;
   /**
    * Block writes outstanding at once, shared by every instance of a request so that writes of
    * one instance overlap the parsing of the next. Default: a window of
@@ -99,8 +109,10 @@ export interface IngestedInstance {
   keyId: string;
   /** The instance node (its CID is what the study manifest links). */
   node: EncodedNode;
-  /** Every block this ingest writes, node included: deleted again if the instance is not kept. */
-  written: CID[];
+  /** Levels of link nodes under the instance node. */
+  depth: number;
+  /** Every block this ingest put (chunks, link nodes, the node): what discardInstances deletes. */
+  written: WrittenBlocks;
   /** Settles when every block write has: resolves once all are durable, rejects if one failed. */
   durable: Promise<void>;
 }
@@ -172,18 +184,48 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
   const putOptions = { ...(signal ? { signal } : {}), durable: !batched };
   const scanner = new DicomScanner(options.scanner);
   const plaintextHash = pool.startHash();
-  const written: CID[] = [];
-  const chunkCids: CID[] = [];
-  const seals: Array<Promise<unknown>> = [];
-  const writes: Array<Promise<void>> = [];
+  const tree = new LinkTreeBuilder(checkFanout(options.fanout ?? DEFAULT_FANOUT));
+  // Chunks sealed out of order wait here for those before them (at most the window's).
+  const sealedAhead = new Map<number, CID>();
+  let linked = 0;
+  // Seals and writes not yet settled: sets, not lists, so that they do not grow with the instance.
+  const seals = new Set<Promise<CID>>();
+  const writes = new Set<Promise<void>>();
+  // Every block put, recorded before its put starts: a failure deletes them without reading
+  // anything back (the store may be what failed).
+  const written = new WrittenBlocks();
   let failure: unknown;
+
+  const track = <T>(set: Set<Promise<T>>, p: Promise<T>): Promise<T> => {
+    set.add(p);
+    const drop = (): void => void set.delete(p);
+    p.then(drop, drop);
+    return p;
+  };
+  // Link nodes are small and one per `fanout` chunks: written at once, outside the window.
+  const writeNodes = (nodes: EncodedNode[]): void => {
+    for (const node of nodes) {
+      written.add(node.cid);
+      const p = track(writes, deps.store.put(node.cid, node.bytes, putOptions));
+      p.catch((err: unknown) => {
+        failure ??= err;
+      });
+    }
+  };
+  const linkSealed = (index: number, cid: CID): void => {
+    sealedAhead.set(index, cid);
+    for (let next = sealedAhead.get(linked); next !== undefined; next = sealedAhead.get(linked)) {
+      sealedAhead.delete(linked++);
+      writeNodes(tree.push(next));
+    }
+  };
 
   // Until the header names the study, full chunks wait here in plaintext (bounded by the
   // scanner's maxBytesBeforeIdentity, 16 MiB by default, plus one chunk).
   const waiting: Slot[] = [];
   let instanceKey: Buffer | undefined;
   let dataKey: DataKey | undefined;
-  const salt = newSalt();
+  let salt: Uint8Array | undefined;
 
   // The slot being filled; undefined once handed on (a started write owns its slot).
   let current: Slot | undefined = pool.takeSlot(chunkSize);
@@ -192,16 +234,19 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
 
   // Seal on a worker, then write from the slot; the slot is free again once the write settled.
   const sealAndPut = (index: number, slot: Slot, length: number, last: boolean): Promise<void> => {
-    const sealed = pool.seal(instanceKey!, index, slot, length, plaintextHash, { last }).then((digest) => {
-      const cid = CID.createV1(raw.code, Digest.create(SHA2_256, digest));
-      chunkCids[index] = cid;
-      return cid;
-    });
-    seals.push(sealed);
+    const aad = chunkAad(index, last, chunkSize, size);
+    const sealed: Promise<CID> = track<CID>(
+      seals,
+      pool.seal(instanceKey!, index, slot, length, plaintextHash, { last, aad }).then((digest) => {
+        const cid = CID.createV1(raw.code, Digest.create(SHA2_256, digest));
+        linkSealed(index, cid);
+        return cid;
+      }),
+    );
     sealed.catch(() => undefined); // reported through the write below and awaited at the end
     return sealed
       .then((cid) => {
-        written.push(cid);
+        written.add(cid);
         return deps.store.put(cid, slot.bytes.subarray(0, length + TAG_BYTES), putOptions);
       })
       .finally(() => pool.giveSlot(slot));
@@ -210,10 +255,9 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
   // Waits for room in the window; the chunk's seal and write then run while the next is read.
   const dispatch = async (index: number, slot: Slot, length: number, last = false): Promise<void> => {
     const { done: p } = await window.start(() => sealAndPut(index, slot, length, last));
-    p.catch((err: unknown) => {
+    track(writes, p).catch((err: unknown) => {
       failure ??= err;
     });
-    writes.push(p);
     if (batched && ++unsynced >= syncEvery) {
       // At most one background flush at a time: it paces ingest to what the disk syncs (no
       // unbounded backlog of unsynced data), and keeps the instance's final flush small.
@@ -237,7 +281,7 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
       });
     }
     dataKey = deps.keys.getOrCreate(identity.studyInstanceUID, scanner.patient());
-    instanceKey = deriveKey(dataKey.key, salt);
+    ({ salt, key: instanceKey } = newInstanceKey(dataKey.key));
     while (waiting.length > 0) await dispatch(nextIndex++, waiting.shift()!, chunkSize);
   };
 
@@ -245,22 +289,23 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
     for await (const piece of source) {
       if (signal?.aborted) throw abortError(signal);
       scanner.push(piece);
-      size += piece.length;
       let offset = 0;
       while (offset < piece.length) {
-        const n = Math.min(chunkSize - fill, piece.length - offset);
-        // Not set(): into a slot's shared memory it copies byte by byte (0.25 ms of this thread
-        // per 512 KiB instance).
-        copyInto(current!.bytes, piece.subarray(offset, offset + n), fill);
-        fill += n;
-        offset += n;
         if (fill === chunkSize) {
+          // A full chunk goes once a byte follows it: only then is it known not to be the last.
           const full = current!;
           current = pool.takeSlot(chunkSize);
           fill = 0;
           if (instanceKey) await dispatch(nextIndex++, full, chunkSize);
           else waiting.push(full);
         }
+        const n = Math.min(chunkSize - fill, piece.length - offset);
+        // Not set(): into a slot's shared memory it copies byte by byte (0.25 ms of this thread
+        // per 512 KiB instance).
+        copyInto(current!.bytes, piece.subarray(offset, offset + n), fill);
+        fill += n;
+        offset += n;
+        size += n;
       }
       if (!instanceKey && scanner.identified) await unlock();
     }
@@ -280,14 +325,16 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
 
   async function finish(scanned: ScannedInstance): Promise<IngestedInstance> {
     try {
-      // The node lists every chunk's CID, known once its seal is done (its write may still run).
-      await Promise.all(seals);
+      // The node holds the tree's top links, known once every seal is done (writes may still run).
+      while (seals.size > 0) await Promise.all(seals);
       if (failure !== undefined) throw failure;
       const sha256 = await pool.digest(plaintextHash);
+      const top = tree.finish();
+      writeNodes(top.nodes);
       const node = buildInstanceNode(
         instanceKey!,
-        salt,
-        { chunkSize, size, chunks: chunkCids },
+        salt!,
+        { chunkSize, size, fanout: tree.fanout, tree: top },
         {
           studyInstanceUID: scanned.studyInstanceUID,
           seriesInstanceUID: scanned.seriesInstanceUID,
@@ -297,16 +344,20 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
           sha256,
         },
       );
-      written.push(node.cid);
+      written.add(node.cid);
       const { done: nodeWrite } = await window.start(() => deps.store.put(node.cid, node.bytes, putOptions));
-      writes.push(nodeWrite);
+      track(writes, nodeWrite).catch((err: unknown) => {
+        failure ??= err;
+      });
       // Durable once every write has settled and, for batched syncs, a flush started after that.
-      const durable = Promise.all([...writes, syncing]).then(async () => {
+      const durable = (async () => {
+        while (writes.size > 0) await Promise.allSettled(writes);
+        await syncing;
         if (failure !== undefined) throw failure;
         if (batched) await flush();
-      });
+      })();
       durable.catch(() => undefined); // the caller awaits it; until then a failure must not be "unhandled"
-      return { scanned, sha256, size, keyId: dataKey!.keyId, node, written, durable };
+      return { scanned, sha256, size, keyId: dataKey!.keyId, node, depth: top.depth, written, durable };
     } catch (err) {
       await cleanUp();
       throw err;
@@ -318,24 +369,22 @@ export async function readInstance(source: AsyncIterable<Uint8Array>, deps: Inge
     await syncing;
     if (current !== undefined) pool.giveSlot(current);
     for (const slot of waiting.splice(0)) pool.giveSlot(slot);
-    await Promise.allSettled(writes);
-    await discardBlocks(deps.store, written);
+    while (seals.size + writes.size > 0) await Promise.allSettled([...seals, ...writes]);
+    await deleteWritten(deps.store, [written]);
   }
 }
 
 /**
  * Removes the blocks of instances that are not kept (refused, duplicate, or their request
- * failed), once their writes have settled. The blocks cannot be shared with anything else:
- * every instance has its own salt, hence its own key and ciphertexts.
+ * failed), once their writes have settled: every block each ingest recorded as it put it, so
+ * nothing is read back (a store that is down, the reason a request failed, would leave them all).
+ * The blocks cannot be shared with anything else: every instance has its own salt, hence its own
+ * key and ciphertexts, and link nodes list those.
  */
 export async function discardInstances(store: Pick<BlockStore, 'delete'>, instances: readonly IngestedInstance[]): Promise<void> {
   await Promise.allSettled(instances.map((i) => i.durable));
-  await discardBlocks(
+  await deleteWritten(
     store,
-    instances.flatMap((i) => i.written),
+    instances.map((i) => i.written),
   );
-}
-
-export async function discardBlocks(store: Pick<BlockStore, 'delete'>, cids: readonly CID[]): Promise<void> {
-  await Promise.allSettled(cids.map((cid) => store.delete(cid)));
 }

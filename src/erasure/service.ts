@@ -123,6 +123,8 @@ export interface ErasureDeps {
 
 /** Instances whose blocks are deleted at once. */
 const DELETE_CONCURRENCY = 16;
+/** Deeper than any tree of ours (fanout 1,024: 4 levels list 2^50 leaves); a node saying more is not walked. */
+const MAX_TREE_DEPTH = 8;
 
 export class ErasureService {
   readonly #deps: ErasureDeps;
@@ -383,14 +385,47 @@ export class ErasureService {
       deleted++;
     };
     const instanceNodes: CID[] = [];
+    // Format 2 lists a version's instances and an instance's chunks as trees of link nodes
+    // (src/format/tree.ts) `depth` levels deep; format 1 has none (depth 0).
+    const depthOf = (value: unknown): number => {
+      const depth = (value as { depth?: unknown }).depth;
+      return typeof depth === 'number' && Number.isInteger(depth) && depth > 0 && depth <= MAX_TREE_DEPTH ? depth : 0;
+    };
+    // The link nodes over the instance nodes, deleted after them (a resumed erasure walks down
+    // through them to what is left).
+    const addedLinkNodes: CID[] = [];
+    const collect = async (links: CID[], depth: number): Promise<void> => {
+      if (depth === 0) {
+        instanceNodes.push(...links.filter((c) => c.code === dagCbor.code));
+        return;
+      }
+      for (const link of links) {
+        const value = await read(link);
+        if (value !== undefined) await collect(childLinks(value), depth - 1);
+        addedLinkNodes.push(link);
+      }
+    };
     for (const r of roots) {
       const root = CID.parse(r);
       if (seen.has(root.toString())) continue;
       seen.add(root.toString());
       manifests.push(root);
       const manifest = await read(root);
-      if (isStudyManifest(manifest)) instanceNodes.push(...childLinks(manifest).filter((c) => c.code === dagCbor.code));
+      if (isStudyManifest(manifest)) await collect(childLinks(manifest), depthOf(manifest));
     }
+    // An instance's chunks, depth first: each link node after the chunks under it, so memory
+    // holds one link node's links per level.
+    const removeChunks = async (links: CID[], depth: number): Promise<void> => {
+      if (depth === 0) {
+        await Promise.all(links.filter((c) => c.code === raw.code).map(remove));
+        return;
+      }
+      for (const link of links) {
+        const value = await read(link);
+        if (value !== undefined) await removeChunks(childLinks(value), depth - 1);
+        await remove(link);
+      }
+    };
     // Instances in parallel (each deletion waits for its file system's sync: one at a time, 10,000
     // small instances took 1.7 ms a block), each one's chunks before its node.
     let next = 0;
@@ -398,16 +433,12 @@ export class ErasureService {
       while (next < instanceNodes.length) {
         const node = instanceNodes[next++]!;
         const value = await read(node);
-        if (value !== undefined)
-          await Promise.all(
-            childLinks(value)
-              .filter((c) => c.code === raw.code)
-              .map(remove),
-          );
+        if (value !== undefined) await removeChunks(childLinks(value), depthOf(value));
         await remove(node);
       }
     };
     await Promise.all(Array.from({ length: DELETE_CONCURRENCY }, worker));
+    for (const l of addedLinkNodes) await remove(l);
     for (const m of manifests) await remove(m);
     return deleted;
   }

@@ -208,12 +208,27 @@ export class CryptoPool {
    * the worker ends the hash with it, and `digest` then needs no round trip of its own (for an
    * instance of one chunk, that halves the hand-offs between threads).
    */
-  async seal(key: Uint8Array, index: number, slot: Slot, length: number, plaintextHash?: PlaintextHash, options: { last?: boolean } = {}): Promise<Uint8Array> {
+  async seal(
+    key: Uint8Array,
+    index: number,
+    slot: Slot,
+    length: number,
+    plaintextHash?: PlaintextHash,
+    options: { last?: boolean; aad?: Uint8Array } = {},
+  ): Promise<Uint8Array> {
     if (length > slot.capacity || !slot.usable)
       throw new VaultError('INTERNAL', `seal of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
     const stream = plaintextHash === undefined ? undefined : this.#stream(plaintextHash);
     const last = stream !== undefined && options.last === true;
-    const message = { op: 'seal', key, index, length, ...(stream ? { hash: stream.id } : {}), ...(last ? { end: true } : {}) };
+    const message = {
+      op: 'seal',
+      key,
+      index,
+      length,
+      ...(options.aad === undefined ? {} : { aad: options.aad }),
+      ...(stream ? { hash: stream.id } : {}),
+      ...(last ? { end: true } : {}),
+    };
     const run = this.#runInSlot(slot, message, stream?.w);
     if (last) {
       this.#end(stream);
@@ -279,14 +294,23 @@ export class CryptoPool {
     block: Uint8Array,
     hash: BlockHash,
     digest: Uint8Array,
-    options: { plaintextSha256?: boolean } = {},
+    options: { plaintextSha256?: boolean; aad?: Uint8Array } = {},
   ): Promise<OpenResult> {
     // A view into a larger buffer (Buffer's shared slab, a store's own cache) is copied: moving
     // it would detach memory that is not ours.
     const whole = block.buffer instanceof ArrayBuffer && block.byteOffset === 0 && block.byteLength === block.buffer.byteLength;
     const buffer = whole ? (block.buffer as ArrayBuffer) : (block.buffer.slice(block.byteOffset, block.byteOffset + block.byteLength) as ArrayBuffer);
     const reply = await this.#run(
-      { op: 'open', key, index, block: buffer, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) },
+      {
+        op: 'open',
+        key,
+        index,
+        block: buffer,
+        algorithm: hash,
+        digest,
+        ...(options.aad === undefined ? {} : { aad: options.aad }),
+        ...(options.plaintextSha256 === true ? { plainDigest: true } : {}),
+      },
       [buffer],
       undefined,
     );
@@ -307,11 +331,20 @@ export class CryptoPool {
     length: number,
     hash: BlockHash,
     digest: Uint8Array,
-    options: { plaintextSha256?: boolean } = {},
+    options: { plaintextSha256?: boolean; aad?: Uint8Array } = {},
   ): Promise<{ plaintextLength: number; sha256?: string } | { failure: 'hash' | 'short' | 'tag' }> {
     if (length > slot.bytes.byteLength || !slot.usable)
       throw new VaultError('INTERNAL', `open of ${length} bytes in a slot of ${slot.capacity} (usable: ${slot.usable})`);
-    const message = { op: 'openInPlace', key, index, length, algorithm: hash, digest, ...(options.plaintextSha256 === true ? { plainDigest: true } : {}) };
+    const message = {
+      op: 'openInPlace',
+      key,
+      index,
+      length,
+      algorithm: hash,
+      digest,
+      ...(options.aad === undefined ? {} : { aad: options.aad }),
+      ...(options.plaintextSha256 === true ? { plainDigest: true } : {}),
+    };
     const reply = await this.#runInSlot(slot, message, undefined);
     if (reply.failure !== undefined) return { failure: reply.failure };
     return { plaintextLength: length - TAG_BYTES, ...(reply.hex === undefined ? {} : { sha256: reply.hex }) };

@@ -69,6 +69,8 @@ function seal(msg) {
   }
   // A KeyObject, not bytes: see deriveKey in seal.ts.
   const cipher = createCipheriv('aes-256-gcm', createSecretKey(msg.key), chunkNonce(msg.index));
+  // Format 2 chunks carry associated data (seal.ts chunkAad); format 1 none.
+  if (msg.aad !== undefined) cipher.setAAD(msg.aad);
   const ct = cipher.update(slot.subarray(0, msg.length));
   cipher.final(); // empty for GCM
   copyInto(slot, ct, 0);
@@ -90,6 +92,7 @@ function verifyAndDecrypt(msg, block) {
   if (!actual.equals(msg.digest)) return { failure: 'hash' };
   if (block.length < TAG_BYTES) return { failure: 'short' };
   const decipher = createDecipheriv('aes-256-gcm', createSecretKey(msg.key), chunkNonce(msg.index));
+  if (msg.aad !== undefined) decipher.setAAD(msg.aad);
   decipher.setAuthTag(block.subarray(block.length - TAG_BYTES));
   try {
     const plain = decipher.update(block.subarray(0, block.length - TAG_BYTES));

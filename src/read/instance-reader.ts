@@ -1,7 +1,9 @@
 // Where an instance leaves the store: its node and chunks are fetched, every block re-hashed
 // against its CID and its GCM tag checked before any byte of it is returned, and a whole-instance
 // read also checks the plaintext SHA-256 recorded at ingest. Ranges (frames, bulk data) read only
-// the chunks that hold them. Chunks are verified and decrypted on the crypto pool's workers
+// the chunks that hold them, found through the instance's tree of link nodes branch by branch (a
+// frame read fetches only the link nodes on its path; no list of every chunk is ever held). Chunks
+// are verified and decrypted on the crypto pool's workers
 // (src/format/crypto-pool.ts), several at once (read-ahead); the plaintext hash stays here, in order.
 import { createHash } from 'node:crypto';
 import { CID } from 'multiformats/cid';
@@ -12,10 +14,19 @@ import type { DataKey } from '../format/keys.ts';
 import type { AbortOptions, BlockStore } from '../../storage/block-store.ts';
 import { getVerified } from '../../storage/verified.ts';
 import { publishBlockRejected, publishBlockVerified } from '../core/events.ts';
-import { decodeInstanceNode, openInstanceEnvelopeWithKey, type InstanceEnvelope, type InstanceNode } from '../format/dag.ts';
+import {
+  chunkAadOf,
+  chunkTree,
+  decodeInstanceNode,
+  DEFAULT_CHUNK_SIZE,
+  instanceKeyOf,
+  openInstanceEnvelopeWithKey,
+  type InstanceEnvelope,
+  type InstanceNode,
+} from '../format/dag.ts';
+import type { LinkTree } from '../format/tree.ts';
 import { sharedCryptoPool, type BlockHash, type CryptoPool } from '../format/crypto-pool.ts';
-import { deriveKey, openChunk } from '../format/seal.ts';
-import { DEFAULT_CHUNK_SIZE } from '../format/dag.ts';
+import { openChunk } from '../format/seal.ts';
 
 /**
  * Chunks fetched, verified and decrypted ahead of the one being sent, in parallel on the crypto
@@ -44,6 +55,9 @@ export interface ReaderDeps {
 
 export interface InstanceRef {
   studyInstanceUID: string;
+  /** When given (a catalog row), compared with the node's sealed envelope on open. */
+  seriesInstanceUID?: string;
+  sopInstanceUID?: string;
   nodeCid: string;
   sha256: string;
   size: number;
@@ -102,14 +116,29 @@ export class OpenedInstance {
   readonly #key: Buffer;
   readonly #cid: CID;
   readonly #crypto: CryptoPool;
+  readonly #tree: LinkTree;
 
-  constructor(store: ReaderDeps['store'], cid: CID, node: InstanceNode, envelope: InstanceEnvelope, key: Buffer, crypto: CryptoPool = sharedCryptoPool()) {
+  constructor(
+    store: ReaderDeps['store'],
+    cid: CID,
+    node: InstanceNode,
+    envelope: InstanceEnvelope,
+    key: Buffer,
+    crypto: CryptoPool = sharedCryptoPool(),
+    signal?: AbortSignal,
+  ) {
     this.#store = store;
     this.#cid = cid;
     this.node = node;
     this.envelope = envelope;
     this.#key = key;
     this.#crypto = crypto;
+    this.#tree = chunkTree(node, cid, (c) => getVerified(store, c, signal ? { signal } : {}));
+  }
+
+  /** Link nodes read so far (each once while its branch is read). */
+  get linkNodeReads(): number {
+    return this.#tree.nodeReads;
   }
 
   /** The instance node's CID. */
@@ -131,25 +160,25 @@ export class OpenedInstance {
    * by the worker that opened it (for an instance of one chunk, its whole hash).
    */
   async openChunk(index: number, options: ReadOptions, sha256: boolean): Promise<OpenedChunk> {
-    const cid = this.node.chunks[index];
-    if (!cid) throw new VaultError('INSTANCE_CORRUPT', `instance ${this.#cid} has no chunk ${index}`);
+    const cid = await this.#tree.leaf(index);
+    const aad = chunkAadOf(this.node, index);
     const getOptions = options.signal ? { signal: options.signal } : {};
     const hash = WORKER_HASHES.get(cid.multihash.code);
     if (hash === undefined) {
       const block = await getVerified(this.#store, cid, getOptions);
       try {
-        return { plaintext: openChunk(this.#key, index, block) };
+        return { plaintext: openChunk(this.#key, index, block, aad) };
       } catch (cause) {
         throw this.#undecryptable(cid, index, cause);
       }
     }
     if (options.loans !== undefined && this.#store.getInto !== undefined) {
-      const pooled = await this.#openPooled(cid, index, hash, getOptions, sha256);
+      const pooled = await this.#openPooled(cid, index, hash, getOptions, sha256, aad);
       if (pooled !== undefined) return pooled;
     }
     const block = await getBlock(() => this.#store.get(cid, getOptions), cid);
     const size = block.byteLength; // the block is moved to the worker below
-    const result = await this.#crypto.open(this.#key, index, block, hash, cid.multihash.digest, { plaintextSha256: sha256 });
+    const result = await this.#crypto.open(this.#key, index, block, hash, cid.multihash.digest, { plaintextSha256: sha256, ...(aad ? { aad } : {}) });
     if ('plaintext' in result) {
       publishBlockVerified(size);
       return result;
@@ -158,7 +187,14 @@ export class OpenedInstance {
   }
 
   /** openChunk through a pooled slot; undefined when the block does not fit one (read it the usual way). */
-  async #openPooled(cid: CID, index: number, hash: BlockHash, options: AbortOptions, sha256: boolean): Promise<OpenedChunk | undefined> {
+  async #openPooled(
+    cid: CID,
+    index: number,
+    hash: BlockHash,
+    options: AbortOptions,
+    sha256: boolean,
+    aad: Uint8Array | undefined,
+  ): Promise<OpenedChunk | undefined> {
     const slot = this.#crypto.takeSlot(this.node.chunkSize);
     const giveBack = (): void => this.#crypto.giveSlot(slot);
     try {
@@ -167,7 +203,10 @@ export class OpenedInstance {
         giveBack();
         return undefined;
       }
-      const result = await this.#crypto.openInSlot(this.#key, index, slot, size, hash, cid.multihash.digest, { plaintextSha256: sha256 });
+      const result = await this.#crypto.openInSlot(this.#key, index, slot, size, hash, cid.multihash.digest, {
+        plaintextSha256: sha256,
+        ...(aad ? { aad } : {}),
+      });
       if ('failure' in result) throw this.#failed(cid, index, result.failure, size);
       publishBlockVerified(size);
       return { plaintext: slot.bytes.subarray(0, result.plaintextLength), ...(result.sha256 === undefined ? {} : { sha256: result.sha256 }), giveBack };
@@ -398,12 +437,34 @@ export async function openInstance(deps: ReaderDeps, ref: InstanceRef, options: 
   const bytes = await getVerified(deps.store, cid, options.signal ? { signal: options.signal } : {});
   const node = decodeInstanceNode(bytes, cid);
   const dataKey = deps.keys.require(ref.studyInstanceUID);
-  const key = deriveKey(dataKey.key, node.salt);
-  const envelope = openInstanceEnvelopeWithKey(key, node);
-  if (envelope.sha256 !== ref.sha256 || node.size !== ref.size || envelope.studyInstanceUID !== ref.studyInstanceUID) {
-    throw new VaultError('INSTANCE_CORRUPT', `instance node ${cid} does not match its catalog entry`, { details: { cid: ref.nodeCid } });
+  const key = instanceKeyOf(dataKey.key, node);
+  // Format 2: the envelope's associated data is the node's other fields, so a node edited in any
+  // of them (its size, its links) is refused here, before any chunk is read.
+  let envelope: InstanceEnvelope;
+  try {
+    envelope = openInstanceEnvelopeWithKey(key, node);
+  } catch (cause) {
+    publishBlockRejected(cid, 'corrupt');
+    throw new VaultError('BLOCK_CORRUPT', `instance node ${cid}: its sealed envelope does not open (a field edited, or not this study's node)`, {
+      cause,
+      details: { cid: cid.toString() },
+    });
   }
-  return new OpenedInstance(deps.store, cid, node, envelope, key, deps.crypto ?? sharedCryptoPool());
+  // The catalog says what is served (metadata, search, frame offsets): a row edited on disk to
+  // name another instance's node, or this node under other UIDs, is refused here.
+  const mismatch = [
+    envelope.sha256 !== ref.sha256 && 'sha256',
+    node.size !== ref.size && 'size',
+    envelope.studyInstanceUID !== ref.studyInstanceUID && 'studyInstanceUID',
+    ref.seriesInstanceUID !== undefined && envelope.seriesInstanceUID !== ref.seriesInstanceUID && 'seriesInstanceUID',
+    ref.sopInstanceUID !== undefined && envelope.sopInstanceUID !== ref.sopInstanceUID && 'sopInstanceUID',
+  ].filter((f): f is string => f !== false);
+  if (mismatch.length > 0) {
+    throw new VaultError('INSTANCE_CORRUPT', `instance node ${cid} does not match its catalog entry (${mismatch.join(', ')})`, {
+      details: { cid: ref.nodeCid, fields: mismatch },
+    });
+  }
+  return new OpenedInstance(deps.store, cid, node, envelope, key, deps.crypto ?? sharedCryptoPool(), options.signal);
 }
 
 /** A store read of `cid` (get or getInto), with a missing block named the way getVerified names it. */

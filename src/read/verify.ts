@@ -1,6 +1,8 @@
 // `dicom-vault verify <study>`: walks a study's DAG from its latest root through every version,
-// instance node and chunk; re-hashes every block, checks every GCM tag and every instance's
-// SHA-256; names each missing or corrupt block instead of stopping at the first.
+// instance node, link node and chunk; re-hashes every block, checks every GCM tag and every
+// instance's SHA-256; names each missing or corrupt block instead of stopping at the first (a
+// link node missing is named once and the chunks under it skipped; the other branches are still
+// checked). Walks the trees branch by branch: memory does not grow with an instance.
 import { createHash } from 'node:crypto';
 import { CID } from 'multiformats/cid';
 import { VaultError, isVaultError } from '../core/errors.ts';
@@ -9,15 +11,20 @@ import type { DataKey } from '../format/keys.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { getVerified } from '../../storage/verified.ts';
 import {
+  addedTree,
+  chunkAadOf,
+  chunkTree,
   decodeInstanceNode,
   decodeStudyManifest,
+  instanceKeyOf,
   openInstanceEnvelope,
   openStudyEnvelope,
   type InstanceEnvelope,
   type InstanceNode,
   type StudyManifest,
 } from '../format/dag.ts';
-import { deriveKey, openChunk } from '../format/seal.ts';
+import type { LinkTree } from '../format/tree.ts';
+import { openChunk } from '../format/seal.ts';
 
 export interface VerifyProblem {
   /** missing: the store has no such block; unreadable: the store failed to answer; corrupt: bytes or tag wrong; mismatch: the DAG disagrees with itself or the catalog. */
@@ -50,6 +57,9 @@ export interface VerifyProgress {
   bytes: number;
 }
 
+/** The fields of a catalog row that the instance node seals (its envelope, and its size). */
+const CATALOG_FIELDS = ['studyInstanceUID', 'seriesInstanceUID', 'sopInstanceUID', 'sopClassUID', 'transferSyntaxUID', 'sha256', 'size'] as const;
+
 export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
   const latest = deps.catalog.latestVersion(studyInstanceUID);
   if (!latest) throw new VaultError('STUDY_NOT_FOUND', 'no such study');
@@ -78,6 +88,32 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
     }
   };
 
+  // A tree's link nodes: read verified and counted; a failure is the tree's to name (with the branch).
+  const readLinkNode = async (cid: CID): Promise<Uint8Array> => {
+    const bytes = await getVerified(deps.store, cid);
+    report.blocks++;
+    report.bytes += bytes.length;
+    return bytes;
+  };
+  /** Each leaf of `tree`; a link node that fails is named once and its leaves skipped. */
+  const leaves = async function* (tree: LinkTree, owner: CID, where: string): AsyncGenerator<{ index: number; cid: CID }> {
+    for (let index = 0; index < tree.count; ) {
+      try {
+        yield { index, cid: await tree.leaf(index) };
+        index++;
+      } catch (err) {
+        const details = isVaultError(err) ? err.details : undefined;
+        const end = typeof details?.endLeaf === 'number' && details.endLeaf > index ? details.endLeaf : tree.count;
+        problem(err, typeof details?.cid === 'string' ? CID.parse(details.cid) : owner, `${where} link node (leaves ${index}-${end - 1})`);
+        index = end;
+      }
+    }
+  };
+
+  // The catalog's current rows, compared with what the DAG's envelopes seal (the catalog alone
+  // answers searches and metadata, so a row edited on disk would change what is served).
+  // By node: two rows naming one node are both compared.
+  const rows = Map.groupBy(deps.catalog.listInstances({ study: studyInstanceUID }), (r) => r.nodeCid);
   const reachable = new Set<string>();
   let cursor: CID | null = CID.parse(latest.root);
   while (cursor) {
@@ -94,14 +130,21 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
       break;
     }
     report.versions++;
-    for (const nodeCid of manifest.added) {
+    let added: LinkTree;
+    try {
+      added = addedTree(manifest, cursor, readLinkNode);
+    } catch (err) {
+      problem(err, cursor, where);
+      break;
+    }
+    for await (const { cid: nodeCid } of leaves(added, cursor, `manifest v${manifest.version}`)) {
       reachable.add(nodeCid.toString());
       await verifyInstance(nodeCid, `instance node (version ${manifest.version})`);
     }
     cursor = manifest.prev;
   }
 
-  for (const inst of deps.catalog.listInstances({ study: studyInstanceUID })) {
+  for (const inst of [...rows.values()].flat()) {
     if (!reachable.has(inst.nodeCid)) {
       report.problems.push({
         kind: 'mismatch',
@@ -119,19 +162,36 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
     if (!bytes) return;
     let node: InstanceNode;
     let env: InstanceEnvelope;
+    let chunks: LinkTree;
     try {
       node = decodeInstanceNode(bytes, nodeCid);
       env = openInstanceEnvelope(dataKey.key, node);
+      chunks = chunkTree(node, nodeCid, readLinkNode);
     } catch (err) {
       problem(err, nodeCid, where);
       return;
     }
     report.instances++;
-    const key = deriveKey(dataKey.key, node.salt);
+    for (const row of rows.get(nodeCid.toString()) ?? []) {
+      const sealed = { ...env, size: node.size };
+      const differ = CATALOG_FIELDS.filter((f) => row[f] !== sealed[f]);
+      if (differ.length > 0) {
+        report.problems.push({
+          kind: 'mismatch',
+          cid: nodeCid.toString(),
+          where: `instance ${row.sopInstanceUID}`,
+          message: `the catalog's ${differ.join(', ')} differ from the instance's sealed envelope`,
+        });
+      }
+    }
+    const key = instanceKeyOf(dataKey.key, node);
     const hash = createHash('sha256');
     let size = 0;
     let intact = true;
-    for (const [i, cid] of node.chunks.entries()) {
+    let expected = 0;
+    for await (const { index: i, cid } of leaves(chunks, nodeCid, `instance ${env.sopInstanceUID}`)) {
+      if (i !== expected) intact = false; // a branch was skipped
+      expected = i + 1;
       const chunkWhere = `instance ${env.sopInstanceUID} chunk ${i}`;
       const block = await fetch(cid, chunkWhere);
       if (!block) {
@@ -139,7 +199,7 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
         continue;
       }
       try {
-        const plain = openChunk(key, i, block);
+        const plain = openChunk(key, i, block, chunkAadOf(node, i));
         hash.update(plain);
         size += plain.length;
       } catch (err) {
@@ -147,6 +207,7 @@ export async function verifyStudy(deps: VerifyDeps, studyInstanceUID: string, on
         problem(err, cid, chunkWhere);
       }
     }
+    if (expected !== chunks.count) intact = false;
     if (intact && (size !== node.size || hash.digest('hex') !== env.sha256)) {
       report.problems.push({
         kind: 'mismatch',

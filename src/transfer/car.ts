@@ -1,6 +1,6 @@
 // How a study moves between nodes and providers: a CAR file (CARv1, the IPFS archive format) of
 // every block of its DAG, from the latest manifest through `prev` to the first version, each
-// version's instance nodes and their chunks. Any IPFS tool can read or import it (`ipfs dag
+// version's instance nodes and their chunks, with the link nodes of both trees (format 2, tree.ts). Any IPFS tool can read or import it (`ipfs dag
 // import`); another dicom-vault node imports it, re-hashing every block, and the study is
 // verifiable there at once.
 //
@@ -28,8 +28,19 @@ import type { Catalog } from '../catalog/catalog.ts';
 import type { CatalogInstance } from '../catalog/records.ts';
 import { createSecretFileOnce, type DataKey } from '../format/keys.ts';
 import { scanInstance } from '../dicom/scanner.ts';
-import { decodeInstanceNode, decodeStudyManifest, encodeNode, openInstanceEnvelope, openStudyEnvelope, type StudyManifest } from '../format/dag.ts';
-import { deriveKey, openChunk } from '../format/seal.ts';
+import {
+  addedTree,
+  chunkAadOf,
+  chunkTree,
+  decodeInstanceNode,
+  decodeStudyManifest,
+  encodeNode,
+  instanceKeyOf,
+  openInstanceEnvelope,
+  openStudyEnvelope,
+  type StudyManifest,
+} from '../format/dag.ts';
+import { openChunk } from '../format/seal.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { cidMatches } from '../../storage/cid.ts';
 import { getVerified } from '../../storage/verified.ts';
@@ -133,6 +144,12 @@ export async function exportStudyCar(deps: ExportDeps, studyInstanceUID: string,
     report.blocks++;
     report.bytes += bytes.byteLength;
   };
+  // A link node is written as the walk reads it (each is read once: the trees are walked in order).
+  const getAndPut = async (cid: CID): Promise<Uint8Array> => {
+    const bytes = await get(cid);
+    await put(cid, bytes);
+    return bytes;
+  };
   try {
     const walk = (async () => {
       if (envelope !== undefined) await writer.put(envelope);
@@ -141,12 +158,12 @@ export async function exportStudyCar(deps: ExportDeps, studyInstanceUID: string,
         const manifest = decodeStudyManifest(bytes, cursor);
         await put(cursor, bytes);
         report.versions++;
-        for (const nodeCid of manifest.added) {
+        for await (const { cid: nodeCid } of addedTree(manifest, cursor, getAndPut).leaves()) {
           const nodeBytes = await get(nodeCid);
           const node = decodeInstanceNode(nodeBytes, nodeCid);
           await put(nodeCid, nodeBytes);
           report.instances++;
-          for (const chunk of node.chunks) await put(chunk, await get(chunk));
+          for await (const { cid: chunk } of chunkTree(node, nodeCid, getAndPut).leaves()) await put(chunk, await get(chunk));
         }
         cursor = manifest.prev;
       }
@@ -288,9 +305,9 @@ export async function checkComplete(
   for (let cursor: CID | null = root; cursor !== null; ) {
     const manifest = decodeStudyManifest(await fetch(cursor), cursor);
     manifests.push({ ...manifest, cid: cursor });
-    for (const nodeCid of manifest.added) {
+    for await (const { cid: nodeCid } of addedTree(manifest, cursor, fetch).leaves()) {
       const node = decodeInstanceNode(await fetch(nodeCid), nodeCid);
-      for (const chunk of node.chunks) if (!(await store.has(chunk, opts))) throw missing(chunk);
+      for await (const { cid: chunk } of chunkTree(node, nodeCid, fetch).leaves()) if (!(await store.has(chunk, opts))) throw missing(chunk);
     }
     cursor = manifest.prev;
   }
@@ -314,7 +331,9 @@ export async function rebuildCatalog(
   for (const manifest of oldestFirst) {
     if (known.has(manifest.cid.toString())) continue;
     const instances: CatalogInstance[] = [];
-    for (const nodeCid of manifest.added) instances.push(await readInstance(deps.store, dataKey, nodeCid, signal));
+    const read = (cid: CID): Promise<Uint8Array> => getVerified(deps.store, cid, signal ? { signal } : {});
+    for await (const { cid: nodeCid } of addedTree(manifest, manifest.cid, read).leaves())
+      instances.push(await readInstance(deps.store, dataKey, nodeCid, signal));
     deps.catalog.commitStudyVersion({
       studyInstanceUID,
       version: manifest.version,
@@ -335,12 +354,13 @@ async function readInstance(store: Pick<BlockStore, 'get'>, dataKey: DataKey, no
   const opts = signal ? { signal } : {};
   const node = decodeInstanceNode(await getVerified(store, nodeCid, opts), nodeCid);
   const env = openInstanceEnvelope(dataKey.key, node);
-  const key = deriveKey(dataKey.key, node.salt);
+  const key = instanceKeyOf(dataKey.key, node);
   const hash = createHash('sha256');
   let size = 0;
+  const chunks = chunkTree(node, nodeCid, (cid) => getVerified(store, cid, opts));
   const plaintext = async function* (): AsyncGenerator<Uint8Array> {
-    for (const [i, cid] of node.chunks.entries()) {
-      const plain = openChunk(key, i, await getVerified(store, cid, opts));
+    for await (const { index: i, cid } of chunks.leaves()) {
+      const plain = openChunk(key, i, await getVerified(store, cid, opts), chunkAadOf(node, i));
       hash.update(plain);
       size += plain.length;
       yield plain;

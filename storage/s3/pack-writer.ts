@@ -6,9 +6,10 @@
 // Durability: `flush()` seals the pending pack and resolves once every pack sealed before it has
 // been uploaded and indexed. It never reports a false success: a block whose pack failed to upload
 // stays tracked (with the sequence number of its put) until it is deleted or put again, and every
-// flush started after that put rejects meanwhile. Ingest deletes its blocks when it fails
-// (ingest/instance.ts discardBlocks), which clears them, so a study re-sent once the server is
-// back stores fine without reopening the store. A `durable: true` put waits for its own pack only.
+// flush started after that put rejects meanwhile. Ingest deletes its blocks when it fails, from
+// the CIDs it recorded as it put them (ingest/written.ts), never reading back from the store,
+// which clears them, so a study re-sent once the server is back stores fine without reopening
+// the store. A `durable: true` put waits for its own pack only.
 //
 // Independent of S3: the upload and the index are passed in, so the bookkeeping is tested alone.
 import type { CID } from 'multiformats/cid';

@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import { publicKeyOf, loadSigningKey, SIGNING_KEY_FILE, verifyCertificate, type ErasureCertificate } from '../../../src/erasure/certificate.ts';
 import { ERASURE_DB_FILE } from '../../../src/erasure/store.ts';
-import { decodeStudyManifest, openStudyEnvelope } from '../../../src/format/dag.ts';
+import { decodeInstanceNode, decodeStudyManifest, openStudyEnvelope } from '../../../src/format/dag.ts';
 import { KEY_DB_FILE } from '../../../src/format/keys.ts';
 import { IDENTITY_DB_FILE } from '../../../src/identity/store.ts';
 import { verifyStudy } from '../../../src/read/verify.ts';
@@ -177,6 +177,35 @@ describe('erasing a patient', () => {
     // The other patient: reads byte for byte, verifies.
     for (const [i, url] of kept.urls.entries()) expect((await retrieve(`${again.url}${url}`)).parts[0]!.body.equals(kept.bytes[i]!)).toBe(true);
     expect((await verifyStudy(again.vault, kept.studyInstanceUID)).ok).toBe(true);
+  });
+});
+
+describe('erasing a study whose instance lists its chunks through link nodes (format 2)', () => {
+  it('deletes every block of it: chunks, link nodes, instance node, manifest', async () => {
+    const node = await start();
+    const listed = async (): Promise<Set<string>> => {
+      const out = new Set<string>();
+      for await (const cid of node.vault.store.list!()) out.add(cid.toString());
+      return out;
+    };
+    const before = await listed();
+    // 1,536 x 1,536 16-bit pixels at 4 KiB chunks: about 1,150 chunks, past the 1,024 links an
+    // instance node holds, so they hang under link nodes.
+    const study = planStudy({ kind: 'single', instances: 1, rows: 1536, columns: 1536, seed: 9201, patientId: 'ERASE-TREE-0003' });
+    const bytes = await bytesOf(study.instances[0]!);
+    expect((await stow(node.url, [bytes])).status).toBe(200);
+    const inst = node.vault.catalog.getInstance(study.instances[0]!.sopInstanceUID)!;
+    const nodeCid = CID.parse(inst.nodeCid);
+    expect(decodeInstanceNode(await node.vault.store.get(nodeCid), nodeCid).depth).toBe(1);
+    const stored = [...(await listed())].filter((c) => !before.has(c));
+    expect(stored.length).toBeGreaterThan(Math.ceil(bytes.length / 4096) + 2);
+
+    const cli = await run(['erase', '--study', study.studyInstanceUID, '--reason', 'test', '--json', '--data-dir', node.dataDir]);
+    expect(cli.code, cli.stderr).toBe(0);
+    const cert = JSON.parse(cli.stdout) as ErasureCertificate;
+    expect(cert.studies[0]!.blocks).toBe(stored.length);
+    const after = await listed();
+    expect(stored.filter((c) => after.has(c))).toEqual([]);
   });
 });
 

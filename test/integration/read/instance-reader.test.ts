@@ -11,7 +11,7 @@ import { planStudy, type GeneratedInstance } from '../../../bench/generate.ts';
 import { ingestInstance } from '../../../ingest/instance.ts';
 import { decodeInstanceNode } from '../../../src/format/dag.ts';
 import { KeyStore } from '../../../src/format/keys.ts';
-import { PieceLoans, readInstances, type InstanceRef } from '../../../src/read/instance-reader.ts';
+import { openInstance, PieceLoans, readInstances, type InstanceRef } from '../../../src/read/instance-reader.ts';
 import { CryptoPool, type Slot } from '../../../src/format/crypto-pool.ts';
 import { FsBlockStore } from '../../../storage/fs.ts';
 
@@ -60,6 +60,24 @@ function countingStore(): { store: Pick<FsBlockStore, 'get'>; gets: CID[] } {
 }
 
 describe('readInstances', () => {
+  it("refuses a catalog row that names a node under another instance's UIDs (a row edited on disk)", async () => {
+    const [a, b] = refs as [(typeof refs)[0], (typeof refs)[0]];
+    const row = (sop: GeneratedInstance): InstanceRef => ({
+      studyInstanceUID: a.studyInstanceUID,
+      seriesInstanceUID: a.generated.seriesInstanceUID,
+      sopInstanceUID: sop.sopInstanceUID,
+      nodeCid: a.nodeCid,
+      sha256: a.sha256,
+      size: a.size,
+    });
+    expect((await openInstance({ store, keys }, row(a.generated))).envelope.sopInstanceUID).toBe(a.generated.sopInstanceUID);
+    await expect(openInstance({ store, keys }, row(b.generated))).rejects.toMatchObject({ code: 'INSTANCE_CORRUPT', details: { fields: ['sopInstanceUID'] } });
+    await expect(openInstance({ store, keys }, { ...row(a.generated), seriesInstanceUID: '1.2.3.4' })).rejects.toMatchObject({
+      code: 'INSTANCE_CORRUPT',
+      details: { fields: ['seriesInstanceUID'] },
+    });
+  });
+
   it('yields every instance in order, byte for byte', async () => {
     const out: Buffer[] = [];
     for await (const { ref, pieces } of readInstances({ store, keys }, refs)) {
@@ -142,7 +160,7 @@ describe('readInstances', () => {
   it('delivers the instances before a corrupt one whole, then fails with BLOCK_CORRUPT naming the block', async () => {
     const victim = refs[3]!;
     const node = decodeInstanceNode(await store.get(parseCid(victim.nodeCid)), parseCid(victim.nodeCid));
-    const chunk = node.chunks[0]!;
+    const chunk = node.links[0]!;
     const file = join(store.path, ...(await blockPath(chunk)));
     const original = await readFile(file);
     const flipped = Buffer.from(original);

@@ -226,8 +226,8 @@ describe('bad input and faults', () => {
     const inst = node.vault.catalog.getInstance(s.instances[0]!.sopInstanceUID)!;
     const nodeCid = CID.parse(inst.nodeCid);
     const instanceNode = decodeInstanceNode(await node.vault.store.get(nodeCid), nodeCid);
-    expect(instanceNode.chunks.length).toBeGreaterThan(index + 1); // a later chunk follows the victim
-    const victim = instanceNode.chunks[index]!;
+    expect(instanceNode.links.length).toBeGreaterThan(index + 1); // a later chunk follows the victim
+    const victim = instanceNode.links[index]!;
     const file = await blockFile(node.dataDir, victim);
     const raw = await readFile(file);
     raw[100]! ^= 0x01;
@@ -293,7 +293,7 @@ describe('bad input and faults', () => {
     expect((await stow(node.url, [bytes])).status).toBe(200);
     const inst = node.vault.catalog.getInstance(s.instances[0]!.sopInstanceUID)!;
     const nodeCid = CID.parse(inst.nodeCid);
-    const first = decodeInstanceNode(await node.vault.store.get(nodeCid), nodeCid).chunks[0]!;
+    const first = decodeInstanceNode(await node.vault.store.get(nodeCid), nodeCid).links[0]!;
     await node.vault.store.delete(first);
     const r = await retrieve(`${node.url}/studies/${s.studyInstanceUID}/series/${inst.seriesInstanceUID}/instances/${inst.sopInstanceUID}`);
     expect(r.status).toBe(500);

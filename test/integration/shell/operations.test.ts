@@ -81,7 +81,7 @@ describe('operations', () => {
     const node0 = await node.vault.store.get(nodeCid);
     const before = sample(await (await fetch(`${origin(node)}/metrics`)).text(), 'dicomvault_verification_failures_total', { reason: 'corrupt' });
     // Alter the instance's first chunk on disk (the fs store keeps one file per block).
-    const chunk = decodeInstanceNode(node0, nodeCid).chunks[0]!;
+    const chunk = decodeInstanceNode(node0, nodeCid).links[0]!;
     const file = blockFileOf(join(node.dataDir, 'blocks'), chunk);
     const bytes = await readFile(file);
     bytes[bytes.length >> 1]! ^= 0xff;

@@ -16,7 +16,7 @@ import { resolveNodeOptions } from '../../../src/shell/config.ts';
 import type { RunningNode } from '../../../src/shell/server.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import { verifyStudy } from '../../../src/read/verify.ts';
-import { decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
+import { addedTree, chunkTree, decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
 import { rawCid } from '../../../storage/cid.ts';
 import { IpfsBlockStore } from '../../../storage/ipfs.ts';
 import { resolveBlockStoreConfig } from '../../../storage/open.ts';
@@ -130,6 +130,22 @@ describe('a node on --store ipfs', () => {
     expect((await verifyStudy(node.vault, study.studyInstanceUID)).problems).toEqual([]);
   });
 
+  it('pins an instance whose chunks sit under link nodes: every link node and chunk, kept by gc', async () => {
+    // 40 frames of 256 x 256: 1,282 chunks of 4 KiB, under two link nodes.
+    const study = planStudy({ kind: 'multiframe', instances: 1, frames: 40, rows: 256, columns: 256, seed: 26 });
+    const bytes = await bytesOf(study.instances[0]!);
+    expect((await stow(node.url, [bytes])).status).toBe(200);
+    const root = CID.parse(node.vault.catalog.latestVersion(study.studyInstanceUID)!.root);
+    const blocks = await dagBlocks(store, root);
+    const linkNodes = blocks.filter((c) => c.code === dagCbor.code && !c.equals(root));
+    expect(linkNodes.length).toBe(3); // the instance node and its two link nodes
+    for (const cid of blocks) expect(await store.isPinned(cid), cid.toString()).toBe(true);
+    expect(await store.gc({ graceS: 0, keep: [root] })).toMatchObject({ deleted: 0, pinned: blocks.length });
+    const back = await retrieve(`${node.url}/studies/${study.studyInstanceUID}`);
+    expect(back.parts[0]!.body.equals(bytes)).toBe(true);
+    expect((await verifyStudy(node.vault, study.studyInstanceUID)).problems).toEqual([]);
+  });
+
   it('unpins a manifest that is deleted (a commit that failed), so gc can take its blocks', async () => {
     const study = planStudy({ kind: 'single', instances: 1, rows: 32, columns: 32, seed: 23 });
     expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
@@ -147,7 +163,7 @@ describe('a node on --store ipfs', () => {
     expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
     const inst = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
     const nodeCid = CID.parse(inst.nodeCid);
-    const chunk = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks[0]!;
+    const chunk = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).links[0]!;
     await rm(blockPath(path.join(dataDir, 'ipfs'), chunk));
     const err = await expectCode(getVerified(store, chunk), 'BLOCK_NOT_FOUND');
     expect(err.details).toMatchObject({ cid: chunk.toString() });
@@ -161,7 +177,7 @@ describe('a node on --store ipfs', () => {
     expect((await stow(node.url, [await bytesOf(study.instances[0]!)])).status).toBe(200);
     const inst = node.vault.catalog.listInstances({ study: study.studyInstanceUID })[0]!;
     const nodeCid = CID.parse(inst.nodeCid);
-    const chunks = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks;
+    const chunks = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).links;
     expect(chunks.length).toBeGreaterThan(4);
     const url = `${node.url}/studies/${study.studyInstanceUID}`;
 
@@ -340,14 +356,18 @@ describe('IpfsBlockStore with network: true', () => {
   });
 });
 
-/** Every block reachable from a study root: manifests (through prev), instance nodes, chunks. */
+/** Every block reachable from a study root: manifests (through prev), instance nodes, link nodes, chunks. */
 async function dagBlocks(store: IpfsBlockStore, root: CID): Promise<CID[]> {
   const out: CID[] = [];
+  const read = (cid: CID): Promise<Uint8Array> => getVerified(store, cid);
+  const onNode = (cid: CID): void => void out.push(cid);
   for (let cursor: CID | null = root; cursor !== null; ) {
     const manifest = decodeStudyManifest(await getVerified(store, cursor), cursor);
     out.push(cursor);
-    for (const nodeCid of manifest.added) {
-      out.push(nodeCid, ...decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks);
+    for await (const { cid: nodeCid } of addedTree(manifest, cursor, read, onNode).leaves()) {
+      out.push(nodeCid);
+      const instanceNode = decodeInstanceNode(await getVerified(store, nodeCid), nodeCid);
+      for await (const { cid } of chunkTree(instanceNode, nodeCid, read, onNode).leaves()) out.push(cid);
     }
     cursor = manifest.prev;
   }

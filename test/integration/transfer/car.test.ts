@@ -70,7 +70,7 @@ async function dagBlockCount(store: RunningNode['vault']['store'], root: CID): P
   for (let cursor: CID | null = root; cursor !== null; ) {
     const manifest = decodeStudyManifest(await getVerified(store, cursor), cursor);
     n++;
-    for (const nodeCid of manifest.added) n += 1 + decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).chunks.length;
+    for (const nodeCid of manifest.added) n += 1 + decodeInstanceNode(await getVerified(store, nodeCid), nodeCid).links.length;
     cursor = manifest.prev;
   }
   return n;

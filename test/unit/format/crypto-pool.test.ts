@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CryptoPool, Slot, TAG_BYTES } from '../../../src/format/crypto-pool.ts';
-import { openChunk, sealChunk } from '../../../src/format/seal.ts';
+import { chunkAad, openChunk, sealChunk } from '../../../src/format/seal.ts';
 import { isAligned } from '../../../src/core/aligned-memory.ts';
 import { rawCid } from '../../../storage/cid.ts';
 
@@ -21,6 +21,25 @@ async function sealed(index: number, plaintext: Buffer): Promise<{ block: Buffer
 }
 
 describe('CryptoPool', () => {
+  it("seals and opens with a chunk's associated data as seal.ts does, and refuses it under another", async () => {
+    const plaintext = randomBytes(3000);
+    const aad = chunkAad(9, true, 4096, 9 * 4096 + 3000);
+    const slot = pool.takeSlot(4096);
+    plaintext.copy(slot.bytes);
+    const digest = await pool.seal(key, 9, slot, 3000, undefined, { aad });
+    const block = Buffer.from(slot.bytes.subarray(0, 3000 + TAG_BYTES));
+    pool.giveSlot(slot);
+    expect(block.equals(sealChunk(key, 9, plaintext, aad))).toBe(true);
+    expect(openChunk(key, 9, block, aad).equals(plaintext)).toBe(true);
+    const opened = await pool.open(key, 9, Buffer.from(block), 'sha256', digest, { aad });
+    expect('plaintext' in opened && opened.plaintext.equals(plaintext)).toBe(true);
+    // Not the last chunk, or another size, or no associated data (format 1): the tag fails.
+    for (const other of [chunkAad(9, false, 4096, 0), chunkAad(9, true, 4096, 9 * 4096 + 2999), undefined]) {
+      expect(await pool.open(key, 9, Buffer.from(block), 'sha256', digest, other === undefined ? {} : { aad: other })).toEqual({ failure: 'tag' });
+      expect(() => openChunk(key, 9, block, other)).toThrow(/authentication/);
+    }
+  });
+
   it("moves an ordinary slot's memory to the worker during a seal, and back", async () => {
     const slot = new Slot(1000);
     const memory = slot.bytes.buffer;

@@ -309,7 +309,7 @@ describe('frame reads fetch only the chunks that hold the frame', () => {
     expect(uidsIn(r.body['00081199'])).toEqual([i.sopInstanceUID]);
     const inst = app.vault.catalog.getInstance(i.sopInstanceUID)!;
     const nodeCid = CID.parse(inst.nodeCid);
-    const chunks = decodeInstanceNode(await app.vault.store.get(nodeCid), nodeCid).chunks.map(String);
+    const chunks = decodeInstanceNode(await app.vault.store.get(nodeCid), nodeCid).links.map(String);
     expect(chunks.length).toBeGreaterThan(20);
     const chunksOf = (n: number): string[] => {
       const start = i.pixelDataOffset + (n - 1) * i.frameBytes;
