@@ -31,7 +31,16 @@ import { CID } from 'multiformats/cid';
 import * as raw from 'multiformats/codecs/raw';
 import { VaultError, isVaultError } from '../core/errors.ts';
 import type { Catalog } from '../catalog/catalog.ts';
-import { decodeInstanceNode, decodeStudyManifest, encodeNode, isStudyManifest, openStudyEnvelope, type StudyManifest } from '../format/dag.ts';
+import {
+  addedTree,
+  chunkTree,
+  decodeInstanceNode,
+  decodeStudyManifest,
+  encodeNode,
+  isStudyManifest,
+  openStudyEnvelope,
+  type StudyManifest,
+} from '../format/dag.ts';
 import type { DataKey } from '../format/keys.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { cidMatches } from '../../storage/cid.ts';
@@ -171,12 +180,18 @@ export async function exportPatientArchive(
           const manifest = decodeStudyManifest(bytes, cursor);
           await put(cursor, bytes);
           report.versions++;
-          for (const nodeCid of manifest.added) {
+          // Link nodes (format 2's trees) are written as the walk reads them.
+          const getAndPut = async (cid: CID): Promise<Uint8Array> => {
+            const b = await get(cid);
+            await put(cid, b);
+            return b;
+          };
+          for await (const { cid: nodeCid } of addedTree(manifest, cursor, getAndPut).leaves()) {
             const nodeBytes = await get(nodeCid);
             const node = decodeInstanceNode(nodeBytes, nodeCid);
             await put(nodeCid, nodeBytes);
             report.instances++;
-            for (const chunk of node.chunks) await put(chunk, await get(chunk));
+            for await (const { cid: chunk } of chunkTree(node, nodeCid, getAndPut).leaves()) await put(chunk, await get(chunk));
           }
           cursor = manifest.prev;
         }
@@ -251,7 +266,9 @@ export async function importPatientArchive(
   let archiveBytes: Uint8Array | undefined;
   const present = new Set<string>();
   const manifests = new Map<string, Uint8Array>();
-  const chunksOf = new Map<string, CID[]>();
+  // Instance nodes and link nodes (format 2's trees), small beside the chunks they list: the
+  // completeness walk below reads them from here.
+  const nodes = new Map<string, Uint8Array>();
   let blocks = 0;
   let bytes = 0;
   try {
@@ -267,7 +284,7 @@ export async function importPatientArchive(
       bytes += b.byteLength;
       if (cid.code === dagCbor.code) {
         if (isStudyManifest(dagCbor.decode(b))) manifests.set(cid.toString(), b);
-        else chunksOf.set(cid.toString(), decodeInstanceNode(b, cid).chunks);
+        else nodes.set(cid.toString(), b);
       } else if (cid.code !== raw.code) throw invalid(`block ${cid} is neither a DAG node nor a chunk`);
     }
   } catch (err) {
@@ -312,10 +329,19 @@ export async function importPatientArchive(
       if (mb === undefined) throw invalid(`the archive lacks manifest ${cursor} of study ${i + 1}`);
       const manifest: StudyManifest = decodeStudyManifest(mb, cursor);
       versionRoots.push(cursor.toString());
-      for (const node of manifest.added) {
-        const chunks = chunksOf.get(node.toString());
-        if (chunks === undefined) throw invalid(`the archive lacks instance node ${node}`);
-        for (const c of chunks) if (!present.has(c.toString())) throw invalid(`the archive lacks chunk ${c}`);
+      const read = async (cid: CID): Promise<Uint8Array> => {
+        const b = nodes.get(cid.toString());
+        if (b === undefined) throw invalid(`the archive lacks node ${cid}`);
+        return b;
+      };
+      try {
+        for await (const { cid: nodeCid } of addedTree(manifest, cursor, read).leaves()) {
+          const node = decodeInstanceNode(await read(nodeCid), nodeCid);
+          for await (const { cid: c } of chunkTree(node, nodeCid, read).leaves()) if (!present.has(c.toString())) throw invalid(`the archive lacks chunk ${c}`);
+        }
+      } catch (err) {
+        if (isVaultError(err)) throw err;
+        throw invalid(`study ${i + 1}'s DAG does not decode: ${err instanceof Error ? err.message : 'unknown error'}`, err);
       }
       cursor = manifest.prev;
     }

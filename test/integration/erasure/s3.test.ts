@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CID } from 'multiformats/cid';
-import { decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
+import { addedTree, chunkTree, decodeInstanceNode, decodeStudyManifest } from '../../../src/format/dag.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy } from '../../../bench/generate.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
@@ -123,8 +123,15 @@ describe('erasure on --store s3', () => {
         const out: Buffer[] = [];
         for (let cursor: CID | null = CID.parse(n.vault.catalog.latestVersion(study)!.root); cursor !== null; ) {
           const m = decodeStudyManifest(await n.vault.store.get(cursor), cursor);
-          for (const node of m.added) {
-            for (const c of decodeInstanceNode(await n.vault.store.get(node), node).chunks) out.push(mid(await n.vault.store.get(c)));
+          // Link nodes too (format 2's trees), as the walks read them.
+          const read = async (cid: CID): Promise<Uint8Array> => {
+            const b = await n.vault.store.get(cid);
+            out.push(mid(b));
+            return b;
+          };
+          for await (const { cid: node } of addedTree(m, cursor, read).leaves()) {
+            const inst = decodeInstanceNode(await n.vault.store.get(node), node);
+            for await (const { cid: c } of chunkTree(inst, node, read).leaves()) out.push(mid(await n.vault.store.get(c)));
             out.push(mid(await n.vault.store.get(node)));
           }
           out.push(mid(await n.vault.store.get(cursor)));
