@@ -23,6 +23,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import semver from 'semver';
+import { installViewer } from './ohif-viewer.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -117,4 +118,17 @@ for (const [path, entry] of Object.entries(packages)) {
   if (entry.optional && entry.libc && !entry.libc.includes(libc) && path.startsWith('node_modules/') && installed(path)) {
     rmSync(join(root, path), { recursive: true, force: true });
   }
+}
+
+// 6. The doctor's viewer: the OHIF Viewer's prebuilt release, fetched once and checked against its
+//    pinned integrity (bin/ohif-viewer.js). A failed download does not fail the install (the rest
+//    of the node works, and `npm start` then names what is missing); a tarball that does not match
+//    its integrity does.
+try {
+  await installViewer();
+} catch (err) {
+  if (/integrity|tar/.test(err.message)) fail(err.message);
+  process.stderr.write(
+    `\ndicom-vault install: the OHIF Viewer was not installed (${err.message}); the node will not start until it is: run \`node bin/postinstall.js\` again with the registry reachable.\n\n`,
+  );
 }
