@@ -19,6 +19,7 @@
 //   GET  /api/patient/erasure-requests       the account's requests and where each stands
 //   GET  /api/patient/erasure-requests/{id}/certificate   the signed erasure certificate, once done
 //   GET  /api/patient/erasure-requests/{id}/receipt       the certificate's anchor receipt (202 while on its way)
+//   GET  /api/grantee/grants                 the caller's own grants as grantee (src/shell/api/grantee.ts)
 //   POST /api/token                          RFC 8693 token exchange: a share code for a bearer token bound to its grant
 //
 // Patients authenticate with a bearer session token in the Authorization header, identified by the
@@ -37,6 +38,7 @@ import { VaultError } from '../../core/errors.ts';
 import { Challenges, type NewKey, type PatientApiDeps, type PatientRoutesContext, oauthError } from './patient-common.ts';
 import { erasureRoutes } from './patient-erasure.ts';
 import { grantRoutes, tokenRoutes } from './patient-grants.ts';
+import { granteeRoutes } from './grantee.ts';
 import { sessionRoutes } from './patient-sessions.ts';
 
 export {
@@ -122,5 +124,6 @@ export function patientApi(deps: PatientApiDeps): FastifyPluginAsync {
     await grantRoutes(api, ctx);
     await erasureRoutes(api, ctx);
     await tokenRoutes(api, ctx);
+    await granteeRoutes(api, ctx);
   };
 }
