@@ -17,6 +17,7 @@ import * as raw from 'multiformats/codecs/raw';
 import { identity } from 'multiformats/hashes/identity';
 import { createChainClient } from '../../anchor/chain/client.ts';
 import { buildApp, type ReadinessCheck } from './app.ts';
+import { checkViewerInstalled } from './viewer.ts';
 import { PublicUrls } from './dicomweb/public-url.ts';
 import { NodeMetrics } from './metrics.ts';
 import { IngestLimiter } from './limits.ts';
@@ -59,6 +60,8 @@ export interface StartNodeExtras {
 }
 
 export async function startNode(options: NodeOptions, logger: Logger = createLogger(options.logLevel), extras: StartNodeExtras = {}): Promise<RunningNode> {
+  // The doctor's viewer is installed with the node (npm ci), never fetched at run time: missing, the node does not start.
+  if (!options.open) checkViewerInstalled();
   const vault = await openVault(options, logger);
   let anchoring: Anchoring | undefined;
   if (extras.anchoring && options.anchor && options.anchor.mode !== 'none') {
@@ -148,6 +151,7 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     ...(policy === undefined
       ? {}
       : {
+          viewer: {},
           patientApi: {
             identity: vault.identity,
             grants: vault.grants,

@@ -1,0 +1,56 @@
+// The doctor's page at /doctor/ (src/web/doctor/, built into .cache/web/doctor/ by
+// src/web/build-doctor.ts): three files, served with a strict CSP. Stands in until the project's
+// page server (src/shell/web.ts) serves every built page; then this file goes.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify';
+import { VaultError } from '../core/errors.ts';
+
+export const DOCTOR_PREFIX = '/doctor';
+/** Where src/web/build-doctor.ts writes the page. */
+export const DOCTOR_DIST = join(import.meta.dirname, '..', '..', '.cache', 'web', 'doctor');
+
+/** Nothing but this origin: no inline script or style, no framing, no plugins. */
+export const PAGE_CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+const FILES: Record<string, string> = {
+  'index.html': 'text/html; charset=utf-8',
+  'main.js': 'text/javascript; charset=utf-8',
+  'main.js.map': 'application/json',
+  'style.css': 'text/css; charset=utf-8',
+};
+
+export function doctorPage(options: { dir?: string } = {}): FastifyPluginAsync {
+  const dir = options.dir ?? DOCTOR_DIST;
+  return async (app: FastifyInstance) => {
+    app.get(DOCTOR_PREFIX, async (_request, reply) => reply.redirect(`${DOCTOR_PREFIX}/`));
+    const serve = async (file: string, reply: FastifyReply) => {
+      const type = FILES[file];
+      if (type === undefined) throw new VaultError('NOT_FOUND', `no file ${DOCTOR_PREFIX}/${file}`);
+      const path = join(dir, file);
+      if (!existsSync(path)) throw new VaultError('NOT_FOUND', `the doctor's page is not built: run \`node src/web/build-doctor.ts\``);
+      return reply
+        .headers({
+          'content-security-policy': PAGE_CSP,
+          'x-content-type-options': 'nosniff',
+          'referrer-policy': 'no-referrer',
+          'cross-origin-opener-policy': 'same-origin',
+          'cache-control': 'no-cache',
+        })
+        .type(type)
+        .send(readFileSync(path));
+    };
+    app.get(`${DOCTOR_PREFIX}/`, async (_request, reply) => serve('index.html', reply));
+    app.get(`${DOCTOR_PREFIX}/:file`, async (request, reply) => serve((request.params as { file: string }).file, reply));
+  };
+}
