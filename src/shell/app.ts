@@ -19,7 +19,7 @@ import { REDACTING_SERIALIZERS } from './log.ts';
 import type { GrantWatch } from '../access/grant-watch.ts';
 import { patientApi, type PatientApiDeps } from './api/patient.ts';
 import { viewer, type ViewerOptions } from './viewer.ts';
-import { doctorPage } from './doctor.ts';
+import { type DoctorOidc, doctorPage } from './doctor.ts';
 import { DEFAULT_LIMITS, IngestLimiter, type LimitOptions } from './limits.ts';
 import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -53,7 +53,7 @@ export interface AppDeps extends QidoDeps {
   /** The patients' API under /api (enrollment, keys, grants, share links, token exchange); absent: none (open mode). */
   patientApi?: PatientApiDeps;
   /** The doctor's page (/doctor/) and the OHIF Viewer (/viewer/); absent: neither (open mode). */
-  viewer?: ViewerOptions & { doctorDir?: string };
+  viewer?: ViewerOptions & { doctorDir?: string; oidc?: DoctorOidc };
 }
 
 export interface ReadinessCheck {
@@ -217,7 +217,12 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   if (deps.patientApi !== undefined) void app.register(patientApi(deps.patientApi), { prefix: '/api' });
   if (deps.viewer !== undefined) {
     void app.register(viewer(deps.viewer));
-    void app.register(doctorPage(deps.viewer.doctorDir !== undefined ? { dir: deps.viewer.doctorDir } : {}));
+    void app.register(
+      doctorPage({
+        ...(deps.viewer.doctorDir !== undefined ? { dir: deps.viewer.doctorDir } : {}),
+        ...(deps.viewer.oidc !== undefined ? { oidc: deps.viewer.oidc } : {}),
+      }),
+    );
   }
 
   return app;

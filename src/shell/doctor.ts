@@ -10,18 +10,31 @@ export const DOCTOR_PREFIX = '/doctor';
 /** Where src/web/build-doctor.ts writes the page. */
 export const DOCTOR_DIST = join(import.meta.dirname, '..', '..', '.cache', 'web', 'doctor');
 
-/** Nothing but this origin: no inline script or style, no framing, no plugins. */
-export const PAGE_CSP = [
-  "default-src 'self'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "object-src 'none'",
-  "base-uri 'none'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-].join('; ');
+/** The hospital's OpenID provider as the page needs it: where, its client for the page, this node's audience. */
+export interface DoctorOidc {
+  issuer: string;
+  clientId: string;
+  audience: string;
+}
+
+/**
+ * Nothing but this origin: no inline script or style, no framing, no plugins. With an OpenID
+ * provider, the page also talks to its origin (discovery and the token endpoint, over CORS).
+ */
+export function pageCsp(oidc?: DoctorOidc): string {
+  const connect = oidc === undefined ? "'self'" : `'self' ${new URL(oidc.issuer).origin}`;
+  return [
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    `connect-src ${connect}`,
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+}
 
 const FILES: Record<string, string> = {
   'index.html': 'text/html; charset=utf-8',
@@ -30,9 +43,15 @@ const FILES: Record<string, string> = {
   'style.css': 'text/css; charset=utf-8',
 };
 
-export function doctorPage(options: { dir?: string } = {}): FastifyPluginAsync {
+export function doctorPage(options: { dir?: string; oidc?: DoctorOidc } = {}): FastifyPluginAsync {
   const dir = options.dir ?? DOCTOR_DIST;
+  const csp = pageCsp(options.oidc);
+  // What the page asks first: whether (and where) doctors may sign in with the hospital's provider.
+  const config = JSON.stringify({ oidc: options.oidc ?? null });
   return async (app: FastifyInstance) => {
+    app.get(`${DOCTOR_PREFIX}/config.json`, async (_request, reply) =>
+      reply.headers({ 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff' }).type('application/json').send(config),
+    );
     app.get(DOCTOR_PREFIX, async (_request, reply) => reply.redirect(`${DOCTOR_PREFIX}/`));
     const serve = async (file: string, reply: FastifyReply) => {
       const type = FILES[file];
@@ -41,7 +60,7 @@ export function doctorPage(options: { dir?: string } = {}): FastifyPluginAsync {
       if (!existsSync(path)) throw new VaultError('NOT_FOUND', `the doctor's page is not built: run \`node src/web/build-doctor.ts\``);
       return reply
         .headers({
-          'content-security-policy': PAGE_CSP,
+          'content-security-policy': csp,
           'x-content-type-options': 'nosniff',
           'referrer-policy': 'no-referrer',
           'cross-origin-opener-policy': 'same-origin',

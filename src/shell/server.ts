@@ -151,7 +151,10 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     ...(policy === undefined
       ? {}
       : {
-          viewer: {},
+          viewer:
+            options.oidc !== undefined && options.oidcClientId !== undefined
+              ? { oidc: { issuer: options.oidc.issuer, clientId: options.oidcClientId, audience: options.oidc.audience } }
+              : {},
           patientApi: {
             identity: vault.identity,
             grants: vault.grants,

@@ -1,10 +1,12 @@
-// The doctor's page (/doctor/): sign in with a node account's bearer token, then the studies the
+// The doctor's page (/doctor/): sign in with the hospital's OpenID provider (oidc.ts, when the node
+// names one in /doctor/config.json) or a node account's bearer token, then the studies the
 // caller may open (QIDO-RS /studies with their token, so the node's access seam decides), each with
 // the grant that opens it and until when (GET /api/grantee/grants), and a link into the viewer.
 // The token lives in sessionStorage['dicom-vault.token']: this tab only, same origin, which is where
 // the viewer's boot script (src/shell/viewer/boot.js) reads it. No cookie, so no CSRF.
 // Plain DOM: a page this small needs no framework. Every text node is set with textContent (a study
 // description with markup is shown as text).
+import { finishSignIn, type OidcConfig, startSignIn } from './oidc.ts';
 import { strings } from './strings.ts';
 
 const TOKEN_KEY = 'dicom-vault.token';
@@ -48,6 +50,8 @@ async function reasonOf(res: Response): Promise<string> {
   }
 }
 
+let oidc: OidcConfig | null = null;
+
 function showSignIn(error?: string): void {
   const input = el('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'off', required: true, spellcheck: false });
   input.setAttribute('aria-describedby', error ? 'token-hint token-error' : 'token-hint');
@@ -67,8 +71,18 @@ function showSignIn(error?: string): void {
     event.preventDefault();
     void signIn(input.value.trim(), status);
   });
-  app.replaceChildren(el('h2', {}, strings.signInHeading), form);
-  input.focus();
+  const parts: Node[] = [el('h2', { id: 'sign-in' }, strings.signInHeading)];
+  if (oidc !== null) {
+    const config = oidc;
+    const button = el('button', { type: 'button', className: 'primary' }, strings.oidcSignIn);
+    button.addEventListener('click', () => {
+      status.textContent = strings.redirecting;
+      startSignIn(config).catch((err: Error) => showSignIn(strings.oidcFailed(err.message)));
+    });
+    parts.push(el('p', {}, button), el('h3', {}, strings.orToken));
+  }
+  app.replaceChildren(...parts, form);
+  if (oidc === null || error) input.focus();
 }
 
 async function signIn(token: string, status: HTMLElement): Promise<void> {
@@ -166,6 +180,28 @@ async function showStudies(token: string): Promise<void> {
   loading.replaceWith(el('h2', {}, strings.studiesHeading(studies.length)), list);
 }
 
-const saved = sessionStorage.getItem(TOKEN_KEY);
-if (saved) void showStudies(saved);
-else showSignIn();
+async function start(): Promise<void> {
+  try {
+    oidc = ((await (await fetch('./config.json')).json()) as { oidc: OidcConfig | null }).oidc;
+  } catch {
+    oidc = null;
+  }
+  if (oidc !== null) {
+    let token: string | undefined;
+    try {
+      token = await finishSignIn(oidc);
+    } catch (err) {
+      return showSignIn(strings.oidcFailed((err as Error).message));
+    }
+    if (token !== undefined) {
+      const status = el('p', {}, strings.signingIn);
+      app.replaceChildren(status);
+      return signIn(token, status);
+    }
+  }
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) return showStudies(saved);
+  showSignIn();
+}
+
+void start();
