@@ -27,14 +27,13 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 
 const root = join(import.meta.dirname, '..');
-export const release = JSON.parse(readFileSync(join(root, 'src', 'shell', 'viewer', 'ohif-release.json'), 'utf8'));
-export const viewerDir = join(root, release.dir);
+const defaultRelease = JSON.parse(readFileSync(join(root, 'src', 'shell', 'viewer', 'ohif-release.json'), 'utf8'));
+const defaultDir = join(root, defaultRelease.dir);
 export const MARKER = '.dicom-vault-release.json';
 const PUBLIC_PATH_FROM = '__webpack_require__.p = "/";';
-const PUBLIC_PATH_TO = `__webpack_require__.p = ${JSON.stringify(release.publicPath)};`;
 
 /** The marker an extraction writes last: present and matching means complete. */
-function markerOk() {
+function markerOk(release, viewerDir) {
   try {
     const marker = JSON.parse(readFileSync(join(viewerDir, MARKER), 'utf8'));
     return marker.version === release.version && marker.integrity === release.integrity && marker.publicPath === release.publicPath;
@@ -44,11 +43,12 @@ function markerOk() {
 }
 
 /**
- * Makes sure the viewer is extracted; returns what it did. Throws on an integrity mismatch or a
- * malformed archive; a failed download is thrown as well (the caller decides whether to go on).
+ * Makes sure the viewer is extracted; returns what it did ('present' or 'installed'). Throws on an
+ * integrity mismatch or a malformed archive; a failed download is thrown as well (the caller
+ * decides whether to go on). The options are for tests: another release (tarball, integrity), dir.
  */
-export async function installViewer(log = (m) => process.stderr.write(`${m}\n`)) {
-  if (markerOk()) return 'present';
+export async function installViewer({ release = defaultRelease, viewerDir = defaultDir, log = (m) => process.stderr.write(`${m}\n`) } = {}) {
+  if (markerOk(release, viewerDir)) return 'present';
   const parent = dirname(viewerDir);
   mkdirSync(parent, { recursive: true });
   const download = join(parent, `.${release.version}.tgz.partial`);
@@ -72,14 +72,14 @@ export async function installViewer(log = (m) => process.stderr.write(`${m}\n`))
     );
     const actual = hash.digest('base64');
     if (actual !== expected) throw new Error(`the OHIF Viewer tarball's integrity is ${algorithm}-${actual}, not the pinned ${release.integrity}: refused`);
-    const files = await extractDist(download, staging);
+    const files = await extractDist(download, staging, `__webpack_require__.p = ${JSON.stringify(release.publicPath)};`);
     writeFileSync(
       join(staging, MARKER),
       `${JSON.stringify({ version: release.version, integrity: release.integrity, publicPath: release.publicPath, files }, null, 2)}\n`,
     );
     rmSync(viewerDir, { recursive: true, force: true });
     renameSync(staging, viewerDir);
-    log(`dicom-vault install: the OHIF Viewer ${release.version} is in ${release.dir} (${files} files)`);
+    log(`dicom-vault install: the OHIF Viewer ${release.version} is in ${viewerDir} (${files} files)`);
     return 'installed';
   } finally {
     rmSync(download, { force: true });
@@ -88,7 +88,7 @@ export async function installViewer(log = (m) => process.stderr.write(`${m}\n`))
 }
 
 /** Extracts `package/dist/**` of the gzipped tarball at `file` into `out`; returns the number of files. */
-async function extractDist(file, out) {
+async function extractDist(file, out, publicPathTo) {
   mkdirSync(out, { recursive: true });
   let pending = Buffer.alloc(0);
   /** The current entry: its path under out (undefined: skipped), bytes left, padding after it. */
@@ -110,7 +110,7 @@ async function extractDist(file, out) {
       } else if (entry.type === 'L') {
         longName = text.replace(/\0.*$/s, '');
       } else {
-        text = text.replace(PUBLIC_PATH_FROM, PUBLIC_PATH_TO);
+        text = text.replace(PUBLIC_PATH_FROM, publicPathTo);
         writeFileSync(entry.target, text);
       }
     }
