@@ -4,6 +4,8 @@ export interface ViewerRelease {
   tarball: string;
   integrity: string;
   publicPath: string;
+  /** Changes to the extraction step: an extraction made by another one is redone. */
+  extraction?: number;
 }
 export const MARKER: string;
 export function installViewer(options?: { release?: ViewerRelease; viewerDir?: string; log?: (message: string) => void }): Promise<'present' | 'installed'>;

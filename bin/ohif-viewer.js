@@ -16,9 +16,10 @@
 // crypto do the rest. Plain JavaScript: it runs on whichever Node runs npm's scripts.
 //
 // The release is built for the site root: webpack's public path is the literal "/" in eight
-// bundles (the app and its workers). The node serves it under /viewer/, so that one statement is
-// rewritten on extraction (`__webpack_require__.p = "/"` -> "/viewer/"); everything else is
-// byte for byte the release.
+// bundles (the app and its workers), and its stylesheet names its font at /. The node serves it
+// under /viewer/, so those are rewritten on extraction (`__webpack_require__.p = "/"` and CSS
+// `url(/`); everything else is byte for byte the release. `extraction` in the release file counts
+// changes to this step: a different one extracts again.
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { closeSync, openSync, writeSync } from 'node:fs';
@@ -36,7 +37,12 @@ const PUBLIC_PATH_FROM = '__webpack_require__.p = "/";';
 function markerOk(release, viewerDir) {
   try {
     const marker = JSON.parse(readFileSync(join(viewerDir, MARKER), 'utf8'));
-    return marker.version === release.version && marker.integrity === release.integrity && marker.publicPath === release.publicPath;
+    return (
+      marker.version === release.version &&
+      marker.integrity === release.integrity &&
+      marker.publicPath === release.publicPath &&
+      marker.extraction === release.extraction
+    );
   } catch {
     return false;
   }
@@ -72,10 +78,10 @@ export async function installViewer({ release = defaultRelease, viewerDir = defa
     );
     const actual = hash.digest('base64');
     if (actual !== expected) throw new Error(`the OHIF Viewer tarball's integrity is ${algorithm}-${actual}, not the pinned ${release.integrity}: refused`);
-    const files = await extractDist(download, staging, `__webpack_require__.p = ${JSON.stringify(release.publicPath)};`);
+    const files = await extractDist(download, staging, release.publicPath);
     writeFileSync(
       join(staging, MARKER),
-      `${JSON.stringify({ version: release.version, integrity: release.integrity, publicPath: release.publicPath, files }, null, 2)}\n`,
+      `${JSON.stringify({ version: release.version, integrity: release.integrity, publicPath: release.publicPath, extraction: release.extraction, files }, null, 2)}\n`,
     );
     rmSync(viewerDir, { recursive: true, force: true });
     renameSync(staging, viewerDir);
@@ -88,7 +94,7 @@ export async function installViewer({ release = defaultRelease, viewerDir = defa
 }
 
 /** Extracts `package/dist/**` of the gzipped tarball at `file` into `out`; returns the number of files. */
-async function extractDist(file, out, publicPathTo) {
+async function extractDist(file, out, publicPath) {
   mkdirSync(out, { recursive: true });
   let pending = Buffer.alloc(0);
   /** The current entry: its path under out (undefined: skipped), bytes left, padding after it. */
@@ -110,7 +116,9 @@ async function extractDist(file, out, publicPathTo) {
       } else if (entry.type === 'L') {
         longName = text.replace(/\0.*$/s, '');
       } else {
-        text = text.replace(PUBLIC_PATH_FROM, publicPathTo);
+        text = entry.target.endsWith('.css')
+          ? text.replaceAll('url(/', `url(${publicPath}`)
+          : text.replace(PUBLIC_PATH_FROM, `__webpack_require__.p = ${JSON.stringify(publicPath)};`);
         writeFileSync(entry.target, text);
       }
     }
@@ -160,7 +168,7 @@ async function extractDist(file, out, publicPathTo) {
         mkdirSync(dirname(target), { recursive: true });
         entry.target = target;
         files++;
-        if (target.endsWith('.js')) entry.parts = [];
+        if (target.endsWith('.js') || target.endsWith('.css')) entry.parts = [];
         else entry.fd = openSync(target, 'w');
         if (size === 0) finish();
       } else {

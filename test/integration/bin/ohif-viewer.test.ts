@@ -35,6 +35,7 @@ describe('installing the OHIF Viewer release', () => {
     writeFileSync(join(src, 'package', 'README.md'), 'not extracted');
     writeFileSync(join(src, 'package', 'dist', 'index.html'), '<!doctype html><script defer src="/app.bundle.js"></script>');
     writeFileSync(join(src, 'package', 'dist', 'app.bundle.js'), '(() => {\n__webpack_require__.p = "/";\n})();\n');
+    writeFileSync(join(src, 'package', 'dist', 'app.bundle.css'), '@font-face{src:url(/a34f.woff2) format("woff2")}');
     writeFileSync(join(src, 'package', 'dist', LONG), Buffer.from([0, 97, 115, 109, 1, 0, 0, 0]));
     execFileSync('tar', ['--format=pax', '-czf', join(work, 'app.tgz'), '-C', src, 'package']);
     tarball = readFileSync(join(work, 'app.tgz'));
@@ -56,9 +57,10 @@ describe('installing the OHIF Viewer release', () => {
     expect(requests).toBe(1);
     expect(readFileSync(join(dir, 'index.html'), 'utf8')).toContain('app.bundle.js');
     expect(readFileSync(join(dir, 'app.bundle.js'), 'utf8')).toContain('__webpack_require__.p = "/viewer/";');
+    expect(readFileSync(join(dir, 'app.bundle.css'), 'utf8')).toBe('@font-face{src:url(/viewer/a34f.woff2) format("woff2")}');
     expect([...readFileSync(join(dir, LONG))]).toEqual([0, 97, 115, 109, 1, 0, 0, 0]);
     expect(existsSync(join(dir, 'README.md')) || existsSync(join(dir, 'package.json'))).toBe(false);
-    expect(JSON.parse(readFileSync(join(dir, '.dicom-vault-release.json'), 'utf8'))).toMatchObject({ version: '9.9.9', integrity: integrity(), files: 3 });
+    expect(JSON.parse(readFileSync(join(dir, '.dicom-vault-release.json'), 'utf8'))).toMatchObject({ version: '9.9.9', integrity: integrity(), files: 4 });
 
     expect(await installViewer({ release: release(), viewerDir: dir, log: quiet })).toBe('present');
     expect(requests).toBe(1);
