@@ -15,7 +15,9 @@ import { VaultError } from '../core/errors.ts';
 import { DICOMWEB_PREFIX } from './config.ts';
 
 /** The pinned release (the one place that names it; bin/ohif-viewer.js reads it too). */
-const release: { version: string; integrity: string; dir: string } = JSON.parse(readFileSync(new URL('./viewer/ohif-release.json', import.meta.url), 'utf8'));
+const release: { version: string; integrity: string; dir: string; extraction: number } = JSON.parse(
+  readFileSync(new URL('./viewer/ohif-release.json', import.meta.url), 'utf8'),
+);
 export const VIEWER_PREFIX = '/viewer';
 /** Where the install step puts the release (relative to the repository). */
 export const VIEWER_DIR = join(import.meta.dirname, '..', '..', release.dir);
@@ -28,8 +30,8 @@ const MARKER = '.dicom-vault-release.json';
 /**
  * What OHIF needs beyond 'self', each for a reason:
  * - script-src 'wasm-unsafe-eval': its image codecs for compressed transfer syntaxes (OpenJPEG,
- *   CharLS, libjpeg-turbo, HTJ2K) are WebAssembly, and compiling WebAssembly needs it (in the
- *   decoding workers too: their scripts carry this same policy). No 'unsafe-eval', no inline script.
+ *   CharLS, libjpeg-turbo, HTJ2K) are WebAssembly, and compiling WebAssembly needs it. No
+ *   'unsafe-eval' and no inline script on the page (its workers: VIEWER_WORKER_CSP).
  * - style-src 'unsafe-inline': OHIF's UI injects <style> elements at run time (without it Chromium
  *   refuses three of them and the layout breaks; measured by the browser test).
  * - workers: 'self' only; none starts from a blob: URL in this release (the browser test reports
@@ -52,6 +54,16 @@ export const VIEWER_CSP = [
   "form-action 'self'",
   "frame-ancestors 'none'",
 ].join('; ');
+
+/**
+ * The policy of OHIF's workers (a dedicated worker runs under the CSP of its own script's response,
+ * not its page's): the image decoders are Emscripten builds whose glue code makes functions from
+ * strings (embind), so a worker also needs 'unsafe-eval'. Without it every compressed image (JPEG
+ * 2000, JPEG-LS, JPEG) fails to decode. Only workers get it: they have no DOM to inject into, and
+ * they reach nothing beyond this origin (connect-src 'self'). Browsers say what a request is for
+ * (Sec-Fetch-Dest: worker), and the answer varies on it.
+ */
+export const VIEWER_WORKER_CSP = VIEWER_CSP.replace("script-src 'self' 'wasm-unsafe-eval'", "script-src 'self' 'wasm-unsafe-eval' 'unsafe-eval'");
 
 const SECURITY_HEADERS = {
   'content-security-policy': VIEWER_CSP,
@@ -87,11 +99,16 @@ export interface ViewerOptions {
 
 /** Throws CONFIG_INVALID naming the fix when the release is not installed (a start error, not a 404 later). */
 export function checkViewerInstalled(dir = VIEWER_DIR): void {
-  let marker: { version?: string; integrity?: string; publicPath?: string } | undefined;
+  let marker: { version?: string; integrity?: string; publicPath?: string; extraction?: number } | undefined;
   try {
     marker = JSON.parse(readFileSync(join(dir, MARKER), 'utf8'));
   } catch {}
-  if (marker?.version !== release.version || marker.integrity !== release.integrity || marker.publicPath !== `${VIEWER_PREFIX}/`) {
+  if (
+    marker?.version !== release.version ||
+    marker.integrity !== release.integrity ||
+    marker.publicPath !== `${VIEWER_PREFIX}/` ||
+    marker.extraction !== release.extraction
+  ) {
     throw new VaultError(
       'CONFIG_INVALID',
       `the OHIF Viewer ${release.version} (the doctor's viewer at ${VIEWER_PREFIX}/) is not installed in ${dir}: run \`npm ci\` or \`node bin/postinstall.js\` with the npm registry reachable`,
@@ -210,8 +227,14 @@ export function viewer(options: ViewerOptions = {}): FastifyPluginAsync {
       if (path.startsWith(dir + sep) && type !== undefined && rel !== 'index.html' && !rel.startsWith('.') && existsSync(path) && statSync(path).isFile()) {
         // Bundles carry a content hash in their names: cached for good; the rest revalidated.
         const immutable = /\.[0-9a-f]{16}\.(js|wasm|woff2)$|^[0-9a-f]{16}\.(wasm|woff2)$/.test(rel);
+        const worker = request.headers['sec-fetch-dest'] === 'worker';
         return reply
-          .headers({ ...SECURITY_HEADERS, 'cache-control': immutable ? 'public, max-age=31536000, immutable' : 'no-cache' })
+          .headers({
+            ...SECURITY_HEADERS,
+            ...(worker ? { 'content-security-policy': VIEWER_WORKER_CSP } : {}),
+            vary: 'sec-fetch-dest',
+            'cache-control': immutable ? 'public, max-age=31536000, immutable' : 'no-cache',
+          })
           .type(type)
           .send(createReadStream(path));
       }
