@@ -3,8 +3,9 @@
 // sees the one study and why, opens it in the OHIF Viewer at /viewer/, and the series renders (its
 // pixels read back from the viewport's canvas); the other series and the other study never
 // appear. The patient revokes; the viewer's next image request fails, it says why (the grant, when
-// it was revoked) and sends nothing more; opened again, it loads nothing and says why. Axe checks
-// the doctor's page at 1280 and 360 px; screenshots go to test-artifacts/.
+// it was revoked) and sends nothing more; opened again, it loads nothing and says why; likewise
+// under a grant that has expired. Axe checks the doctor's page at 1280 and 360 px; screenshots go
+// to test-artifacts/.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -204,5 +205,26 @@ describe("the doctor's page and viewer", () => {
     const after = requests.slice(before);
     expect(after.length).toBeGreaterThan(0); // OHIF asked, and was answered nothing
     expect(after.filter((r) => r.status === 200 && (r.url.includes('/frames/') || r.url.includes('/metadata')))).toEqual([]);
+  });
+
+  it('a grant that has expired: the viewer loads nothing and says when it ended', { timeout: 120_000 }, async () => {
+    const chase = node.vault.identity.addUser('dr.chase', ['grantee']).token;
+    const ends = new Date(Math.ceil(Date.now() / 1000) * 1000 + 3_000);
+    const id = await grant({ grantee: { kind: 'user', id: 'dr.chase' }, studies: [x.studyInstanceUID], notAfter: ends });
+    await new Promise((resolve) => setTimeout(resolve, ends.getTime() - Date.now() + 500));
+    const other = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const tab = await other.newPage();
+    const answered: string[] = [];
+    tab.on('response', (res) => {
+      if (res.url().includes('/dicom-web/') && res.status() === 200) answered.push(res.url());
+    });
+    await tab.goto(`${origin}/doctor/`);
+    await tab.evaluate((token) => sessionStorage.setItem('dicom-vault.token', token), chase);
+    await tab.goto(`${origin}/viewer/?StudyInstanceUIDs=${x.studyInstanceUID}`);
+    const banner = tab.locator('#dicom-vault-stopped');
+    await banner.waitFor({ timeout: 60_000 });
+    expect(await banner.textContent()).toContain(`grant ${id} expired at`);
+    expect(answered.filter((u) => u.includes('/frames/') || u.includes('/metadata'))).toEqual([]);
+    await other.close();
   });
 });
