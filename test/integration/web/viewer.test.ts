@@ -152,6 +152,9 @@ describe("the doctor's page and viewer", () => {
       });
     void stats;
     await screenshot(page, 'viewer-1280');
+    await page.setViewportSize({ width: 360, height: 780 });
+    await screenshot(page, 'viewer-360');
+    await page.setViewportSize({ width: 1280, height: 900 });
 
     // One series in the study browser; neither series Y nor study B was ever answered.
     const thumbnails = page.locator('[data-cy="study-browser-thumbnail"], [data-cy="study-browser-thumbnail-no-image"]');
