@@ -33,6 +33,11 @@ const defaultDir = join(root, defaultRelease.dir);
 export const MARKER = '.dicom-vault-release.json';
 const PUBLIC_PATH_FROM = '__webpack_require__.p = "/";';
 
+/** An archive refused for what it is (not for a failed download): the install must fail. */
+function refused(message) {
+  return Object.assign(new Error(message), { refused: true });
+}
+
 /** The marker an extraction writes last: present and matching means complete. */
 function markerOk(release, viewerDir) {
   try {
@@ -77,7 +82,7 @@ export async function installViewer({ release = defaultRelease, viewerDir = defa
       createWriteStream(download),
     );
     const actual = hash.digest('base64');
-    if (actual !== expected) throw new Error(`the OHIF Viewer tarball's integrity is ${algorithm}-${actual}, not the pinned ${release.integrity}: refused`);
+    if (actual !== expected) throw refused(`the OHIF Viewer tarball's integrity is ${algorithm}-${actual}, not the pinned ${release.integrity}: refused`);
     const files = await extractDist(download, staging, release.publicPath);
     writeFileSync(
       join(staging, MARKER),
@@ -172,11 +177,11 @@ async function extractDist(file, out, publicPath) {
         else entry.fd = openSync(target, 'w');
         if (size === 0) finish();
       } else {
-        throw new Error(`the OHIF Viewer tarball holds ${name} of tar type ${type}, which this reader does not extract`);
+        throw refused(`the OHIF Viewer tarball holds ${name} of tar type ${type}, which this reader does not extract`);
       }
     }
   }
-  if (entry !== undefined) throw new Error('the OHIF Viewer tarball ends inside an entry');
-  if (!existsSync(join(out, 'index.html'))) throw new Error('the OHIF Viewer tarball has no package/dist/index.html');
+  if (entry !== undefined) throw refused('the OHIF Viewer tarball ends inside an entry');
+  if (!existsSync(join(out, 'index.html'))) throw refused('the OHIF Viewer tarball has no package/dist/index.html');
   return files;
 }

@@ -23,7 +23,6 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import semver from 'semver';
-import { installViewer } from './ohif-viewer.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -121,13 +120,15 @@ for (const [path, entry] of Object.entries(packages)) {
 }
 
 // 6. The doctor's viewer: the OHIF Viewer's prebuilt release, fetched once and checked against its
-//    pinned integrity (bin/ohif-viewer.js). A failed download does not fail the install (the rest
-//    of the node works, and `npm start` then names what is missing); a tarball that does not match
-//    its integrity does.
+//    pinned integrity (bin/ohif-viewer.js). A failed download does not fail the install (the tools
+//    and tests that need no node still work; `npm start` refuses, naming the fix); a tarball that
+//    does not match its integrity, or that this step cannot read, does.
 try {
+  // Imported here, not at the top: the checks above must run (and fail) even where it is absent.
+  const { installViewer } = await import('./ohif-viewer.js');
   await installViewer();
 } catch (err) {
-  if (/integrity|tar/.test(err.message)) fail(err.message);
+  if (err.refused) fail(err.message);
   process.stderr.write(
     `\ndicom-vault install: the OHIF Viewer was not installed (${err.message}); the node will not start until it is: run \`node bin/postinstall.js\` again with the registry reachable.\n\n`,
   );

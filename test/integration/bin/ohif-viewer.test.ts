@@ -81,6 +81,9 @@ describe('installing the OHIF Viewer release', () => {
       await expect(installViewer({ release: release({ tarball: tarballUrl, integrity: other }), viewerDir: dir, log: quiet })).rejects.toThrow(
         /integrity is sha512-.*, not the pinned sha512-.*: refused/,
       );
+      await expect(installViewer({ release: release({ tarball: tarballUrl, integrity: other }), viewerDir: dir, log: quiet })).rejects.toMatchObject({
+        refused: true,
+      });
       expect(existsSync(dir)).toBe(false);
       expect(existsSync(`${dir}.partial`)).toBe(false);
     } finally {
