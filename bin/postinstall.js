@@ -124,3 +124,17 @@ for (const [path, entry] of Object.entries(packages)) {
 //    A child process on this (the pinned) Node, which strips the build script's types.
 const web = spawnSync(process.execPath, [join(root, 'src', 'web', 'build.ts')], { cwd: root, stdio: 'inherit' });
 if (web.status !== 0) fail(`building the web pages failed (exit ${web.status ?? web.signal}); see above, then run \`npm run build:web\``);
+// 7. The doctor's viewer: the OHIF Viewer's prebuilt release, fetched once and checked against its
+//    pinned integrity (bin/ohif-viewer.js). A failed download does not fail the install (the tools
+//    and tests that need no node still work; `npm start` refuses, naming the fix); a tarball that
+//    does not match its integrity, or that this step cannot read, does.
+try {
+  // Imported here, not at the top: the checks above must run (and fail) even where it is absent.
+  const { installViewer } = await import('./ohif-viewer.js');
+  await installViewer();
+} catch (err) {
+  if (err.refused) fail(err.message);
+  process.stderr.write(
+    `\ndicom-vault install: the OHIF Viewer was not installed (${err.message}); the node will not start until it is: run \`node bin/postinstall.js\` again with the registry reachable.\n\n`,
+  );
+}

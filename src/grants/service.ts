@@ -70,6 +70,19 @@ export class GrantService implements GrantsForAccess {
     return out;
   }
 
+  /**
+   * Every grant naming `principalId` as grantee (or, for a share link's principal, its one grant),
+   * newest first, each with where it stands: the grantee's own view (GET /api/grantee/grants).
+   * Grants that do not verify are left out: they were never anyone's to use.
+   */
+  forGrantee(principalId: string, now: Date, grantId?: string): Array<GrantRecord & GrantCheck> {
+    const records =
+      grantId !== undefined
+        ? [this.#deps.store.get(grantId)].filter((r): r is GrantRecord => r !== undefined && r.statement.id === grantId)
+        : this.#deps.store.forGrantee(principalId).filter((r) => granteePrincipal(r.statement.grantee, r.statement.id) === principalId);
+    return records.map((r) => ({ ...r, ...this.check(r, now) })).filter((r) => r.status !== 'invalid');
+  }
+
   activeById(grantId: string, now: Date): EnforcedGrant | undefined {
     const record = this.#deps.store.get(grantId);
     return record === undefined ? undefined : this.#enforced(record, now, (s) => s.id === grantId);

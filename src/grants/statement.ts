@@ -8,6 +8,7 @@ import type { PatientRef } from '../catalog/scope.ts';
 import { VaultError } from '../core/errors.ts';
 import { isValidUid } from '../dicom/uid.ts';
 import { DATA_TYPES, type DataType, GRANT_ACTIONS, GRANT_VERSION, type GrantAction, type Grantee, type GrantStatement } from './model.ts';
+import { secureUrl } from '../identity/oidc.ts';
 
 /** A grant whose end the patient did not name lasts this long. Default 30 days. */
 export const DEFAULT_GRANT_DAYS = 30;
@@ -152,8 +153,9 @@ function checkGrantee(g: unknown): Grantee {
       try {
         url = typeof g.issuer === 'string' ? new URL(g.issuer) : undefined;
       } catch {}
-      if (url === undefined || url.protocol !== 'https:' || url.search !== '' || url.hash !== '')
-        throw invalid('an OpenID issuer is an https URL without query or fragment');
+      // As the node's --oidc-issuer: plain http only for a provider on loopback.
+      if (url === undefined || !secureUrl(url) || url.search !== '' || url.hash !== '')
+        throw invalid('an OpenID issuer is an https URL without query or fragment (http only on loopback)');
       if (typeof g.subject !== 'string' || g.subject.length === 0 || g.subject.length > 255) throw invalid('an OpenID subject is 1-255 characters');
       return { kind: 'oidc', issuer: g.issuer as string, subject: g.subject };
     }

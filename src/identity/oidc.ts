@@ -240,7 +240,8 @@ function checkedIssuer(issuer: string): string {
   return issuer;
 }
 
-function secureUrl(url: URL): boolean {
+/** https, or http on loopback: what an OpenID issuer may be (for --oidc-issuer and for grants to its subjects). */
+export function secureUrl(url: URL): boolean {
   if (url.protocol === 'https:') return true;
   return url.protocol === 'http:' && (url.hostname === 'localhost' || url.hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(url.hostname));
 }

@@ -19,6 +19,8 @@ import type { NodeMetrics } from './metrics.ts';
 import { REDACTING_SERIALIZERS } from './log.ts';
 import type { GrantWatch } from '../access/grant-watch.ts';
 import { patientApi, type PatientApiDeps } from './api/patient.ts';
+import { viewer, type ViewerOptions } from './viewer.ts';
+import { type DoctorOidc, doctorPage } from './doctor.ts';
 import { DEFAULT_LIMITS, IngestLimiter, type LimitOptions } from './limits.ts';
 import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -51,6 +53,8 @@ export interface AppDeps extends QidoDeps {
   grantWatch?: Pick<GrantWatch, 'watch'>;
   /** The patients' API under /api (enrollment, keys, grants, share links, token exchange); absent: none (open mode). */
   patientApi?: PatientApiDeps;
+  /** The doctor's page (/doctor/) and the OHIF Viewer (/viewer/); absent: neither (open mode). */
+  viewer?: ViewerOptions & { doctorDir?: string; oidc?: DoctorOidc };
 }
 
 export interface ReadinessCheck {
@@ -231,6 +235,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     { prefix: DICOMWEB_PREFIX },
   );
   if (deps.patientApi !== undefined) void app.register(patientApi(deps.patientApi), { prefix: '/api' });
+  if (deps.viewer !== undefined) {
+    void app.register(viewer(deps.viewer));
+    void app.register(
+      doctorPage({
+        ...(deps.viewer.doctorDir !== undefined ? { dir: deps.viewer.doctorDir } : {}),
+        ...(deps.viewer.oidc !== undefined ? { oidc: deps.viewer.oidc } : {}),
+      }),
+    );
+  }
 
   return app;
 }

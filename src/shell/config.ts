@@ -62,6 +62,8 @@ export interface NodeOptions {
   dimse?: DimseOptions;
   /** A hospital's OpenID provider whose JWTs are taken as bearer tokens (src/identity/oidc.ts); absent: none. */
   oidc?: OidcOptions;
+  /** The doctor's page's public client at that provider (sign-in with authorization code + PKCE); absent: token sign-in only. */
+  oidcClientId?: string;
   /** The hospital's audit record repository (IHE ATNA): PS3.15 messages over syslog; absent: none. */
   auditSyslog?: AuditSyslogOptions;
   /** The audit log (src/audit): ms between signed heads while entries arrive (0: after every batch). Default 2,000. */
@@ -205,6 +207,12 @@ export const FLAGS = {
     help: 'node roles from claim values, role=value,value;role=value (e.g. staff=radiologist,clinician;admin=pacs-admin); a caller with none is a grantee',
     default: 'none',
   },
+  'oidc-client-id': {
+    env: 'DICOM_VAULT_OIDC_CLIENT_ID',
+    arg: 'id',
+    help: "the doctor's page's client at the OpenID provider (public: authorization code with PKCE, redirect URI <node>/doctor/); none: doctors sign in with a token only",
+    default: 'none',
+  },
   'audit-syslog': {
     env: 'DICOM_VAULT_AUDIT_SYSLOG',
     arg: 'url',
@@ -337,7 +345,7 @@ function resolveDimse(get: (name: FlagName) => string | undefined): { dimse?: Di
   return { dimse: { port: port === undefined ? DEFAULT_DIMSE_PORT : int('dimse-port', port, 0, 65535), aeTitle, allowedCallingAeTitles: allowed } };
 }
 
-function resolveOidc(get: (name: FlagName) => string | undefined): { oidc?: OidcOptions } {
+function resolveOidc(get: (name: FlagName) => string | undefined): { oidc?: OidcOptions; oidcClientId?: string } {
   const issuer = get('oidc-issuer');
   const oidc = resolveOidcOptions({
     issuer: issuer === 'none' ? undefined : issuer,
@@ -345,7 +353,10 @@ function resolveOidc(get: (name: FlagName) => string | undefined): { oidc?: Oidc
     roleClaim: get('oidc-role-claim'),
     roles: get('oidc-roles'),
   });
-  return oidc === undefined ? {} : { oidc };
+  const clientId = get('oidc-client-id');
+  if (clientId === undefined || clientId === 'none') return oidc === undefined ? {} : { oidc };
+  if (oidc === undefined) throw new VaultError('CONFIG_INVALID', '--oidc-client-id needs --oidc-issuer');
+  return { oidc, oidcClientId: clientId };
 }
 
 function resolveAuditSyslog(get: (name: FlagName) => string | undefined): { auditSyslog?: AuditSyslogOptions } {

@@ -17,6 +17,7 @@ import * as raw from 'multiformats/codecs/raw';
 import { identity } from 'multiformats/hashes/identity';
 import { createChainClient } from '../../anchor/chain/client.ts';
 import { buildApp, type ReadinessCheck } from './app.ts';
+import { checkViewerInstalled } from './viewer.ts';
 import { PublicUrls } from './dicomweb/public-url.ts';
 import { NodeMetrics } from './metrics.ts';
 import { IngestLimiter } from './limits.ts';
@@ -65,6 +66,8 @@ export interface StartNodeExtras {
 export async function startNode(options: NodeOptions, logger: Logger = createLogger(options.logLevel), extras: StartNodeExtras = {}): Promise<RunningNode> {
   // The pages (src/shell/web.ts) go with the patient API: checked first, a missing build stops the start before anything opens.
   const pages = options.open ? undefined : loadBundles();
+  // The doctor's viewer is installed with the node (npm ci), never fetched at run time: missing, the node does not start.
+  if (!options.open) checkViewerInstalled();
   const vault = await openVault(options, logger);
   let anchoring: Anchoring | undefined;
   if (extras.anchoring && options.anchor && options.anchor.mode !== 'none') {
@@ -159,6 +162,10 @@ export async function startNode(options: NodeOptions, logger: Logger = createLog
     ...(policy === undefined
       ? {}
       : {
+          viewer:
+            options.oidc !== undefined && options.oidcClientId !== undefined
+              ? { oidc: { issuer: options.oidc.issuer, clientId: options.oidcClientId, audience: options.oidc.audience } }
+              : {},
           patientApi: {
             identity: vault.identity,
             grants: vault.grants,

@@ -2,6 +2,9 @@
 // test/support/oidc-provider.ts: a hospital's identity provider as the node sees it. It issues
 // RFC 9068 JWT access tokens with the client_credentials grant, one audience per resource
 // indicator, and publishes its discovery document and JWKS over HTTP on a free loopback port.
+// A client with redirect URIs is a public one for a browser page instead: the authorization code
+// grant with PKCE, its user signing in on the provider's development login and consent pages (any
+// login name is an account, whose `sub` it is).
 //
 // Rotation ('rotate' over IPC): a new signing key is put first in the JWKS, the old one stays for
 // verification; oidc-provider reads its keys once at construction, so a new Provider instance
@@ -22,6 +25,8 @@ export interface ProviderClient {
   drop?: string[];
   /** JWS header fields over the provider's own (`typ`). */
   header?: Record<string, string>;
+  /** A public browser client (authorization code + PKCE, no secret) with these redirect URIs. */
+  redirectUris?: string[];
 }
 
 export interface ProviderResource {
@@ -52,20 +57,25 @@ async function signingKey(): Promise<JWK> {
 
 function provider(issuer: string, keys: JWK[]): Provider {
   return new Provider(issuer, {
-    clients: config.clients.map((c) => ({
-      client_id: c.id,
-      client_secret: c.secret,
-      grant_types: ['client_credentials'],
-      response_types: [],
-      redirect_uris: [],
-      scope: 'dicomweb',
-    })),
+    clients: config.clients.map((c) =>
+      c.redirectUris === undefined
+        ? { client_id: c.id, client_secret: c.secret, grant_types: ['client_credentials'], response_types: [], redirect_uris: [], scope: 'dicomweb' }
+        : {
+            client_id: c.id,
+            token_endpoint_auth_method: 'none',
+            grant_types: ['authorization_code'],
+            response_types: ['code'],
+            redirect_uris: c.redirectUris,
+            scope: 'openid dicomweb',
+          },
+    ),
     jwks: { keys: keys as never },
-    scopes: ['dicomweb'],
+    scopes: ['openid', 'dicomweb'],
+    findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
     ttl: { ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? 300 },
     cookies: { keys: ['test-only-cookie-key'] },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: config.clients.some((c) => c.redirectUris !== undefined) },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,

@@ -21,6 +21,7 @@
 //   GET  /api/patient/erasure-requests/{id}/receipt       the certificate's anchor receipt (202 while on its way)
 //   POST /api/patient/exports              export every study for another provider, sealed to its node key (prepared in the background)
 //   GET  /api/patient/exports/{id}[/archive]  where it stands; the archive (application/vnd.ipld.car) once ready
+//   GET  /api/grantee/grants                 the caller's own grants as grantee (src/shell/api/grantee.ts)
 //   POST /api/token                          RFC 8693 token exchange: a share code for a bearer token bound to its grant
 //
 // Patients authenticate with a bearer session token in the Authorization header, identified by the
@@ -40,6 +41,7 @@ import { Challenges, type NewKey, type PatientApiDeps, type PatientRoutesContext
 import { erasureRoutes } from './patient-erasure.ts';
 import { exportRoutes } from './patient-exports.ts';
 import { grantRoutes, tokenRoutes } from './patient-grants.ts';
+import { granteeRoutes } from './grantee.ts';
 import { sessionRoutes } from './patient-sessions.ts';
 
 export {
@@ -126,5 +128,6 @@ export function patientApi(deps: PatientApiDeps): FastifyPluginAsync {
     await erasureRoutes(api, ctx);
     await exportRoutes(api, ctx);
     await tokenRoutes(api, ctx);
+    await granteeRoutes(api, ctx);
   };
 }

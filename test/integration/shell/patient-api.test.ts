@@ -298,6 +298,7 @@ describe('patient API', () => {
     expect(doc.openapi).toBe('3.1.0');
     expect(Object.keys(doc.paths).sort()).toEqual(
       [
+        '/api/grantee/grants',
         '/api/patient',
         '/api/patient/enrollment',
         '/api/patient/erasure-requests',
