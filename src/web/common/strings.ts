@@ -162,6 +162,26 @@ export const en = {
   erasureReason: (reason: string) => `Reason: ${reason}`,
   erasureEverything: 'everything',
 
+  // export for another provider (GDPR Art. 20)
+  exportTitle: 'Take everything to another provider',
+  exportWhat:
+    'This prepares one file with all your studies (every version of each), the receipts that prove they were not changed, the access you have given (as consent records) and your audit log, for another hospital or provider whose system runs dicom-vault. They import it and have the same images, byte for byte.',
+  exportSealed:
+    "The file is sealed to the receiving provider's key: only their system can open it. Anyone else who gets hold of it sees scrambled data, not your images or your name.",
+  exportNot:
+    'Nothing is deleted or changed here: your studies stay, and the access you gave stays in force (ask for erasure above if you want them removed). Handing the file over is recorded in your audit log. A provider without dicom-vault needs plain DICOM files instead: ask the hospital.',
+  exportKey: "The receiving provider's key",
+  exportKeyHelp: 'They give it to you: a block of text that starts with -----BEGIN PUBLIC KEY-----. Paste all of it.',
+  exportButton: 'Prepare the file',
+  exportNeedsKey: "Paste the receiving provider's key first.",
+  exportPreparing: 'Preparing your file… With many studies this takes a few minutes; you can keep using this page.',
+  exportFetching: 'Your file is ready; bringing it to this browser…',
+  exportReady: (studies: number, size: string) => `Your file is ready: ${studies === 1 ? '1 study' : `${studies} studies`}, ${size}.`,
+  exportDownload: 'Download the file',
+  exportHandOver: 'Give this file to the receiving provider. Only their system can open it.',
+  exportFailed: (reason: string) => `The file could not be prepared: ${reason}`,
+  exportGone: 'This export is no longer kept by the node (it was restarted). Prepare the file again.',
+
   // audit log
   auditTitle: 'Who saw what',
   auditHelp: 'Every access to your imaging and every refused attempt, newest first.',

@@ -1,6 +1,7 @@
 // The patient's page (issue 26): enroll with the hospital's code and a passkey, sign in, see the
 // studies, who can see what, give access (signed with the passkey), share by link and QR code,
-// revoke, ask for erasure (erasure.ts), read the audit log (audit.ts). Every call goes to the node's API with the session's
+// revoke, ask for erasure (erasure.ts), export everything for another provider (export.ts), read the
+// audit log (audit.ts). Every call goes to the node's API with the session's
 // bearer token (common/api.ts); every text comes from common/strings.ts; every value from the
 // node is put on the page as text (common/dom.ts).
 import { encode } from 'uqr';
@@ -10,6 +11,7 @@ import { h, replace, uniqueId } from '../common/dom.ts';
 import { createPasskey, usePasskey } from '../common/webauthn.ts';
 import { auditList } from './audit.ts';
 import { erasureForm } from './erasure.ts';
+import { exportForm } from './export.ts';
 import { act, labelled, radio, reasonOf, t, when } from './forms.ts';
 
 const main = document.getElementById('main')!;
@@ -199,6 +201,7 @@ async function showHome(): Promise<void> {
     section('access', t.accessTitle, h('p', { class: 'staff' }, t.staffAccess), grantsList),
     section('grant', t.grantTitle, grantForm(studies, renderGrants)),
     section('erasure', t.erasureTitle, erasureForm(studies)),
+    section('export', t.exportTitle, exportForm()),
     section('audit', t.auditTitle, auditList(t, when, reasonOf)),
   );
   main.focus();
