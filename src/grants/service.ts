@@ -22,6 +22,16 @@ export const DEFAULT_LINK_TOKEN_TTL_MS = 12 * 3_600_000;
 export const DEFAULT_VERDICT_CACHE_SIZE = 100_000;
 
 /** active: enforced now; pending: signed and valid, not started; expired: ended; revoked; invalid: never enforced (the reason says why). */
+/** Why a share code was not exchanged, by kind (the token endpoint names the kind, for the share page to word it). */
+export const SHARE_CODE_REFUSALS = {
+  unknown: 'the share code is unknown',
+  used: 'the share code was used already: a share link opens once',
+  expired: 'the share code has expired',
+  'not-in-force': 'the grant of this share link is not in force (revoked, ended or not valid)',
+  'not-a-link': 'the share code is not for a link grant',
+} as const;
+export type ShareCodeRefusal = keyof typeof SHARE_CODE_REFUSALS;
+
 export type GrantStatus = 'active' | 'pending' | 'expired' | 'revoked' | 'invalid';
 
 export interface GrantCheck {
@@ -192,11 +202,16 @@ export class GrantService implements GrantsForAccess {
 
   /** A share code for a bearer token bound to its grant (RFC 8693's exchange); a string says why not. */
   exchangeShareCode(code: string, now = new Date()): { token: string; expiresAt: Date; grantId: string } | string {
-    const grantId = this.#deps.store.consumeShareCode(code, now);
-    if (grantId === undefined) return 'the share code is unknown, used or expired';
+    const use = this.#deps.store.consumeShareCode(code, now);
+    if ('refused' in use) {
+      // A revocation spends its grant's codes: say the grant ended rather than that someone used the link.
+      if (use.refused === 'used' && this.activeById(use.grantId, now) === undefined) return SHARE_CODE_REFUSALS['not-in-force'];
+      return SHARE_CODE_REFUSALS[use.refused];
+    }
+    const grantId = use.grantId;
     const grant = this.activeById(grantId, now);
-    if (grant === undefined) return 'the grant of this share link is not in force (revoked, ended or not valid)';
-    if (this.#deps.store.get(grantId)?.statement.grantee.kind !== 'link') return 'the share code is not for a link grant';
+    if (grant === undefined) return SHARE_CODE_REFUSALS['not-in-force'];
+    if (this.#deps.store.get(grantId)?.statement.grantee.kind !== 'link') return SHARE_CODE_REFUSALS['not-a-link'];
     const cap = now.getTime() + (this.#deps.linkTokenTtlMs ?? DEFAULT_LINK_TOKEN_TTL_MS);
     const expiresAt = new Date(grant.notAfter === null ? cap : Math.min(cap, grant.notAfter.getTime()));
     return { token: this.#deps.identity.issueToken('link', grantId, expiresAt), expiresAt, grantId };

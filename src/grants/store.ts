@@ -29,6 +29,13 @@ export function markVerified(grant: SignedGrant): VerifiedGrant {
   return v;
 }
 
+/**
+ * What trying a share code gave: its grant, or why not. The holder of a link is told which (the code is
+ * 256 random bits, so telling nothing to a guesser), because "used already" means someone else opened
+ * the link first and the patient should know.
+ */
+export type ShareCodeUse = { grantId: string } | { refused: 'unknown' } | { refused: 'used' | 'expired'; grantId: string };
+
 export interface GrantStore {
   /** Stores a verified grant (CONFLICT when its id is taken). */
   add(grant: VerifiedGrant, now?: Date): GrantRecord;
@@ -41,8 +48,8 @@ export interface GrantStore {
   revoke(id: string, by: string, now?: Date): boolean;
   /** A new single-use share code for a grant (returned once; its hash is kept), valid for `ttlMs` (at most SHARE_CODE_MAX_TTL_MS). */
   createShareCode(grantId: string, ttlMs: number, now?: Date): { code: string; expiresAt: Date };
-  /** The grant a share code is for, used up at once; undefined for an unknown, used or expired code. */
-  consumeShareCode(code: string, now?: Date): string | undefined;
+  /** The grant a share code is for, used up at once; or why not: unknown, used already, or expired. */
+  consumeShareCode(code: string, now?: Date): ShareCodeUse;
   close(): void;
 }
 
@@ -162,16 +169,17 @@ export class SqliteGrantStore implements GrantStore {
     return { code, expiresAt };
   }
 
-  consumeShareCode(code: string, now = new Date()): string | undefined {
+  consumeShareCode(code: string, now = new Date()): ShareCodeUse {
     const hash = hashSecret(code);
     return transaction(this.#db, () => {
       const row = this.#stmts.get('SELECT grant_id, expires_at, used_at FROM share_codes WHERE hash = ?').get(hash) as
         | { grant_id: string; expires_at: string; used_at: string | null }
         | undefined;
-      if (row === undefined || row.used_at !== null) return undefined;
+      if (row === undefined) return { refused: 'unknown' };
       // Used up even when expired: a code is tried once.
-      this.#stmts.get('UPDATE share_codes SET used_at = ? WHERE hash = ?').run(now.toISOString(), hash);
-      return Date.parse(row.expires_at) <= now.getTime() ? undefined : row.grant_id;
+      if (row.used_at === null) this.#stmts.get('UPDATE share_codes SET used_at = ? WHERE hash = ?').run(now.toISOString(), hash);
+      if (Date.parse(row.expires_at) <= now.getTime()) return { refused: 'expired', grantId: row.grant_id };
+      return row.used_at !== null ? { refused: 'used', grantId: row.grant_id } : { grantId: row.grant_id };
     });
   }
 

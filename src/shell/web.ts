@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { VaultError } from '../core/errors.ts';
+import { SHARE_PATH } from './api/patient-common.ts';
 
 const WEB_SOURCES = fileURLToPath(new URL('../web/', import.meta.url));
 const WEB_DIST = fileURLToPath(new URL('../web/dist/', import.meta.url));
@@ -56,8 +57,11 @@ export interface WebMount {
   page: string;
 }
 
-/** The node's pages. Another page is one more row (and its src/web/<page>/main.ts). */
-export const DEFAULT_MOUNTS: readonly WebMount[] = [{ path: '/', page: 'patient' }];
+/** The node's pages. Another page is one more row (and its src/web/<page>/main.ts). SHARE_PATH: where share links land. */
+export const DEFAULT_MOUNTS: readonly WebMount[] = [
+  { path: '/', page: 'patient' },
+  { path: SHARE_PATH, page: 'share' },
+];
 
 export interface WebDeps {
   mounts?: readonly WebMount[];

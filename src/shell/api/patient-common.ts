@@ -218,10 +218,10 @@ export function unauthorizedSession(reason: string): VaultError {
   return new VaultError('UNAUTHORIZED', reason, { details: { wwwAuthenticate: 'Bearer realm="dicom-vault"' } });
 }
 
-export function oauthError(reply: FastifyReply, status: number, error: string, description: string): FastifyReply {
+export function oauthError(reply: FastifyReply, status: number, error: string, description: string, extra: Record<string, string> = {}): FastifyReply {
   return reply
     .code(status)
     .header('cache-control', 'no-store')
     .type('application/json')
-    .send({ error, error_description: description.replace(/["\\]/g, '') });
+    .send({ error, error_description: description.replace(/["\\]/g, ''), ...extra });
 }

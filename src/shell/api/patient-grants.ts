@@ -7,6 +7,7 @@ import { canonicalJson } from '../../grants/canonical.ts';
 import { consentBundle, grantToConsent } from '../../grants/fhir.ts';
 import { DATA_TYPES, GRANT_ACTIONS } from '../../grants/model.ts';
 import { statementChallenge } from '../../grants/signing.ts';
+import { SHARE_CODE_REFUSALS, type ShareCodeRefusal } from '../../grants/service.ts';
 import { draftStatement, parseGrantee, parseUntil } from '../../grants/statement.ts';
 import { SHARE_CODE_MAX_TTL_MS } from '../../grants/store.ts';
 import {
@@ -325,7 +326,18 @@ export async function tokenRoutes(api: FastifyInstance, ctx: PatientRoutesContex
               expires_in: { type: 'integer' },
             },
           },
-          400: { type: 'object', properties: { error: { type: 'string' }, error_description: { type: 'string' } } },
+          400: {
+            type: 'object',
+            properties: {
+              error: { type: 'string' },
+              error_description: { type: 'string' },
+              share_code: {
+                type: 'string',
+                enum: Object.keys(SHARE_CODE_REFUSALS),
+                description: 'invalid_grant: why the code was refused (used: someone opened the link already)',
+              },
+            },
+          },
         },
       },
     },
@@ -338,7 +350,10 @@ export async function tokenRoutes(api: FastifyInstance, ctx: PatientRoutesContex
       }
       const t = now();
       const result = deps.grants.exchangeShareCode(body.subject_token!, t);
-      if (typeof result === 'string') return oauthError(reply, 400, 'invalid_grant', result);
+      if (typeof result === 'string') {
+        const kind = (Object.keys(SHARE_CODE_REFUSALS) as ShareCodeRefusal[]).find((k) => SHARE_CODE_REFUSALS[k] === result);
+        return oauthError(reply, 400, 'invalid_grant', result, kind !== undefined ? { share_code: kind } : {});
+      }
       void reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
       return {
         access_token: result.token,

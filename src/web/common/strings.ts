@@ -115,6 +115,34 @@ export const en = {
   shareCopied: 'Link copied.',
   shareQr: 'QR code of the share link',
 
+  // the share page (/share): what a share link opens, for whoever holds it
+  sharePageTitle: 'Imaging shared with you',
+  shareOpening: 'Opening the link…',
+  shareNoCode:
+    'This page opens share links. The link you were given ends with “#code=…”: open the whole link, as it was given. If you opened it before in this tab, the access ended when the tab was closed.',
+  shareUsed:
+    'This link has already been used. A share link opens once only, in the first browser that opens it. If that was not you, tell the patient: someone else may have opened it. Ask them for a new link.',
+  shareExpired: 'This link has expired: a share link must be opened within 10 minutes of being made. Ask the patient for a new link.',
+  shareUnknown: 'This link is not valid. Check that it was copied whole, or ask the patient for a new link.',
+  shareEnded: 'The patient has revoked this access, or it has ended. Ask them if you still need it.',
+  shareFailed: (reason: string) => `The link could not be opened: ${reason}`,
+  shareWhatTitle: 'What this link gives you',
+  shareScope: 'What',
+  shareKinds: 'Kinds of data',
+  shareUntil: 'Until',
+  shareUntilTime: (when: string) => `${when}, or earlier if the patient revokes it`,
+  shareTabOnly: 'This access is kept in this browser tab only. It ends when you close the tab or press “End access”, and the link cannot be opened again.',
+  shareSeriesOf: (n: number, study: string) => (n === 1 ? `one series of ${study}` : `${n} series of ${study}`),
+  shareModalities: (names: string) => `studies of modality ${names}`,
+  shareEverything: 'all of the patient’s studies',
+  shareStudiesTitle: (n: number) => (n === 1 ? 'The study you may open' : `The ${n} studies you may open`),
+  shareNoStudies: 'No study is open to this link at the moment.',
+  shareOpen: 'Open in the viewer',
+  shareOpenLabel: (what: string) => `Open in the viewer: ${what}`,
+  shareEnd: 'End access',
+  shareEndedByYou: 'Access ended in this tab. The link cannot be opened again.',
+  sharePatient: 'Patient',
+
   // erasure
   erasureTitle: 'Ask for erasure',
   erasureWhat:
@@ -133,6 +161,26 @@ export const en = {
   erasureStates: { pending: 'waiting for a decision', refused: 'refused', approved: 'approved', done: 'done', failed: 'failed' } as Record<string, string>,
   erasureReason: (reason: string) => `Reason: ${reason}`,
   erasureEverything: 'everything',
+
+  // export for another provider (GDPR Art. 20)
+  exportTitle: 'Take everything to another provider',
+  exportWhat:
+    'This prepares one file with all your studies (every version of each), the receipts that prove they were not changed, the access you have given (as consent records) and your audit log, for another hospital or provider whose system runs dicom-vault. They import it and have the same images, byte for byte.',
+  exportSealed:
+    "The file is sealed to the receiving provider's key: only their system can open it. Anyone else who gets hold of it sees scrambled data, not your images or your name.",
+  exportNot:
+    'Nothing is deleted or changed here: your studies stay, and the access you gave stays in force (ask for erasure above if you want them removed). Handing the file over is recorded in your audit log. A provider without dicom-vault needs plain DICOM files instead: ask the hospital.',
+  exportKey: "The receiving provider's key",
+  exportKeyHelp: 'They give it to you: a block of text that starts with -----BEGIN PUBLIC KEY-----. Paste all of it.',
+  exportButton: 'Prepare the file',
+  exportNeedsKey: "Paste the receiving provider's key first.",
+  exportPreparing: 'Preparing your file… With many studies this takes a few minutes; you can keep using this page.',
+  exportFetching: 'Your file is ready; bringing it to this browser…',
+  exportReady: (studies: number, size: string) => `Your file is ready: ${studies === 1 ? '1 study' : `${studies} studies`}, ${size}.`,
+  exportDownload: 'Download the file',
+  exportHandOver: 'Give this file to the receiving provider. Only their system can open it.',
+  exportFailed: (reason: string) => `The file could not be prepared: ${reason}`,
+  exportGone: 'This export is no longer kept by the node (it was restarted). Prepare the file again.',
 
   // audit log
   auditTitle: 'Who saw what',

@@ -1,17 +1,19 @@
 // The patient's page (issue 26): enroll with the hospital's code and a passkey, sign in, see the
 // studies, who can see what, give access (signed with the passkey), share by link and QR code,
-// revoke, ask for erasure, read the audit log. Every call goes to the node's API with the session's
+// revoke, ask for erasure (erasure.ts), export everything for another provider (export.ts), read the
+// audit log (audit.ts). Every call goes to the node's API with the session's
 // bearer token (common/api.ts); every text comes from common/strings.ts; every value from the
 // node is put on the page as text (common/dom.ts).
 import { encode } from 'uqr';
 import { ApiError, call, clearSession, currentSession, request, saveSession, whenSessionEnds } from '../common/api.ts';
 import { type DicomJson, dicomDate, first, personName } from '../common/dicom-json.ts';
 import { h, replace, uniqueId } from '../common/dom.ts';
+import { createPasskey, usePasskey } from '../common/webauthn.ts';
 import { auditList } from './audit.ts';
-import { stringsFor } from '../common/strings.ts';
-import { createPasskey, PasskeyUnsupported, usePasskey } from '../common/webauthn.ts';
+import { erasureForm } from './erasure.ts';
+import { exportForm } from './export.ts';
+import { act, labelled, radio, reasonOf, t, when } from './forms.ts';
 
-const t = stringsFor(document.documentElement.lang);
 const main = document.getElementById('main')!;
 const accountBar = document.getElementById('account')!;
 const announcer = document.getElementById('announce')!;
@@ -45,14 +47,6 @@ interface Statement {
 interface GrantView {
   statement: Statement;
   status: string;
-}
-interface ErasureRequest {
-  id: string;
-  scope: 'patient' | 'study';
-  study: string | null;
-  state: string;
-  reason: string | null;
-  createdAt: string;
 }
 type Json = Record<string, unknown>;
 
@@ -98,32 +92,6 @@ function announce(text: string): void {
     announcer.textContent = text;
   }, 50);
 }
-
-function reasonOf(err: unknown): string {
-  if (err instanceof PasskeyUnsupported) return t.passkeyUnsupported;
-  if (err instanceof DOMException && (err.name === 'NotAllowedError' || err.name === 'AbortError')) return t.passkeyCancelled;
-  if (err instanceof ApiError) return err.message;
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** Runs a button's action: the button is busy meanwhile, a failure shows in `out` (an alert). */
-async function act(button: HTMLButtonElement, out: HTMLElement, action: () => Promise<void>): Promise<void> {
-  button.disabled = true;
-  button.setAttribute('aria-busy', 'true');
-  replace(out);
-  try {
-    await action();
-  } catch (err) {
-    // A refused session has sent the page to sign-in already.
-    if (err instanceof ApiError && err.status === 401 && currentSession() === undefined) return;
-    replace(out, h('p', { class: 'error', role: 'alert' }, t.failed(reasonOf(err))));
-  } finally {
-    button.disabled = false;
-    button.removeAttribute('aria-busy');
-  }
-}
-
-const when = (iso: string): string => new Date(iso).toLocaleString(document.documentElement.lang, { dateStyle: 'medium', timeStyle: 'short' });
 
 function section(id: string, title: string, ...children: Array<Node | string | null | undefined | false>): HTMLElement {
   return h('section', { 'aria-labelledby': `${id}-h`, id }, h('h2', { id: `${id}-h` }, title), ...children);
@@ -233,6 +201,7 @@ async function showHome(): Promise<void> {
     section('access', t.accessTitle, h('p', { class: 'staff' }, t.staffAccess), grantsList),
     section('grant', t.grantTitle, grantForm(studies, renderGrants)),
     section('erasure', t.erasureTitle, erasureForm(studies)),
+    section('export', t.exportTitle, exportForm()),
     section('audit', t.auditTitle, auditList(t, when, reasonOf)),
   );
   main.focus();
@@ -383,18 +352,6 @@ function grantList(grants: GrantView[], studies: Study[], refresh: () => Promise
 const DURATIONS = { visit: '+1h', week: '+7d', month: '+30d', forever: null } as const;
 type Duration = keyof typeof DURATIONS;
 const DATA_TYPES = ['images', 'metadata', 'reports', 'key-images'] as const;
-
-function radio(name: string, value: string, label: string, checked = false): { input: HTMLInputElement; row: HTMLElement } {
-  const id = uniqueId(name);
-  const input = h('input', { type: 'radio', name, value, id, checked });
-  return { input, row: h('div', { class: 'choice' }, input, h('label', { for: id }, label)) };
-}
-
-function labelled(label: string, control: HTMLElement & { id: string }, help?: string): HTMLElement {
-  const helpId = help !== undefined ? uniqueId('help') : undefined;
-  if (helpId !== undefined) control.setAttribute('aria-describedby', helpId);
-  return h('div', { class: 'field' }, h('label', { for: control.id }, label), help !== undefined ? h('p', { id: helpId, class: 'help' }, help) : null, control);
-}
 
 function grantForm(studies: Study[], refresh: () => Promise<void>): HTMLElement {
   const toUser = radio('grantee', 'user', t.grantToUser, true);
@@ -578,75 +535,6 @@ function qrCanvas(text: string): HTMLCanvasElement {
     });
   }
   return canvas;
-}
-
-// ---- erasure ----
-
-function erasureForm(studies: Study[]): HTMLElement {
-  const all = radio('erase', 'patient', t.erasureAll, true);
-  const one = radio('erase', 'study', t.erasureStudy);
-  const studySelect = h(
-    'select',
-    { id: uniqueId('erase-study') },
-    ...studies.map((s) => h('option', { value: s.uid }, `${s.date ?? ''} ${s.description ?? t.noDescription}`.trim())),
-  );
-  const confirmId = uniqueId('confirm');
-  const confirm = h('input', { type: 'checkbox', id: confirmId });
-  const submit = h('button', { type: 'submit', class: 'danger' }, t.erasureButton);
-  const out = h('div');
-  const requests = h('div');
-  const studyName = (uid: string | null) => (uid === null ? t.erasureEverything : (studies.find((s) => s.uid === uid)?.description ?? uid));
-  const list = async (): Promise<void> => {
-    const rows = await call<{ requests: ErasureRequest[] }>('/api/patient/erasure-requests').then(
-      (r) => r.requests,
-      () => [] as ErasureRequest[],
-    );
-    replace(
-      requests,
-      rows.length === 0
-        ? null
-        : h(
-            'div',
-            {},
-            h('h3', {}, t.erasureRequests),
-            h(
-              'ul',
-              {},
-              ...rows.map((r) =>
-                h(
-                  'li',
-                  {},
-                  t.erasureRow(r.scope === 'patient' ? t.erasureEverything : studyName(r.study), t.erasureStates[r.state] ?? r.state, when(r.createdAt)),
-                  r.reason !== null ? h('span', {}, ` ${t.erasureReason(r.reason)}`) : null,
-                ),
-              ),
-            ),
-          ),
-    );
-  };
-  void list();
-  const form = h(
-    'form',
-    {},
-    h('p', {}, t.erasureWhat),
-    h('p', {}, t.erasureNot),
-    h('fieldset', {}, h('legend', {}, t.erasureScope), all.row, one.row, labelled(t.grantPickStudy, studySelect)),
-    h('div', { class: 'choice' }, confirm, h('label', { for: confirmId }, t.erasureConfirm)),
-    submit,
-    out,
-    requests,
-  );
-  form.addEventListener('submit', (event) => {
-    event.preventDefault();
-    void act(submit, out, async () => {
-      if (!confirm.checked) throw new Error(t.erasureNeedsConfirm);
-      await call('/api/patient/erasure-requests', { body: one.input.checked ? { study: studySelect.value } : {} });
-      replace(out, h('p', { class: 'notice', role: 'status' }, t.erasureSent));
-      confirm.checked = false;
-      await list();
-    });
-  });
-  return form;
 }
 
 // ---- start ----

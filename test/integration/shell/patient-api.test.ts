@@ -193,7 +193,11 @@ describe('patient API', () => {
 
     const again = await exchange({ grant_type: TOKEN_EXCHANGE, subject_token: link.json.code, subject_token_type: SHARE_CODE_TOKEN_TYPE });
     expect(again.status).toBe(400);
-    expect(await again.json()).toEqual({ error: 'invalid_grant', error_description: 'the share code is unknown, used or expired' });
+    expect(await again.json()).toEqual({
+      error: 'invalid_grant',
+      error_description: 'the share code was used already: a share link opens once',
+      share_code: 'used',
+    });
     expect(await (await exchange({ grant_type: 'password', subject_token: 'x', subject_token_type: SHARE_CODE_TOKEN_TYPE })).json()).toMatchObject({
       error: 'unsupported_grant_type',
     });

@@ -145,7 +145,7 @@ describe('GrantService', () => {
       revokedBy: `patient:${alice.account}`,
     });
     expect(identity.lookupToken(exchanged.token)?.revokedAt).not.toBeNull();
-    expect(service.exchangeShareCode(unused, T0)).toBe('the share code is unknown, used or expired');
+    expect(service.exchangeShareCode(unused, T0)).toMatch(/not in force/);
     expect(service.revoke(s.id, 'operator:x')).toBe(false);
     off();
     // Another patient cannot revoke it, nor learn that it exists.
@@ -247,7 +247,8 @@ describe('share codes', () => {
     if (typeof first === 'string') throw new Error(first);
     expect(first.expiresAt).toEqual(new Date(T0.getTime() + 2 * HOUR));
     expect(identity.lookupToken(first.token)).toMatchObject({ kind: 'link', subject: short.id });
-    expect(service.exchangeShareCode(code, new Date(T0.getTime() + 61_000))).toBe('the share code is unknown, used or expired');
+    expect(service.exchangeShareCode(code, new Date(T0.getTime() + 61_000))).toBe('the share code was used already: a share link opens once');
+    expect(service.exchangeShareCode('dvs_never-made', T0)).toBe('the share code is unknown');
     const long = await grantOf(alice, { grantee: { kind: 'link' }, notAfter: null });
     const c2 = service.createShareCode(alice.account, long.id, T0).code;
     const t2 = service.exchangeShareCode(c2, T0);
@@ -257,7 +258,7 @@ describe('share codes', () => {
   it('expire after 10 minutes at most, and are refused for a grant that is not a link or not in force', async () => {
     const s = await grantOf(alice, { grantee: { kind: 'link' } });
     const { code } = service.createShareCode(alice.account, s.id, T0);
-    expect(service.exchangeShareCode(code, new Date(T0.getTime() + SHARE_CODE_MAX_TTL_MS))).toBe('the share code is unknown, used or expired');
+    expect(service.exchangeShareCode(code, new Date(T0.getTime() + SHARE_CODE_MAX_TTL_MS))).toBe('the share code has expired');
     expect(() => store.createShareCode(s.id, SHARE_CODE_MAX_TTL_MS + 1, T0)).toThrow(/at most 10 minutes/);
     const toUser = await grantOf(alice);
     expect(() => service.createShareCode(alice.account, toUser.id, T0)).toThrow(/grants to "link" only/);
