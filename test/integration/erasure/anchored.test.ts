@@ -155,7 +155,9 @@ describe('erasing an anchored study', () => {
     const res = await receiptRoute();
     expect(res.status).toBe(200);
     const certReceipt = (await res.json()) as ReceiptJson;
-    expect(certReceipt).toMatchObject({ v: 'dicom-vault-receipt/2', cid, size: 2 });
+    // The batch: the certificate and the third study, and the audit log's head when one was waiting.
+    expect(certReceipt).toMatchObject({ v: 'dicom-vault-receipt/2', cid });
+    expect([2, 3]).toContain(certReceipt.size);
     expect((await verifyReceipt({ receipt: certReceipt, client: chain.client(0), expectedCid: cid })).failed).toEqual([]);
   });
 });
