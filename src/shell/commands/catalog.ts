@@ -80,7 +80,7 @@ export function catalogCommands(program: Command, io: Io = stdio): void {
       for (const s of SQLITE_SUFFIXES) if (existsSync(`${partial}${s}`)) renameSync(`${partial}${s}`, `${catalogPath}${s}`);
       syncDir(dir);
       if (opts.json) io.out(JSON.stringify({ movedAside: movedTo ?? null, ...report }, null, 2));
-      else print(report, movedTo, existing.state, io);
+      else print(report, movedTo, existing.state, anchor !== undefined, io);
       process.exitCode = report.failed.length + report.anchoredMissing.length + report.damaged.length === 0 ? EXIT.OK : EXIT.PROBLEMS;
     } finally {
       built?.close();
@@ -168,7 +168,7 @@ async function reindexIfS3(store: BlockStore): Promise<number | undefined> {
   return (await store.rebuildIndex()).indexed;
 }
 
-function print(report: CatalogRebuildReport, movedTo: string | undefined, was: string, io: Io): void {
+function print(report: CatalogRebuildReport, movedTo: string | undefined, was: string, anchorDb: boolean, io: Io): void {
   if (movedTo !== undefined) io.out(`the ${was === 'damaged' ? 'damaged' : 'previous'} catalog was moved aside to ${movedTo}`);
   const versions = report.studies.reduce((n, s) => n + s.versions, 0);
   const anchored = report.studies.reduce((n, s) => n + s.anchored, 0);
@@ -176,11 +176,16 @@ function print(report: CatalogRebuildReport, movedTo: string | undefined, was: s
     `${report.blocks} blocks listed, ${report.nodes} nodes read, ${report.manifests} study manifests: ` +
       `${report.studies.length} studies rebuilt (${versions} versions; ${anchored} already anchored, ${versions - anchored} left queued for anchoring)`,
   );
-  for (const s of report.studies)
-    if (s.unconfirmedHead !== undefined)
-      io.out(
-        `UNCONFIRMED ${s.studyInstanceUID} version ${s.versions} (${s.unconfirmedHead}): complete, but neither anchored yet nor followed by another version; included`,
-      );
+  const unconfirmed = report.studies.filter((s) => s.unconfirmedHead !== undefined).length;
+  // Without anchor.db nothing but the store records a study's newest version: one line, not one a study.
+  if (!anchorDb && unconfirmed > 0)
+    io.out(`no anchor.db: the newest version of ${unconfirmed} studies is vouched for by nothing but its being complete in the store; included`);
+  else
+    for (const s of report.studies)
+      if (s.unconfirmedHead !== undefined)
+        io.out(
+          `UNCONFIRMED ${s.studyInstanceUID} version ${s.versions} (${s.unconfirmedHead}): complete, but neither anchored yet nor followed by another version; included`,
+        );
   for (const u of report.unreadable) io.out(`NOT RESTORED key ${u.keyId}: ${u.manifests} manifests; ${u.reason}`);
   for (const l of report.leftOut) io.out(`LEFT OUT ${l.studyInstanceUID} ${l.root}: ${l.reason}`);
   for (const f of report.failed) io.out(`FAILED ${f.studyInstanceUID ?? `key ${f.keyId}`}: ${f.code}: ${f.reason}`);
