@@ -285,6 +285,42 @@ describe('dicom-vault catalog rebuild', () => {
     const rebuilt = catalogFacts();
     expect(rebuilt.versions).toEqual([(facts.versions as unknown[])[0], []]);
   }, 120_000);
+
+  it('of two complete versions that follow the newest committed one, takes the later written and names the other', async () => {
+    const keys = KeyStore.open({ path: join(dataDir, 'keys.db'), masterKey: await readFile(join(dataDir, 'master.key')) });
+    const dataKey = keys.require(STUDY_A);
+    keys.close();
+    const catalog = Catalog.open({ path: join(dataDir, CATALOG) });
+    const head = catalog.latestVersion(STUDY_A)!.root;
+    const instanceNode = CID.parse(catalog.getInstance(A1.sopInstanceUID)!.nodeCid);
+    catalog.close();
+    // Two manifests of version 4 on top of A3, each adding A1's stored instance again: both whole.
+    const sibling = (createdAt: string) =>
+      buildStudyManifest(
+        dataKey.key,
+        { version: 4, prev: CID.parse(head), keyId: dataKey.keyId, fanout: 1024, tree: { depth: 0, count: 1, links: [instanceNode] } },
+        { studyInstanceUID: STUDY_A, createdAt },
+      );
+    const [earlier, later] = [sibling('2026-12-01T00:00:00.000Z'), sibling('2026-12-02T00:00:00.000Z')];
+    const store = await FsBlockStore.open({ path: join(dataDir, 'blocks') });
+    for (const m of [later, earlier]) await store.put(m.cid, m.bytes);
+    await store.close();
+    const { code, report } = await rebuild('--force');
+    expect(code).toBe(3); // B still lacks its chunk
+    const a = report.studies.find((s) => s.studyInstanceUID === STUDY_A)!;
+    expect([a.versions, a.root, a.unconfirmedHead, a.queued]).toEqual([4, later.cid.toString(), later.cid.toString(), 1]);
+    // The leftover of the crash test (incomplete, and newest by its time) and the earlier sibling.
+    expect(report.leftOut.map((l) => [l.root, l.reason.split(':')[0]!.split(' ').slice(0, 3).join(' ')])).toEqual([
+      [expect.any(String), 'incomplete'],
+      [earlier.cid.toString(), 'an uncommitted version'],
+    ]);
+    const versions = catalogFacts().versions as unknown[][];
+    expect(versions[0]!.map((v) => (v as unknown[])[1])).toEqual([
+      ...(facts.versions as unknown[][])[0]!.map((v) => (v as unknown[])[1]),
+      later.cid.toString(),
+    ]);
+    expect(catalogFacts().queue).toEqual([later.cid.toString()]);
+  }, 120_000);
 });
 
 describe('catalog rebuild of a data directory of the flat format (1)', () => {
