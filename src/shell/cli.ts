@@ -7,6 +7,7 @@ import { isVaultError } from '../core/errors.ts';
 import { anchorCommands } from './commands/anchor.ts';
 import { auditCommands } from './commands/audit.ts';
 import { carCommands } from './commands/car.ts';
+import { catalogCommands } from './commands/catalog.ts';
 import { doctorCommand } from './commands/doctor.ts';
 import { eraseCommands } from './commands/erase.ts';
 import { exportCommand } from './commands/export.ts';
@@ -33,6 +34,7 @@ export function buildProgram(io: Io = stdio): Command {
   exportCommand(program, io);
   carCommands(program, io);
   gcCommand(program, io);
+  catalogCommands(program, io);
   doctorCommand(program, io);
   userCommands(program, io);
   anchorCommands(program, io);

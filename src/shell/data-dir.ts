@@ -95,7 +95,11 @@ function countRows(path: string, sql: string): number {
     return row?.n ?? 0;
   } catch (err) {
     if (isCorruption(err))
-      throw new VaultError('DATABASE_CORRUPT', `${path} is not a database or is damaged: restore it from a backup`, { cause: err, details: { path } });
+      throw new VaultError(
+        'DATABASE_CORRUPT',
+        `${path} is not a database or is damaged: restore it from a backup${path.endsWith(CATALOG_FILE) ? ', or rebuild it with `dicom-vault catalog rebuild`' : ''}`,
+        { cause: err, details: { path } },
+      );
     if (/no such table/.test(String((err as Error).message))) return 0;
     throw err;
   } finally {
@@ -167,8 +171,8 @@ export function inspectDataDir(dir: string, options: { fix: boolean; masterKey?:
   if (studyCount === undefined && (identity !== undefined || (keyCount ?? 0) > 0 || hasBlocks(dir))) {
     error(
       'DATA_DIR_INCOMPLETE',
-      `${catalogPath} is missing while this data directory holds ${keyCount ?? 0} study keys${hasBlocks(dir) ? ' and stored blocks' : ''}: restore catalog.db from your backup; ` +
-        'the node does not start empty over stored studies',
+      `${catalogPath} is missing while this data directory holds ${keyCount ?? 0} study keys${hasBlocks(dir) ? ' and stored blocks' : ''}: restore catalog.db from your backup, or make it again from the stored studies with ` +
+        '`dicom-vault catalog rebuild`; the node does not start empty over stored studies',
     );
   }
   findings.push(...modeFindings(dir, options.fix));

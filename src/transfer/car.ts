@@ -319,7 +319,7 @@ export async function checkComplete(
  * instance (decrypted, checked against its SHA-256) to rebuild its DICOM metadata and layout.
  */
 export async function rebuildCatalog(
-  deps: Pick<ImportDeps, 'store' | 'catalog'>,
+  deps: { store: Pick<BlockStore, 'get'>; catalog: ImportDeps['catalog'] },
   studyInstanceUID: string,
   dataKey: DataKey,
   root: CID,
