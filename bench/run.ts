@@ -2,13 +2,12 @@
 // side with Orthanc (--peer orthanc) and with this machine's limits measured in the same run.
 // Studies are generated on the fly (bench/generate.ts): nothing large is written except the
 // servers' own storage, which is removed after each scenario. `npm run bench -- --help` lists
-// the options (bench/options.ts).
-import { execFile } from 'node:child_process';
+// the options (bench/options.ts). The systems under test are started and measured in
+// run-systems.ts; the report's notes and the console's rows are written in run-report.ts.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { formatAnchorBench, runAnchorBench, type AnchorBenchResult } from './anchor.ts';
 import { auditMarkdown, runAuditBench, type AuditBenchResult } from './audit.ts';
 import { formatErasureBench, runErasureBench, type ErasureBenchRow } from './erasure.ts';
@@ -19,29 +18,26 @@ import {
   chartRows,
   checkTargets,
   figureLimits,
-  measuredScale,
   medianRun,
   OURS,
   ORTHANC,
   runFailed,
   scenarioFigures,
   type Figure,
-  type HugeFootprint,
   type ScenarioResult,
   type SystemRun,
 } from './figures.ts';
 import { limitsTable, measureLimits, type MachineLimits } from './limits.ts';
-import { serveNode } from './node-process.ts';
 import { BenchUsageError, HELP, parseBenchArgs, type BenchOptions } from './options.ts';
 import { authFailed, authMarkdown, authTargets, type AuthResult } from './auth-report.ts';
 import { runAuthScenario } from './auth-scenario.ts';
 import { decodeFigures, decodeTargets, runDecodeScenario, type DecodeResult } from './decode-scenario.ts';
-import { dimseIngest, NODE_AE, ORTHANC_AE, writeStudyFiles } from './dimse.ts';
-import { freePort, startOrthanc } from './orthanc.ts';
+import { writeStudyFiles } from './dimse.ts';
 import { reportMarkdown, targetsTable } from './publish.ts';
-import { formatNumber, ofLimit, ratioText } from './report.ts';
-import { diskUsage, measureFootprint, measureHeldCidBytes, projectScale, scaleMarkdown, type Footprint, type MeasuredScale } from './scale.ts';
-import { describe, exercise, planScenarios, scenarioHeader, type ScenarioPlan } from './scenarios.ts';
+import { consoleRow, decodeNotes, describeMachine, round, runNotes, scaleFrom } from './run-report.ts';
+import { runOrthanc, runOurs } from './run-systems.ts';
+import { projectScale, scaleMarkdown, type Footprint } from './scale.ts';
+import { describe, planScenarios, scenarioHeader } from './scenarios.ts';
 import { ScratchSpace } from './scratch.ts';
 import { runSoak } from './soak.ts';
 import { runViewerScenario, type ViewerResult } from './viewer.ts';
@@ -110,8 +106,8 @@ async function main(): Promise<void> {
     try {
       for (let i = 0; i < repeat; i++) {
         if (repeat > 1) log(`run ${i + 1} of ${repeat}`);
-        ours.push(await runOurs(plan, o, workDir, footprints, files?.dirs));
-        if (o.peer === 'orthanc') peers.push(await runOrthanc(plan, workDir, o.keep, files?.dirs, o.storescu));
+        ours.push(await runOurs(plan, o, workDir, footprints, { log, scratch }, files?.dirs));
+        if (o.peer === 'orthanc') peers.push(await runOrthanc(plan, workDir, o.keep, { log, scratch }, files?.dirs, o.storescu));
       }
     } finally {
       if (files && !o.keep) await scratch.release(files.root);
@@ -254,7 +250,7 @@ async function main(): Promise<void> {
     ...(viewer ? viewerTargets(viewer) : []),
     ...(soak ? soakTargets(soak) : []),
   ];
-  const scale = o.store === 'fs' ? scaleFrom(results, footprints) : null;
+  const scale = o.store === 'fs' ? scaleFrom(results, footprints, log) : null;
   const loadAfter = loadavg();
 
   const out = resolve(
@@ -379,256 +375,6 @@ async function main(): Promise<void> {
     (o.erasure && erasure === null)
   )
     process.exitCode = 1;
-}
-
-/**
- * A fresh node on an empty data directory; the data directory measured after it stops. With
- * `dimseDirs` (the dimse scenario), its Storage SCP on a free port takes the studies from storescu.
- */
-async function runOurs(plan: ScenarioPlan, o: BenchOptions, workDir: string, footprints: Map<string, Footprint>, dimseDirs?: string[]): Promise<SystemRun> {
-  const dataDir = await mkdtemp(join(workDir, `dicom-vault-bench-${plan.id}-`));
-  const env: NodeJS.ProcessEnv = {};
-  if (o.store === 's3') Object.assign(env, await s3Environment(undefined, (l) => log(`s3: ${l}`)));
-  // NODE_OPTIONS reaches the node process (bin/dicom-vault.js keeps the environment when it
-  // re-executes itself); the profile is written when it exits after SIGTERM.
-  if (o.cpuProf !== undefined) {
-    mkdirSync(o.cpuProf, { recursive: true });
-    env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${resolve(o.cpuProf)}`.trim();
-  }
-  const detail = `dicom-vault, ${o.store} store`;
-  let run: SystemRun;
-  try {
-    const dimsePort = dimseDirs ? await freePort() : undefined;
-    const dimseArgs = dimsePort === undefined ? [] : ['--dimse-port', String(dimsePort), '--ae-title', NODE_AE];
-    const node = await serveNode(dataDir, ['--store', o.store, ...dimseArgs], env);
-    try {
-      run =
-        dimseDirs && dimsePort !== undefined
-          ? await dimseIngest(
-              { system: OURS, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: NODE_AE, url: node.url, pid: node.pid },
-              plan.studies,
-              dimseDirs,
-              { storescu: o.storescu, log },
-            )
-          : await exercise({ system: OURS, detail, url: node.url, pid: node.pid }, plan, log);
-    } finally {
-      await node.stop();
-    }
-    try {
-      // S3 keeps the blocks elsewhere; the local directory would be only the catalog.
-      if (o.store !== 's3') run.storedBytes = await diskUsage(dataDir);
-      if (o.store === 'fs') footprints.set(plan.id, await measureFootprint(dataDir));
-    } catch (err) {
-      run.errors.push(`measuring the data directory: ${describe(err)}`);
-    }
-  } catch (err) {
-    log(`dicom-vault: ${describe(err)}`);
-    run ??= { system: OURS, detail, ingest: null, retrieve: null, qido: null, seriesMetadata: null, frames: null, storedBytes: null, errors: [] };
-    run.errors.push(describe(err));
-  } finally {
-    if (!o.keep) await scratch.release(dataDir);
-  }
-  return run;
-}
-
-/**
- * A fresh Orthanc with empty storage for every scenario, as the reference runs did; with
- * `dimseDirs`, its own DIMSE SCP takes the studies from storescu.
- */
-async function runOrthanc(plan: ScenarioPlan, workDir: string, keep: boolean, dimseDirs?: string[], storescu?: string): Promise<SystemRun> {
-  // A directory of its own for every run: a repeat must not start on the last one's files.
-  const dir = await mkdtemp(join(workDir, `orthanc-bench-${plan.id}-`));
-  let run: SystemRun = {
-    system: ORTHANC,
-    detail: '',
-    ingest: null,
-    retrieve: null,
-    qido: null,
-    seriesMetadata: null,
-    frames: null,
-    storedBytes: null,
-    errors: [],
-  };
-  try {
-    const dimsePort = dimseDirs ? await freePort() : undefined;
-    const orthanc = await startOrthanc(dir, {
-      log: (l) => log(`orthanc: ${l}`),
-      ...(dimsePort === undefined ? {} : { config: orthancDimseConfig(dimsePort) }),
-    });
-    const detail =
-      dimsePort === undefined
-        ? `Orthanc ${orthanc.version} (DICOMweb plugin ${orthanc.dicomWebVersion})`
-        : `Orthanc ${orthanc.version} (its DIMSE SCP; DICOMweb plugin ${orthanc.dicomWebVersion} to count)`;
-    try {
-      run =
-        dimseDirs && dimsePort !== undefined
-          ? await dimseIngest(
-              { system: ORTHANC, detail, host: '127.0.0.1', port: dimsePort, calledAeTitle: ORTHANC_AE, url: orthanc.url, pid: orthanc.pid },
-              plan.studies,
-              dimseDirs,
-              { storescu: storescu!, log },
-            )
-          : await exercise({ system: ORTHANC, detail, url: orthanc.url, pid: orthanc.pid }, plan, log);
-    } finally {
-      await orthanc.stop();
-    }
-    run.storedBytes = await diskUsage(orthanc.storageDir);
-  } catch (err) {
-    log(`Orthanc: ${describe(err)}`);
-    run.errors.push(describe(err));
-  } finally {
-    if (!keep) await scratch.release(dir);
-  }
-  return run;
-}
-
-/**
- * Orthanc's DIMSE SCP for the dimse scenario: on `port`, accepting storescu whatever it calls
- * itself (no modality is declared) and whatever AE title it calls; its other DICOM settings are
- * Orthanc 1.10's defaults (16 KiB PDUs, 4 DIMSE threads).
- */
-function orthancDimseConfig(port: number): Record<string, unknown> {
-  return {
-    DicomServerEnabled: true,
-    DicomAet: ORTHANC_AE,
-    DicomPort: port,
-    DicomCheckCalledAet: false,
-    DicomAlwaysAllowStore: true,
-    DicomAlwaysAllowEcho: true,
-    DicomCheckModalityHost: false,
-  };
-}
-
-/** The scale projection's inputs from the fs footprints of this run; null without a huge study. */
-function scaleFrom(results: ScenarioResult[], footprints: Map<string, Footprint>): MeasuredScale | null {
-  const huge: HugeFootprint[] = [];
-  for (const s of results) {
-    const fp = footprints.get(s.id);
-    const ing = s.runs[0]?.ingest;
-    if (s.kind !== 'huge' || !fp || !ing?.ok || !s.frameSource) continue;
-    huge.push({
-      bytes: s.bytes,
-      instances: s.instances,
-      frames: s.instances * s.frameSource.numberOfFrames,
-      peakRssMiB: ing.peakRssMiB,
-      ingestMBps: ing.bytes / 1e6 / ing.seconds,
-      footprint: fp,
-    });
-  }
-  const small = results.filter((s) => s.kind === 'small' && footprints.has(s.id) && s.runs[0]?.ingest?.ok).sort((a, b) => b.instances - a.instances)[0];
-  if (huge.length === 0) return null;
-  log('measuring memory per chunk CID for the scale projection');
-  return measuredScale({
-    huge,
-    ...(small ? { small: { instances: small.instances, footprint: footprints.get(small.id)! } } : {}),
-    heldBytesPerChunk: measureHeldCidBytes(),
-  });
-}
-
-function runNotes(o: BenchOptions, results: ScenarioResult[], limits: MachineLimits | null, before: number[], after: number[]): string[] {
-  const notes: string[] = [];
-  const cores = cpus().length;
-  notes.push(
-    `Load average ${before[0]!.toFixed(2)} before and ${after[0]!.toFixed(2)} after, on ${cores} cores: ` +
-      `the client (generating and sending the studies) runs on the same cores as the server.`,
-  );
-  const clientCpu = results.reduce((a, s) => a + (s.runs[0]?.ingest?.clientCpuSeconds ?? 0), 0);
-  const serverCpu = results.reduce((a, s) => a + (s.runs[0]?.ingest?.cpuSeconds ?? 0), 0);
-  if (serverCpu > 0) notes.push(`During our ingests the client used ${clientCpu.toFixed(1)} CPU-s and the node ${serverCpu.toFixed(1)} CPU-s.`);
-  if (limits) {
-    notes.push(
-      'Crypto limits are one core; the node seals and opens chunks on a pool of worker threads, so on 2 cores it can pass ' +
-        'a one-core limit (the figure then reads above 100%).',
-    );
-  }
-  if (results.some((s) => s.kind === 'dimse')) {
-    notes.push(
-      `DIMSE scenarios: dcmtk's storescu (${o.storescu}), one association per study carrying every file of it, run with TCP_NODELAY=1 ` +
-        "(Debian's dcmtk otherwise leaves Nagle's algorithm on and each small C-STORE waits ~40 ms for a delayed ACK); the files were " +
-        'written to the work dir before the clock started (read back from the page cache); success is the instances QIDO lists afterwards. ' +
-        'Each SCP negotiates its own PDU size (the node 256 KiB, Orthanc its default 16 KiB); no retrieval is measured in these scenarios.',
-    );
-  }
-  if (results.some((s) => s.kind !== 'dimse')) {
-    notes.push('Retrieval runs right after ingest: blocks are read from the page cache where RAM holds them.');
-    if (o.store === 's3') notes.push('Store s3: bytes stored are not measured (the blocks are in the S3 server); no scale projection (it reads the fs store).');
-    if (o.store === 'ipfs')
-      notes.push('Store ipfs: bytes stored are the whole data directory with its IPFS repository; no scale projection (it reads the fs store).');
-  }
-  for (const s of results) {
-    const repeated = s.runs.filter((r) => r.repeats !== undefined);
-    if (repeated.length > 0) {
-      const list = (r: SystemRun): string =>
-        `${r.repeats!.map((x) => (x.instancesPerSecond === null ? 'failed' : formatNumber(Math.round(x.instancesPerSecond)))).join(' / ')} inst/s for ${r.system}`;
-      notes.push(
-        `${s.label}: run ${repeated[0]!.repeats!.length} times, each on a fresh server${repeated.length > 1 ? ' (the two systems alternating)' : ''}: ` +
-          `ingest ${repeated.map(list).join(', ')}; ` +
-          'the tables show the run with the median ingest rate.',
-      );
-    }
-    for (const r of s.runs) {
-      const problems = [...r.errors, ...(r.ingest?.failures ?? []), ...(r.retrieve?.failures ?? [])];
-      for (const q of [r.qido, r.seriesMetadata, r.frames]) if (q?.note) problems.push(q.note);
-      if (problems.length > 0) notes.push(`${r.system}, ${s.label}: ${problems.slice(0, 3).join('; ')}`);
-    }
-  }
-  return notes;
-}
-
-function decodeNotes(d: DecodeResult): string[] {
-  const notes = [
-    `Decode: the same JPEG 2000 and JPEG-LS lossless instances (Multi-frame Grayscale Word SC, ${d.size} × ${d.size}, 12 bits stored, a CT-like phantom, ` +
-      `${d.syntaxes.map((x) => `${x.name} ${Math.round(x.encodedBytesPerFrame / 1000)} kB per frame`).join(', ')}) stored in each system, their frames asked for ` +
-      'with WADO-RS frames and Accept multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1, a fresh server per syntax. ' +
-      "Orthanc decodes through its DICOMweb plugin, JPEG 2000 with Debian's GDCM plugin and JPEG-LS with its built-in DCMTK (GDCM restricted to JPEG 2000: " +
-      'with GDCM for JPEG-LS too, single-frame requests crashed Orthanc), and transcodes the whole instance for every request, so all frames of an ' +
-      'instance per request is the pattern most favourable to it. Every decoded frame of one instance was checked byte for byte against the phantom before the timing. ' +
-      `"Of the machine limit": the node's own decoders (DecodePool) in the benchmark process on the same frames.`,
-  ];
-  for (const r of d.runs) {
-    for (const x of r.syntaxes) {
-      const name = d.syntaxes.find((s) => s.transferSyntaxUID === x.transferSyntaxUID)?.name ?? x.transferSyntaxUID;
-      if (x.repeats && x.repeats.length > 1) {
-        notes.push(
-          `Decode, ${name}, ${r.system}: ${x.repeats.map((v) => (v === null ? 'failed' : formatNumber(v))).join(' / ')} frames/s over ${x.repeats.length} runs (whole instance per request); the tables show the median run.`,
-        );
-      }
-      if (x.failures.length > 0) notes.push(`${r.system}, decode ${name}: ${x.failures.slice(0, 3).join('; ')}`);
-    }
-    if (r.errors.length > 0) notes.push(`${r.system}, decode: ${r.errors.slice(0, 3).join('; ')}`);
-  }
-  return notes;
-}
-
-function consoleRow(withPeer: boolean): (f: Figure) => Record<string, string> {
-  const show = (v: number | null | undefined, f: Figure): string =>
-    v === null || v === undefined ? 'n/a' : f.digits !== undefined ? v.toFixed(f.digits) : formatNumber(v);
-  return (f) => ({
-    scenario: f.scenario,
-    operation: f.operation,
-    unit: f.unit,
-    [OURS]: `${show(f.ours, f)}${f.ok === false ? ' FAILED' : ''}`,
-    ...(withPeer ? { [ORTHANC]: `${show(f.peer, f)}${f.peerOk === false ? ' FAILED' : ''}`, ratio: ratioText(f) } : {}),
-    'of limit': ofLimit(f),
-  });
-}
-
-/** CPUs, RAM, the filesystem under test and Node, in one line. */
-async function describeMachine(workDir: string): Promise<string> {
-  let fs = '';
-  try {
-    const { stdout } = await promisify(execFile)('findmnt', ['-n', '-o', 'FSTYPE,SOURCE', '--target', workDir]);
-    const [type, source] = stdout.trim().split(/\s+/);
-    if (type) fs = `, work dir on ${type} (${source ?? '?'})`;
-  } catch {
-    // findmnt missing: the filesystem is left out
-  }
-  const cpu = cpus();
-  return `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${round(totalmem() / 2 ** 30, 1)} GiB RAM${fs}, Node ${process.version}`;
-}
-
-function round(n: number, d: number): number {
-  return Math.round(n * 10 ** d) / 10 ** d;
 }
 
 try {

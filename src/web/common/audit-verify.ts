@@ -6,36 +6,60 @@
 // on the chain (the transaction, its event, the contract's record, the block); and the latest head
 // must extend the anchored one (consistency proof), or the node is showing two histories.
 //
-// The node-side modules this mirrors (src/audit/entry.ts parseLeaf, anchor/merkle.ts,
-// src/audit/tree.ts verifyConsistency, src/audit/head.ts, anchor/receipt.ts,
-// anchor/verify-receipt.ts) hash with node:crypto synchronously and read with Buffer and viem;
-// WebCrypto's digest is asynchronous, so the few functions are written again here over
-// Uint8Array. test/integration/web/audit-verify.test.ts checks them against those modules (the
-// same roots, CIDs, selectors, development accounts and contract code).
-//
-// JSON-RPC is written by hand, not with viem: six read-only calls (eth_chainId,
-// eth_getBlockByNumber, eth_getTransactionReceipt, eth_getCode, eth_call, eth_blockNumber) and one
-// ABI-encoded argument. Measured with rolldown (minified): viem's createPublicClient with those
-// calls bundles to 183 KB (58 KB gzipped); its tree-shakable createClient + viem/actions to 21 KB
-// (6.4 KB gzipped), as much as this whole module, for what is here some sixty lines.
+// The parts: audit-proofs.ts (bytes, RFC 9162 proofs, leaves and heads: the checks made without
+// the chain) and audit-anchor.ts (an anchored head's receipt, checked over the chain's JSON-RPC);
+// this file fetches the log, runs those checks over it and says what each result means. What
+// the others export that a caller uses is exported from here too: the patient's page and the
+// tests import this file alone.
 //
 // Browser code: no node: imports, no Buffer. It also runs under Node 24, which has the same APIs.
+
+import { type AnchorChain, type AnchorResult, type Fetch, verifyHeadAnchor } from './audit-anchor.ts';
+import {
+  canonical,
+  cidText,
+  fromBase64,
+  headCidBytes,
+  importNodeKey,
+  leafHash,
+  openLeafDetails,
+  parseHeadBody,
+  parseLeafHeader,
+  rootFromInclusionPath,
+  same,
+  signedBy,
+  verifyConsistency,
+} from './audit-proofs.ts';
+
+export {
+  ANCHOR_CODE_SHA256,
+  ANCHORED_AT_SELECTOR,
+  ANCHORED_TOPIC,
+  type AnchorResult,
+  type ChainPin,
+  DEV_ACCOUNTS,
+  DEV_CHAIN_IDS,
+  verifyHeadAnchor,
+} from './audit-anchor.ts';
+export {
+  cidText,
+  fromBase64,
+  headCidBytes,
+  leafHash,
+  openLeafDetails,
+  parseHeadBody,
+  parseLeafHeader,
+  rootFromInclusionPath,
+  sha256,
+  toHex,
+  treeHead,
+  verifyConsistency,
+} from './audit-proofs.ts';
 
 /** What each entry came to. */
 export type EntryStatus = 'verified' | 'pending-anchor' | 'failed';
 /** The log as a whole: `warning` as soon as one thing failed (an entry, a head, the key, the anchor). */
 export type LogStatus = 'verified' | 'pending-anchor' | 'warning';
-
-/** The chain and contract the patient accepts anchors on (a trust file's entry, anchor/trust.ts). */
-export interface ChainPin {
-  chainId: number;
-  /** The DicomVaultAnchor contract, hex. */
-  contract: string;
-  /** Hash of block 0: tells the chain from another started anew under the same id. */
-  genesisHash?: string;
-  /** Confirmations to require where the chain has no `finalized` block tag. */
-  confirmations?: number;
-}
 
 export interface VerifyAuditOptions {
   /** The node's origin (the page's own: location.origin). */
@@ -50,16 +74,11 @@ export interface VerifyAuditOptions {
    * the node showed; without it the details are the node's word (the proofs cover the ciphertext).
    */
   subjectKeys?: Record<string, string>;
-  chain: {
-    /** JSON-RPC endpoint of the anchoring chain, reachable from the browser (CORS). */
-    rpcUrl: string;
-    /** The pinned chain and contract; without it the receipt's own are taken and the result says "unpinned". */
-    pin?: ChainPin;
-  };
+  chain: AnchorChain;
   /** Filters of GET /api/patient/audit. */
   query?: { grantee?: string; study?: string; limit?: number; before?: number };
   /** Default globalThis.fetch. */
-  fetch?: (input: string, init?: RequestInit) => Promise<Response>;
+  fetch?: Fetch;
   /** Seconds since the epoch (tests); default Date.now(). */
   now?: () => number;
 }
@@ -79,22 +98,6 @@ export interface EntryResult {
   head?: number;
 }
 
-export interface AnchorResult {
-  status: 'verified' | 'pending' | 'failed';
-  reason: string;
-  /** Size of the anchored head. */
-  head: number;
-  chainId?: number;
-  contract?: string;
-  block?: number;
-  /** The block's time, ISO 8601. */
-  time?: string;
-  /** Why the anchor proves nothing to anyone but the node's operator (a development chain or key); empty when nothing says so. */
-  selfAttested: string[];
-  /** False when no pin was given: the receipt's own chain and contract were taken. */
-  pinned: boolean;
-}
-
 export interface AuditVerification {
   status: LogStatus;
   /** One line for the page's banner. */
@@ -111,488 +114,6 @@ export interface AuditVerification {
   anchor?: AnchorResult;
   /** What failed beyond single entries (key, heads, consistency), in words. */
   problems: string[];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bytes, base64, hex, CIDs
-
-const enc = new TextEncoder();
-
-/** Standard or URL-safe base64, padded or not; undefined when not base64. */
-export function fromBase64(s: string): Uint8Array | undefined {
-  if (typeof s !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(s)) return undefined;
-  const std = s.replace(/-/g, '+').replace(/_/g, '/').replace(/=+$/, '');
-  if (std.length % 4 === 1) return undefined;
-  try {
-    const bin = atob(std + '='.repeat((4 - (std.length % 4)) % 4));
-    return Uint8Array.from(bin, (c) => c.charCodeAt(0));
-  } catch {
-    return undefined;
-  }
-}
-
-export function toHex(b: Uint8Array): string {
-  let s = '0x';
-  for (const x of b) s += x.toString(16).padStart(2, '0');
-  return s;
-}
-
-function fromHex(h: string): Uint8Array | undefined {
-  if (typeof h !== 'string' || !/^0x([0-9a-fA-F]{2})*$/.test(h)) return undefined;
-  const out = new Uint8Array((h.length - 2) / 2);
-  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(h.slice(2 + 2 * i, 4 + 2 * i), 16);
-  return out;
-}
-
-function same(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
-  if (a === undefined || b === undefined || a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
-  return d === 0;
-}
-
-const sameHex = (a: string | undefined, b: string | undefined): boolean => a !== undefined && b !== undefined && a.toLowerCase() === b.toLowerCase();
-
-function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-export async function sha256(...parts: Uint8Array[]): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest('SHA-256', concat(...parts)));
-}
-
-/** CIDv1, raw codec (0x55), sha2-256 multihash: the bytes a head is anchored as (src/audit/head.ts headCid). */
-export async function headCidBytes(body: string): Promise<Uint8Array> {
-  return concat(Uint8Array.of(0x01, 0x55, 0x12, 0x20), await sha256(enc.encode(body)));
-}
-
-/** A CID's text: multibase "b", RFC 4648 base32, lower case, unpadded (as multiformats prints CIDv1). */
-export function cidText(bytes: Uint8Array): string {
-  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
-  let out = 'b';
-  let bits = 0;
-  let value = 0;
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5) {
-      out += alphabet[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  if (bits > 0) out += alphabet[(value << (5 - bits)) & 31];
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// RFC 9162 hashing (anchor/merkle.ts, src/audit/tree.ts)
-
-export const leafHash = (data: Uint8Array): Promise<Uint8Array> => sha256(Uint8Array.of(0x00), data);
-const nodeHash = (l: Uint8Array, r: Uint8Array): Promise<Uint8Array> => sha256(Uint8Array.of(0x01), l, r);
-
-/** An anchoring batch's tree head: SHA-256(0x02 || size u64 BE || MTH) (anchor/merkle.ts treeHead). */
-export function treeHead(size: number, mth: Uint8Array): Promise<Uint8Array> {
-  const n = new Uint8Array(8);
-  new DataView(n.buffer).setBigUint64(0, BigInt(size));
-  return sha256(Uint8Array.of(0x02), n, mth);
-}
-
-/** RFC 9162 §2.1.3.2: the root `path` leads to from `leaf` (a leaf hash) at `index` of `size`; undefined when the path cannot belong there. */
-export async function rootFromInclusionPath(leaf: Uint8Array, index: number, size: number, path: readonly Uint8Array[]): Promise<Uint8Array | undefined> {
-  if (!Number.isSafeInteger(index) || !Number.isSafeInteger(size) || index < 0 || index >= size) return undefined;
-  // Plain numbers, not bit operators: those truncate to 32 bits.
-  let fn = index;
-  let sn = size - 1;
-  let r = leaf;
-  for (const p of path) {
-    if (p.length !== 32 || sn === 0) return undefined;
-    if (fn % 2 === 1 || fn === sn) {
-      r = await nodeHash(p, r);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn /= 2;
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      r = await nodeHash(r, p);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  return sn === 0 ? r : undefined;
-}
-
-/** RFC 9162 §2.1.4.2: the tree of `first` leaves (firstRoot) is a prefix of the tree of `second` (secondRoot). */
-export async function verifyConsistency(
-  first: number,
-  second: number,
-  proof: readonly Uint8Array[],
-  firstRoot: Uint8Array,
-  secondRoot: Uint8Array,
-): Promise<boolean> {
-  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(second) || first < 0 || first > second) return false;
-  if (proof.some((p) => p.length !== 32)) return false;
-  if (first === second) return proof.length === 0 && same(firstRoot, secondRoot);
-  if (first === 0) return proof.length === 0;
-  if (proof.length === 0) return false;
-  const path = Number.isInteger(Math.log2(first)) ? [firstRoot, ...proof] : [...proof];
-  let fn = first - 1;
-  let sn = second - 1;
-  while (fn % 2 === 1) {
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  let fr = path[0]!;
-  let sr = path[0]!;
-  for (const c of path.slice(1)) {
-    if (sn === 0) return false;
-    if (fn % 2 === 1 || fn === sn) {
-      fr = await nodeHash(c, fr);
-      sr = await nodeHash(c, sr);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      sr = await nodeHash(sr, c);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  return sn === 0 && same(fr, firstRoot) && same(sr, secondRoot);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Entries and heads (src/audit/entry.ts, src/audit/head.ts)
-
-/** The clear header of a version 1 leaf; undefined when the bytes are not one. */
-export function parseLeafHeader(leaf: Uint8Array): { index: number; time: number; subject: string; prev: Uint8Array } | undefined {
-  if (leaf.length < 18 || leaf[0] !== 1) return undefined;
-  const len = leaf[17]!;
-  const ivAt = 18 + len + 32;
-  if (len === 0 || leaf.length < ivAt + 12 + 16) return undefined;
-  const view = new DataView(leaf.buffer, leaf.byteOffset, leaf.byteLength);
-  const index = view.getBigUint64(1);
-  const time = view.getBigUint64(9);
-  if (index > BigInt(Number.MAX_SAFE_INTEGER) || time > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
-  return { index: Number(index), time: Number(time), subject: String.fromCharCode(...leaf.subarray(18, 18 + len)), prev: leaf.subarray(18 + len, ivAt) };
-}
-
-/** JSON with object keys sorted: the same details compare equal whatever order the node wrote them in. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (v !== null && typeof v === 'object')
-    return `{${Object.keys(v)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
-  return JSON.stringify(v);
-}
-
-/**
- * Opens a leaf's details under the subject's key (AES-256-GCM, the clear header as additional
- * data: src/audit/entry.ts openLeaf); undefined when the key does not open it.
- */
-export async function openLeafDetails(leaf: Uint8Array, rawKey: Uint8Array): Promise<Record<string, unknown> | undefined> {
-  const header = parseLeafHeader(leaf);
-  if (header === undefined) return undefined;
-  const at = 18 + header.subject.length + 32;
-  try {
-    const key = await crypto.subtle.importKey('raw', concat(rawKey), { name: 'AES-GCM' }, false, ['decrypt']);
-    const clear = await crypto.subtle.decrypt(
-      { name: 'AES-GCM', iv: concat(leaf.subarray(at, at + 12)), additionalData: concat(leaf.subarray(0, at)), tagLength: 128 },
-      key,
-      concat(leaf.subarray(at + 12)),
-    );
-    return JSON.parse(new TextDecoder().decode(clear)) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-}
-
-const HEAD_PREFIX = 'dicom-vault audit log ';
-
-/** A head's signed body, parsed; undefined when it is not one. */
-export function parseHeadBody(body: string): { size: number; root: Uint8Array; time: string; prevSize: number } | undefined {
-  const lines = body.split('\n');
-  if (lines.length !== 6 || lines[5] !== '' || !lines[0]!.startsWith(HEAD_PREFIX)) return undefined;
-  const size = Number(lines[1]);
-  const root = fromBase64(lines[2]!);
-  const prevSize = Number(lines[4]!.split(' ')[0]);
-  if (!Number.isSafeInteger(size) || size < 0 || root?.length !== 32 || !Number.isSafeInteger(prevSize) || Number.isNaN(Date.parse(lines[3]!)))
-    return undefined;
-  return { size, root, time: lines[3]!, prevSize };
-}
-
-/** WebCrypto's key type (named through the API: the project's tsconfig has no DOM library). */
-type WebKey = Awaited<ReturnType<typeof crypto.subtle.importKey>>;
-
-async function importNodeKey(spkiBase64: string): Promise<WebKey | undefined> {
-  const der = fromBase64(spkiBase64);
-  if (der === undefined) return undefined;
-  try {
-    return await crypto.subtle.importKey('spki', concat(der), { name: 'Ed25519' }, false, ['verify']);
-  } catch {
-    return undefined;
-  }
-}
-
-async function signedBy(key: WebKey | undefined, body: string, signature: string): Promise<boolean> {
-  const sig = fromBase64(signature);
-  if (key === undefined || sig === undefined) return false;
-  try {
-    return await crypto.subtle.verify({ name: 'Ed25519' }, key, concat(sig), enc.encode(body));
-  } catch {
-    return false;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The chain (anchor/verify-receipt.ts, over raw JSON-RPC)
-
-/** keccak256("anchoredAt(bytes32)")[0..4]: WebCrypto has no Keccak; the test derives it with viem. */
-export const ANCHORED_AT_SELECTOR = '0x9591a610';
-/** keccak256("Anchored(bytes32,uint256)"): topic 0 of the contract's event (derived in the test). */
-export const ANCHORED_TOPIC = '0xfde54488b5523b3abf19b99976dd0e2c531fbcd233d0eb682c96c3a18cf6b3c1';
-/** SHA-256 of DicomVaultAnchor's deployed bytecode (anchor/contract/DicomVaultAnchor.json), as bytes. */
-export const ANCHOR_CODE_SHA256 = '0x6c08490d30553aa062eeb857e4a52369efa66c4776863ffed4763cd3917acaca';
-/** Development chain ids (anchor/dev-chain.ts): anvil and hardhat, ganache and geth --dev. */
-export const DEV_CHAIN_IDS: readonly number[] = [31337, 1337];
-/** The public development accounts of the "test test ... junk" mnemonic (anchor/dev-chain.ts), lower case. */
-export const DEV_ACCOUNTS: readonly string[] = [
-  '0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266',
-  '0x70997970c51812dc3a010c7d01b50e0d17dc79c8',
-  '0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc',
-  '0x90f79bf6eb2c4f870365e785982e1f101e93b906',
-  '0x15d34aaf54267db7d7c367839aaf71a00a2c6a65',
-  '0x9965507d1a55bcc2695c58ba16fb37d819b0a4dc',
-  '0x976ea74026e726554db657fa54763abd0c3a0aa9',
-  '0x14dc79964da2c08b23698b3d3cc7ca32193d9955',
-  '0x23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f',
-  '0xa0ee7a142d267c1f36714e4a8f75612f20a79720',
-  '0xbcd4042de499d14e55001ccbb24a551f3b954096',
-  '0x71be63f3384f5fb98995898a86b02fb2426c5788',
-  '0xfabb0ac9d68b0b445fb7357272ff202c5651694a',
-  '0x1cbd3b2770909d4e10f157cabc84c7264073c9ec',
-  '0xdf3e18d64bc6a983f673ab319ccae4f1a57c7097',
-  '0xcd3b766ccdd6ae721141f452c550ca635964ce71',
-  '0x2546bcd3c84621e976d8185a91a922ae77ecec30',
-  '0xbda5747bfd65f08deb54cb465eb87d40e51b197e',
-  '0xdd2fd4581271e230360230f9337d5c0430bf44c0',
-  '0x8626f6940e2eb28930efb4cef49b2d1f2c9c1199',
-];
-/** A block dated later than the verifier's clock by more than this is refused, seconds (as verify-receipt.ts). */
-const FUTURE_TOLERANCE_S = 15 * 60;
-const ANCHOR_COMMITMENT_DOMAIN = 'dicom-vault/anchor-commitment/v1';
-
-/** A JSON-RPC error answer carries its code; a chain that could not be reached has none. */
-class RpcError extends Error {
-  readonly code: number | undefined;
-  constructor(message: string, code?: number) {
-    super(message);
-    this.code = code;
-  }
-}
-
-type Fetch = NonNullable<VerifyAuditOptions['fetch']>;
-
-function rpcClient(url: string, fetchFn: Fetch) {
-  let id = 0;
-  return async <T>(method: string, params: unknown[]): Promise<T> => {
-    let res: Response;
-    try {
-      res = await fetchFn(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: ++id, method, params }),
-      });
-    } catch (err) {
-      throw new RpcError(`the chain at ${url} cannot be reached (${err instanceof Error ? err.message : String(err)})`);
-    }
-    if (!res.ok) throw new RpcError(`the chain at ${url} answered HTTP ${res.status} to ${method}`);
-    const body = (await res.json()) as { result?: T; error?: { code: number; message: string } };
-    if (body.error !== undefined) throw new RpcError(`${method}: ${body.error.message}`, body.error.code);
-    return body.result as T;
-  };
-}
-
-interface RpcBlock {
-  number: string;
-  hash: string;
-  parentHash: string;
-  timestamp: string;
-}
-interface RpcReceipt {
-  status: string;
-  from: string;
-  blockNumber: string;
-  blockHash: string;
-  logs: Array<{ address: string; topics: string[]; data: string; removed?: boolean }>;
-}
-
-const hexNumber = (n: number): string => `0x${n.toString(16)}`;
-const iso = (seconds: number): string => new Date(seconds * 1000).toISOString();
-
-/** The receipt as the node serves it (anchor/receipt.ts ReceiptJson), read strictly enough for the checks below. */
-interface ReceiptView {
-  v: string;
-  cid: string;
-  salt?: string;
-  index: number;
-  size: number;
-  path: string;
-  root: string;
-  chainId: number;
-  contract: string;
-  tx: string;
-  block: number;
-  blockHash: string;
-  time: number;
-}
-
-/**
- * Checks one anchored head's receipt: that the head's CID is a leaf of the batch whose root the
- * chain recorded, at the pinned chain and contract, in the block the receipt names, and whether
- * that block is final. The same checks as anchor/verify-receipt.ts, by name.
- */
-export async function verifyHeadAnchor(
-  head: { size: number; body: string },
-  receipt: unknown,
-  chain: VerifyAuditOptions['chain'],
-  fetchFn: Fetch,
-  now: () => number,
-): Promise<AnchorResult> {
-  const selfAttested: string[] = [];
-  const pinned = chain.pin !== undefined;
-  const base = { head: head.size, selfAttested, pinned };
-  const fail = (reason: string, extra: Partial<AnchorResult> = {}): AnchorResult => ({ ...base, ...extra, status: 'failed', reason });
-  const r = receipt as ReceiptView;
-  if (
-    typeof r !== 'object' ||
-    r === null ||
-    !['dicom-vault-receipt/1', 'dicom-vault-receipt/2', 'dicom-vault-receipt/3'].includes(r.v) ||
-    !Number.isSafeInteger(r.index) ||
-    !Number.isSafeInteger(r.size) ||
-    !Number.isSafeInteger(r.chainId) ||
-    !Number.isSafeInteger(r.block) ||
-    !Number.isSafeInteger(r.time) ||
-    typeof r.contract !== 'string'
-  )
-    return fail('the anchor receipt is not a dicom-vault receipt');
-  const at = { chainId: r.chainId, contract: r.contract, block: r.block, time: iso(r.time) };
-
-  // cid: the receipt is for this head (its body's CID), not another.
-  const cidBytes = await headCidBytes(head.body);
-  if (r.cid !== cidText(cidBytes)) return fail(`the anchor receipt is for ${r.cid}, not for this head (${cidText(cidBytes)})`, at);
-
-  // inclusion: the head's CID (or its salted commitment, format 3) is a leaf of the batch whose tree head is `root`.
-  let leafData: Uint8Array = cidBytes;
-  if (r.v === 'dicom-vault-receipt/3') {
-    const salt = fromBase64(r.salt ?? '');
-    if (salt?.length !== 32) return fail('the anchor receipt has no valid salt', at);
-    leafData = await sha256(enc.encode(ANCHOR_COMMITMENT_DOMAIN), Uint8Array.of(0), salt, cidBytes);
-  }
-  const pathBytes = fromBase64(r.path);
-  const root = fromBase64(r.root);
-  const txHash = fromBase64(r.tx);
-  const blockHash = fromBase64(r.blockHash);
-  if (pathBytes === undefined || pathBytes.length % 32 !== 0 || root?.length !== 32 || txHash?.length !== 32 || blockHash?.length !== 32)
-    return fail('the anchor receipt is malformed (path, root, tx or blockHash)', at);
-  const path: Uint8Array[] = [];
-  for (let i = 0; i < pathBytes.length; i += 32) path.push(pathBytes.subarray(i, i + 32));
-  const mth = await rootFromInclusionPath(await leafHash(leafData), r.index, r.size, path);
-  if (mth === undefined || !same(await treeHead(r.size, mth), root))
-    return fail(`the head is not in the anchored batch: its leaf and path do not lead to the batch root ${toHex(root)}`, at);
-
-  // The pin: the patient's own word on which chain and contract count, never the receipt's.
-  if (chain.pin !== undefined) {
-    if (r.chainId !== chain.pin.chainId) return fail(`the anchor is on chain ${r.chainId}, not on the pinned chain ${chain.pin.chainId}`, at);
-    if (!sameHex(r.contract, chain.pin.contract)) return fail(`the anchor is at contract ${r.contract}, not at the pinned ${chain.pin.contract}`, at);
-  }
-  const rootHex = toHex(root);
-  const rpc = rpcClient(chain.rpcUrl, fetchFn);
-  try {
-    const chainId = Number(await rpc<string>('eth_chainId', []));
-    if (chainId !== r.chainId) return fail(`the receipt is for chain ${r.chainId}, the RPC serves chain ${chainId}`, at);
-    if (DEV_CHAIN_IDS.includes(chainId)) selfAttested.push(`chain ${chainId} is a local development chain, which its operator can rewrite`);
-    if (chain.pin?.genesisHash !== undefined) {
-      const genesis = await rpc<RpcBlock | null>('eth_getBlockByNumber', ['0x0', false]);
-      if (!sameHex(genesis?.hash, chain.pin.genesisHash))
-        return fail(`the chain's first block is ${genesis?.hash}, not the pinned ${chain.pin.genesisHash}: another chain under the same id`, at);
-    }
-    // contract: DicomVaultAnchor's code is there now and was when the root was anchored.
-    const codeNow = fromHex(await rpc<string>('eth_getCode', [r.contract, 'latest']));
-    if (codeNow === undefined || toHex(await sha256(codeNow)) !== ANCHOR_CODE_SHA256) return fail(`no DicomVaultAnchor contract at ${r.contract}`, at);
-    // tx: exists, succeeded, emitted Anchored(root) at the contract.
-    const tx = await rpc<RpcReceipt | null>('eth_getTransactionReceipt', [toHex(txHash)]);
-    if (tx === null) return fail(`the anchoring transaction ${toHex(txHash)} is not on the chain`, at);
-    if (tx.status !== '0x1') return fail(`the anchoring transaction ${toHex(txHash)} failed`, at);
-    const anchored = tx.logs.some(
-      (l) => l.removed !== true && sameHex(l.address, r.contract) && sameHex(l.topics[0], ANCHORED_TOPIC) && sameHex(l.topics[1], rootHex),
-    );
-    if (!anchored) return fail(`transaction ${toHex(txHash)} did not anchor the batch root ${rootHex} at ${r.contract}`, at);
-    if (DEV_ACCOUNTS.includes(tx.from.toLowerCase()))
-      selfAttested.push(`the anchor was signed with public development key ${tx.from}, which anyone can sign with`);
-    // block and blockHash: the transaction's block is the receipt's, on the canonical chain.
-    if (Number(tx.blockNumber) !== r.block || !sameHex(tx.blockHash, toHex(blockHash)))
-      return fail(`the transaction is in block ${Number(tx.blockNumber)} (${tx.blockHash}), the receipt says ${r.block}`, at);
-    const block = await rpc<RpcBlock | null>('eth_getBlockByNumber', [hexNumber(r.block), false]);
-    if (block === null || !sameHex(block.hash, toHex(blockHash)))
-      return fail(`block ${r.block} on the chain is not the receipt's (${block?.hash ?? 'none'})`, at);
-    const codeThen = await rpc<string>('eth_getCode', [r.contract, hexNumber(r.block)]).catch((err: unknown) => {
-      // A pruned node cannot answer for an old block (a JSON-RPC error): say nothing then.
-      if (err instanceof RpcError && err.code !== undefined) return undefined;
-      throw err;
-    });
-    if (codeThen !== undefined && toHex(await sha256(fromHex(codeThen) ?? new Uint8Array())) !== ANCHOR_CODE_SHA256)
-      return fail(`the code at ${r.contract} was not DicomVaultAnchor's when the root was anchored`, at);
-    // root and time: the contract itself recorded the root, at the block's time.
-    // (At the latest block, as verify-receipt.ts reads it: a record is never changed once made, and
-    // an RPC that prunes old state still answers.)
-    const recorded = BigInt(await rpc<string>('eth_call', [{ to: r.contract, data: ANCHORED_AT_SELECTOR + rootHex.slice(2) }, 'latest']));
-    if (recorded === 0n) return fail(`the contract has no record of the batch root ${rootHex}`, at);
-    const blockTime = Number(block.timestamp);
-    if (recorded !== BigInt(r.time) || blockTime !== r.time) return fail(`the chain dates the anchor ${iso(blockTime)}, the receipt says ${iso(r.time)}`, at);
-    if (r.block > 0) {
-      const parent = await rpc<RpcBlock | null>('eth_getBlockByNumber', [hexNumber(r.block - 1), false]);
-      if (parent !== null && Number(parent.timestamp) > blockTime)
-        return fail(`block ${r.block} is dated before its parent: the chain's clock was set back`, at);
-    }
-    if (blockTime > now() + FUTURE_TOLERANCE_S) return fail(`block ${r.block} is dated ${iso(blockTime)}, later than this device's clock`, at);
-
-    // Finality: a development chain's operator can rewrite any block, final or not (not enforced).
-    const when = `anchored in block ${r.block} of chain ${chainId} at ${iso(blockTime)}`;
-    if (selfAttested.length > 0) return { ...base, ...at, status: 'verified', reason: `${when}; self-attested: ${selfAttested.join('; ')}` };
-    const finalized = await rpc<RpcBlock | null>('eth_getBlockByNumber', ['finalized', false]).catch((err: unknown) => {
-      if (err instanceof RpcError && err.code !== undefined) return null;
-      throw err;
-    });
-    if (finalized !== null) {
-      const f = Number(finalized.number);
-      return f >= r.block
-        ? { ...base, ...at, status: 'verified', reason: `${when}, finalized` }
-        : { ...base, ...at, status: 'pending', reason: `${when}, not final yet (${r.block - f} blocks to go)` };
-    }
-    const depth = chain.pin?.confirmations;
-    const confirmations = Number(await rpc<string>('eth_blockNumber', [])) - r.block + 1;
-    if (depth === undefined)
-      return { ...base, ...at, status: 'pending', reason: `${when}; the chain has no finalized block and no confirmation depth is pinned` };
-    return confirmations >= depth
-      ? { ...base, ...at, status: 'verified', reason: `${when}, ${confirmations} confirmations` }
-      : { ...base, ...at, status: 'pending', reason: `${when}, ${confirmations} of ${depth} confirmations` };
-  } catch (err) {
-    // The chain did not answer: not evidence of tampering, but nothing is checked either.
-    return { ...base, ...at, status: 'pending', reason: `the anchor could not be checked: ${err instanceof Error ? err.message : String(err)}` };
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
