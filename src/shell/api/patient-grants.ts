@@ -75,6 +75,38 @@ export async function grantRoutes(api: FastifyInstance, ctx: PatientRoutesContex
     },
   );
 
+  // The doctors and institutions a patient can pick as grantee: the node's accounts with the
+  // grantee role (not revoked). A hospital's directory of who may be granted is no secret from its
+  // patients; nothing else about the accounts (roles, dates, tokens) is shown.
+  api.get(
+    '/patient/grantees',
+    {
+      schema: {
+        summary: 'The accounts a grant can name as grantee (doctors, institutions)',
+        tags: ['grants'],
+        security: session,
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              grantees: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' } } } },
+            },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      await patientOf(request);
+      const grantees = deps.identity
+        .users()
+        .filter((u) => u.revokedAt === null && u.roles.includes('grantee'))
+        .map((u) => ({ id: `user:${u.name}`, name: u.name }))
+        .sort((a, b) => a.name.localeCompare(b.name));
+      return { grantees };
+    },
+  );
+
   api.post(
     '/patient/grants/draft',
     {

@@ -9,6 +9,7 @@
 //   POST /api/patient/session                the challenge signed (key file or passkey) -> a session token dvp_...
 //   DELETE /api/patient/session              end every session of the account
 //   GET  /api/patient                        the account: node id, Patient IDs, keys
+//   GET  /api/patient/grantees               the doctors and institutions a grant can name (accounts with the grantee role)
 //   POST /api/patient/grants/draft           the statement to sign for a request, its challenge and WebAuthn options
 //   POST /api/patient/grants                 add a grant: the statement and the patient's proof
 //   GET  /api/patient/grants[/{id}]          grants and where each stands

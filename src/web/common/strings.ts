@@ -75,7 +75,7 @@ export const en = {
   grantWho: 'Who gets access',
   grantToUser: 'A doctor or institution with an account here',
   grantAccount: 'Their account name',
-  grantAccountHelp: 'The name the hospital gave them, for example dr.jones.',
+  grantAccountHelp: 'Pick from the hospital’s list as you type, or enter the name the hospital gave them, for example dr.jones.',
   grantToLink: 'Anyone I give a link or QR code to',
   grantWhat: 'What they may see',
   grantEverything: 'Everything',

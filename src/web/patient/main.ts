@@ -356,7 +356,13 @@ const DATA_TYPES = ['images', 'metadata', 'reports', 'key-images'] as const;
 function grantForm(studies: Study[], refresh: () => Promise<void>): HTMLElement {
   const toUser = radio('grantee', 'user', t.grantToUser, true);
   const toLink = radio('grantee', 'link', t.grantToLink);
-  const account = h('input', { id: uniqueId('account'), type: 'text', name: 'account', autocomplete: 'off', spellcheck: 'false' });
+  // The hospital's doctors and institutions to pick from (typing a name still works): a datalist
+  // filled from GET /api/patient/grantees.
+  const known = h('datalist', { id: uniqueId('grantees') });
+  const account = h('input', { id: uniqueId('account'), type: 'text', name: 'account', autocomplete: 'off', spellcheck: 'false', list: known.id });
+  void call<{ grantees: Array<{ name: string }> }>('/api/patient/grantees')
+    .then(({ grantees }) => replace(known, ...grantees.map((g) => h('option', { value: g.name }))))
+    .catch(() => undefined);
 
   const everything = radio('scope', 'everything', t.grantEverything, true);
   const oneStudy = radio('scope', 'study', t.grantStudy);
@@ -435,7 +441,7 @@ function grantForm(studies: Study[], refresh: () => Promise<void>): HTMLElement 
   const form = h(
     'form',
     { class: 'grant-form' },
-    h('fieldset', {}, h('legend', {}, t.grantWho), toUser.row, labelled(t.grantAccount, account, t.grantAccountHelp), toLink.row),
+    h('fieldset', {}, h('legend', {}, t.grantWho), toUser.row, labelled(t.grantAccount, account, t.grantAccountHelp), known, toLink.row),
     h(
       'fieldset',
       {},

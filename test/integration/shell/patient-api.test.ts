@@ -141,6 +141,7 @@ describe('patient API', () => {
     expect(none.status).toBe(401);
     expect(none.headers.get('www-authenticate')).toMatch(/^Bearer realm="dicom-vault"/);
     expect((await call('GET', '/patient/grants', undefined, 'dvp_not-a-token')).status).toBe(401);
+    expect((await call('GET', '/patient/grantees')).status).toBe(401);
   });
 
   let linkGrant: string;
@@ -311,6 +312,7 @@ describe('patient API', () => {
         '/api/patient/exports',
         '/api/patient/exports/{id}',
         '/api/patient/exports/{id}/archive',
+        '/api/patient/grantees',
         '/api/patient/grants',
         '/api/patient/grants/draft',
         '/api/patient/grants/fhir',

@@ -175,7 +175,12 @@ describe("the patient's page", () => {
   });
 
   it('grants a doctor one series for one hour, signed with the passkey; the doctor sees that series alone', async () => {
-    await page.getByLabel('Their account name').fill('dr.web');
+    // The hospital's doctors are offered as the patient types: accounts with the grantee role only.
+    const input = page.getByLabel('Their account name');
+    const listed = await input.evaluate((el) => [...((el as any).list?.options ?? [])].map((o: any) => o.value));
+    expect(listed).toContain('dr.web');
+    expect(listed).not.toContain('tester');
+    await input.fill('dr.web');
     await page.getByLabel('One series').check();
     await page.getByLabel('Series', { exact: true }).selectOption(`${a1.studyInstanceUID}|${a1.seriesInstanceUID}`);
     await page.getByLabel('One visit (the next hour)').check();
