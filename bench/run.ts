@@ -11,6 +11,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { formatAnchorBench, runAnchorBench, type AnchorBenchResult } from './anchor.ts';
 import { auditMarkdown, runAuditBench, type AuditBenchResult } from './audit.ts';
 import { formatErasureBench, runErasureBench, type ErasureBenchRow } from './erasure.ts';
+import { formatPortabilityBench, runPortabilityBench, type PortabilityBenchRow } from './portability.ts';
 import { benchBackends, s3Environment, type BackendBenchRow } from './backends.ts';
 import { renderChart } from './chart.ts';
 import {
@@ -230,10 +231,13 @@ async function main(): Promise<void> {
   }
 
   let erasure: ErasureBenchRow[] | null = null;
+  let portability: PortabilityBenchRow | null = null;
   if (o.erasure) {
     log('erasure of a patient');
     try {
       erasure = await runErasureBench({ gib: o.sizesGiB[0]!, workDir });
+      log('portability of a patient (export, import, cp)');
+      portability = await runPortabilityBench({ gib: o.sizesGiB[0]!, workDir });
     } catch (err) {
       log(`erasure failed: ${describe(err)}`);
       process.exitCode = 1;
@@ -335,6 +339,7 @@ async function main(): Promise<void> {
         backends,
         anchor,
         erasure,
+        portability,
         scale: scale ? { measured: scale } : null,
         notes,
         files: { ...files, chart: wroteChart ? files.chart : null, scale: scaleMd ? files.scale : null },
@@ -351,6 +356,7 @@ async function main(): Promise<void> {
   if (backends) console.table(backends.map(({ note: _note, ...b }) => b));
   if (anchor) process.stdout.write(`${formatAnchorBench(anchor)}\n`);
   if (erasure) process.stdout.write(`${formatErasureBench(erasure)}\n`);
+  if (portability) process.stdout.write(`${formatPortabilityBench(portability)}\n`);
   if (auth) process.stdout.write(`\nAccess control (auth)\n${authMarkdown(auth)}\n`);
   if (viewer) process.stdout.write(`\nA viewer opening a series (viewer)\n${viewerMarkdown(viewer)}\n`);
   if (audit) process.stdout.write(`\nAudit log (audit)\n${auditMarkdown(audit)}\n`);

@@ -12,13 +12,14 @@ import { pipeline } from 'node:stream/promises';
 import { openAnchorStateWithSalts } from '../../anchor/anchoring.ts';
 import { ANCHOR_DB_FILE } from '../../anchor/state.ts';
 import { openLeaf } from '../audit/entry.ts';
+import type { PortableAudit, PortableEntry } from '../audit/portable.ts';
 import { publicKeyText } from '../audit/head.ts';
 import type { PatientRef } from '../catalog/scope.ts';
 import { VaultError } from '../core/errors.ts';
 import { consentBundle } from '../grants/fhir.ts';
 import { openInstance } from '../read/instance-reader.ts';
 import { spki } from '../transfer/car.ts';
-import { exportPatientArchive, type PatientExportReport } from '../transfer/patient-archive.ts';
+import { exportPatientArchive, type PatientArchiveContents, type PatientExportReport } from '../transfer/patient-archive.ts';
 import { nodeIdOf } from './data-dir.ts';
 import type { Vault } from './vault.ts';
 
@@ -35,28 +36,10 @@ export function studiesOfPatient(vault: Vault, ref: PatientRef): string[] {
  * `by`: who asked (`cli`, `user:NAME`, `patient:ACCOUNT`).
  */
 export async function exportPatient(vault: Vault, ref: PatientRef, recipient: KeyObject, path: string, by: string): Promise<PatientExportReport> {
-  const studies = studiesOfPatient(vault, ref);
-  if (studies.length === 0) throw new VaultError('NOT_FOUND', 'no study of this patient on this node');
   const now = new Date();
-  const dataDir = vault.options.dataDir;
-  const anchors = existsSync(join(dataDir, ANCHOR_DB_FILE)) ? openAnchorStateWithSalts(dataDir) : undefined;
+  const gathered = patientArchiveContents(vault, ref, now);
   try {
-    const accounts = vault.identity.accountsFor(ref);
-    const grants = accounts.flatMap((a) => vault.grants.forPatient(a, now)).map((r) => ({ record: r, status: r.status }));
-    const report = await exportPatientArchive(
-      vault,
-      {
-        patient: ref,
-        source: nodeIdOf(dataDir),
-        studies,
-        receiptOf: (root) => anchors?.receipt(root),
-        consents: consentBundle(grants, now),
-        audit: auditOf(vault, ref),
-      },
-      recipient,
-      path,
-      { now },
-    );
+    const report = await exportPatientArchive(vault, gathered.contents, recipient, path, { now });
     const to = createHash('sha256').update(spki(recipient)).digest('hex').slice(0, 16);
     vault.audit.log.note(
       {
@@ -69,22 +52,55 @@ export async function exportPatient(vault: Vault, ref: PatientRef, recipient: Ke
     );
     return report;
   } finally {
-    anchors?.close();
+    gathered.close();
   }
 }
 
-/** The patient's audit entries, each with its inclusion proof into one signed head, and the key that signed it. */
-function auditOf(vault: Vault, ref: PatientRef): object {
+/** What an export of the patient carries besides the blocks; `close` once the archive is written (anchor.db stays open until then). */
+export function patientArchiveContents(vault: Vault, ref: PatientRef, now = new Date()): { contents: PatientArchiveContents; close(): void } {
+  const studies = studiesOfPatient(vault, ref);
+  if (studies.length === 0) throw new VaultError('NOT_FOUND', 'no study of this patient on this node');
+  const dataDir = vault.options.dataDir;
+  const anchors = existsSync(join(dataDir, ANCHOR_DB_FILE)) ? openAnchorStateWithSalts(dataDir) : undefined;
+  try {
+    const accounts = vault.identity.accountsFor(ref);
+    const grants = accounts.flatMap((a) => vault.grants.forPatient(a, now)).map((r) => ({ record: r, status: r.status }));
+    const receiptOf = (root: string): object | undefined => anchors?.receipt(root);
+    return {
+      contents: {
+        patient: ref,
+        source: nodeIdOf(dataDir),
+        studies,
+        receiptOf,
+        consents: consentBundle(grants, now),
+        audit: auditOf(vault, ref, receiptOf),
+      },
+      close: () => anchors?.close(),
+    };
+  } catch (err) {
+    anchors?.close();
+    throw err;
+  }
+}
+
+/**
+ * The patient's audit entries, each with its inclusion proof into one signed head, the key that
+ * signed it, the head's receipt when it was anchored, and the patient's audit subject keys (the
+ * receiver opens each leaf with them to check the details shown: src/audit/portable.ts).
+ */
+function auditOf(vault: Vault, ref: PatientRef, receiptOf: (cid: string) => object | undefined): PortableAudit {
   const { audit } = vault;
   audit.log.flush();
   const head = audit.log.signHead() ?? audit.store.latestHead();
   const subjects = audit.keys.subjectsOf([ref]);
-  const entries: object[] = [];
+  const keys: Record<string, string> = {};
+  const entries: PortableEntry[] = [];
   let before: number | undefined;
   for (;;) {
     const page = audit.store.query({ subjects, ...(before !== undefined ? { before } : {}), limit: AUDIT_PAGE });
     for (const e of page) {
       const key = audit.keys.key(e.subject);
+      if (key !== undefined) keys[e.subject] ??= key.toString('base64');
       entries.push({
         index: e.index,
         time: new Date(e.time).toISOString(),
@@ -98,6 +114,7 @@ function auditOf(vault: Vault, ref: PatientRef): object {
     if (page.length < AUDIT_PAGE) break;
     before = page.at(-1)!.index;
   }
+  const headReceipt = head === undefined ? undefined : receiptOf(head.cid);
   return {
     key: { algorithm: 'Ed25519', publicKey: publicKeyText(audit.log.publicKey) },
     head:
@@ -111,6 +128,8 @@ function auditOf(vault: Vault, ref: PatientRef): object {
             body: head.body,
             signature: Buffer.from(head.signature).toString('base64'),
           },
+    ...(headReceipt !== undefined ? { headReceipt } : {}),
+    keys,
     entries,
   };
 }

@@ -8,7 +8,7 @@
 // key, with the archive's type and study roots as associated data; inside, dag-cbor: the patient,
 // the source node, and per study its UID, data key and the anchor receipts of its versions; the
 // patient's grants as a FHIR R4 Consent Bundle; the patient's audit entries with their inclusion
-// proofs and the signed head they lead to. Everything that names the patient is in there: whoever
+// proofs, the signed head they lead to and the keys that open them (src/audit/portable.ts). Everything that names the patient is in there: whoever
 // else holds the file sees ciphertext and hashes. Then every block of every study's DAG, each
 // version (through `prev`) to the first: all versions, not the latest only, because a version's
 // manifest links its predecessor, so the latest root already names them all; a latest-only export
@@ -16,9 +16,11 @@
 //
 // Import is all or nothing: a first pass reads the whole file, checks that every block hashes to
 // its CID, that every study's DAG is complete, that the sealed part opens (for this node, untouched)
-// and that each data key opens its study and each receipt leads from its version; only then does a
-// second pass store the blocks and the catalog get the studies. A tampered file is refused with
-// CAR_INVALID before anything is stored.
+// and that each data key opens its study and each receipt names one of its versions; then the
+// caller's evidence check (the receipts on a chain, the audit entries' proofs into the signed head
+// under the sender's audit key: src/shell/patient-import.ts); only then does a second pass store
+// the blocks and the catalog get the studies. A tampered file, or evidence that does not verify,
+// is refused with CAR_INVALID before anything is stored.
 import { createHash, type KeyObject } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
@@ -243,13 +245,33 @@ export interface PatientImportReport {
   consents: object;
   /** The patient's audit entries at the sending node, with their proofs. */
   audit: object;
+  /** What the evidence check found (receipts on the chain, audit proofs, the signed head). */
+  verified: EvidenceReport;
 }
+
+/** The sender's evidence, handed to the check the caller wires (a chain, the audit key) once the blocks and keys passed. */
+export interface ArchiveEvidence {
+  source: string;
+  /** Every receipt with the version root it was found to name. */
+  receipts: Array<{ study: string; root: string; receipt: object }>;
+  /** The audit part as sealed (src/audit/portable.ts reads it). */
+  audit: unknown;
+}
+
+/** What the evidence check reports; it throws (CAR_INVALID, with the reason) to refuse the import. */
+export type EvidenceReport = Record<string, unknown>;
+
+/**
+ * Checks the sender's receipts and audit proofs; throws to refuse. Required: an import that
+ * skipped it would store evidence nobody checked (src/shell/patient-import.ts is the node's).
+ */
+export type EvidenceCheck = (evidence: ArchiveEvidence, signal?: AbortSignal) => Promise<EvidenceReport>;
 
 const invalid = (reason: string, cause?: unknown): VaultError => new VaultError('CAR_INVALID', reason, cause === undefined ? {} : { cause });
 
 /** Imports a patient archive: everything or nothing (see the header). */
 export async function importPatientArchive(
-  deps: Pick<ImportDeps, 'store' | 'catalog' | 'keys'> & { transportKey: TransportKey },
+  deps: Pick<ImportDeps, 'store' | 'catalog' | 'keys'> & { transportKey: TransportKey; checkEvidence: EvidenceCheck },
   path: string,
   options: { signal?: AbortSignal } = {},
 ): Promise<PatientImportReport> {
@@ -320,6 +342,7 @@ export async function importPatientArchive(
 
   // Every study: its DAG complete, its key opening it, its receipts leading from its versions.
   const plans: Array<{ s: SealedStudy; dataKey: DataKey; versionRoots: string[] }> = [];
+  const receipts: ArchiveEvidence['receipts'] = [];
   for (const [i, s] of payload.studies.entries()) {
     const root = CID.asCID(s.root);
     if (root === null || !root.equals(roots[i]!)) throw invalid('the sealed part does not match the archive roots');
@@ -358,12 +381,17 @@ export async function importPatientArchive(
     if (existing !== undefined && existing.keyId !== dataKey.keyId)
       throw new VaultError('CONFLICT', `this node holds study ${s.study} under another data key already: nothing was imported`);
     for (const text of s.receipts) {
-      const cid = (JSON.parse(text) as { cid?: unknown }).cid;
-      const named = typeof cid === 'string' ? versionRoots.some((v) => cidEquals(v, cid)) : false;
-      if (!named) throw invalid(`a receipt of study ${i + 1} names no version of it`);
+      const receipt = JSON.parse(text) as { cid?: unknown };
+      const cid = receipt.cid;
+      const named = typeof cid === 'string' ? versionRoots.find((v) => cidEquals(v, cid)) : undefined;
+      if (named === undefined) throw invalid(`a receipt of study ${i + 1} names no version of it`);
+      receipts.push({ study: s.study, root: named, receipt });
     }
     plans.push({ s, dataKey, versionRoots });
   }
+  // The receipts on the chain, the audit proofs into the signed head: a failure refuses the
+  // import here, before anything is stored.
+  const verified = await deps.checkEvidence({ source: payload.source, receipts, audit: JSON.parse(payload.audit) as unknown }, signal);
 
   // Pass 2: store the blocks (content-addressed; checked again as they go), then the keys and the catalog.
   // Puts overlap (as the study import's): one flush below makes them all durable.
@@ -406,9 +434,10 @@ export async function importPatientArchive(
     blocks,
     bytes,
     studies,
-    receipts: plans.flatMap(({ s }) => s.receipts.map((t) => ({ study: s.study, receipt: JSON.parse(t) as object }))),
+    receipts: receipts.map(({ study, receipt }) => ({ study, receipt })),
     consents: JSON.parse(payload.consents) as object,
     audit: JSON.parse(payload.audit) as object,
+    verified,
   };
 }
 

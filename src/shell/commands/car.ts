@@ -1,6 +1,6 @@
 // The commands that move a study between nodes as a CAR file (src/transfer/car.ts):
 //   export --car <study-uid> <file.car> [--to <recipient-public-key.pem>]   (export.ts)
-//   import <file.car>
+//   import <file.car> [--trust FILE --rpc URL]   (a patient archive's receipts checked on that chain)
 //   public-key          print this node's transport public key (what senders pass to --to)
 import type { KeyObject } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -10,9 +10,11 @@ import type { Command } from 'commander';
 import { VaultError } from '../../core/errors.ts';
 import { assertUid } from '../../dicom/uid.ts';
 import { TRANSPORT_KEY_FILE, exportStudyCar, importStudyCar, loadOrCreateTransportKey, parseRecipientKey, publicKeyPem } from '../../transfer/car.ts';
-import { importPatientArchive, isPatientArchive } from '../../transfer/patient-archive.ts';
+import { withoutSubjectKeys } from '../../audit/portable.ts';
+import { importPatientArchive, isPatientArchive, type PatientImportReport } from '../../transfer/patient-archive.ts';
 import type { NodeOptions } from '../config.ts';
 import { createLogger } from '../log.ts';
+import { patientEvidenceCheck, type EvidenceVerified } from '../patient-import.ts';
 import { openVault } from '../vault.ts';
 import { EXIT, mb, nodeOptionsOf, stdio, withNodeFlags, type Io } from './io.ts';
 
@@ -24,25 +26,56 @@ export function carCommands(program: Command, io: Io = stdio): void {
         "store and check a study's blocks from a CAR file (readable here if its data key was sealed to this node), or a patient archive (export --patient): all or nothing",
       )
       .argument('<file.car>', 'the CAR file')
+      .option(
+        '--trust <file>',
+        "patient archive: trust file (dicom-vault-trust/1) of the sending node's chain, to check its receipts against (default: this node's external chain, if any)",
+      )
+      .option('--rpc <url>', "patient archive, with --trust: JSON-RPC endpoint of that chain (default: this node's external chain)")
+      .option('--audit-key <base64>', "patient archive: the sending node's audit key as it publishes it (GET /api/audit/key), pinned")
       .option('--json', 'print the report as JSON'),
-  ).action(async (file: string, opts: { json?: boolean }, cmd: Command) => {
+  ).action(async (file: string, opts: { json?: boolean; trust?: string; rpc?: string; auditKey?: string }, cmd: Command) => {
     const options = nodeOptionsOf(cmd);
     const vault = await openVault(options, createLogger('warn'));
     try {
       const transportKey = loadOrCreateTransportKey(join(options.dataDir, TRANSPORT_KEY_FILE));
       if (await isPatientArchive(file)) {
-        const r = await importPatientArchive({ store: vault.store, catalog: vault.catalog, keys: vault.keys, transportKey }, file);
+        const evidence = await patientEvidenceCheck(options, {
+          ...(opts.trust !== undefined ? { trust: opts.trust } : {}),
+          ...(opts.rpc !== undefined ? { rpc: opts.rpc } : {}),
+          ...(opts.auditKey !== undefined ? { auditKey: opts.auditKey } : {}),
+        });
+        let r: PatientImportReport;
+        try {
+          r = await importPatientArchive({ store: vault.store, catalog: vault.catalog, keys: vault.keys, transportKey, checkEvidence: evidence.check }, file);
+        } finally {
+          await evidence.close();
+        }
+        const audit = withoutSubjectKeys(r.audit) as object;
         // What the receiving node keeps of the sender's records: beside its data, for the operator.
         const dir = join(options.dataDir, 'imports', `${new Date().toISOString().replace(/[:.]/g, '-')}-${r.source.slice(0, 12)}`);
         await mkdir(dir, { recursive: true, mode: 0o700 });
         await writeFile(join(dir, 'receipts.json'), JSON.stringify(r.receipts, null, 2), { mode: 0o600 });
         await writeFile(join(dir, 'consents.fhir.json'), JSON.stringify(r.consents, null, 2), { mode: 0o600 });
-        await writeFile(join(dir, 'audit.json'), JSON.stringify(r.audit, null, 2), { mode: 0o600 });
-        if (opts.json) io.out(JSON.stringify({ ...r, saved: dir }, null, 2));
+        await writeFile(join(dir, 'audit.json'), JSON.stringify(audit, null, 2), { mode: 0o600 });
+        await writeFile(join(dir, 'verified.json'), JSON.stringify(r.verified, null, 2), { mode: 0o600 });
+        if (opts.json) io.out(JSON.stringify({ ...r, audit, saved: dir }, null, 2));
         else {
+          const v = r.verified as EvidenceVerified;
           io.out(`imported the patient archive of node ${r.source} (${r.createdAt}): ${r.blocks} blocks (${mb(r.bytes)} MB), every block verified`);
           for (const s of r.studies) io.out(`readable: study ${s.study}, ${s.versions} versions, ${s.instances} instances`);
-          io.out(`${r.receipts.length} anchor receipts, grants (FHIR Consent) and audit entries saved in ${dir}`);
+          io.out(
+            v.receipts.unverified === undefined
+              ? `${v.receipts.checked} of ${v.receipts.carried} anchor receipts verified on chain ${v.receipts.chain?.chainId} (${Object.entries(
+                  v.receipts.verdicts,
+                )
+                  .map(([k, n]) => `${n} ${k}`)
+                  .join(', ')})`
+              : `${v.receipts.carried} anchor receipts NOT verified: ${v.receipts.unverified}`,
+          );
+          io.out(
+            `${v.audit.proofs} audit inclusion proofs verified into the head of ${v.audit.head?.size ?? 0} entries, signed by ${v.audit.keyPinned ? 'the pinned audit key' : 'the audit key the archive carries'} (${v.audit.records} entries' details opened from their leaves; head ${v.audit.head?.anchored ?? 'absent'})`,
+          );
+          io.out(`anchor receipts, grants (FHIR Consent), audit entries and what was verified saved in ${dir}`);
         }
         process.exitCode = EXIT.OK;
         return;

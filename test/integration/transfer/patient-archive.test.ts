@@ -2,7 +2,7 @@
 // audit entries move from node A to node B as one archive sealed to B. B serves the same bytes
 // under the same UIDs, the receipts verify on the chain, the grants are listed; a tampered archive,
 // or one sealed to another node, is refused and leaves nothing behind.
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,13 +10,19 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planStudy, type GeneratedStudy } from '../../../bench/generate.ts';
+import { encodeTrustFile, trustAnchorOf } from '../../../anchor/trust.ts';
 import { verifyReceipt } from '../../../anchor/verify-receipt.ts';
+import { publicKeyText } from '../../../src/audit/head.ts';
+import type { PortableAudit } from '../../../src/audit/portable.ts';
 import { openLeaf } from '../../../src/audit/entry.ts';
 import { createKeyFile, readKeyFile, signStatement } from '../../../src/grants/signing.ts';
 import { draftStatement } from '../../../src/grants/statement.ts';
 import { KEY_DB_FILE } from '../../../src/format/keys.ts';
 import { verifyStudy } from '../../../src/read/verify.ts';
 import { resolveNodeOptions } from '../../../src/shell/config.ts';
+import { patientArchiveContents } from '../../../src/shell/patient-export.ts';
+import { parseRecipientKey } from '../../../src/transfer/car.ts';
+import { exportPatientArchive, type PatientArchiveContents } from '../../../src/transfer/patient-archive.ts';
 import { createLogger } from '../../../src/shell/log.ts';
 import type { RunningNode } from '../../../src/shell/server.ts';
 import { useSharedChain, type TestChain } from '../../support/anvil.ts';
@@ -36,6 +42,8 @@ const mine: Array<{ study: GeneratedStudy; bytes: Buffer[] }> = [];
 let theirs: GeneratedStudy;
 let account: string;
 let grantId: string;
+/** The trust file of A's chain, as a receiving operator gets it from A (`anchor trust-file`). */
+let trustFile: string;
 
 async function tempDir(): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'dicom-vault-port-'));
@@ -94,6 +102,8 @@ beforeAll(async () => {
   grantId = statement.id;
   // An access to the patient's study: an audit entry of theirs.
   expect((await retrieve(`${a.url}/studies/${mine[1]!.study.studyInstanceUID}`)).status).toBe(200);
+  trustFile = join(await tempDir(), 'a-chain.trust.json');
+  await writeFile(trustFile, JSON.stringify(encodeTrustFile([await trustAnchorOf(chain.client(0), chain.contract)])));
 }, 180_000);
 
 afterAll(async () => {
@@ -135,6 +145,42 @@ async function nothingImported(dataDir: string): Promise<void> {
   }
 }
 
+interface ImportJson {
+  studies: Array<{ study: string; versions: number; instances: number }>;
+  receipts: Array<{ study: string; receipt: { cid: string } }>;
+  consents: { resourceType: string; entry: Array<{ resource: { resourceType: string; id?: string; status: string } }> };
+  audit: { entries: Array<{ proof?: string[]; record: unknown }>; head: { size: number } | null };
+  verified: {
+    receipts: { carried: number; checked: number; verdicts: Record<string, number>; unverified?: string };
+    audit: { entries: number; proofs: number; records: number; key: string; keyPinned: boolean; head: { size: number; anchored: string } | null };
+  };
+  saved: string;
+}
+
+/**
+ * An archive for the node at `bDir` built by the module's own functions from A's real contents,
+ * with `alter` applied before it is sealed: what a sender (or anyone holding B's public key)
+ * could forge. The blocks, keys and seal are all sound; only the evidence lies.
+ */
+async function forged(bDir: string, alter: (c: PatientArchiveContents) => void): Promise<string> {
+  const recipient = parseRecipientKey(await readFile(await publicKeyFile(bDir)));
+  const gathered = patientArchiveContents(a.vault, { id: PATIENT, issuer: null });
+  try {
+    alter(gathered.contents);
+    const file = join(await tempDir(), 'forged.car');
+    await exportPatientArchive(a.vault, gathered.contents, recipient, file);
+    return file;
+  } finally {
+    gathered.close();
+  }
+}
+
+const flip = (b64: string): string => {
+  const b = Buffer.from(b64, 'base64');
+  b[0]! ^= 0x01;
+  return b.toString('base64');
+};
+
 describe('a patient moved to another provider', () => {
   it('export on A, import on B: the same bytes under the same UIDs, receipts that verify, grants and audit entries listed', async () => {
     const bDir = await tempDir();
@@ -166,15 +212,31 @@ describe('a patient moved to another provider', () => {
     expect(refused.stderr).toMatch(/CAR_INVALID/);
     await nothingImported(bDir);
 
-    const imported = await run(['import', archive, '--json', '--data-dir', bDir]);
+    const imported = await run([
+      'import',
+      archive,
+      '--json',
+      '--trust',
+      trustFile,
+      '--rpc',
+      chain.rpcUrl,
+      '--audit-key',
+      publicKeyText(a.vault.audit.log.publicKey),
+      '--data-dir',
+      bDir,
+    ]);
     expect(imported.code, imported.stderr).toBe(0);
-    const report = JSON.parse(imported.stdout) as {
-      studies: Array<{ study: string; versions: number; instances: number }>;
-      receipts: Array<{ study: string; receipt: { cid: string } }>;
-      consents: { resourceType: string; entry: Array<{ resource: { resourceType: string; id?: string; status: string } }> };
-      audit: { entries: Array<{ proof?: string[]; record: unknown }>; head: { size: number } | null };
-      saved: string;
-    };
+    const report = JSON.parse(imported.stdout) as ImportJson;
+    // Every receipt checked on A's chain (a development chain: self-attested), every audit entry's
+    // proof into the signed head, its details against its leaf.
+    expect(report.verified.receipts).toMatchObject({ carried: 3, checked: 3, verdicts: { 'self-attested': 3 }, chain: { chainId: chain.chainId } });
+    expect(report.verified.receipts.unverified).toBeUndefined();
+    expect(report.verified.audit.proofs).toBe(report.audit.entries.length);
+    expect(report.verified.audit.records).toBe(report.audit.entries.length);
+    expect(report.verified.audit).toMatchObject({ key: publicKeyText(a.vault.audit.log.publicKey), keyPinned: true });
+    // The subject keys served the check; B keeps none.
+    expect(JSON.parse(await readFile(join(report.saved, 'audit.json'), 'utf8'))).not.toHaveProperty('keys');
+    expect(report.audit).not.toHaveProperty('keys');
     expect(report.studies.map((s) => [s.study, s.versions, s.instances]).sort()).toEqual(
       [
         [mine[0]!.study.studyInstanceUID, 2, 3],
@@ -188,10 +250,14 @@ describe('a patient moved to another provider', () => {
     expect(report.audit.entries.length).toBeGreaterThan(0);
     expect(report.audit.entries.every((e) => Array.isArray(e.proof) && e.record !== null)).toBe(true);
     expect(JSON.parse(await readFile(join(report.saved, 'consents.fhir.json'), 'utf8'))).toEqual(report.consents);
-    // Imported again (as after a crash in its second pass): nothing new, nothing broken.
+    // Imported again (as after a crash in its second pass): nothing new, nothing broken. Without
+    // --trust, on a node with no chain: the receipts are kept, said to be unverified.
     const again = await run(['import', archive, '--json', '--data-dir', bDir]);
     expect(again.code, again.stderr).toBe(0);
-    expect((JSON.parse(again.stdout) as typeof report).studies.map((s) => s.versions)).toEqual([0, 0]);
+    const second = JSON.parse(again.stdout) as ImportJson;
+    expect(second.studies.map((s) => s.versions)).toEqual([0, 0]);
+    expect(second.verified.receipts).toMatchObject({ carried: 3, checked: 0, unverified: expect.stringMatching(/no chain/) });
+    expect(second.verified.audit.proofs).toBe(report.audit.entries.length);
 
     // B serves the patient's instances byte for byte; the other patient's study did not travel.
     const b = await startNodeWithTester(
@@ -274,10 +340,77 @@ describe('a patient moved to another provider', () => {
     await writeFile(archive, Buffer.from(await download.arrayBuffer()));
     const imported = await run(['import', archive, '--json', '--data-dir', bDir]);
     expect(imported.code, imported.stderr).toBe(0);
-    expect((JSON.parse(imported.stdout) as { studies: Array<{ study: string }> }).studies.map((s) => s.study).sort()).toEqual(
-      mine.map((m) => m.study.studyInstanceUID).sort(),
-    );
+    const fromApi = JSON.parse(imported.stdout) as ImportJson;
+    expect(fromApi.studies.map((s) => s.study).sort()).toEqual(mine.map((m) => m.study.studyInstanceUID).sort());
+    expect(fromApi.verified.audit.proofs).toBeGreaterThan(0);
   }, 180_000);
+
+  it('refuses forged evidence in a well-sealed archive, each with its reason, and imports nothing', async () => {
+    const other = generateKeyPairSync('ed25519');
+    const cases: Array<{ what: string; alter: (c: PatientArchiveContents) => void; reason: RegExp; args?: string[] }> = [
+      {
+        what: 'a receipt with its time moved an hour back',
+        alter: (c) => {
+          const real = c.receiptOf;
+          let first = true;
+          c.receiptOf = (root) => {
+            const r = real(root) as { time: number } | undefined;
+            if (r === undefined || !first) return r;
+            first = false;
+            return { ...r, time: r.time - 3600 };
+          };
+        },
+        reason: /CAR_INVALID.*receipt 1 \(study version \S+\) does not verify on the chain \(.*time/,
+      },
+      {
+        what: "an audit entry's inclusion proof altered",
+        alter: (c) => {
+          const e = (c.audit as PortableAudit).entries[0]!;
+          e.proof = [flip(e.proof![0]!), ...e.proof!.slice(1)];
+        },
+        reason: /CAR_INVALID.*audit: entry \d+: its inclusion proof does not lead to the signed head/,
+      },
+      {
+        what: 'the head signed by another key',
+        alter: (c) => {
+          const head = (c.audit as PortableAudit).head!;
+          head.signature = sign(null, Buffer.from(head.body), generateKeyPairSync('ed25519').privateKey).toString('base64');
+        },
+        reason: /CAR_INVALID.*audit: the head is not signed by the archive's audit key/,
+      },
+      {
+        what: "an audit entry's details rewritten beside its leaf",
+        alter: (c) => {
+          const e = (c.audit as PortableAudit).entries.find((x) => x.record !== null)!;
+          e.record = { ...e.record!, who: { id: 'someone-else' } };
+        },
+        reason: /CAR_INVALID.*audit: entry \d+: the details shown are not those sealed in its leaf/,
+      },
+      {
+        what: "another key named as the audit key and the head signed by it, where the sender's key is pinned",
+        alter: (c) => {
+          const audit = c.audit as PortableAudit;
+          audit.key.publicKey = publicKeyText(other.publicKey);
+          audit.head!.signature = sign(null, Buffer.from(audit.head!.body), other.privateKey).toString('base64');
+        },
+        reason: /CAR_INVALID.*audit: the audit key is not the sending node's pinned key/,
+        args: ['--audit-key', publicKeyText(a.vault.audit.log.publicKey)],
+      },
+    ];
+    for (const { what, alter, reason, args = [] } of cases) {
+      const bDir = await tempDir();
+      const file = await forged(bDir, alter);
+      const refused = await run(['import', file, '--trust', trustFile, '--rpc', chain.rpcUrl, ...args, '--data-dir', bDir]);
+      expect(refused.code, what).toBe(1);
+      expect(refused.stderr, what).toMatch(reason);
+      await nothingImported(bDir);
+    }
+    // The same path with nothing altered imports: the refusals above are the alterations'.
+    const bDir = await tempDir();
+    const sound = await run(['import', await forged(bDir, () => undefined), '--json', '--trust', trustFile, '--rpc', chain.rpcUrl, '--data-dir', bDir]);
+    expect(sound.code, sound.stderr).toBe(0);
+    expect((JSON.parse(sound.stdout) as ImportJson).verified.receipts.checked).toBe(3);
+  }, 240_000);
 
   it('writes plain DICOM Part 10 files for a provider without dicom-vault', async () => {
     const out = await tempDir();
