@@ -190,7 +190,8 @@ Systems:
                          (default fs,ipfs,s3)
   --anchor               also the anchoring benchmark (gas per batch and per study, receipts)
   --erasure              also the erasure benchmark (a patient of the first --size GiB, and one of
-                         10,000 instances: until keys are gone, until blocks are freed)
+                         10,000 instances: until keys are gone, until blocks are freed), then
+                         the portability one (export and import of that patient, against cp)
 
 Limits and output:
   --limits / --no-limits measure the machine's limits first (default on): crypto, disk, loopback

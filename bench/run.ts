@@ -236,10 +236,15 @@ async function main(): Promise<void> {
     log('erasure of a patient');
     try {
       erasure = await runErasureBench({ gib: o.sizesGiB[0]!, workDir });
-      log('portability of a patient (export, import, cp)');
-      portability = await runPortabilityBench({ gib: o.sizesGiB[0]!, workDir });
     } catch (err) {
       log(`erasure failed: ${describe(err)}`);
+      process.exitCode = 1;
+    }
+    log('portability of a patient (export, import, cp)');
+    try {
+      portability = await runPortabilityBench({ gib: o.sizesGiB[0]!, workDir });
+    } catch (err) {
+      log(`portability failed: ${describe(err)}`);
       process.exitCode = 1;
     }
   }
