@@ -20,7 +20,7 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const ZERO_HASH = new Uint8Array(HASH_SIZE);
 
-/** What happened. access: a request the access seam let through (recorded before it is served); outcome: how that request ended; refused: a request refused (identity or rights); summary: refusals counted while the log was behind. */
+/** What happened. access: a request the access seam let through (recorded before it is served; with its response when that was ready first); outcome: how that request ended (when the access entry does not already say); refused: a request refused (identity or rights); summary: refusals counted while the log was behind. */
 export type AuditKind =
   | 'access'
   | 'outcome'
@@ -52,6 +52,12 @@ export interface AuditRecord {
     bytes?: number;
     /** False when the response broke off before its end. */
     complete?: boolean;
+    /**
+     * access: the length of the response's body when the whole response (status and body) was
+     * produced before the entry was written; the entry then carries its `status` too, and an
+     * `outcome` follows only if the response did not go out whole with that status.
+     */
+    bodyBytes?: number;
     /** New study versions: the version, its root CID, how many instances, and where they came from. */
     version?: number;
     root?: string;

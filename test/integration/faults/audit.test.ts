@@ -141,6 +141,17 @@ describe('the audit log of a running node', () => {
     const outcome = mine.find((e) => e.r?.kind === 'outcome' && e.r.ref === staff.index)!;
     expect(outcome.r).toMatchObject({ what: { status: 200, complete: true } });
     expect(outcome.r!.what.bytes).toBeGreaterThan(100);
+    // A search is answered in the turn it is admitted in: its access entry, written after, carries
+    // the response (status, body length) and no outcome entry follows it.
+    const search = await fetch(`${node.url}/studies?PatientID=AUD-1`, { headers: { accept: JSON_TYPE, authorization: `Bearer ${tester}` } });
+    const searchBody = Buffer.from(await search.arrayBuffer());
+    expect(search.status).toBe(200);
+    await sleep(50);
+    const after = entries(node);
+    const found = after.filter((e) => e.r?.kind === 'access' && e.r.where?.url === '/dicom-web/studies?PatientID=AUD-1');
+    expect(found).toHaveLength(1);
+    expect(found[0]!.r!.what).toMatchObject({ action: 'search', status: 200, bodyBytes: searchBody.length });
+    expect(after.some((e) => e.r?.kind === 'outcome' && e.r.ref === found[0]!.index)).toBe(false);
     const granted = mine.find((e) => e.r?.kind === 'access' && e.r.who.id === 'user:dr.who')!;
     expect(granted.r!.why).toBe(`grant ${grantId}`);
     const refused = mine.find((e) => e.r?.kind === 'refused')!;

@@ -259,6 +259,30 @@ describe('audit log', () => {
     });
   });
 
+  it.each([false, true])('lets an entry be changed until it is taken to be written, never after (writer thread: %s)', async (thread) => {
+    const { log, store, keys, signer } = open({ thread });
+    const early = log.appendOpen(access('user:dr', '1.2.early'));
+    // Changed in the same turn (as a QIDO's response, folded into its access entry).
+    expect(
+      early.amend((r) => {
+        r.what = { ...r.what, status: 200, bodyBytes: 1234 };
+      }),
+    ).toBe(true);
+    const late = log.appendOpen(access('user:dr', '1.2.late'));
+    const [i, j] = await Promise.all([early.written, late.written]);
+    // Written: no change reaches the sealed entry any more, and the caller is told.
+    expect(
+      late.amend((r) => {
+        r.what = { ...r.what, status: 500 };
+      }),
+    ).toBe(false);
+    const opened = (k: number) => openLeaf(store.entry(k)!.leaf, keys.key(NODE_SUBJECT)!)!;
+    expect(opened(i).what).toMatchObject({ study: '1.2.early', status: 200, bodyBytes: 1234 });
+    expect(opened(j).what).toEqual({ action: 'retrieve', study: '1.2.late', dataType: 'frames' });
+    log.flush();
+    expect(verifyLog(store, signer.publicKey)).toMatchObject({ ok: true, entries: 2 });
+  });
+
   it('keeps up with a flood of refusals, counting what it cannot write one by one in a summary entry', async () => {
     const { log, store, keys } = open({ maxQueued: 1_000 });
     const refused: AuditRecord = { kind: 'refused', who: { id: 'unidentified' }, what: { action: 'retrieve', status: 401 }, why: 'unknown token' };
