@@ -5,7 +5,7 @@
 // all (runAuditBench) and keeps the figures with the other results. Real parts: SQLite audit.db (WAL, synchronous=FULL) in a temp
 // directory, AES-256-GCM sealing, Ed25519 heads.
 //
-//   node bench/audit.ts [--entries 20000] [--runs 3] [--part all|append|latency|proofs|gas]
+//   node bench/audit.ts [--entries 20000] [--runs 3] [--part all|append|latency|proofs|gas] [--concurrency 1]
 //
 // Proof sizes: measured on a real log at 10^3 entries; at 10^6 and 10^9 they follow from the
 // tree's shape alone (an RFC 9162 proof's length depends only on the index and the sizes), so
@@ -42,13 +42,20 @@ import { consistencyProof, HASH_SIZE, inclusionProof } from '../src/audit/tree.t
 
 const { values } = import.meta.main
   ? parseArgs({
-      options: { entries: { type: 'string', default: '20000' }, runs: { type: 'string', default: '3' }, part: { type: 'string', default: 'all' } },
+      options: {
+        entries: { type: 'string', default: '20000' },
+        runs: { type: 'string', default: '3' },
+        part: { type: 'string', default: 'all' },
+        concurrency: { type: 'string', default: '1' },
+      },
     })
-  : { values: { entries: '20000', runs: '3', part: 'all' } };
+  : { values: { entries: '20000', runs: '3', part: 'all', concurrency: '1' } };
 /** all, or one of append, latency, proofs (each well under a minute). */
 const PART = values.part;
 const ENTRIES = Number(values.entries);
 const RUNS = Number(values.runs);
+/** Latency part: requests sent to a node at once (a viewer asks for about 6). */
+const CONCURRENCY = Number(values.concurrency);
 
 const APPEND_CASES = [
   ['heads every 2 s (the default), 100 requests per turn', 2_000, 200],
@@ -217,9 +224,15 @@ export interface LatencyFigures {
  * running at once on the same study: requests go to each node in turn (one at a time, the order
  * rotated each time), so every variant meets the same load on this shared machine. Ratios are
  * taken per round (each round `perRound` requests to each node) against the `off` node, and
- * reported as their median and spread over the rounds.
+ * reported as their median and spread over the rounds. `concurrency`: requests sent to a node at
+ * once each time (each one's latency is a sample).
  */
-export async function latencyOnOff(variants: readonly LatencyVariant[] = LATENCY_VARIANTS, rounds = 8, perRound = 30): Promise<LatencyFigures[]> {
+export async function latencyOnOff(
+  variants: readonly LatencyVariant[] = LATENCY_VARIANTS,
+  rounds = 8,
+  perRound = 30,
+  concurrency = 1,
+): Promise<LatencyFigures[]> {
   const study = planStudy({ kind: 'single', instances: 1, rows: 512, columns: 512, seed: 2424, patientId: 'BENCH-AUDIT' });
   const inst = study.instances[0]!;
   const chunks: Buffer[] = [];
@@ -274,11 +287,13 @@ export async function latencyOnOff(variants: readonly LatencyVariant[] = LATENCY
       for (let i = 0; i < perRound; i++) {
         for (let j = 0; j < variants.length; j++) {
           const k = (i + j) % variants.length;
-          samples[k]!.qido[r]!.push(await time(urls[k]!.qido, nodes[k]!.token, 'application/dicom+json'));
+          samples[k]!.qido[r]!.push(
+            ...(await Promise.all(Array.from({ length: concurrency }, () => time(urls[k]!.qido, nodes[k]!.token, 'application/dicom+json')))),
+          );
         }
         for (let j = 0; j < variants.length; j++) {
           const k = (i + j) % variants.length;
-          samples[k]!.frame[r]!.push(await time(urls[k]!.frame, nodes[k]!.token, FRAME));
+          samples[k]!.frame[r]!.push(...(await Promise.all(Array.from({ length: concurrency }, () => time(urls[k]!.frame, nodes[k]!.token, FRAME)))));
         }
       }
     }
@@ -466,8 +481,8 @@ if (import.meta.main) {
     }
   }
   if (PART === 'all' || PART === 'latency') {
-    out('latency of nodes running side by side, requests to each in turn; ratio to `off` per round (median, min-max over rounds):');
-    for (const f of await latencyOnOff()) {
+    out(`latency of nodes running side by side, ${CONCURRENCY} request(s) at once to each in turn; ratio to \`off\` per round (median, min-max over rounds):`);
+    for (const f of await latencyOnOff(LATENCY_VARIANTS, 8, 30, CONCURRENCY)) {
       const r = (x: { median: number; min: number; max: number }) => `x${x.median.toFixed(2)} (${x.min.toFixed(2)}-${x.max.toFixed(2)})`;
       out(`  ${f.variant.label}: QIDO ${f.qido.toFixed(2)} ms ${r(f.qidoRatio)}, frame ${f.frame.toFixed(2)} ms ${r(f.frameRatio)}`);
     }

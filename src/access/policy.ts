@@ -75,6 +75,11 @@ export interface AuditSink {
    * unrecorded. Absent: a sink that only records (the log).
    */
   admit?(event: AuditEvent): Promise<void>;
+  /**
+   * The whole response of an admitted request (`id`: AuditEvent.id), produced before its admission
+   * was written: a sink may record it with the access (status, body length). Absent: ignored.
+   */
+  respond?(id: string, status: number, bodyBytes: number): void;
 }
 
 /** Everyone may do everything: `--open`, for development on loopback only. */

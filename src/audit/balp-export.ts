@@ -2,7 +2,7 @@
 // export routes and `dicom-vault audit export --balp` hand an auditor's FHIR tooling.
 //
 // Which entries become AuditEvents: an `access` (with how it ended, from the `outcome` entry that
-// points at it), a `refused` request, and a `version` (a study stored: STOW, C-STORE or a
+// points at it, or from the access itself when its response was folded into it), a `refused` request, and a `version` (a study stored: STOW, C-STORE or a
 // command; a successful STOW is told by its versions, a failed one by its access; a STOW that
 // stored nothing new makes no version and is not exported). The log's other entries (grants, enrollments, reads of the log, summaries) have no
 // BALP pattern of their own and stay in the log and its own API. An entry whose patient's key was
@@ -42,7 +42,8 @@ export function eventOfEntry(e: OpenedEntry, outcome: AuditRecord | undefined): 
   const action = r.kind === 'version' ? 'store' : r.what.action;
   if (!ACTIONS.has(action) || (r.kind !== 'access' && r.kind !== 'refused' && r.kind !== 'version')) return undefined;
   const who = r.who;
-  const status = r.kind === 'refused' ? (r.what.status ?? 403) : (outcome?.what.status ?? 200);
+  // An access folded with its response (src/shell/admitted.ts) carries its own status.
+  const status = r.kind === 'refused' ? (r.what.status ?? 403) : (outcome?.what.status ?? r.what.status ?? 200);
   // A STOW that stored is told by the versions it made (one Create per study, which names the
   // study and its patient; the request URL often names neither); one that failed, by its access.
   if (r.kind === 'access' && action === 'store' && status < 400 && (outcome?.what.complete ?? true)) return undefined;

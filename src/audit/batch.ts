@@ -23,7 +23,7 @@ export function appendSealed(store: AuditLogStore, frontier: Frontier | undefine
   let after: Frontier | undefined;
   const batch = store.append((size) => {
     const f = frontier?.size === size ? frontier.clone() : Frontier.of(read, size);
-    let prev = size === 0 ? undefined : read(0, size - 1);
+    let prev = size === 0 ? undefined : (f.last ?? read(0, size - 1));
     const entries: StoredEntry[] = [];
     const nodes: TreeNode[] = [];
     for (const [i, p] of items.entries()) {

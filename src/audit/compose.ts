@@ -13,6 +13,15 @@ export function composeSinks(sinks: readonly AuditSink[], onError?: (err: unknow
   const admitting = sinks.filter((s) => s.admit !== undefined);
   return {
     ...(admitting.length === 0 ? {} : { admit: async (event) => void (await Promise.all(admitting.map((s) => s.admit!(event)))) }),
+    respond(id, status, bodyBytes) {
+      for (const sink of sinks) {
+        try {
+          sink.respond?.(id, status, bodyBytes);
+        } catch (err) {
+          onError?.(err);
+        }
+      }
+    },
     record(event) {
       for (const sink of sinks) {
         try {

@@ -20,7 +20,7 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const ZERO_HASH = new Uint8Array(HASH_SIZE);
 
-/** What happened. access: a request the access seam let through (recorded before it is served); outcome: how that request ended; refused: a request refused (identity or rights); summary: refusals counted while the log was behind. */
+/** What happened. access: a request the access seam let through (recorded before it is served; with its response when that was ready first); outcome: how that request ended (when the access entry does not already say); refused: a request refused (identity or rights); summary: refusals counted while the log was behind. */
 export type AuditKind =
   | 'access'
   | 'outcome'
@@ -52,6 +52,12 @@ export interface AuditRecord {
     bytes?: number;
     /** False when the response broke off before its end. */
     complete?: boolean;
+    /**
+     * access: the length of the response's body when the whole response (status and body) was
+     * produced before the entry was written; the entry then carries its `status` too, and an
+     * `outcome` follows only if the response did not go out whole with that status.
+     */
+    bodyBytes?: number;
     /** New study versions: the version, its root CID, how many instances, and where they came from. */
     version?: number;
     root?: string;
@@ -80,16 +86,21 @@ export interface LeafFields {
 }
 
 function header(index: number, time: number, subject: string, prev: Uint8Array): Buffer {
-  const s = Buffer.from(subject, 'ascii');
-  if (s.length > 255 || !/^[\x21-\x7e]+$/.test(subject)) throw new VaultError('INTERNAL', 'an audit subject is 1 to 255 printable ASCII characters');
+  if (subject.length > 255 || !/^[\x21-\x7e]+$/.test(subject)) throw new VaultError('INTERNAL', 'an audit subject is 1 to 255 printable ASCII characters');
   if (prev.length !== HASH_SIZE) throw new VaultError('INTERNAL', 'previous leaf hash must be 32 bytes');
-  const h = Buffer.alloc(1 + 8 + 8 + 1 + s.length + HASH_SIZE);
+  if (!Number.isSafeInteger(index) || index < 0 || !Number.isSafeInteger(time) || time < 0)
+    throw new VaultError('INTERNAL', 'an audit index and time are non-negative integers');
+  // Unsafe: every byte is written below. u64 fields as two u32 halves: BigInt conversions cost more
+  // than the rest of the header (both values are safe integers, below 2^53).
+  const h = Buffer.allocUnsafe(1 + 8 + 8 + 1 + subject.length + HASH_SIZE);
   h[0] = LEAF_VERSION;
-  h.writeBigUInt64BE(BigInt(index), 1);
-  h.writeBigUInt64BE(BigInt(time), 9);
-  h[17] = s.length;
-  s.copy(h, 18);
-  Buffer.from(prev).copy(h, 18 + s.length);
+  h.writeUInt32BE(Math.floor(index / 2 ** 32), 1);
+  h.writeUInt32BE(index >>> 0, 5);
+  h.writeUInt32BE(Math.floor(time / 2 ** 32), 9);
+  h.writeUInt32BE(time >>> 0, 13);
+  h[17] = subject.length;
+  h.write(subject, 18, 'latin1');
+  h.set(prev, 18 + subject.length);
   return h;
 }
 

@@ -63,6 +63,16 @@ interface Pending {
   time: number;
   resolve?: (index: number) => void;
   reject?: (err: VaultError) => void;
+  /** Taken from the queue to be sealed: the record can no longer change. */
+  taken?: boolean;
+}
+
+/** An entry appended and, until its batch is taken to be written, still open to change. */
+export interface OpenAppend {
+  /** Resolves with the entry's index once it is on disk (as `append`). */
+  written: Promise<number>;
+  /** Changes the record if it is not sealed yet; false (and nothing changed) once it is. */
+  amend(change: (record: AuditRecord) => void): boolean;
 }
 
 export class AuditLog extends EventEmitter<AuditLogEvents> {
@@ -122,6 +132,30 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
     });
   }
 
+  /**
+   * `append`, with the record left open to change until the batch it waits in is taken to be
+   * written (the next turn of the event loop at the earliest). The access seam folds a response
+   * produced meanwhile into its access entry: one entry instead of an access and an outcome.
+   */
+  appendOpen(record: AuditRecord, subject: string = NODE_SUBJECT): OpenAppend {
+    if (this.#closed) return { written: Promise.reject(new VaultError('AUDIT_UNAVAILABLE', 'the audit log is closed')), amend: () => false };
+    const pending: Pending = { record: { ...record, what: { ...record.what } }, subject, time: this.#now() };
+    const written = new Promise<number>((resolve, reject) => {
+      pending.resolve = resolve;
+      pending.reject = reject;
+    });
+    this.#queue.push(pending);
+    this.#schedule();
+    return {
+      written,
+      amend: (change) => {
+        if (pending.taken === true) return false;
+        change(pending.record);
+        return true;
+      },
+    };
+  }
+
   /** Records an entry without waiting. A refusal that finds the queue full is counted in a summary entry instead. */
   note(record: AuditRecord, subject: string = NODE_SUBJECT): void {
     if (this.#closed) return;
@@ -170,6 +204,7 @@ export class AuditLog extends EventEmitter<AuditLogEvents> {
     let written = 0;
     while (this.#queue.length > 0 || this.#refusals.size > 0) {
       const items = this.#queue.splice(0, this.#maxBatch);
+      for (const p of items) p.taken = true;
       if (this.#refusals.size > 0 && items.length < this.#maxBatch) {
         const counts = Object.fromEntries(this.#refusals);
         this.#refusals = new Map();

@@ -103,6 +103,11 @@ const MIGRATIONS = [
      size        INTEGER NOT NULL,
      enqueued_at TEXT NOT NULL
    ) STRICT;`,
+  // The subtree hashes an entry completes (its own leaf hash first, then one per level it closes)
+  // kept in its row: an append then writes the entries table and its index, not a third b-tree
+  // whose level-major keys put each append on two or three more pages (WAL frames) per commit.
+  // Rows written before keep theirs in `nodes`.
+  `ALTER TABLE entries ADD COLUMN hashes BLOB;`,
 ];
 
 type HeadRow = { size: number; body: string; signature: Uint8Array; cid: string; proof: Uint8Array };
@@ -137,10 +142,22 @@ export class SqliteAuditLogStore implements AuditLogStore {
   append(build: (size: number) => AppendBatch): AppendBatch {
     return transaction(this.#db, () => {
       const batch = build(this.size());
-      const e = this.#stmts.get('INSERT INTO entries (idx, subject, time, leaf) VALUES (?, ?, ?, ?)');
-      for (const x of batch.entries) e.run(x.index, x.subject, x.time, x.leaf);
-      const n = this.#stmts.get('INSERT OR REPLACE INTO nodes (level, idx, hash) VALUES (?, ?, ?)');
-      for (const x of batch.nodes) n.run(x.level, x.index, x.hash);
+      // Each subtree is completed by its last leaf: (index + 1) * 2^level - 1; levels in order from 0.
+      const completed = new Map<number, Uint8Array[]>();
+      for (const x of batch.nodes) {
+        const by = (x.index + 1) * 2 ** x.level - 1;
+        const hashes = completed.get(by) ?? [];
+        if (hashes.length !== x.level) throw new VaultError('INTERNAL', `audit subtree ${x.level}/${x.index} out of order`);
+        hashes.push(x.hash);
+        completed.set(by, hashes);
+      }
+      const e = this.#stmts.get('INSERT INTO entries (idx, subject, time, leaf, hashes) VALUES (?, ?, ?, ?, ?)');
+      for (const x of batch.entries) {
+        const hashes = completed.get(x.index);
+        e.run(x.index, x.subject, x.time, x.leaf, hashes === undefined ? null : Buffer.concat(hashes));
+        completed.delete(x.index);
+      }
+      if (completed.size > 0) throw new VaultError('INTERNAL', 'an audit subtree completed by no entry of its batch');
       return batch;
     });
   }
@@ -177,6 +194,10 @@ export class SqliteAuditLogStore implements AuditLogStore {
   }
 
   node(level: number, index: number): Uint8Array {
+    const at = (index + 1) * 2 ** level - 1;
+    const row = this.#stmts.get('SELECT hashes FROM entries WHERE idx = ?').get(at) as { hashes: Uint8Array | null } | undefined;
+    if (row?.hashes != null && row.hashes.length >= (level + 1) * HASH_SIZE) return row.hashes.subarray(level * HASH_SIZE, (level + 1) * HASH_SIZE);
+    // An entry appended before the hashes moved into its row.
     const r = this.#stmts.get('SELECT hash FROM nodes WHERE level = ? AND idx = ?').get(level, index) as { hash: Uint8Array } | undefined;
     if (r === undefined) throw new VaultError('INTERNAL', `the audit log has no subtree ${level}/${index}`);
     return r.hash;

@@ -192,14 +192,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
         if (deps.audit.admit !== undefined) {
           const admission = deps.audit.admit(auditEventOf(request, reply, declared));
           if (declared.action === 'store') await admission;
-          else admitWhileHandling(request, admission);
+          else admitWhileHandling(request, admission, (status, bytes) => deps.audit.respond?.(request.id, status, bytes));
         }
         if (decision.grants !== undefined && decision.grants.length > 0) deps.grantWatch?.watch(decision.grants, reply);
       });
       // The response of an access admitted while handling starts once that access is on record.
-      scope.addHook('onSend', async (request, _reply, payload) => {
+      scope.addHook('onSend', async (request, reply, payload) => {
         try {
-          await admitted(request);
+          await admitted(request, { status: reply.statusCode, payload });
         } catch (err) {
           if (payload !== null && typeof payload === 'object' && 'destroy' in payload && typeof payload.destroy === 'function') payload.destroy();
           throw err;

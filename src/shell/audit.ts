@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import type { AccessResource, AuditEvent, AuditSink, Principal } from '../access/policy.ts';
 import type { AuditRecord } from '../audit/entry.ts';
 import { AUDIT_SIGNING_KEY_FILE, HeadSigner } from '../audit/head.ts';
-import { AuditLog, type AuditLogOptions, DEFAULT_MAX_BATCH } from '../audit/log.ts';
+import { AuditLog, type AuditLogOptions, DEFAULT_MAX_BATCH, type OpenAppend } from '../audit/log.ts';
 import { AUDIT_DB_FILE, type AuditLogStore, SqliteAuditLogStore } from '../audit/store.ts';
 import { ThreadAuditWriter } from '../audit/writer.ts';
 import { AUDIT_KEYS_DB_FILE, type AuditKeyStore, NODE_SUBJECT, SqliteAuditKeyStore, type SubjectRef } from '../audit/subject-keys.ts';
@@ -290,12 +290,15 @@ export interface AccessAuditDeps {
 /**
  * The access seam's sink: `admit` records an allowed request before it is served and resolves once
  * that is on disk (it rejects with AUDIT_UNAVAILABLE when the log cannot be written: the app then
- * answers 503); `record` adds how it ended, or the refusal, without waiting.
+ * answers 503); `respond` folds a response produced before that entry was written into it (status
+ * and body length: one entry, not two); `record` adds how it ended, or the refusal, without
+ * waiting (nothing for a folded response that went out whole with its status).
  */
 export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(event: AuditEvent): Promise<void> } {
   // Each admitted request's access entry, by request id, until the request ends: its outcome points
   // at it. A promise, as a read is handled (and may end, its client gone) while its entry is written.
-  const admitted = new Map<string, Promise<number | undefined>>();
+  // `amend` changes the entries while they wait to be written; `folded` is the status they carry.
+  const admitted = new Map<string, { entry: Promise<number | undefined>; amend: OpenAppend['amend'][]; folded?: number }>();
 
   // The patients an access concerns: the study's; else the patients whose grants it used; else the
   // caller's own (a patient); else none (the node's key).
@@ -334,13 +337,26 @@ export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(even
 
   const sink: AuditSink & { admit(event: AuditEvent): Promise<void> } = {
     async admit(event) {
-      const written = Promise.all(subjectsOf(event).map((s) => deps.audit.log.append(recordOf('access', { ...event, status: 0 }), s))).then((ix) => ix[0]);
+      const opened = subjectsOf(event).map((s) => deps.audit.log.appendOpen(recordOf('access', { ...event, status: 0 }), s));
+      const written = Promise.all(opened.map((o) => o.written)).then((ix) => ix[0]);
       if (event.id !== undefined)
-        admitted.set(
-          event.id,
-          written.catch(() => undefined),
-        );
+        admitted.set(event.id, {
+          entry: written.catch(() => undefined),
+          amend: opened.map((o) => o.amend),
+        });
       await written;
+    },
+    respond(id, status, bodyBytes) {
+      const a = admitted.get(id);
+      if (a === undefined || a.folded !== undefined) return;
+      // All of a request's entries wait in the same batch: the first tells whether any can change.
+      const fold = (r: AuditRecord) => {
+        r.what = { ...r.what, status, bodyBytes };
+      };
+      if (a.amend.length > 0 && a.amend[0]!(fold)) {
+        for (const amend of a.amend.slice(1)) amend(fold);
+        a.folded = status;
+      }
     },
     record(event) {
       const write = (ref: number | undefined) => {
@@ -350,10 +366,12 @@ export function accessAuditSink(deps: AccessAuditDeps): AuditSink & { admit(even
         if (ref !== undefined) rec.ref = ref;
         for (const s of ref !== undefined || refused ? subjectsOf(event).slice(0, 1) : subjectsOf(event)) deps.audit.log.note(rec, s);
       };
-      const entry = event.id === undefined ? undefined : admitted.get(event.id);
+      const a = event.id === undefined ? undefined : admitted.get(event.id);
       if (event.id !== undefined) admitted.delete(event.id);
-      if (entry === undefined) write(undefined);
-      else void entry.then(write);
+      if (a === undefined) write(undefined);
+      // The access entry already says how it ended: produced whole with this status, and sent so.
+      else if (a.folded !== undefined && a.folded === event.status && event.complete) return;
+      else void a.entry.then(write);
     },
   };
   return sink;

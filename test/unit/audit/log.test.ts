@@ -109,6 +109,30 @@ describe('audit log', () => {
     expect(report).toMatchObject({ ok: true, entries: 20, heads: 4, verifiedThrough: 20, problems: [] });
   });
 
+  it('keeps proving the entries of a log written before subtree hashes moved into the entries, and grows it', async () => {
+    const first = open();
+    await fill(first.log, NODE_SUBJECT, NODE_SUBJECT, 0, 15);
+    first.close();
+    // The earlier layout: every subtree hash in `nodes`, none in the entries' rows.
+    const db = raw();
+    const level = (bytes: Uint8Array, l: number) => bytes.subarray(l * 32, (l + 1) * 32);
+    for (const r of db.prepare('SELECT idx, hashes FROM entries WHERE hashes IS NOT NULL').all() as Array<{ idx: number; hashes: Uint8Array }>)
+      for (let l = 0; l * 32 < r.hashes.length; l++)
+        db.prepare('INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)').run(l, (r.idx + 1) / 2 ** l - 1, level(r.hashes, l));
+    db.exec('UPDATE entries SET hashes = NULL');
+    db.close();
+    const { log, store, signer } = open();
+    await fill(log, NODE_SUBJECT, NODE_SUBJECT, 15, 10);
+    expect(store.size()).toBe(25);
+    const head = store.latestHead()!;
+    expect(head.size).toBe(25);
+    for (let i = 0; i < 25; i++) expect(verifyInclusion(store.entry(i)!.leaf, i, 25, log.inclusion(i, 25), head.root)).toBe(true);
+    // Heads signed in the earlier layout extend to the new one.
+    for (const old of store.heads().filter((h) => h.size <= 15))
+      expect(verifyConsistency(old.size, 25, log.consistency(old.size, 25), old.root, head.root)).toBe(true);
+    expect(verifyLog(store, signer.publicKey)).toMatchObject({ ok: true, entries: 25 });
+  });
+
   it("seals each entry under its patient's key: another patient's key does not open it, nor is their proof this entry's", async () => {
     const { log, store, keys } = open();
     const a = keys.subjectFor({ id: 'PAT-A', issuer: null });
@@ -257,6 +281,30 @@ describe('audit log', () => {
       ]);
       expect(r.problems.map((p) => p.kind).sort()).toEqual(['anchor-invalid', 'anchor-missing']);
     });
+  });
+
+  it.each([false, true])('lets an entry be changed until it is taken to be written, never after (writer thread: %s)', async (thread) => {
+    const { log, store, keys, signer } = open({ thread });
+    const early = log.appendOpen(access('user:dr', '1.2.early'));
+    // Changed in the same turn (as a QIDO's response, folded into its access entry).
+    expect(
+      early.amend((r) => {
+        r.what = { ...r.what, status: 200, bodyBytes: 1234 };
+      }),
+    ).toBe(true);
+    const late = log.appendOpen(access('user:dr', '1.2.late'));
+    const [i, j] = await Promise.all([early.written, late.written]);
+    // Written: no change reaches the sealed entry any more, and the caller is told.
+    expect(
+      late.amend((r) => {
+        r.what = { ...r.what, status: 500 };
+      }),
+    ).toBe(false);
+    const opened = (k: number) => openLeaf(store.entry(k)!.leaf, keys.key(NODE_SUBJECT)!)!;
+    expect(opened(i).what).toMatchObject({ study: '1.2.early', status: 200, bodyBytes: 1234 });
+    expect(opened(j).what).toEqual({ action: 'retrieve', study: '1.2.late', dataType: 'frames' });
+    log.flush();
+    expect(verifyLog(store, signer.publicKey)).toMatchObject({ ok: true, entries: 2 });
   });
 
   it('keeps up with a flood of refusals, counting what it cannot write one by one in a summary entry', async () => {

@@ -3,8 +3,8 @@
 // batch tree, for every size to 40 and every pair of sizes.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { MerkleTree, verifyInclusion } from '../../../anchor/merkle.ts';
-import { consistencyProof, EMPTY_ROOT, Frontier, inclusionProof, leafHash, type NodeReader, verifyConsistency } from '../../../src/audit/tree.ts';
+import { MerkleTree, leafHash as batchLeafHash, nodeHash as batchNodeHash, verifyInclusion } from '../../../anchor/merkle.ts';
+import { consistencyProof, EMPTY_ROOT, Frontier, inclusionProof, leafHash, type NodeReader, nodeHash, verifyConsistency } from '../../../src/audit/tree.ts';
 
 const sha = (...parts: Uint8Array[]): Buffer => {
   const h = createHash('sha256');
@@ -50,6 +50,18 @@ describe('audit tree (RFC 9162)', () => {
   const N = 40;
   const leaves = leavesOf(N);
   const { read, roots } = grow(leaves);
+
+  it("hashes leaves and nodes as the batch tree does, and knows the last leaf's hash", () => {
+    for (const l of leaves) expect(hex(leafHash(l))).toBe(hex(batchLeafHash(l)));
+    expect(hex(nodeHash(leafHash(leaves[0]!), leafHash(leaves[1]!)))).toBe(hex(batchNodeHash(batchLeafHash(leaves[0]!), batchLeafHash(leaves[1]!))));
+    const f = Frontier.empty();
+    expect(f.last).toBeUndefined();
+    for (const l of leaves.slice(0, 6)) {
+      f.push(leafHash(l));
+      expect(hex(f.last!)).toBe(hex(leafHash(l)));
+      expect(hex(f.clone().last!)).toBe(hex(leafHash(l)));
+    }
+  });
 
   it('has the RFC root at every size, the same as the batch tree', () => {
     for (let n = 0; n <= N; n++) {
