@@ -24,17 +24,24 @@ export let S3_ENDPOINT = 'http://127.0.0.1:0';
 export const S3_REGION = 'us-east-1';
 export const S3_CREDENTIALS = { accessKeyId: 'test:tester', secretAccessKey: 'testing' };
 
-/** Starts Swift (5-10 s); returns at once if it runs. */
-export async function startSwift(): Promise<void> {
-  await run('bash', [join(SWIFT_SCRIPTS, 'start.sh'), SWIFT_BASE_DIR], { timeout: 300_000 });
-  const port = /^PORT=(\d+)$/m.exec(await readFile(join(SWIFT_BASE_DIR, 'ports'), 'utf8'))?.[1];
-  if (port === undefined) throw new Error(`no PORT in ${join(SWIFT_BASE_DIR, 'ports')}`);
+/**
+ * The base dir of this file's Swift: the shared one, unless the suite started one of its own in
+ * another (a suite that stops the server must not stop the one other suites run on).
+ */
+let baseDir = SWIFT_BASE_DIR;
+
+/** Starts Swift (5-10 s) from `dir`, which later calls then act on; returns at once if it runs. */
+export async function startSwift(dir = baseDir): Promise<void> {
+  baseDir = dir;
+  await run('bash', [join(SWIFT_SCRIPTS, 'start.sh'), dir], { timeout: 300_000 });
+  const port = /^PORT=(\d+)$/m.exec(await readFile(join(dir, 'ports'), 'utf8'))?.[1];
+  if (port === undefined) throw new Error(`no PORT in ${join(dir, 'ports')}`);
   S3_ENDPOINT = `http://127.0.0.1:${port}`;
 }
 
-/** Stops exactly the daemons start.sh started from SWIFT_BASE_DIR. */
+/** Stops exactly the daemons start.sh started from the dir startSwift() last used. */
 export async function stopSwift(): Promise<void> {
-  await run('bash', [join(SWIFT_SCRIPTS, 'stop.sh'), SWIFT_BASE_DIR], { timeout: 60_000 });
+  await run('bash', [join(SWIFT_SCRIPTS, 'stop.sh'), baseDir], { timeout: 60_000 });
   // The proxy's workers exit shortly after their parent: wait until the port refuses.
   for (let i = 0; i < 100; i++) {
     if (!(await healthy())) return;

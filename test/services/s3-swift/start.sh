@@ -20,6 +20,12 @@
 set -euo pipefail
 
 BASE=${1:-${TMPDIR:-/tmp}/s3-swift}
+# Suites call this side by side (vitest runs files in parallel): one start at a time per BASE, so
+# that a second finds the daemons of the first instead of starting its own beside them. The
+# daemons must not inherit the lock (fd 9), or it would be held for as long as they run.
+mkdir -p "$BASE"
+exec 9>"$BASE/start.lock"
+flock 9
 PROXY_WORKERS=${SWIFT_PROXY_WORKERS:-2}
 PY=/usr/bin/python3            # Debian's python3 (a pyenv python on PATH would not find the swift module)
 
@@ -170,7 +176,7 @@ done
 start() { # name cmd...
   local name=$1; shift
   if running "$name"; then return; fi
-  nohup "$@" >"$LOG/$name.log" 2>&1 &
+  nohup "$@" >"$LOG/$name.log" 2>&1 9>&- &
   echo $! > "$PIDS/$name.pid"
 }
 start memcached /usr/bin/memcached -u root -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 64
