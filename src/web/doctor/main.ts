@@ -7,7 +7,9 @@
 // Plain DOM: a page this small needs no framework. Every text node is set with textContent (a study
 // description with markup is shown as text).
 import { finishSignIn, type OidcConfig, startSignIn } from './oidc.ts';
-import { strings } from './strings.ts';
+import { stringsFor } from '../common/strings.ts';
+
+const strings = stringsFor(document.documentElement.lang).doctor;
 
 const TOKEN_KEY = 'dicom-vault.token';
 const DICOMWEB = '/dicom-web';
