@@ -62,6 +62,16 @@ export interface AccountEraser {
   forgetPatient(patient: PatientRef): void;
 }
 
+/**
+ * Records about erased studies that the node keeps outside its stores (an imported patient
+ * archive's evidence in <data-dir>/imports/: receipts carry each version's CID and salt, consents
+ * and audit entries the Patient IDs; src/shell/import-records.ts). Called with the keys step.
+ * Idempotent.
+ */
+export interface StudyRecordEraser {
+  eraseStudyRecords(studies: readonly string[]): Promise<void> | void;
+}
+
 export type ErasureTarget = { kind: 'study'; studyInstanceUID: string } | { kind: 'patient'; patientId: string; issuer?: string };
 
 export interface ErasureOrigin {
@@ -109,6 +119,7 @@ export interface ErasureDeps {
   patientKeyErasers?: readonly PatientKeyEraser[];
   grants?: GrantRevoker;
   accounts?: AccountEraser;
+  records?: readonly StudyRecordEraser[];
   signingKey: KeyObject;
   nodeId: string;
   logger: Logger;
@@ -296,6 +307,7 @@ export class ErasureService {
       by: `erasure:${plan.id}`,
     });
     for (const p of plan.patients) this.#deps.accounts?.forgetPatient(p);
+    for (const r of this.#deps.records ?? []) await r.eraseStudyRecords(studyUIDs);
     await this.#deps.afterStep?.('keys', plan);
 
     // 2. The anchor leaves forget their study (the commitments stay, unlinkable without the salt).

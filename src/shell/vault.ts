@@ -21,6 +21,7 @@ import { ERASURE_DB_FILE, SqliteErasureStore } from '../erasure/store.ts';
 import { SIGNING_KEY_FILE, loadSigningKey } from '../erasure/certificate.ts';
 import { openAnchorState } from '../../anchor/anchoring.ts';
 import { ANCHOR_DB_FILE } from '../../anchor/state.ts';
+import { importRecordsEraser } from './import-records.ts';
 
 export { BLOCKS_DIR, CATALOG_FILE } from './data-dir.ts';
 
@@ -160,6 +161,8 @@ export async function openVault(
       grants: grantRevoker(identity, auditedGrantService),
       // The patient's account goes too (after the grants, which are found through it).
       accounts: { forgetPatient: (p) => void identity.forgetPatient({ id: p.patientId, issuer: p.issuer === '' ? null : p.issuer }) },
+      // What a patient import kept beside the data (receipts with salts, consents, audit entries).
+      records: [importRecordsEraser(options.dataDir)],
       signingKey: loadSigningKey(join(options.dataDir, SIGNING_KEY_FILE)),
       nodeId: nodeIdOf(options.dataDir),
       logger,

@@ -17,6 +17,7 @@ import { createLogger } from '../log.ts';
 import { patientEvidenceCheck, type EvidenceVerified } from '../patient-import.ts';
 import { openVault } from '../vault.ts';
 import { EXIT, mb, nodeOptionsOf, stdio, withNodeFlags, type Io } from './io.ts';
+import { IMPORTS_DIR, writeImportedStudies } from '../import-records.ts';
 
 export function carCommands(program: Command, io: Io = stdio): void {
   withNodeFlags(
@@ -52,12 +53,17 @@ export function carCommands(program: Command, io: Io = stdio): void {
         }
         const audit = withoutSubjectKeys(r.audit) as object;
         // What the receiving node keeps of the sender's records: beside its data, for the operator.
-        const dir = join(options.dataDir, 'imports', `${new Date().toISOString().replace(/[:.]/g, '-')}-${r.source.slice(0, 12)}`);
+        const dir = join(options.dataDir, IMPORTS_DIR, `${new Date().toISOString().replace(/[:.]/g, '-')}-${r.source.slice(0, 12)}`);
         await mkdir(dir, { recursive: true, mode: 0o700 });
         await writeFile(join(dir, 'receipts.json'), JSON.stringify(r.receipts, null, 2), { mode: 0o600 });
         await writeFile(join(dir, 'consents.fhir.json'), JSON.stringify(r.consents, null, 2), { mode: 0o600 });
         await writeFile(join(dir, 'audit.json'), JSON.stringify(audit, null, 2), { mode: 0o600 });
         await writeFile(join(dir, 'verified.json'), JSON.stringify(r.verified, null, 2), { mode: 0o600 });
+        // What an erasure here looks for (src/shell/import-records.ts).
+        writeImportedStudies(
+          dir,
+          r.studies.map((s) => s.study),
+        );
         if (opts.json) io.out(JSON.stringify({ ...r, audit, saved: dir }, null, 2));
         else {
           const v = r.verified as EvidenceVerified;

@@ -4,6 +4,7 @@
 // or one sealed to another node, is refused and leaves nothing behind.
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -284,6 +285,21 @@ describe('a patient moved to another provider', () => {
       const v = await verifyReceipt({ receipt, client: chain.client(0) });
       expect(v.failed, JSON.stringify(v.checks)).toEqual([]);
     }
+
+    // Erasure on B reaches what the imports kept beside the data: one study erased drops its
+    // receipts (each carries the version's CID and salt); the patient's last study erased removes
+    // the import folders whole (consents and audit entries name the patient).
+    const [first, last] = mine.map((m) => m.study.studyInstanceUID) as [string, string];
+    const folders = [report.saved, second.saved];
+    const erasedOne = await run(['erase', '--study', first, '--reason', 'test', '--data-dir', bDir]);
+    expect(erasedOne.code, erasedOne.stderr).toBe(0);
+    for (const dir of folders) {
+      const kept = JSON.parse(await readFile(join(dir, 'receipts.json'), 'utf8')) as Array<{ study: string }>;
+      expect(kept.map((r) => r.study)).toEqual([last]);
+    }
+    const erasedAll = await run(['erase', '--patient', PATIENT, '--reason', 'test', '--data-dir', bDir]);
+    expect(erasedAll.code, erasedAll.stderr).toBe(0);
+    for (const dir of folders) expect(existsSync(dir)).toBe(false);
   }, 240_000);
 
   it('refuses an archive sealed to another node, and leaves nothing', async () => {
