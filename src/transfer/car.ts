@@ -120,6 +120,40 @@ export interface ExportReport {
 }
 
 /**
+ * Every block of a study, newest version first (manifests, the link nodes of both trees, instance
+ * nodes, chunks), read with `get` and handed to `put` in the order a CAR reader wants them;
+ * counts versions and instances into `report`. A link node is put as the walk reads it (each is
+ * read once: the trees are walked in order). The study CAR and the patient archive both write
+ * their studies with it.
+ */
+export async function putStudyBlocks(
+  root: CID,
+  get: (cid: CID) => Promise<Uint8Array>,
+  put: (cid: CID, bytes: Uint8Array) => Promise<void>,
+  report: { versions: number; instances: number },
+): Promise<void> {
+  const getAndPut = async (cid: CID): Promise<Uint8Array> => {
+    const bytes = await get(cid);
+    await put(cid, bytes);
+    return bytes;
+  };
+  for (let cursor: CID | null = root; cursor !== null; ) {
+    const bytes = await get(cursor);
+    const manifest = decodeStudyManifest(bytes, cursor);
+    await put(cursor, bytes);
+    report.versions++;
+    for await (const { cid: nodeCid } of addedTree(manifest, cursor, getAndPut).leaves()) {
+      const nodeBytes = await get(nodeCid);
+      const node = decodeInstanceNode(nodeBytes, nodeCid);
+      await put(nodeCid, nodeBytes);
+      report.instances++;
+      for await (const { cid: chunk } of chunkTree(node, nodeCid, getAndPut).leaves()) await put(chunk, await get(chunk));
+    }
+    cursor = manifest.prev;
+  }
+}
+
+/**
  * Writes the study's whole DAG as a CAR file at `path` (written beside it and renamed, so a
  * failed export leaves no file that looks whole). Every block is verified before it is written.
  */
@@ -144,29 +178,10 @@ export async function exportStudyCar(deps: ExportDeps, studyInstanceUID: string,
     report.blocks++;
     report.bytes += bytes.byteLength;
   };
-  // A link node is written as the walk reads it (each is read once: the trees are walked in order).
-  const getAndPut = async (cid: CID): Promise<Uint8Array> => {
-    const bytes = await get(cid);
-    await put(cid, bytes);
-    return bytes;
-  };
   try {
     const walk = (async () => {
       if (envelope !== undefined) await writer.put(envelope);
-      for (let cursor: CID | null = root; cursor !== null; ) {
-        const bytes = await get(cursor);
-        const manifest = decodeStudyManifest(bytes, cursor);
-        await put(cursor, bytes);
-        report.versions++;
-        for await (const { cid: nodeCid } of addedTree(manifest, cursor, getAndPut).leaves()) {
-          const nodeBytes = await get(nodeCid);
-          const node = decodeInstanceNode(nodeBytes, nodeCid);
-          await put(nodeCid, nodeBytes);
-          report.instances++;
-          for await (const { cid: chunk } of chunkTree(node, nodeCid, getAndPut).leaves()) await put(chunk, await get(chunk));
-        }
-        cursor = manifest.prev;
-      }
+      await putStudyBlocks(root, get, put, report);
     })();
     // If the walk fails, close the writer anyway so the output pipeline ends.
     await walk.finally(() => writer.close());

@@ -47,7 +47,7 @@ import type { DataKey } from '../format/keys.ts';
 import type { BlockStore } from '../../storage/block-store.ts';
 import { cidMatches } from '../../storage/cid.ts';
 import { getVerified } from '../../storage/verified.ts';
-import { checkComplete, DEFAULT_IMPORT_CONCURRENCY, HPKE, type ImportDeps, rawX25519, rebuildCatalog, spki, type TransportKey } from './car.ts';
+import { checkComplete, DEFAULT_IMPORT_CONCURRENCY, HPKE, type ImportDeps, putStudyBlocks, rawX25519, rebuildCatalog, spki, type TransportKey } from './car.ts';
 
 export const PATIENT_ARCHIVE_TYPE = 'dicom-vault/patient-archive@1';
 const HPKE_INFO = new TextEncoder().encode('dicom-vault/patient-archive/1');
@@ -176,28 +176,7 @@ export async function exportPatientArchive(
   try {
     const walk = (async () => {
       await writer.put(archive);
-      for (const s of studies) {
-        for (let cursor: CID | null = s.root; cursor !== null; ) {
-          const bytes = await get(cursor);
-          const manifest = decodeStudyManifest(bytes, cursor);
-          await put(cursor, bytes);
-          report.versions++;
-          // Link nodes (format 2's trees) are written as the walk reads them.
-          const getAndPut = async (cid: CID): Promise<Uint8Array> => {
-            const b = await get(cid);
-            await put(cid, b);
-            return b;
-          };
-          for await (const { cid: nodeCid } of addedTree(manifest, cursor, getAndPut).leaves()) {
-            const nodeBytes = await get(nodeCid);
-            const node = decodeInstanceNode(nodeBytes, nodeCid);
-            await put(nodeCid, nodeBytes);
-            report.instances++;
-            for await (const { cid: chunk } of chunkTree(node, nodeCid, getAndPut).leaves()) await put(chunk, await get(chunk));
-          }
-          cursor = manifest.prev;
-        }
-      }
+      for (const s of studies) await putStudyBlocks(s.root, get, put, report);
     })();
     await walk.finally(() => writer.close());
     await writing;
